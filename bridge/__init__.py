@@ -1,0 +1,9 @@
+"""alert-sms bridge: pages on-call engineers by SMS (Juhe) from Alertmanager and Grafana webhooks.
+
+Data flows one way::
+
+    webhook body --sources--> Batch[Alert] --routing/plan--> Notification --store--> outbox
+    outbox --delivery--> juhe.JuheClient --> SMS
+"""
+
+__version__ = "0.1.0"

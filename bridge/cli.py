@@ -1,0 +1,202 @@
+"""The ``bridge`` command: serve, worker, check, render, send-test.
+
+``.env`` in the working directory is read first and never overrides the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+from dotenv import load_dotenv
+
+from bridge import __version__
+from bridge.config import Settings, mask_mobile
+from bridge.errors import JuheError, PayloadError, RulesError, StoreUnavailable
+from bridge.juhe import JuheClient, encode_tpl_value
+from bridge.logs import setup as setup_logging
+from bridge.rules.load import RuleSet, load_rules
+
+log = logging.getLogger("bridge")
+
+
+def _settings() -> Settings:
+    load_dotenv(Path.cwd() / ".env", override=False)
+    try:
+        return Settings.from_env()
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _rules_or_exit(path: str, tz: str) -> RuleSet:
+    try:
+        return load_rules(path, tz)
+    except RulesError as exc:
+        click.echo(f"{path}: {len(exc.problems)} problem(s):", err=True)
+        for p in exc.problems:
+            click.echo(f"  {p}", err=True)
+        sys.exit(1)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="bridge")
+def main() -> None:
+    """alert-sms bridge: Alertmanager/Grafana webhooks -> Juhe SMS for the on-call engineer."""
+
+
+@main.command()
+def serve() -> None:
+    """Run the service under gunicorn on 0.0.0.0:$PORT with $WEB_CONCURRENCY workers."""
+    settings = _settings()
+    setup_logging(settings.log_format, [settings.juhe_key, settings.token,
+                                        settings.grafana_hmac_secret])
+    _rules_or_exit(settings.rules_path, settings.tz)
+    runtime = tempfile.mkdtemp(prefix="bridge-run.")
+    metrics_dir = os.path.join(runtime, "metrics")
+    os.makedirs(metrics_dir)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    os.environ["BRIDGE_RUNTIME_DIR"] = runtime
+    from bridge.server import run
+
+    try:
+        run(settings, runtime)
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
+@main.command()
+def worker() -> None:
+    """Run delivery alone, without the HTTP server (SIGHUP reloads the rules)."""
+    settings = _settings()
+    setup_logging(settings.log_format, [settings.juhe_key, settings.token,
+                                        settings.grafana_hmac_secret])
+    from bridge.service import Bridge
+
+    try:
+        b = Bridge(settings)
+    except RulesError as exc:
+        raise click.ClickException("rules refused:\n  " + "\n  ".join(exc.problems)) from None
+    for line in b.describe():
+        log.info("%s", line)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: b.holder.reload())
+    log.info("delivery worker started (pid %d)", os.getpid())
+    b.deliverer().run_forever(stop, settings.delivery_interval)
+    log.info("delivery worker stopped")
+
+
+@main.command()
+@click.argument("rules", required=False)
+def check(rules: str | None) -> None:
+    """Validate a rules file or folder (default $BRIDGE_RULES); exit 1 listing every problem."""
+    settings = _settings()
+    path = rules or settings.rules_path
+    rs = _rules_or_exit(path, settings.tz)
+    click.echo(f"{path}: OK: {rs.summary()}")
+    for name, r in zip(rs.route_names, rs.routes, strict=True):
+        who = ", ".join(r.receivers) or "-"
+        extra = f" + mobiles_from {r.mobiles_from}" if r.mobiles_from else ""
+        click.echo(f"  route {name}: {len(r.matchers)} matchers -> {who}{extra}, "
+                   f"template {r.template}"
+                   + (f", resolved {r.resolved_template}" if r.resolved_template else "")
+                   + (" (continue)" if r.continue_ else ""))
+
+
+def _detect_source(payload: Any) -> str:
+    if isinstance(payload, dict) and (payload.get("version") == "1" or "evalMatches" in payload
+                                      or "ruleName" in payload or "orgId" in payload):
+        return "grafana"
+    return "alertmanager"
+
+
+@main.command()
+@click.argument("payload", type=click.Path(exists=True, dir_okay=False))
+@click.option("--rules", "rules_path", help="rules file or folder (default $BRIDGE_RULES)")
+@click.option("--source", type=click.Choice(["alertmanager", "grafana"]),
+              help="payload source (default: told from its fields)")
+def render(payload: str, rules_path: str | None, source: str | None) -> None:
+    """Print every SMS a webhook body would cause now, without sending or storing anything."""
+    from datetime import UTC, datetime
+
+    from bridge.plan import decide
+    from bridge.sources import PARSERS
+
+    settings = _settings()
+    rules = _rules_or_exit(rules_path or settings.rules_path, settings.tz)
+    try:
+        data = json.loads(Path(payload).read_bytes())
+        src = source or _detect_source(data)
+        batch = PARSERS[src](data)
+    except (ValueError, PayloadError) as exc:
+        raise click.ClickException(f"{payload}: {exc}") from None
+    plan = decide(batch, rules, datetime.now(UTC))
+    click.echo(f"{payload}: {src}, {len(batch.alerts)} alerts, "
+               f"{len(plan.notifications)} notifications"
+               + (f", {plan.unrouted} matched no route" if plan.unrouted else ""))
+    for n in plan.notifications:
+        state = n.state + (f" ({n.reason})" if n.reason else "")
+        click.echo(f"- route {n.route}: {n.status} {n.alertname or '-'} -> {n.mobile} "
+                   f"tpl_id {n.tpl_id} [{state}]")
+        for k, v in n.variables.items():
+            click.echo(f"    {k} = {v}")
+        click.echo(f"    tpl_value: {encode_tpl_value(n.variables)}")
+    for m in plan.skipped_mobiles:
+        click.echo(f"- skipped invalid mobile {m} from mobiles_from")
+    lim = rules.limits
+    click.echo(f"(dedup, repeat_interval and limits are decided by the store when served: "
+               f"min_gap {lim.min_gap:.0f}s, per_mobile_per_hour {lim.per_mobile_per_hour}, "
+               f"per_day {lim.per_day}, storm {'on' if lim.storm else 'off'})")
+
+
+@main.command(name="send-test")
+@click.argument("mobile")
+@click.option("--template", "template", required=True, help="template name in the rules")
+@click.option("--var", "variables", multiple=True, help="k=v, repeatable; others get 'test'")
+@click.option("--rules", "rules_path", help="rules file or folder (default $BRIDGE_RULES)")
+def send_test(mobile: str, template: str, variables: tuple[str, ...],
+              rules_path: str | None) -> None:
+    """Send one real SMS through the configured JUHE_KEY (dry-run without it)."""
+    from bridge.rules.model import valid_mobile
+
+    settings = _settings()
+    setup_logging(settings.log_format, [settings.juhe_key])
+    rules = _rules_or_exit(rules_path or settings.rules_path, settings.tz)
+    if not valid_mobile(mobile):
+        raise click.ClickException(f"not an 11-digit mainland China mobile: {mask_mobile(mobile)}")
+    if template not in rules.templates:
+        raise click.ClickException(f"unknown template {template!r}; the rules have "
+                                   f"{', '.join(rules.templates) or 'none'}")
+    tpl = rules.templates[template]
+    values = dict.fromkeys(tpl.vars, "test")
+    for kv in variables:
+        k, sep, v = kv.partition("=")
+        if not sep or k not in tpl.vars:
+            raise click.ClickException(f"--var {k!r}: expected k=v with k one of "
+                                       f"{', '.join(tpl.vars)}")
+        values[k] = v
+    click.echo(f"tpl_id {tpl.tpl_id} to {mask_mobile(mobile)}: tpl_value "
+               f"{encode_tpl_value(values)}")
+    with JuheClient(settings.juhe_key, settings.juhe_url, settings.juhe_timeout) as client:
+        if client.dry_run:
+            click.echo("DRY-RUN: JUHE_KEY is not set, nothing sent")
+            return
+        try:
+            result = client.send(mobile, tpl.tpl_id, values)
+        except JuheError as exc:
+            raise click.ClickException(f"Juhe refused ({type(exc).__name__} {exc.code}): "
+                                       f"{exc.reason}") from None
+    click.echo(f"sent: sid {result.sid}, fee {result.fee}")
+
+
+__all__ = ["main", "StoreUnavailable"]

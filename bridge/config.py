@@ -1,0 +1,146 @@
+"""Settings read from the environment (SPEC "Configuration").
+
+:func:`load_dotenv` is called only by the entry points (``bridge.cli``), never on import, and it
+never overrides what the environment already has. :class:`Settings` holds the Juhe key and never
+prints it: its ``repr`` masks it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str | int | float) -> float:
+    """Parse a Prometheus-style duration (``90s``, ``1h30m``, ``2m``, ``500ms``) into seconds.
+
+    A bare number is seconds. Raises ``ValueError`` for anything else or a negative value.
+    """
+    if isinstance(text, bool):
+        raise ValueError(f"not a duration: {text!r}")
+    if isinstance(text, int | float):
+        if text < 0:
+            raise ValueError(f"negative duration: {text!r}")
+        return float(text)
+    s = str(text).strip()
+    try:
+        value = float(s)
+    except ValueError:
+        pass
+    else:
+        if value < 0:
+            raise ValueError(f"negative duration: {text!r}")
+        return value
+    pos, total = 0, 0.0
+    for m in _DURATION.finditer(s):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(s) or not s:
+        raise ValueError(f"not a duration (like 90s, 5m, 1h30m): {text!r}")
+    return total
+
+
+def mask_mobile(mobile: str) -> str:
+    """``13800138000`` -> ``138****8000``; anything shorter than 8 characters -> ``****``."""
+    if len(mobile) < 8:
+        return "****"
+    return f"{mobile[:3]}****{mobile[-4:]}"
+
+
+def store_url(env: Mapping[str, str]) -> str:
+    """The store URL: ``BRIDGE_STORE``, else ``REDIS_URL`` (PaaS add-ons), else SQLite."""
+    return env.get("BRIDGE_STORE") or env.get("REDIS_URL") or "sqlite:///bridge.db"
+
+
+def redact_url(url: str) -> str:
+    """A store URL with any password replaced by ``***``, for logs."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the environment configures. Durations are seconds, sizes bytes."""
+
+    juhe_key: str | None = field(default=None, repr=False)
+    juhe_url: str = "http://v.juhe.cn/sms/send"
+    rules_path: str = "rules.yaml"
+    store: str = "sqlite:///bridge.db"
+    token: str | None = field(default=None, repr=False)
+    grafana_hmac_secret: str | None = field(default=None, repr=False)
+    grafana_hmac_timestamp_header: str | None = None
+    tz: str = "Asia/Shanghai"
+    port: int = 8000
+    workers: int = 2
+    max_body_bytes: int = 1048576
+    retry_for: float = 3600.0
+    log_format: str = "text"
+    retention: float = 7 * 86400.0
+    juhe_timeout: float = 10.0
+    retry_base: float = 2.0
+    delivery_interval: float = 0.5
+
+    @property
+    def dry_run(self) -> bool:
+        """True when no Juhe key is set: nothing is sent, each SMS is logged instead."""
+        return not self.juhe_key
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """``BRIDGE_TZ`` as a ZoneInfo."""
+        return ZoneInfo(self.tz)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``env`` (default ``os.environ``).
+
+        Raises ``ValueError`` naming the variable when a value cannot be read.
+        """
+        e = os.environ if env is None else env
+
+        def num(name: str, default: str) -> int:
+            try:
+                return int(e.get(name) or default)
+            except ValueError:
+                raise ValueError(f"{name}: not a whole number: {e.get(name)!r}") from None
+
+        def dur(name: str, default: str) -> float:
+            try:
+                return parse_duration(e.get(name) or default)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+
+        tz = e.get("BRIDGE_TZ") or "Asia/Shanghai"
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"BRIDGE_TZ: unknown time zone {tz!r}") from None
+        log_format = (e.get("BRIDGE_LOG_FORMAT") or "text").lower()
+        if log_format not in ("text", "json"):
+            raise ValueError(f"BRIDGE_LOG_FORMAT: must be text or json, not {log_format!r}")
+        return cls(
+            juhe_key=e.get("JUHE_KEY") or None,
+            juhe_url=e.get("JUHE_URL") or "http://v.juhe.cn/sms/send",
+            rules_path=e.get("BRIDGE_RULES") or "rules.yaml",
+            store=store_url(e),
+            token=e.get("BRIDGE_TOKEN") or None,
+            grafana_hmac_secret=e.get("BRIDGE_GRAFANA_HMAC_SECRET") or None,
+            grafana_hmac_timestamp_header=e.get("BRIDGE_GRAFANA_HMAC_TIMESTAMP_HEADER") or None,
+            tz=tz,
+            port=num("PORT", "8000"),
+            workers=num("WEB_CONCURRENCY", "2"),
+            max_body_bytes=num("BRIDGE_MAX_BODY_BYTES", "1048576"),
+            retry_for=dur("BRIDGE_RETRY_FOR", "1h"),
+            log_format=log_format,
+            retention=dur("BRIDGE_RETENTION", "7d"),
+            juhe_timeout=dur("BRIDGE_JUHE_TIMEOUT", "10s"),
+            retry_base=dur("BRIDGE_RETRY_BASE", "2s"),
+            delivery_interval=dur("BRIDGE_DELIVERY_INTERVAL", "0.5s"),
+        )

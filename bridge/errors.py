@@ -1,0 +1,75 @@
+"""Exceptions raised by the bridge.
+
+::
+
+    BridgeError
+    ├── PayloadError        a webhook body the bridge cannot read (-> 400)
+    ├── RulesError          a rules file that fails the checks (every problem listed)
+    ├── StoreUnavailable    the store cannot be read or written (-> 503)
+    └── JuheError           a send through Juhe did not succeed
+        ├── TransientError  retry later with backoff
+        ├── PermanentError  never retry this SMS
+        └── ConfigError     permanent, and the operator's key, account or template is wrong
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BridgeError",
+    "PayloadError",
+    "RulesError",
+    "StoreUnavailable",
+    "JuheError",
+    "TransientError",
+    "PermanentError",
+    "ConfigError",
+]
+
+
+class BridgeError(Exception):
+    """Base of every error the bridge raises on purpose."""
+
+
+class PayloadError(BridgeError):
+    """Raised when a webhook body is not what the SPEC accepts; the message names the place,
+    e.g. ``alerts[0]: missing labels``."""
+
+
+class RulesError(BridgeError):
+    """Raised when a rules file fails its checks.
+
+    ``problems`` lists every problem, each as ``"[file: ]place: message"``.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class StoreUnavailable(BridgeError):
+    """Raised when the store cannot be reached or written; the webhook answers 503."""
+
+
+class JuheError(BridgeError):
+    """Raised when Juhe did not accept an SMS. ``code`` is Juhe's ``error_code`` (0 when the
+    failure happened before an answer, e.g. a timeout); ``reason`` never contains the key."""
+
+    def __init__(self, reason: str, code: int = 0, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+        self.retry_after = retry_after
+
+
+class TransientError(JuheError):
+    """Raised for failures worth retrying: connection errors, timeouts, HTTP 5xx, a body that is
+    not JSON, and Juhe's transient codes. ``retry_after`` (seconds) is a minimum wait, if any."""
+
+
+class PermanentError(JuheError):
+    """Raised for failures that retrying cannot fix for this SMS (e.g. 205401 wrong mobile)."""
+
+
+class ConfigError(PermanentError):
+    """Raised when Juhe says the key, account, quota or template is wrong (e.g. 10001, 205402);
+    shown on ``/readyz`` until a send succeeds again."""

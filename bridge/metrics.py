@@ -1,0 +1,73 @@
+"""Prometheus metrics, correct across gunicorn workers (prometheus_client multiprocess mode).
+
+``bridge serve`` sets ``PROMETHEUS_MULTIPROC_DIR`` to a fresh folder before gunicorn starts, so
+every worker writes its samples there and ``/metrics`` sums them. Without it (tests, ``bridge
+worker``), the default registry of the one process is used. Numbers that live in the store
+(queue depth per state) and the rules reload state are read when ``/metrics`` is scraped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+WEBHOOKS = Counter("bridge_webhooks_total", "Webhook requests by source and HTTP status.",
+                   ["source", "code"])
+ALERTS = Counter("bridge_alerts_received_total", "Alerts received, by source and status.",
+                 ["source", "status"])
+TRUNCATED = Counter("bridge_alerts_truncated_total",
+                    "Alerts Alertmanager left out of a webhook (truncatedAlerts); not pageable.")
+NOTIFICATIONS = Counter("bridge_notifications_total",
+                        "Notifications decided, by state (queued, held, suppressed) and reason.",
+                        ["state", "reason"])
+DELIVERIES = Counter("bridge_deliveries_total",
+                     "Delivery outcomes of stored SMS: sent, retrying, failed.", ["outcome"])
+JUHE_REQUESTS = Counter("bridge_juhe_requests_total", "Requests to Juhe by outcome and code.",
+                        ["outcome", "code"])
+JUHE_SECONDS = Histogram("bridge_juhe_send_seconds", "Latency of one Juhe send, seconds.",
+                         buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+SKIPPED_MOBILES = Counter("bridge_mobiles_skipped_total",
+                          "Invalid mobile numbers found through mobiles_from, skipped.")
+
+
+class _Snapshot(Collector):
+    """Gauges read at scrape time: ``fn()`` returns ``{(metric, help): {labels-tuple: value}}``."""
+
+    def __init__(self, fn: Callable[[], list[Metric]]) -> None:
+        self.fn = fn
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.fn()
+
+
+def gauge(name: str, doc: str, values: dict[str, float], label: str | None = None) -> Metric:
+    """A gauge family; ``values`` maps a label value (or ``""`` without label) to the value."""
+    g = GaugeMetricFamily(name, doc, labels=[label] if label else None)
+    for key, value in values.items():
+        g.add_metric([key] if label else [], value)
+    return g
+
+
+def render(snapshot: Callable[[], list[Metric]]) -> tuple[bytes, str]:
+    """The ``/metrics`` body and content type: all processes' samples plus ``snapshot()``."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+    else:
+        registry = CollectorRegistry()
+        for collector in list(REGISTRY._collector_to_names):  # noqa: SLF001
+            registry.register(collector)
+    registry.register(_Snapshot(snapshot))
+    return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,117 @@
+"""Deciding the notifications for one webhook: routing, recipients, time intervals, rendering.
+
+Pure: takes the batch, the rules and ``now`` and returns data. Dedup, limits and storms need
+shared state and are decided atomically by the store (:meth:`bridge.store.base.Store.record`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from bridge.alert import Alert, Batch
+from bridge.config import mask_mobile
+from bridge.render import alert_context
+from bridge.routing import route
+from bridge.rules.load import RuleSet
+from bridge.rules.model import Route, valid_mobile
+from bridge.store.base import Notification
+
+log = logging.getLogger(__name__)
+
+#: ``episode_of(alert) -> str``: the firing episode's identity (normally ``startsAt``).
+EpisodeFn = Callable[[Alert], str]
+
+
+@dataclass
+class Plan:
+    """The notifications decided for a batch, plus what was seen and dropped on the way.
+
+    ``skipped_mobiles``: invalid numbers from ``mobiles_from`` (masked), each logged.
+    ``unrouted``: alerts that matched no route.
+    """
+
+    notifications: list[Notification] = field(default_factory=list)
+    skipped_mobiles: list[str] = field(default_factory=list)
+    unrouted: int = 0
+
+
+def episode_from_start(alert: Alert) -> str:
+    """The episode of an alert that carries ``startsAt``: its UTC ISO form (``""`` if none)."""
+    return alert.starts_at.isoformat() if alert.starts_at is not None else ""
+
+
+def mobiles_of(alert: Alert, r: Route, rules: RuleSet, plan: Plan) -> list[str]:
+    """The mobiles a route pages for an alert: its receivers' numbers, then the valid numbers
+    in the label or annotation ``mobiles_from`` names (comma-separated); duplicates once."""
+    mobiles: list[str] = []
+    for name in r.receivers:
+        mobiles.extend(rules.receivers[name])
+    if r.mobiles_from:
+        raw = alert.labels.get(r.mobiles_from) or alert.annotations.get(r.mobiles_from) or ""
+        for part in raw.replace("，", ",").split(","):
+            m = part.strip()
+            if not m:
+                continue
+            if valid_mobile(m):
+                mobiles.append(m)
+            else:
+                plan.skipped_mobiles.append(mask_mobile(m))
+                log.warning("alert %s: %s=%s holds an invalid mobile %s, skipped",
+                            alert.name, r.mobiles_from, "…", mask_mobile(m))
+    return list(dict.fromkeys(mobiles))
+
+
+def muted(r: Route, rules: RuleSet, now: datetime) -> bool:
+    """Alertmanager semantics: muted while any ``mute_time_intervals`` is active, or while
+    ``active_time_intervals`` is set and none of them is active."""
+    if any(rules.time_intervals[n].active_at(now) for n in r.mute_time_intervals):
+        return True
+    if r.active_time_intervals:
+        return not any(rules.time_intervals[n].active_at(now) for n in r.active_time_intervals)
+    return False
+
+
+def decide(batch: Batch, rules: RuleSet, now: datetime,
+           episode_of: EpisodeFn = episode_from_start) -> Plan:
+    """The notifications for every alert of ``batch`` under ``rules`` at ``now`` (aware).
+
+    Each alert is judged by its own status. A mobile reached by several matching routes gets
+    one notification, from the first of them. A resolved alert is notified only on routes with a
+    ``resolved_template``. A muted route gives ``suppressed`` notifications (reason ``muted``).
+    """
+    plan = Plan()
+    for alert in batch.alerts:
+        hits = route(alert.labels, rules.routes)
+        if not hits:
+            plan.unrouted += 1
+            continue
+        seen: set[str] = set()
+        context = None
+        for i in hits:
+            r = rules.routes[i]
+            tpl_name = r.template if alert.status == "firing" else r.resolved_template
+            if tpl_name is None:
+                continue
+            mobiles = [m for m in mobiles_of(alert, r, rules, plan) if m not in seen]
+            if not mobiles:
+                continue
+            seen.update(mobiles)
+            if context is None:
+                context = alert_context(alert, batch)
+            variables = rules.renderer.render(rules.compiled[tpl_name], context,
+                                              rules.var_len(tpl_name))
+            is_muted = muted(r, rules, now)
+            episode = episode_of(alert)
+            for m in mobiles:
+                plan.notifications.append(Notification(
+                    mobile=m, fingerprint=alert.fingerprint, status=alert.status,
+                    episode=episode, route=rules.route_names[i], alertname=alert.name,
+                    tpl_id=rules.templates[tpl_name].tpl_id, variables=variables,
+                    repeat_interval=r.repeat_interval,
+                    state="suppressed" if is_muted else "queued",
+                    reason="muted" if is_muted else "",
+                ))
+    return plan

@@ -1,0 +1,141 @@
+"""The rules file as pydantic models (SPEC "Rules file").
+
+Validation here is per file and structural: types, durations, mobile numbers, matcher syntax,
+variable names, time interval syntax. Cross-references (a route naming a receiver, template or
+time interval) are checked by :mod:`bridge.rules.load` once every file is merged.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    field_validator,
+)
+
+from bridge.config import parse_duration
+from bridge.matchers import Matcher, parse_matcher
+from bridge.timeintervals import NamedTimeInterval
+
+MOBILE_RE = re.compile(r"^1[3-9]\d{9}$")
+VAR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def valid_mobile(value: str) -> bool:
+    """True for an 11-digit mainland China mobile number (``1[3-9]`` then 9 digits)."""
+    return bool(MOBILE_RE.match(value))
+
+
+def _mobile(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise ValueError("a mobile number must be a string of 11 digits")
+    value = value.strip()
+    if not valid_mobile(value):
+        raise ValueError(f"not an 11-digit mainland China mobile number: {value!r}")
+    return value
+
+
+def _duration(value: Any) -> float:
+    return parse_duration(value)
+
+
+def _matcher(value: Any) -> Matcher:
+    if isinstance(value, Matcher):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("a matcher must be a string like 'severity=\"critical\"'")
+    return parse_matcher(value)
+
+
+def _var_name(value: str) -> str:
+    if not VAR_NAME_RE.match(value):
+        raise ValueError(f"variable name must be a plain identifier: {value!r}")
+    return value
+
+
+Mobile = Annotated[str, BeforeValidator(_mobile)]
+Duration = Annotated[float, BeforeValidator(_duration)]
+MatcherField = Annotated[Matcher, PlainValidator(_matcher)]
+VarName = Annotated[str, AfterValidator(_var_name)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Template(_Strict):
+    """An SMS template registered at Juhe: its ``tpl_id`` and Juhe variable name -> Jinja2."""
+
+    tpl_id: int = Field(gt=0)
+    vars: dict[VarName, str]
+    max_var_len: int | None = Field(default=None, ge=2, le=500)
+
+
+class Storm(_Strict):
+    """More than ``threshold`` SMS for one mobile within ``window`` seconds are held and folded
+    into one SMS of ``template``."""
+
+    threshold: int = Field(ge=1)
+    window: Duration = Field(gt=0)
+    template: str
+
+
+class Limits(_Strict):
+    """Cost and pacing limits; ``None`` = no limit. ``min_gap`` is seconds (default 60)."""
+
+    min_gap: Duration = 60.0
+    per_mobile_per_hour: int | None = Field(default=None, ge=1)
+    per_day: int | None = Field(default=None, ge=1)
+    storm: Storm | None = None
+
+
+class Route(_Strict):
+    """One route: when every matcher holds, page ``receiver`` (+ ``mobiles_from``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: str | None = None
+    matchers: list[MatcherField] = Field(default_factory=list)
+    receiver: str | list[str] | None = None
+    mobiles_from: str | None = None
+    template: str
+    resolved_template: str | None = None
+    repeat_interval: Duration = Field(default=4 * 3600.0, gt=0)
+    continue_: bool = Field(default=False, alias="continue")
+    mute_time_intervals: list[str] = Field(default_factory=list)
+    active_time_intervals: list[str] = Field(default_factory=list)
+
+    @property
+    def receivers(self) -> list[str]:
+        """``receiver`` as a list (empty when only ``mobiles_from`` pages)."""
+        if self.receiver is None:
+            return []
+        return [self.receiver] if isinstance(self.receiver, str) else list(self.receiver)
+
+
+class RulesFile(_Strict):
+    """One rules file; in a folder each file holds a part of the whole."""
+
+    receivers: dict[str, list[Mobile]] = Field(default_factory=dict)
+    templates: dict[str, Template] = Field(default_factory=dict)
+    time_intervals: list[NamedTimeInterval] = Field(default_factory=list)
+    limits: Limits | None = None
+    max_var_len: int | None = Field(default=None, ge=2, le=500)
+    routes: list[Route] = Field(default_factory=list)
+
+    @field_validator("receivers")
+    @classmethod
+    def _receivers_not_empty(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, mobiles in value.items():
+            if not mobiles:
+                raise ValueError(f"receiver {name!r} has no mobile numbers")
+        return value

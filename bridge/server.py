@@ -1,0 +1,121 @@
+"""``bridge serve``: gunicorn run in-process, with the bridge's hooks.
+
+* each worker builds its own :class:`bridge.service.Bridge` after the fork (no connection is
+  shared across a fork) and starts a delivery thread;
+* ``SIGHUP`` to the master reloads the rules (checked first; refused whole when bad) instead
+  of gunicorn's default of restarting the workers with the new configuration;
+* ``child_exit`` marks a dead worker's metrics files (prometheus_client multiprocess).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
+from gunicorn.glogging import Logger as GunicornBaseLogger
+
+from bridge.config import Settings
+from bridge.reload import RulesHolder
+
+log = logging.getLogger("bridge")
+
+
+class GunicornLogger(GunicornBaseLogger):  # type: ignore[misc]
+    """Routes gunicorn's own lines through the bridge's root handler (text or JSON)."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for lg in (self.error_log, self.access_log):
+            lg.handlers = []
+            lg.propagate = True
+
+
+class BridgeArbiter(Arbiter):  # type: ignore[misc]
+    """Gunicorn's master, with SIGHUP reloading the rules in every worker."""
+
+    holder: RulesHolder | None = None
+
+    def handle_hup(self) -> None:
+        log.info("SIGHUP: reloading the rules")
+        if self.holder is not None:
+            self.holder.reload()
+
+
+class BridgeApplication(BaseApplication):  # type: ignore[misc]
+    """The gunicorn application: options from :class:`Settings`, the WSGI app per worker."""
+
+    def __init__(self, settings: Settings, runtime: str) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        super().__init__()
+
+    def load_config(self) -> None:
+        s = self.settings
+        options: dict[str, Any] = {
+            "bind": f"0.0.0.0:{s.port}",
+            "workers": s.workers,
+            "worker_class": "sync",
+            "timeout": 30,
+            "graceful_timeout": 20,
+            "keepalive": 2,
+            "logger_class": GunicornLogger,
+            "post_worker_init": post_worker_init,
+            "worker_exit": worker_exit,
+            "child_exit": child_exit,
+            "forwarded_allow_ips": "*",
+        }
+        for key, value in options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from bridge.app import create_app
+        from bridge.service import Bridge
+
+        bridge = Bridge(self.settings, state_dir=self.runtime)
+        return create_app(bridge)
+
+    def run(self) -> None:
+        holder = RulesHolder(self.settings.rules_path, self.settings.tz, self.runtime)
+        BridgeArbiter.holder = holder
+        from bridge.service import Bridge
+
+        probe = Bridge(self.settings, state_dir=self.runtime)
+        for line in probe.describe():
+            log.warning("%s", line) if "DRY-RUN" in line or "OPEN" in line else log.info(
+                "%s", line)
+        probe.store.close()
+        BridgeArbiter(self).run()
+
+
+_stop = threading.Event()
+
+
+def post_worker_init(worker: Any) -> None:
+    """Start this worker's delivery thread."""
+    bridge = worker.wsgi.extensions["bridge"]
+    thread = threading.Thread(target=bridge.deliverer().run_forever,
+                              args=(_stop, bridge.settings.delivery_interval),
+                              name="delivery", daemon=True)
+    thread.start()
+    log.info("worker %d: delivery thread started", os.getpid())
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Stop the delivery thread (it finishes the SMS in hand)."""
+    _stop.set()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Mark a dead worker's metrics files so gauges of live workers stay correct."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def run(settings: Settings, runtime: str) -> None:
+    """Run gunicorn in the foreground until it is stopped."""
+    BridgeApplication(settings, runtime).run()

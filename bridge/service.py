@@ -1,0 +1,125 @@
+"""The bridge as one object: settings, rules, store and Juhe client, and the intake of one
+webhook (parse -> plan -> record). Flask views and the CLI call this; it knows no HTTP."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from bridge import metrics
+from bridge.alert import Alert, Batch
+from bridge.config import Settings, mask_mobile, redact_url
+from bridge.delivery import STATUS_JUHE_CONFIG, Deliverer, DeliveryPolicy
+from bridge.juhe import JuheClient
+from bridge.plan import decide, episode_from_start
+from bridge.reload import RulesHolder
+from bridge.sources import PARSERS
+from bridge.store.base import Policy, Store, open_store
+
+log = logging.getLogger(__name__)
+
+
+class Bridge:
+    """Everything one process needs to take webhooks and deliver SMS.
+
+    Raises :class:`bridge.errors.RulesError` when the rules fail their checks and
+    ``ValueError`` for an unusable ``BRIDGE_STORE``.
+    """
+
+    def __init__(self, settings: Settings, store: Store | None = None,
+                 state_dir: str | None = None) -> None:
+        self.settings = settings
+        self.holder = RulesHolder(settings.rules_path, settings.tz, state_dir)
+        self.store = store or open_store(settings.store)
+        self.client = JuheClient(settings.juhe_key, settings.juhe_url,
+                                 timeout=settings.juhe_timeout)
+        self.delivery_policy = DeliveryPolicy(retry_for=settings.retry_for,
+                                              retry_base=settings.retry_base)
+
+    def deliverer(self) -> Deliverer:
+        """A deliverer sharing this bridge's store, client and rules."""
+        return Deliverer(self.store, self.client, lambda: self.holder.rules, self.delivery_policy)
+
+    def describe(self) -> list[str]:
+        """Start-up lines: what is in force (never the key)."""
+        s = self.settings
+        lines = [
+            f"store: {redact_url(self.store.url)}",
+            f"rules: {self.holder.rules.summary()}",
+            f"juhe: {'DRY-RUN: JUHE_KEY is not set, nothing will be sent' if s.dry_run else s.juhe_url}",
+            f"auth: {'bearer/basic token required' if s.token else 'OPEN: BRIDGE_TOKEN is not set'}"
+            f"; grafana hmac: {'on' if s.grafana_hmac_secret else 'off'}",
+            f"time zone: {s.tz}; retry for {s.retry_for:.0f}s; max body {s.max_body_bytes} bytes",
+        ]
+        return lines
+
+    # -- intake ---------------------------------------------------------------------------
+    def parse(self, source: str, payload: Any) -> Batch:
+        """Parse a decoded JSON body; raises :class:`PayloadError`."""
+        return PARSERS[source](payload)
+
+    def intake(self, batch: Batch, now: float | None = None) -> dict[str, int]:
+        """Decide and durably store the notifications of one batch.
+
+        Returns the counts the webhook answers with: ``alerts``, ``queued``, ``suppressed``
+        (muted, duplicates, over a limit, resolved never paged), ``held`` (storm), and
+        ``truncated``/``ignored`` when non-zero. Raises :class:`StoreUnavailable`.
+        """
+        now = time.time() if now is None else now
+        rules = self.holder.rules
+        for alert in batch.alerts:
+            metrics.ALERTS.labels(batch.source, alert.status).inc()
+        if batch.truncated_alerts:
+            metrics.TRUNCATED.inc(batch.truncated_alerts)
+            log.warning("%s left out %d alerts (truncatedAlerts): they cannot be paged",
+                        batch.source, batch.truncated_alerts)
+        episodes: dict[int, str] = {}
+        for alert in batch.alerts:
+            if alert.starts_at is None:
+                start = self.store.episode_start(alert.fingerprint, alert.status == "firing", now)
+                episodes[id(alert)] = "" if start is None else f"seen:{start:.6f}"
+
+        def episode_of(alert: Alert) -> str:
+            return episodes.get(id(alert)) or episode_from_start(alert)
+
+        plan = decide(batch, rules, datetime.fromtimestamp(now, UTC), episode_of)
+        if plan.skipped_mobiles:
+            metrics.SKIPPED_MOBILES.inc(len(plan.skipped_mobiles))
+        limits = rules.limits
+        policy = Policy(
+            per_mobile_per_hour=limits.per_mobile_per_hour, per_day=limits.per_day,
+            storm_threshold=limits.storm.threshold if limits.storm else None,
+            storm_window=limits.storm.window if limits.storm else 0.0,
+            day=datetime.fromtimestamp(now, self.settings.zone).strftime("%Y-%m-%d"),
+        )
+        outcomes = self.store.record(plan.notifications, policy, now)
+        counts = {"alerts": len(batch.alerts), "queued": 0, "suppressed": 0, "held": 0}
+        for o in outcomes:
+            counts[o.state] = counts.get(o.state, 0) + 1
+            metrics.NOTIFICATIONS.labels(o.state, o.reason or "-").inc()
+            n = o.notification
+            log.info("%s %s [%s] -> %s via route %s: %s%s", n.status, n.alertname or "-",
+                     n.fingerprint, mask_mobile(n.mobile), n.route, o.state,
+                     f" ({o.reason})" if o.reason else "")
+        if plan.unrouted:
+            log.info("%d of %d alerts matched no route", plan.unrouted, len(batch.alerts))
+        if batch.truncated_alerts:
+            counts["truncated"] = batch.truncated_alerts
+        if batch.ignored:
+            counts["ignored"] = batch.ignored
+        return counts
+
+    # -- health ---------------------------------------------------------------------------
+    def readiness(self) -> list[str]:
+        """Why the service is not ready (empty when ready): store, rules, Juhe config."""
+        problems = []
+        try:
+            self.store.ping()
+            juhe = self.store.get_status(STATUS_JUHE_CONFIG)
+            if juhe:
+                problems.append(f"juhe configuration error: {juhe}")
+        except Exception as exc:  # StoreUnavailable or a driver error: not ready, say why
+            problems.append(f"store unavailable: {exc}")
+        return problems

@@ -1,0 +1,375 @@
+"""The embedded store: one SQLite file in WAL mode, shared by every process on one machine.
+
+Each atomic step is one ``BEGIN IMMEDIATE`` transaction, so concurrent gunicorn workers and
+``bridge worker`` processes serialise on SQLite's write lock (waiting up to ``busy_timeout``).
+Connections are opened lazily, one per thread and process, so none is inherited across a fork.
+``synchronous=NORMAL`` in WAL mode: a commit survives any process crash (an OS crash or power
+loss may lose the last commits).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from bridge.errors import StoreUnavailable
+from bridge.store.base import (
+    STATES,
+    Claim,
+    Item,
+    Notification,
+    Outcome,
+    Policy,
+    State,
+    Store,
+    dumps_vars,
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    mobile TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    status TEXT NOT NULL,
+    episode TEXT NOT NULL,
+    route TEXT NOT NULL,
+    alertname TEXT NOT NULL,
+    tpl_id INTEGER NOT NULL,
+    variables TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    due_at REAL NOT NULL,
+    lease_until REAL NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    first_attempt_at REAL,
+    sid TEXT,
+    fee INTEGER,
+    counted INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS items_pending ON items(due_at)
+    WHERE state IN ('queued', 'retrying', 'held');
+CREATE INDEX IF NOT EXISTS items_mobile_pending ON items(mobile, id)
+    WHERE state IN ('queued', 'retrying', 'held');
+CREATE INDEX IF NOT EXISTS items_mobile_counted ON items(mobile, created_at) WHERE counted = 1;
+CREATE INDEX IF NOT EXISTS items_state ON items(state, id);
+CREATE INDEX IF NOT EXISTS items_updated ON items(updated_at);
+CREATE TABLE IF NOT EXISTS dedup (
+    key TEXT PRIMARY KEY,
+    at REAL NOT NULL,
+    paged INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dedup_at ON dedup(at);
+CREATE TABLE IF NOT EXISTS pacing (mobile TEXT PRIMARY KEY, next_at REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS storms (
+    mobile TEXT PRIMARY KEY, window_start REAL NOT NULL, window_end REAL NOT NULL,
+    count INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS episodes (fingerprint TEXT PRIMARY KEY, started_at REAL NOT NULL)
+    WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS status (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+"""
+
+_PENDING_SQL = "('queued', 'retrying', 'held')"
+_COLUMNS = ("id, mobile, fingerprint, status, episode, route, alertname, tpl_id, variables, state,"
+            " reason, created_at, updated_at, due_at, attempts, first_attempt_at, sid, fee")
+
+
+def _item(row: sqlite3.Row) -> Item:
+    import json
+
+    return Item(
+        id=str(row["id"]), mobile=row["mobile"], fingerprint=row["fingerprint"],
+        status=row["status"], episode=row["episode"], route=row["route"],
+        alertname=row["alertname"], tpl_id=row["tpl_id"], variables=json.loads(row["variables"]),
+        state=row["state"], reason=row["reason"], created_at=row["created_at"],
+        updated_at=row["updated_at"], due_at=row["due_at"], attempts=row["attempts"],
+        first_attempt_at=row["first_attempt_at"], sid=row["sid"], fee=row["fee"],
+    )
+
+
+class SqliteStore(Store):
+    """:class:`Store` on one SQLite file at ``path`` (created with its folder if missing)."""
+
+    def __init__(self, path: str, busy_timeout: float = 5.0) -> None:
+        self.path = path
+        self.url = f"sqlite:///{path}"
+        self.busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._schema_ready = False
+
+    # -- connection lifecycle -------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "pid", None) == os.getpid():
+            return conn
+        try:
+            folder = os.path.dirname(os.path.abspath(self.path))
+            os.makedirs(folder, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
+                                   check_same_thread=True)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+            if not self._schema_ready:
+                conn.executescript(SCHEMA)
+                self._schema_ready = True
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailable(f"sqlite {self.path}: {exc}") from None
+        self._local.conn = conn
+        self._local.pid = os.getpid()
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT, rolled back on any error)."""
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._drop()
+            raise StoreUnavailable(f"sqlite {self.path}: {exc}") from None
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback(conn)
+            raise StoreUnavailable(f"sqlite {self.path}: {exc}") from None
+        except BaseException:
+            self._rollback(conn)
+            raise
+
+    def _rollback(self, conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            self._drop()
+
+    def _drop(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        try:
+            return list(self._conn().execute(sql, args))
+        except sqlite3.Error as exc:
+            self._drop()
+            raise StoreUnavailable(f"sqlite {self.path}: {exc}") from None
+
+    def close(self) -> None:
+        self._drop()
+
+    # -- the contract -----------------------------------------------------------------------
+    def record(self, notes: Sequence[Notification], policy: Policy, now: float) -> list[Outcome]:
+        out: list[Outcome] = []
+        with self._tx() as db:
+            for n in notes:
+                state, reason = self._decide(db, n, policy, now)
+                if state is None:
+                    out.append(Outcome(n, "suppressed", reason))
+                    continue
+                counted = 1 if state == "queued" else 0
+                due = now
+                if state == "held":
+                    row = db.execute("SELECT window_end FROM storms WHERE mobile=?",
+                                     (n.mobile,)).fetchone()
+                    due = row[0] if row else now
+                cur = db.execute(
+                    "INSERT INTO items (mobile, fingerprint, status, episode, route, alertname,"
+                    " tpl_id, variables, state, reason, created_at, updated_at, due_at, counted)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (n.mobile, n.fingerprint, n.status, n.episode, n.route, n.alertname,
+                     n.tpl_id, dumps_vars(n.variables), state, reason, now, now, due, counted))
+                out.append(Outcome(n, state, reason, str(cur.lastrowid)))
+        return out
+
+    def _decide(self, db: sqlite3.Connection, n: Notification, policy: Policy,
+                now: float) -> tuple[State | None, str]:
+        """The decision for one notification inside the record transaction.
+
+        Returns ``(None, reason)`` for what is only counted (duplicates), else the state to
+        store. Updates dedup, counters and storm windows as a side effect.
+        """
+        if n.state == "suppressed":
+            return "suppressed", n.reason
+        row = db.execute("SELECT at FROM dedup WHERE key=?", (n.dedup_key,)).fetchone()
+        if n.status == "firing":
+            if row is not None and now - row[0] < n.repeat_interval:
+                return None, "duplicate"
+        else:
+            if row is not None:
+                return None, "duplicate"
+            paged = db.execute("SELECT paged FROM dedup WHERE key=?", (n.firing_key,)).fetchone()
+            if paged is None or not paged[0]:
+                return None, "not paged"
+        limit_reason = self._limited(db, n.mobile, policy, now)
+        paged_flag = 0 if limit_reason else 1
+        db.execute("INSERT INTO dedup (key, at, paged) VALUES (?,?,?) ON CONFLICT(key) DO UPDATE"
+                   " SET at=excluded.at, paged=max(paged, excluded.paged)",
+                   (n.dedup_key, now, paged_flag))
+        if limit_reason:
+            return "suppressed", limit_reason
+        if policy.storm_threshold is not None and policy.storm_window > 0:
+            storm = db.execute("SELECT window_end, count FROM storms WHERE mobile=?",
+                               (n.mobile,)).fetchone()
+            if storm is None or storm[0] <= now:
+                db.execute("INSERT OR REPLACE INTO storms VALUES (?,?,?,1)",
+                           (n.mobile, now, now + policy.storm_window))
+            else:
+                db.execute("UPDATE storms SET count=count+1 WHERE mobile=?", (n.mobile,))
+                if storm[1] + 1 > policy.storm_threshold:
+                    return "held", "storm"
+        if policy.day:
+            db.execute("INSERT INTO counters VALUES (?,1) ON CONFLICT(key) DO UPDATE SET n=n+1",
+                       (f"day:{policy.day}",))
+        return "queued", ""
+
+    @staticmethod
+    def _limited(db: sqlite3.Connection, mobile: str, policy: Policy, now: float) -> str:
+        if policy.per_day is not None:
+            row = db.execute("SELECT n FROM counters WHERE key=?",
+                             (f"day:{policy.day}",)).fetchone()
+            if row is not None and row[0] >= policy.per_day:
+                return "per_day limit"
+        if policy.per_mobile_per_hour is not None:
+            row = db.execute("SELECT count(*) FROM items WHERE mobile=? AND counted=1"
+                             " AND created_at > ?", (mobile, now - 3600)).fetchone()
+            if row[0] >= policy.per_mobile_per_hour:
+                return "per_mobile_per_hour limit"
+        return ""
+
+    def claim(self, now: float, lease: float, min_gap: float, max_mobiles: int) -> list[Claim]:
+        claims: list[Claim] = []
+        with self._tx() as db:
+            mobiles = [r[0] for r in db.execute(
+                f"SELECT DISTINCT mobile FROM items WHERE state IN {_PENDING_SQL}"
+                " AND due_at <= ? AND lease_until <= ?"
+                " AND mobile NOT IN (SELECT mobile FROM pacing WHERE next_at > ?) LIMIT ?",
+                (now, now, now, max_mobiles))]
+            for mobile in mobiles:
+                rows = db.execute(
+                    f"SELECT {_COLUMNS} FROM items WHERE mobile=? AND state IN {_PENDING_SQL}"
+                    " AND due_at <= ? AND lease_until <= ? ORDER BY id", (mobile, now, now)
+                ).fetchall()
+                if not rows:
+                    continue
+                gap = db.execute("SELECT next_at FROM pacing WHERE mobile=?",
+                                 (mobile,)).fetchone()
+                ids = [r["id"] for r in rows]
+                marks = ",".join("?" * len(ids))
+                db.execute(f"UPDATE items SET lease_until=? WHERE id IN ({marks})",
+                           (now + lease, *ids))
+                db.execute("INSERT OR REPLACE INTO pacing VALUES (?,?)", (mobile, now + min_gap))
+                items = [_item(r) for r in rows]
+                gapped = gap is not None and gap[0] > min(i.created_at for i in items)
+                claims.append(Claim(mobile, items, now + lease, gapped))
+        return claims
+
+    def _update(self, ids: Sequence[str], sets: str, args: Sequence[Any]) -> None:
+        if not ids:
+            return
+        marks = ",".join("?" * len(ids))
+        with self._tx() as db:
+            db.execute(f"UPDATE items SET {sets}, lease_until=0 WHERE id IN ({marks})",
+                       (*args, *[int(i) for i in ids]))
+
+    def mark_sent(self, ids: Sequence[str], sid: str, fee: int, now: float,
+                  reason: str = "") -> None:
+        self._update(ids, "state='sent', sid=?, fee=?, reason=?, updated_at=?,"
+                     " attempts=attempts+1, first_attempt_at=coalesce(first_attempt_at, ?)",
+                     (sid, fee, reason, now, now))
+
+    def mark_retry(self, ids: Sequence[str], due_at: float, reason: str, now: float) -> None:
+        self._update(ids, "state='retrying', due_at=?, reason=?, updated_at=?,"
+                     " attempts=attempts+1, first_attempt_at=coalesce(first_attempt_at, ?)",
+                     (due_at, reason, now, now))
+
+    def mark_failed(self, ids: Sequence[str], reason: str, now: float) -> None:
+        self._update(ids, "state='failed', reason=?, updated_at=?, attempts=attempts+1,"
+                     " first_attempt_at=coalesce(first_attempt_at, ?)", (reason, now, now))
+
+    def release(self, ids: Sequence[str], due_at: float) -> None:
+        self._update(ids, "due_at=?", (due_at,))
+
+    def episode_start(self, fingerprint: str, firing: bool, now: float) -> float | None:
+        with self._tx() as db:
+            row = db.execute("SELECT started_at FROM episodes WHERE fingerprint=?",
+                             (fingerprint,)).fetchone()
+            if firing:
+                if row is None:
+                    db.execute("INSERT INTO episodes VALUES (?,?)", (fingerprint, now))
+                    return now
+                return float(row[0])
+            if row is not None:
+                db.execute("DELETE FROM episodes WHERE fingerprint=?", (fingerprint,))
+                return float(row[0])
+            return None
+
+    def recent(self, limit: int = 50, state: str | None = None,
+               mobile: str | None = None) -> list[Item]:
+        where, args = [], []
+        if state:
+            where.append("state=?")
+            args.append(state)
+        if mobile:
+            where.append("mobile=?")
+            args.append(mobile)
+        sql = f"SELECT {_COLUMNS} FROM items"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        return [_item(r) for r in self._read(sql, (*args, limit))]
+
+    def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(STATES, 0)
+        for row in self._read("SELECT state, count(*) FROM items GROUP BY state"):
+            out[row[0]] = row[1]
+        return out
+
+    def prune(self, before: float, batch: int = 5000) -> int:
+        total = 0
+        while True:
+            with self._tx() as db:
+                n = db.execute(
+                    "DELETE FROM items WHERE id IN (SELECT id FROM items WHERE updated_at < ?"
+                    " AND state IN ('sent', 'failed', 'suppressed') LIMIT ?)", (before, batch)
+                ).rowcount
+                db.execute("DELETE FROM dedup WHERE key IN (SELECT key FROM dedup WHERE at < ?"
+                           " LIMIT ?)", (before, batch))
+                db.execute("DELETE FROM pacing WHERE next_at < ?", (before,))
+                db.execute("DELETE FROM storms WHERE window_end < ?", (before,))
+            total += n
+            if n < batch:
+                return total
+
+    def set_status(self, key: str, value: str | None) -> None:
+        if value is None:
+            # cheap when already clear: a read, no write lock (called after every send)
+            if not self._read("SELECT 1 FROM status WHERE key=?", (key,)):
+                return
+            with self._tx() as db:
+                db.execute("DELETE FROM status WHERE key=?", (key,))
+            return
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO status VALUES (?,?)", (key, value))
+
+    def get_status(self, key: str) -> str | None:
+        rows = self._read("SELECT value FROM status WHERE key=?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def ping(self) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO counters VALUES ('ping', 0)")
+
