@@ -67,6 +67,7 @@ class BridgeApplication(BaseApplication):  # type: ignore[misc]
             "worker_exit": worker_exit,
             "child_exit": child_exit,
             "forwarded_allow_ips": "*",
+            "control_socket_disable": True,  # one per user by default: instances would clash
         }
         for key, value in options.items():
             self.cfg.set(key, value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,7 +14,7 @@ from bridge.alert import Alert, Batch
 from bridge.config import Settings, mask_mobile, redact_url
 from bridge.delivery import STATUS_JUHE_CONFIG, Deliverer, DeliveryPolicy
 from bridge.juhe import JuheClient
-from bridge.plan import decide, episode_from_start
+from bridge.plan import decide
 from bridge.reload import RulesHolder
 from bridge.sources import PARSERS
 from bridge.store.base import Policy, Store, open_store
@@ -75,16 +76,9 @@ class Bridge:
             metrics.TRUNCATED.inc(batch.truncated_alerts)
             log.warning("%s left out %d alerts (truncatedAlerts): they cannot be paged",
                         batch.source, batch.truncated_alerts)
-        episodes: dict[int, str] = {}
-        for alert in batch.alerts:
-            if alert.starts_at is None:
-                start = self.store.episode_start(alert.fingerprint, alert.status == "firing", now)
-                episodes[id(alert)] = "" if start is None else f"seen:{start:.6f}"
-
-        def episode_of(alert: Alert) -> str:
-            return episodes.get(id(alert)) or episode_from_start(alert)
-
-        plan = decide(batch, rules, datetime.fromtimestamp(now, UTC), episode_of)
+        if any(a.starts_at is None for a in batch.alerts):
+            batch = replace(batch, alerts=[self._with_episode(a, now) for a in batch.alerts])
+        plan = decide(batch, rules, datetime.fromtimestamp(now, UTC))
         if plan.skipped_mobiles:
             metrics.SKIPPED_MOBILES.inc(len(plan.skipped_mobiles))
         limits = rules.limits
@@ -110,6 +104,16 @@ class Bridge:
         if batch.ignored:
             counts["ignored"] = batch.ignored
         return counts
+
+    def _with_episode(self, alert: Alert, now: float) -> Alert:
+        """An alert without ``startsAt`` (legacy Grafana, minimal bodies): its episode starts
+        when the bridge first saw it firing (kept by the store); resolved closes it."""
+        if alert.starts_at is not None:
+            return alert
+        start = self.store.episode_start(alert.fingerprint, alert.status == "firing", now)
+        if start is None:
+            return alert
+        return replace(alert, starts_at=datetime.fromtimestamp(start, UTC))
 
     # -- health ---------------------------------------------------------------------------
     def readiness(self) -> list[str]:

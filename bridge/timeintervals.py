@@ -168,9 +168,11 @@ class WeekdayRange(_InclusiveRange):
         if end is None:
             raise ValueError(f"{last} is not a valid weekday")
         if begin > end:
+            head = first if first == "saturday" else f"{first}:saturday"
+            tail = last if last == "sunday" else f"sunday:{last}"
             raise ValueError(
                 f"start day {first} is after end day {last} (weeks run sunday to saturday;"
-                f" split the range, e.g. ['{first}:saturday', 'sunday:{last}'])"
+                f" split the range: ['{head}', '{tail}'])"
             )
         return cls(begin, end)
 

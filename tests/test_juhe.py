@@ -14,6 +14,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 import requests
+from fakejuhe import FakeJuhe  # tests/ is on sys.path (pytest rootdir-relative import)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,11 +28,6 @@ from bridge.juhe import (
     decode_tpl_value,
     encode_tpl_value,
 )
-
-try:
-    from fakejuhe import FakeJuhe
-except ImportError:  # tests/ imported as a package
-    from tests.fakejuhe import FakeJuhe
 
 # A key whose raw, quote() and quote_plus() forms all differ, to check every form is scrubbed.
 KEY = "SECRET+k3y/9f8e7d6c5b4a3210"

@@ -26,7 +26,7 @@ PARSE_OK = [
     pytest.param("dings!=bums", ("dings", "!=", "bums"), id="AM-unquoted-not-equal"),
     pytest.param(
         r'quote="She said: \"Hi, ladies! That' + "'s gender-neutral…" + r'\""',
-        ("quote", "=", "She said: \"Hi, ladies! That's gender-neutral…\""),
+        ("quote", "=", 'She said: "Hi, ladies! That\'s gender-neutral…"'),
         id="AM-escaped-quotes-and-utf8",
     ),
     pytest.param('statuscode=~"5.."', ("statuscode", "=~", "5.."), id="AM-statuscode"),
@@ -81,7 +81,7 @@ PARSE_ERRORS = [
     ),
     pytest.param(
         r'trickier==\\=\=\""',
-        "unescaped double quote in value '=\\\\\\\\=\\\\=\\\\\"\"' (write \\\" for a literal quote)",
+        'unescaped double quote in value \'=\\\\\\\\=\\\\=\\\\""\' (write \\" for a literal quote)',
         id="AM-trickier-extra-quote",
     ),
     pytest.param(
@@ -91,7 +91,7 @@ PARSE_ERRORS = [
     ),
     pytest.param(
         'job="a" x',
-        "unescaped double quote in value '\"a\" x' (write \\\" for a literal quote)",
+        'unescaped double quote in value \'"a" x\' (write \\" for a literal quote)',
         id="text-after-closing-quote",
     ),
     pytest.param(
@@ -102,12 +102,12 @@ PARSE_ERRORS = [
     ),
     pytest.param(
         '"foo=\\"bar\\""',
-        "invalid label name '\"foo' in '\"foo=\\\\\"bar\\\\\"\"': must match [a-zA-Z_][a-zA-Z0-9_]*",
+        'invalid label name \'"foo\' in \'"foo=\\\\"bar\\\\""\': must match [a-zA-Z_][a-zA-Z0-9_]*',
         id="AM-double-escaped-whole-matcher",
     ),
     pytest.param(
         '"foo="bar""',
-        "invalid label name '\"foo' in '\"foo=\"bar\"\"': must match [a-zA-Z_][a-zA-Z0-9_]*",
+        'invalid label name \'"foo\' in \'"foo="bar""\': must match [a-zA-Z_][a-zA-Z0-9_]*',
         id="AM-quoted-whole-matcher",
     ),
     pytest.param(

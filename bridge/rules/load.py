@@ -7,6 +7,7 @@ Every problem is collected and reported at once, each with its place in the file
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,27 @@ from bridge.rules.model import Limits, Route, RulesFile, Template
 from bridge.timeintervals import NamedTimeInterval
 
 DEFAULT_MAX_VAR_LEN = 20
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 safe loader without base-60 numbers, so that ``start_time: 23:00`` written
+    unquoted (as Alertmanager configs usually are) stays the string ``"23:00"``."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v
+        if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9_]+(?:[eE][-+][0-9]+)?"
+               r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
 
 
 @dataclass
@@ -109,7 +131,7 @@ def load_rules(path: str | Path, tz: str = "Asia/Shanghai") -> RuleSet:
         try:
             text = f.read_bytes()
             digest.update(f.name.encode() + b"\0" + text)
-            doc: Any = yaml.safe_load(text.decode("utf-8"))
+            doc: Any = yaml.load(text.decode("utf-8"), Loader=_Loader)  # noqa: S506
         except (OSError, UnicodeDecodeError) as exc:
             problems.append(f"{prefix or label + ': '}cannot read: {exc}")
             continue
