@@ -1,0 +1,172 @@
+"""Delivery guarantees through the real ``bridge serve``: retries, permanent failures, crash
+safety, repeat_interval and resolved pairing (SPEC "Delivery guarantees")."""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any
+
+from conftest import CATCH_ALL, KEY, wait_until
+from fakejuhe import FakeJuhe
+
+MOBILE = "13800138000"
+
+
+def alert(name: str, status: str = "firing", starts: str = "2026-11-29T01:00:00Z",
+          **labels: str) -> dict[str, Any]:
+    return {"status": status, "labels": {"alertname": name, **labels},
+            "annotations": {"summary": f"{name} summary"}, "startsAt": starts}
+
+
+def body(*alerts: dict[str, Any]) -> dict[str, Any]:
+    return {"version": "4", "status": "firing", "alerts": list(alerts)}
+
+
+def states(bridge: Any) -> list[tuple[str, str]]:
+    items = bridge.get("/api/notifications").json()["notifications"]
+    return sorted((i["alertname"], i["state"]) for i in items)
+
+
+def wait_states(bridge: Any, expected: list[tuple[str, str]], timeout: float = 15) -> None:
+    ok = wait_until(lambda: states(bridge) == expected, timeout, 0.1)
+    assert ok, states(bridge)
+
+
+def test_http_500_twice_then_delivered(make_bridge: Any, fake_juhe: FakeJuhe) -> None:
+    fake_juhe.http500_next(2)
+    bridge = make_bridge(CATCH_ALL)
+    assert bridge.post("/webhook/alertmanager", body(alert("A")))
+    [msg] = fake_juhe.wait_for(1, timeout=15)
+    assert msg["vars"]["name"] == "A"
+    wait_states(bridge, [("A", "sent")])
+    [item] = bridge.get("/api/notifications").json()["notifications"]
+    assert item["attempts"] == 3
+    assert fake_juhe.requests == 3
+    time.sleep(0.5)
+    assert len(fake_juhe.messages) == 1
+
+
+def test_transient_code_twice_then_delivered(make_bridge: Any, fake_juhe: FakeJuhe) -> None:
+    fake_juhe.fail_next(10014, 2)
+    bridge = make_bridge(CATCH_ALL)
+    bridge.post("/webhook/alertmanager", body(alert("B")))
+    wait_states(bridge, [("B", "sent")])
+    assert fake_juhe.requests == 3
+    assert [m["vars"]["name"] for m in fake_juhe.messages] == ["B"]
+
+
+def test_permanent_code_fails_after_one_request(make_bridge: Any, fake_juhe: FakeJuhe) -> None:
+    fake_juhe.fail_next(205404, 1)
+    bridge = make_bridge(CATCH_ALL)
+    bridge.post("/webhook/alertmanager", body(alert("C")))
+    wait_states(bridge, [("C", "failed")])
+    [item] = bridge.get("/api/notifications?status=failed").json()["notifications"]
+    assert "205404" in item["reason"]
+    time.sleep(1.0)
+    assert fake_juhe.requests == 1
+    assert fake_juhe.messages == []
+    assert bridge.get("/readyz").status_code == 200
+
+
+def test_wrong_key_shows_on_readyz_until_a_send_succeeds(make_bridge: Any,
+                                                         fake_juhe: FakeJuhe) -> None:
+    fake_juhe.valid_key = "another-key"
+    bridge = make_bridge(CATCH_ALL)
+    assert bridge.get("/readyz").status_code == 200
+    bridge.post("/webhook/alertmanager", body(alert("D")))
+    wait_states(bridge, [("D", "failed")])
+    r = bridge.get("/readyz")
+    assert r.status_code == 503
+    assert "juhe configuration error" in r.json()["problems"][0]
+    assert "10001" in r.json()["problems"][0]
+    assert KEY not in r.text
+    fake_juhe.valid_key = KEY
+    bridge.post("/webhook/alertmanager", body(alert("E")))
+    wait_states(bridge, [("D", "failed"), ("E", "sent")])
+    assert wait_until(lambda: bridge.get("/readyz").status_code == 200, 5)
+
+
+def test_gives_up_after_retry_for(make_bridge: Any, fake_juhe: FakeJuhe) -> None:
+    fake_juhe.http500_next(1000)
+    bridge = make_bridge(CATCH_ALL, BRIDGE_RETRY_FOR="1s")
+    bridge.post("/webhook/alertmanager", body(alert("F")))
+    wait_states(bridge, [("F", "failed")])
+    [item] = bridge.get("/api/notifications").json()["notifications"]
+    assert item["reason"].startswith("gave up after")
+    n = fake_juhe.requests
+    time.sleep(1.0)
+    assert fake_juhe.requests == n
+
+
+def test_kill9_after_2xx_loses_nothing_and_sends_once(make_bridge: Any,
+                                                      fake_juhe: FakeJuhe) -> None:
+    fake_juhe.down()
+    bridge = make_bridge(CATCH_ALL)
+    r = bridge.post("/webhook/alertmanager", body(alert("G1"), alert("G2")))
+    assert r.json()["queued"] == 2
+    time.sleep(0.5)
+    bridge.kill9()
+    assert fake_juhe.messages == []
+    fake_juhe.up()
+    bridge.start()
+    msgs = fake_juhe.wait_for(2, timeout=20)
+    time.sleep(1.0)
+    assert sorted(m["vars"]["name"] for m in fake_juhe.messages) == ["G1", "G2"]
+    assert len(msgs) == 2
+    wait_states(bridge, [("G1", "sent"), ("G2", "sent")])
+
+
+def test_resolved_pairs_with_paged_firing_only(make_bridge: Any, fake_juhe: FakeJuhe) -> None:
+    bridge = make_bridge(CATCH_ALL)
+    bridge.post("/webhook/alertmanager", body(alert("H")))
+    fake_juhe.wait_for(1, timeout=10)
+    r = bridge.post("/webhook/alertmanager", body(alert("H", "resolved"), alert("Never",
+                                                                                "resolved")))
+    assert r.json() == {"alerts": 2, "queued": 1, "suppressed": 1, "held": 0}
+    msgs = fake_juhe.wait_for(2, timeout=10)
+    assert [(m["tpl_id"], m["vars"]) for m in msgs] == [
+        ("111", {"name": "H", "host": "-", "summary": "H summary", "at": "11-29 09:00"}),
+        ("222", {"name": "H"})]
+    again = bridge.post("/webhook/alertmanager", body(alert("H", "resolved")))
+    assert again.json()["queued"] == 0
+    time.sleep(0.8)
+    assert len(fake_juhe.messages) == 2
+
+
+def test_repeat_interval_pages_again(make_bridge: Any, fake_juhe: FakeJuhe) -> None:
+    rules = CATCH_ALL.replace("    resolved_template: resolved\n",
+                              "    resolved_template: resolved\n    repeat_interval: 2s\n")
+    bridge = make_bridge(rules)
+    assert bridge.post("/webhook/alertmanager", body(alert("R"))).json()["queued"] == 1
+    assert bridge.post("/webhook/alertmanager", body(alert("R"))).json()["queued"] == 0
+    time.sleep(2.2)
+    assert bridge.post("/webhook/alertmanager", body(alert("R"))).json()["queued"] == 1
+    fake_juhe.wait_for(2, timeout=10)
+    time.sleep(0.5)
+    assert [m["vars"]["name"] for m in fake_juhe.messages] == ["R", "R"]
+
+
+def test_new_episode_pages_again(make_bridge: Any, fake_juhe: FakeJuhe) -> None:
+    bridge = make_bridge(CATCH_ALL)
+    assert bridge.post("/webhook/alertmanager", body(alert("S"))).json()["queued"] == 1
+    later = alert("S", starts="2026-11-29T03:00:00Z")
+    assert bridge.post("/webhook/alertmanager", body(later)).json()["queued"] == 1
+    msgs = fake_juhe.wait_for(2, timeout=10)
+    assert sorted(m["vars"]["at"] for m in msgs) == ["11-29 09:00", "11-29 11:00"]
+
+
+def test_dry_run_sends_nothing_and_logs(make_bridge: Any, fake_juhe: FakeJuhe) -> None:
+    bridge = make_bridge(CATCH_ALL, JUHE_KEY="")
+    bridge.post("/webhook/alertmanager", body(alert("T")))
+    wait_states(bridge, [("T", "sent")])
+    assert fake_juhe.requests == 0
+    log = bridge.log()
+    assert "DRY-RUN" in log and "138****8000" in log
+    assert MOBILE not in log
+
+
+def test_sigterm_stops_cleanly(make_bridge: Any) -> None:
+    bridge = make_bridge(CATCH_ALL)
+    bridge.signal(signal.SIGTERM)
+    assert bridge.proc.wait(20) == 0
