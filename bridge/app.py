@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
-from collections.abc import Callable
 
 from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -65,7 +65,6 @@ def create_app(b: Bridge) -> Flask:
     @app.post("/webhook/<source>")
     @protected
     def webhook(source: str) -> Any:
-        g.source = source
         if source not in ("alertmanager", "grafana"):
             return error(f"unknown source {source!r}: use alertmanager or grafana", 404)
         length = request.content_length
@@ -80,13 +79,17 @@ def create_app(b: Bridge) -> Flask:
                 log.warning("401 grafana webhook: %s", problem)
                 return error(problem, 401)
         try:
-            payload = json.loads(body)
+            payload = without_lone_surrogates(json.loads(body))
         except (ValueError, UnicodeDecodeError) as exc:
             return error(f"body is not valid JSON: {exc}", 400)
+        except RecursionError:
+            return error("body is not valid JSON: nested too deeply", 400)
         try:
             batch = b.parse(source, payload)
         except PayloadError as exc:
             return error(str(exc), 400)
+        except RecursionError:
+            return error("body is nested too deeply", 400)
         return jsonify(b.intake(batch))
 
     @app.get("/healthz")
@@ -155,12 +158,29 @@ def create_app(b: Bridge) -> Flask:
 
     @app.after_request
     def count(resp: Response) -> Response:
-        source = g.get("source")
+        # From the URL, not from the view: a 401 answered before the view runs counts too.
+        source = (request.view_args or {}).get("source") if request.endpoint == "webhook" \
+            else None
         if source in ("alertmanager", "grafana"):
             metrics.WEBHOOKS.labels(source, str(resp.status_code)).inc()
         return resp
 
     return app
+
+
+def without_lone_surrogates(payload: Any) -> Any:
+    """``payload`` with every lone UTF-16 surrogate replaced by U+FFFD.
+
+    JSON may spell one (``"\\ud800"``) but it is not Unicode: SQLite, the fingerprint hash and
+    the Juhe request cannot encode it. Replacing it keeps the alert pageable. Raises
+    ``RecursionError`` for a payload nested too deeply to re-encode.
+    """
+    text = json.dumps(payload, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.loads(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
+    return payload
 
 
 def snapshot(b: Bridge) -> list[Any]:

@@ -9,11 +9,19 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
 import time
-from collections.abc import Mapping
+from typing import Protocol
 
 #: How old (or how far in the future) a signed Grafana timestamp may be, seconds.
 HMAC_MAX_AGE = 300.0
+
+
+class Headers(Protocol):
+    """What :func:`grafana_signature_problem` needs of request headers: a ``Mapping[str, str]``
+    or werkzeug's case-insensitive ``Headers``."""
+
+    def get(self, key: str, default: str) -> str: ...
 
 
 def token_ok(authorization: str | None, token: str) -> bool:
@@ -36,7 +44,7 @@ def token_ok(authorization: str | None, token: str) -> bool:
     return False
 
 
-def grafana_signature_problem(body: bytes, headers: Mapping[str, str], secret: str,
+def grafana_signature_problem(body: bytes, headers: Headers, secret: str,
                               timestamp_header: str | None, now: float | None = None) -> str:
     """Why a Grafana webhook's ``X-Grafana-Alerting-Signature`` is not valid ("" when valid).
 
@@ -56,6 +64,8 @@ def grafana_signature_problem(body: bytes, headers: Mapping[str, str], secret: s
         try:
             ts = float(raw)
         except ValueError:
+            return f"{timestamp_header} is not a UNIX timestamp"
+        if not math.isfinite(ts):  # "nan" would pass the age check below
             return f"{timestamp_header} is not a UNIX timestamp"
         if ts > 1e11:  # milliseconds
             ts /= 1000.0

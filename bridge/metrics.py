@@ -64,7 +64,7 @@ def render(snapshot: Callable[[], list[Metric]]) -> tuple[bytes, str]:
     """The ``/metrics`` body and content type: all processes' samples plus ``snapshot()``."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        MultiProcessCollector(registry)
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         registry = CollectorRegistry()
         for collector in list(REGISTRY._collector_to_names):  # noqa: SLF001

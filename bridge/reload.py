@@ -1,11 +1,17 @@
 """The rules in force, and reloading them in every process without a restart.
 
-A reload (``POST /-/reload`` in any worker, or ``SIGHUP`` to the ``bridge serve`` master) checks
-the rules first: a version that fails is refused whole and the old one stays. The outcome is
-written to a small JSON state file in the runtime folder ``bridge serve`` shares with its
-workers (``BRIDGE_RUNTIME_DIR``); every worker stats that file before it uses the rules (about a
-microsecond) and loads the new version when the generation moved on. Without a runtime folder
-(tests, a single process) the state lives in memory.
+As in Alertmanager, the rules file is read at start and on a reload only: editing it does
+nothing until ``POST /-/reload`` (in any worker) or ``SIGHUP`` to the ``bridge serve`` master.
+A reload checks the new version first; a version that fails is refused whole and the old one
+stays in force.
+
+Across the processes of one ``bridge serve`` the rules in force are a *snapshot*: a copy of the
+checked file (or folder) in the runtime folder the master shares with its workers
+(``BRIDGE_RUNTIME_DIR``), named by a small JSON state file. Every worker stats that file before
+it uses the rules (about a microsecond) and loads the new snapshot when the generation moved on;
+a worker that gunicorn starts later boots from the snapshot, so a half-edited file on disk can
+never stop a worker from booting. Without a runtime folder (tests, ``bridge worker``) the state
+lives in memory.
 """
 
 from __future__ import annotations
@@ -13,13 +19,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from bridge.errors import RulesError
-from bridge.rules.load import RuleSet, load_rules
+from bridge.rules.load import RuleSet, load_rules, rules_files
 
 log = logging.getLogger(__name__)
 
@@ -29,71 +36,52 @@ STATE_FILE = "rules-state.json"
 class RulesHolder:
     """Holds the :class:`RuleSet` in force for one process.
 
-    ``state_dir``: the folder shared by the processes of one ``bridge serve`` (or ``None``).
-    Raises :class:`RulesError` at construction when the rules fail their checks.
+    ``path``: the rules file or folder (``BRIDGE_RULES``). ``state_dir``: the folder shared by
+    the processes of one ``bridge serve`` (or ``None``). Raises :class:`RulesError` at
+    construction when there is no snapshot to boot from and the rules fail their checks.
     """
 
     def __init__(self, path: str, tz: str, state_dir: str | None = None) -> None:
         self.path = path
         self.tz = tz
-        self.state_file = Path(state_dir) / STATE_FILE if state_dir else None
+        self.state_dir = Path(state_dir) if state_dir else None
+        self.state_file = self.state_dir / STATE_FILE if self.state_dir else None
         self._lock = threading.Lock()
-        self._rules = load_rules(path, tz)
         self._mtime = -1
-        self._generation = 0
-        self._state: dict[str, Any] = {"generation": 0, "ok": True, "problems": [],
-                                       "success_ts": time.time(), "version": self._rules.version}
-        if self.state_file is not None and self.state_file.exists():
-            self._mtime = self.state_file.stat().st_mtime_ns
-            self._state = self._read_state() or self._state
-            self._generation = int(self._state.get("generation", 0))
+        state = None
+        if self.state_file is not None:
+            self._mtime = self._stat()  # before reading: a later write must look new
+            state = self._read_state()
+        if state and state.get("snapshot"):
+            self._rules = load_rules(self._snapshot_path(state), tz)
+            self._state = state
+        else:
+            self._rules = load_rules(path, tz)
+            self._state = {"generation": 0, "ok": True, "problems": [],
+                           "success_ts": time.time(), "version": self._rules.version,
+                           "snapshot": None}
+        self._generation = int(self._state.get("generation", 0))
+
+    def publish(self) -> None:
+        """Make the rules loaded at start the snapshot every worker boots from (master only)."""
+        with self._lock:
+            self._write(dict(self._state, snapshot=self._snapshot(self._generation)))
 
     @property
     def rules(self) -> RuleSet:
         """The rules in force, after picking up a reload another process made."""
         if self.state_file is not None:
-            try:
-                mtime = self.state_file.stat().st_mtime_ns
-            except OSError:
-                mtime = -1
+            mtime = self._stat()
             if mtime != self._mtime:
                 self._follow(mtime)
         return self._rules
 
     @property
     def state(self) -> dict[str, Any]:
-        """``{"generation", "ok", "problems", "success_ts", "version"}`` of the last reload."""
+        """``{"generation", "ok", "problems", "success_ts", "version", "snapshot"}`` of the last
+        load or reload."""
         _ = self.rules
         return dict(self._state)
-
-    def _read_state(self) -> dict[str, Any] | None:
-        assert self.state_file is not None
-        try:
-            data = json.loads(self.state_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
-
-    def _follow(self, mtime: int) -> None:
-        with self._lock:
-            if mtime == self._mtime:
-                return
-            self._mtime = mtime
-            state = self._read_state()
-            if state is None:
-                return
-            self._state = state
-            generation = int(state.get("generation", 0))
-            if generation == self._generation:
-                return
-            self._generation = generation
-            if state.get("ok") and state.get("version") != self._rules.version:
-                try:
-                    self._rules = load_rules(self.path, self.tz)
-                    log.info("rules reloaded in pid %d: %s", os.getpid(), self._rules.summary())
-                except RulesError as exc:
-                    log.error("rules changed again since the reload; keeping the old ones: %s",
-                              "; ".join(exc.problems))
 
     def reload(self) -> list[str]:
         """Load and check the rules again; returns the problems (empty when the new version is
@@ -106,23 +94,94 @@ class RulesHolder:
                 problems = exc.problems
                 log.error("rules reload refused, old rules stay in force (%d problems):\n  %s",
                           len(problems), "\n  ".join(problems))
-            else:
+            previous = (self._read_state() if self.state_file is not None else None)
+            previous = previous or self._state
+            generation = max(int(previous.get("generation", 0)), self._generation) + 1
+            state: dict[str, Any] = dict(previous, generation=generation, ok=not problems,
+                                         problems=problems)
+            if not problems:
                 self._rules = new
                 log.info("rules reloaded: %s", new.summary())
-            now = time.time()
-            previous = self._read_state() if self.state_file is not None else self._state
-            previous = previous or self._state
-            self._generation = int(previous.get("generation", 0)) + 1
-            self._state = {
-                "generation": self._generation,
-                "ok": not problems,
-                "problems": problems,
-                "success_ts": now if not problems else previous.get("success_ts", 0),
-                "version": self._rules.version,
-            }
-            if self.state_file is not None:
-                tmp = self.state_file.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(self._state), encoding="utf-8")
-                os.replace(tmp, self.state_file)
-                self._mtime = self.state_file.stat().st_mtime_ns
+                state.update(success_ts=time.time(), version=new.version,
+                             snapshot=self._snapshot(generation))
+            self._generation = generation
+            self._write(state)
             return problems
+
+    # -- internals ------------------------------------------------------------------------
+    def _stat(self) -> int:
+        assert self.state_file is not None
+        try:
+            return self.state_file.stat().st_mtime_ns
+        except OSError:
+            return -1
+
+    def _read_state(self) -> dict[str, Any] | None:
+        assert self.state_file is not None
+        try:
+            data = json.loads(self.state_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _snapshot_path(self, state: dict[str, Any]) -> Path:
+        assert self.state_dir is not None
+        snap = self.state_dir / str(state["snapshot"])
+        if Path(self.path).is_dir():
+            return snap
+        return snap / Path(self.path).name
+
+    def _snapshot(self, generation: int) -> str | None:
+        """Copy the rules (file or folder) into ``rules-GEN/`` of the runtime folder; keep the
+        last two snapshots. Returns the snapshot's folder name."""
+        if self.state_dir is None:
+            return None
+        name = f"rules-{generation}"
+        dest = self.state_dir / name
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir()
+        for f in rules_files(Path(self.path)):
+            shutil.copy2(f, dest / f.name)
+        for old in self.state_dir.glob("rules-*"):
+            try:
+                if old.is_dir() and int(old.name.split("-", 1)[1]) < generation - 1:
+                    shutil.rmtree(old, ignore_errors=True)
+            except ValueError:
+                continue
+        return name
+
+    def _write(self, state: dict[str, Any]) -> None:
+        self._state = state
+        if self.state_file is None:
+            return
+        tmp = self.state_file.with_suffix(f".{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps(state), encoding="utf-8")
+            os.replace(tmp, self.state_file)
+        except OSError as exc:
+            log.error("cannot share the rules state with the other workers: %s", exc)
+            return
+        self._mtime = -1  # re-read once: another process may have written right after us
+
+    def _follow(self, mtime: int) -> None:
+        with self._lock:
+            if mtime == self._mtime:
+                return
+            self._mtime = mtime
+            state = self._read_state()
+            if state is None:
+                return
+            generation = int(state.get("generation", 0))
+            if generation == self._generation:
+                return
+            self._generation = generation
+            if state.get("ok") and state.get("snapshot") and \
+                    state.get("version") != self._rules.version:
+                try:
+                    self._rules = load_rules(self._snapshot_path(state), self.tz)
+                    log.info("rules reloaded in pid %d: %s", os.getpid(), self._rules.summary())
+                except RulesError as exc:  # a snapshot was checked: this means a bug
+                    log.error("cannot load the rules snapshot; keeping the old rules: %s",
+                              "; ".join(exc.problems))
+                    return
+            self._state = state

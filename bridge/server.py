@@ -81,6 +81,7 @@ class BridgeApplication(BaseApplication):  # type: ignore[misc]
 
     def run(self) -> None:
         holder = RulesHolder(self.settings.rules_path, self.settings.tz, self.runtime)
+        holder.publish()
         BridgeArbiter.holder = holder
         from bridge.service import Bridge
 
@@ -114,7 +115,7 @@ def child_exit(server: Any, worker: Any) -> None:
     """Mark a dead worker's metrics files so gauges of live workers stay correct."""
     from prometheus_client import multiprocess
 
-    multiprocess.mark_process_dead(worker.pid)
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
 
 def run(settings: Settings, runtime: str) -> None:

@@ -102,7 +102,9 @@ def _pydantic_problems(exc: ValidationError) -> list[str]:
     return problems
 
 
-def _files(path: Path) -> list[Path]:
+def rules_files(path: Path) -> list[Path]:
+    """The files a rules path stands for: itself, or a folder's ``*.yaml``/``*.yml`` files in
+    name order."""
     if path.is_dir():
         return sorted(p for p in path.iterdir()
                       if p.suffix in (".yaml", ".yml") and p.is_file())
@@ -119,21 +121,21 @@ def load_rules(path: str | Path, tz: str = "Asia/Shanghai") -> RuleSet:
     if not root.exists():
         raise RulesError([f"{root}: no such file or folder (set BRIDGE_RULES)"])
     folder = root.is_dir()
-    files = _files(root)
+    files = rules_files(root)
     if folder and not files:
         raise RulesError([f"{root}: no *.yaml or *.yml files in this folder"])
     problems: list[str] = []
     parts: list[tuple[str, RulesFile]] = []
     digest = hashlib.sha256()
     for f in files:
-        label = f.name if folder else str(f)
+        label = f.name
         prefix = f"{f.name}: " if folder else ""
         try:
             text = f.read_bytes()
             digest.update(f.name.encode() + b"\0" + text)
             doc: Any = yaml.load(text.decode("utf-8"), Loader=_Loader)  # noqa: S506
         except (OSError, UnicodeDecodeError) as exc:
-            problems.append(f"{prefix or label + ': '}cannot read: {exc}")
+            problems.append(f"{f}: cannot read: {exc}")
             continue
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)

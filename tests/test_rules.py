@@ -1,0 +1,272 @@
+"""Rules files: every problem with its place (and file, for a folder), merging a folder,
+rendering (sandbox, truncation, folding), routing and planning. Pure: no server."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from conftest import SPEC_RULES
+
+from bridge.alert import Alert, Batch
+from bridge.errors import RulesError
+from bridge.plan import decide
+from bridge.render import fold_and_cut
+from bridge.rules.load import load_rules
+
+EXAMPLES = Path(__file__).parent.parent / "examples" / "rules.d"
+NOW = datetime(2026, 11, 29, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai
+
+
+def problems_of(tmp_path: Path, text: str) -> list[str]:
+    f = tmp_path / "rules.yaml"
+    f.write_text(text, encoding="utf-8")
+    with pytest.raises(RulesError) as info:
+        load_rules(f)
+    return info.value.problems
+
+
+def test_spec_example_loads(tmp_path: Path) -> None:
+    f = tmp_path / "rules.yaml"
+    f.write_text(SPEC_RULES, encoding="utf-8")
+    rules = load_rules(f)
+    assert rules.route_names == ["db-critical", "everything-else"]
+    assert rules.receivers["dba"] == ["13800138000", "13800138001"]
+    assert rules.routes[0].repeat_interval == 4 * 3600
+    assert rules.routes[1].repeat_interval == 4 * 3600  # Alertmanager's default
+    assert rules.limits.min_gap == 0
+
+
+def test_repo_rules_file_loads() -> None:
+    rules = load_rules(Path(__file__).parent.parent / "rules.yaml")
+    assert rules.limits.min_gap == 60 and rules.limits.storm is not None
+    assert rules.time_intervals["night"].active_at(datetime(2026, 11, 29, 16, 0, tzinfo=UTC))
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    pytest.param("routes:\n  - matchers: ['a=\"b\"', 'c=~\"(x\"']\n    receiver: r\n"
+                 "    template: t\n", "routes[0].matchers[1]: invalid regex", id="bad-regex"),
+    pytest.param("receivers: {r: ['12345']}\n", "receivers.r[0]: not an 11-digit mainland China"
+                 " mobile number: '12345'", id="bad-mobile"),
+    pytest.param("receivers: {r: []}\n", "receivers: receiver 'r' has no mobile numbers",
+                 id="empty-receiver"),
+    pytest.param("templates: {t: {tpl_id: 1, vars: {'a-b': x}}}\n",
+                 "templates.t.vars.a-b: variable name must be a plain identifier", id="var-name"),
+    pytest.param("templates: {t: {tpl_id: 1, vars: {a: '{{ x'}}}\n",
+                 "templates.t.vars.a: template syntax error", id="jinja-syntax"),
+    pytest.param("templates: {t: {tpl_id: 'abc', vars: {}}}\n", "templates.t.tpl_id: ",
+                 id="tpl-id"),
+    pytest.param("routes:\n  - receiver: nobody\n    template: t\n",
+                 "routes[0].receiver: unknown receiver 'nobody'", id="unknown-receiver"),
+    pytest.param("receivers: {r: ['13800138000']}\nroutes:\n  - receiver: r\n    template: t\n",
+                 "routes[0].template: unknown template 't'", id="unknown-template"),
+    pytest.param("receivers: {r: ['13800138000']}\ntemplates: {t: {tpl_id: 1, vars: {}}}\n"
+                 "routes:\n  - receiver: r\n    template: t\n    mute_time_intervals: [night]\n",
+                 "routes[0].mute_time_intervals[0]: unknown time interval 'night'",
+                 id="unknown-interval"),
+    pytest.param("routes:\n  - receiver: r\n    template: t\n    repeat_interval: soon\n",
+                 "routes[0].repeat_interval: not a duration", id="bad-duration"),
+    pytest.param("routes:\n  - receiver: r\n    template: t\n    colour: red\n",
+                 "routes[0].colour: unknown field", id="unknown-field"),
+    pytest.param("limits: {storm: {threshold: 3, window: 2m, template: nope}}\n",
+                 "limits.storm.template: unknown template 'nope'", id="storm-template"),
+    pytest.param("routes: [1\n", "invalid YAML", id="yaml-syntax"),
+    pytest.param("- a\n- b\n", "(top level): must be a mapping", id="not-a-mapping"),
+])
+def test_problem_is_reported_with_its_place(tmp_path: Path, text: str, expected: str) -> None:
+    problems = problems_of(tmp_path, text)
+    assert any(p.startswith(expected) or expected in p for p in problems), problems
+
+
+def test_every_problem_at_once(tmp_path: Path) -> None:
+    problems = problems_of(tmp_path, """\
+receivers: {r: ['13800138000']}
+templates: {t: {tpl_id: 1, vars: {a: x}}}
+routes:
+  - receiver: a
+    template: t
+  - receiver: r
+    template: b
+  - receiver: r
+    template: t
+    active_time_intervals: [c]
+""")
+    assert problems == [
+        "routes[0].receiver: unknown receiver 'a'",
+        "routes[1].template: unknown template 'b'",
+        "routes[2].active_time_intervals[0]: unknown time interval 'c'",
+    ]
+
+
+def test_unquoted_times_and_numbers_read_as_alertmanager_writes_them(tmp_path: Path) -> None:
+    f = tmp_path / "r.yaml"
+    f.write_text("""\
+receivers: {r: [13800138000]}
+templates: {t: {tpl_id: 1, vars: {a: x}}}
+time_intervals:
+  - name: night
+    time_intervals: [{times: [{start_time: 23:00, end_time: 24:00}]}]
+routes: [{receiver: r, template: t, mute_time_intervals: [night]}]
+""", encoding="utf-8")
+    rules = load_rules(f)
+    assert rules.receivers["r"] == ["13800138000"]
+    assert rules.time_intervals["night"].active_at(datetime(2026, 1, 1, 23, 30, tzinfo=UTC))
+
+
+def test_folder_loads_as_one() -> None:
+    rules = load_rules(EXAMPLES)
+    assert rules.files == ["00-base.yaml", "team-db.yaml", "team-web.yaml"]
+    assert rules.route_names == ["db-critical", "web-critical", "web-warning"]
+    assert set(rules.receivers) == {"dba", "web"}
+    assert rules.limits.storm is not None and rules.limits.storm.template == "storm"
+
+
+def test_folder_duplicate_names_both_files(tmp_path: Path) -> None:
+    d = tmp_path / "rules.d"
+    shutil.copytree(EXAMPLES, d)
+    (d / "team-x.yml").write_text("receivers:\n  dba: ['13700137000']\n", encoding="utf-8")
+    with pytest.raises(RulesError) as info:
+        load_rules(d)
+    assert info.value.problems == [
+        "team-x.yml: receivers.dba: already defined in team-db.yaml"]
+
+
+def test_folder_problems_carry_file_and_place(tmp_path: Path) -> None:
+    d = tmp_path / "rules.d"
+    shutil.copytree(EXAMPLES, d)
+    (d / "team-db.yaml").write_text(
+        "routes:\n  - receiver: dbx\n    template: firing\n    matchers: ['a=~\"(\"']\n",
+        encoding="utf-8")
+    (d / "zz-limits.yaml").write_text("limits: {min_gap: 1s}\n", encoding="utf-8")
+    with pytest.raises(RulesError) as info:
+        load_rules(d)
+    problems = info.value.problems
+    assert problems[0].startswith("team-db.yaml: routes[0].matchers[0]: invalid regex")
+    (d / "team-db.yaml").write_text("routes:\n  - receiver: dbx\n    template: firing\n",
+                                    encoding="utf-8")
+    with pytest.raises(RulesError) as info:
+        load_rules(d)
+    assert info.value.problems == [
+        "zz-limits.yaml: limits: already set in 00-base.yaml (limits may come from one file only)",
+        "team-db.yaml: routes[0].receiver: unknown receiver 'dbx'",
+    ]
+
+
+@pytest.mark.parametrize(("value", "n", "expected"), [
+    ("short", 20, "short"),
+    ("exactly twenty chars", 20, "exactly twenty chars"),
+    ("twenty-one characters", 20, "twenty-one characte…"),
+    ("a\nb\r\nc\td", 20, "a b c d"),
+    ("line\\tliteral", 20, "line\\tliteral"),
+    ("  padded\n", 20, "padded"),
+    ("服务异常告警服务异常告警服务异常告警服务异常告警", 10, "服务异常告警服务异…"),
+    ("x\u2028y\x00z", 20, "x y z"),
+])
+def test_fold_and_cut(value: str, n: int, expected: str) -> None:
+    assert fold_and_cut(value, n) == expected
+    assert len(fold_and_cut(value, n)) <= n
+
+
+def _alert(labels: dict[str, str], status: str = "firing", **ann: str) -> Alert:
+    return Alert(labels=labels, annotations=ann, status=status,  # type: ignore[arg-type]
+                 fingerprint="f" * 16, source="alertmanager",
+                 starts_at=datetime(2026, 11, 29, 1, 2, tzinfo=UTC))
+
+
+def _rules(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
+    f = tmp_path / "r.yaml"
+    f.write_text(text, encoding="utf-8")
+    return load_rules(f)
+
+
+def test_plan_first_route_wins_per_mobile_and_continue(tmp_path: Path) -> None:
+    rules = _rules(tmp_path, SPEC_RULES)
+    batch = Batch("alertmanager", [_alert({"alertname": "X", "severity": "critical",
+                                           "team": "db"})])
+    plan = decide(batch, rules, NOW)
+    assert [(n.route, n.mobile) for n in plan.notifications] == [
+        ("db-critical", "13800138000"), ("db-critical", "13800138001"),
+        ("everything-else", "13900139000")]
+    warning = Batch("alertmanager", [_alert({"alertname": "Y", "severity": "warning",
+                                             "team": "db"})])
+    assert [n.route for n in decide(warning, rules, NOW).notifications] == ["everything-else"]
+    nothing = Batch("alertmanager", [_alert({"alertname": "Z"})])
+    assert decide(nothing, rules, NOW).unrouted == 1
+
+
+def test_plan_resolved_only_with_resolved_template(tmp_path: Path) -> None:
+    rules = _rules(tmp_path, SPEC_RULES)
+    batch = Batch("alertmanager", [_alert({"alertname": "X", "severity": "critical",
+                                           "team": "db"}, "resolved")])
+    plan = decide(batch, rules, NOW)
+    assert [(n.mobile, n.tpl_id, n.variables) for n in plan.notifications] == [
+        ("13800138000", 222, {"name": "X"}), ("13800138001", 222, {"name": "X"})]
+
+
+def test_plan_mobiles_from_valid_invalid_duplicates(tmp_path: Path) -> None:
+    rules = _rules(tmp_path, """\
+receivers: {r: ['13800138000']}
+templates: {t: {tpl_id: 1, vars: {n: '{{ labels.alertname }}'}}}
+routes: [{receiver: r, template: t, mobiles_from: oncall_mobile}]
+""")
+    a = _alert({"alertname": "X", "oncall_mobile": "13900139000, 12345,13800138000,,13900139000"})
+    plan = decide(Batch("alertmanager", [a]), rules, NOW)
+    assert [n.mobile for n in plan.notifications] == ["13800138000", "13900139000"]
+    assert plan.skipped_mobiles == ["****"]
+    b = _alert({"alertname": "X"}, oncall_mobile="13700137000，13600136000")
+    plan = decide(Batch("alertmanager", [b]), rules, NOW)
+    assert [n.mobile for n in plan.notifications] == ["13800138000", "13700137000",
+                                                      "13600136000"]
+
+
+def test_plan_muted_at_night_is_suppressed(tmp_path: Path) -> None:
+    rules = load_rules(Path(__file__).parent.parent / "rules.yaml")
+    batch = Batch("alertmanager", [_alert({"alertname": "X", "severity": "warning"})])
+    night = datetime(2026, 11, 29, 16, 30, tzinfo=UTC)  # 00:30 in Shanghai
+    [n] = decide(batch, rules, night).notifications
+    assert (n.state, n.reason) == ("suppressed", "muted")
+    [n] = decide(batch, rules, NOW).notifications
+    assert (n.state, n.reason) == ("queued", "")
+
+
+def test_plan_active_time_intervals(tmp_path: Path) -> None:
+    rules = _rules(tmp_path, """\
+receivers: {r: ['13800138000']}
+templates: {t: {tpl_id: 1, vars: {n: x}}}
+time_intervals:
+  - name: office
+    time_intervals: [{weekdays: ['monday:friday'], times: [{start_time: '09:00', end_time: '18:00'}],
+                      location: Asia/Shanghai}]
+routes: [{receiver: r, template: t, active_time_intervals: [office]}]
+""")
+    batch = Batch("alertmanager", [_alert({"alertname": "X"})])
+    sunday_noon = datetime(2026, 11, 29, 4, 0, tzinfo=UTC)
+    monday_ten = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)
+    assert decide(batch, rules, sunday_noon).notifications[0].state == "suppressed"
+    assert decide(batch, rules, monday_ten).notifications[0].state == "queued"
+
+
+def test_render_sandbox_and_context(tmp_path: Path) -> None:
+    rules = _rules(tmp_path, """\
+receivers: {r: ['13800138000']}
+max_var_len: 40
+templates:
+  t:
+    tpl_id: 1
+    vars:
+      mro: "{{ labels.__class__.__mro__ }}"
+      lit: "{{ annotations.summary }}"
+      at: "{{ starts_at | localtime('%Y-%m-%d %H:%M') }}"
+      v: "{{ values.B | round(1) }}"
+      bad: "{{ labels.alertname | int + 'x' }}"
+      src: "{{ source }}/{{ status }}"
+routes: [{receiver: r, template: t}]
+""")
+    a = Alert(labels={"alertname": "X"}, annotations={"summary": "{{ 7*7 }} {% for %}"},
+              status="firing", fingerprint="f", source="grafana",
+              starts_at=datetime(2026, 11, 29, 16, 30, tzinfo=UTC), values={"B": 44.2394})
+    [n] = decide(Batch("grafana", [a]), rules, NOW).notifications
+    assert n.variables == {"mro": "", "lit": "{{ 7*7 }} {% for %}", "at": "2026-11-30 00:30",
+                           "v": "44.2", "bad": "?", "src": "grafana/firing"}

@@ -1,0 +1,629 @@
+"""One contract suite for every store (huey's ``StorageTests``): SQLite in ``tmp_path`` and a real
+redis-server (``conftest.redis_url``). Time is injected (``now``); nothing sleeps for it to pass.
+
+The concurrency tests start 8 processes (``spawn``: each opens its own store from ``store.url``)
+that call the store at the same moment, behind a barrier.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.errors import StoreUnavailable
+from bridge.store import Claim, Item, Notification, Outcome, Policy, Store, open_store
+from bridge.store.base import STATES
+from bridge.store.redis import RedisStore
+from bridge.store.sqlite import SqliteStore
+
+#: A fixed "now" with a fraction, to check that times come back exactly.
+T0 = 1_790_000_000.125
+M1, M2, M3 = "13800138000", "13800138001", "13900139000"
+EP = "2026-09-21T12:00:00+00:00"
+NO_LIMITS = Policy()
+
+
+def note(mobile: str = M1, fp: str = "fp-disk", status: str = "firing", episode: str = EP,
+         **kw: Any) -> Notification:
+    """A notification with sensible defaults; ``kw`` overrides any other field."""
+    fields: dict[str, Any] = {
+        "route": "db-critical", "alertname": f"alert-{fp}", "tpl_id": 111,
+        "variables": {"name": f"alert-{fp}", "summary": "磁盘 95% & #1"},
+        "repeat_interval": 4 * 3600.0,
+    }
+    fields.update(kw)
+    return Notification(mobile=mobile, fingerprint=fp, status=status,  # type: ignore[arg-type]
+                        episode=episode, **fields)
+
+
+def states(outcomes: list[Outcome]) -> list[tuple[str, str]]:
+    return [(o.state, o.reason) for o in outcomes]
+
+
+def ids_of(claims: list[Claim]) -> dict[str, list[str]]:
+    return {c.mobile: [i.id for i in c.items] for c in claims}
+
+
+def by_id(store: Store, item_id: str) -> Item:
+    found = [i for i in store.recent(limit=-1) if i.id == item_id]
+    assert len(found) == 1, item_id
+    return found[0]
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    s: Store
+    if request.param == "sqlite":
+        s = SqliteStore(str(tmp_path / "bridge.db"))
+    else:
+        s = RedisStore(request.getfixturevalue("redis_url"))
+    yield s
+    s.close()
+
+
+# -- record: dedup ----------------------------------------------------------------------------
+def test_record_stores_what_it_queues(store: Store) -> None:
+    n = note()
+    [out] = store.record([n], NO_LIMITS, T0)
+    assert (out.notification, out.state, out.reason) == (n, "queued", "")
+    assert out.id is not None
+    [item] = store.recent()
+    assert item == Item(
+        id=out.id, mobile=M1, fingerprint="fp-disk", status="firing", episode=EP,
+        route="db-critical", alertname="alert-fp-disk", tpl_id=111,
+        variables={"name": "alert-fp-disk", "summary": "磁盘 95% & #1"}, state="queued",
+        reason="", created_at=T0, updated_at=T0, due_at=T0, attempts=0, first_attempt_at=None,
+        sid=None, fee=None)
+
+
+def test_firing_is_deduplicated_within_repeat_interval(store: Store) -> None:
+    first = store.record([note(), note()], NO_LIMITS, T0)
+    assert states(first) == [("queued", ""), ("suppressed", "duplicate")]
+    assert first[1].id is None
+    assert states(store.record([note()], NO_LIMITS, T0 + 60)) == [("suppressed", "duplicate")]
+    almost = T0 + 4 * 3600 - 0.5
+    assert states(store.record([note()], NO_LIMITS, almost)) == [("suppressed", "duplicate")]
+    # a repeat_interval later it pages again, and the interval counts from that page
+    again = store.record([note()], NO_LIMITS, T0 + 4 * 3600)
+    assert states(again) == [("queued", "")]
+    assert again[0].id not in (None, first[0].id)
+    assert states(store.record([note()], NO_LIMITS, T0 + 5 * 3600)) == [
+        ("suppressed", "duplicate")]
+    # a shorter repeat_interval of another route is honoured
+    assert states(store.record([note(repeat_interval=600.0)], NO_LIMITS, T0 + 4 * 3600 + 600)
+                  ) == [("queued", "")]
+    # other mobiles, fingerprints and episodes are other notifications
+    others = [note(mobile=M2), note(fp="fp-cpu"), note(episode="2026-09-22T00:00:00+00:00")]
+    assert states(store.record(others, NO_LIMITS, T0 + 60)) == [("queued", "")] * 3
+    assert store.counts()["queued"] == 6
+
+
+def test_resolved_only_after_a_paged_firing_once(store: Store) -> None:
+    resolved = note(status="resolved")
+    assert states(store.record([resolved], NO_LIMITS, T0)) == [("suppressed", "not paged")]
+    assert states(store.record([note()], NO_LIMITS, T0 + 1)) == [("queued", "")]
+    out = store.record([resolved, resolved, note(mobile=M2, status="resolved"),
+                        note(status="resolved", episode="2026-09-20T00:00:00+00:00")],
+                       NO_LIMITS, T0 + 2)
+    assert states(out) == [("queued", ""), ("suppressed", "duplicate"),
+                           ("suppressed", "not paged"), ("suppressed", "not paged")]
+    assert out[0].id is not None and [o.id for o in out[1:]] == [None, None, None]
+    assert states(store.record([resolved], NO_LIMITS, T0 + 86400)) == [
+        ("suppressed", "duplicate")]
+    assert [(i.status, i.state) for i in store.recent()] == [("resolved", "queued"),
+                                                            ("firing", "queued")]
+
+
+def test_resolved_not_paged_when_the_firing_was_held_back_by_a_limit(store: Store) -> None:
+    policy = Policy(per_mobile_per_hour=1)
+    out = store.record([note(fp="a"), note(fp="b")], policy, T0)
+    assert states(out) == [("queued", ""), ("suppressed", "per_mobile_per_hour limit")]
+    out = store.record([note(fp="a", status="resolved"), note(fp="b", status="resolved")],
+                       NO_LIMITS, T0 + 10)
+    assert states(out) == [("queued", ""), ("suppressed", "not paged")]
+
+
+def test_muted_is_stored_as_suppressed_and_keeps_no_dedup(store: Store) -> None:
+    muted = note(state="suppressed", reason="muted")
+    out = store.record([muted, muted], NO_LIMITS, T0)
+    assert states(out) == [("suppressed", "muted")] * 2
+    assert out[0].id is not None and out[1].id is not None and out[0].id != out[1].id
+    assert [(i.state, i.reason, i.due_at) for i in store.recent()] == [
+        ("suppressed", "muted", T0)] * 2
+    assert store.claim(T0 + 1, 60, 0, 10) == []
+    # muting did not record a page: unmuted, it pages; its resolved is not "not paged"
+    assert states(store.record([note()], NO_LIMITS, T0 + 5)) == [("queued", "")]
+    assert states(store.record([note(status="resolved")], NO_LIMITS, T0 + 6)) == [("queued", "")]
+
+
+# -- record: limits -----------------------------------------------------------------------------
+def test_per_mobile_per_hour(store: Store) -> None:
+    policy = Policy(per_mobile_per_hour=3)
+    out = store.record([note(fp=f"fp{i}") for i in range(10)] + [note(mobile=M2)], policy, T0)
+    assert states(out) == [("queued", "")] * 3 + [
+        ("suppressed", "per_mobile_per_hour limit")] * 7 + [("queued", "")]
+    assert all(o.id is not None for o in out)
+    assert store.counts() == {**dict.fromkeys(STATES, 0), "queued": 4, "suppressed": 7}
+    limited = store.recent(limit=-1, state="suppressed")
+    assert {i.reason for i in limited} == {"per_mobile_per_hour limit"}
+    # suppressed by a limit still counts as recorded: no second try within repeat_interval
+    assert states(store.record([note(fp="fp5")], NO_LIMITS, T0 + 10)) == [
+        ("suppressed", "duplicate")]
+    # the hour slides: at T0 + 3599.9 the three still count, at T0 + 3600 they no longer do
+    assert states(store.record([note(fp="x")], policy, T0 + 3599.9)) == [
+        ("suppressed", "per_mobile_per_hour limit")]
+    assert states(store.record([note(fp="y")], policy, T0 + 3600)) == [("queued", "")]
+
+
+def test_per_day(store: Store) -> None:
+    policy = Policy(per_day=5, day="2026-09-21")
+    out = store.record([note(mobile=m, fp=f"fp{i}") for i in range(4) for m in (M1, M2)],
+                       policy, T0)
+    assert states(out) == [("queued", "")] * 5 + [("suppressed", "per_day limit")] * 3
+    later = store.record([note(mobile=M3)], policy, T0 + 3600)
+    assert states(later) == [("suppressed", "per_day limit")]
+    tomorrow = Policy(per_day=5, day="2026-09-22")
+    assert states(store.record([note(mobile=M3, fp="n")], tomorrow, T0 + 86400)) == [
+        ("queued", "")]
+
+
+def test_storm_holds_what_passes_the_threshold_until_the_window_ends(store: Store) -> None:
+    policy = Policy(storm_threshold=3, storm_window=120.0)
+    out = store.record([note(fp=f"fp{i}") for i in range(10)] + [note(mobile=M2)], policy, T0)
+    assert states(out) == [("queued", "")] * 3 + [("held", "storm")] * 7 + [("queued", "")]
+    held = store.recent(limit=-1, state="held")
+    assert len(held) == 7 and {(i.due_at, i.mobile) for i in held} == {(T0 + 120, M1)}
+    assert states(store.record([note(fp="late")], policy, T0 + 119)) == [("held", "storm")]
+    assert store.recent(limit=1)[0].due_at == T0 + 120
+    # the held ones are due when the window ends, not before
+    first = store.claim(T0, 300, 0, 10)
+    assert sorted((c.mobile, len(c.items)) for c in first) == [(M1, 3), (M2, 1)]
+    assert store.claim(T0 + 119, 300, 0, 10) == []
+    [at_end] = store.claim(T0 + 120, 300, 0, 10)
+    assert at_end.mobile == M1 and {i.state for i in at_end.items} == {"held"}
+    assert len(at_end.items) == 8
+    # a new window starts after the old one ended
+    out = store.record([note(fp=f"new{i}") for i in range(4)], policy, T0 + 120)
+    assert states(out) == [("queued", "")] * 3 + [("held", "storm")]
+    assert store.recent(limit=1)[0].due_at == T0 + 240
+
+
+def test_storm_and_day_and_hour_together(store: Store) -> None:
+    policy = Policy(per_mobile_per_hour=4, per_day=100, storm_threshold=2, storm_window=60.0,
+                    day="2026-09-21")
+    out = store.record([note(fp=f"fp{i}") for i in range(6)], policy, T0)
+    # held SMS do not count against the hour (only what is queued does)
+    assert states(out) == [("queued", "")] * 2 + [("held", "storm")] * 4
+    out = store.record([note(fp=f"b{i}") for i in range(4)], policy, T0 + 60)
+    assert states(out) == [("queued", "")] * 2 + [("suppressed", "per_mobile_per_hour limit")] * 2
+
+
+# -- claim --------------------------------------------------------------------------------------
+def test_claim_groups_by_mobile_oldest_first_and_leases(store: Store) -> None:
+    out = store.record([note(fp="a"), note(mobile=M2, fp="a"), note(fp="b")], NO_LIMITS, T0)
+    a1, a2, b1 = (o.id for o in out)
+    claims = store.claim(T0 + 1, 30, 0, 10)
+    assert ids_of(claims) == {M1: [a1, b1], M2: [a2]}
+    assert {c.lease_until for c in claims} == {T0 + 31}
+    assert not any(c.gapped for c in claims)
+    c1 = next(c for c in claims if c.mobile == M1)
+    assert c1.items[0] == by_id(store, str(a1))
+    assert c1.items[0].variables == {"name": "alert-a", "summary": "磁盘 95% & #1"}
+    # leased: nothing for anybody until the lease ends
+    assert store.claim(T0 + 2, 30, 0, 10) == []
+    assert store.claim(T0 + 30.9, 30, 0, 10) == []
+    again = store.claim(T0 + 31, 30, 0, 10)
+    assert ids_of(again) == {M1: [a1, b1], M2: [a2]}
+    assert store.claim(T0 + 32, 30, 0, 10) == []
+
+
+def test_claim_respects_due_at_and_max_mobiles(store: Store) -> None:
+    out = store.record([note(mobile=m) for m in (M1, M2, M3)], NO_LIMITS, T0)
+    assert store.claim(T0 - 1, 30, 0, 10) == []
+    first = store.claim(T0, 30, 0, 2)
+    assert len(first) == 2
+    rest = store.claim(T0, 30, 0, 2)
+    assert len(rest) == 1
+    assert sorted(ids_of(first + rest).items()) == sorted(
+        (m, [o.id]) for m, o in zip((M1, M2, M3), out, strict=True))
+    assert store.claim(T0, 30, 0, 0) == []
+
+
+def test_pacing_min_gap_and_gapped(store: Store) -> None:
+    [a] = store.record([note(fp="a")], NO_LIMITS, T0)
+    [c1] = store.claim(T0, 30, 60, 10)
+    assert ids_of([c1]) == {M1: [a.id]} and c1.gapped is False
+    assert a.id is not None
+    store.mark_sent([a.id], "sid-a", 1, T0 + 1)
+    [b] = store.record([note(fp="b")], NO_LIMITS, T0 + 10)
+    [c] = store.record([note(fp="c")], NO_LIMITS, T0 + 20)
+    [other] = store.record([note(mobile=M2)], NO_LIMITS, T0 + 20)
+    # M1's gap runs until T0 + 60; other mobiles are not held up
+    assert ids_of(store.claim(T0 + 30, 30, 60, 10)) == {M2: [other.id]}
+    assert store.claim(T0 + 59.9, 30, 60, 10) == []
+    [c2] = store.claim(T0 + 60, 30, 60, 10)
+    assert ids_of([c2]) == {M1: [b.id, c.id]} and c2.gapped is True
+    assert b.id is not None and c.id is not None
+    store.mark_sent([b.id, c.id], "sid-bc", 1, T0 + 61)
+    # long after the gap ended, a new SMS is not "gapped"
+    [d] = store.record([note(fp="d")], NO_LIMITS, T0 + 500)
+    [c3] = store.claim(T0 + 500, 30, 60, 10)
+    assert ids_of([c3]) == {M1: [d.id]} and c3.gapped is False
+
+
+def test_released_items_wait_for_the_gap(store: Store) -> None:
+    out = store.record([note(fp="a"), note(fp="b")], NO_LIMITS, T0)
+    a, b = (str(o.id) for o in out)
+    [cl] = store.claim(T0, 30, 60, 10)
+    assert ids_of([cl]) == {M1: [a, b]}
+    store.release([b], T0 + 60)
+    store.mark_sent([a], "sid", 1, T0 + 1)
+    item = by_id(store, b)
+    assert (item.state, item.due_at, item.attempts, item.updated_at) == ("queued", T0 + 60, 0, T0)
+    assert store.claim(T0 + 59, 30, 60, 10) == []
+    [again] = store.claim(T0 + 60, 30, 60, 10)
+    assert ids_of([again]) == {M1: [b]} and again.gapped is True
+
+
+# -- delivery outcomes --------------------------------------------------------------------------
+def test_mark_retry_sent_failed_and_release(store: Store) -> None:
+    out = store.record([note(fp="a"), note(mobile=M2, fp="b")], NO_LIMITS, T0)
+    a, b = (str(o.id) for o in out)
+    store.claim(T0, 30, 0, 10)
+    store.mark_retry([a], T0 + 100, "juhe transient error 0: timeout", T0 + 1)
+    item = by_id(store, a)
+    assert (item.state, item.reason, item.due_at, item.attempts, item.first_attempt_at,
+            item.updated_at) == ("retrying", "juhe transient error 0: timeout", T0 + 100, 1,
+                                 T0 + 1, T0 + 1)
+    assert store.claim(T0 + 99, 30, 0, 10) == []  # the retry ended the lease, waits for due
+    [c] = store.claim(T0 + 100, 30, 0, 10)
+    assert ids_of([c]) == {M1: [a]} and c.items[0].state == "retrying"
+    store.mark_sent([a], "sid-1", 2, T0 + 101, reason="folded")
+    item = by_id(store, a)
+    assert (item.state, item.sid, item.fee, item.reason, item.attempts, item.first_attempt_at,
+            item.updated_at) == ("sent", "sid-1", 2, "folded", 2, T0 + 1, T0 + 101)
+    store.mark_failed([b], "juhe permanent error 205401: bad mobile", T0 + 2)
+    item = by_id(store, b)
+    assert (item.state, item.reason, item.attempts, item.first_attempt_at, item.sid) == (
+        "failed", "juhe permanent error 205401: bad mobile", 1, T0 + 2, None)
+    assert store.claim(T0 + 10_000, 30, 0, 10) == []
+    assert store.counts() == {**dict.fromkeys(STATES, 0), "sent": 1, "failed": 1}
+    # empty and unknown ids are harmless
+    for call in (lambda ids: store.mark_sent(ids, "s", 1, T0), lambda ids: store.release(ids, T0),
+                 lambda ids: store.mark_retry(ids, T0, "r", T0),
+                 lambda ids: store.mark_failed(ids, "r", T0)):
+        call([])
+        call(["987654"])
+    assert len(store.recent(limit=-1)) == 2
+
+
+def test_release_ends_the_lease_and_changes_only_due_at(store: Store) -> None:
+    [o] = store.record([note()], NO_LIMITS, T0)
+    i = str(o.id)
+    store.claim(T0, 300, 0, 10)
+    store.release([i], T0 + 5)
+    assert by_id(store, i).state == "queued" and by_id(store, i).attempts == 0
+    assert store.claim(T0 + 4, 300, 0, 10) == []
+    assert ids_of(store.claim(T0 + 5, 300, 0, 10)) == {M1: [i]}  # long before the lease's end
+
+
+# -- reading ------------------------------------------------------------------------------------
+def test_recent_newest_first_with_filters(store: Store) -> None:
+    out = store.record([note(fp="a"), note(mobile=M2, fp="b"), note(fp="c"),
+                        note(fp="d", state="suppressed", reason="muted")], NO_LIMITS, T0)
+    a, b, c, d = (str(o.id) for o in out)
+    store.mark_sent([a], "sid", 1, T0 + 1)
+    assert [i.id for i in store.recent()] == [d, c, b, a]
+    assert [i.id for i in store.recent(limit=2)] == [d, c]
+    assert store.recent(limit=0) == []
+    assert [i.id for i in store.recent(state="queued")] == [c, b]
+    assert [i.id for i in store.recent(mobile=M1)] == [d, c, a]
+    assert [i.id for i in store.recent(mobile=M1, state="queued")] == [c]
+    assert [i.id for i in store.recent(mobile=M1, state="sent", limit=1)] == [a]
+    assert [i.id for i in store.recent(mobile=M1, limit=1)] == [d]
+    assert store.recent(mobile=M3) == [] and store.recent(state="held") == []
+    assert store.recent(state="nonsense") == []
+    assert [int(x) for x in (a, b, c, d)] == sorted(int(x) for x in (a, b, c, d))
+
+
+def test_recent_filters_over_many_items(store: Store) -> None:
+    notes = [note(mobile=M1 if i % 3 else M2, fp=f"fp{i}") for i in range(450)]
+    out = store.record(notes, NO_LIMITS, T0)
+    m2 = [str(o.id) for o in out if o.notification.mobile == M2]
+    store.mark_failed(m2[:5], "x", T0 + 1)
+    assert [i.id for i in store.recent(limit=-1, mobile=M2, state="queued")] == m2[5:][::-1]
+    assert [i.id for i in store.recent(limit=3, mobile=M2, state="failed")] == m2[:5][::-1][:3]
+    assert len(store.recent(limit=-1)) == 450 and len(store.recent()) == 50
+
+
+def test_counts(store: Store) -> None:
+    assert store.counts() == dict.fromkeys(STATES, 0)
+    out = store.record([note(fp=f"f{i}") for i in range(5)]
+                       + [note(mobile=M2, state="suppressed", reason="muted")],
+                       Policy(storm_threshold=2, storm_window=60.0), T0)
+    assert store.counts() == {**dict.fromkeys(STATES, 0), "queued": 2, "held": 3,
+                              "suppressed": 1}
+    ids = [str(o.id) for o in out]
+    store.mark_sent(ids[:1], "s", 1, T0)
+    store.mark_retry(ids[1:2], T0 + 5, "r", T0)
+    store.mark_failed(ids[2:3], "f", T0)
+    assert store.counts() == {"queued": 0, "sent": 1, "retrying": 1, "failed": 1,
+                              "suppressed": 1, "held": 2}
+
+
+# -- housekeeping -------------------------------------------------------------------------------
+def test_prune_removes_only_finished_old_items(store: Store) -> None:
+    out = store.record([note(fp=f"f{i}") for i in range(6)]
+                       + [note(fp="muted", state="suppressed", reason="muted")], NO_LIMITS, T0)
+    sent, failed, retrying, queued, leased, new_sent, muted = (str(o.id) for o in out)
+    store.claim(T0, 3600, 0, 10)
+    store.mark_sent([sent], "s", 1, T0 + 10)
+    store.mark_failed([failed], "f", T0 + 10)
+    store.mark_retry([retrying], T0 + 20, "r", T0 + 10)
+    store.release([queued], T0)
+    store.mark_sent([new_sent], "s", 1, T0 + 100)
+    assert store.prune(T0 + 50) == 3  # sent, failed, muted (suppressed at T0)
+    left = {i.id: i.state for i in store.recent(limit=-1)}
+    assert left == {retrying: "retrying", queued: "queued", leased: "queued", new_sent: "sent"}
+    assert store.counts() == {**dict.fromkeys(STATES, 0), "queued": 2, "retrying": 1,
+                              "sent": 1}
+    assert store.prune(T0 + 50) == 0
+    # what is still pending is still delivered
+    [c] = store.claim(T0 + 20, 30, 0, 10)
+    assert ids_of([c]) == {M1: [retrying, queued]}
+    assert store.prune(T0 + 100) == 0  # new_sent was updated at T0 + 100, not before
+    assert store.prune(T0 + 100.5) == 1
+
+
+def test_prune_in_small_steps_and_forgets_old_dedup(store: Store) -> None:
+    out = store.record([note(fp=f"f{i}") for i in range(7)], NO_LIMITS, T0)
+    store.mark_sent([str(o.id) for o in out[:5]], "s", 1, T0 + 1)
+    store.prune(T0 - 1)  # nothing is that old
+    assert len(store.recent(limit=-1)) == 7
+    assert store.prune(T0 + 2, batch=2) == 5  # type: ignore[call-arg]
+    assert {i.id for i in store.recent(limit=-1)} == {out[5].id, out[6].id}
+    # every dedup record touched before T0 + 2 is gone, beyond the first step's batch
+    again = store.record([note(fp=f"f{i}") for i in range(7)], NO_LIMITS, T0 + 3)
+    assert states(again) == [("queued", "")] * 7
+
+
+def test_prune_clears_pacing_gaps(store: Store) -> None:
+    [a] = store.record([note(fp="a")], NO_LIMITS, T0)
+    store.claim(T0, 30, 600, 10)
+    store.mark_sent([str(a.id)], "s", 1, T0)
+    [b] = store.record([note(fp="b")], NO_LIMITS, T0 + 1)
+    assert store.claim(T0 + 2, 30, 600, 10) == []
+    store.prune(T0 + 601)
+    [c] = store.claim(T0 + 2, 30, 600, 10)
+    assert ids_of([c]) == {M1: [b.id]} and c.gapped is False
+
+
+def test_episode_start_get_or_set_and_close(store: Store) -> None:
+    assert store.episode_start("fp", False, T0) is None
+    assert store.episode_start("fp", True, T0) == T0
+    assert store.episode_start("fp", True, T0 + 5) == T0
+    assert store.episode_start("other", True, T0 + 6) == T0 + 6
+    assert store.episode_start("fp", False, T0 + 10) == T0
+    assert store.episode_start("fp", False, T0 + 11) is None
+    assert store.episode_start("fp", True, T0 + 20) == T0 + 20
+    assert store.episode_start("other", True, T0 + 21) == T0 + 6
+
+
+def test_status_notes(store: Store) -> None:
+    assert store.get_status("juhe_config") is None
+    store.set_status("juhe_config", "juhe config error 10001: 错误的请求KEY")
+    assert store.get_status("juhe_config") == "juhe config error 10001: 错误的请求KEY"
+    store.set_status("juhe_config", "other")
+    assert store.get_status("juhe_config") == "other"
+    assert store.get_status("else") is None
+    store.set_status("juhe_config", None)
+    store.set_status("juhe_config", None)
+    assert store.get_status("juhe_config") is None
+
+
+def test_ping_url_and_close(store: Store) -> None:
+    store.ping()
+    reopened = open_store(store.url)
+    try:
+        assert type(reopened) is type(store) and reopened.url == store.url
+        [o] = store.record([note()], NO_LIMITS, T0)
+        assert [i.id for i in reopened.recent()] == [o.id]
+    finally:
+        reopened.close()
+    store.close()
+    store.close()
+
+
+# -- many processes at once ---------------------------------------------------------------------
+BATCH = [note(mobile=m, fp=fp) for fp in ("a", "b") for m in (M1, M2, M3)]
+N_PROCS = 8
+
+
+def _record_worker(url: str, barrier: Any, results: Any) -> None:
+    s = open_store(url)
+    try:
+        barrier.wait(30)
+        outcomes = s.record(BATCH, Policy(per_mobile_per_hour=1), T0)
+        results.put([(o.notification.mobile, o.state, o.reason) for o in outcomes])
+    except Exception as exc:  # reported to the parent, which fails the test
+        results.put(repr(exc))
+    finally:
+        s.close()
+
+
+def _claim_worker(url: str, barrier: Any, results: Any) -> None:
+    s = open_store(url)
+    try:
+        barrier.wait(30)
+        got: list[str] = []
+        while True:
+            claims = s.claim(T0, 600, 0, 3)
+            if not claims:
+                break
+            got.extend(i.id for c in claims for i in c.items)
+        results.put(got)
+    except Exception as exc:
+        results.put(repr(exc))
+    finally:
+        s.close()
+
+
+def run_at_once(target: Any, url: str) -> list[Any]:
+    """Run ``target(url, barrier, results)`` in N_PROCS spawned processes; their results."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(N_PROCS)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=target, args=(url, barrier, results)) for _ in range(N_PROCS)]
+    for p in procs:
+        p.start()
+    try:
+        got = [results.get(timeout=60) for _ in procs]
+    except queue.Empty:
+        pytest.fail("a worker process did not answer")
+    finally:
+        for p in procs:
+            p.join(30)
+            if p.is_alive():
+                p.kill()
+    errors = [g for g in got if isinstance(g, str)]
+    assert not errors, errors
+    return got
+
+
+def test_concurrent_record_pages_each_mobile_once(store: Store) -> None:
+    everything = [o for outcomes in run_at_once(_record_worker, store.url) for o in outcomes]
+    queued = sorted(m for m, state, _ in everything if state == "queued")
+    assert queued == sorted([M1, M2, M3])  # per_mobile_per_hour=1: never two passes
+    others = [(state, reason) for _, state, reason in everything if state != "queued"]
+    assert len(everything) == N_PROCS * len(BATCH)
+    assert set(others) <= {("suppressed", "duplicate"),
+                           ("suppressed", "per_mobile_per_hour limit")}
+    # each process saw the batch in order: per mobile, "a" then "b" -> the winner is "a"
+    assert sorted((i.mobile, i.fingerprint) for i in store.recent(state="queued")) == [
+        (M1, "a"), (M2, "a"), (M3, "a")]
+    # exactly one (limited) record of each "b", the rest duplicates
+    assert sorted(i.mobile for i in store.recent(state="suppressed")) == sorted([M1, M2, M3])
+    assert others.count(("suppressed", "duplicate")) == len(everything) - 6
+
+
+def test_concurrent_claim_claims_each_item_once(store: Store) -> None:
+    mobiles = [f"1380013{n:04d}" for n in range(20)]
+    out = store.record([note(mobile=m, fp=fp) for m in mobiles for fp in ("a", "b")],
+                       NO_LIMITS, T0)
+    claimed = [i for got in run_at_once(_claim_worker, store.url) for i in got]
+    assert sorted(claimed, key=int) == sorted((str(o.id) for o in out), key=int)
+    assert store.claim(T0, 600, 0, 100) == []
+
+
+# -- Redis only -----------------------------------------------------------------------------------
+def test_redis_down_then_back_without_restart(redis_server: Any, redis_url: str) -> None:
+    s = RedisStore(redis_url)
+    try:
+        [kept] = s.record([note(fp="kept")], NO_LIMITS, T0)
+        redis_server.stop()
+        calls = {
+            "record": lambda: s.record([note(fp="lost")], NO_LIMITS, T0 + 1),
+            "claim": lambda: s.claim(T0 + 1, 30, 0, 10),
+            "ping": s.ping,
+            "recent": s.recent,
+            "counts": s.counts,
+            "mark_sent": lambda: s.mark_sent([str(kept.id)], "s", 1, T0),
+            "get_status": lambda: s.get_status("x"),
+        }
+        for name, call in calls.items():
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match="redis redis://127.0.0.1"):
+                call()
+            assert time.monotonic() - started < 4, name
+        redis_server.start()
+        s.ping()
+        [new] = s.record([note(fp="new")], NO_LIMITS, T0 + 2)
+        assert new.state == "queued"
+        # what was stored before the restart survived it (AOF), and the same object claims it
+        assert ids_of(s.claim(T0 + 2, 30, 0, 10)) == {M1: [kept.id, new.id]}
+    finally:
+        if redis_server.proc is None:
+            redis_server.start()
+        s.close()
+
+
+def test_redis_errors_do_not_show_the_password() -> None:
+    from conftest import free_port
+
+    url = f"redis://:s3cret-pw@127.0.0.1:{free_port()}/0"
+    s = RedisStore(url)
+    assert s.url == url
+    with pytest.raises(StoreUnavailable) as info:
+        s.ping()
+    assert "s3cret-pw" not in str(info.value) and "***" in str(info.value)
+
+
+def test_redis_wrong_password_is_unavailable(redis_server: Any, redis_url: str) -> None:
+    import redis
+
+    admin = redis.Redis.from_url(redis_url)
+    admin.config_set("requirepass", "right-pw")
+    try:
+        s = RedisStore(redis_url.replace("redis://", "redis://:wrong-pw@"))
+        with pytest.raises(StoreUnavailable) as info:
+            s.record([note()], NO_LIMITS, T0)
+        assert "wrong-pw" not in str(info.value)
+        ok = RedisStore(redis_url.replace("redis://", "redis://:right-pw@"))
+        assert states(ok.record([note()], NO_LIMITS, T0)) == [("queued", "")]
+        ok.close()
+        s.close()
+    finally:
+        admin2 = redis.Redis.from_url(redis_url, password="right-pw")
+        admin2.config_set("requirepass", "")
+        admin2.close()
+        admin.close()
+
+
+def test_redis_read_only_replica_is_unavailable_and_writes_nothing(redis_url: str) -> None:
+    import redis
+
+    admin = redis.Redis.from_url(redis_url)
+    s = RedisStore(redis_url)
+    try:
+        admin.config_set("replica-read-only", "yes")
+        admin.replicaof("127.0.0.1", "1")  # a primary that never answers: read-only now
+        with pytest.raises(StoreUnavailable, match="ReadOnlyError|READONLY"):
+            s.record([note()], NO_LIMITS, T0)
+        with pytest.raises(StoreUnavailable):
+            s.ping()
+    finally:
+        admin.replicaof("NO", "ONE")
+        admin.close()
+    assert states(s.record([note()], NO_LIMITS, T0)) == [("queued", "")]
+    assert len(s.recent()) == 1
+    s.close()
+
+
+def test_redis_keys_are_bounded(redis_url: str) -> None:
+    """After everything is finished and pruned, only a handful of fixed keys remain."""
+    import redis
+
+    s = RedisStore(redis_url)
+    policy = Policy(per_mobile_per_hour=50, per_day=100, storm_threshold=2, storm_window=60,
+                    day="2026-09-21")
+    out = s.record([note(mobile=m, fp=f"fp{i}") for i in range(4) for m in (M1, M2)]
+                   + [note(mobile=M3, state="suppressed", reason="muted")], policy, T0)
+    s.episode_start("legacy", True, T0)
+    s.episode_start("legacy", False, T0 + 1)
+    s.set_status("juhe_config", "x")
+    s.set_status("juhe_config", None)
+    for c in s.claim(T0 + 60, 30, 60, 10):
+        s.mark_sent([i.id for i in c.items], "s", 1, T0 + 61)
+    assert s.prune(T0 + 10_000) == len(out)
+    s.ping()
+    admin = redis.Redis.from_url(redis_url, decode_responses=True)
+    keys = set(admin.keys("*"))
+    admin.close()
+    s.close()
+    assert keys == {"bridge:seq", "bridge:day:2026-09-21", "bridge:ping"}
