@@ -246,6 +246,7 @@ def test_pacing_min_gap_and_gapped(store: Store) -> None:
     [other] = store.record([note(mobile=M2)], NO_LIMITS, T0 + 20)
     # M1's gap runs until T0 + 60; other mobiles are not held up
     assert ids_of(store.claim(T0 + 30, 30, 60, 10)) == {M2: [other.id]}
+    store.mark_sent([str(other.id)], "sid-o", 1, T0 + 31)
     assert store.claim(T0 + 59.9, 30, 60, 10) == []
     [c2] = store.claim(T0 + 60, 30, 60, 10)
     assert ids_of([c2]) == {M1: [b.id, c.id]} and c2.gapped is True
@@ -275,7 +276,7 @@ def test_released_items_wait_for_the_gap(store: Store) -> None:
 def test_mark_retry_sent_failed_and_release(store: Store) -> None:
     out = store.record([note(fp="a"), note(mobile=M2, fp="b")], NO_LIMITS, T0)
     a, b = (str(o.id) for o in out)
-    store.claim(T0, 30, 0, 10)
+    store.claim(T0, 3600, 0, 10)
     store.mark_retry([a], T0 + 100, "juhe transient error 0: timeout", T0 + 1)
     item = by_id(store, a)
     assert (item.state, item.reason, item.due_at, item.attempts, item.first_attempt_at,

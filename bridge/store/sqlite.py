@@ -346,12 +346,12 @@ class SqliteStore(Store):
                     "DELETE FROM items WHERE id IN (SELECT id FROM items WHERE updated_at < ?"
                     " AND state IN ('sent', 'failed', 'suppressed') LIMIT ?)", (before, batch)
                 ).rowcount
-                db.execute("DELETE FROM dedup WHERE key IN (SELECT key FROM dedup WHERE at < ?"
-                           " LIMIT ?)", (before, batch))
+                d = db.execute("DELETE FROM dedup WHERE key IN (SELECT key FROM dedup"
+                               " WHERE at < ? LIMIT ?)", (before, batch)).rowcount
                 db.execute("DELETE FROM pacing WHERE next_at < ?", (before,))
                 db.execute("DELETE FROM storms WHERE window_end < ?", (before,))
             total += n
-            if n < batch:
+            if n < batch and d < batch:
                 return total
 
     def set_status(self, key: str, value: str | None) -> None:
