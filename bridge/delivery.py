@@ -42,6 +42,8 @@ class DeliveryPolicy:
     """Delivery timing, seconds: lease per claim, backoff base and cap, total retry time."""
 
     lease: float = 120.0
+    retention: float = 7 * 86400.0
+    prune_every: float = 600.0
     retry_base: float = 2.0
     retry_max: float = 600.0
     retry_for: float = 3600.0
@@ -79,10 +81,24 @@ class Deliverer:
             self._deliver(claim, rules)
         return len(claims)
 
+    def prune(self, now: float | None = None) -> int:
+        """Delete finished notifications older than the retention period; returns how many."""
+        now = time.time() if now is None else now
+        n = self.store.prune(now - self.policy.retention)
+        if n:
+            log.info("pruned %d finished notifications older than %.0f days", n,
+                     self.policy.retention / 86400)
+        return n
+
     def run_forever(self, stop: threading.Event, interval: float = 0.5) -> None:
-        """Deliver until ``stop`` is set, polling every ``interval`` seconds when idle."""
+        """Deliver until ``stop`` is set, polling every ``interval`` seconds when idle, and
+        prune old records every ``prune_every`` seconds (in batches, between deliveries)."""
+        next_prune = time.time() + random.uniform(0, self.policy.prune_every / 10)
         while not stop.is_set():
             try:
+                if time.time() >= next_prune:
+                    next_prune = time.time() + self.policy.prune_every
+                    self.prune()
                 busy = self.run_once()
             except StoreUnavailable as exc:
                 log.error("delivery paused: store unavailable: %s", exc)

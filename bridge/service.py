@@ -37,7 +37,8 @@ class Bridge:
         self.client = JuheClient(settings.juhe_key, settings.juhe_url,
                                  timeout=settings.juhe_timeout)
         self.delivery_policy = DeliveryPolicy(retry_for=settings.retry_for,
-                                              retry_base=settings.retry_base)
+                                              retry_base=settings.retry_base,
+                                              retention=settings.retention)
 
     def deliverer(self) -> Deliverer:
         """A deliverer sharing this bridge's store, client and rules."""

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import multiprocessing
 import queue
+import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -296,9 +297,11 @@ def test_mark_retry_sent_failed_and_release(store: Store) -> None:
     assert store.claim(T0 + 10_000, 30, 0, 10) == []
     assert store.counts() == {**dict.fromkeys(STATES, 0), "sent": 1, "failed": 1}
     # empty and unknown ids are harmless
-    for call in (lambda ids: store.mark_sent(ids, "s", 1, T0), lambda ids: store.release(ids, T0),
-                 lambda ids: store.mark_retry(ids, T0, "r", T0),
-                 lambda ids: store.mark_failed(ids, "r", T0)):
+    calls: list[Callable[[list[str]], None]] = [
+        lambda ids: store.mark_sent(ids, "s", 1, T0), lambda ids: store.release(ids, T0),
+        lambda ids: store.mark_retry(ids, T0, "r", T0),
+        lambda ids: store.mark_failed(ids, "r", T0)]
+    for call in calls:
         call([])
         call(["987654"])
     assert len(store.recent(limit=-1)) == 2
@@ -414,6 +417,19 @@ def test_episode_start_get_or_set_and_close(store: Store) -> None:
     assert store.episode_start("fp", False, T0 + 11) is None
     assert store.episode_start("fp", True, T0 + 20) == T0 + 20
     assert store.episode_start("other", True, T0 + 21) == T0 + 6
+
+
+def test_empty_batch_and_any_text_round_trip(store: Store) -> None:
+    assert store.record([], NO_LIMITS, T0) == []
+    variables = {"emoji": "🔥 disk", "ctl": "a\u0000b\x1f", "quote": '"\'\\/{}[]', "empty": ""}
+    n = note(fp="fp:{x} y|z", episode="", route="路由", alertname="", variables=variables,
+             tpl_id=2**40)
+    [o] = store.record([n], NO_LIMITS, T0)
+    [item] = store.recent()
+    assert (item.id, item.variables, item.fingerprint, item.episode, item.route,
+            item.alertname, item.tpl_id) == (o.id, variables, "fp:{x} y|z", "", "路由", "",
+                                              2**40)
+    assert states(store.record([n], NO_LIMITS, T0 + 1)) == [("suppressed", "duplicate")]
 
 
 def test_status_notes(store: Store) -> None:
@@ -555,9 +571,10 @@ def test_redis_down_then_back_without_restart(redis_server: Any, redis_url: str)
 
 
 def test_redis_errors_do_not_show_the_password() -> None:
-    from conftest import free_port
-
-    url = f"redis://:s3cret-pw@127.0.0.1:{free_port()}/0"
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"redis://:s3cret-pw@127.0.0.1:{port}/0"
     s = RedisStore(url)
     assert s.url == url
     with pytest.raises(StoreUnavailable) as info:
@@ -628,3 +645,44 @@ def test_redis_keys_are_bounded(redis_url: str) -> None:
     admin.close()
     s.close()
     assert keys == {"bridge:seq", "bridge:day:2026-09-21", "bridge:ping"}
+
+
+def test_redis_out_of_memory_writes_nothing(redis_url: str) -> None:
+    import redis
+
+    admin = redis.Redis.from_url(redis_url, decode_responses=True)
+    s = RedisStore(redis_url)
+    s.record([note(fp="before")], NO_LIMITS, T0)
+    keys = sorted(admin.keys("*"))
+    seq = admin.get("bridge:seq")
+    try:
+        admin.config_set("maxmemory", "1")
+        with pytest.raises(StoreUnavailable, match="OutOfMemoryError|OOM"):
+            s.record([note(mobile=m, fp="x") for m in (M1, M2, M3)], NO_LIMITS, T0 + 1)
+        with pytest.raises(StoreUnavailable, match="OutOfMemoryError|OOM"):
+            s.ping()
+        assert sorted(admin.keys("*")) == keys and admin.get("bridge:seq") == seq
+    finally:
+        admin.config_set("maxmemory", "0")
+    assert states(s.record([note(fp="after")], NO_LIMITS, T0 + 2)) == [("queued", "")]
+    s.close()
+    admin.close()
+
+
+def test_redis_config_warnings(redis_url: str) -> None:
+    import redis
+
+    admin = redis.Redis.from_url(redis_url)
+    s = RedisStore(redis_url)
+    assert s.config_warnings() == []
+    try:
+        admin.config_set("appendonly", "no")
+        admin.config_set("maxmemory-policy", "allkeys-lru")
+        warnings = s.config_warnings()
+        assert len(warnings) == 2
+        assert "appendonly yes" in warnings[0] and "noeviction" in warnings[1]
+    finally:
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("appendonly", "yes")
+        admin.close()
+        s.close()
