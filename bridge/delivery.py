@@ -55,7 +55,7 @@ def backoff(attempts: int, policy: DeliveryPolicy, minimum: float | None = None)
     jitter, capped at ``retry_max``, never below ``minimum``."""
     delay = min(policy.retry_base * (2 ** max(attempts - 1, 0)), policy.retry_max)
     delay *= random.uniform(0.8, 1.2)
-    return max(delay, minimum or 0.0)
+    return float(max(delay, minimum or 0.0))
 
 
 class Deliverer:

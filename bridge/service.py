@@ -50,7 +50,8 @@ class Bridge:
         lines = [
             f"store: {redact_url(self.store.url)}",
             f"rules: {self.holder.rules.summary()}",
-            f"juhe: {'DRY-RUN: JUHE_KEY is not set, nothing will be sent' if s.dry_run else s.juhe_url}",
+            "juhe: " + ("DRY-RUN: JUHE_KEY is not set, nothing will be sent" if s.dry_run
+                        else s.juhe_url),
             f"auth: {'bearer/basic token required' if s.token else 'OPEN: BRIDGE_TOKEN is not set'}"
             f"; grafana hmac: {'on' if s.grafana_hmac_secret else 'off'}",
             f"time zone: {s.tz}; retry for {s.retry_for:.0f}s; max body {s.max_body_bytes} bytes",

@@ -141,8 +141,8 @@ def test_garbage_gets_json_400(make_bridge: Any, body: bytes, status: int, error
 
 def test_legacy_grafana_alerting_then_ok_pairs(make_bridge: Any, fake_juhe: FakeJuhe) -> None:
     bridge = make_bridge(CATCH_ALL)
-    assert bridge.post("/webhook/grafana",
-                       fixture_bytes("22-gf-legacy-alerting-evalmatches.json")).json()["queued"] == 1
+    legacy = fixture_bytes("22-gf-legacy-alerting-evalmatches.json")
+    assert bridge.post("/webhook/grafana", legacy).json()["queued"] == 1
     [first] = settle(fake_juhe, 1)
     assert first["tpl_id"] == "111" and first["vars"]["name"] == "Test rule"
     assert first["vars"]["summary"] == "Someone is testing …"

@@ -237,8 +237,10 @@ receivers: {r: ['13800138000']}
 templates: {t: {tpl_id: 1, vars: {n: x}}}
 time_intervals:
   - name: office
-    time_intervals: [{weekdays: ['monday:friday'], times: [{start_time: '09:00', end_time: '18:00'}],
-                      location: Asia/Shanghai}]
+    time_intervals:
+      - weekdays: ['monday:friday']
+        times: [{start_time: '09:00', end_time: '18:00'}]
+        location: Asia/Shanghai
 routes: [{receiver: r, template: t, active_time_intervals: [office]}]
 """)
     batch = Batch("alertmanager", [_alert({"alertname": "X"})])

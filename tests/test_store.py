@@ -683,6 +683,13 @@ def test_redis_config_warnings(redis_url: str) -> None:
         assert "appendonly yes" in warnings[0] and "noeviction" in warnings[1]
     finally:
         admin.config_set("maxmemory-policy", "noeviction")
-        admin.config_set("appendonly", "yes")
+        admin.config_set("appendonly", "yes")  # starts an AOF rewrite: let it finish
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            info = admin.info("persistence")
+            if info["aof_enabled"] and not info["aof_rewrite_in_progress"] and not info[
+                    "aof_rewrite_scheduled"]:
+                break
+            time.sleep(0.05)
         admin.close()
         s.close()

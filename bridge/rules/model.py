@@ -33,12 +33,12 @@ def valid_mobile(value: str) -> bool:
     return bool(MOBILE_RE.match(value))
 
 
-def _mobile(value: Any) -> str:
+def _mobile(value: object) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
         raise ValueError("a mobile number must be a string of 11 digits")
-    value = value.strip()
+    value = str(value).strip()
     if not valid_mobile(value):
         raise ValueError(f"not an 11-digit mainland China mobile number: {value!r}")
     return value

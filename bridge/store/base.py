@@ -243,4 +243,5 @@ def open_store(url: str) -> Store:
         from bridge.store.redis import RedisStore
 
         return RedisStore(url)
-    raise ValueError(f"BRIDGE_STORE: expected sqlite:///PATH or redis://..., got {url.split(':')[0]}:")
+    scheme = url.split(":", 1)[0]
+    raise ValueError(f"BRIDGE_STORE: expected sqlite:///PATH or redis://..., got {scheme}:")

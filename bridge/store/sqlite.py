@@ -333,7 +333,7 @@ class SqliteStore(Store):
         return [_item(r) for r in self._read(sql, (*args, limit))]
 
     def counts(self) -> dict[str, int]:
-        out = dict.fromkeys(STATES, 0)
+        out: dict[str, int] = dict.fromkeys(STATES, 0)
         for row in self._read("SELECT state, count(*) FROM items GROUP BY state"):
             out[row[0]] = row[1]
         return out
