@@ -59,7 +59,9 @@ def create_app(b: Bridge) -> Flask:
     """Build the app around a ready :class:`Bridge`."""
     app = Flask("bridge")
     app.extensions["bridge"] = b
-    app.config["MAX_CONTENT_LENGTH"] = b.settings.max_body_bytes
+    # One byte more than allowed: werkzeug cuts a chunked body (no Content-Length) at this limit
+    # without an error, so the webhook reads up to limit + 1 bytes and refuses what is longer.
+    app.config["MAX_CONTENT_LENGTH"] = b.settings.max_body_bytes + 1
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
 
     @app.post("/webhook/<source>")
@@ -71,6 +73,8 @@ def create_app(b: Bridge) -> Flask:
         if length is not None and length > b.settings.max_body_bytes:
             return error(f"body over {b.settings.max_body_bytes} bytes", 413)
         body = request.get_data(cache=False)
+        if len(body) > b.settings.max_body_bytes:  # chunked, so not refused by its length
+            return error(f"body over {b.settings.max_body_bytes} bytes", 413)
         if source == "grafana" and b.settings.grafana_hmac_secret:
             problem = grafana_signature_problem(
                 body, request.headers, b.settings.grafana_hmac_secret,

@@ -544,7 +544,7 @@ def test_redis_down_then_back_without_restart(redis_server: Any, redis_url: str)
     try:
         [kept] = s.record([note(fp="kept")], NO_LIMITS, T0)
         redis_server.stop()
-        calls = {
+        calls: dict[str, Callable[[], object]] = {
             "record": lambda: s.record([note(fp="lost")], NO_LIMITS, T0 + 1),
             "claim": lambda: s.claim(T0 + 1, 30, 0, 10),
             "ping": s.ping,

@@ -33,7 +33,7 @@ Key map (``{prefix}`` is ``bridge:`` unless configured; ``{m}`` a mobile, ``{id}
                                            score = max(due_at, lease_until): claimable at
     {prefix}mobile:{m}:hour        zset    ids recorded ``queued`` (they count against
                                            per_mobile_per_hour), score = created_at; trimmed to
-                                           the last two hours on each record
+                                           the last two hours whenever one is added
     {prefix}mobile:{m}:storm       hash    the mobile's storm window: start end count
     {prefix}storms                 zset    mobiles with a storm window, score = its end (prune)
     {prefix}due                    zset    mobiles with pending items, score = when the mobile

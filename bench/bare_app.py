@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""The intake baseline: a bare Flask app answering every webhook with constant JSON, under the
+same gunicorn settings as ``bridge serve`` (sync workers, keepalive 2, timeout 30, no access
+log), bound to 127.0.0.1.
+
+    python bench/bare_app.py --port 18001 [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from flask import Flask, jsonify, request
+from gunicorn.app.base import BaseApplication
+
+
+def create_app() -> Flask:
+    app = Flask("bare")
+
+    @app.post("/webhook/<source>")
+    def webhook(source: str) -> Any:
+        request.get_data(cache=False)  # read the body like the bridge does, then ignore it
+        return jsonify({"alerts": 10, "queued": 20, "suppressed": 0, "held": 0})
+
+    @app.get("/healthz")
+    def healthz() -> Any:
+        return jsonify({"status": "ok"})
+
+    return app
+
+
+class BareApplication(BaseApplication):  # type: ignore[misc]
+    def __init__(self, port: int, workers: int) -> None:
+        self.port = port
+        self.workers = workers
+        super().__init__()
+
+    def load_config(self) -> None:
+        options = {
+            "bind": f"127.0.0.1:{self.port}",
+            "workers": self.workers,
+            "worker_class": "sync",
+            "timeout": 30,
+            "graceful_timeout": 20,
+            "keepalive": 2,
+            "control_socket_disable": True,
+        }
+        for key, value in options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Flask:
+        return create_app()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    BareApplication(args.port, args.workers).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,370 @@
+"""Shared plumbing of the benchmarks (``bench/run.py``, ``bench/soak.py``).
+
+Every server a benchmark starts is a :class:`Proc`: a child in its own session (so its PID is
+its process group), bound to 127.0.0.1 or reached only through it, and stopped by that group
+(SIGTERM, then SIGKILL) from a ``finally`` via :class:`Procs`. Nothing here edits the project.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+TESTS = ROOT / "tests"
+KEY = "benchkey-7d1e0a"
+
+#: Intake rules: two routes match every alert of the wrk body (severity critical), each
+#: paging its own mobile, so one alert gives two SMS; min_gap 0 and no limits: nothing is
+#: suppressed.
+INTAKE_RULES = """\
+receivers:
+  dba: ["13800138000"]
+  ops: ["13900139000"]
+templates:
+  firing:
+    tpl_id: 111
+    vars:
+      name: "{{ labels.alertname }}"
+      host: "{{ labels.instance | default('-') }}"
+      summary: "{{ annotations.summary | default('-') }}"
+      at: "{{ starts_at | localtime('%m-%d %H:%M') }}"
+  resolved:
+    tpl_id: 222
+    vars:
+      name: "{{ labels.alertname }}"
+limits:
+  min_gap: 0s
+routes:
+  - name: db-critical
+    matchers: ['severity="critical"', 'team=~"db|mysql"']
+    receiver: dba
+    template: firing
+    resolved_template: resolved
+    continue: true
+  - name: everything
+    matchers: ['severity=~"critical|warning"']
+    receiver: ops
+    template: firing
+"""
+
+
+# -- processes -------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            if pred():
+                return True
+        except Exception:
+            pass
+        if time.monotonic() > end:
+            return False
+        time.sleep(interval)
+
+
+class Proc:
+    """A child process in its own session; :meth:`stop` ends its whole process group."""
+
+    def __init__(self, name: str, argv: list[str], log: Path, env: dict[str, str] | None = None,
+                 cwd: Path | None = None) -> None:
+        self.name = name
+        self.log = log
+        self._out = open(log, "ab")  # noqa: SIM115 - closed in stop()
+        self.popen = subprocess.Popen(argv, stdout=self._out, stderr=subprocess.STDOUT,
+                                      env=env, cwd=cwd, start_new_session=True)
+        self.pid = self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def tail(self, n: int = 3000) -> str:
+        try:
+            return self.log.read_text(encoding="utf-8", errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(self.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.popen.wait(10)
+        # a worker left behind by a dead master is still in the group
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self._out.close()
+
+
+class Procs:
+    """The servers of one benchmark; ``with Procs() as procs`` stops them all on the way out."""
+
+    def __init__(self) -> None:
+        self.items: list[Proc] = []
+
+    def add(self, proc: Proc) -> Proc:
+        self.items.append(proc)
+        return proc
+
+    def stop(self, proc: Proc) -> None:
+        proc.stop()
+        if proc in self.items:
+            self.items.remove(proc)
+
+    def __enter__(self) -> Procs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in reversed(self.items):
+            try:
+                proc.stop()
+            except Exception as e:  # keep stopping the others
+                print(f"  ! could not stop {proc.name} ({proc.pid}): {e}", file=sys.stderr)
+        self.items.clear()
+
+
+def start_fake_juhe(procs: Procs, workdir: Path, script: Path | None = None,
+                    extra: list[str] | None = None, log: Path | None = None) -> tuple[Proc, str]:
+    """Start the fake Juhe (``tests/fakejuhe.py`` or a variant) on a free loopback port;
+    returns the process and its send URL."""
+    port = free_port()
+    argv = [sys.executable, str(script or TESTS / "fakejuhe.py"), "--port", str(port),
+            "--key", KEY, *(extra or [])]
+    if log is not None:
+        argv += ["--log", str(log)]
+    proc = procs.add(Proc("fake-juhe", argv, workdir / f"fakejuhe-{port}.out"))
+    base = f"http://127.0.0.1:{port}"
+    if not wait_until(lambda: requests.get(base + "/_stats", timeout=1).ok, 15):
+        raise RuntimeError(f"fake juhe did not start:\n{proc.tail()}")
+    return proc, base + "/sms/send"
+
+
+def start_redis(procs: Procs, workdir: Path) -> tuple[Proc, str]:
+    """A redis-server with AOF on a free loopback port, in ``workdir``."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise RuntimeError("redis-server is not installed (apt-get install -y redis-server)")
+    port = free_port()
+    rdir = workdir / f"redis-{port}"
+    rdir.mkdir()
+    proc = procs.add(Proc("redis", [exe, "--port", str(port), "--bind", "127.0.0.1",
+                                    "--dir", str(rdir), "--appendonly", "yes", "--save", "",
+                                    "--protected-mode", "no"], rdir / "redis.out"))
+    import redis
+
+    client = redis.Redis(port=port, socket_timeout=1)
+    ok = wait_until(lambda: bool(client.ping()), 10)
+    client.close()
+    if not ok:
+        raise RuntimeError(f"redis-server did not start:\n{proc.tail()}")
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def bridge_env(store: str, rules: Path, juhe_url: str, port: int,
+               **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("BRIDGE_", "JUHE_", "PROMETHEUS_MULTIPROC"))
+           and k not in ("REDIS_URL", "PORT", "WEB_CONCURRENCY")}
+    env.update({"BRIDGE_STORE": store, "BRIDGE_RULES": str(rules), "JUHE_KEY": KEY,
+                "JUHE_URL": juhe_url, "PORT": str(port), "WEB_CONCURRENCY": "2",
+                "BRIDGE_JUHE_TIMEOUT": "5s"})
+    env.update(extra)
+    return env
+
+
+def start_bridge(procs: Procs, workdir: Path, env: dict[str, str], name: str = "bridge",
+                 command: str = "serve") -> Proc:
+    """``bridge serve`` (or ``bridge worker``) with ``env``; waits for ``/healthz``."""
+    exe = shutil.which("bridge") or str(Path(sys.executable).parent / "bridge")
+    proc = procs.add(Proc(name, [exe, command], workdir / f"{name}.log", env=env, cwd=workdir))
+    if command == "serve":
+        base = f"http://127.0.0.1:{env['PORT']}"
+
+        def ready() -> bool:
+            if not proc.alive():
+                raise RuntimeError(f"{name} exited:\n{proc.tail()}")
+            return requests.get(base + "/healthz", timeout=1).ok and len(children(proc.pid)) \
+                >= int(env.get("WEB_CONCURRENCY", "2"))
+
+        if not _wait_raise(ready, 40):
+            raise RuntimeError(f"{name} did not become healthy:\n{proc.tail()}")
+    return proc
+
+
+def _wait_raise(pred: Callable[[], bool], timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            if pred():
+                return True
+        except RuntimeError:
+            raise
+        except Exception:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def start_bare(procs: Procs, workdir: Path, port: int) -> Proc:
+    """``bench/bare_app.py``: a constant-JSON Flask app under the same gunicorn settings."""
+    proc = procs.add(Proc("bare", [sys.executable, str(BENCH / "bare_app.py"), "--port",
+                                   str(port), "--workers", "2"], workdir / "bare.log"))
+    base = f"http://127.0.0.1:{port}"
+    if not _wait_raise(lambda: requests.get(base + "/healthz", timeout=1).ok
+                       and len(children(proc.pid)) >= 2, 30):
+        raise RuntimeError(f"bare app did not start:\n{proc.tail()}")
+    return proc
+
+
+# -- /proc ------------------------------------------------------------------------------------
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (gunicorn workers of a master)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return sorted(set(out))
+
+
+def rss_mb(pid: int) -> float | None:
+    """VmRSS of ``pid`` in MB (None when it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def machine() -> dict[str, str]:
+    model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": model,
+        "python": platform.python_version(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "kernel": platform.release(),
+    }
+
+
+# -- wrk --------------------------------------------------------------------------------------
+
+def ensure_wrk() -> str:
+    """The path of ``wrk``; installs the Debian package when missing and running as root."""
+    exe = shutil.which("wrk")
+    if exe:
+        return exe
+    print("wrk is not installed (Debian package `wrk`).", flush=True)
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("  trying: apt-get install -y wrk", flush=True)
+        subprocess.run(["apt-get", "install", "-y", "wrk"], check=False)
+        exe = shutil.which("wrk")
+        if exe:
+            return exe
+    raise SystemExit("wrk is required: apt-get install -y wrk (as root)")
+
+
+def run_wrk(url: str, seconds: float, connections: int, threads: int = 2,
+            script: Path | None = None, tag: str = "t") -> dict[str, Any]:
+    """Run wrk against ``url``; returns ``{rps, p50_ms, p90_ms, p99_ms, requests, errors,
+    non2xx, duration_s}`` from the JSON line the Lua script's ``done`` prints."""
+    argv = [ensure_wrk(), f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s",
+            "--timeout", "10s", "-s", str(script or BENCH / "webhook.lua"), url, "--", tag]
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    m = re.search(r"^JSON (\{.*\})$", res.stdout, re.M)
+    if res.returncode != 0 or not m:
+        raise RuntimeError(f"wrk failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+    data: dict[str, Any] = json.loads(m.group(1))
+    dur = data["duration_us"] / 1e6
+    return {
+        "rps": data["requests"] / dur,
+        "p50_ms": data["p50_us"] / 1000,
+        "p90_ms": data["p90_us"] / 1000,
+        "p99_ms": data["p99_us"] / 1000,
+        "max_ms": data["max_us"] / 1000,
+        "requests": data["requests"],
+        "errors": data["connect"] + data["read"] + data["write"] + data["timeout"],
+        "non2xx": data["status"],
+        "duration_s": dur,
+    }
+
+
+# -- sizes ------------------------------------------------------------------------------------
+
+def sqlite_size(path: Path) -> dict[str, float]:
+    """File sizes (MB) of the database and its WAL, and the share of free pages."""
+    import sqlite3
+
+    size = path.stat().st_size / 2**20 if path.exists() else 0.0
+    wal = Path(str(path) + "-wal")
+    wal_size = wal.stat().st_size / 2**20 if wal.exists() else 0.0
+    conn = sqlite3.connect(str(path), timeout=30)
+    try:
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    finally:
+        conn.close()
+    return {"file_mb": size, "wal_mb": wal_size, "free_pct": 100.0 * free / max(pages, 1)}
+
+
+def redis_memory(url: str) -> dict[str, float]:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        info = client.info("memory")
+        keys = client.dbsize()
+    finally:
+        client.close()
+    return {"used_mb": info["used_memory"] / 2**20, "keys": float(keys)}
+
+
+def fmt_ratio(x: float) -> str:
+    return f"{x:.2f}×"
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
