@@ -311,7 +311,7 @@ def run_wrk(url: str, seconds: float, connections: int, threads: int = 2,
             script: Path | None = None, tag: str = "t") -> dict[str, Any]:
     """Run wrk against ``url``; returns ``{rps, p50_ms, p90_ms, p99_ms, requests, errors,
     non2xx, duration_s}`` from the JSON line the Lua script's ``done`` prints."""
-    argv = [ensure_wrk(), f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s",
+    argv = [ensure_wrk(), f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
             "--timeout", "10s", "-s", str(script or BENCH / "webhook.lua"), url, "--", tag]
     res = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     m = re.search(r"^JSON (\{.*\})$", res.stdout, re.M)
@@ -368,3 +368,89 @@ def fmt_ratio(x: float) -> str:
 
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
+
+
+# -- py-spy -----------------------------------------------------------------------------------
+
+#: What a sampled stack is doing, first match wins (a substring of a frame, a label).
+SPY_STAGES = (
+    ("SQLITE_BEGIN", "waiting for the SQLite write lock (BEGIN IMMEDIATE)"),
+    ("SQLITE_COMMIT", "SQLite COMMIT"),
+    ("read_response (redis", "waiting for Redis (script round trip)"),
+    ("send (bridge/juhe.py", "Juhe HTTP request (fake)"),
+    ("mark_sent", "store.mark_sent"),
+    ("claim (bridge/store", "store.claim"),
+    ("set_status", "store.set_status"),
+    ("decide (bridge/plan.py", "decide: route + render"),
+    ("record (bridge/store", "store.record (own work)"),
+    ("without_lone_surrogates", "without_lone_surrogates"),
+    ("(logging/", "logging"),
+    ("(prometheus_client/", "metrics"),
+    ("parse (bridge/service.py", "parse"),
+    ("loads (json/", "json.loads"),
+    ("(flask/", "flask/werkzeug"),
+    ("(werkzeug/", "flask/werkzeug"),
+    ("(gunicorn/", "gunicorn (accept, read, write, close)"),
+)
+
+
+def _sqlite_lines() -> tuple[int, int]:
+    """Line numbers of BEGIN IMMEDIATE and COMMIT in the SQLite store (read, not assumed)."""
+    import bridge.store.sqlite as mod
+
+    begin = commit = -1
+    for no, line in enumerate(Path(mod.__file__).read_text().splitlines(), 1):
+        if 'execute("BEGIN IMMEDIATE")' in line and begin < 0:
+            begin = no
+        if 'execute("COMMIT")' in line and commit < 0:
+            commit = no
+    return begin, commit
+
+
+def spy(pid: int, seconds: float, out: Path, rate: int = 200) -> dict[str, Any] | None:
+    """Sample ``pid`` with ``py-spy record`` (raw, per thread) and sum the samples per thread
+    and per :data:`SPY_STAGES`; None when py-spy is not installed or cannot attach."""
+    exe = shutil.which("py-spy")
+    if exe is None:
+        return None
+    res = subprocess.run([exe, "record", "-p", str(pid), "-d", str(max(1, round(seconds))),
+                          "-r", str(rate), "-f", "raw", "-o", str(out), "--threads"],
+                         capture_output=True, text=True, timeout=seconds + 60)
+    if res.returncode != 0 or not out.exists():
+        print(f"    py-spy failed: {res.stderr.strip()[-300:]}")
+        return None
+    begin, commit = _sqlite_lines()
+    per_thread: dict[str, dict[str, int]] = {}
+    totals: dict[str, int] = {}
+    for line in out.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        frames = stack.split(";")
+        thread = re.sub(r"thread \(\d+\): ", "", frames[0]) or "?"
+        thread = "delivery thread" if thread == "delivery" else (
+            "request thread" if thread == "MainThread" else thread)
+        leaf = frames[-1]
+        text = stack
+        if "_tx (bridge/store/sqlite.py" in leaf:
+            if f"sqlite.py:{begin})" in leaf:
+                text = "SQLITE_BEGIN;" + stack
+            elif f"sqlite.py:{commit})" in leaf:
+                text = "SQLITE_COMMIT;" + stack
+        label = "other"
+        for needle, name in SPY_STAGES:
+            if needle in text:
+                label = name
+                break
+        bucket = per_thread.setdefault(thread, {})
+        bucket[label] = bucket.get(label, 0) + n
+        totals[thread] = totals.get(thread, 0) + n
+    total = sum(totals.values()) or 1
+    return {
+        "samples": total,
+        "threads": {t: {"share": 100 * totals[t] / total,
+                        "stages": {k: 100 * v / total for k, v in
+                                   sorted(per_thread[t].items(), key=lambda kv: -kv[1])}}
+                    for t in sorted(totals, key=lambda t: -totals[t])},
+    }

@@ -19,6 +19,7 @@ from gunicorn.arbiter import Arbiter
 from gunicorn.glogging import Logger as GunicornBaseLogger
 
 from bridge.config import Settings
+from bridge.errors import StoreUnavailable
 from bridge.reload import RulesHolder
 
 log = logging.getLogger("bridge")
@@ -89,6 +90,11 @@ class BridgeApplication(BaseApplication):  # type: ignore[misc]
         for line in probe.describe():
             log.warning("%s", line) if "DRY-RUN" in line or "OPEN" in line else log.info(
                 "%s", line)
+        try:
+            for warning in probe.store.config_warnings():
+                log.warning("store: %s", warning)
+        except StoreUnavailable as exc:
+            log.error("store not reachable at start (webhooks get 503 until it is): %s", exc)
         probe.store.close()
         BridgeArbiter(self).run()
 

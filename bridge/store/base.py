@@ -228,6 +228,11 @@ class Store(abc.ABC):
     def ping(self) -> None:
         """Return when the store answers and can be written; raise StoreUnavailable otherwise."""
 
+    def config_warnings(self) -> list[str]:
+        """What in the backend's configuration weakens the guarantees, for the start-up log
+        (e.g. Redis without AOF). Empty by default."""
+        return []
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections (safe to call twice)."""
 

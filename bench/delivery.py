@@ -1,0 +1,93 @@
+"""Delivery throughput: SMS/s from a store to the fake Juhe, against a bare ``requests`` loop.
+
+:func:`bare_rate` posts the forms a :class:`bridge.juhe.JuheClient` would post (same mobiles,
+tpl_id, encoded ``tpl_value``, key) to the same fake, one after another over one keep-alive
+``requests.Session``: the most one sending thread can do. :func:`deliverer_rate` records ``n``
+queued notifications for ``n`` distinct mobiles (so pacing never holds one back; min_gap 0)
+with ``Store.record``, then runs one :class:`bridge.delivery.Deliverer` in this thread,
+``run_once`` after ``run_once``, until all are handled, and checks they are ``sent``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import requests
+from benchlib import KEY
+
+TPL_ID = 111
+
+
+def variables(i: int) -> dict[str, str]:
+    return {"name": "DiskFull", "host": f"db-{i}:9100", "summary": "disk /var 97% full o…",
+            "at": "01-01 08:00"}
+
+
+def mobile(i: int) -> str:
+    return str(14000000000 + i)
+
+
+def bare_rate(url: str, n: int) -> float:
+    """SMS/s of a bare ``requests.Session`` loop posting ``n`` forms."""
+    from bridge.juhe import encode_tpl_value
+
+    forms = [[("mobile", mobile(i)), ("tpl_id", str(TPL_ID)),
+              ("tpl_value", encode_tpl_value(variables(i))), ("key", KEY)] for i in range(n)]
+    with requests.Session() as session:
+        session.post(url, data=forms[0], timeout=5).raise_for_status()  # connect first
+        t0 = time.perf_counter()
+        for form in forms:
+            r = session.post(url, data=form, timeout=5,
+                             headers={"Accept": "application/json"})
+            if r.json().get("error_code") != 0:
+                raise RuntimeError(f"fake juhe refused: {r.text}")
+        return n / (time.perf_counter() - t0)
+
+
+def fill_queue(store_url: str, n: int) -> None:
+    """Record ``n`` queued notifications, one per distinct mobile."""
+    from bridge.store.base import Notification, Policy, open_store
+
+    store = open_store(store_url)
+    try:
+        notes = [Notification(mobile=mobile(i), fingerprint=f"d{i:015x}", status="firing",
+                              episode="2026-01-01T00:00:00+00:00", route="db-critical",
+                              alertname="DiskFull", tpl_id=TPL_ID, variables=variables(i),
+                              repeat_interval=14400.0) for i in range(n)]
+        now = time.time()
+        for k in range(0, n, 200):
+            out = store.record(notes[k:k + 200], Policy(day="2026-11-29"), now)
+            assert all(o.state == "queued" for o in out), out[:3]
+    finally:
+        store.close()
+
+
+def deliverer_rate(store_url: str, juhe_url: str, rules: Path, n: int) -> tuple[float, int]:
+    """SMS/s of one Deliverer sending the ``n`` queued notifications :func:`fill_queue` made;
+    returns (rate, sent count seen in the store afterwards)."""
+    from bridge.delivery import Deliverer, DeliveryPolicy
+    from bridge.juhe import JuheClient
+    from bridge.rules.load import load_rules
+    from bridge.store.base import open_store
+
+    ruleset = load_rules(str(rules), "Asia/Shanghai")
+    store = open_store(store_url)
+    before = store.counts()["sent"]
+    client = JuheClient(KEY, juhe_url, timeout=5.0)
+    deliverer = Deliverer(store, client, lambda: ruleset, DeliveryPolicy())
+    try:
+        client.send(mobile(10**6), TPL_ID, variables(0))  # connect first, as bare_rate does
+        handled = 0
+        t0 = time.perf_counter()
+        while handled < n:
+            got = deliverer.run_once()
+            if got == 0:
+                raise RuntimeError(f"nothing left to claim after {handled} of {n}")
+            handled += got
+        rate = n / (time.perf_counter() - t0)
+        sent = store.counts()["sent"] - before
+    finally:
+        client.close()
+        store.close()
+    return rate, sent

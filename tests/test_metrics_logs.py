@@ -1,0 +1,185 @@
+"""Issue #4, observability: ``/metrics`` summed over both gunicorn workers (prometheus_client
+multiprocess mode), one log line per decision, ``BRIDGE_LOG_FORMAT=json`` giving one JSON object
+per line, and start-up lines that say the store, the rules, dry-run or not, auth on or off."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import re
+import time
+from collections import defaultdict
+from typing import Any
+
+import requests
+from conftest import CATCH_ALL, wait_until
+from fakejuhe import FakeJuhe
+from prometheus_client.parser import text_string_to_metric_families
+
+TOKEN = "tok-metrics-4e1"
+MASKED = "138****8000"
+N = 20
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(bp: Any) -> Samples:
+    """Every sample of ``/metrics`` on a fresh connection: {(name, sorted labels): value}."""
+    r = requests.get(bp.base + "/metrics", headers={"Connection": "close"}, timeout=10)
+    assert r.status_code == 200
+    assert r.headers["Content-Type"].startswith("text/plain")
+    out: Samples = {}
+    for family in text_string_to_metric_families(r.text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def total(samples: Samples, name: str) -> float:
+    return sum(v for (n, _), v in samples.items() if n == name)
+
+
+def alert(name: str) -> bytes:
+    return json.dumps({"version": "4", "status": "firing", "alerts": [
+        {"status": "firing", "labels": {"alertname": name, "instance": "db-1"},
+         "startsAt": "2026-03-01T10:00:00Z"}]}).encode()
+
+
+def post_closed(bp: Any, path: str, body: bytes, headers: dict[str, str]) -> requests.Response:
+    """One request on its own connection, so that successive ones land on either worker."""
+    return requests.post(bp.base + path, data=body, timeout=10,
+                         headers={"Connection": "close", "Content-Type": "application/json",
+                                  **headers})
+
+
+def json_lines(bp: Any) -> list[dict[str, Any]]:
+    """Every line of the bridge's log file, each parsed as one JSON object."""
+    records = []
+    for i, line in enumerate(bp.log().splitlines()):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            raise AssertionError(f"log line {i + 1} is not JSON: {line!r}") from None
+        assert isinstance(rec, dict) and {"ts", "level", "logger", "pid", "msg"} <= rec.keys(), \
+            line
+        records.append(rec)
+    return records
+
+
+def test_metrics_sum_over_workers_and_json_logs(make_bridge: Any, fake_juhe: FakeJuhe) -> None:
+    bp = make_bridge(CATCH_ALL, BRIDGE_TOKEN=TOKEN, BRIDGE_LOG_FORMAT="json",
+                     BRIDGE_MAX_BODY_BYTES="5000")
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    # the second worker boots a little after the first one answers /healthz
+    assert wait_until(lambda: bp.log().count("delivery thread started") == 2, 10)
+    fake_juhe.fail_next(10014, 2)  # two transient failures, retried
+
+    names = [f"Alert{i:02d}" for i in range(N)]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(
+            lambda n: post_closed(bp, "/webhook/alertmanager", alert(n), auth), names))
+    assert [a.status_code for a in answers] == [200] * N
+    for _ in range(3):
+        assert post_closed(bp, "/webhook/alertmanager", alert("NoToken"), {}).status_code == 401
+    assert post_closed(bp, "/webhook/grafana", b"{", auth).status_code == 400
+    assert post_closed(bp, "/webhook/alertmanager", b" " * 5001, auth).status_code == 413
+
+    assert len(fake_juhe.wait_for(N, timeout=15)) == N
+    assert wait_until(lambda: value(scrape(bp), "bridge_deliveries_total", outcome="sent") == N,
+                      10)
+    time.sleep(0.3)  # nothing more may arrive
+    assert fake_juhe.requests == N + 2
+
+    # the same numbers whichever worker answers the scrape
+    scrapes = [scrape(bp) for _ in range(6)]
+    m = scrapes[0]
+    for other in scrapes[1:]:
+        assert other == m
+    assert value(m, "bridge_webhooks_total", source="alertmanager", code="200") == N
+    assert value(m, "bridge_webhooks_total", source="alertmanager", code="401") == 3
+    assert value(m, "bridge_webhooks_total", source="grafana", code="400") == 1
+    assert value(m, "bridge_webhooks_total", source="alertmanager", code="413") == 1
+    assert total(m, "bridge_webhooks_total") == N + 5
+    assert value(m, "bridge_alerts_received_total", source="alertmanager", status="firing") == N
+    assert total(m, "bridge_alerts_received_total") == N
+    assert value(m, "bridge_notifications_total", state="queued", reason="-") == N
+    assert total(m, "bridge_notifications_total") == N
+    assert total(m, "bridge_juhe_requests_total") == fake_juhe.requests
+    assert value(m, "bridge_juhe_requests_total", outcome="ok", code="0") == N
+    assert value(m, "bridge_juhe_requests_total", outcome="transient", code="10014") == 2
+    assert value(m, "bridge_juhe_send_seconds_count") == N + 2
+    assert value(m, "bridge_juhe_send_seconds_bucket", le="+Inf") == N + 2
+    assert 0 < value(m, "bridge_juhe_send_seconds_sum") < 10
+    assert value(m, "bridge_deliveries_total", outcome="retrying") == 2
+    assert total(m, "bridge_deliveries_total") == N + 2
+    assert {dict(k[1])["state"]: v for k, v in m.items() if k[0] == "bridge_queue_depth"} == {
+        "queued": 0, "sent": N, "retrying": 0, "failed": 0, "suppressed": 0, "held": 0}
+    assert value(m, "bridge_rules_last_reload_successful") == 1
+
+    bp.stop()  # shutdown lines too must be JSON
+    records = json_lines(bp)
+    msgs = [r["msg"] for r in records]
+
+    # the webhooks did spread over both workers, each logging its own decisions
+    decision = re.compile(r"firing (Alert\d\d) \[[0-9a-f]{16}\] -> 138\*\*\*\*8000 via route "
+                          r"everything: queued")
+    by_pid: dict[int, list[str]] = defaultdict(list)
+    for r in records:
+        if (hit := decision.fullmatch(r["msg"])) is not None:
+            by_pid[r["pid"]].append(hit[1])
+    assert len(by_pid) == 2, dict(by_pid)
+    assert sorted(n for ns in by_pid.values() for n in ns) == names  # one line per decision
+
+    assert sum(m.startswith(f"sent to {MASKED} tpl_id=111 sid=") for m in msgs) == N
+    assert sum(m.startswith(f"send to {MASKED} failed (juhe transient error 10014: injected "
+                            "failure), retry ") for m in msgs) == 2
+    assert msgs.count("401 for POST /webhook/alertmanager from 127.0.0.1") == 3
+    assert "13800138000" not in bp.log() and TOKEN not in bp.log()
+
+    # start-up: what is in force, once, from the master
+    starts = [r for r in records if r["logger"] == "bridge"]
+    assert [r["msg"] for r in starts if r["msg"].startswith("store: ")] == [
+        f"store: sqlite:///{bp.workdir / 'bridge.db'}"]
+    assert sum(m.startswith("rules: 1 routes, 1 receivers (1 mobiles), 2 templates")
+               for m in msgs) == 1
+    assert msgs.count(f"juhe: {fake_juhe.url}") == 1
+    assert msgs.count("auth: bearer/basic token required; grafana hmac: off") == 1
+    assert any(m.startswith("Booting worker with pid") for m in msgs)
+    assert any(m.startswith("Shutting down") for m in msgs)
+
+
+TEXT_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) "
+                       r"\[\d+\] [\w.]+: .*")
+
+
+def test_dry_run_open_text_logs(make_bridge: Any, fake_juhe: FakeJuhe) -> None:
+    bp = make_bridge(CATCH_ALL, JUHE_KEY="")
+    r = bp.post("/webhook/alertmanager", alert("DryRun"))
+    assert r.json() == {"alerts": 1, "queued": 1, "suppressed": 0, "held": 0}
+    assert wait_until(lambda: "DRY-RUN (no JUHE_KEY): would send" in bp.log(), 10)
+    assert wait_until(lambda: value(scrape(bp), "bridge_juhe_requests_total", outcome="dry_run",
+                                    code="0") == 1, 10)
+    time.sleep(0.3)
+    assert fake_juhe.requests == 0
+    [item] = bp.get("/api/notifications").json()["notifications"]
+    assert (item["state"], item["reason"], item["mobile"]) == ("sent", "dry-run", MASKED)
+
+    bp.stop()
+    lines = bp.log().splitlines()
+    bad = [line for line in lines if not TEXT_LINE.fullmatch(line)]
+    assert bad == []
+    body = [line.split(": ", 1)[1] for line in lines]
+    warnings = [line.split(": ", 1)[1] for line in lines if " WARNING " in line]
+    assert "juhe: DRY-RUN: JUHE_KEY is not set, nothing will be sent" in warnings
+    assert "auth: OPEN: BRIDGE_TOKEN is not set; grafana hmac: off" in warnings
+    assert sum(b.startswith("store: sqlite:///") for b in body) == 1
+    assert sum(b.startswith("rules: 1 routes") for b in body) == 1
+    assert sum(b.startswith(f"DRY-RUN (no JUHE_KEY): would send to {MASKED} tpl_id=111 vars=")
+               for b in body) == 1
+    assert sum(b.startswith("firing DryRun [") and b.endswith(
+        f"-> {MASKED} via route everything: queued") for b in body) == 1
+    assert "13800138000" not in bp.log()
