@@ -54,8 +54,11 @@ def main() -> None:
 
 
 @main.command()
-def serve() -> None:
-    """Run the service under gunicorn on 0.0.0.0:$PORT with $WEB_CONCURRENCY workers."""
+@click.option("--no-delivery", is_flag=True,
+              help="take webhooks only; `bridge worker` delivers (deployments that want it apart)")
+def serve(no_delivery: bool) -> None:
+    """Run the service under gunicorn on 0.0.0.0:$PORT with $WEB_CONCURRENCY workers, each
+    also delivering SMS from the store."""
     settings = _settings()
     setup_logging(settings.log_format, [settings.juhe_key, settings.token,
                                         settings.grafana_hmac_secret])
@@ -68,7 +71,7 @@ def serve() -> None:
     from bridge.server import run
 
     try:
-        run(settings, runtime)
+        run(settings, runtime, deliver=not no_delivery)
     finally:
         shutil.rmtree(runtime, ignore_errors=True)
 

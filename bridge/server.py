@@ -100,10 +100,13 @@ class BridgeApplication(BaseApplication):  # type: ignore[misc]
 
 
 _stop = threading.Event()
+_deliver = True
 
 
 def post_worker_init(worker: Any) -> None:
-    """Start this worker's delivery thread."""
+    """Start this worker's delivery thread (unless ``--no-delivery``)."""
+    if not _deliver:
+        return
     bridge = worker.wsgi.extensions["bridge"]
     thread = threading.Thread(target=bridge.deliverer().run_forever,
                               args=(_stop, bridge.settings.delivery_interval),
@@ -124,6 +127,11 @@ def child_exit(server: Any, worker: Any) -> None:
     multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
 
-def run(settings: Settings, runtime: str) -> None:
-    """Run gunicorn in the foreground until it is stopped."""
+def run(settings: Settings, runtime: str, deliver: bool = True) -> None:
+    """Run gunicorn in the foreground until it is stopped; ``deliver=False`` leaves delivery
+    to ``bridge worker``."""
+    global _deliver
+    _deliver = deliver
+    if not deliver:
+        log.info("delivery: off in the web workers (--no-delivery); run `bridge worker`")
     BridgeApplication(settings, runtime).run()

@@ -199,6 +199,7 @@ class BridgeProcess:
         self.port = int(env.get("PORT") or free_port())
         self.env = {**os.environ, "PORT": str(self.port), **env}
         self.command = command
+        self.command_args: list[str] = []
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / f"bridge-{self.port}-{command}.log"
         self.session = requests.Session()
@@ -210,9 +211,9 @@ class BridgeProcess:
     def start(self, wait: bool = True) -> BridgeProcess:
         exe = shutil.which("bridge") or str(Path(sys.executable).parent / "bridge")
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([exe, self.command], cwd=self.workdir, env=self.env,
-                                         stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen([exe, self.command, *self.command_args],
+                                         cwd=self.workdir, env=self.env, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
         if wait and self.command == "serve":
             ok = wait_until(self._healthy, 30, 0.1)
             assert ok, f"bridge did not start:\n{self.log()[-3000:]}"
