@@ -55,6 +55,15 @@ def mask_mobile(mobile: str) -> str:
     return f"{mobile[:3]}****{mobile[-4:]}"
 
 
+_MOBILE_IN_TEXT = re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)")
+
+
+def mask_mobiles_in(text: str) -> str:
+    """Every mainland mobile number inside ``text`` masked (``138****8000``), for log lines
+    that show alert text."""
+    return _MOBILE_IN_TEXT.sub(lambda m: mask_mobile(m.group(0)), text)
+
+
 def store_url(env: Mapping[str, str]) -> str:
     """The store URL: ``BRIDGE_STORE``, else ``REDIS_URL`` (PaaS add-ons), else SQLite."""
     return env.get("BRIDGE_STORE") or env.get("REDIS_URL") or "sqlite:///bridge.db"

@@ -17,6 +17,7 @@ Policy (SPEC "Delivery guarantees", JUHE.md):
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from bridge import metrics
-from bridge.config import mask_mobile
+from bridge.config import mask_mobile, mask_mobiles_in
 from bridge.errors import ConfigError, JuheError, StoreUnavailable, TransientError
 from bridge.juhe import JuheClient, SendResult
 from bridge.rules.load import RuleSet
@@ -156,7 +157,8 @@ class Deliverer:
         metrics.JUHE_SECONDS.observe(now - started)
         if self.client.dry_run:
             log.warning("DRY-RUN (no JUHE_KEY): would send to %s tpl_id=%s vars=%s %s",
-                        masked, tpl_id, variables, note)
+                        masked, tpl_id, mask_mobiles_in(json.dumps(variables,
+                                                                   ensure_ascii=False)), note)
             metrics.JUHE_REQUESTS.labels("dry_run", "0").inc()
         else:
             metrics.JUHE_REQUESTS.labels("ok", "0").inc()
