@@ -10,11 +10,16 @@ with ``Store.record``, then runs one :class:`bridge.delivery.Deliverer` in this 
 
 from __future__ import annotations
 
+import random
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import requests
 from benchlib import KEY
+
+if TYPE_CHECKING:
+    from bridge.store.base import Claim
 
 TPL_ID = 111
 
@@ -46,12 +51,13 @@ def bare_rate(url: str, n: int) -> float:
 
 
 def fill_queue(store_url: str, n: int) -> None:
-    """Record ``n`` queued notifications, one per distinct mobile."""
+    """Record ``n`` queued notifications, one per distinct mobile (fresh fingerprints)."""
     from bridge.store.base import Notification, Policy, open_store
 
+    run = random.randrange(0x10000)
     store = open_store(store_url)
     try:
-        notes = [Notification(mobile=mobile(i), fingerprint=f"d{i:015x}", status="firing",
+        notes = [Notification(mobile=mobile(i), fingerprint=f"{run:04x}{i:012x}", status="firing",
                               episode="2026-01-01T00:00:00+00:00", route="db-critical",
                               alertname="DiskFull", tpl_id=TPL_ID, variables=variables(i),
                               repeat_interval=14400.0) for i in range(n)]
@@ -64,8 +70,9 @@ def fill_queue(store_url: str, n: int) -> None:
 
 
 def deliverer_rate(store_url: str, juhe_url: str, rules: Path, n: int) -> tuple[float, int]:
-    """SMS/s of one Deliverer sending the ``n`` queued notifications :func:`fill_queue` made;
-    returns (rate, sent count seen in the store afterwards)."""
+    """SMS/s of one Deliverer sending the ``n`` queued notifications :func:`fill_queue` made
+    (counted as they are claimed, so that anything else pending counts too); returns (rate,
+    how many more the store has ``sent`` afterwards)."""
     from bridge.delivery import Deliverer, DeliveryPolicy
     from bridge.juhe import JuheClient
     from bridge.rules.load import load_rules
@@ -74,18 +81,24 @@ def deliverer_rate(store_url: str, juhe_url: str, rules: Path, n: int) -> tuple[
     ruleset = load_rules(str(rules), "Asia/Shanghai")
     store = open_store(store_url)
     before = store.counts()["sent"]
+    claimed = [0]
+    claim = store.claim
+
+    def counting_claim(*args: Any, **kwargs: Any) -> list[Claim]:
+        claims = claim(*args, **kwargs)
+        claimed[0] += sum(len(c.items) for c in claims)
+        return claims
+
+    store.claim = counting_claim  # type: ignore[method-assign]
     client = JuheClient(KEY, juhe_url, timeout=5.0)
     deliverer = Deliverer(store, client, lambda: ruleset, DeliveryPolicy())
     try:
         client.send(mobile(10**6), TPL_ID, variables(0))  # connect first, as bare_rate does
-        handled = 0
         t0 = time.perf_counter()
-        while handled < n:
-            got = deliverer.run_once()
-            if got == 0:
-                raise RuntimeError(f"nothing left to claim after {handled} of {n}")
-            handled += got
-        rate = n / (time.perf_counter() - t0)
+        while claimed[0] < n:
+            if deliverer.run_once() == 0:
+                raise RuntimeError(f"nothing left to claim after {claimed[0]} of {n}")
+        rate = claimed[0] / (time.perf_counter() - t0)
         sent = store.counts()["sent"] - before
     finally:
         client.close()

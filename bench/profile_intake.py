@@ -19,6 +19,9 @@ import argparse
 import json
 import logging
 import os
+import random
+import re
+import shutil
 import sys
 import tempfile
 import time
@@ -44,8 +47,11 @@ STAGES = {
 }
 
 
+RUN = random.randrange(0x10000)
+
+
 def body(n: int, alerts: int = 10) -> bytes:
-    """The wrk body (see webhook.lua) for request ``n``."""
+    """The wrk body (see webhook.lua) for request ``n`` (fingerprints fresh in every run)."""
     items = []
     for i in range(1, alerts + 1):
         inst = f"db-p-{n}-{i}:9100"
@@ -57,7 +63,7 @@ def body(n: int, alerts: int = 10) -> bytes:
                             "description": "bench alert"},
             "startsAt": "2026-01-01T00:00:00.123456789Z", "endsAt": "0001-01-01T00:00:00Z",
             "generatorURL": "http://prometheus:9090/graph?g0.expr=up",
-            "fingerprint": f"fe{n:010x}{i:04x}",
+            "fingerprint": f"{RUN:04x}{n:08x}{i:04x}",
         })
     return json.dumps({
         "version": "4", "groupKey": '{}:{alertname="DiskFull"}', "truncatedAlerts": 0,
@@ -70,8 +76,9 @@ def body(n: int, alerts: int = 10) -> bytes:
 def walk(frame: Any, own: dict[str, float], incl: dict[str, float], stack: set[str]) -> None:
     """Sum own time per function and inclusive time per stage over pyinstrument's tree."""
     path = (frame.file_path or "").replace(os.sep, "/")
-    key = f"{frame.function} ({_short(path)}:{frame.line_no})"
-    own[key] += frame.total_self_time
+    if not frame.function.startswith("["):  # pyinstrument's synthetic [self]/[await] frames
+        key = f"{frame.function} ({_short(path)}:{frame.line_no})"
+        own[key] += frame.total_self_time
     entered = []
     for stage, (fn, where) in STAGES.items():
         if frame.function == fn and where in path and stage not in stack:
@@ -84,10 +91,13 @@ def walk(frame: Any, own: dict[str, float], incl: dict[str, float], stack: set[s
 
 
 def _short(path: str) -> str:
-    for marker in ("/bridge/", "site-packages/", "/lib/python3"):
-        if marker in path:
-            return path.split(marker, 1)[1] if marker != "/bridge/" else "bridge/" + \
-                path.split(marker, 1)[1]
+    if "/site-packages/" in path:
+        return path.split("/site-packages/", 1)[1]
+    m = re.search(r"/lib/python3\.\d+/(.*)$", path)
+    if m:
+        return m.group(1)
+    if "/bridge/" in path:
+        return "bridge/" + path.rsplit("/bridge/", 1)[1]
     return path.rsplit("/", 1)[-1]
 
 
@@ -95,16 +105,39 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--store", default="sqlite", help="sqlite (temporary) or a redis:// URL")
+    ap.add_argument("--bare", action="store_true",
+                    help="drive bench/bare_app.py's constant-JSON app instead (the baseline)")
     ap.add_argument("--html", help="also write pyinstrument's HTML report here")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--no-profile", action="store_true",
-                    help="only time the requests (ms per request without the profiler)")
+                    help="only time the requests: wall and CPU ms per request, no profiler")
     args = ap.parse_args()
-
-    from pyinstrument import Profiler
-
     tmp = Path(tempfile.mkdtemp(prefix="bench-profile."))
+    try:
+        out = measure(args, tmp)
+    finally:
+        logging.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+    if args.json or args.no_profile:
+        print(json.dumps(out, ensure_ascii=False))
+        return
+    print(f"{out['requests']} requests in {out['seconds']:.1f}s: {out['rps']:.0f} req/s in one "
+          f"process, {out['ms_per_request']:.2f} ms per request (profiler on)")
+    print("share of wall time per stage (inclusive):")
+    for k, v in out["stages"].items():
+        print(f"  {v:5.1f}%  {k}")
+    print("top functions by own time:")
+    for k, v in out["top_own"]:
+        print(f"  {v:5.1f}%  {k}")
+
+
+def make_app(args: argparse.Namespace, tmp: Path) -> Any:
+    """The Flask app to drive: the bridge's (as a gunicorn worker builds it) or the bare one."""
+    if args.bare:
+        from bare_app import create_app as bare_app
+
+        return bare_app()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(tmp / "metrics")
     (tmp / "metrics").mkdir()
     rules = tmp / "rules.yaml"
@@ -121,8 +154,13 @@ def main() -> None:
     handler.stream = open(tmp / "bridge.log", "a", encoding="utf-8")  # type: ignore[attr-defined]  # noqa: SIM115
     settings = Settings(juhe_key="k", juhe_url="http://127.0.0.1:9/sms/send", store=store,
                         rules_path=str(rules))
-    app = create_app(Bridge(settings))
-    client = app.test_client()
+    return create_app(Bridge(settings))
+
+
+def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    from pyinstrument import Profiler
+
+    client = make_app(args, tmp).test_client()
     for n in range(50):  # warm up: connections, schema, templates
         client.post("/webhook/alertmanager", data=body(n), content_type="application/json")
     bodies = [body(n) for n in range(1000, 1000 + 20000)]
@@ -140,39 +178,27 @@ def main() -> None:
         done += 1
     elapsed = time.perf_counter() - t0
     cpu = time.process_time() - c0
+    out: dict[str, Any] = {
+        "requests": done, "seconds": elapsed, "rps": done / elapsed,
+        "ms_per_request": 1000 * elapsed / done, "cpu_ms_per_request": 1000 * cpu / done,
+        "store": "bare" if args.bare else args.store.split(":")[0],
+    }
     if args.no_profile:
-        print(json.dumps({"requests": done, "seconds": elapsed, "rps": done / elapsed,
-                          "ms_per_request": 1000 * elapsed / done,
-                          "cpu_ms_per_request": 1000 * cpu / done, "store": args.store}))
-        return
+        return out
     session = profiler.stop()
-
     own: dict[str, float] = defaultdict(float)
     incl: dict[str, float] = defaultdict(float)
     root = session.root_frame()
+    if root is None:
+        return out
     walk(root, own, incl, set())
-    total = root.time if root is not None else elapsed
-    out = {
-        "requests": done, "seconds": elapsed, "rps": done / elapsed, "ms_per_request":
-        1000 * elapsed / done, "store": args.store,
-        "stages": {k: round(100 * v / total, 1) for k, v in
-                   sorted(incl.items(), key=lambda kv: -kv[1])},
-        "top_own": [(k, round(100 * v / total, 1)) for k, v in
-                    sorted(own.items(), key=lambda kv: -kv[1])[:args.top]],
-    }
+    out["stages"] = {k: round(100 * v / root.time, 1)
+                     for k, v in sorted(incl.items(), key=lambda kv: -kv[1])}
+    out["top_own"] = [(k, round(100 * v / root.time, 1))
+                      for k, v in sorted(own.items(), key=lambda kv: -kv[1])[:args.top]]
     if args.html:
         Path(args.html).write_text(profiler.output_html(), encoding="utf-8")
-    if args.json:
-        print(json.dumps(out, ensure_ascii=False))
-        return
-    print(f"{done} requests in {elapsed:.1f}s: {out['rps']:.0f} req/s in one process, "
-          f"{out['ms_per_request']:.2f} ms per request (profiler on)")
-    print("share of wall time per stage (inclusive):")
-    for k, v in out["stages"].items():
-        print(f"  {v:5.1f}%  {k}")
-    print("top functions by own time:")
-    for k, v in out["top_own"]:
-        print(f"  {v:5.1f}%  {k}")
+    return out
 
 
 if __name__ == "__main__":

@@ -135,6 +135,7 @@ class Bench:
         try:
             self.wrk(base, 32, 1)  # warm up
             r = self.wrk(base, 32, self.seconds)
+            time.sleep(1)
             lat = self.wrk(base, 2, self.lat_seconds)
             rss = self.worker_rss(proc.pid)
         finally:
@@ -153,8 +154,12 @@ class Bench:
         proc, base = self.bridge(store, f"bridge-{label.replace(' ', '-')}")
         try:
             self.wrk(base, 32, 1)  # warm up: connections, templates, schema
+            time.sleep(0.5)
+            stored0 = _stored(store)
             r = self.wrk(base, 32, self.seconds)
             rss = self.worker_rss(proc.pid)
+            time.sleep(1)  # let the workers finish what the closed connections left queued
+            stored = _stored(store) - stored0
             lat = self.wrk(base, 2, self.lat_seconds)
             spied = None
             if spy:
@@ -169,13 +174,12 @@ class Bench:
                 time.sleep(0.5)
                 spied = bl.spy(workers[0], self.lat_seconds, out)
                 t.join()
-            stored = _stored(store)
         finally:
             self.procs.stop(proc)
         expected = 20 * (r["requests"])
         self.report.detail("intake", _wrk_line(f"bridge/{label}, 32 conns", r)
-                           + f"; stored {stored:,} SMS for {expected:,} expected (20 per "
-                           "answered request; requests still in flight at the end add some)")
+                           + f"; {stored:,} SMS stored for {expected:,} expected (20 per "
+                           "answered request; requests in flight at the end add a few)")
         self.report.detail("intake", _wrk_line(f"bridge/{label}, 2 conns", lat))
         self.report.detail("memory", f"bridge/{label} workers after intake: {_mb(rss)}")
         if stored < expected:
@@ -319,27 +323,47 @@ class Bench:
                         after[key], "MB", "before prune", size[key]))
 
     # -- profile ------------------------------------------------------------------------
+    def profile_run(self, *extra: str) -> dict[str, Any] | None:
+        env = {**os.environ, **self.extra_env}
+        res = subprocess.run([sys.executable, str(BENCH / "profile_intake.py"), *extra],
+                             capture_output=True, text=True, env=env, timeout=300)
+        if res.returncode != 0:
+            self.report.notes.append(f"profile {' '.join(extra)} failed: {res.stderr[-500:]}")
+            return None
+        out: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
+        return out
+
     def section_profile(self) -> None:
+        print("profile: CPU per request in one process (no HTTP server, no profiler)",
+              flush=True)
+        rep = self.report
+        secs = "3" if self.quick else "5"
+        bare = self.profile_run("--bare", "--no-profile", "--seconds", secs)
+        rproc, url = bl.start_redis(self.procs, self.work)
+        try:
+            for kind, store in (("sqlite", "sqlite"), ("redis", url)):
+                cpu = self.profile_run("--store", store, "--no-profile", "--seconds", secs)
+                if cpu is None or bare is None:
+                    continue
+                rep.add(Row("profile", f"intake CPU per request, {kind} (in one process)",
+                            cpu["cpu_ms_per_request"], "ms", "bare Flask",
+                            bare["cpu_ms_per_request"]))
+        finally:
+            self.procs.stop(rproc)
         print("profile: intake path in one process (pyinstrument)", flush=True)
-        secs = "3" if self.quick else "6"
         for kind in ("sqlite", "redis"):
             rproc = None
             try:
                 store = "sqlite"
                 if kind == "redis":
                     rproc, store = bl.start_redis(self.procs, self.work)
-                env = {**os.environ, **self.extra_env}
-                res = subprocess.run([sys.executable, str(BENCH / "profile_intake.py"),
-                                      "--seconds", secs, "--store", store, "--json",
-                                      "--top", "12"], capture_output=True, text=True,
-                                     env=env, timeout=300)
+                prof = self.profile_run("--seconds", secs, "--store", store, "--json",
+                                        "--top", "12")
             finally:
                 if rproc is not None:
                     self.procs.stop(rproc)
-            if res.returncode != 0:
-                self.report.notes.append(f"profile ({kind}) failed: {res.stderr[-500:]}")
+            if prof is None:
                 continue
-            prof = json.loads(res.stdout.strip().splitlines()[-1])
             self.report.data[f"profile-{kind}"] = prof
             print(f"  {kind}: {prof['rps']:.0f} req/s in one process under the profiler; "
                   f"stages {prof['stages']}", flush=True)

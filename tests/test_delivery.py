@@ -170,3 +170,25 @@ def test_sigterm_stops_cleanly(make_bridge: Any) -> None:
     bridge = make_bridge(CATCH_ALL)
     bridge.signal(signal.SIGTERM)
     assert bridge.proc.wait(20) == 0
+
+
+def test_stale_firing_after_resolved_pages_nobody(make_bridge: Any, fake_juhe: FakeJuhe) -> None:
+    """Found by a trial run: a firing body redelivered after its resolved paged FIRING again."""
+    rules = CATCH_ALL.replace("    resolved_template: resolved\n",
+                              "    resolved_template: resolved\n    repeat_interval: 1s\n")
+    bridge = make_bridge(rules)
+    assert bridge.post("/webhook/alertmanager", body(alert("Rep2"))).json()["queued"] == 1
+    fake_juhe.wait_for(1, timeout=10)
+    assert bridge.post("/webhook/alertmanager",
+                       body(alert("Rep2", "resolved"))).json()["queued"] == 1
+    fake_juhe.wait_for(2, timeout=10)
+    time.sleep(1.2)
+    again = bridge.post("/webhook/alertmanager", body(alert("Rep2")))
+    assert again.json() == {"alerts": 1, "queued": 0, "suppressed": 1, "held": 0}
+    # resolved first, then the firing of that episode: nobody is paged
+    assert bridge.post("/webhook/alertmanager",
+                       body(alert("OOO", "resolved"))).json()["suppressed"] == 1
+    assert bridge.post("/webhook/alertmanager", body(alert("OOO"))).json()["suppressed"] == 1
+    time.sleep(0.8)
+    assert [(m["tpl_id"], m["vars"]["name"]) for m in fake_juhe.messages] == [
+        ("111", "Rep2"), ("222", "Rep2")]

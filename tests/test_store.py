@@ -107,7 +107,8 @@ def test_firing_is_deduplicated_within_repeat_interval(store: Store) -> None:
 
 def test_resolved_only_after_a_paged_firing_once(store: Store) -> None:
     resolved = note(status="resolved")
-    assert states(store.record([resolved], NO_LIMITS, T0)) == [("suppressed", "not paged")]
+    never = note(fp="fp-never", status="resolved")
+    assert states(store.record([never], NO_LIMITS, T0)) == [("suppressed", "not paged")]
     assert states(store.record([note()], NO_LIMITS, T0 + 1)) == [("queued", "")]
     out = store.record([resolved, resolved, note(mobile=M2, status="resolved"),
                         note(status="resolved", episode="2026-09-20T00:00:00+00:00")],
@@ -119,6 +120,26 @@ def test_resolved_only_after_a_paged_firing_once(store: Store) -> None:
         ("suppressed", "duplicate")]
     assert [(i.status, i.state) for i in store.recent()] == [("resolved", "queued"),
                                                             ("firing", "queued")]
+
+
+def test_a_resolved_episode_never_pages_firing_again(store: Store) -> None:
+    """Stale or out-of-order redeliveries (Grafana re-sends old bodies for days)."""
+    assert states(store.record([note()], NO_LIMITS, T0)) == [("queued", "")]
+    assert states(store.record([note(status="resolved")], NO_LIMITS, T0 + 60)) == [
+        ("queued", "")]
+    # the same firing body again, after repeat_interval: the episode is over
+    assert states(store.record([note()], NO_LIMITS, T0 + 5 * 3600)) == [
+        ("suppressed", "already resolved")]
+    # resolved before firing (out of order): neither pages
+    late = note(fp="fp-late")
+    assert states(store.record([note(fp="fp-late", status="resolved")], NO_LIMITS, T0)) == [
+        ("suppressed", "not paged")]
+    assert states(store.record([late], NO_LIMITS, T0 + 1)) == [
+        ("suppressed", "already resolved")]
+    # a new episode of the same alert pages as usual
+    assert states(store.record([note(episode="2026-09-22T00:00:00+00:00")], NO_LIMITS,
+                               T0 + 5 * 3600)) == [("queued", "")]
+    assert store.counts()["queued"] == 3
 
 
 def test_resolved_not_paged_when_the_firing_was_held_back_by_a_limit(store: Store) -> None:

@@ -56,6 +56,11 @@ class Notification:
         """The dedup key of the firing notification of the same episode."""
         return f"{self.mobile}|{self.fingerprint}|firing|{self.episode}"
 
+    @property
+    def resolved_key(self) -> str:
+        """The dedup key of the resolved notification of the same episode."""
+        return f"{self.mobile}|{self.fingerprint}|resolved|{self.episode}"
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -158,9 +163,11 @@ class Store(abc.ABC):
 
         For each notification: ``suppressed`` ones from the plan (``muted``) are stored as they
         are; a firing one whose dedup key was recorded less than ``repeat_interval`` ago is a
-        ``duplicate`` (counted, not stored); a resolved one is stored only when the firing of the
-        same episode was paged to that mobile and it was not already recorded (else ``not
-        paged`` / ``duplicate``); then ``policy`` applies: ``per_day`` and
+        ``duplicate``, and one whose episode already resolved is ``already resolved`` (a stale
+        or out-of-order redelivery; both only counted, not stored); a resolved one is stored
+        only when the firing of the same episode was paged to that mobile and it was not already
+        recorded (else ``not paged`` / ``duplicate``; either way the episode is marked resolved
+        for that mobile); then ``policy`` applies: ``per_day`` and
         ``per_mobile_per_hour`` (counting SMS queued or sent) turn it ``suppressed`` with the
         limit's name as reason; past ``storm_threshold`` SMS for one mobile within a storm window
         it is ``held`` until the window ends; otherwise it is ``queued`` and due now.

@@ -120,7 +120,8 @@ RECORD_LUA = _LUA_HELPERS + """
 -- ARGV[10] now - dedup_ttl: dedup index entries older than this are trimmed
 -- ARGV[11] now - 7200: per-hour entries older than this are trimmed
 -- ARGV[12] JSON list of notifications: {m, fp, st, ep, route, an, tpl, vars (JSON text),
---          ri (repeat_interval seconds), state, reason, dk (dedup key), fk (firing key)}
+--          ri (repeat_interval seconds), state, reason, dk (dedup key), fk (firing key),
+--          rk (resolved key)}
 -- Returns one {state, reason, id} per notification, in order; id is '' when nothing was
 -- stored (duplicate, not paged).
 local P = ARGV[1]
@@ -187,6 +188,8 @@ for i, n in ipairs(notes) do
     if n.st == 'firing' then
       if at and now - tonumber(at) < n.ri then
         reason = 'duplicate'
+      elseif redis.call('EXISTS', P .. 'dedup:' .. n.rk) == 1 then
+        reason = 'already resolved'
       end
     elseif at then
       reason = 'duplicate'
@@ -194,6 +197,10 @@ for i, n in ipairs(notes) do
       local paged = redis.call('HGET', P .. 'dedup:' .. n.fk, 'paged')
       if not paged or paged == '0' then
         reason = 'not paged'
+        -- remember the episode resolved, so a late firing of it pages nobody
+        redis.call('HSET', dk, 'at', now_s, 'paged', 0)
+        redis.call('EXPIRE', dk, math.max(dedup_ttl, 1))
+        redis.call('ZADD', KEYS[5], now_s, n.dk)
       end
     end
     if reason == '' then
@@ -590,7 +597,8 @@ class RedisStore(Store):
              "route": n.route, "an": n.alertname, "tpl": int(n.tpl_id),
              "vars": json.dumps(n.variables, ensure_ascii=False, separators=(",", ":")),
              "ri": float(n.repeat_interval), "state": n.state, "reason": n.reason,
-             "dk": n.dedup_key, "fk": n.firing_key}
+             "dk": n.dedup_key, "fk": n.firing_key,
+             "rk": n.resolved_key}
             for n in notes], ensure_ascii=False, separators=(",", ":"))
         keys = [self._k(k) for k in ("seq", "items", "due", "pace", "dedup", "done", "storms")]
         storm = policy.storm_threshold if policy.storm_window > 0 else None

@@ -208,11 +208,16 @@ class SqliteStore(Store):
         if n.status == "firing":
             if row is not None and now - row[0] < n.repeat_interval:
                 return None, "duplicate"
+            if db.execute("SELECT 1 FROM dedup WHERE key=?", (n.resolved_key,)).fetchone():
+                return None, "already resolved"
         else:
             if row is not None:
                 return None, "duplicate"
             paged = db.execute("SELECT paged FROM dedup WHERE key=?", (n.firing_key,)).fetchone()
             if paged is None or not paged[0]:
+                # remember the episode resolved, so a late firing of it pages nobody
+                db.execute("INSERT INTO dedup (key, at, paged) VALUES (?,?,0)",
+                           (n.dedup_key, now))
                 return None, "not paged"
         limit_reason = self._limited(db, n.mobile, policy, now)
         paged_flag = 0 if limit_reason else 1
