@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from fakejuhe import FakeJuhe  # noqa: E402
 
+ROOT = Path(__file__).parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"
 KEY = "testkey-5f2a9c"
 
@@ -197,7 +198,10 @@ class BridgeProcess:
     def __init__(self, workdir: Path, env: dict[str, str], command: str = "serve") -> None:
         self.workdir = workdir
         self.port = int(env.get("PORT") or free_port())
-        self.env = {**os.environ, "PORT": str(self.port), **env}
+        # the code under test, whatever else is installed
+        self.env = {**os.environ, "PORT": str(self.port),
+                    "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+                    **env}
         self.command = command
         self.command_args: list[str] = []
         self.proc: subprocess.Popen[bytes] | None = None

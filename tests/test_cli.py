@@ -20,6 +20,7 @@ def bridge(*args: str, cwd: Path, env: dict[str, str] | None = None,
            timeout: float = 60) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("bridge") or str(Path(sys.executable).parent / "bridge")
     full = {k: v for k, v in os.environ.items() if not k.startswith(("BRIDGE_", "JUHE_"))}
+    full["PYTHONPATH"] = os.pathsep.join([str(ROOT), full.get("PYTHONPATH", "")])
     return subprocess.run([exe, *args], cwd=cwd, env={**full, **(env or {})},
                           capture_output=True, text=True, timeout=timeout)
 
