@@ -205,10 +205,11 @@ def bridge_env(store: str, rules: Path, juhe_url: str, port: int,
 
 
 def start_bridge(procs: Procs, workdir: Path, env: dict[str, str], name: str = "bridge",
-                 command: str = "serve") -> Proc:
+                 command: str = "serve", options: tuple[str, ...] = ()) -> Proc:
     """``bridge serve`` (or ``bridge worker``) with ``env``; waits for ``/healthz``."""
     exe = shutil.which("bridge") or str(Path(sys.executable).parent / "bridge")
-    proc = procs.add(Proc(name, [exe, command], workdir / f"{name}.log", env=env, cwd=workdir))
+    proc = procs.add(Proc(name, [exe, command, *options], workdir / f"{name}.log", env=env,
+                          cwd=workdir))
     if command == "serve":
         base = f"http://127.0.0.1:{env['PORT']}"
 

@@ -76,6 +76,7 @@ class Report:
     details: dict[str, list[str]] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    load_start: float = field(default_factory=lambda: os.getloadavg()[0])
 
     def add(self, row: Row) -> Row:
         self.rows.append(row)
@@ -113,11 +114,19 @@ class Bench:
         self.tag += 1
         return f"{self.tag % 0x10000:04x}"
 
-    def bridge(self, store: str, name: str, **env: str) -> tuple[bl.Proc, str]:
+    def bridge(self, store: str, name: str, apart: bool = False,
+               **env: str) -> tuple[bl.Proc, bl.Proc | None, str]:
+        """``bridge serve`` on ``store``; with ``apart``, ``serve --no-delivery`` and a
+        ``bridge worker`` beside it. Returns (serve, worker or None, base URL)."""
         port = bl.free_port()
         full = bl.bridge_env(store, self.rules, self.juhe_url, port, **self.extra_env, **env)
-        proc = bl.start_bridge(self.procs, self.work, full, name=name)
-        return proc, f"http://127.0.0.1:{port}"
+        proc = bl.start_bridge(self.procs, self.work, full, name=name,
+                               options=("--no-delivery",) if apart else ())
+        worker = None
+        if apart:
+            worker = bl.start_bridge(self.procs, self.work, full, name=name + "-worker",
+                                     command="worker")
+        return proc, worker, f"http://127.0.0.1:{port}"
 
     def wrk(self, base: str, connections: int, seconds: float) -> dict[str, Any]:
         return bl.run_wrk(base + "/webhook/alertmanager", seconds, connections,
@@ -148,10 +157,13 @@ class Bench:
         rep.detail("intake", _wrk_line("bare Flask, 2 conns", lat))
         rep.detail("memory", f"bare Flask workers: {_mb(rss)}")
 
-    def intake_bridge(self, kind: str, store: str, label: str, spy: bool) -> dict[str, Any]:
+    def intake_bridge(self, kind: str, store: str, label: str, spy: bool,
+                      apart: bool = False) -> dict[str, Any]:
         """One ``bridge serve`` intake run on ``store``; returns the wrk figures and RSS."""
-        print(f"intake: bridge serve on {label}", flush=True)
-        proc, base = self.bridge(store, f"bridge-{label.replace(' ', '-')}")
+        print(f"intake: bridge serve{' --no-delivery + bridge worker' if apart else ''} on "
+              f"{label}", flush=True)
+        name = f"bridge-{label.replace(' ', '-')}{'-apart' if apart else ''}"
+        proc, worker, base = self.bridge(store, name, apart=apart)
         try:
             self.wrk(base, 32, 1)  # warm up: connections, templates, schema
             time.sleep(0.5)
@@ -174,9 +186,17 @@ class Bench:
                 time.sleep(0.5)
                 spied = bl.spy(workers[0], self.lat_seconds, out)
                 t.join()
+            if worker is not None:
+                rss_worker = bl.rss_mb(worker.pid)
+                self.report.detail("memory", f"bridge worker beside serve --no-delivery on "
+                                   f"{label}: {rss_worker or 0:.1f} MB")
         finally:
+            if worker is not None:
+                self.procs.stop(worker)
             self.procs.stop(proc)
         expected = 20 * (r["requests"])
+        if apart:
+            label += ", delivery apart"
         self.report.detail("intake", _wrk_line(f"bridge/{label}, 32 conns", r)
                            + f"; {stored:,} SMS stored for {expected:,} expected (20 per "
                            "answered request; requests in flight at the end add a few)")
@@ -197,12 +217,16 @@ class Bench:
         rep = self.report
         for kind, label, need in (("sqlite", "SQLite", 0.30), ("redis", "Redis", 0.33)):
             if kind == "sqlite":
-                store = f"sqlite:///{self.work / 'intake.db'}"
-                res = self.intake_bridge(kind, store, label, spy=True)
+                res = self.intake_bridge(kind, f"sqlite:///{self.work / 'intake.db'}", label,
+                                         spy=True)
+                apart = self.intake_bridge(kind, f"sqlite:///{self.work / 'apart.db'}", label,
+                                           spy=False, apart=True)
             else:
                 rproc, url = bl.start_redis(self.procs, self.work)
                 try:
                     res = self.intake_bridge(kind, url, label, spy=True)
+                    _flush(url)  # the first run's backlog is not the second one's work
+                    apart = self.intake_bridge(kind, url, label, spy=False, apart=True)
                 finally:
                     self.procs.stop(rproc)
             self.report.data[f"intake-{kind}"] = res
@@ -219,6 +243,15 @@ class Bench:
             rep.add(Row("memory", f"bridge/{label}: largest worker RSS after intake",
                         max(res["rss"]), "MB", "bare worker RSS", max(bare["rss"]),
                         "≤ 80 MB", max(res["rss"]) <= 80))
+            a, alat = apart["wrk"], apart["lat"]
+            rep.add(Row("intake", f"bridge/{label}, delivery apart: req/s (32 conns)", a["rps"],
+                        "req/s", "bare req/s", bare["wrk"]["rps"], f"≥ {need:.2f}× bare",
+                        a["rps"] >= need * bare["wrk"]["rps"]))
+            rep.add(Row("intake", f"bridge/{label}, delivery apart: p99 (32 conns)",
+                        a["p99_ms"], "ms", "bare p99", bare["wrk"]["p99_ms"], "≤ 25 ms",
+                        a["p99_ms"] <= 25))
+            rep.add(Row("intake", f"bridge/{label}, delivery apart: p99 (2 conns)",
+                        alat["p99_ms"], "ms", "bare p99 (2 conns)", bare["lat"]["p99_ms"]))
 
     # -- delivery -----------------------------------------------------------------------
     def deliver(self, store: str, label: str) -> float:
@@ -434,6 +467,16 @@ def _stored(store: str) -> int:
         s.close()
 
 
+def _flush(url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+
+
 def _size(store: str) -> dict[str, float]:
     if store.startswith("sqlite:///"):
         return bl.sqlite_size(Path(store[len("sqlite:///"):]))
@@ -458,20 +501,22 @@ def write_results(rep: Report, args: argparse.Namespace, took: float, out: Path)
         "# Benchmarks",
         "",
         f"Command: `{cmd}` — {m['date']}, took {took / 60:.1f} min.  ",
-        f"Machine: {m['nproc']} CPUs ({m['cpu']}), Python {m['python']}, Linux {m['kernel']}. "
-        "wrk, gunicorn, the fake Juhe and redis-server all share these CPUs over loopback, so "
+        f"Machine: {m['nproc']} CPUs ({m['cpu']}), Python {m['python']}, Linux {m['kernel']}; "
+        f"load average (1 min) {rep.load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at "
+        "the end (other work on the machine shows here and inflates every figure). wrk, "
+        "gunicorn, the fake Juhe and redis-server all share these CPUs over loopback, so "
         "absolute numbers are this machine's; the ratios to a baseline measured in the same run "
         "are the figures to compare.",
         "",
-        "| figure | measured | baseline (same run) | ratio | target | |",
-        "| --- | ---: | --- | ---: | --- | --- |",
+        "| | figure | measured | baseline (same run) | ratio | target | |",
+        "| --- | --- | ---: | --- | ---: | --- | --- |",
     ]
     for r in rep.rows:
         base = f"{r.baseline_name} {r.baseline:,.1f}" if r.baseline is not None else ""
         ratio = bl.fmt_ratio(r.ratio) if r.ratio is not None else ""
         verdict = "" if r.ok is None else f"**{bl.verdict(r.ok)}**"
-        lines.append(f"| {r.name} | {r.value:,.1f} {r.unit} | {base} | {ratio} | {r.target} "
-                     f"| {verdict} |")
+        lines.append(f"| {r.section} | {r.name} | {r.value:,.1f} {r.unit} | {base} | {ratio} "
+                     f"| {r.target} | {verdict} |")
     if rep.notes:
         lines += ["", "Notes from the run:", ""] + [f"- {n}" for n in rep.notes]
     titles = {"intake": "Intake (wrk)", "growth": "Growth", "memory": "Memory (VmRSS)"}
@@ -479,6 +524,11 @@ def write_results(rep: Report, args: argparse.Namespace, took: float, out: Path)
         if rep.details.get(section):
             lines += ["", f"## {titles[section]}", ""] + [f"- {d}" for d in rep.details[section]]
     lines += _profile_lines(rep)
+    fixes = BENCH / "patches" / "README.md"
+    if fixes.exists():
+        text = fixes.read_text(encoding="utf-8").strip().splitlines()
+        lines += ["", "## Findings and proposed fixes (from bench/patches/README.md)", ""]
+        lines += [("#" + t) if t.startswith("## ") else t for t in text[1:]]
     lines += ["", "## How it is measured", "", *HOW]
     text = "\n".join(lines) + "\n"
     soak = ""

@@ -70,10 +70,14 @@ def serve(no_delivery: bool) -> None:
     os.environ["BRIDGE_RUNTIME_DIR"] = runtime
     from bridge.server import run
 
+    master = os.getpid()
     try:
         run(settings, runtime, deliver=not no_delivery)
     finally:
-        shutil.rmtree(runtime, ignore_errors=True)
+        # a gunicorn worker is a fork of this process: its exit unwinds this same stack, and
+        # must not take the runtime folder (metrics, rules snapshot) from the others
+        if os.getpid() == master:
+            shutil.rmtree(runtime, ignore_errors=True)
 
 
 @main.command()

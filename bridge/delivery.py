@@ -69,6 +69,7 @@ class Deliverer:
         self.client = client
         self.rules = rules
         self.policy = policy or DeliveryPolicy()
+        self.stopping = threading.Event()
 
     def run_once(self, now: float | None = None) -> int:
         """Claim and deliver one batch of due mobiles; returns how many claims were handled.
@@ -78,7 +79,10 @@ class Deliverer:
         rules = self.rules()
         now = time.time() if now is None else now
         claims = self.store.claim(now, self.policy.lease, rules.limits.min_gap, self.policy.batch)
-        for claim in claims:
+        for n, claim in enumerate(claims):
+            if self.stopping.is_set():  # shutting down: give the rest back at once
+                self.store.release([i.id for c in claims[n:] for i in c.items], time.time())
+                break
             self._deliver(claim, rules)
         return len(claims)
 
@@ -93,7 +97,10 @@ class Deliverer:
 
     def run_forever(self, stop: threading.Event, interval: float = 0.5) -> None:
         """Deliver until ``stop`` is set, polling every ``interval`` seconds when idle, and
-        prune old records every ``prune_every`` seconds (in batches, between deliveries)."""
+        prune old records every ``prune_every`` seconds (in batches, between deliveries).
+        Once ``stop`` is set, the SMS in hand is finished and the rest of the claim is given
+        back to the store at once (not left to its lease)."""
+        self.stopping = stop
         next_prune = time.time() + random.uniform(0, self.policy.prune_every / 10)
         while not stop.is_set():
             try:
@@ -127,7 +134,10 @@ class Deliverer:
             first, rest = items[:1], items[1:]
             self.store.release([i.id for i in rest], time.time() + rules.limits.min_gap)
             items = first
-        for item in items:
+        for n, item in enumerate(items):
+            if self.stopping.is_set():
+                self.store.release([i.id for i in items[n:]], time.time())
+                return
             self._send([item], item.tpl_id, item.variables, "")
 
     def _storm_vars(self, items: list[Item], rules: RuleSet, template: str) -> dict[str, str]:

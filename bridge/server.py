@@ -101,6 +101,7 @@ class BridgeApplication(BaseApplication):  # type: ignore[misc]
 
 _stop = threading.Event()
 _deliver = True
+_threads: list[threading.Thread] = []
 
 
 def post_worker_init(worker: Any) -> None:
@@ -112,12 +113,16 @@ def post_worker_init(worker: Any) -> None:
                               args=(_stop, bridge.settings.delivery_interval),
                               name="delivery", daemon=True)
     thread.start()
+    _threads.append(thread)
     log.info("worker %d: delivery thread started", os.getpid())
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    """Stop the delivery thread (it finishes the SMS in hand)."""
+    """Stop the delivery thread: it finishes the SMS in hand (bounded by the Juhe timeout)
+    and gives the rest of its claim back to the store, so nothing waits for a lease."""
     _stop.set()
+    for thread in _threads:
+        thread.join(worker.cfg.graceful_timeout)
 
 
 def child_exit(server: Any, worker: Any) -> None:

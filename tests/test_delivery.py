@@ -192,3 +192,18 @@ def test_stale_firing_after_resolved_pages_nobody(make_bridge: Any, fake_juhe: F
     time.sleep(0.8)
     assert [(m["tpl_id"], m["vars"]["name"]) for m in fake_juhe.messages] == [
         ("111", "Rep2"), ("222", "Rep2")]
+
+
+def test_sigterm_finishes_the_sms_in_hand(make_bridge: Any, fake_juhe: FakeJuhe) -> None:
+    """Found by a trial run: a stop during a send left it to its 120 s lease, then re-sent."""
+    fake_juhe.delay = 1.2  # under the 2 s client timeout of the tests
+    bridge = make_bridge(CATCH_ALL)
+    bridge.post("/webhook/alertmanager", body(alert("TermMid")))
+    assert wait_until(lambda: fake_juhe.requests == 1, 5)
+    bridge.signal(signal.SIGTERM)
+    assert bridge.proc.wait(30) == 0
+    fake_juhe.delay = 0.0
+    bridge.start()
+    wait_states(bridge, [("TermMid", "sent")], timeout=5)
+    time.sleep(1.0)
+    assert [m["vars"]["name"] for m in fake_juhe.messages] == ["TermMid"]
