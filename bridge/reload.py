@@ -16,12 +16,15 @@ lives in memory.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import shutil
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -85,28 +88,54 @@ class RulesHolder:
 
     def reload(self) -> list[str]:
         """Load and check the rules again; returns the problems (empty when the new version is
-        in force everywhere). On problems the old rules stay in force."""
-        with self._lock:
+        in force everywhere). On problems the old rules stay in force.
+
+        Reloads in the processes of one ``bridge serve`` are serialised by a lock file, and
+        the version checked is the snapshot itself (copied first), so a file edited during a
+        reload can never slip in unchecked.
+        """
+        with self._lock, self._shared_lock():
             problems: list[str] = []
-            try:
-                new = load_rules(self.path, self.tz)
-            except RulesError as exc:
-                problems = exc.problems
-                log.error("rules reload refused, old rules stay in force (%d problems):\n  %s",
-                          len(problems), "\n  ".join(problems))
             previous = (self._read_state() if self.state_file is not None else None)
             previous = previous or self._state
             generation = max(int(previous.get("generation", 0)), self._generation) + 1
+            source = Path(self.path)
+            try:
+                if not source.exists():
+                    raise RulesError([f"{self.path}: no such file or folder"])
+                try:
+                    snapshot = self._snapshot(generation)
+                except OSError as exc:
+                    raise RulesError([f"{self.path}: cannot read: {exc}"]) from None
+                source = (self._snapshot_path({"snapshot": snapshot}) if snapshot is not None
+                          else Path(self.path))
+                new = load_rules(source, self.tz)
+            except RulesError as exc:
+                problems = [p.replace(str(source), self.path) for p in exc.problems]
+                log.error("rules reload refused, old rules stay in force (%d problems):\n  %s",
+                          len(problems), "\n  ".join(problems))
             state: dict[str, Any] = dict(previous, generation=generation, ok=not problems,
                                          problems=problems)
             if not problems:
                 self._rules = new
                 log.info("rules reloaded: %s", new.summary())
-                state.update(success_ts=time.time(), version=new.version,
-                             snapshot=self._snapshot(generation))
+                state.update(success_ts=time.time(), version=new.version, snapshot=snapshot)
             self._generation = generation
             self._write(state)
             return problems
+
+    @contextmanager
+    def _shared_lock(self) -> Iterator[None]:
+        """An exclusive lock across the processes sharing the runtime folder (flock)."""
+        if self.state_dir is None:
+            yield
+            return
+        with open(self.state_dir / "reload.lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     # -- internals ------------------------------------------------------------------------
     def _stat(self) -> int:
@@ -142,9 +171,12 @@ class RulesHolder:
         dest.mkdir()
         for f in rules_files(Path(self.path)):
             shutil.copy2(f, dest / f.name)
+        keep = {name, str(self._state.get("snapshot"))}
         for old in self.state_dir.glob("rules-*"):
+            if old.name in keep:
+                continue
             try:
-                if old.is_dir() and int(old.name.split("-", 1)[1]) < generation - 1:
+                if old.is_dir() and int(old.name.split("-", 1)[1]) < generation - 2:
                     shutil.rmtree(old, ignore_errors=True)
             except ValueError:
                 continue

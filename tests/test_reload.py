@@ -184,3 +184,25 @@ def test_a_worker_restart_keeps_the_shared_runtime(make_bridge: Any, fake_juhe: 
     assert bridge.post("/webhook/alertmanager", alert("AfterRestart")).json()["queued"] == 1
     [msg] = fake_juhe.wait_for(1, timeout=10)
     assert msg["mobile"] == NEW
+
+
+def test_concurrent_reloads_never_fail(make_bridge: Any, tmp_path: Path) -> None:
+    """Found by a trial run: simultaneous reloads in two workers collided on the snapshot
+    folder and answered 500."""
+    import concurrent.futures
+
+    import requests
+
+    bridge = make_bridge(CATCH_ALL)
+
+    def reload(_: int) -> int:
+        r = requests.post(bridge.base + "/-/reload", headers={"Connection": "close"}, timeout=30)
+        return r.status_code
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        codes = list(pool.map(reload, range(60)))
+    assert codes == [200] * 60
+    (tmp_path / "rules.yaml").unlink()
+    r = bridge.post("/-/reload", b"")
+    assert (r.status_code, r.json()["problems"]) == (400, [f"{tmp_path / 'rules.yaml'}: no such "
+                                                           "file or folder"])
