@@ -95,6 +95,7 @@ class Settings:
     juhe_timeout: float = 10.0
     retry_base: float = 2.0
     delivery_interval: float = 0.5
+    warnings: tuple[str, ...] = ()
 
     @property
     def dry_run(self) -> bool:
@@ -114,17 +115,33 @@ class Settings:
         """
         e = os.environ if env is None else env
 
-        def num(name: str, default: str) -> int:
+        def num(name: str, default: str, low: int, high: int = 2**31) -> int:
             try:
-                return int(e.get(name) or default)
+                value = int(e.get(name) or default)
             except ValueError:
                 raise ValueError(f"{name}: not a whole number: {e.get(name)!r}") from None
+            if not low <= value <= high:
+                raise ValueError(f"{name}: must be from {low} to {high}, not {value}")
+            return value
 
-        def dur(name: str, default: str) -> float:
+        def dur(name: str, default: str, positive: bool = False) -> float:
             try:
-                return parse_duration(e.get(name) or default)
+                value = parse_duration(e.get(name) or default)
             except ValueError as exc:
                 raise ValueError(f"{name}: {exc}") from None
+            if positive and value <= 0:
+                raise ValueError(f"{name}: must be more than 0")
+            return value
+
+        store = store_url(e)
+        if not store.startswith(("sqlite:///", "redis://", "rediss://", "unix://")) or \
+                store == "sqlite:///":
+            where = "BRIDGE_STORE" if e.get("BRIDGE_STORE") else "REDIS_URL"
+            raise ValueError(f"{where}: expected sqlite:///PATH or redis://[:password@]host:"
+                             f"port/db, got {redact_url(store).split('://')[0]}://...")
+        juhe_url = e.get("JUHE_URL") or "http://v.juhe.cn/sms/send"
+        if not re.match(r"^https?://[^/\s]+", juhe_url):
+            raise ValueError(f"JUHE_URL: expected http(s)://host/path, got {juhe_url!r}")
 
         tz = e.get("BRIDGE_TZ") or "Asia/Shanghai"
         try:
@@ -134,22 +151,27 @@ class Settings:
         log_format = (e.get("BRIDGE_LOG_FORMAT") or "text").lower()
         if log_format not in ("text", "json"):
             raise ValueError(f"BRIDGE_LOG_FORMAT: must be text or json, not {log_format!r}")
+        warnings = []
+        if e.get("REDIS_URL") and e.get("BRIDGE_STORE") and e["BRIDGE_STORE"] != e["REDIS_URL"]:
+            warnings.append("REDIS_URL is set but BRIDGE_STORE wins: "
+                            f"{redact_url(e['BRIDGE_STORE'])} (unset BRIDGE_STORE to use Redis)")
         return cls(
+            warnings=tuple(warnings),
             juhe_key=e.get("JUHE_KEY") or None,
-            juhe_url=e.get("JUHE_URL") or "http://v.juhe.cn/sms/send",
+            juhe_url=juhe_url,
             rules_path=e.get("BRIDGE_RULES") or "rules.yaml",
-            store=store_url(e),
+            store=store,
             token=e.get("BRIDGE_TOKEN") or None,
             grafana_hmac_secret=e.get("BRIDGE_GRAFANA_HMAC_SECRET") or None,
             grafana_hmac_timestamp_header=e.get("BRIDGE_GRAFANA_HMAC_TIMESTAMP_HEADER") or None,
             tz=tz,
-            port=num("PORT", "8000"),
-            workers=num("WEB_CONCURRENCY", "2"),
-            max_body_bytes=num("BRIDGE_MAX_BODY_BYTES", "1048576"),
+            port=num("PORT", "8000", 1, 65535),
+            workers=num("WEB_CONCURRENCY", "2", 1, 64),
+            max_body_bytes=num("BRIDGE_MAX_BODY_BYTES", "1048576", 1024),
             retry_for=dur("BRIDGE_RETRY_FOR", "1h"),
             log_format=log_format,
             retention=dur("BRIDGE_RETENTION", "7d"),
-            juhe_timeout=dur("BRIDGE_JUHE_TIMEOUT", "10s"),
-            retry_base=dur("BRIDGE_RETRY_BASE", "2s"),
-            delivery_interval=dur("BRIDGE_DELIVERY_INTERVAL", "0.5s"),
+            juhe_timeout=dur("BRIDGE_JUHE_TIMEOUT", "10s", positive=True),
+            retry_base=dur("BRIDGE_RETRY_BASE", "2s", positive=True),
+            delivery_interval=dur("BRIDGE_DELIVERY_INTERVAL", "0.5s", positive=True),
         )

@@ -88,7 +88,8 @@ class BridgeApplication(BaseApplication):  # type: ignore[misc]
 
         probe = Bridge(self.settings, state_dir=self.runtime)
         for line in probe.describe():
-            log.warning("%s", line) if "DRY-RUN" in line or "OPEN" in line else log.info(
+            log.warning("%s", line) if "DRY-RUN" in line or "OPEN" in line or line.startswith(
+                "WARNING") else log.info(
                 "%s", line)
         try:
             for warning in probe.store.config_warnings():

@@ -55,6 +55,7 @@ class Bridge:
             f"auth: {'bearer/basic token required' if s.token else 'OPEN: BRIDGE_TOKEN is not set'}"
             f"; grafana hmac: {'on' if s.grafana_hmac_secret else 'off'}",
             f"time zone: {s.tz}; retry for {s.retry_for:.0f}s; max body {s.max_body_bytes} bytes",
+            *(f"WARNING: {w}" for w in s.warnings),
         ]
         return lines
 

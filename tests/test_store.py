@@ -714,3 +714,15 @@ def test_redis_config_warnings(redis_url: str) -> None:
             time.sleep(0.05)
         admin.close()
         s.close()
+
+
+def test_sqlite_reconnects_after_a_write_error(tmp_path: Path) -> None:
+    """Found by a trial run: a connection opened while the file was read-only stayed
+    read-only after the file became writable again, until a restart."""
+    s = SqliteStore(str(tmp_path / "bridge.db"))
+    s.ping()
+    s._conn().execute("PRAGMA query_only=1")  # this connection can no longer write
+    with pytest.raises(StoreUnavailable, match="readonly"):
+        s.record([note()], NO_LIMITS, T0)
+    assert states(s.record([note()], NO_LIMITS, T0)) == [("queued", "")]
+    s.close()

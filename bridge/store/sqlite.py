@@ -140,7 +140,10 @@ class SqliteStore(Store):
             yield conn
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
+            # reconnect next time: a connection opened while the file was read-only (or the
+            # disk full) stays unusable even after the cause is gone
             self._rollback(conn)
+            self._drop()
             raise StoreUnavailable(f"sqlite {self.path}: {exc}") from None
         except BaseException:
             self._rollback(conn)

@@ -1,0 +1,70 @@
+"""Settings from the environment: defaults, every variable, and a clear error naming the
+variable for every bad value (found by a trial run: several crashed with a traceback)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge.config import Settings, mask_mobile, mask_mobiles_in, parse_duration, redact_url
+
+
+def test_defaults() -> None:
+    s = Settings.from_env({})
+    assert (s.juhe_key, s.juhe_url, s.rules_path, s.store, s.token, s.tz, s.port, s.workers,
+            s.max_body_bytes, s.retry_for, s.log_format, s.dry_run) == (
+        None, "http://v.juhe.cn/sms/send", "rules.yaml", "sqlite:///bridge.db", None,
+        "Asia/Shanghai", 8000, 2, 1048576, 3600.0, "text", True)
+    assert "sekrit" not in repr(Settings.from_env({"JUHE_KEY": "sekrit", "BRIDGE_TOKEN": "sekrit"}))
+
+
+def test_redis_url_is_used_unless_bridge_store_wins() -> None:
+    assert Settings.from_env({"REDIS_URL": "redis://:pw@h:6379/0"}).store == "redis://:pw@h:6379/0"
+    s = Settings.from_env({"REDIS_URL": "redis://h:6379/0", "BRIDGE_STORE": "sqlite:///x.db"})
+    assert s.store == "sqlite:///x.db"
+    assert s.warnings == ("REDIS_URL is set but BRIDGE_STORE wins: sqlite:///x.db (unset "
+                          "BRIDGE_STORE to use Redis)",)
+
+
+@pytest.mark.parametrize(("env", "error"), [
+    ({"PORT": "abc"}, "PORT: not a whole number: 'abc'"),
+    ({"PORT": "99999"}, "PORT: must be from 1 to 65535, not 99999"),
+    ({"PORT": "-1"}, "PORT: must be from 1 to 65535, not -1"),
+    ({"WEB_CONCURRENCY": "0"}, "WEB_CONCURRENCY: must be from 1 to 64, not 0"),
+    ({"BRIDGE_MAX_BODY_BYTES": "0"}, "BRIDGE_MAX_BODY_BYTES: must be from 1024"),
+    ({"BRIDGE_RETRY_FOR": "forever"}, "BRIDGE_RETRY_FOR: not a duration"),
+    ({"BRIDGE_JUHE_TIMEOUT": "0"}, "BRIDGE_JUHE_TIMEOUT: must be more than 0"),
+    ({"BRIDGE_STORE": "postgres://u:pw@db/x"}, "BRIDGE_STORE: expected sqlite:///PATH or redis"),
+    ({"BRIDGE_STORE": "sqlite://"}, "BRIDGE_STORE: expected sqlite:///PATH"),
+    ({"REDIS_URL": "memcached://x"}, "REDIS_URL: expected sqlite:///PATH or redis"),
+    ({"JUHE_URL": "notaurl"}, "JUHE_URL: expected http(s)://host/path, got 'notaurl'"),
+    ({"BRIDGE_TZ": "Mars/Olympus"}, "BRIDGE_TZ: unknown time zone 'Mars/Olympus'"),
+    ({"BRIDGE_LOG_FORMAT": "xml"}, "BRIDGE_LOG_FORMAT: must be text or json, not 'xml'"),
+])
+def test_bad_values_name_the_variable(env: dict[str, str], error: str) -> None:
+    with pytest.raises(ValueError) as info:
+        Settings.from_env(env)
+    assert str(info.value).startswith(error)
+    assert "pw" not in str(info.value)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("90s", 90), ("5m", 300), ("1h30m", 5400), ("500ms", 0.5), ("2d", 172800), ("1w", 604800),
+    ("0", 0), ("1.5", 1.5), (30, 30),
+])
+def test_parse_duration(text: str | int, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "5 m", "m5", "-1", "1h-5m", "5x"])
+def test_parse_duration_refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_masking() -> None:
+    assert mask_mobile("13800138000") == "138****8000"
+    assert mask_mobile("123") == "****"
+    assert mask_mobiles_in("to 13800138000 and 13900139000; id 213800138000x") == (
+        "to 138****8000 and 139****9000; id 213800138000x")
+    assert redact_url("redis://:secret@host:6379/0") == "redis://:***@host:6379/0"
+    assert redact_url("redis://user:secret@host:6379/0") == "redis://user:***@host:6379/0"
