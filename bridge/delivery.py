@@ -186,7 +186,7 @@ class Deliverer:
         kind = "transient" if isinstance(exc, TransientError) else (
             "config" if isinstance(exc, ConfigError) else "permanent")
         metrics.JUHE_REQUESTS.labels(kind, str(exc.code)).inc()
-        reason = f"juhe {kind} error {exc.code}: {exc.reason}"
+        reason = mask_mobiles_in(f"juhe {kind} error {exc.code}: {exc.reason}")
         if isinstance(exc, TransientError):
             first = min((i.first_attempt_at or now) for i in items)
             attempts = max(i.attempts for i in items) + 1
@@ -196,7 +196,10 @@ class Deliverer:
                 self.store.mark_failed(ids, f"gave up after {attempts} attempts: {reason}", now)
                 metrics.DELIVERIES.labels("failed").inc(len(ids))
                 return
-            delay = backoff(attempts, self.policy, exc.retry_after)
+            # an SMS that may have gone out counts against the carrier's pace for that number
+            floor = max(exc.retry_after or 0.0, self.rules().limits.min_gap if exc.maybe_sent
+                        else 0.0)
+            delay = backoff(attempts, self.policy, floor or None)
             log.warning("send to %s failed (%s), retry %d in %.1fs", masked, reason, attempts,
                         delay)
             self.store.mark_retry(ids, now + delay, reason, now)

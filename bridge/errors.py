@@ -54,11 +54,14 @@ class JuheError(BridgeError):
     """Raised when Juhe did not accept an SMS. ``code`` is Juhe's ``error_code`` (0 when the
     failure happened before an answer, e.g. a timeout); ``reason`` never contains the key."""
 
-    def __init__(self, reason: str, code: int = 0, retry_after: float | None = None) -> None:
+    def __init__(self, reason: str, code: int = 0, retry_after: float | None = None,
+                 maybe_sent: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.code = code
         self.retry_after = retry_after
+        #: True when the SMS may have gone out all the same (a read timeout, Juhe's 10014)
+        self.maybe_sent = maybe_sent
 
 
 class TransientError(JuheError):

@@ -308,9 +308,10 @@ class JuheClient:
         return text
 
     def _error(
-        self, cls: type[JuheError], reason: str, code: int = 0, retry_after: float | None = None
+        self, cls: type[JuheError], reason: str, code: int = 0, retry_after: float | None = None,
+        maybe_sent: bool = False,
     ) -> JuheError:
-        return cls(self._scrub(reason), code, retry_after)
+        return cls(self._scrub(reason), code, retry_after, maybe_sent)
 
     def send(self, mobile: str, tpl_id: int, variables: Mapping[str, str]) -> SendResult:
         """Send one SMS: POST form ``mobile``, ``tpl_id``, ``tpl_value``, ``key`` to the URL.
@@ -334,6 +335,7 @@ class JuheClient:
             ("key", self._key),
         ]
         failure: str | None = None
+        maybe_sent = False
         resp: requests.Response | None = None
         try:
             resp = self._session.post(
@@ -346,6 +348,7 @@ class JuheClient:
         except requests.ConnectTimeout as exc:
             failure = f"connect timeout after {self._timeout:g} s: {_cause_names(exc)}"
         except requests.Timeout as exc:
+            maybe_sent = True
             failure = (
                 f"read timeout after {self._timeout:g} s (the SMS may have been sent): "
                 f"{_cause_names(exc)}"
@@ -357,7 +360,8 @@ class JuheClient:
         # Raised outside the except blocks: no chained requests exception (which carries the
         # request and its body) in the traceback.
         if failure is not None or resp is None:
-            raise self._error(TransientError, f"{failure} ({self._where})")
+            raise self._error(TransientError, f"{failure} ({self._where})",
+                              maybe_sent=maybe_sent)
         return self._outcome(resp)
 
     def _outcome(self, resp: requests.Response) -> SendResult:
@@ -405,7 +409,7 @@ class JuheClient:
             return SendResult(sid="" if sid is None else str(sid), fee=_as_int(fee) or 0)
         if kind == "transient":
             wait = RETRY_AFTER_205405 if code == 205405 else None
-            raise self._error(TransientError, reason, code, wait)
+            raise self._error(TransientError, reason, code, wait, maybe_sent=code == 10014)
         if kind == "config":
             raise self._error(ConfigError, reason, code)
         raise self._error(PermanentError, reason, code)

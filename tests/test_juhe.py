@@ -368,6 +368,7 @@ def test_timeout_is_transient(fake: FakeJuhe) -> None:
             client.send(MOBILE, TPL, {"a": "b"})
         assert time.monotonic() - t0 < 0.28
     assert ei.value.code == 0 and "timeout" in ei.value.reason
+    assert ei.value.maybe_sent  # delivery then waits out min_gap before trying again
     assert_no_key(ei.value)
     # At least once: the fake still accepted it after the client gave up.
     assert len(fake.wait_for(1, 2.0)) == 1
@@ -476,3 +477,16 @@ def test_fake_runs_as_a_script(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(timeout=5)
     assert proc.returncode == 0
+
+
+@pytest.mark.parametrize(("script", "maybe_sent"), [
+    (lambda f: f.fail_next(10014, 1), True),
+    (lambda f: f.fail_next(205403, 1), False),
+    (lambda f: f.http500_next(1), False),
+])
+def test_maybe_sent_only_where_the_sms_may_have_gone_out(fake: FakeJuhe, client: JuheClient,
+                                                         script: Any, maybe_sent: bool) -> None:
+    script(fake)
+    with pytest.raises(TransientError) as ei:
+        client.send(MOBILE, TPL, {"a": "b"})
+    assert ei.value.maybe_sent is maybe_sent
