@@ -63,7 +63,8 @@ def serve(no_delivery: bool) -> None:
     setup_logging(settings.log_format, [settings.juhe_key, settings.token,
                                         settings.grafana_hmac_secret])
     _rules_or_exit(settings.rules_path, settings.tz)
-    runtime = tempfile.mkdtemp(prefix="bridge-run.")
+    _remove_stale_runtimes()
+    runtime = tempfile.mkdtemp(prefix=f"bridge-run.{os.getpid()}.")
     metrics_dir = os.path.join(runtime, "metrics")
     os.makedirs(metrics_dir)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
@@ -78,6 +79,22 @@ def serve(no_delivery: bool) -> None:
         # must not take the runtime folder (metrics, rules snapshot) from the others
         if os.getpid() == master:
             shutil.rmtree(runtime, ignore_errors=True)
+
+
+def _remove_stale_runtimes() -> None:
+    """Remove runtime folders of ``bridge serve`` masters that died without cleaning up
+    (``bridge-run.PID.*`` in the temp folder, PID no longer running)."""
+    for folder in Path(tempfile.gettempdir()).glob("bridge-run.*.*"):
+        try:
+            pid = int(folder.name.split(".")[1])
+        except (IndexError, ValueError):
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:
+            continue
 
 
 @main.command()

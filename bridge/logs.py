@@ -40,6 +40,15 @@ class Scrub(logging.Filter):
         return True
 
 
+class TextFormatter(logging.Formatter):
+    """One line per record: CR and LF inside the message (alert text) are shown as ``\\n``
+    so that an alert can never forge a log line; tracebacks keep their lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        text = super().formatMessage(record)
+        return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, pid, msg (and exc when any)."""
 
@@ -63,7 +72,7 @@ def setup(fmt: str = "text", secrets: Iterable[str | None] = (), level: int = lo
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter(
+        handler.setFormatter(TextFormatter(
             "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"))
     handler.addFilter(Scrub(secrets))
     root = logging.getLogger()

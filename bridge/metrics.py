@@ -27,6 +27,8 @@ WEBHOOKS = Counter("bridge_webhooks_total", "Webhook requests by source and HTTP
                    ["source", "code"])
 ALERTS = Counter("bridge_alerts_received_total", "Alerts received, by source and status.",
                  ["source", "status"])
+UNROUTED = Counter("bridge_alerts_unrouted_total",
+                   "Alerts that matched no route (nobody was paged for them).", ["source"])
 TRUNCATED = Counter("bridge_alerts_truncated_total",
                     "Alerts Alertmanager left out of a webhook (truncatedAlerts); not pageable.")
 NOTIFICATIONS = Counter("bridge_notifications_total",

@@ -7,6 +7,7 @@ shared state and are decided atomically by the store (:meth:`bridge.store.base.S
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,6 +21,12 @@ from bridge.rules.model import Route, valid_mobile
 from bridge.store.base import Notification
 
 log = logging.getLogger(__name__)
+
+#: Separators between numbers in a ``mobiles_from`` value: comma (also full-width), semicolon,
+#: whitespace.
+_SEPARATORS = re.compile(r"[,，;；\s]+")
+#: China's country code in front of a mobile number (``+86``, ``0086``, ``86`` + 11 digits).
+_COUNTRY_CODE = re.compile(r"^(?:\+86|0086|86)(?=1\d{10}$)")
 
 #: ``episode_of(alert) -> str``: the firing episode's identity (normally ``startsAt``).
 EpisodeFn = Callable[[Alert], str]
@@ -45,14 +52,15 @@ def episode_from_start(alert: Alert) -> str:
 
 def mobiles_of(alert: Alert, r: Route, rules: RuleSet, plan: Plan) -> list[str]:
     """The mobiles a route pages for an alert: its receivers' numbers, then the valid numbers
-    in the label or annotation ``mobiles_from`` names (comma-separated); duplicates once."""
+    in the label or annotation ``mobiles_from`` names (separated by commas, semicolons or
+    spaces; a ``+86``/``0086`` prefix and dashes are dropped); duplicates once."""
     mobiles: list[str] = []
     for name in r.receivers:
         mobiles.extend(rules.receivers[name])
     if r.mobiles_from:
         raw = alert.labels.get(r.mobiles_from) or alert.annotations.get(r.mobiles_from) or ""
-        for part in raw.replace("，", ",").split(","):
-            m = part.strip()
+        for part in _SEPARATORS.split(raw):
+            m = _COUNTRY_CODE.sub("", part.strip().replace("-", ""))
             if not m:
                 continue
             if valid_mobile(m):

@@ -27,13 +27,17 @@ log = logging.getLogger(__name__)
 ELLIPSIS = "…"
 #: Runs of C0/C1 control characters (newline, tab, CR, ...) and Unicode line separators.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+#: Invisible characters that can hide or reorder text on a phone: zero-width spaces and
+#: joiners' neighbours, bidirectional embeddings/overrides/isolates, the BOM.
+_INVISIBLE = re.compile(r"[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
 RENDER_ERROR = "?"
 
 
 def fold_and_cut(value: str, max_len: int) -> str:
-    """Fold each run of control characters to one space, strip, and cut to ``max_len``
-    characters; a cut value ends with ``…`` (the ``…`` counts in ``max_len``)."""
-    value = _CONTROL.sub(" ", value).strip()
+    """Drop invisible characters (zero-width, bidi overrides), fold each run of control
+    characters to one space, strip, and cut to ``max_len`` characters; a cut value ends with
+    ``…`` (the ``…`` counts in ``max_len``)."""
+    value = _CONTROL.sub(" ", _INVISIBLE.sub("", value)).strip()
     if len(value) > max_len:
         return value[: max_len - 1] + ELLIPSIS
     return value

@@ -101,6 +101,8 @@ class Bridge:
                      n.fingerprint, mask_mobile(n.mobile), n.route, o.state,
                      f" ({o.reason})" if o.reason else "")
         if plan.unrouted:
+            metrics.UNROUTED.labels(batch.source).inc(plan.unrouted)
+            counts["unrouted"] = plan.unrouted
             log.info("%d of %d alerts matched no route", plan.unrouted, len(batch.alerts))
         if batch.truncated_alerts:
             counts["truncated"] = batch.truncated_alerts

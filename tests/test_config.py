@@ -68,3 +68,14 @@ def test_masking() -> None:
         "to 138****8000 and 139****9000; id 213800138000x")
     assert redact_url("redis://:secret@host:6379/0") == "redis://:***@host:6379/0"
     assert redact_url("redis://user:secret@host:6379/0") == "redis://user:***@host:6379/0"
+
+
+def test_text_logs_cannot_be_forged_by_alert_text() -> None:
+    import logging
+
+    from bridge.logs import TextFormatter
+
+    record = logging.LogRecord("bridge", logging.INFO, __file__, 1, "alert %s",
+                               ("x\n2026-11-29 ERROR forged\r",), None)
+    line = TextFormatter("%(levelname)s %(message)s").format(record)
+    assert line == "INFO alert x\\n2026-11-29 ERROR forged\\r"

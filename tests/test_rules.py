@@ -73,6 +73,12 @@ def test_repo_rules_file_loads() -> None:
     pytest.param("limits: {storm: {threshold: 3, window: 2m, template: nope}}\n",
                  "limits.storm.template: unknown template 'nope'", id="storm-template"),
     pytest.param("routes: [1\n", "invalid YAML", id="yaml-syntax"),
+    pytest.param("receivers: {r: ['13800138000']}\ntemplates: {t: {tpl_id: 1, vars: {}}}\n",
+                 "routes: no routes: no alert would ever page anyone", id="no-routes"),
+    pytest.param("receivers: {r: ['13800138000']}\ntemplates: {t: {tpl_id: 1, vars: {}}}\n"
+                 "routes: [{name: a, receiver: r, template: t}, {name: a, receiver: r, "
+                 "template: t}]\n", "routes[1].name: 'a' is also the name of routes[0]",
+                 id="duplicate-route-name"),
     pytest.param("- a\n- b\n", "(top level): must be a mapping", id="not-a-mapping"),
 ])
 def test_problem_is_reported_with_its_place(tmp_path: Path, text: str, expected: str) -> None:
@@ -123,6 +129,13 @@ def test_folder_loads_as_one() -> None:
     assert rules.limits.storm is not None and rules.limits.storm.template == "storm"
 
 
+def test_folder_ignores_hidden_files(tmp_path: Path) -> None:
+    d = tmp_path / "rules.d"
+    shutil.copytree(EXAMPLES, d)
+    (d / ".team-db.yaml.swp.yaml").write_text("receivers: {dba: ['13700137000']}\n")
+    assert load_rules(d).files == ["00-base.yaml", "team-db.yaml", "team-web.yaml"]
+
+
 def test_folder_duplicate_names_both_files(tmp_path: Path) -> None:
     d = tmp_path / "rules.d"
     shutil.copytree(EXAMPLES, d)
@@ -163,6 +176,7 @@ def test_folder_problems_carry_file_and_place(tmp_path: Path) -> None:
     ("  padded\n", 20, "padded"),
     ("服务异常告警服务异常告警服务异常告警服务异常告警", 10, "服务异常告警服务异…"),
     ("x\u2028y\x00z", 20, "x y z"),
+    ("zero\u200bwidth \u202eevil\u202c", 20, "zerowidth evil"),
 ])
 def test_fold_and_cut(value: str, n: int, expected: str) -> None:
     assert fold_and_cut(value, n) == expected
@@ -219,6 +233,12 @@ routes: [{receiver: r, template: t, mobiles_from: oncall_mobile}]
     plan = decide(Batch("alertmanager", [b]), rules, NOW)
     assert [n.mobile for n in plan.notifications] == ["13800138000", "13700137000",
                                                       "13600136000"]
+    c = _alert({"alertname": "X",
+                "oncall_mobile": "+8613500135000;13900139001 0086-139-0013-9002\t8613700137001"})
+    plan = decide(Batch("alertmanager", [c]), rules, NOW)
+    assert [n.mobile for n in plan.notifications] == [
+        "13800138000", "13500135000", "13900139001", "13900139002", "13700137001"]
+    assert plan.skipped_mobiles == []
 
 
 def test_plan_muted_at_night_is_suppressed(tmp_path: Path) -> None:

@@ -107,7 +107,8 @@ def rules_files(path: Path) -> list[Path]:
     name order."""
     if path.is_dir():
         return sorted(p for p in path.iterdir()
-                      if p.suffix in (".yaml", ".yml") and p.is_file())
+                      if p.suffix in (".yaml", ".yml") and p.is_file()
+                      and not p.name.startswith("."))  # editors' swap and backup files
     return [path]
 
 
@@ -223,8 +224,16 @@ def _merge(parts: list[tuple[str, RulesFile]], folder: bool, tz: str, version: s
         problems.append(f"{pre(origin[('limits', '')])}limits.storm.template: unknown template "
                         f"{limits.storm.template!r}")
 
+    if not routes:
+        problems.append("routes: no routes: no alert would ever page anyone")
+    names: dict[str, str] = {}
     for label, i, route in routes:
         where = f"{pre(label)}routes[{i}]"
+        if route.name is not None:
+            if route.name in names:
+                problems.append(f"{where}.name: {route.name!r} is also the name of "
+                                f"{names[route.name]}")
+            names.setdefault(route.name, where)
         if route.receiver is None and route.mobiles_from is None:
             problems.append(f"{where}.receiver: a route needs a receiver or mobiles_from")
         for r in route.receivers:
