@@ -292,3 +292,33 @@ routes: [{receiver: r, template: t}]
     [n] = decide(Batch("grafana", [a]), rules, NOW).notifications
     assert n.variables == {"mro": "", "lit": "{{ 7*7 }} {% for %}", "at": "2026-11-30 00:30",
                            "v": "44.2", "bad": "?", "src": "grafana/firing"}
+
+
+def test_structural_and_reference_problems_together(tmp_path: Path) -> None:
+    """Found by a trial run: reference problems showed only after the structural ones were
+    fixed, so `bridge check` took several rounds."""
+    problems = problems_of(tmp_path, """\
+receivers:
+  dba: ["1380013800"]
+  ops: ["13900139000"]
+templates:
+  firing: {tpl_id: 1, vars: {a: "{{ x"}}
+  broken: {tpl_id: 0, vars: {}}
+routes:
+  - name: r1
+    receiver: ops
+    template: nope
+    mute_time_intervals: [day]
+  - name: r1
+    receiver: dba
+    template: broken
+""")
+    assert problems == [
+        "receivers.dba[0]: not an 11-digit mainland China mobile number: '1380013800'",
+        "templates.broken.tpl_id: Input should be greater than 0",
+        "templates.firing.vars.a: template syntax error: unexpected end of template, expected "
+        "'end of print statement'. (line 1)",
+        "routes[0].template: unknown template 'nope'",
+        "routes[0].mute_time_intervals[0]: unknown time interval 'day'",
+        "routes[1].name: 'r1' is also the name of routes[0]",
+    ]

@@ -126,7 +126,7 @@ def load_rules(path: str | Path, tz: str = "Asia/Shanghai") -> RuleSet:
     if folder and not files:
         raise RulesError([f"{root}: no *.yaml or *.yml files in this folder"])
     problems: list[str] = []
-    parts: list[tuple[str, RulesFile]] = []
+    parts: list[Part] = []
     digest = hashlib.sha256()
     for f in files:
         label = f.name
@@ -150,15 +150,72 @@ def load_rules(path: str | Path, tz: str = "Asia/Shanghai") -> RuleSet:
                             "routes, ...")
             continue
         try:
-            parts.append((label, RulesFile.model_validate(doc)))
+            rf = RulesFile.model_validate(doc)
+            parts.append(Part(label, rf, list(range(len(rf.routes)))))
         except ValidationError as exc:
             problems.extend(prefix + p for p in _pydantic_problems(exc))
-    if problems:
+            parts.append(_salvage(label, doc))
+    merge_problems, rules = _merge(parts, folder, tz, digest.hexdigest()[:12])
+    problems.extend(merge_problems)
+    if problems or rules is None:
         raise RulesError(problems)
-    return _merge(parts, folder, tz, digest.hexdigest()[:12])
+    return rules
 
 
-def _merge(parts: list[tuple[str, RulesFile]], folder: bool, tz: str, version: str) -> RuleSet:
+@dataclass
+class Part:
+    """One file's share of the rules. ``route_index[i]`` is route i's index in its file; a file
+    with structural problems is *salvaged*: its valid pieces are kept so that the reference
+    checks can still run, and ``known`` holds the names its invalid pieces define (so that a
+    route naming them is not also reported as naming an unknown receiver)."""
+
+    label: str
+    rules: RulesFile
+    route_index: list[int]
+    known: dict[str, set[str]] = field(default_factory=dict)
+    raw_routes: int = 0
+
+
+def _salvage(label: str, doc: dict[str, Any]) -> Part:
+    """The valid pieces of a file whose whole failed validation (see :class:`Part`)."""
+    good: dict[str, Any] = {}
+    known: dict[str, set[str]] = {}
+    for key in ("receivers", "templates"):
+        section = doc.get(key)
+        if isinstance(section, dict):
+            known[key] = {str(k) for k in section}
+            good[key] = {k: v for k, v in section.items() if _valid({key: {k: v}})}
+    intervals = doc.get("time_intervals")
+    if isinstance(intervals, list):
+        known["time_intervals"] = {str(t.get("name")) for t in intervals if isinstance(t, dict)}
+        good["time_intervals"] = [t for t in intervals if _valid({"time_intervals": [t]})]
+    for key in ("limits", "max_var_len"):
+        if key in doc and _valid({key: doc[key]}):
+            good[key] = doc[key]
+    routes = doc.get("routes")
+    index: list[int] = []
+    if isinstance(routes, list):
+        good["routes"] = []
+        for i, r in enumerate(routes):
+            if _valid({"routes": [r]}):
+                good["routes"].append(r)
+                index.append(i)
+    return Part(label, RulesFile.model_validate(good), index, known,
+                len(routes) if isinstance(routes, list) else 0)
+
+
+def _valid(doc: dict[str, Any]) -> bool:
+    try:
+        RulesFile.model_validate(doc)
+    except ValidationError:
+        return False
+    return True
+
+
+def _merge(parts: list[Part], folder: bool, tz: str,
+           version: str) -> tuple[list[str], RuleSet | None]:
+    """Merge the files' parts and check what refers to what; returns the problems, and the
+    rules when there are none."""
     problems: list[str] = []
     receivers: dict[str, list[str]] = {}
     templates: dict[str, Template] = {}
@@ -180,7 +237,10 @@ def _merge(parts: list[tuple[str, RulesFile]], folder: bool, tz: str, version: s
         origin[(kind, name)] = label
         return True
 
-    for label, part in parts:
+    known = {kind: {n for p in parts for n in p.known.get(kind, ())}
+             for kind in ("receivers", "templates", "time_intervals")}
+    for p in parts:
+        label, part = p.label, p.rules
         for name, mobiles in part.receivers.items():
             if claim("receivers", name, label):
                 receivers[name] = list(dict.fromkeys(mobiles))
@@ -206,7 +266,7 @@ def _merge(parts: list[tuple[str, RulesFile]], folder: bool, tz: str, version: s
             else:
                 max_var_len = part.max_var_len
                 origin[("max_var_len", "")] = label
-        routes.extend((label, i, r) for i, r in enumerate(part.routes))
+        routes.extend((label, p.route_index[i], r) for i, r in enumerate(part.routes))
 
     renderer = Renderer(tz)
     compiled: dict[str, dict[str, JinjaTemplate]] = {}
@@ -220,11 +280,12 @@ def _merge(parts: list[tuple[str, RulesFile]], folder: bool, tz: str, version: s
                 problems.append(f"{pre(label)}templates.{name}.vars.{var}: {exc}")
 
     limits = limits or Limits()
-    if limits.storm is not None and limits.storm.template not in templates:
+    templates_known = set(templates) | known["templates"]
+    if limits.storm is not None and limits.storm.template not in templates_known:
         problems.append(f"{pre(origin[('limits', '')])}limits.storm.template: unknown template "
                         f"{limits.storm.template!r}")
 
-    if not routes:
+    if not routes and not any(p.raw_routes for p in parts):
         problems.append("routes: no routes: no alert would ever page anyone")
     names: dict[str, str] = {}
     for label, i, route in routes:
@@ -237,22 +298,22 @@ def _merge(parts: list[tuple[str, RulesFile]], folder: bool, tz: str, version: s
         if route.receiver is None and route.mobiles_from is None:
             problems.append(f"{where}.receiver: a route needs a receiver or mobiles_from")
         for r in route.receivers:
-            if r not in receivers:
+            if r not in receivers and r not in known["receivers"]:
                 problems.append(f"{where}.receiver: unknown receiver {r!r}")
         for key in ("template", "resolved_template"):
             t = getattr(route, key)
-            if t is not None and t not in templates:
+            if t is not None and t not in templates_known:
                 problems.append(f"{where}.{key}: unknown template {t!r}")
         for key in ("mute_time_intervals", "active_time_intervals"):
             for j, ti_name in enumerate(getattr(route, key)):
-                if ti_name not in intervals:
+                if ti_name not in intervals and ti_name not in known["time_intervals"]:
                     problems.append(f"{where}.{key}[{j}]: unknown time interval {ti_name!r}")
     if problems:
-        raise RulesError(problems)
-    return RuleSet(
+        return problems, None
+    return [], RuleSet(
         receivers=receivers, templates=templates, time_intervals=intervals, limits=limits,
         max_var_len=max_var_len or DEFAULT_MAX_VAR_LEN, routes=[r for _, _, r in routes],
         route_names=[r.name or f"routes[{n}]" for n, (_, _, r) in enumerate(routes)],
-        compiled=compiled, renderer=renderer, files=[label for label, _ in parts],
+        compiled=compiled, renderer=renderer, files=[p.label for p in parts],
         version=version,
     )
