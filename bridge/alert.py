@@ -77,6 +77,9 @@ class Batch:
 
     ``truncated_alerts``: alerts Alertmanager left out of the body (cannot be paged).
     ``ignored``: alerts read but deliberately not acted on (legacy Grafana ``paused``/``pending``).
+    ``skipped``: alerts left out because they could not be read (e.g. an unknown ``status``).
+    ``warnings``: what was read leniently or skipped, each with its place
+    (``alerts[1].startsAt: not an RFC 3339 time; read as missing``).
     """
 
     source: Source
@@ -87,3 +90,5 @@ class Batch:
     group_labels: Mapping[str, str] = field(default_factory=dict)
     truncated_alerts: int = 0
     ignored: int = 0
+    skipped: int = 0
+    warnings: tuple[str, ...] = ()

@@ -167,7 +167,7 @@ class Settings:
             tz=tz,
             port=num("PORT", "8000", 1, 65535),
             workers=num("WEB_CONCURRENCY", "2", 1, 64),
-            max_body_bytes=num("BRIDGE_MAX_BODY_BYTES", "1048576", 1024),
+            max_body_bytes=num("BRIDGE_MAX_BODY_BYTES", "1048576", 1),
             retry_for=dur("BRIDGE_RETRY_FOR", "1h"),
             log_format=log_format,
             retention=dur("BRIDGE_RETENTION", "7d"),

@@ -172,8 +172,9 @@ class Deliverer:
             metrics.JUHE_REQUESTS.labels("dry_run", "0").inc()
         else:
             metrics.JUHE_REQUESTS.labels("ok", "0").inc()
-            log.info("sent to %s tpl_id=%s sid=%s fee=%s ids=%s %s", masked, tpl_id,
-                     result.sid, result.fee, ",".join(ids), note)
+            log.info("sent to %s (%s) tpl_id=%s sid=%s fee=%s ids=%s%s %s", masked,
+                     items[0].alertname or "-", tpl_id, result.sid, result.fee,
+                     ",".join(ids[:5]), "…" if len(ids) > 5 else "", note)
         self.store.mark_sent(ids, result.sid, result.fee, now,
                              reason="dry-run" if self.client.dry_run else note)
         self.store.set_status(STATUS_JUHE_CONFIG, None)
@@ -182,7 +183,8 @@ class Deliverer:
     def _failed(self, items: list[Item], exc: JuheError) -> None:
         now = time.time()
         ids = [i.id for i in items]
-        masked = mask_mobile(items[0].mobile)
+        masked = (f"{mask_mobile(items[0].mobile)} ({items[0].alertname or '-'}, "
+                  f"id {','.join(ids[:5])}{'…' if len(ids) > 5 else ''})")
         kind = "transient" if isinstance(exc, TransientError) else (
             "config" if isinstance(exc, ConfigError) else "permanent")
         metrics.JUHE_REQUESTS.labels(kind, str(exc.code)).inc()
@@ -206,8 +208,8 @@ class Deliverer:
             metrics.DELIVERIES.labels("retrying").inc(len(ids))
             return
         if isinstance(exc, ConfigError):
-            log.error("CONFIGURATION ERROR from Juhe (check JUHE_KEY, account and tpl_id): %s",
-                      reason)
+            log.error("CONFIGURATION ERROR from Juhe (check JUHE_KEY, account and tpl_id) "
+                      "sending to %s: %s", masked, reason)
             self.store.set_status(STATUS_JUHE_CONFIG, reason)
         else:
             log.error("send to %s failed permanently: %s", masked, reason)

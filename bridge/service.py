@@ -64,12 +64,13 @@ class Bridge:
         """Parse a decoded JSON body; raises :class:`PayloadError`."""
         return PARSERS[source](payload)
 
-    def intake(self, batch: Batch, now: float | None = None) -> dict[str, int]:
+    def intake(self, batch: Batch, now: float | None = None) -> dict[str, Any]:
         """Decide and durably store the notifications of one batch.
 
         Returns the counts the webhook answers with: ``alerts``, ``queued``, ``suppressed``
         (muted, duplicates, over a limit, resolved never paged), ``held`` (storm), and
-        ``truncated``/``ignored`` when non-zero. Raises :class:`StoreUnavailable`.
+        ``truncated``/``ignored``/``unrouted``/``skipped`` when non-zero, and ``warnings`` (what
+        was read leniently, with its place) when any. Raises :class:`StoreUnavailable`.
         """
         now = time.time() if now is None else now
         rules = self.holder.rules
@@ -92,7 +93,8 @@ class Bridge:
             day=datetime.fromtimestamp(now, self.settings.zone).strftime("%Y-%m-%d"),
         )
         outcomes = self.store.record(plan.notifications, policy, now)
-        counts = {"alerts": len(batch.alerts), "queued": 0, "suppressed": 0, "held": 0}
+        counts: dict[str, Any] = {"alerts": len(batch.alerts), "queued": 0, "suppressed": 0,
+                                  "held": 0}
         for o in outcomes:
             counts[o.state] = counts.get(o.state, 0) + 1
             metrics.NOTIFICATIONS.labels(o.state, o.reason or "-").inc()
@@ -108,6 +110,12 @@ class Bridge:
             counts["truncated"] = batch.truncated_alerts
         if batch.ignored:
             counts["ignored"] = batch.ignored
+        if batch.skipped:
+            counts["skipped"] = batch.skipped
+        if batch.warnings:
+            counts["warnings"] = list(batch.warnings)
+            for w in batch.warnings:
+                log.warning("%s webhook: %s", batch.source, w)
         return counts
 
     def _with_episode(self, alert: Alert, now: float) -> Alert:

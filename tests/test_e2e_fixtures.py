@@ -186,3 +186,22 @@ def test_spec_rules_route_db_and_ops(make_bridge: Any, fake_juhe: FakeJuhe) -> N
     msgs = settle(fake_juhe, 5)
     assert sorted((m["mobile"], m["tpl_id"]) for m in msgs[3:]) == [
         ("13800138000", "222"), ("13800138001", "222")]
+
+
+def test_one_odd_alert_does_not_lose_the_others(make_bridge: Any, fake_juhe: FakeJuhe) -> None:
+    """Found by a trial run: a bad startsAt in one alert got the whole body a 400."""
+    bridge = make_bridge(CATCH_ALL)
+    body = {"alerts": [
+        {"labels": {"alertname": "GoodOne"}, "startsAt": "2026-11-29T01:00:00Z"},
+        {"labels": {"alertname": "BadTime"}, "startsAt": "2026-11-29 10:00:00"},
+        {"labels": {"alertname": "Pending"}, "status": "pending"},
+    ]}
+    r = bridge.post("/webhook/alertmanager", body)
+    assert r.status_code == 200
+    assert r.json() == {"alerts": 2, "queued": 2, "suppressed": 0, "held": 0, "skipped": 1,
+                        "warnings": [
+                            'alerts[1].startsAt: not an RFC 3339 time; read as missing',
+                            'alerts[2].status: must be "firing" or "resolved"; alert skipped']}
+    msgs = settle(fake_juhe, 2)
+    assert sorted(m["vars"]["name"] for m in msgs) == ["BadTime", "GoodOne"]
+    assert "alerts[1].startsAt: not an RFC 3339 time; read as missing" in bridge.log()

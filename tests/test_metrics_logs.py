@@ -134,9 +134,10 @@ def test_metrics_sum_over_workers_and_json_logs(make_bridge: Any, fake_juhe: Fak
     assert len(by_pid) == 2, dict(by_pid)
     assert sorted(n for ns in by_pid.values() for n in ns) == names  # one line per decision
 
-    assert sum(m.startswith(f"sent to {MASKED} tpl_id=111 sid=") for m in msgs) == N
-    assert sum(m.startswith(f"send to {MASKED} failed (juhe transient error 10014: injected "
-                            "failure), retry ") for m in msgs) == 2
+    assert sum(m.startswith(f"sent to {MASKED} (") and " tpl_id=111 sid=" in m
+               for m in msgs) == N
+    assert sum(m.startswith(f"send to {MASKED} (") and "failed (juhe transient error 10014: "
+               "injected failure), retry " in m for m in msgs) == 2
     assert msgs.count("401 for POST /webhook/alertmanager from 127.0.0.1") == 3
     assert "13800138000" not in bp.log() and TOKEN not in bp.log()
 

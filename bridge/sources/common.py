@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 from bridge.alert import Alert, Batch, Source, Status, labels_fingerprint
 from bridge.errors import PayloadError
+
+T = TypeVar("T")
+#: A sent fingerprint longer than this (characters) is replaced by the labels' fingerprint.
+MAX_FINGERPRINT = 128
 
 # RFC 3339 section 5.6 date-time, with Go's 9-digit (nanosecond) fractions.
 _RFC3339 = re.compile(
@@ -176,33 +181,57 @@ def parse_group(payload: Any, source: Source, *, with_values: bool = False) -> B
     ``with_values`` (Grafana). ``truncatedAlerts`` that is missing or not a non-negative
     integer counts as 0.
 
-    Raises :class:`PayloadError` naming the place of the first problem (see
-    :func:`require_object`, :func:`alert_objects`, :func:`parse_time`, :func:`str_map`,
-    :func:`alert_status`).
+    What makes the body unreadable raises :class:`PayloadError` naming the place (see
+    :func:`require_object`, :func:`alert_objects`: not an object, no ``alerts`` list, an alert
+    without ``labels``). Everything else is read leniently so that one odd alert never costs
+    the others their page (Alertmanager does not retry a 4xx): a bad time is read as missing,
+    bad ``annotations``/``values``/group labels as empty, and an alert whose ``status`` is
+    neither firing nor resolved is skipped; each is listed in ``Batch.warnings``.
     """
     body = require_object(payload)
     items = alert_objects(body)
     group_status: Status = "resolved" if body.get("status") == "resolved" else "firing"
     alerts: list[Alert] = []
+    warnings: list[str] = []
+    skipped = 0
+
+    def lenient(read: Callable[[Any, str], T], value: Any, where: str, fallback: T,
+                how: str) -> T:
+        try:
+            return read(value, where)
+        except PayloadError as exc:
+            warnings.append(f"{exc}; {how}")
+            return fallback
+
     for i, item in enumerate(items):
         where = f"alerts[{i}]"
         labels = str_map(item["labels"], f"{where}.labels")
+        try:
+            status = alert_status(item.get("status"), group_status, f"{where}.status")
+        except PayloadError as exc:
+            warnings.append(f"{exc}; alert skipped")
+            skipped += 1
+            continue
         fingerprint = item.get("fingerprint")
         alerts.append(
             Alert(
                 labels=labels,
-                annotations=str_map(item.get("annotations"), f"{where}.annotations"),
-                status=alert_status(item.get("status"), group_status, f"{where}.status"),
+                annotations=lenient(str_map, item.get("annotations"), f"{where}.annotations",
+                                    {}, "read as empty"),
+                status=status,
                 fingerprint=(
                     fingerprint
-                    if isinstance(fingerprint, str) and fingerprint
+                    if isinstance(fingerprint, str) and 0 < len(fingerprint) <= MAX_FINGERPRINT
                     else labels_fingerprint(labels)
                 ),
                 source=source,
-                starts_at=parse_time(item.get("startsAt"), f"{where}.startsAt"),
-                ends_at=parse_time(item.get("endsAt"), f"{where}.endsAt"),
+                starts_at=lenient(parse_time, item.get("startsAt"), f"{where}.startsAt", None,
+                                  "read as missing"),
+                ends_at=lenient(parse_time, item.get("endsAt"), f"{where}.endsAt", None,
+                                "read as missing"),
                 generator_url=opt_str(item.get("generatorURL")),
-                values=_values(item.get("values"), f"{where}.values") if with_values else {},
+                values=lenient(_values, item.get("values"), f"{where}.values", {},
+                               "read as empty") if with_values else {},
             )
         )
     return Batch(
@@ -210,7 +239,11 @@ def parse_group(payload: Any, source: Source, *, with_values: bool = False) -> B
         alerts=alerts,
         receiver=opt_str(body.get("receiver")),
         external_url=opt_str(body.get("externalURL")),
-        common_labels=str_map(body.get("commonLabels"), "commonLabels"),
-        group_labels=str_map(body.get("groupLabels"), "groupLabels"),
+        common_labels=lenient(str_map, body.get("commonLabels"), "commonLabels", {},
+                              "read as empty"),
+        group_labels=lenient(str_map, body.get("groupLabels"), "groupLabels", {},
+                             "read as empty"),
         truncated_alerts=_count(body.get("truncatedAlerts")),
+        skipped=skipped,
+        warnings=tuple(warnings),
     )
