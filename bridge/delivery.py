@@ -36,6 +36,8 @@ from bridge.store.base import Claim, Item, Store
 log = logging.getLogger(__name__)
 
 STATUS_JUHE_CONFIG = "juhe_config"
+#: At most this many SMS sent one by one per claim (``min_gap: 0``); the rest is given back.
+SEND_PER_CLAIM = 5
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,9 @@ class Deliverer:
         self.client = client
         self.rules = rules
         self.policy = policy or DeliveryPolicy()
+        #: when (monotonic) a successful send next clears the shared juhe_config note: at most
+        #: once a second, and at once after this deliverer saw a configuration error
+        self._clear_config_at = 0.0
         self.stopping = threading.Event()
 
     def run_once(self, now: float | None = None) -> int:
@@ -134,6 +139,11 @@ class Deliverer:
             first, rest = items[:1], items[1:]
             self.store.release([i.id for i in rest], time.time() + rules.limits.min_gap)
             items = first
+        elif len(items) > SEND_PER_CLAIM:
+            # without pacing, a backlog for one mobile goes out in slices, each well within
+            # the lease, so that no other deliverer claims what is still being sent
+            self.store.release([i.id for i in items[SEND_PER_CLAIM:]], time.time())
+            items = items[:SEND_PER_CLAIM]
         for n, item in enumerate(items):
             if self.stopping.is_set():
                 self.store.release([i.id for i in items[n:]], time.time())
@@ -177,7 +187,9 @@ class Deliverer:
                      ",".join(ids[:5]), "…" if len(ids) > 5 else "", note)
         self.store.mark_sent(ids, result.sid, result.fee, now,
                              reason="dry-run" if self.client.dry_run else note)
-        self.store.set_status(STATUS_JUHE_CONFIG, None)
+        if time.monotonic() >= self._clear_config_at:
+            self.store.set_status(STATUS_JUHE_CONFIG, None)
+            self._clear_config_at = time.monotonic() + 1.0
         metrics.DELIVERIES.labels("sent").inc(len(ids))
 
     def _failed(self, items: list[Item], exc: JuheError) -> None:
@@ -211,6 +223,7 @@ class Deliverer:
             log.error("CONFIGURATION ERROR from Juhe (check JUHE_KEY, account and tpl_id) "
                       "sending to %s: %s", masked, reason)
             self.store.set_status(STATUS_JUHE_CONFIG, reason)
+            self._clear_config_at = 0.0
         else:
             log.error("send to %s failed permanently: %s", masked, reason)
         self.store.mark_failed(ids, reason, now)

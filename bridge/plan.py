@@ -98,6 +98,7 @@ def decide(batch: Batch, rules: RuleSet, now: datetime,
             continue
         seen: set[str] = set()
         context = None
+        rendered: dict[str, dict[str, str]] = {}  # template name -> its variables
         for i in hits:
             r = rules.routes[i]
             tpl_name = r.template if alert.status == "firing" else r.resolved_template
@@ -109,8 +110,10 @@ def decide(batch: Batch, rules: RuleSet, now: datetime,
             seen.update(mobiles)
             if context is None:
                 context = alert_context(alert, batch)
-            variables = rules.renderer.render(rules.compiled[tpl_name], context,
-                                              rules.var_len(tpl_name))
+            variables = rendered.get(tpl_name)
+            if variables is None:  # several routes with one template: render it once
+                variables = rendered[tpl_name] = rules.renderer.render(
+                    rules.compiled[tpl_name], context, rules.var_len(tpl_name))
             is_muted = muted(r, rules, now)
             episode = episode_of(alert)
             for m in mobiles:
