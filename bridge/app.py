@@ -6,7 +6,6 @@ Every answer is JSON; errors are ``{"error": "..."}`` with a 4xx (bad input, aut
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from bridge.auth import grafana_signature_problem, token_ok
 from bridge.config import mask_mobile
 from bridge.errors import PayloadError, StoreUnavailable
 from bridge.service import Bridge
+from bridge.sources import parse_body
 from bridge.store.base import STATES
 
 log = logging.getLogger(__name__)
@@ -83,17 +83,9 @@ def create_app(b: Bridge) -> Flask:
                 log.warning("401 grafana webhook: %s", problem)
                 return error(problem, 401)
         try:
-            payload = without_lone_surrogates(json.loads(body))
-        except (ValueError, UnicodeDecodeError) as exc:
-            return error(f"body is not valid JSON: {exc}", 400)
-        except RecursionError:
-            return error("body is not valid JSON: nested too deeply", 400)
-        try:
-            batch = b.parse(source, payload)
+            batch = parse_body(source, body)
         except PayloadError as exc:
             return error(str(exc), 400)
-        except RecursionError:
-            return error("body is nested too deeply", 400)
         return jsonify(b.intake(batch))
 
     @app.get("/healthz")
@@ -170,21 +162,6 @@ def create_app(b: Bridge) -> Flask:
         return resp
 
     return app
-
-
-def without_lone_surrogates(payload: Any) -> Any:
-    """``payload`` with every lone UTF-16 surrogate replaced by U+FFFD.
-
-    JSON may spell one (``"\\ud800"``) but it is not Unicode: SQLite, the fingerprint hash and
-    the Juhe request cannot encode it. Replacing it keeps the alert pageable. Raises
-    ``RecursionError`` for a payload nested too deeply to re-encode.
-    """
-    text = json.dumps(payload, ensure_ascii=False)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return json.loads(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
-    return payload
 
 
 def snapshot(b: Bridge) -> list[Any]:

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -154,15 +153,15 @@ def render(payload: str, rules_path: str | None, source: str | None) -> None:
     from datetime import UTC, datetime
 
     from bridge.plan import decide
-    from bridge.sources import PARSERS
+    from bridge.sources import parse_body, read_body
 
     settings = _settings()
     rules = _rules_or_exit(rules_path or settings.rules_path, settings.tz)
     try:
-        data = json.loads(Path(payload).read_bytes())
-        src = source or _detect_source(data)
-        batch = PARSERS[src](data)
-    except (ValueError, PayloadError) as exc:
+        body = Path(payload).read_bytes()
+        src = source or _detect_source(read_body(body))
+        batch = parse_body(src, body)
+    except PayloadError as exc:
         raise click.ClickException(f"{payload}: {exc}") from None
     plan = decide(batch, rules, datetime.now(UTC))
     click.echo(f"{payload}: {src}, {len(batch.alerts)} alerts, "

@@ -16,7 +16,6 @@ from bridge.delivery import STATUS_JUHE_CONFIG, Deliverer, DeliveryPolicy
 from bridge.juhe import JuheClient
 from bridge.plan import decide
 from bridge.reload import RulesHolder
-from bridge.sources import PARSERS
 from bridge.store.base import Policy, Store, open_store
 
 log = logging.getLogger(__name__)
@@ -60,10 +59,6 @@ class Bridge:
         return lines
 
     # -- intake ---------------------------------------------------------------------------
-    def parse(self, source: str, payload: Any) -> Batch:
-        """Parse a decoded JSON body; raises :class:`PayloadError`."""
-        return PARSERS[source](payload)
-
     def intake(self, batch: Batch, now: float | None = None) -> dict[str, Any]:
         """Decide and durably store the notifications of one batch.
 

@@ -144,3 +144,21 @@ def test_worker_delivers_what_serve_stored(make_bridge: Any, fake_juhe: FakeJuhe
     assert len(fake_juhe.messages) == 1
     worker.stop()
     assert "delivery worker started" in worker.log()
+
+
+def test_render_reads_bodies_as_the_webhook_does(tmp_path: Path) -> None:
+    """Found by a trial run: render crashed on a lone surrogate and on deep nesting, which
+    the webhook handles."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(CATCH_ALL)
+    odd = tmp_path / "odd.json"
+    odd.write_bytes(b'{"alerts":[{"labels":{"alertname":"x\\ud800"},'
+                    b'"startsAt":"2026-11-29T01:00:00Z"}]}')
+    r = bridge("render", str(odd), "--rules", str(rules), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "    name = x\ufffd" in r.stdout.splitlines()
+    deep = tmp_path / "deep.json"
+    deep.write_bytes(b"[" * 100000)
+    r = bridge("render", str(deep), "--rules", str(rules), cwd=tmp_path)
+    assert r.returncode == 1
+    assert "body is not valid JSON: nested too deeply" in r.stderr
