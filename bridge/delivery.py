@@ -36,8 +36,6 @@ from bridge.store.base import Claim, Item, Store
 log = logging.getLogger(__name__)
 
 STATUS_JUHE_CONFIG = "juhe_config"
-#: At most this many SMS sent one by one per claim (``min_gap: 0``); the rest is given back.
-SEND_PER_CLAIM = 5
 
 
 @dataclass(frozen=True)
@@ -139,13 +137,12 @@ class Deliverer:
             first, rest = items[:1], items[1:]
             self.store.release([i.id for i in rest], time.time() + rules.limits.min_gap)
             items = first
-        elif len(items) > SEND_PER_CLAIM:
-            # without pacing, a backlog for one mobile goes out in slices, each well within
-            # the lease, so that no other deliverer claims what is still being sent
-            self.store.release([i.id for i in items[SEND_PER_CLAIM:]], time.time())
-            items = items[:SEND_PER_CLAIM]
+        # without pacing a backlog of one mobile goes out one by one; past half the lease (or
+        # when stopping) the rest is given back, so no other deliverer claims what is still
+        # being sent
+        deadline = claim.lease_until - self.policy.lease / 2
         for n, item in enumerate(items):
-            if self.stopping.is_set():
+            if self.stopping.is_set() or (n and time.time() > deadline):
                 self.store.release([i.id for i in items[n:]], time.time())
                 return
             self._send([item], item.tpl_id, item.variables, "")
