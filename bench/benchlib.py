@@ -363,6 +363,19 @@ def redis_memory(url: str) -> dict[str, float]:
     return {"used_mb": info["used_memory"] / 2**20, "keys": float(keys)}
 
 
+def redis_aof(url: str) -> str:
+    """AOF rewrites so far and the AOF's size, from ``INFO persistence``."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        info = client.info("persistence")
+    finally:
+        client.close()
+    return (f"{info.get('aof_rewrites', '?')} AOF rewrites so far, AOF "
+            f"{int(info.get('aof_current_size', 0)) / 2**20:.0f} MB")
+
+
 def fmt_ratio(x: float) -> str:
     return f"{x:.2f}×"
 
@@ -381,13 +394,15 @@ SPY_STAGES = (
     ("send (bridge/juhe.py", "Juhe HTTP request (fake)"),
     ("mark_sent", "store.mark_sent"),
     ("claim (bridge/store", "store.claim"),
+    ("release (bridge/store", "store.release"),
     ("set_status", "store.set_status"),
     ("decide (bridge/plan.py", "decide: route + render"),
     ("record (bridge/store", "store.record (own work)"),
     ("without_lone_surrogates", "without_lone_surrogates"),
     ("(logging/", "logging"),
     ("(prometheus_client/", "metrics"),
-    ("parse (bridge/service.py", "parse"),
+    ("parse_body (bridge/sources", "read + parse the body"),
+    ("parse (bridge/service.py", "read + parse the body"),
     ("loads (json/", "json.loads"),
     ("(flask/", "flask/werkzeug"),
     ("(werkzeug/", "flask/werkzeug"),

@@ -34,16 +34,20 @@ sys.path.insert(0, str(BENCH))
 
 from benchlib import INTAKE_RULES  # noqa: E402
 
-#: Stages of one request: a frame whose function is one of these counts its inclusive time.
-STAGES = {
-    "json.loads (body)": ("loads", "json/__init__.py"),
-    "without_lone_surrogates": ("without_lone_surrogates", "bridge/app.py"),
-    "parse (sources)": ("parse", "bridge/service.py"),
-    "decide (route+render)": ("decide", "bridge/plan.py"),
-    "store.record": ("record", "bridge/store/"),
-    "logging (intake lines)": ("info", "logging/__init__.py"),
-    "metrics (prometheus)": ("inc", "prometheus_client/"),
-    "jsonify answer": ("jsonify", "flask/json/__init__.py"),
+#: Stages of one request: a frame whose function and file match one of a stage's
+#: (function, file fragment) pairs counts its inclusive time, once per stack. Old and new
+#: names of the same step are listed together, so the table survives refactoring.
+STAGES: dict[str, tuple[tuple[str, str], ...]] = {
+    "read + parse the body": (("parse_body", "bridge/sources/"),
+                              ("parse", "bridge/service.py")),
+    "  read_body: json.loads + surrogates": (("read_body", "bridge/sources/"),
+                                             ("without_lone_surrogates", "bridge/app.py")),
+    "decide (route + render)": (("decide", "bridge/plan.py"),),
+    "  Renderer.render (Jinja2)": (("render", "bridge/render.py"),),
+    "store.record": (("record", "bridge/store/"),),
+    "logging (intake lines)": (("info", "logging/__init__.py"),),
+    "metrics (prometheus)": (("inc", "prometheus_client/"),),
+    "jsonify answer": (("jsonify", "flask/json/__init__.py"),),
 }
 
 
@@ -80,8 +84,9 @@ def walk(frame: Any, own: dict[str, float], incl: dict[str, float], stack: set[s
         key = f"{frame.function} ({_short(path)}:{frame.line_no})"
         own[key] += frame.total_self_time
     entered = []
-    for stage, (fn, where) in STAGES.items():
-        if frame.function == fn and where in path and stage not in stack:
+    for stage, names in STAGES.items():
+        if stage not in stack and any(frame.function == fn and where in path
+                                      for fn, where in names):
             incl[stage] += frame.time
             entered.append(stage)
     stack.update(entered)
@@ -192,8 +197,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     if root is None:
         return out
     walk(root, own, incl, set())
-    out["stages"] = {k: round(100 * v / root.time, 1)
-                     for k, v in sorted(incl.items(), key=lambda kv: -kv[1])}
+    out["stages"] = {k: round(100 * incl[k] / root.time, 1) for k in STAGES if k in incl}
     out["top_own"] = [(k, round(100 * v / root.time, 1))
                       for k, v in sorted(own.items(), key=lambda kv: -kv[1])[:args.top]]
     if args.html:

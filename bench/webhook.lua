@@ -18,7 +18,7 @@ end
 
 local tag = 0
 local n = 0
-local tid = 0
+local thread_id = 0
 local ALERTS = 10
 local head = '{"version":"4","groupKey":"{}:{alertname=\\"DiskFull\\"}","truncatedAlerts":0,' ..
   '"status":"firing","receiver":"sms","groupLabels":{"alertname":"DiskFull"},' ..
@@ -32,7 +32,7 @@ local alert_fmt = '{"status":"firing","labels":{"alertname":"DiskFull","severity
 
 function init(args)
   tag = tonumber(args[1] or "0", 16) or 0
-  tid = tonumber(tid) or 0
+  thread_id = tonumber(rawget(_G, "tid")) or 0  -- set by setup() through thread:set
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "application/json"
 end
@@ -41,8 +41,8 @@ function request()
   n = n + 1
   local parts = {}
   for i = 1, ALERTS do
-    local fp = string.format("%04x%02x%08x%02x", tag % 65536, tid % 256, n, i)
-    local inst = string.format("db-%x-%d-%d-%d:9100", tag, tid, n, i)
+    local fp = string.format("%04x%02x%08x%02x", tag % 65536, thread_id % 256, n, i)
+    local inst = string.format("db-%x-%d-%d-%d:9100", tag, thread_id, n, i)
     parts[i] = string.format(alert_fmt, inst, inst, fp)
   end
   local body = head .. table.concat(parts, ",") .. "]}"

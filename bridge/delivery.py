@@ -36,6 +36,8 @@ from bridge.store.base import Claim, Item, Store
 log = logging.getLogger(__name__)
 
 STATUS_JUHE_CONFIG = "juhe_config"
+#: Items of one mobile loaded per claim when nothing can fold them (no storm template).
+CLAIM_ITEMS = 20
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,11 @@ class Deliverer:
         """
         rules = self.rules()
         now = time.time() if now is None else now
-        claims = self.store.claim(now, self.policy.lease, rules.limits.min_gap, self.policy.batch)
+        # load no more of a mobile's backlog than one claim can send (a storm template folds
+        # all of it into one SMS, so then all of it)
+        cap = 0 if rules.limits.storm is not None else CLAIM_ITEMS
+        claims = self.store.claim(now, self.policy.lease, rules.limits.min_gap, self.policy.batch,
+                                  cap)
         for n, claim in enumerate(claims):
             if self.stopping.is_set():  # shutting down: give the rest back at once
                 self.store.release([i.id for c in claims[n:] for i in c.items], time.time())

@@ -726,3 +726,13 @@ def test_sqlite_reconnects_after_a_write_error(tmp_path: Path) -> None:
         s.record([note()], NO_LIMITS, T0)
     assert states(s.record([note()], NO_LIMITS, T0)) == [("queued", "")]
     s.close()
+
+
+def test_claim_max_items_leaves_the_rest_due(store: Store) -> None:
+    store.record([note(fp=f"fp{i}") for i in range(7)], NO_LIMITS, T0)
+    [first] = store.claim(T0, 60, 0, 10, max_items=3)
+    assert [i.fingerprint for i in first.items] == ["fp0", "fp1", "fp2"]
+    [second] = store.claim(T0, 60, 0, 10, max_items=3)
+    assert [i.fingerprint for i in second.items] == ["fp3", "fp4", "fp5"]
+    [third] = store.claim(T0, 60, 0, 10)
+    assert [i.fingerprint for i in third.items] == ["fp6"]

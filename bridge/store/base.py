@@ -175,13 +175,15 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    def claim(self, now: float, lease: float, min_gap: float, max_mobiles: int) -> list[Claim]:
+    def claim(self, now: float, lease: float, min_gap: float, max_mobiles: int,
+              max_items: int = 0) -> list[Claim]:
         """**Atomically** lease due items, grouped by mobile, to the caller.
 
         An item is due when its state is pending (queued, retrying, held), its ``due_at`` has
         passed and no unexpired lease holds it. A mobile is skipped while its pacing gap runs
         (``min_gap`` seconds after its last claim); claiming a mobile starts its gap. Returns at
-        most ``max_mobiles`` claims; each claim holds every due item of its mobile, oldest first.
+        most ``max_mobiles`` claims; each claim holds the due items of its mobile, oldest first:
+        all of them, or at most ``max_items`` when that is above 0 (the rest stay due).
         """
 
     @abc.abstractmethod

@@ -266,6 +266,7 @@ CLAIM_LUA = _LUA_HELPERS + """
 -- ARGV[3]  lease_until = now + lease
 -- ARGV[4]  now + min_gap: the end of the pacing gap each claimed mobile starts
 -- ARGV[5]  max_mobiles (negative: no limit)
+-- ARGV[6]  max_items per mobile (0: no limit)
 -- Returns a list of {mobile, gapped (0/1), {item hash as HGETALL list, ...}}, items oldest
 -- (lowest id) first.
 local P = ARGV[1]
@@ -275,7 +276,12 @@ local claims = {}
 local mobiles = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, ARGV[5])
 for _, m in ipairs(mobiles) do
   local pk = P .. 'mobile:' .. m .. ':pending'
-  local ids = redis.call('ZRANGEBYSCORE', pk, '-inf', ARGV[2])
+  local ids
+  if tonumber(ARGV[6]) > 0 then
+    ids = redis.call('ZRANGEBYSCORE', pk, '-inf', ARGV[2], 'LIMIT', 0, ARGV[6])
+  else
+    ids = redis.call('ZRANGEBYSCORE', pk, '-inf', ARGV[2])
+  end
   if #ids > 0 then
     table.sort(ids, function(a, b) return tonumber(a) < tonumber(b) end)
     local gap = redis.call('ZSCORE', KEYS[2], m)
@@ -610,11 +616,12 @@ class RedisStore(Store):
         return [Outcome(n, cast(State, state), reason, id or None)
                 for n, (state, reason, id) in zip(notes, rows, strict=True)]
 
-    def claim(self, now: float, lease: float, min_gap: float, max_mobiles: int) -> list[Claim]:
+    def claim(self, now: float, lease: float, min_gap: float, max_mobiles: int,
+              max_items: int = 0) -> list[Claim]:
         lease_until = now + lease
         rows = self._run(self._lua_claim, [self._k("due"), self._k("pace")],
                          [self.prefix, _t(now), _t(lease_until), _t(now + min_gap),
-                          int(max_mobiles)])
+                          int(max_mobiles), max(int(max_items), 0)])
         return [Claim(mobile, [_item(flat) for flat in items], lease_until, bool(gapped))
                 for mobile, gapped, items in rows]
 

@@ -258,7 +258,8 @@ class SqliteStore(Store):
                 return "per_mobile_per_hour limit"
         return ""
 
-    def claim(self, now: float, lease: float, min_gap: float, max_mobiles: int) -> list[Claim]:
+    def claim(self, now: float, lease: float, min_gap: float, max_mobiles: int,
+              max_items: int = 0) -> list[Claim]:
         claims: list[Claim] = []
         with self._tx() as db:
             mobiles = [r[0] for r in db.execute(
@@ -269,7 +270,8 @@ class SqliteStore(Store):
             for mobile in mobiles:
                 rows = db.execute(
                     f"SELECT {_COLUMNS} FROM items WHERE mobile=? AND state IN {_PENDING_SQL}"
-                    " AND due_at <= ? AND lease_until <= ? ORDER BY id", (mobile, now, now)
+                    " AND due_at <= ? AND lease_until <= ? ORDER BY id LIMIT ?",
+                    (mobile, now, now, max_items if max_items > 0 else -1)
                 ).fetchall()
                 if not rows:
                     continue
