@@ -523,6 +523,9 @@ def write_results(rep: Report, args: argparse.Namespace, took: float, out: Path)
                      f"| {r.target} | {verdict} |")
     if rep.notes:
         lines += ["", "Notes from the run:", ""] + [f"- {n}" for n in rep.notes]
+    targets = BENCH / "TARGETS.md"
+    if targets.exists():  # why what is missed is missed (kept by hand)
+        lines += ["", *targets.read_text(encoding="utf-8").strip().splitlines()[1:]]
     titles = {"intake": "Intake (wrk)", "growth": "Growth", "memory": "Memory (VmRSS)"}
     for section in ("intake", "growth", "memory"):
         if rep.details.get(section):
