@@ -2,10 +2,11 @@
 """A fake Juhe SMS API (``/sms/send``) for the test suite, benches and manual runs.
 
 A real HTTP/1.1 keep-alive server (``ThreadingHTTPServer`` on 127.0.0.1, port 0 by default) in
-a background thread. Like ``/work/shared/fake_juhe.py`` it takes GET and POST (form), checks the
-key, the mobile (``1[3-9]`` + 9 digits) and the ``tpl_id``, and decodes ``tpl_value`` exactly as
-Juhe does (form-decode, split on ``&``, each pair on its first ``=``, ``unquote_plus`` name and
-value, strip the ``#``); an undecodable ``tpl_value`` gets 205403 as in the shared fake.
+a background thread. Like the shared strict fake (``fake_juhe.py`` beside SPEC.md) it takes
+GET and POST (form), checks the key, the mobile (``1[3-9]`` + 9 digits) and the ``tpl_id``,
+and decodes ``tpl_value`` exactly as Juhe does (form-decode, split on ``&``, each pair on its
+first ``=``, ``unquote_plus`` name and value, strip the ``#``); an undecodable ``tpl_value``
+gets 205403 as in the shared fake.
 
 In a test::
 
