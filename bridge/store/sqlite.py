@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -109,22 +110,37 @@ class SqliteStore(Store):
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None and getattr(self._local, "pid", None) == os.getpid():
             return conn
+        for attempt in range(5):
+            try:
+                opened = self._open()
+                break
+            except sqlite3.OperationalError as exc:
+                # switching a new file to WAL (or creating the schema) while other processes
+                # do the same can answer "locked" at once, without the busy handler
+                if "locked" not in str(exc) or attempt == 4:
+                    raise StoreUnavailable(f"sqlite {self.path}: {exc}") from None
+                time.sleep(0.05 * (attempt + 1))
+            except (sqlite3.Error, OSError) as exc:
+                raise StoreUnavailable(f"sqlite {self.path}: {exc}") from None
+        self._local.conn = opened
+        self._local.pid = os.getpid()
+        return opened
+
+    def _open(self) -> sqlite3.Connection:
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
+                               check_same_thread=True)
         try:
-            folder = os.path.dirname(os.path.abspath(self.path))
-            os.makedirs(folder, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
-                                   check_same_thread=True)
             conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
             if not self._schema_ready:
                 conn.executescript(SCHEMA)
                 self._schema_ready = True
-        except (sqlite3.Error, OSError) as exc:
-            raise StoreUnavailable(f"sqlite {self.path}: {exc}") from None
-        self._local.conn = conn
-        self._local.pid = os.getpid()
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     @contextmanager
