@@ -109,7 +109,8 @@ def worker() -> None:
     except RulesError as exc:
         raise click.ClickException("rules refused:\n  " + "\n  ".join(exc.problems)) from None
     for line in b.describe():
-        log.info("%s", line)
+        log.warning("%s", line) if line.startswith("WARNING") or "DRY-RUN" in line else log.info(
+            "%s", line)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

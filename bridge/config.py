@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
@@ -55,13 +56,13 @@ def mask_mobile(mobile: str) -> str:
     return f"{mobile[:3]}****{mobile[-4:]}"
 
 
-_MOBILE_IN_TEXT = re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)")
+_MOBILE_IN_TEXT = re.compile(r"(?<!\d)((?:\+|00)?86[- ]?)?(1[3-9]\d{9})(?!\d)")
 
 
 def mask_mobiles_in(text: str) -> str:
-    """Every mainland mobile number inside ``text`` masked (``138****8000``), for log lines
-    that show alert text."""
-    return _MOBILE_IN_TEXT.sub(lambda m: mask_mobile(m.group(0)), text)
+    """Every mainland mobile number inside ``text`` masked (``138****8000``, also after a
+    ``+86``/``0086``/``86`` prefix), for log lines and reasons that show outside text."""
+    return _MOBILE_IN_TEXT.sub(lambda m: (m.group(1) or "") + mask_mobile(m.group(2)), text)
 
 
 def store_url(env: Mapping[str, str]) -> str:
@@ -139,6 +140,16 @@ class Settings:
             where = "BRIDGE_STORE" if e.get("BRIDGE_STORE") else "REDIS_URL"
             raise ValueError(f"{where}: expected sqlite:///PATH or redis://[:password@]host:"
                              f"port/db, got {redact_url(store).split('://')[0]}://...")
+        if store.startswith(("redis://", "rediss://")):
+            where = "BRIDGE_STORE" if e.get("BRIDGE_STORE") else "REDIS_URL"
+            try:
+                parts = urlsplit(store)
+                _ = parts.port
+                db = parts.path.strip("/")
+                if not parts.hostname or (db and not db.isdigit()):
+                    raise ValueError("expected redis://[:password@]host:port/db")
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}: {redact_url(store)}") from None
         juhe_url = e.get("JUHE_URL") or "http://v.juhe.cn/sms/send"
         if not re.match(r"^https?://[^/\s]+", juhe_url):
             raise ValueError(f"JUHE_URL: expected http(s)://host/path, got {juhe_url!r}")

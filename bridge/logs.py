@@ -40,13 +40,18 @@ class Scrub(logging.Filter):
         return True
 
 
+#: Every character some tool takes for a line break, shown escaped in text logs.
+_LINE_BREAKS = {ord(c): rf"\u{ord(c):04x}" for c in "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
+_LINE_BREAKS.update({ord("\n"): "\\n", ord("\r"): "\\r"})
+
+
 class TextFormatter(logging.Formatter):
     """One line per record: CR and LF inside the message (alert text) are shown as ``\\n``
     so that an alert can never forge a log line; tracebacks keep their lines."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
         text = super().formatMessage(record)
-        return text.replace("\r", "\\r").replace("\n", "\\n")
+        return text.translate(_LINE_BREAKS)
 
 
 class JsonFormatter(logging.Formatter):

@@ -22,9 +22,9 @@ from bridge.store.base import Notification
 
 log = logging.getLogger(__name__)
 
-#: Separators between numbers in a ``mobiles_from`` value: comma (also full-width), semicolon,
-#: whitespace.
-_SEPARATORS = re.compile(r"[,，;；\s]+")
+#: Separators between numbers in a ``mobiles_from`` value: comma (also full-width and the
+#: ideographic 、), semicolon, whitespace.
+_SEPARATORS = re.compile(r"[,，、;；\s]+")
 #: China's country code in front of a mobile number (``+86``, ``0086``, ``86`` + 11 digits).
 _COUNTRY_CODE = re.compile(r"^(?:\+86|0086|86)(?=1\d{10}$)")
 
@@ -37,7 +37,8 @@ class Plan:
     """The notifications decided for a batch, plus what was seen and dropped on the way.
 
     ``skipped_mobiles``: invalid numbers from ``mobiles_from`` (masked), each logged.
-    ``unrouted``: alerts that matched no route.
+    ``unrouted``: firing alerts that paged nobody: no route matched, or the routes that matched
+    named no mobile (``mobiles_from`` without its label).
     """
 
     notifications: list[Notification] = field(default_factory=list)
@@ -97,6 +98,7 @@ def decide(batch: Batch, rules: RuleSet, now: datetime,
             plan.unrouted += 1
             continue
         seen: set[str] = set()
+        before = len(plan.notifications)
         context = None
         rendered: dict[str, dict[str, str]] = {}  # template name -> its variables
         for i in hits:
@@ -125,4 +127,10 @@ def decide(batch: Batch, rules: RuleSet, now: datetime,
                     state="suppressed" if is_muted else "queued",
                     reason="muted" if is_muted else "",
                 ))
+        if alert.status == "firing" and len(plan.notifications) == before:
+            # routes matched, but none named a mobile (e.g. mobiles_from without the label)
+            plan.unrouted += 1
+            log.warning("firing %s matched routes %s but none named a mobile: nobody paged",
+                        alert.name or alert.fingerprint,
+                        ", ".join(rules.route_names[i] for i in hits))
     return plan

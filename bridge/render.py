@@ -29,7 +29,8 @@ ELLIPSIS = "…"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 #: Invisible characters that can hide or reorder text on a phone: zero-width spaces and
 #: joiners' neighbours, bidirectional embeddings/overrides/isolates, the BOM.
-_INVISIBLE = re.compile(r"[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+_INVISIBLE = re.compile(
+    r"[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
 RENDER_ERROR = "?"
 
 

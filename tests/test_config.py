@@ -37,6 +37,9 @@ def test_redis_url_is_used_unless_bridge_store_wins() -> None:
     ({"BRIDGE_STORE": "sqlite://"}, "BRIDGE_STORE: expected sqlite:///PATH"),
     ({"REDIS_URL": "memcached://x"}, "REDIS_URL: expected sqlite:///PATH or redis"),
     ({"JUHE_URL": "notaurl"}, "JUHE_URL: expected http(s)://host/path, got 'notaurl'"),
+    ({"BRIDGE_STORE": "redis://:pw@h:notaport/0"}, "BRIDGE_STORE: Port could not be cast"),
+    ({"BRIDGE_STORE": "redis://h:99999/0"}, "BRIDGE_STORE: Port out of range"),
+    ({"BRIDGE_STORE": "redis://h:6379/abc"}, "BRIDGE_STORE: expected redis://[:password@]host"),
     ({"BRIDGE_TZ": "Mars/Olympus"}, "BRIDGE_TZ: unknown time zone 'Mars/Olympus'"),
     ({"BRIDGE_LOG_FORMAT": "xml"}, "BRIDGE_LOG_FORMAT: must be text or json, not 'xml'"),
 ])
@@ -66,6 +69,8 @@ def test_masking() -> None:
     assert mask_mobile("123") == "****"
     assert mask_mobiles_in("to 13800138000 and 13900139000; id 213800138000x") == (
         "to 138****8000 and 139****9000; id 213800138000x")
+    assert mask_mobiles_in("+8613800138000 008613900139000 86-13700137000") == (
+        "+86138****8000 0086139****9000 86-137****7000")
     assert redact_url("redis://:secret@host:6379/0") == "redis://:***@host:6379/0"
     assert redact_url("redis://user:secret@host:6379/0") == "redis://user:***@host:6379/0"
 
@@ -76,6 +81,7 @@ def test_text_logs_cannot_be_forged_by_alert_text() -> None:
     from bridge.logs import TextFormatter
 
     record = logging.LogRecord("bridge", logging.INFO, __file__, 1, "alert %s",
-                               ("x\n2026-11-29 ERROR forged\r",), None)
+                               ("x\n2026-11-29 ERROR forged\r\u2028y\x85z",), None)
     line = TextFormatter("%(levelname)s %(message)s").format(record)
-    assert line == "INFO alert x\\n2026-11-29 ERROR forged\\r"
+    assert line == "INFO alert x\\n2026-11-29 ERROR forged\\r\\u2028y\\u0085z"
+    assert line.splitlines() == [line]

@@ -73,6 +73,10 @@ def test_repo_rules_file_loads() -> None:
     pytest.param("limits: {storm: {threshold: 3, window: 2m, template: nope}}\n",
                  "limits.storm.template: unknown template 'nope'", id="storm-template"),
     pytest.param("routes: [1\n", "invalid YAML", id="yaml-syntax"),
+    pytest.param("receivers: {r: ['13800138000']}\ntemplates: {t: {tpl_id: 1, vars: {}}}\n"
+                 "routes: [{receiver: [], template: t}]\n",
+                 "routes[0].receiver: a route needs a receiver or mobiles_from",
+                 id="empty-receiver-list"),
     pytest.param("receivers: {r: ['13800138000']}\ntemplates: {t: {tpl_id: 1, vars: {}}}\n",
                  "routes: no routes: no alert would ever page anyone", id="no-routes"),
     pytest.param("receivers: {r: ['13800138000']}\ntemplates: {t: {tpl_id: 1, vars: {}}}\n"
@@ -177,6 +181,7 @@ def test_folder_problems_carry_file_and_place(tmp_path: Path) -> None:
     ("服务异常告警服务异常告警服务异常告警服务异常告警", 10, "服务异常告警服务异…"),
     ("x\u2028y\x00z", 20, "x y z"),
     ("zero\u200bwidth \u202eevil\u202c", 20, "zerowidth evil"),
+    ("soft\u00adhy\u061cph\u180een", 20, "softhyphen"),
 ])
 def test_fold_and_cut(value: str, n: int, expected: str) -> None:
     assert fold_and_cut(value, n) == expected
@@ -234,11 +239,22 @@ routes: [{receiver: r, template: t, mobiles_from: oncall_mobile}]
     assert [n.mobile for n in plan.notifications] == ["13800138000", "13700137000",
                                                       "13600136000"]
     c = _alert({"alertname": "X",
-                "oncall_mobile": "+8613500135000;13900139001 0086-139-0013-9002\t8613700137001"})
+                "oncall_mobile": "+8613500135000;13900139001 0086-139-0013-9002、8613700137001"})
     plan = decide(Batch("alertmanager", [c]), rules, NOW)
     assert [n.mobile for n in plan.notifications] == [
         "13800138000", "13500135000", "13900139001", "13900139002", "13700137001"]
     assert plan.skipped_mobiles == []
+
+
+def test_plan_counts_a_firing_alert_that_pages_nobody(tmp_path: Path) -> None:
+    """Found by a verification run: a route whose mobiles_from label is missing paged nobody,
+    silently."""
+    rules = _rules(tmp_path, """\
+templates: {t: {tpl_id: 1, vars: {n: x}}}
+routes: [{template: t, mobiles_from: oncall_mobile}]
+""")
+    plan = decide(Batch("alertmanager", [_alert({"alertname": "X"})]), rules, NOW)
+    assert (plan.notifications, plan.unrouted) == ([], 1)
 
 
 def test_plan_muted_at_night_is_suppressed(tmp_path: Path) -> None:

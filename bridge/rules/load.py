@@ -295,7 +295,7 @@ def _merge(parts: list[Part], folder: bool, tz: str,
                 problems.append(f"{where}.name: {route.name!r} is also the name of "
                                 f"{names[route.name]}")
             names.setdefault(route.name, where)
-        if route.receiver is None and route.mobiles_from is None:
+        if not route.receivers and route.mobiles_from is None:
             problems.append(f"{where}.receiver: a route needs a receiver or mobiles_from")
         for r in route.receivers:
             if r not in receivers and r not in known["receivers"]:
