@@ -338,3 +338,28 @@ routes:
         "routes[0].mute_time_intervals[0]: unknown time interval 'day'",
         "routes[1].name: 'r1' is also the name of routes[0]",
     ]
+
+
+def test_a_route_with_a_bad_field_still_has_its_references_checked(tmp_path: Path) -> None:
+    """Found by a verification run: a bad regex hid the same route's unknown receiver."""
+    problems = problems_of(tmp_path, """\
+receivers: {ops: ["13900139000"]}
+templates: {firing: {tpl_id: 111, vars: {name: "{{ labels.alertname }}"}}}
+routes:
+  - name: a
+    matchers: ['severity=~"("']
+    receiver: nobody
+    template: nosuch
+  - name: a
+    receiver: ops
+    template: firing
+    repeat_interval: soon
+""")
+    assert problems == [
+        "routes[0].matchers[0]: invalid regex: '(': missing ), unterminated subpattern at "
+        "position 0",
+        "routes[1].repeat_interval: not a duration (like 90s, 5m, 1h30m): 'soon'",
+        "routes[0].receiver: unknown receiver 'nobody'",
+        "routes[0].template: unknown template 'nosuch'",
+        "routes[1].name: 'a' is also the name of routes[0]",
+    ]

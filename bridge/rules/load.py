@@ -197,11 +197,28 @@ def _salvage(label: str, doc: dict[str, Any]) -> Part:
     if isinstance(routes, list):
         good["routes"] = []
         for i, r in enumerate(routes):
-            if _valid({"routes": [r]}):
-                good["routes"].append(r)
+            kept = r if _valid({"routes": [r]}) else _without_bad_fields(r)
+            if kept is not None:
+                good["routes"].append(kept)
                 index.append(i)
     return Part(label, RulesFile.model_validate(good), index, known,
                 len(routes) if isinstance(routes, list) else 0)
+
+
+def _without_bad_fields(route: Any) -> dict[str, Any] | None:
+    """An invalid route without its invalid fields, so that its other fields can still be
+    checked against the rest (``None`` when that leaves nothing checkable)."""
+    if not isinstance(route, dict):
+        return None
+    try:
+        RulesFile.model_validate({"routes": [route]})
+    except ValidationError as exc:
+        bad = {e["loc"][2] for e in exc.errors() if len(e["loc"]) > 2}
+        if not bad or "template" in bad:
+            return None
+        stripped = {k: v for k, v in route.items() if k not in bad}
+        return stripped if _valid({"routes": [stripped]}) else None
+    return route
 
 
 def _valid(doc: dict[str, Any]) -> bool:
