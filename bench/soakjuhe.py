@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import argparse
 import random
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from fakejuhe import FakeJuhe  # noqa: E402
+from fakejuhe import FakeJuhe, serve_until_stopped  # noqa: E402
 
 
 class FlakyJuhe(FakeJuhe):
@@ -77,14 +75,7 @@ def main() -> int:
     fake = FlakyJuhe(args.key, None, host=args.host, port=args.port, log_path=args.log,
                      fail_rate=args.fail_rate, permanent_share=args.permanent_share,
                      seed=args.seed)
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
-    with fake:
-        print(f"fake juhe on {fake.url}", flush=True)
-        while not done.wait(0.5):
-            pass
-    return 0
+    return serve_until_stopped(fake)
 
 
 if __name__ == "__main__":

@@ -7,12 +7,11 @@ Every answer is JSON; errors are ``{"error": "..."}`` with a 4xx (bad input, aut
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
-from flask import Flask, Response, current_app, g, jsonify, request
+from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from bridge import metrics
@@ -147,10 +146,6 @@ def create_app(b: Bridge) -> Flask:
     def unexpected(exc: Exception) -> Any:
         log.exception("unexpected error on %s %s", request.method, request.path)
         return error(f"internal error ({type(exc).__name__}); nothing was stored", 500)
-
-    @app.before_request
-    def started() -> None:
-        g.t0 = time.perf_counter()
 
     @app.after_request
     def count(resp: Response) -> Response:

@@ -45,7 +45,7 @@ SKIPPED_MOBILES = Counter("bridge_mobiles_skipped_total",
 
 
 class _Snapshot(Collector):
-    """Gauges read at scrape time: ``fn()`` returns ``{(metric, help): {labels-tuple: value}}``."""
+    """Metrics read at scrape time: ``fn()`` returns the metric families to expose."""
 
     def __init__(self, fn: Callable[[], list[Metric]]) -> None:
         self.fn = fn

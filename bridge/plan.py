@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -28,8 +27,6 @@ _SEPARATORS = re.compile(r"[,，、;；\s]+")
 #: China's country code in front of a mobile number (``+86``, ``0086``, ``86`` + 11 digits).
 _COUNTRY_CODE = re.compile(r"^(?:\+86|0086|86)(?=1\d{10}$)")
 
-#: ``episode_of(alert) -> str``: the firing episode's identity (normally ``startsAt``).
-EpisodeFn = Callable[[Alert], str]
 
 
 @dataclass
@@ -83,8 +80,7 @@ def muted(r: Route, rules: RuleSet, now: datetime) -> bool:
     return False
 
 
-def decide(batch: Batch, rules: RuleSet, now: datetime,
-           episode_of: EpisodeFn = episode_from_start) -> Plan:
+def decide(batch: Batch, rules: RuleSet, now: datetime) -> Plan:
     """The notifications for every alert of ``batch`` under ``rules`` at ``now`` (aware).
 
     Each alert is judged by its own status. A mobile reached by several matching routes gets
@@ -117,7 +113,7 @@ def decide(batch: Batch, rules: RuleSet, now: datetime,
                 variables = rendered[tpl_name] = rules.renderer.render(
                     rules.compiled[tpl_name], context, rules.var_len(tpl_name))
             is_muted = muted(r, rules, now)
-            episode = episode_of(alert)
+            episode = episode_from_start(alert)
             for m in mobiles:
                 plan.notifications.append(Notification(
                     mobile=m, fingerprint=alert.fingerprint, status=alert.status,

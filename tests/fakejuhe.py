@@ -54,7 +54,7 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qs, unquote_plus, urlsplit
 
-__all__ = ["FakeJuhe", "parse_tpl_value"]
+__all__ = ["FakeJuhe", "parse_tpl_value", "serve_until_stopped"]
 
 MOBILE = re.compile(r"1[3-9]\d{9}")
 Message = dict[str, Any]
@@ -582,6 +582,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.fail:
         code, _, n = args.fail.partition(":")
         fake.fail_next(int(code), int(n or "1"))
+    return serve_until_stopped(fake)
+
+
+def serve_until_stopped(fake: FakeJuhe) -> int:
+    """Run ``fake`` in the foreground, printing its URL, until SIGTERM or SIGINT; returns 0."""
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
