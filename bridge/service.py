@@ -11,7 +11,7 @@ from typing import Any
 
 from bridge import metrics
 from bridge.alert import Alert, Batch
-from bridge.config import Settings, mask_mobile, redact_url
+from bridge.config import Settings, mask_mobile
 from bridge.delivery import STATUS_JUHE_CONFIG, Deliverer, DeliveryPolicy
 from bridge.juhe import JuheClient
 from bridge.plan import decide
@@ -32,7 +32,8 @@ class Bridge:
                  state_dir: str | None = None) -> None:
         self.settings = settings
         self.holder = RulesHolder(settings.rules_path, settings.tz, state_dir)
-        self.store = store or open_store(settings.store)
+        self.store = store or open_store(settings.store, redis_wait=settings.redis_wait,
+                                         redis_wait_timeout=settings.redis_wait_timeout)
         self.client = JuheClient(settings.juhe_key, settings.juhe_url,
                                  timeout=settings.juhe_timeout)
         self.delivery_policy = DeliveryPolicy(retry_for=settings.retry_for,
@@ -47,7 +48,7 @@ class Bridge:
         """Start-up lines: what is in force (never the key)."""
         s = self.settings
         lines = [
-            f"store: {redact_url(self.store.url)}",
+            f"store: {self.store.describe()}",
             f"rules: {self.holder.rules.summary()}",
             "juhe: " + ("DRY-RUN: JUHE_KEY is not set, nothing will be sent" if s.dry_run
                         else s.juhe_url),

@@ -665,7 +665,7 @@ def test_redis_keys_are_bounded(redis_url: str) -> None:
     keys = set(admin.keys("*"))
     admin.close()
     s.close()
-    assert keys == {"bridge:seq", "bridge:day:2026-09-21", "bridge:ping"}
+    assert keys == {"{bridge}:seq", "{bridge}:day:2026-09-21", "{bridge}:ping"}
 
 
 def test_redis_out_of_memory_writes_nothing(redis_url: str) -> None:

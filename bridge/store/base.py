@@ -237,6 +237,12 @@ class Store(abc.ABC):
     def ping(self) -> None:
         """Return when the store answers and can be written; raise StoreUnavailable otherwise."""
 
+    def describe(self) -> str:
+        """What store is in use, for the start-up line (never a password)."""
+        from bridge.config import redact_url
+
+        return redact_url(self.url)
+
     def config_warnings(self) -> list[str]:
         """What in the backend's configuration weakens the guarantees, for the start-up log
         (e.g. Redis without AOF). Empty by default."""
@@ -246,16 +252,21 @@ class Store(abc.ABC):
         """Release connections (safe to call twice)."""
 
 
-def open_store(url: str) -> Store:
-    """Open the store a ``BRIDGE_STORE`` URL names: ``sqlite:///PATH`` or
-    ``redis://[:password@]host:port/db`` / ``rediss://``. Raises ``ValueError`` otherwise."""
+def open_store(url: str, *, redis_wait: int = 0, redis_wait_timeout: float = 1.0) -> Store:
+    """Open the store a ``BRIDGE_STORE`` URL names: ``sqlite:///PATH``, or Redis
+    (``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://``, ``redis+cluster://``; see
+    :class:`bridge.store.redis.RedisStore`) with ``redis_wait`` replicas confirming each write
+    within ``redis_wait_timeout`` seconds (``BRIDGE_REDIS_WAIT``). Raises ``ValueError``
+    otherwise."""
     if url.startswith("sqlite:///"):
         from bridge.store.sqlite import SqliteStore
 
         return SqliteStore(url[len("sqlite:///"):])
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    from bridge.config import REDIS_SCHEMES
+
+    if url.startswith(REDIS_SCHEMES):
         from bridge.store.redis import RedisStore
 
-        return RedisStore(url)
+        return RedisStore(url, wait=redis_wait, wait_timeout=redis_wait_timeout)
     scheme = url.split(":", 1)[0]
     raise ValueError(f"BRIDGE_STORE: expected sqlite:///PATH or redis://..., got {scheme}:")
