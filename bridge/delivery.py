@@ -28,7 +28,13 @@ from datetime import UTC, datetime
 
 from bridge import metrics
 from bridge.config import mask_mobile, mask_mobiles_in
-from bridge.errors import ConfigError, JuheError, StoreUnavailable, TransientError
+from bridge.errors import (
+    ConfigError,
+    JuheError,
+    StoreUnavailable,
+    StoreUnconfirmed,
+    TransientError,
+)
 from bridge.juhe import JuheClient, SendResult
 from bridge.rules.load import RuleSet
 from bridge.store.base import Claim, Item, Store
@@ -42,9 +48,12 @@ CLAIM_ITEMS = 20
 
 @dataclass(frozen=True)
 class DeliveryPolicy:
-    """Delivery timing, seconds: lease per claim, backoff base and cap, total retry time."""
+    """Delivery timing, seconds: lease per claim, backoff base and cap, total retry time, and
+    how long storing a send's result is retried while the store is unavailable
+    (``mark_retry_for``: long enough for a Redis failover, well within the lease)."""
 
     lease: float = 120.0
+    mark_retry_for: float = 30.0
     retention: float = 7 * 86400.0
     prune_every: float = 600.0
     retry_base: float = 2.0
@@ -188,12 +197,47 @@ class Deliverer:
             log.info("sent to %s (%s) tpl_id=%s sid=%s fee=%s ids=%s%s %s", masked,
                      items[0].alertname or "-", tpl_id, result.sid, result.fee,
                      ",".join(ids[:5]), "…" if len(ids) > 5 else "", note)
-        self.store.mark_sent(ids, result.sid, result.fee, now,
-                             reason="dry-run" if self.client.dry_run else note)
+        self._settle(masked, lambda: self.store.mark_sent(
+            ids, result.sid, result.fee, now, reason="dry-run" if self.client.dry_run else note))
         if time.monotonic() >= self._clear_config_at:
             self.store.set_status(STATUS_JUHE_CONFIG, None)
             self._clear_config_at = time.monotonic() + 1.0
         metrics.DELIVERIES.labels("sent").inc(len(ids))
+
+    def _settle(self, masked: str, mark: Callable[[], None]) -> None:
+        """Store the result of a send (``mark``), retrying while the store is briefly
+        unavailable, e.g. a Redis failover: a result that is not stored lets the SMS go out
+        again when its lease ends.
+
+        Unreachable: retried with backoff (0.1 s doubling to 2 s) for up to
+        ``policy.mark_retry_for`` seconds (5 s once stopping), then :class:`StoreUnavailable`
+        is raised and delivery pauses (at least once: the SMS may go again after its lease).
+        Written but not confirmed by enough replicas (:class:`StoreUnconfirmed`, after the
+        ``WAIT`` already waited): retried once, then accepted with a warning, since the result
+        stands on the master and delivery must go on while replicas are away.
+        """
+        started = time.monotonic()
+        delay, unconfirmed = 0.1, 0
+        while True:
+            try:
+                mark()
+                return
+            except StoreUnconfirmed as exc:
+                unconfirmed += 1
+                if unconfirmed > 1:
+                    log.warning("result for %s stored on the redis master only: %s", masked, exc)
+                    return
+                log.warning("result for %s not confirmed by replicas, storing it again: %s",
+                            masked, exc)
+                continue
+            except StoreUnavailable as exc:
+                budget = 5.0 if self.stopping.is_set() else self.policy.mark_retry_for
+                if time.monotonic() - started + delay > budget:
+                    raise
+                log.warning("storing the result for %s failed, retrying in %.1fs: %s", masked,
+                            delay, exc)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     def _failed(self, items: list[Item], exc: JuheError) -> None:
         now = time.time()
@@ -210,7 +254,8 @@ class Deliverer:
             if now - first >= self.policy.retry_for:
                 log.error("giving up on %s after %.0fs and %d attempts: %s", masked,
                           now - first, attempts, reason)
-                self.store.mark_failed(ids, f"gave up after {attempts} attempts: {reason}", now)
+                self._settle(masked, lambda: self.store.mark_failed(
+                    ids, f"gave up after {attempts} attempts: {reason}", now))
                 metrics.DELIVERIES.labels("failed").inc(len(ids))
                 return
             # an SMS that may have gone out counts against the carrier's pace for that number
@@ -219,7 +264,7 @@ class Deliverer:
             delay = backoff(attempts, self.policy, floor or None)
             log.warning("send to %s failed (%s), retry %d in %.1fs", masked, reason, attempts,
                         delay)
-            self.store.mark_retry(ids, now + delay, reason, now)
+            self._settle(masked, lambda: self.store.mark_retry(ids, now + delay, reason, now))
             metrics.DELIVERIES.labels("retrying").inc(len(ids))
             return
         if isinstance(exc, ConfigError):
@@ -229,5 +274,5 @@ class Deliverer:
             self._clear_config_at = 0.0
         else:
             log.error("send to %s failed permanently: %s", masked, reason)
-        self.store.mark_failed(ids, reason, now)
+        self._settle(masked, lambda: self.store.mark_failed(ids, reason, now))
         metrics.DELIVERIES.labels("failed").inc(len(ids))

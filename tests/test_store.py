@@ -1,5 +1,6 @@
-"""One contract suite for every store (huey's ``StorageTests``): SQLite in ``tmp_path`` and a real
-redis-server (``conftest.redis_url``). Time is injected (``now``); nothing sleeps for it to pass.
+"""One contract suite for every store (huey's ``StorageTests``): SQLite in ``tmp_path``, a real
+redis-server (``conftest.redis_url``), a master watched by three sentinels and a real Redis
+Cluster. Time is injected (``now``); nothing sleeps for it to pass.
 
 The concurrency tests start 8 processes (``spawn``: each opens its own store from ``store.url``)
 that call the store at the same moment, behind a barrier.
@@ -57,13 +58,20 @@ def by_id(store: Store, item_id: str) -> Item:
     return found[0]
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+#: The fixture giving each Redis topology's URL (tests/conftest.py).
+REDIS_URLS = {"redis": "redis_url", "redis-sentinel": "sentinel_url",
+              "redis-cluster": "cluster_url"}
+
+
+@pytest.fixture(params=["sqlite", *REDIS_URLS])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """Every store: SQLite, one redis-server, the master three sentinels watch, and a
+    three-master Redis Cluster (the last two started once for this module)."""
     s: Store
     if request.param == "sqlite":
         s = SqliteStore(str(tmp_path / "bridge.db"))
     else:
-        s = RedisStore(request.getfixturevalue("redis_url"))
+        s = RedisStore(request.getfixturevalue(REDIS_URLS[request.param]))
     yield s
     s.close()
 

@@ -80,7 +80,7 @@ from contextlib import contextmanager
 from typing import Any, cast
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import (
     AskError,
@@ -641,7 +641,10 @@ class RedisStore(Store):
                 list(t.hosts), sentinel_kwargs={
                     "socket_timeout": min(socket_timeout, 1.0),
                     "socket_connect_timeout": min(socket_timeout, 1.0),
-                    "password": t.sentinel_password, "decode_responses": True})
+                    "password": t.sentinel_password, "decode_responses": True,
+                    # a sentinel that does not answer: ask the next one (redis-py's default
+                    # retries each for seconds)
+                    "retry": Retry(NoBackoff(), 0)})
             self._client = _untyped(self._sentinel.master_for)(
                 t.service, redis_class=redis.Redis, db=t.db, username=t.username,
                 password=t.password, retry=retry,
@@ -669,6 +672,7 @@ class RedisStore(Store):
                 self._cluster = RedisCluster(
                     startup_nodes=[_untyped(ClusterNode)(h, p) for h, p in t.hosts],
                     username=t.username, password=t.password, require_full_coverage=False,
+                    retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=1),
                     **self._options)
                 self._cluster_stale = False
             elif self._cluster_stale:
