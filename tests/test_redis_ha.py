@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import os
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,6 +25,7 @@ import requests
 from conftest import (
     CATCH_ALL,
     KEY,
+    ROOT,
     SPEC_RULES,
     ClusterSet,
     RedisServer,
@@ -133,6 +138,22 @@ def test_no_sentinel_answers_is_unavailable_quickly(free_ports: list[int]) -> No
     assert time.monotonic() - started < 5
     assert "pw" not in str(info.value)
     s.close()
+
+
+@pytest.mark.parametrize(("url", "error"), [
+    ("redis+sentinel://:s3cret@127.0.0.1:26379,127.0.0.1:26380",
+     "Error: BRIDGE_STORE: expected the master's name after the hosts"),
+    ("redis+cluster://:s3cret@127.0.0.1:7000/2", "Error: BRIDGE_STORE: a Redis Cluster has only "
+                                                  "database 0"),
+])
+def test_a_bad_url_stops_the_service_at_start(tmp_path: Path, url: str, error: str) -> None:
+    exe = shutil.which("bridge") or str(Path(sys.executable).parent / "bridge")
+    env = {**os.environ, "BRIDGE_STORE": url, "PORT": str(free_port()),
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([exe, "serve"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode != 0
+    assert error in r.stderr and "s3cret" not in r.stderr + r.stdout
 
 
 # -- bridge serve on the sentinels ---------------------------------------------------------------

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from bridge.config import REDIS_SCHEMES, redact_url
+
 State = Literal["queued", "sent", "retrying", "failed", "suppressed", "held"]
 STATES: tuple[State, ...] = ("queued", "sent", "retrying", "failed", "suppressed", "held")
 #: States whose SMS may still be sent.
@@ -239,8 +241,6 @@ class Store(abc.ABC):
 
     def describe(self) -> str:
         """What store is in use, for the start-up line (never a password)."""
-        from bridge.config import redact_url
-
         return redact_url(self.url)
 
     def config_warnings(self) -> list[str]:
@@ -262,8 +262,6 @@ def open_store(url: str, *, redis_wait: int = 0, redis_wait_timeout: float = 1.0
         from bridge.store.sqlite import SqliteStore
 
         return SqliteStore(url[len("sqlite:///"):])
-    from bridge.config import REDIS_SCHEMES
-
     if url.startswith(REDIS_SCHEMES):
         from bridge.store.redis import RedisStore
 
