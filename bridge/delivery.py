@@ -84,6 +84,8 @@ class Deliverer:
         #: once a second, and at once after this deliverer saw a configuration error
         self._clear_config_at = 0.0
         self.stopping = threading.Event()
+        #: set when storing a result needed the store back (see _settle); ends the claim
+        self._interrupted = False
 
     def run_once(self, now: float | None = None) -> int:
         """Claim and deliver one batch of due mobiles; returns how many claims were handled.
@@ -97,7 +99,10 @@ class Deliverer:
         cap = 0 if rules.limits.storm is not None else CLAIM_ITEMS
         claims = self.store.claim(now, self.policy.lease, rules.limits.min_gap, self.policy.batch,
                                   cap)
+        self._interrupted = False
         for n, claim in enumerate(claims):
+            if self._interrupted:  # see _settle: the claim may be lost, leave it to its lease
+                break
             if self.stopping.is_set():  # shutting down: give the rest back at once
                 self.store.release([i.id for c in claims[n:] for i in c.items], time.time())
                 break
@@ -157,6 +162,10 @@ class Deliverer:
         # being sent
         deadline = claim.lease_until - self.policy.lease / 2
         for n, item in enumerate(items):
+            if self._interrupted:  # see _settle: the claim may be lost, leave it to its lease
+                log.warning("store was unreachable: %d SMS of this claim left to its lease",
+                            len(items) - n)
+                return
             if self.stopping.is_set() or (n and time.time() > deadline):
                 self.store.release([i.id for i in items[n:]], time.time())
                 return
@@ -231,6 +240,9 @@ class Deliverer:
                             masked, exc)
                 continue
             except StoreUnavailable as exc:
+                # a failover may have lost this deliverer's claim, so others may be sending
+                # the rest of it now: send no more of it (its lease, if kept, ends normally)
+                self._interrupted = True
                 budget = 5.0 if self.stopping.is_set() else self.policy.mark_retry_for
                 if time.monotonic() - started + delay > budget:
                     raise

@@ -108,6 +108,18 @@ def test_wait_confirms_each_write_step(sentinel_url: str, redis_url: str) -> Non
     alone.close()
 
 
+def test_a_wait_longer_than_the_socket_timeout_is_not_cut_off(redis_url: str) -> None:
+    """A WAIT that outlasts the socket timeout must not time out (the retry would then run
+    the step a second time)."""
+    s = RedisStore(redis_url, socket_timeout=0.3, wait=1, wait_timeout=0.6)
+    started = time.monotonic()
+    with pytest.raises(StoreUnconfirmed, match="0 of 1 replicas confirmed the write within 0.6s"):
+        s.record([note("a")], Policy(), T0)
+    assert time.monotonic() - started >= 0.6
+    assert [i.alertname for i in s.recent()] == ["a"]
+    s.close()
+
+
 def test_sentinel_without_wait_is_warned_about(sentinel_url: str) -> None:
     s = RedisStore(sentinel_url)
     assert s.describe() == "redis sentinel mymaster via 3 sentinels"

@@ -625,8 +625,11 @@ class RedisStore(Store):
         # ``retry_on_timeout=True``; the Retry below is its documented replacement.
         retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=1,
                       supported_errors=(redis.ConnectionError, redis.TimeoutError))
+        # a reply may take the WAIT timeout longer: never cut it off (a timed-out step would be
+        # sent again by the retry)
         self._options: dict[str, Any] = {
-            "decode_responses": True, "socket_timeout": socket_timeout,
+            "decode_responses": True,
+            "socket_timeout": socket_timeout + (self.wait_timeout if self.wait else 0.0),
             "socket_connect_timeout": socket_timeout, "health_check_interval": 15}
         self._sentinel: Sentinel | None = None
         self._cluster: RedisCluster | None = None
