@@ -36,6 +36,7 @@ names are people of the rules file is checked by :mod:`bridge.rules.load`, which
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, Self
@@ -43,7 +44,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, model_validator
 
-from bridge.config import parse_duration
+from bridge.config import mask_mobile, parse_duration
 from bridge.timeintervals import parse_location, parse_time_of_day
 
 __all__ = [
@@ -52,8 +53,10 @@ __all__ = [
     "Schedule",
     "ScheduleSpec",
     "Shift",
+    "OnCall",
     "next_shifts",
     "oncall_at",
+    "oncall_view",
     "parse_local_time",
     "rotation_shift",
 ]
@@ -250,9 +253,11 @@ class Schedule:
 class Shift:
     """One piece of the final view: ``people`` on call for ``[start, end)``.
 
-    ``start``/``end`` are aware, in the schedule's zone. ``override`` tells an override's piece
-    from the rotation's; ``rotation`` is the rotation shift number k (``None`` for an override),
-    ``override_index`` the override's index in ``overrides`` (``None`` for the rotation).
+    ``start``/``end`` are aware, in the schedule's zone (subtract them in UTC: Python does
+    wall-clock arithmetic between two times of one zone, which is off across a DST change).
+    ``override`` tells an override's piece from the rotation's; ``rotation`` is the rotation
+    shift number k (``None`` for an override), ``override_index`` the override's index in
+    ``overrides`` (``None`` for the rotation).
     """
 
     start: datetime
@@ -339,4 +344,47 @@ def next_shifts(schedule: Schedule, t: datetime, n: int) -> list[Shift]:
     for _ in range(max(n, 0)):
         current = oncall_at(schedule, current.end)
         out.append(current)
+    return out
+
+
+@dataclass(frozen=True)
+class OnCall:
+    """One schedule read at a time: the shift in force (``now``) and the ``next`` ones, with
+    ``mobiles`` mapping each person shown to their number (from ``people:``)."""
+
+    schedule: Schedule
+    now: Shift
+    next: tuple[Shift, ...]
+    mobiles: Mapping[str, str]
+
+    def shift_json(self, shift: Shift, mask: bool = True) -> dict[str, Any]:
+        """``{"start", "end", "override", "people": [{"name", "mobile"}]}``: times ISO 8601
+        in the schedule's zone, mobiles masked unless ``mask`` is false."""
+        def shown(name: str) -> str:
+            mobile = self.mobiles.get(name, "")
+            return mask_mobile(mobile) if mask else mobile
+
+        return {"start": shift.start.isoformat(), "end": shift.end.isoformat(),
+                "override": shift.override,
+                "people": [{"name": p, "mobile": shown(p)} for p in shift.people]}
+
+    def to_json(self, mask: bool = True) -> dict[str, Any]:
+        """The ``/api/oncall`` shape of one schedule: ``name``, ``time_zone``, ``now``,
+        ``next`` (see :meth:`shift_json`)."""
+        return {"name": self.schedule.name, "time_zone": str(self.schedule.zone.key),
+                "now": self.shift_json(self.now, mask),
+                "next": [self.shift_json(s, mask) for s in self.next]}
+
+
+def oncall_view(schedules: Mapping[str, Schedule], people: Mapping[str, str], at: datetime,
+                next_n: int = 3, only: str | None = None) -> list[OnCall]:
+    """Every schedule (or just ``only``) read at the aware time ``at``: who is on call and the
+    ``next_n`` shifts after, in the order the schedules are defined. The one read behind
+    ``bridge oncall``, ``/api/oncall``, the operator page, the metric and the start-up line.
+    Raises ``KeyError`` for an unknown ``only``."""
+    names = [only] if only is not None else list(schedules)
+    out: list[OnCall] = []
+    for name in names:
+        s = schedules[name]
+        out.append(OnCall(s, oncall_at(s, at), tuple(next_shifts(s, at, next_n)), people))
     return out

@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 from bridge.alert import Alert, Batch
 from bridge.config import mask_mobile
@@ -48,13 +49,15 @@ def episode_from_start(alert: Alert) -> str:
     return alert.starts_at.isoformat() if alert.starts_at is not None else ""
 
 
-def mobiles_of(alert: Alert, r: Route, rules: RuleSet, plan: Plan) -> list[str]:
-    """The mobiles a route pages for an alert: its receivers' numbers, then the valid numbers
-    in the label or annotation ``mobiles_from`` names (separated by commas, semicolons or
-    spaces; a ``+86``/``0086`` prefix and dashes are dropped); duplicates once."""
+def mobiles_of(alert: Alert, r: Route, rules: RuleSet, plan: Plan,
+               now: datetime | None = None) -> list[str]:
+    """The mobiles a route pages for an alert: its receivers' numbers and the people on call
+    at ``now`` in the schedules it names, then the valid numbers in the label or annotation
+    ``mobiles_from`` names (separated by commas, semicolons or spaces; a ``+86``/``0086``
+    prefix and dashes are dropped); duplicates once."""
     mobiles: list[str] = []
     for name in r.receivers:
-        mobiles.extend(rules.receivers[name])
+        mobiles.extend(rules.mobiles_for(name, now or datetime.now(UTC)))
     if r.mobiles_from:
         raw = alert.labels.get(r.mobiles_from) or alert.annotations.get(r.mobiles_from) or ""
         for part in _SEPARATORS.split(raw):
@@ -80,12 +83,23 @@ def muted(r: Route, rules: RuleSet, now: datetime) -> bool:
     return False
 
 
+def _render_for(rules: RuleSet, tpl_name: str, context: dict[str, Any],
+                mobile: str) -> dict[str, str]:
+    """A template's variables for one mobile: the context plus ``person`` (the name of the
+    person whose number it is; left undefined for a number that is nobody's)."""
+    person = rules.person_of(mobile)
+    own = {**context, "person": person} if person else context
+    return rules.renderer.render(rules.compiled[tpl_name], own, rules.var_len(tpl_name))
+
+
 def decide(batch: Batch, rules: RuleSet, now: datetime) -> Plan:
     """The notifications for every alert of ``batch`` under ``rules`` at ``now`` (aware).
 
     Each alert is judged by its own status. A mobile reached by several matching routes gets
     one notification, from the first of them. A resolved alert is notified only on routes with a
     ``resolved_template``. A muted route gives ``suppressed`` notifications (reason ``muted``).
+    A route naming a schedule pages the people on call at ``now``; a template that reads
+    ``person`` is rendered once per mobile.
     """
     plan = Plan()
     for alert in batch.alerts:
@@ -102,7 +116,7 @@ def decide(batch: Batch, rules: RuleSet, now: datetime) -> Plan:
             tpl_name = r.template if alert.status == "firing" else r.resolved_template
             if tpl_name is None:
                 continue
-            mobiles = [m for m in mobiles_of(alert, r, rules, plan) if m not in seen]
+            mobiles = [m for m in mobiles_of(alert, r, rules, plan, now) if m not in seen]
             if not mobiles:
                 continue
             seen.update(mobiles)
@@ -115,6 +129,8 @@ def decide(batch: Batch, rules: RuleSet, now: datetime) -> Plan:
             is_muted = muted(r, rules, now)
             episode = episode_from_start(alert)
             for m in mobiles:
+                if "person" in rules.uses.get(tpl_name, ()):
+                    variables = _render_for(rules, tpl_name, context, m)
                 plan.notifications.append(Notification(
                     mobile=m, fingerprint=alert.fingerprint, status=alert.status,
                     episode=episode, route=rules.route_names[i], alertname=alert.name,
