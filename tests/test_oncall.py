@@ -228,6 +228,7 @@ routes:
         "receivers.dba[1]: unknown person 'nobody' (not in people:, not a mobile number)",
         "schedules.sre: 'sre' is also a receiver: schedules and receivers share one namespace",
         "schedules.ok.overrides[0].people[0]: unknown person 'wang' (not in people:)",
+        "schedules.odd.members[1][1]: unknown person 'ghost' (not in people:)",
         "routes[0].receiver: unknown receiver 'nosuch'",
     ]
 
@@ -298,3 +299,88 @@ routes:
     assert rules.receivers["dba"] == ["13800138001", "13700137000"]
     assert rules.who("13800138001") == "li 138****8001"
     assert rules.who("13700137000") == "137****7000"
+
+
+# -- the command line ----------------------------------------------------------------------
+CLI_RULES = BASE + """\
+people: {zhang: "13800138000", li: "13800138001", wang: "13900139000", zhao: "13900139001"}
+schedules:
+  sre:
+    members: [zhang, li, [wang, zhao]]
+    shift: 1w
+    handover: "10:00"
+    start: 2026-01-05
+    overrides:
+      - {start: "2026-12-24 10:00", end: "2026-12-26 10:00", people: [wang]}
+  db: {members: [li], shift: 1d, start: 2026-01-05, time_zone: UTC}
+time_intervals:
+  - name: night
+    time_intervals: [{times: [{start_time: "23:00", end_time: "24:00"}],
+                      location: Asia/Shanghai}]
+routes:
+  - {name: page, receiver: sre, template: t, mute_time_intervals: [night]}
+"""
+
+
+def cli(*args: str, cwd: Path) -> Any:
+    from test_cli import bridge
+
+    return bridge(*args, cwd=cwd)
+
+
+def test_cli_oncall_at_a_time(tmp_path: Path) -> None:
+    (tmp_path / "rules.yaml").write_text(CLI_RULES.replace(BASE, BASE.split("\n", 1)[1]),
+                                         encoding="utf-8")
+    r = cli("oncall", "--rules", "rules.yaml", "--at", "2026-12-22 12:00", "--next", "2",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "sre (Asia/Shanghai; 7d shifts, handover 10:00, from 2026-01-05):",
+        "  now   2026-12-21 10:00 -> 2026-12-24 10:00  wang 13900139000, zhao 13900139001",
+        "  next  2026-12-24 10:00 -> 2026-12-26 10:00  wang 13900139000  (override)",
+        "  next  2026-12-26 10:00 -> 2026-12-28 10:00  wang 13900139000, zhao 13900139001",
+        "db (UTC; 1d shifts, handover 09:00, from 2026-01-05):",
+        "  now   2026-12-21 09:00 -> 2026-12-22 09:00  li 13800138001",  # 04:00 UTC
+        "  next  2026-12-22 09:00 -> 2026-12-23 09:00  li 13800138001",
+        "  next  2026-12-23 09:00 -> 2026-12-24 09:00  li 13800138001",
+    ]
+    r = cli("oncall", "db", "--rules", "rules.yaml", "--at", "2026-12-22 12:00", "--next", "0",
+            cwd=tmp_path)
+    assert r.stdout.splitlines() == [
+        "db (UTC; 1d shifts, handover 09:00, from 2026-01-05):",
+        "  now   2026-12-21 09:00 -> 2026-12-22 09:00  li 13800138001"]
+    r = cli("oncall", "nope", "--rules", "rules.yaml", cwd=tmp_path)
+    assert r.returncode == 1 and "unknown schedule 'nope'; the rules have sre, db" in r.stderr
+    r = cli("oncall", "--rules", "rules.yaml", "--at", "tomorrow", cwd=tmp_path)
+    assert r.returncode == 2 and "expected YYYY-MM-DD HH:MM" in r.stderr
+
+
+def test_cli_oncall_invalid_rules_exit_1_with_every_problem(tmp_path: Path) -> None:
+    (tmp_path / "rules.yaml").write_text(BASE + """\
+schedules:
+  sre: {members: [zhang, ghost], shift: 12h, start: 2026-01-05}
+routes: [{receiver: sre, template: t}]
+""", encoding="utf-8")
+    r = cli("oncall", "--rules", "rules.yaml", cwd=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr.splitlines() == [
+        "rules.yaml: 2 problem(s):",
+        "  schedules.sre.shift: shift must be a whole number of days, like 1d, 2d, 1w: '12h'",
+        "  schedules.sre.members[1]: unknown person 'ghost' (not in people:)",
+    ]
+
+
+def test_cli_render_at_a_time_names_the_person(tmp_path: Path) -> None:
+    (tmp_path / "rules.yaml").write_text(CLI_RULES.replace(BASE, BASE.split("\n", 1)[1]),
+                                         encoding="utf-8")
+    body = tmp_path / "a.json"
+    body.write_text('{"alerts": [{"status": "firing", "labels": {"alertname": "X"}}]}')
+    r = cli("render", "a.json", "--rules", "rules.yaml", "--at", "2026-12-25 12:00",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "- route page: firing X -> wang 13900139000 tpl_id 1 [queued]\n    who = wang\n" \
+        in r.stdout
+    r = cli("render", "a.json", "--rules", "rules.yaml", "--at", "2026-12-22 23:30",
+            cwd=tmp_path)
+    assert "- route page: firing X -> wang 13900139000 tpl_id 1 [suppressed (muted)]" in r.stdout
+    assert "- route page: firing X -> zhao 13900139001 tpl_id 1 [suppressed (muted)]" in r.stdout

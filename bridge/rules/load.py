@@ -239,6 +239,8 @@ def _salvage(label: str, doc: dict[str, Any]) -> Part:
         if isinstance(section, dict):
             known[key] = {str(k) for k in section}
             good[key] = {k: v for k, v in section.items() if _valid({key: {k: v}})}
+            if key == "schedules":
+                good[key].update((k, v) for k, v in _schedule_stand_ins(section).items())
     intervals = doc.get("time_intervals")
     if isinstance(intervals, list):
         known["time_intervals"] = {str(t.get("name")) for t in intervals if isinstance(t, dict)}
@@ -257,6 +259,30 @@ def _salvage(label: str, doc: dict[str, Any]) -> Part:
                 index.append(i)
     return Part(label, RulesFile.model_validate(good), index, known,
                 len(routes) if isinstance(routes, list) else 0)
+
+
+#: Neutral values standing in for a schedule's bad settings, so that its people are still
+#: checked against ``people:`` in the same run.
+_SCHEDULE_STAND_INS = {"shift": "1d", "start": "2000-01-01", "handover": "09:00",
+                       "time_zone": "UTC"}
+
+
+def _schedule_stand_ins(section: dict[str, Any]) -> dict[str, Any]:
+    """Invalid schedules whose only bad fields are settings, with those replaced by neutral
+    values (a schedule with bad ``members`` or ``overrides`` is left out)."""
+    out: dict[str, Any] = {}
+    for name, spec in section.items():
+        if not isinstance(spec, dict) or _valid({"schedules": {name: spec}}):
+            continue
+        try:
+            ScheduleSpec.model_validate(spec)
+        except ValidationError as exc:
+            bad = {str(e["loc"][0]) if e["loc"] else "" for e in exc.errors()}
+            if bad <= set(_SCHEDULE_STAND_INS):
+                fixed = {**spec, **{k: _SCHEDULE_STAND_INS[k] for k in bad}}
+                if _valid({"schedules": {name: fixed}}):
+                    out[name] = fixed
+    return out
 
 
 def _without_bad_fields(route: Any) -> dict[str, Any] | None:
