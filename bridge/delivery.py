@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from bridge import metrics
-from bridge.config import mask_mobile, mask_mobiles_in
+from bridge.config import mask_mobiles_in
 from bridge.errors import ConfigError, JuheError, StoreUnavailable, TransientError
 from bridge.juhe import JuheClient, SendResult
 from bridge.rules.load import RuleSet
@@ -168,7 +168,7 @@ class Deliverer:
     def _send(self, items: list[Item], tpl_id: int, variables: dict[str, str],
               note: str) -> None:
         ids = [i.id for i in items]
-        masked = mask_mobile(items[0].mobile)
+        masked = self.rules().who(items[0].mobile)  # "zhang 138****8000"
         started = time.time()
         try:
             result: SendResult = self.client.send(items[0].mobile, tpl_id, variables)
@@ -198,7 +198,7 @@ class Deliverer:
     def _failed(self, items: list[Item], exc: JuheError) -> None:
         now = time.time()
         ids = [i.id for i in items]
-        masked = (f"{mask_mobile(items[0].mobile)} ({items[0].alertname or '-'}, "
+        masked = (f"{self.rules().who(items[0].mobile)} ({items[0].alertname or '-'}, "
                   f"id {','.join(ids[:5])}{'…' if len(ids) > 5 else ''})")
         kind = "transient" if isinstance(exc, TransientError) else (
             "config" if isinstance(exc, ConfigError) else "permanent")

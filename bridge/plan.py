@@ -83,13 +83,20 @@ def muted(r: Route, rules: RuleSet, now: datetime) -> bool:
     return False
 
 
-def _render_for(rules: RuleSet, tpl_name: str, context: dict[str, Any],
-                mobile: str) -> dict[str, str]:
-    """A template's variables for one mobile: the context plus ``person`` (the name of the
-    person whose number it is; left undefined for a number that is nobody's)."""
-    person = rules.person_of(mobile)
-    own = {**context, "person": person} if person else context
-    return rules.renderer.render(rules.compiled[tpl_name], own, rules.var_len(tpl_name))
+def _variables(rules: RuleSet, tpl_name: str, context: dict[str, Any],
+               rendered: dict[str, dict[str, str]], mobile: str) -> dict[str, str]:
+    """A template's variables for one mobile. A template that reads ``person`` sees the name
+    of the person whose number it is (left undefined for a number that is nobody's) and is
+    rendered per mobile; any other is rendered once per alert (``rendered`` caches it by
+    template name, for several routes sharing one template)."""
+    if "person" in rules.uses.get(tpl_name, ()):
+        person = rules.person_of(mobile)
+        own = {**context, "person": person} if person else context
+        return rules.renderer.render(rules.compiled[tpl_name], own, rules.var_len(tpl_name))
+    if tpl_name not in rendered:
+        rendered[tpl_name] = rules.renderer.render(rules.compiled[tpl_name], context,
+                                                   rules.var_len(tpl_name))
+    return rendered[tpl_name]
 
 
 def decide(batch: Batch, rules: RuleSet, now: datetime) -> Plan:
@@ -122,19 +129,14 @@ def decide(batch: Batch, rules: RuleSet, now: datetime) -> Plan:
             seen.update(mobiles)
             if context is None:
                 context = alert_context(alert, batch)
-            variables = rendered.get(tpl_name)
-            if variables is None:  # several routes with one template: render it once
-                variables = rendered[tpl_name] = rules.renderer.render(
-                    rules.compiled[tpl_name], context, rules.var_len(tpl_name))
             is_muted = muted(r, rules, now)
             episode = episode_from_start(alert)
             for m in mobiles:
-                if "person" in rules.uses.get(tpl_name, ()):
-                    variables = _render_for(rules, tpl_name, context, m)
                 plan.notifications.append(Notification(
                     mobile=m, fingerprint=alert.fingerprint, status=alert.status,
                     episode=episode, route=rules.route_names[i], alertname=alert.name,
-                    tpl_id=rules.templates[tpl_name].tpl_id, variables=variables,
+                    tpl_id=rules.templates[tpl_name].tpl_id,
+                    variables=_variables(rules, tpl_name, context, rendered, m),
                     repeat_interval=r.repeat_interval,
                     state="suppressed" if is_muted else "queued",
                     reason="muted" if is_muted else "",

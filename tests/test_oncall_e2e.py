@@ -77,8 +77,8 @@ def test_schedule_pages_who_is_on_call_and_reload_rotates(make_bridge: Any, fake
                      bridge.get("/metrics").text, re.M)
     [row] = bridge.get("/api/notifications").json()["notifications"]
     assert (row["mobile"], row["person"], row["route"]) == ("138****8000", "zhang", "sre-page")
-    assert wait_until(lambda: "-> zhang 138****8000 via route sre-page: queued" in bridge.log(),
-                      10), bridge.log()
+    assert wait_until(lambda: "-> zhang 138****8000 via route sre-page: queued" in bridge.log()
+                      and "sent to zhang 138****8000 (DiskFull)" in bridge.log(), 10), bridge.log()
 
     (tmp_path / "rules.yaml").write_text(rules("[li, zhang]"), encoding="utf-8")
     r = bridge.post("/-/reload", b"")
