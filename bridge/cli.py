@@ -149,6 +149,13 @@ def check(rules: str | None) -> None:
                    f"template {r.template}"
                    + (f", resolved {r.resolved_template}" if r.resolved_template else "")
                    + (" (continue)" if r.continue_ else ""))
+    for view in oncall_view(rs.schedules, rs.people, datetime.now(UTC), 0):
+        sch = view.schedule
+        members = ", ".join("+".join(m) for m in sch.members)
+        click.echo(f"  schedule {sch.name}: {members}; {sch.shift_days}d shifts from "
+                   f"{sch.start} at {sch.handover:%H:%M} {sch.zone.key}"
+                   f"{f', overrides: {len(sch.overrides)}' if sch.overrides else ''}; "
+                   f"on call now: {', '.join(view.now.people)}")
 
 
 def _detect_source(payload: Any) -> str:
