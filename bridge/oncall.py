@@ -147,6 +147,8 @@ def _member(value: Any) -> tuple[str, ...]:
 
 
 def _people(value: Any) -> tuple[str, ...]:
+    if value == []:
+        raise ValueError("an override needs at least one person")
     people = _member(value)
     return tuple(dict.fromkeys(people))
 
@@ -202,6 +204,14 @@ class ScheduleSpec(BaseModel):
     start: StartDate
     time_zone: ZoneName | None = None
     overrides: list[OverrideSpec] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_mapping(cls, value: Any) -> Any:
+        if not isinstance(value, dict | ScheduleSpec):
+            raise ValueError("a schedule is a mapping: members, shift, start (handover, "
+                             "time_zone, overrides)")
+        return value
 
     def people(self) -> list[tuple[str, str]]:
         """Every name the schedule uses with its place: ``("members[2][0]", "wang")``, ..."""
