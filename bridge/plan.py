@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from bridge.alert import Alert, Batch
@@ -50,14 +50,14 @@ def episode_from_start(alert: Alert) -> str:
 
 
 def mobiles_of(alert: Alert, r: Route, rules: RuleSet, plan: Plan,
-               now: datetime | None = None) -> list[str]:
+               now: datetime) -> list[str]:
     """The mobiles a route pages for an alert: its receivers' numbers and the people on call
     at ``now`` in the schedules it names, then the valid numbers in the label or annotation
     ``mobiles_from`` names (separated by commas, semicolons or spaces; a ``+86``/``0086``
     prefix and dashes are dropped); duplicates once."""
     mobiles: list[str] = []
     for name in r.receivers:
-        mobiles.extend(rules.mobiles_for(name, now or datetime.now(UTC)))
+        mobiles.extend(rules.mobiles_for(name, now))
     if r.mobiles_from:
         raw = alert.labels.get(r.mobiles_from) or alert.annotations.get(r.mobiles_from) or ""
         for part in _SEPARATORS.split(raw):
