@@ -384,3 +384,30 @@ def test_cli_render_at_a_time_names_the_person(tmp_path: Path) -> None:
             cwd=tmp_path)
     assert "- route page: firing X -> wang 13900139000 tpl_id 1 [suppressed (muted)]" in r.stdout
     assert "- route page: firing X -> zhao 13900139001 tpl_id 1 [suppressed (muted)]" in r.stdout
+
+
+# -- the view, in-process (Flask test client over a real SQLite file) ----------------------
+def test_api_oncall_view_and_metric(tmp_path: Path) -> None:
+    from bridge.app import create_app
+    from bridge.config import Settings
+    from bridge.service import Bridge
+
+    (tmp_path / "rules.yaml").write_text(CLI_RULES.replace(BASE, BASE.split("\n", 1)[1]),
+                                         encoding="utf-8")
+    settings = Settings.from_env({"BRIDGE_RULES": str(tmp_path / "rules.yaml"),
+                                  "BRIDGE_STORE": f"sqlite:///{tmp_path / 'bridge.db'}"})
+    b = Bridge(settings)
+    client = create_app(b).test_client()
+    for query, status in [("?next=-1", 400), ("?next=101", 400), ("?next=two", 400),
+                          ("?next=100", 200), ("", 200)]:
+        assert client.get("/api/oncall" + query).status_code == status, query
+    data = client.get("/api/oncall?next=1").get_json()
+    assert [(s["name"], len(s["next"])) for s in data["schedules"]] == [("sre", 1), ("db", 1)]
+    assert data["schedules"][1]["now"]["people"] == [{"name": "li", "mobile": "138****8001"}]
+    [view] = b.oncall(next_n=2, at=local(SH, "2026-12-25 12:00").timestamp(), only="sre")
+    assert (view.now.people, view.now.override, [s.people for s in view.next]) == (
+        ("wang",), True, [("wang", "zhao"), ("zhang",)])
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'bridge_oncall{person="li",schedule="db"} 1.0' in metrics
+    assert any(line.startswith("on call: db: li 138****8001 until ") for line in b.describe())
+    b.store.close()
