@@ -9,6 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from test_rules import problems_of
 
 from bridge.alert import Alert, Batch
 from bridge.errors import RulesError
@@ -179,14 +180,6 @@ BASE = """\
 people: {zhang: "13800138000", li: "13800138001"}
 templates: {t: {tpl_id: 1, vars: {who: "{{ person | default('-') }}"}}}
 """
-
-
-def problems_of(tmp_path: Path, text: str) -> list[str]:
-    f = tmp_path / "rules.yaml"
-    f.write_text(text, encoding="utf-8")
-    with pytest.raises(RulesError) as info:
-        load_rules(f)
-    return info.value.problems
 
 
 def test_schedule_problems_with_their_places(tmp_path: Path) -> None:
