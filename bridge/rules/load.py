@@ -2,6 +2,13 @@
 
 Every problem is collected and reported at once, each with its place in the file
 (``routes[2].matchers[0]: ...``) and, for a folder, its file (``team-db.yaml: routes[0]...``).
+
+The stages, each its own function: every file is read and validated on its own
+(:class:`~bridge.rules.model.RulesFile`; a file with problems is salvaged so that the later
+checks still run on its valid pieces), :func:`_merge` joins the files by name, :func:`_compile`
+compiles templates and schedules and resolves people to mobiles, :func:`_check_references`
+checks what refers to what; :func:`_build` runs the last three and makes the :class:`RuleSet`.
+A route is named by where it is written (:class:`RouteId`) wherever it has no ``name``.
 """
 
 from __future__ import annotations
