@@ -12,6 +12,7 @@ from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
 from flask import Flask, Response, current_app, jsonify, request
+from prometheus_client.core import GaugeMetricFamily
 from werkzeug.exceptions import HTTPException
 
 from bridge import metrics
@@ -118,12 +119,25 @@ def create_app(b: Bridge) -> Flask:
         if state is not None and state not in STATES:
             return error(f"status must be one of {', '.join(STATES)}", 400)
         mobile = request.args.get("mobile") or None
+        rules = b.holder.rules
         items = []
         for item in b.store.recent(limit, state, mobile):
             data = item.to_json()
             data["mobile"] = mask_mobile(item.mobile)
+            data["person"] = rules.person_of(item.mobile)  # by the rules in force now
             items.append(data)
         return jsonify({"notifications": items})
+
+    @app.get("/api/oncall")
+    @protected
+    def oncall() -> Any:
+        try:
+            next_n = int(request.args.get("next", "3"))
+        except ValueError:
+            return error("next must be a whole number", 400)
+        if not 0 <= next_n <= 100:
+            return error("next must be from 0 to 100", 400)
+        return jsonify({"schedules": [v.to_json(mask=True) for v in b.oncall(next_n)]})
 
     @app.get("/metrics")
     def metrics_view() -> Any:
@@ -160,7 +174,8 @@ def create_app(b: Bridge) -> Flask:
 
 
 def snapshot(b: Bridge) -> list[Any]:
-    """Scrape-time gauges: stored notifications per state and the rules reload state."""
+    """Scrape-time gauges: stored notifications per state, who is on call, and the rules
+    reload state."""
     out = []
     try:
         counts = b.store.counts()
@@ -169,6 +184,12 @@ def snapshot(b: Bridge) -> list[Any]:
                                  {k: float(v) for k, v in counts.items()}, "state"))
     except StoreUnavailable:
         pass
+    oncall = GaugeMetricFamily("bridge_oncall", "1 for whoever is on call now, per schedule.",
+                               labels=["schedule", "person"])
+    for view in b.oncall(next_n=0):
+        for person in view.now.people:
+            oncall.add_metric([view.schedule.name, person], 1.0)
+    out.append(oncall)
     state = b.holder.state
     out.append(metrics.gauge("bridge_rules_last_reload_successful",
                              "1 when the last rules reload succeeded.",

@@ -1,4 +1,4 @@
-"""The ``bridge`` command: serve, worker, check, render, send-test.
+"""The ``bridge`` command: serve, worker, check, render, oncall, send-test.
 
 ``.env`` in the working directory is read first and never overrides the environment.
 """
@@ -12,6 +12,7 @@ import signal
 import sys
 import tempfile
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from bridge.config import Settings, mask_mobile
 from bridge.errors import JuheError, PayloadError, RulesError, StoreUnavailable
 from bridge.juhe import JuheClient, encode_tpl_value
 from bridge.logs import setup as setup_logging
+from bridge.oncall import OnCall, Shift, oncall_view, parse_local_time
 from bridge.rules.load import RuleSet, load_rules
 
 log = logging.getLogger("bridge")
@@ -44,6 +46,18 @@ def _rules_or_exit(path: str, tz: str) -> RuleSet:
         for p in exc.problems:
             click.echo(f"  {p}", err=True)
         sys.exit(1)
+
+
+def _at_or_exit(text: str | None, settings: Settings) -> datetime:
+    """``--at``: ``YYYY-MM-DD HH:MM`` in ``BRIDGE_TZ`` (default now), as an aware time."""
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        local = parse_local_time(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected YYYY-MM-DD HH:MM (in BRIDGE_TZ, "
+                                 f"{settings.tz})", param_hint="--at") from None
+    return local.replace(tzinfo=settings.zone)
 
 
 @click.group()
@@ -135,6 +149,13 @@ def check(rules: str | None) -> None:
                    f"template {r.template}"
                    + (f", resolved {r.resolved_template}" if r.resolved_template else "")
                    + (" (continue)" if r.continue_ else ""))
+    for view in oncall_view(rs.schedules, rs.people, datetime.now(UTC), 0):
+        sch = view.schedule
+        members = ", ".join("+".join(m) for m in sch.members)
+        click.echo(f"  schedule {sch.name}: {members}; {sch.shift_days}d shifts from "
+                   f"{sch.start} at {sch.handover:%H:%M} {sch.zone.key}"
+                   f"{f', overrides: {len(sch.overrides)}' if sch.overrides else ''}; "
+                   f"on call now: {', '.join(view.now.people)}")
 
 
 def _detect_source(payload: Any) -> str:
@@ -149,10 +170,11 @@ def _detect_source(payload: Any) -> str:
 @click.option("--rules", "rules_path", help="rules file or folder (default $BRIDGE_RULES)")
 @click.option("--source", type=click.Choice(["alertmanager", "grafana"]),
               help="payload source (default: told from its fields)")
-def render(payload: str, rules_path: str | None, source: str | None) -> None:
-    """Print every SMS a webhook body would cause now, without sending or storing anything."""
-    from datetime import UTC, datetime
-
+@click.option("--at", "at", metavar="'YYYY-MM-DD HH:MM'",
+              help="decide as at this time in BRIDGE_TZ (default now): mutes, who is on call")
+def render(payload: str, rules_path: str | None, source: str | None, at: str | None) -> None:
+    """Print every SMS a webhook body would cause now (or --at), without sending or storing
+    anything."""
     from bridge.plan import decide
     from bridge.sources import parse_body, read_body
 
@@ -164,13 +186,15 @@ def render(payload: str, rules_path: str | None, source: str | None) -> None:
         batch = parse_body(src, body)
     except PayloadError as exc:
         raise click.ClickException(f"{payload}: {exc}") from None
-    plan = decide(batch, rules, datetime.now(UTC))
+    plan = decide(batch, rules, _at_or_exit(at, settings))
     click.echo(f"{payload}: {src}, {len(batch.alerts)} alerts, "
                f"{len(plan.notifications)} notifications"
                + (f", {plan.unrouted} matched no route" if plan.unrouted else ""))
     for n in plan.notifications:
         state = n.state + (f" ({n.reason})" if n.reason else "")
-        click.echo(f"- route {n.route}: {n.status} {n.alertname or '-'} -> {n.mobile} "
+        person = rules.person_of(n.mobile)
+        click.echo(f"- route {n.route}: {n.status} {n.alertname or '-'} -> "
+                   f"{person + ' ' if person else ''}{n.mobile} "
                    f"tpl_id {n.tpl_id} [{state}]")
         for k, v in n.variables.items():
             click.echo(f"    {k} = {v}")
@@ -181,6 +205,41 @@ def render(payload: str, rules_path: str | None, source: str | None) -> None:
     click.echo(f"(dedup, repeat_interval and limits are decided by the store when served: "
                f"min_gap {lim.min_gap:.0f}s, per_mobile_per_hour {lim.per_mobile_per_hour}, "
                f"per_day {lim.per_day}, storm {'on' if lim.storm else 'off'})")
+
+
+def _shift_line(view: OnCall, shift: Shift) -> str:
+    who = ", ".join(f"{p} {view.mobiles.get(p, '')}" for p in shift.people)
+    return (f"{shift.start:%Y-%m-%d %H:%M} -> {shift.end:%Y-%m-%d %H:%M}  {who}"
+            + ("  (override)" if shift.override else ""))
+
+
+@main.command()
+@click.argument("schedule", required=False)
+@click.option("--rules", "rules_path", help="rules file or folder (default $BRIDGE_RULES)")
+@click.option("--at", "at", metavar="'YYYY-MM-DD HH:MM'",
+              help="who is on call at this time in BRIDGE_TZ (default now)")
+@click.option("--next", "next_n", type=click.IntRange(0, 1000), default=3, show_default=True,
+              help="how many shifts after the current one to list")
+def oncall(schedule: str | None, rules_path: str | None, at: str | None, next_n: int) -> None:
+    """Print who is on call (names, mobiles, shift start and end, overrides marked) in every
+    schedule or in SCHEDULE, and the next shifts; exit 1 listing every problem when the rules
+    are invalid."""
+    settings = _settings()
+    rules = _rules_or_exit(rules_path or settings.rules_path, settings.tz)
+    when = _at_or_exit(at, settings)
+    if schedule is not None and schedule not in rules.schedules:
+        raise click.ClickException(f"unknown schedule {schedule!r}; the rules have "
+                                   f"{', '.join(rules.schedules) or 'none'}")
+    if not rules.schedules:
+        click.echo("no schedules in the rules")
+        return
+    for view in oncall_view(rules.schedules, rules.people, when, next_n, schedule):
+        s = view.schedule
+        click.echo(f"{s.name} ({s.zone.key}; {s.shift_days}d shifts, handover "
+                   f"{s.handover:%H:%M}, from {s.start}):")
+        click.echo(f"  now   {_shift_line(view, view.now)}")
+        for shift in view.next:
+            click.echo(f"  next  {_shift_line(view, shift)}")
 
 
 @main.command(name="send-test")

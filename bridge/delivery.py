@@ -253,7 +253,7 @@ class Deliverer:
     def _send(self, claim: Claim, items: list[Item], tpl_id: int, variables: dict[str, str],
               note: str, rules: RuleSet, last: bool) -> None:
         ids = [i.id for i in items]
-        masked = mask_mobile(items[0].mobile)
+        masked = rules.who(items[0].mobile)  # "zhang 138****8000"
         started = self.clock()
         try:
             result: SendResult = self.sender.send(items[0].mobile, tpl_id, variables)
@@ -281,7 +281,7 @@ class Deliverer:
     def _failed(self, claim: Claim, items: list[Item], exc: JuheError, rules: RuleSet) -> None:
         now = self.clock()
         ids = [i.id for i in items]
-        masked = (f"{mask_mobile(items[0].mobile)} ({items[0].alertname or '-'}, "
+        masked = (f"{rules.who(items[0].mobile)} ({items[0].alertname or '-'}, "
                   f"id {','.join(ids[:5])}{'…' if len(ids) > 5 else ''})")
         kind = "transient" if isinstance(exc, TransientError) else (
             "config" if isinstance(exc, ConfigError) else "permanent")

@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from bridge.alert import Alert, Batch
 from bridge.privacy import mask_mobile
@@ -90,13 +90,15 @@ def episode_from_start(alert: Alert) -> str:
     return alert.starts_at.isoformat() if alert.starts_at is not None else ""
 
 
-def mobiles_of(alert: Alert, r: Route, rules: RuleSet, plan: Plan) -> list[str]:
-    """The mobiles a route pages for an alert: its receivers' numbers, then the valid numbers
-    in the label or annotation ``mobiles_from`` names (separated by commas, semicolons or
-    spaces; a ``+86``/``0086`` prefix and dashes are dropped); duplicates once."""
+def mobiles_of(alert: Alert, r: Route, rules: RuleSet, plan: Plan,
+               now: datetime) -> list[str]:
+    """The mobiles a route pages for an alert: its receivers' numbers and the people on call
+    at ``now`` in the schedules it names, then the valid numbers in the label or annotation
+    ``mobiles_from`` names (separated by commas, semicolons or spaces; a ``+86``/``0086``
+    prefix and dashes are dropped); duplicates once."""
     mobiles: list[str] = []
     for name in r.receivers:
-        mobiles.extend(rules.receivers[name])
+        mobiles.extend(rules.mobiles_for(name, now))
     if r.mobiles_from:
         raw = alert.labels.get(r.mobiles_from) or alert.annotations.get(r.mobiles_from) or ""
         for part in _SEPARATORS.split(raw):
@@ -141,6 +143,22 @@ def _mark_episode(alert: Alert, plan: Plan, now: datetime,
     return with_episode_start(alert, episode_starts.get(alert.fingerprint), now)
 
 
+def _variables(rules: RuleSet, tpl_name: str, context: dict[str, Any],
+               rendered: dict[str, dict[str, str]], mobile: str) -> dict[str, str]:
+    """A template's variables for one mobile. A template that reads ``person`` sees the name
+    of the person whose number it is (left undefined for a number that is nobody's) and is
+    rendered per mobile; any other is rendered once per alert (``rendered`` caches it by
+    template name, for several routes sharing one template)."""
+    if "person" in rules.uses.get(tpl_name, ()):
+        person = rules.person_of(mobile)
+        own = {**context, "person": person} if person else context
+        return rules.renderer.render(rules.compiled[tpl_name], own, rules.var_len(tpl_name))
+    if tpl_name not in rendered:
+        rendered[tpl_name] = rules.renderer.render(rules.compiled[tpl_name], context,
+                                                   rules.var_len(tpl_name))
+    return rendered[tpl_name]
+
+
 def decide(batch: Batch, rules: RuleSet, now: datetime,
            episode_starts: Mapping[str, datetime | None] | None = None) -> Plan:
     """The notifications for every alert of ``batch`` under ``rules`` at ``now`` (aware).
@@ -151,6 +169,8 @@ def decide(batch: Batch, rules: RuleSet, now: datetime,
     An alert without ``startsAt`` gives an :class:`EpisodeMark` and ``untimed`` notifications;
     ``episode_starts`` (fingerprint -> stored start, read without writing) gives what its
     templates see as ``starts_at`` (see :func:`with_episode_start`; ``None``: left unset).
+    A route naming a schedule pages the people on call at ``now``; a template that reads
+    ``person`` is rendered once per mobile.
     """
     plan = Plan()
     for alert in batch.alerts:
@@ -169,23 +189,20 @@ def decide(batch: Batch, rules: RuleSet, now: datetime,
             tpl_name = r.template if alert.status == "firing" else r.resolved_template
             if tpl_name is None:
                 continue
-            mobiles = [m for m in mobiles_of(alert, r, rules, plan) if m not in seen]
+            mobiles = [m for m in mobiles_of(alert, r, rules, plan, now) if m not in seen]
             if not mobiles:
                 continue
             seen.update(mobiles)
             if context is None:
                 context = alert_context(alert, batch)
-            variables = rendered.get(tpl_name)
-            if variables is None:  # several routes with one template: render it once
-                variables = rendered[tpl_name] = rules.renderer.render(
-                    rules.compiled[tpl_name], context, rules.var_len(tpl_name))
             is_muted = muted(r, rules, now)
             episode = episode_from_start(alert)
             for m in mobiles:
                 plan.notifications.append(Notification(
                     mobile=m, fingerprint=alert.fingerprint, status=alert.status,
                     episode=episode, route=rules.route_names[i], alertname=alert.name,
-                    tpl_id=rules.templates[tpl_name].tpl_id, variables=variables,
+                    tpl_id=rules.templates[tpl_name].tpl_id,
+                    variables=_variables(rules, tpl_name, context, rendered, m),
                     repeat_interval=r.repeat_interval,
                     state="suppressed" if is_muted else "queued",
                     reason="muted" if is_muted else "", untimed=untimed,

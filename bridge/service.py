@@ -21,6 +21,7 @@ from bridge.delivery import (
     juhe_config_note,
 )
 from bridge.juhe import JuheClient
+from bridge.oncall import OnCall, oncall_view
 from bridge.plan import decide
 from bridge.privacy import mask_mobile, redact_url
 from bridge.reload import RulesHolder
@@ -66,7 +67,29 @@ class Bridge:
             f"; grafana hmac: {'on' if s.grafana_hmac_secret else 'off'}",
             f"time zone: {s.tz}; retry for {s.retry_for:.0f}s; max body {s.max_body_bytes} bytes",
             *(f"WARNING: {w}" for w in s.warnings),
+            *self.oncall_lines(),
         ]
+        return lines
+
+    # -- on call --------------------------------------------------------------------------
+    def oncall(self, next_n: int = 3, at: float | None = None,
+               only: str | None = None) -> list[OnCall]:
+        """Who is on call in every schedule of the rules in force at ``at`` (UNIX seconds,
+        default now) and the ``next_n`` shifts after (:func:`bridge.oncall.oncall_view`).
+        Raises ``KeyError`` for an unknown ``only``."""
+        rules = self.holder.rules
+        when = datetime.fromtimestamp(time.time() if at is None else at, UTC)
+        return oncall_view(rules.schedules, rules.people, when, next_n, only)
+
+    def oncall_lines(self) -> list[str]:
+        """One start-up line per schedule naming who is on call now (mobiles masked)."""
+        lines = []
+        for view in self.oncall(next_n=0):
+            shift = view.now
+            who = ", ".join(f"{p} {mask_mobile(view.mobiles.get(p, ''))}" for p in shift.people)
+            lines.append(f"on call: {view.schedule.name}: {who} until "
+                         f"{shift.end:%Y-%m-%d %H:%M %Z}"
+                         + (" (override)" if shift.override else ""))
         return lines
 
     # -- intake ---------------------------------------------------------------------------
@@ -110,7 +133,7 @@ class Bridge:
             metrics.NOTIFICATIONS.labels(o.state, o.reason or "-").inc()
             n = o.notification
             log.info("%s %s [%s] -> %s via route %s: %s%s", n.status, n.alertname or "-",
-                     n.fingerprint, mask_mobile(n.mobile), n.route, o.state,
+                     n.fingerprint, rules.who(n.mobile), n.route, o.state,
                      f" ({o.reason})" if o.reason else "")
         if plan.unrouted:
             metrics.UNROUTED.labels(batch.source).inc(plan.unrouted)
