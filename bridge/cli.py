@@ -148,7 +148,10 @@ def check(rules: str | None) -> None:
         click.echo(f"  route {name}: {len(r.matchers)} matchers -> {who}{extra}, "
                    f"template {r.template}"
                    + (f", resolved {r.resolved_template}" if r.resolved_template else "")
-                   + (" (continue)" if r.continue_ else ""))
+                   + (" (continue)" if r.continue_ else "")
+                   + "".join(f"; after {s.after:g}s -> {s.receiver}" for s in r.escalate))
+    for warning in rs.warnings():
+        click.echo(f"WARNING: {warning}")
     for view in oncall_view(rs.schedules, rs.people, datetime.now(UTC), 0):
         sch = view.schedule
         members = ", ".join("+".join(m) for m in sch.members)

@@ -15,8 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
+from urllib.parse import quote
 
 from bridge.alert import Alert, Batch
+from bridge.episodes import ACK_PLACEHOLDER, Episode, EpisodeInfo, StepSpec
 from bridge.privacy import mask_mobile
 from bridge.render import alert_context
 from bridge.routing import route
@@ -58,6 +60,14 @@ class Notification:
     state: Literal["queued", "suppressed"] = "queued"
     reason: str = ""
     untimed: bool = False
+    #: the template of the resolved SMS the route that decided this firing would send
+    resolved_template: str | None = None
+    #: 0 for a route's own page, N for escalation step N
+    level: int = 0
+    #: the route's escalation steps (a firing that opens an episode schedules them)
+    steps: tuple[StepSpec, ...] = ()
+    #: what the episode records of the alert (firing notifications)
+    info: EpisodeInfo | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,11 @@ class Plan:
     episodes: list[EpisodeMark] = field(default_factory=list)
     skipped_mobiles: list[str] = field(default_factory=list)
     unrouted: int = 0
+    #: (fingerprint, episode) of every resolved alert: the record step closes its episode
+    #: (episode ``""`` for an alert without startsAt: the stored start is used)
+    resolved: list[tuple[str, str]] = field(default_factory=list)
+    #: what was decided leniently, for the webhook's answer (e.g. a removed template)
+    warnings: list[str] = field(default_factory=list)
 
 
 def episode_from_start(alert: Alert) -> str:
@@ -143,6 +158,40 @@ def _mark_episode(alert: Alert, plan: Plan, now: datetime,
     return with_episode_start(alert, episode_starts.get(alert.fingerprint), now)
 
 
+def silence_url(alert: Alert, batch: Batch) -> str | None:
+    """Where to silence ``alert``: Grafana's ``silenceURL``, or Alertmanager's
+    ``externalURL`` + ``/#/silences/new?filter=...`` (its labels as matchers); ``None``."""
+    if alert.silence_url:
+        return alert.silence_url
+    if alert.source != "alertmanager" or not batch.external_url:
+        return None
+    matchers = ",".join(f'{k}="{v}"' for k, v in sorted(alert.labels.items()))
+    return (batch.external_url.rstrip("/") + "/#/silences/new?filter="
+            + quote("{" + matchers + "}", safe=""))
+
+
+def episode_info(alert: Alert, batch: Batch) -> EpisodeInfo:
+    """What an episode records of ``alert`` (summary: the ``summary`` annotation, else
+    ``description``, else "")."""
+    return EpisodeInfo(
+        alertname=alert.name, labels=dict(alert.labels),
+        summary=alert.annotations.get("summary") or alert.annotations.get("description") or "",
+        starts_at=alert.starts_at.timestamp() if alert.starts_at is not None else None,
+        silence_url=silence_url(alert, batch))
+
+
+def step_specs(r: Route) -> tuple[StepSpec, ...]:
+    """A route's ``escalate:`` steps as notifications carry them."""
+    return tuple(StepSpec(s.after, s.receiver, s.template or r.template) for s in r.escalate)
+
+
+def base_context(alert: Alert, batch: Batch, escalation: int = 0) -> dict[str, Any]:
+    """What a template sees: :func:`bridge.render.alert_context` plus ``escalation`` and
+    ``ack_code`` (:data:`ACK_PLACEHOLDER`, replaced by the stored code in the record step)."""
+    return {**alert_context(alert, batch), "escalation": escalation,
+            "ack_code": ACK_PLACEHOLDER}
+
+
 def _variables(rules: RuleSet, tpl_name: str, context: dict[str, Any],
                rendered: dict[str, dict[str, str]], mobile: str) -> dict[str, str]:
     """A template's variables for one mobile. A template that reads ``person`` sees the name
@@ -159,8 +208,44 @@ def _variables(rules: RuleSet, tpl_name: str, context: dict[str, Any],
     return rendered[tpl_name]
 
 
+def _resolved_to_paged(alert: Alert, batch: Batch, episode: Episode, rules: RuleSet,
+                       plan: Plan, now: datetime) -> None:
+    """A resolved alert whose episode is stored: one notification per mobile paged for it
+    that its route gave a ``resolved_template`` (the route and template recorded at the page,
+    whatever the rules say now), once each. A template since removed from the rules sends
+    nothing to that mobile, with a warning; a route still in the rules and muted now mutes
+    it."""
+    context = None
+    rendered: dict[str, dict[str, str]] = {}
+    for p in episode.paged:
+        if p.resolved_template is None or any(
+                n.mobile == p.mobile and n.fingerprint == alert.fingerprint
+                and n.status == "resolved" for n in plan.notifications):
+            continue
+        if p.resolved_template not in rules.templates:
+            w = (f"resolved {alert.name or alert.fingerprint}: template {p.resolved_template!r}"
+                 f" (route {p.route}) is no longer in the rules: no resolved SMS to "
+                 f"{rules.who(p.mobile)}")
+            log.warning("%s", w)
+            plan.warnings.append(w)
+            continue
+        if context is None:
+            context = base_context(alert, batch)
+        i = rules.route_index(p.route)
+        r = rules.routes[i] if i is not None else None
+        is_muted = r is not None and muted(r, rules, now)
+        plan.notifications.append(Notification(
+            mobile=p.mobile, fingerprint=alert.fingerprint, status="resolved",
+            episode=episode.episode, route=p.route, alertname=alert.name,
+            tpl_id=rules.templates[p.resolved_template].tpl_id,
+            variables=_variables(rules, p.resolved_template, context, rendered, p.mobile),
+            state="suppressed" if is_muted else "queued", reason="muted" if is_muted else "",
+            untimed=alert.starts_at is None, resolved_template=p.resolved_template))
+
+
 def decide(batch: Batch, rules: RuleSet, now: datetime,
-           episode_starts: Mapping[str, datetime | None] | None = None) -> Plan:
+           episode_starts: Mapping[str, datetime | None] | None = None,
+           episodes: Mapping[tuple[str, str], Episode] | None = None) -> Plan:
     """The notifications for every alert of ``batch`` under ``rules`` at ``now`` (aware).
 
     Each alert is judged by its own status. A mobile reached by several matching routes gets
@@ -170,12 +255,21 @@ def decide(batch: Batch, rules: RuleSet, now: datetime,
     ``episode_starts`` (fingerprint -> stored start, read without writing) gives what its
     templates see as ``starts_at`` (see :func:`with_episode_start`; ``None``: left unset).
     A route naming a schedule pages the people on call at ``now``; a template that reads
-    ``person`` is rendered once per mobile.
+    ``person`` is rendered once per mobile. A resolved alert whose episode is in ``episodes``
+    (``(fingerprint, episode)`` -> stored :class:`Episode`, read without writing) goes to who
+    was paged for it (:func:`_resolved_to_paged`), not to whom the routes name now.
     """
     plan = Plan()
     for alert in batch.alerts:
         untimed = alert.starts_at is None
         alert = _mark_episode(alert, plan, now, episode_starts)
+        if alert.status == "resolved":
+            key = (alert.fingerprint, "" if untimed else episode_from_start(alert))
+            plan.resolved.append(key)
+            stored = (episodes or {}).get((alert.fingerprint, episode_from_start(alert)))
+            if stored is not None:
+                _resolved_to_paged(alert, batch, stored, rules, plan, now)
+                continue
         hits = route(alert.labels, rules.routes)
         if not hits:
             plan.unrouted += 1
@@ -194,7 +288,7 @@ def decide(batch: Batch, rules: RuleSet, now: datetime,
                 continue
             seen.update(mobiles)
             if context is None:
-                context = alert_context(alert, batch)
+                context = base_context(alert, batch)
             is_muted = muted(r, rules, now)
             episode = episode_from_start(alert)
             for m in mobiles:
@@ -206,6 +300,9 @@ def decide(batch: Batch, rules: RuleSet, now: datetime,
                     repeat_interval=r.repeat_interval,
                     state="suppressed" if is_muted else "queued",
                     reason="muted" if is_muted else "", untimed=untimed,
+                    resolved_template=r.resolved_template,
+                    steps=step_specs(r) if alert.status == "firing" else (),
+                    info=episode_info(alert, batch) if alert.status == "firing" else None,
                 ))
         if alert.status == "firing" and len(plan.notifications) == before:
             # routes matched, but none named a mobile (e.g. mobiles_from without the label)

@@ -21,6 +21,7 @@ from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from bridge.alert import Alert, Batch
+from bridge.episodes import ACK_PLACEHOLDER
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,28 @@ RENDER_ERROR = "?"
 def fold_and_cut(value: str, max_len: int) -> str:
     """Drop invisible characters (zero-width, bidi overrides), fold each run of control
     characters to one space, strip, and cut to ``max_len`` characters; a cut value ends with
-    ``…`` (the ``…`` counts in ``max_len``)."""
+    ``…`` (the ``…`` counts in ``max_len``). The ack code (:data:`ACK_PLACEHOLDER`) is never
+    cut: the text around it is (what follows it first), and it stays whole even when it alone
+    is longer than ``max_len``."""
     value = _CONTROL.sub(" ", _INVISIBLE.sub("", value)).strip()
-    if len(value) > max_len:
-        return value[: max_len - 1] + ELLIPSIS
-    return value
+    if len(value) <= max_len:
+        return value
+    if ACK_PLACEHOLDER in value:
+        return _cut_around_code(value, max_len)
+    return value[: max_len - 1] + ELLIPSIS
+
+
+def _cut_around_code(value: str, max_len: int) -> str:
+    """Cut ``value`` to ``max_len`` keeping the first ack code whole (see fold_and_cut)."""
+    head, _, tail = value.partition(ACK_PLACEHOLDER)
+    room = max(max_len - len(ACK_PLACEHOLDER), 0)
+    if len(head) > room:
+        head = head[: room - 1] + ELLIPSIS if room > 1 else ""
+        return head + ACK_PLACEHOLDER
+    room -= len(head)
+    if len(tail) > room:
+        tail = tail[: room - 1] + ELLIPSIS if room > 1 else ""
+    return head + ACK_PLACEHOLDER + tail
 
 
 def _localtime(value: Any, fmt: str = "%Y-%m-%d %H:%M:%S", tz: str = "Asia/Shanghai") -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from bridge.episodes import ACK_PLACEHOLDER, EpisodeInfo, StepSpec, valid_code
 from bridge.errors import StoreUnavailable
 from bridge.plan import EpisodeMark, Notification
 from bridge.store import PAGING_POLICY, Claim, Item, Outcome, Policy, PolicyRow, Store, open_store
@@ -89,6 +90,9 @@ ROW_SCENARIOS: dict[str, tuple[list[tuple[Notification, Policy]], Notification, 
     "already_resolved": ([(note(repeat_interval=10.0), NO_LIMITS),
                           (note(status="resolved"), NO_LIMITS)],
                          note(repeat_interval=10.0), NO_LIMITS),
+    # (the test acknowledges the episode after the records before)
+    "acknowledged": ([(note(repeat_interval=10.0), NO_LIMITS)], note(repeat_interval=10.0),
+                     NO_LIMITS),
     "resolved_pairing": ([(note(fp="other"), NO_LIMITS)], note(status="resolved"), NO_LIMITS),
     "per_day": ([(note(mobile=M2, fp="a"), DAY)], note(), DAY),
     "per_mobile_per_hour": ([(note(fp="a"), NO_LIMITS)], note(), Policy(per_mobile_per_hour=1)),
@@ -111,6 +115,9 @@ def test_policy_row(store: Store, row: PolicyRow) -> None:
     before, n, policy = ROW_SCENARIOS[row.step]
     for k, (b, p) in enumerate(before):
         store.record([b], p, T0 + k)
+    if row.step == "acknowledged":
+        [episode] = store.episodes()
+        store.acknowledge(episode.id, "li", "api", T0 + 50)
     [o] = store.record([n], policy, T0 + 100)
     reason = n.reason if row.reason is None else row.reason
     assert (o.state, o.reason) == (row.state, reason)
@@ -864,7 +871,9 @@ def test_redis_keys_are_bounded(redis_url: str) -> None:
     out = s.record([note(mobile=m, fp=f"fp{i}") for i in range(4) for m in (M1, M2)]
                    + [note(mobile=M3, state="suppressed", reason="muted")], policy, T0)
     s.record([], policy, T0, [EpisodeMark("legacy", True)])
-    s.record([], policy, T0 + 1, [EpisodeMark("legacy", False)])
+    s.record([], policy, T0 + 1, [EpisodeMark("legacy", False)],
+             resolved=[(f"fp{i}", EP) for i in range(4)])
+    s.unknown_code_hit("1.2.3.4", T0)  # expires on its own
     s.set_status("juhe_config", "x")
     s.set_status("juhe_config", None)
     for c in s.claim(T0 + 60, 30, 10):
@@ -875,7 +884,8 @@ def test_redis_keys_are_bounded(redis_url: str) -> None:
     keys = set(admin.keys("*"))
     admin.close()
     s.close()
-    assert keys == {"bridge:seq", "bridge:day:2026-09-21", "bridge:ping"}
+    assert keys == {"bridge:seq", "bridge:day:2026-09-21", "bridge:ping",
+                    f"bridge:unknown:1.2.3.4:{int(T0 // 60)}"}
 
 
 def test_redis_out_of_memory_writes_nothing(redis_url: str) -> None:
@@ -949,3 +959,168 @@ def test_claim_max_items_leaves_the_rest_due(store: Store) -> None:
     store.release([i.id for i in second.items], T0 + 1, token=second.token, pace_until=T0)
     [third] = store.claim(T0, 60, 10)
     assert [i.fingerprint for i in third.items] == ["fp6"]  # fp3-5 given back, due at T0 + 1
+
+
+# -- episodes, ack codes, escalation steps (EPISODES.md) ----------------------------------------
+STEPS = (StepSpec(2.0, "dba-secondary", "page"), StepSpec(5.0, "lead", "page-lead"))
+INFO = EpisodeInfo("DiskFull", {"alertname": "DiskFull", "host": "db1"}, "磁盘 95%",
+                   T0 - 60, "http://am/#/silences/new")
+
+
+def paging(mobile: str = M1, fp: str = "fp-disk", **kw: Any) -> Notification:
+    """A firing notification of a route with two escalation steps, a resolved template and a
+    variable rendering ack_code."""
+    fields: dict[str, Any] = {"steps": STEPS, "info": INFO, "resolved_template": "ok",
+                              "variables": {"name": "DiskFull", "ack": ACK_PLACEHOLDER}}
+    fields.update(kw)
+    return note(mobile=mobile, fp=fp, **fields)
+
+
+def test_a_paging_firing_creates_its_episode_with_steps_and_codes(store: Store) -> None:
+    out = store.record([paging(M1), paging(M2, variables={"name": "x"})], NO_LIMITS, T0)
+    assert [o.state for o in out] == ["queued", "queued"]
+    assert out[0].episode_id is not None and out[0].episode_id == out[1].episode_id
+    [e] = store.episodes()
+    assert (e.id, e.fingerprint, e.episode, e.alertname, e.labels, e.summary, e.starts_at,
+            e.silence_url, e.route, e.state, e.created_at) == (
+        out[0].episode_id, "fp-disk", EP, "alert-fp-disk", INFO.labels, "磁盘 95%", T0 - 60,
+        "http://am/#/silences/new", "db-critical", "firing", T0)
+    assert [(p.mobile, p.route, p.resolved_template, p.at, p.level, p.item_id)
+            for p in e.paged] == [(M1, "db-critical", "ok", T0, 0, out[0].id),
+                                  (M2, "db-critical", "ok", T0, 0, out[1].id)]
+    code = e.paged[0].code
+    assert code is not None and valid_code(code) and e.paged[1].code is None
+    # the stored SMS carries the code, not the placeholder
+    assert by_id(store, out[0].id or "").variables == {"name": "DiskFull", "ack": code}
+    assert out[0].notification.variables["ack"] == code
+    assert [(s.index, s.after, s.receiver, s.template, s.due_at, s.state, s.reason)
+            for s in e.steps] == [(1, 2.0, "dba-secondary", "page", T0 + 2.0, "pending", ""),
+                                  (2, 5.0, "lead", "page-lead", T0 + 5.0, "pending", "")]
+    assert store.episode(e.id) == e
+    assert store.episodes_for([("fp-disk", EP), ("nope", EP)]) == {("fp-disk", EP): e}
+    assert store.episode_by_code(code, T0) == (e, e.paged[0])
+    assert store.episode_by_code("Unknown12345", T0) is None
+
+
+def test_a_repeat_page_keeps_the_stored_code_and_first_paged_entry(store: Store) -> None:
+    store.record([paging(repeat_interval=10.0)], NO_LIMITS, T0)
+    [o] = store.record([paging(repeat_interval=10.0)], NO_LIMITS, T0 + 20)
+    [e] = store.episodes()
+    assert len(e.paged) == 1 and e.paged[0].at == T0
+    assert o.notification.variables["ack"] == e.paged[0].code
+    assert by_id(store, o.id or "").variables["ack"] == e.paged[0].code
+
+
+def test_codes_are_unique_per_episode_and_mobile(store: Store) -> None:
+    store.record([paging(M1, fp=f"fp{i}") for i in range(5)]
+                 + [paging(M2, fp=f"fp{i}") for i in range(5)], NO_LIMITS, T0)
+    codes = [p.code for e in store.episodes(limit=100) for p in e.paged]
+    assert len(codes) == 10 and len(set(codes)) == 10
+
+
+def test_muted_limited_and_duplicate_firings_create_no_episode(store: Store) -> None:
+    store.record([paging(state="suppressed", reason="muted")], NO_LIMITS, T0)
+    store.record([paging(mobile=M2, fp="a"), paging(fp="b")], Policy(per_day=1, day="d"), T0)
+    assert [e.fingerprint for e in store.episodes()] == ["a"]
+
+
+def test_acknowledge_first_one_stands_and_cancels_steps(store: Store) -> None:
+    [o] = store.record([paging()], NO_LIMITS, T0)
+    eid = o.episode_id or ""
+    e, done = store.acknowledge(eid, "li", "link", T0 + 1)
+    assert done and (e.state, e.acknowledged_by, e.acknowledged_at, e.acknowledged_via) == (
+        "acknowledged", "li", T0 + 1, "link")
+    assert [(s.state, s.reason) for s in e.steps] == [("cancelled", "acknowledged by li")] * 2
+    again, done2 = store.acknowledge(eid, "wang", "api", T0 + 2)
+    assert not done2 and again == e == store.episode(eid)
+    assert store.claim_steps(T0 + 100, 60) == []
+    with pytest.raises(KeyError):
+        store.acknowledge("nope", "li", "api", T0)
+    assert [e.id for e in store.episodes("acknowledged")] == [eid]
+    assert store.episodes("firing") == []
+
+
+def test_a_resolved_alert_closes_its_episode_and_cancels_steps(store: Store) -> None:
+    [o] = store.record([paging()], NO_LIMITS, T0)
+    # a resolved alert whose route sends no resolved SMS still closes the episode
+    store.record([], NO_LIMITS, T0 + 1, resolved=[("fp-disk", EP)])
+    e = store.episode(o.episode_id or "")
+    assert e is not None and (e.state, e.resolved_at) == ("resolved", T0 + 1)
+    assert [(s.state, s.reason) for s in e.steps] == [("cancelled", "resolved")] * 2
+    assert store.acknowledge(e.id, "li", "api", T0 + 2) == (e, False)
+    code = e.paged[0].code or ""
+    assert store.episode_by_code(code, T0 + 1 + 86400) == (e, e.paged[0])
+    assert store.episode_by_code(code, T0 + 2 + 86400) is None
+    # a resolved notification of a template reading ack_code gets the stored code
+    [r] = store.record([note(status="resolved", variables={"ack": ACK_PLACEHOLDER})],
+                       NO_LIMITS, T0 + 3)
+    assert r.notification.variables == {"ack": code}
+
+
+def test_an_untimed_alert_episode_is_closed_by_its_settled_start(store: Store) -> None:
+    [o] = store.record([untimed(steps=STEPS)], NO_LIMITS, T0, [EpisodeMark("legacy", True)])
+    store.record([], NO_LIMITS, T0 + 5, [EpisodeMark("legacy", False)],
+                 resolved=[("legacy", "")])
+    e = store.episode(o.episode_id or "")
+    assert e is not None and (e.episode, e.state) == (episode_text(T0), "resolved")
+
+
+def test_repeats_of_an_acknowledged_episode_are_suppressed(store: Store) -> None:
+    [o] = store.record([paging(repeat_interval=10.0)], NO_LIMITS, T0)
+    store.acknowledge(o.episode_id or "", "li", "api", T0 + 1)
+    out = store.record([paging(repeat_interval=10.0), paging(M2, level=1)], NO_LIMITS, T0 + 20)
+    assert states(out) == [("suppressed", "acknowledged")] * 2
+    # resolved still goes out to who was paged
+    [r] = store.record([note(status="resolved")], NO_LIMITS, T0 + 30, resolved=[("fp-disk", EP)])
+    assert r.state == "queued"
+
+
+def test_steps_are_claimed_with_a_lease_once_and_finished_fenced(store: Store) -> None:
+    [o] = store.record([paging()], NO_LIMITS, T0)
+    eid = o.episode_id or ""
+    assert store.claim_steps(T0 + 1.9, 60) == []
+    [c] = store.claim_steps(T0 + 2.0, 60)
+    assert (c.episode_id, c.index, c.lease_until) == (eid, 1, T0 + 62.0)
+    assert store.claim_steps(T0 + 3, 60) == []       # leased
+    claims = store.claim_steps(T0 + 70, 60)          # lease lapsed; step 2 due too
+    assert sorted((x.index, x.lease_until) for x in claims) == [(1, T0 + 130), (2, T0 + 130)]
+    assert store.claim_steps(T0 + 70, 60) == []
+    assert not store.finish_step(c, "done", "paged 1", T0 + 71)  # lapsed token
+    for x in claims:
+        assert store.finish_step(x, "done", f"paged {x.index}", T0 + 71)
+        assert not store.finish_step(x, "done", "again", T0 + 72)
+    e = store.episode(eid)
+    assert e is not None and [(s.state, s.reason) for s in e.steps] == [
+        ("done", "paged 1"), ("done", "paged 2")]
+    assert store.claim_steps(T0 + 1000, 60) == []
+
+
+def test_a_step_cancelled_while_claimed_cannot_be_finished(store: Store) -> None:
+    [o] = store.record([paging()], NO_LIMITS, T0)
+    [c] = store.claim_steps(T0 + 2, 60)
+    store.acknowledge(o.episode_id or "", "li", "api", T0 + 2.5)
+    assert not store.finish_step(c, "done", "paged 1", T0 + 3)
+    e = store.episode(o.episode_id or "")
+    assert e is not None and e.steps[0].reason == "acknowledged by li"
+
+
+def test_unknown_code_hits_count_per_client_and_minute(store: Store) -> None:
+    minute = 60 * 29_833_333.0
+    assert [store.unknown_code_hit("1.2.3.4", minute + i) for i in range(3)] == [1, 2, 3]
+    assert store.unknown_code_hit("5.6.7.8", minute + 3) == 1
+    assert store.unknown_code_hit("1.2.3.4", minute + 60) == 1
+
+
+def test_prune_deletes_resolved_episodes_with_their_codes(store: Store) -> None:
+    [a] = store.record([paging(fp="a")], NO_LIMITS, T0)
+    [b] = store.record([paging(fp="b")], NO_LIMITS, T0)
+    store.record([], NO_LIMITS, T0 + 10, resolved=[("a", EP)])
+    ea = store.episode(a.episode_id or "")
+    assert ea is not None
+    store.prune(T0 + 5)
+    assert store.episode(ea.id) is not None
+    store.prune(T0 + 11)
+    assert store.episode(ea.id) is None and store.episode_by_code(ea.paged[0].code or "",
+                                                                  T0 + 11) is None
+    assert [e.id for e in store.episodes()] == [b.episode_id]
+    assert store.episodes_for([("a", EP)]) == {}

@@ -129,6 +129,31 @@ class RuleSet:
         shift = oncall_at(self.schedules[name], at)
         return [self.people[p] for p in shift.people]
 
+    def route_index(self, name: str) -> int | None:
+        """The index of the route named (or placed) ``name``, or ``None``."""
+        try:
+            return self.route_names.index(name)
+        except ValueError:
+            return None
+
+    def uses_ack_code(self, template: str | None) -> bool:
+        """True when ``template`` exists and one of its variables reads ``ack_code``."""
+        return template is not None and "ack_code" in self.uses.get(template, ())
+
+    def warnings(self) -> list[str]:
+        """What is legal but probably a mistake, with places: a route that escalates while
+        none of its templates uses ``ack_code`` (nobody could acknowledge from the SMS)."""
+        out = []
+        for i, r in enumerate(self.routes):
+            if not r.escalate:
+                continue
+            names = [r.template, r.resolved_template, *(s.template for s in r.escalate)]
+            if not any(self.uses_ack_code(t) for t in names):
+                where = self.route_ids[i] if i < len(self.route_ids) else self.route_names[i]
+                out.append(f"{where}.escalate: the route escalates but none of its templates "
+                           "uses ack_code: nobody can acknowledge from the SMS")
+        return out
+
     def summary(self) -> str:
         """One line for logs and ``bridge check``."""
         mobiles = {m for ms in self.receivers.values() for m in ms} | set(self.people.values())
@@ -473,6 +498,13 @@ def _check_route(m: _Merged, rid: RouteId, route: Route) -> list[str]:
         t = getattr(route, key)
         if t is not None and t not in templates:
             problems.append(f"{where}.{key}: unknown template {t!r}")
+    for j, step in enumerate(route.escalate):
+        if step.receiver not in pageable:
+            problems.append(f"{where}.escalate[{j}].receiver: unknown receiver or schedule "
+                            f"{step.receiver!r}")
+        if step.template is not None and step.template not in templates:
+            problems.append(f"{where}.escalate[{j}].template: unknown template "
+                            f"{step.template!r}")
     intervals = m.names("time_intervals", m.intervals)
     for key in ("mute_time_intervals", "active_time_intervals"):
         for j, ti_name in enumerate(getattr(route, key)):

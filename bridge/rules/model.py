@@ -116,6 +116,16 @@ class Limits(_Strict):
     storm: Storm | None = None
 
 
+class EscalationStep(_Strict):
+    """One ``escalate:`` step of a route: ``after`` seconds from the route's first queued SMS
+    of an episode, page ``receiver`` (a receiver or schedule) with ``template`` (default: the
+    route's ``template``) unless the episode was acknowledged or resolved."""
+
+    after: Duration = Field(gt=0)
+    receiver: str
+    template: str | None = None
+
+
 class Route(_Strict):
     """One route: when every matcher holds, page ``receiver`` (+ ``mobiles_from``).
 
@@ -133,6 +143,7 @@ class Route(_Strict):
     continue_: bool = Field(default=False, alias="continue")
     mute_time_intervals: list[str] = Field(default_factory=list)
     active_time_intervals: list[str] = Field(default_factory=list)
+    escalate: list[EscalationStep] = Field(default_factory=list)
 
     @property
     def receivers(self) -> list[str]:

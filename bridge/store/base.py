@@ -19,12 +19,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from bridge.episodes import Episode, Paged, StepClaim, StepState
 from bridge.plan import EpisodeMark, Notification
 
 State = Literal["queued", "sent", "retrying", "failed", "suppressed", "held"]
 STATES: tuple[State, ...] = ("queued", "sent", "retrying", "failed", "suppressed", "held")
 #: States whose SMS may still be sent.
 PENDING: tuple[State, ...] = ("queued", "retrying", "held")
+
+
+#: An episode never resolved (its resolved webhook never came) is pruned this long after
+#: ``before`` (seconds): 30 days more than the retention.
+EPISODE_STALE = 30 * 86400.0
 
 
 def dedup_key(mobile: str, fingerprint: str, status: str, episode: str) -> str:
@@ -71,6 +77,8 @@ PAGING_POLICY: tuple[PolicyRow, ...] = (
     PolicyRow("already_resolved", "firing whose episode was already resolved for that mobile"
               " (a stale or out-of-order redelivery)", "suppressed", "already resolved",
               False),
+    PolicyRow("acknowledged", "firing of an episode that was acknowledged (repeats and"
+              " escalation pages)", "suppressed", "acknowledged", True),
     PolicyRow("resolved_pairing", "resolved whose firing of the same episode was not paged to"
               " that mobile", "suppressed", "not paged", False,
               effect="its dedup key is recorded not paged, so a late firing of the episode is"
@@ -115,6 +123,8 @@ class Outcome:
     state: State
     reason: str
     id: str | None = None
+    #: the alert episode the notification paged for (firing queued/held), else ``None``
+    episode_id: str | None = None
 
 
 @dataclass
@@ -199,13 +209,69 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def record(self, notes: Sequence[Notification], policy: Policy, now: float,
-               episodes: Sequence[EpisodeMark] = ()) -> list[Outcome]:
+               episodes: Sequence[EpisodeMark] = (),
+               resolved: Sequence[tuple[str, str]] = ()) -> list[Outcome]:
         """**Atomically** settle ``episodes`` and decide and store a webhook's notifications,
-        in order, by :data:`PAGING_POLICY`.
+        in order, by :data:`PAGING_POLICY`, keeping the alert episodes (see "episodes" below;
+        ``resolved``: the (fingerprint, episode) of the batch's resolved alerts, episode ``""``
+        for an alert without startsAt, settled like its notifications).
 
         Returns one :class:`Outcome` per notification, in order; its ``notification`` carries
         the settled episode.
         """
+
+    # -- episodes (EPISODES.md; bridge/episodes.py) -----------------------------------------
+    # Inside record's one atomic step, after a notification's policy rows (sub-steps named
+    # ``episode: <name>`` in both stores): ``upsert`` (a firing that ends queued or held creates
+    # its episode when missing, with the notification's info and steps due at now + after),
+    # ``paged`` (adds the mobile's Paged entry once, and fills its ack code: the one stored for
+    # the (episode, mobile), else a new unique one), ``resolved close`` (after the batch: each
+    # (fingerprint, episode) of ``resolved`` marks its episode resolved at now and cancels
+    # its pending steps, reason ``resolved``). Row ``acknowledged`` of PAGING_POLICY reads the
+    # episode's state.
+
+    @abc.abstractmethod
+    def episodes_for(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Episode]:
+        """The stored episodes of ``(fingerprint, episode)`` keys (those that have one); reads
+        only."""
+
+    @abc.abstractmethod
+    def episodes(self, state: str | None = None, limit: int = 50) -> list[Episode]:
+        """Stored episodes, newest (created) first, optionally of one state."""
+
+    @abc.abstractmethod
+    def episode(self, id: str) -> Episode | None:
+        """The episode ``id``, or ``None``."""
+
+    @abc.abstractmethod
+    def episode_by_code(self, code: str, now: float) -> tuple[Episode, Paged] | None:
+        """The episode and Paged entry an ack code was sent with; ``None`` when unknown or
+        expired (24 h after the episode resolved)."""
+
+    @abc.abstractmethod
+    def acknowledge(self, id: str, by: str, via: str, now: float) -> tuple[Episode, bool]:
+        """**Atomically** acknowledge a firing episode: ``by`` (a name or masked mobile),
+        ``via`` (link, page, api) at ``now``; cancels its pending steps (reason
+        ``acknowledged by BY``). The bool is true when this call acknowledged it; false when it
+        was already acknowledged or resolved (the first acknowledgement stands). Raises
+        ``KeyError`` for an unknown id."""
+
+    @abc.abstractmethod
+    def unknown_code_hit(self, client: str, now: float) -> int:
+        """**Atomically** count one unknown-code try by ``client`` in the fixed minute of
+        ``now``; returns the count so far in that minute."""
+
+    @abc.abstractmethod
+    def claim_steps(self, now: float, lease: float, limit: int = 20) -> list[StepClaim]:
+        """**Atomically** lease pending steps due at ``now`` (``due_at <= now``, no unexpired
+        lease) until ``now + lease``, at most ``limit``, oldest due first."""
+
+    @abc.abstractmethod
+    def finish_step(self, claim: StepClaim, state: StepState, reason: str,
+                    now: float) -> bool:
+        """**Atomically** end a claimed step ``done`` or ``cancelled`` with ``reason``; false
+        (nothing changed) when the lease lapsed and the step was claimed again, or it is no
+        longer pending (e.g. cancelled by an acknowledgement meanwhile)."""
 
     @abc.abstractmethod
     def claim(self, now: float, lease: float, max_mobiles: int,
@@ -264,7 +330,9 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def prune(self, before: float) -> int:
         """Delete finished items (sent, failed, suppressed) and dedup records last touched
-        before ``before``; returns how many items were deleted. Never blocks webhooks long."""
+        before ``before``, and episodes resolved before ``before`` or created before ``before -
+        EPISODE_STALE`` (with their Paged entries, codes and steps); returns how many items
+        were deleted. Never blocks webhooks long."""
 
     @abc.abstractmethod
     def set_status(self, key: str, value: str | None) -> None:

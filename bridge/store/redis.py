@@ -50,6 +50,22 @@ Key map (``{prefix}`` is ``bridge:`` unless configured; ``{m}`` a mobile, ``{id}
     {prefix}day:{day}              string  SMS queued on that day (per_day); expires after 3 days
     {prefix}episode:{fingerprint}  string  the current episode of an alert without startsAt
                                            (legacy Grafana), as text (base.episode_text)
+    {prefix}ep:{eid}               string  one alert episode (bridge/episodes.py) as JSON text:
+                                           id fp ep alertname labels summary starts_at
+                                           silence_url route state ack_by ack_at ack_via
+                                           resolved_at created_at paged[] steps[]; times are
+                                           text ("" for none); paged: mobile route rt at level
+                                           item code; steps: index after receiver template
+                                           due_at state reason lease token
+    {prefix}epkey:{fp}|{episode}   string  the episode id of (fingerprint, episode)
+    {prefix}epcode:{code}          string  the episode id an ack code was sent for
+    {prefix}episodes               zset    episode ids, score = created_at   (episodes())
+    {prefix}epstate:{state}        zset    episode ids in that state, score = created_at
+    {prefix}epresolved             zset    resolved episode ids, score = resolved_at (prune)
+    {prefix}steps                  zset    ``{eid}|{index}`` of pending steps, score = when
+                                           claimable = max(due_at, lease)   (claim_steps)
+    {prefix}unknown:{client}:{min} string  unknown ack codes tried by a client in one minute
+                                           (min = now // 60); expires after 120 s
     {prefix}status                 hash    shared status notes (e.g. ``juhe_config``)
     {prefix}ping                   string  written by :meth:`RedisStore.ping`
 
@@ -74,10 +90,31 @@ from redis.backoff import ExponentialBackoff
 from redis.commands.core import Script
 from redis.retry import Retry
 
+from bridge.episodes import (
+    ACK_PLACEHOLDER,
+    Episode,
+    Paged,
+    Step,
+    StepClaim,
+    StepState,
+    code_expired,
+    new_code,
+    new_id,
+)
 from bridge.errors import StoreUnavailable
 from bridge.plan import EpisodeMark, Notification
 from bridge.privacy import redact_url
-from bridge.store.base import STATES, Claim, Item, Outcome, Policy, State, Store, episode_text
+from bridge.store.base import (
+    EPISODE_STALE,
+    STATES,
+    Claim,
+    Item,
+    Outcome,
+    Policy,
+    State,
+    Store,
+    episode_text,
+)
 
 #: Seconds a dedup record lives in Redis at least (longer when its repeat_interval is longer).
 DEFAULT_DEDUP_TTL = 7 * 86400
@@ -132,8 +169,15 @@ RECORD_LUA = _LUA_HELPERS + """
 --          settled here)}
 -- ARGV[13] JSON list of episode marks: {fp, f (1 firing, 0 resolved)}
 -- ARGV[14] the episode text of an episode beginning now (UTC ISO, base.episode_text)
--- Returns one {state, reason, id, episode} per notification, in order; id is '' when nothing
--- was stored (duplicate, not paged).
+-- ARGV[15] the ack code placeholder (bridge.episodes.ACK_PLACEHOLDER, utf-8)
+-- ARGV[16] JSON list of fresh ack codes (from secrets; used in order, skipping taken ones)
+-- ARGV[17] JSON list of fresh episode ids (used in order)
+-- ARGV[18] JSON list of resolved alerts' {fingerprint, episode ('' = settled here)}
+-- A notification also carries: rt (resolved_template, '' none), lv (level), steps (list of
+-- {after, receiver, template, due (text)}), info ({labels, summary, starts_at (text or
+-- ''), silence_url}) for firing ones.
+-- Returns one {state, reason, id, episode, episode id} per notification, in order; id is ''
+-- when nothing was stored (duplicate, not paged), episode id '' when it paged for none.
 local P = ARGV[1]
 local now_s = ARGV[2]
 local now = tonumber(now_s)
@@ -152,7 +196,127 @@ local function key_of(n, status)
   return n.m .. '|' .. n.fp .. '|' .. status .. '|' .. n.ep
 end
 
+local PH = ARGV[15]
+local fresh_codes = cjson.decode(ARGV[16])
+local fresh_ids = cjson.decode(ARGV[17])
+local resolved_keys = cjson.decode(ARGV[18])
+local next_code, next_id = 1, 1
+
+-- the ack code placeholder in a notification's variables (JSON text) replaced by code
+local function fill(s, code)
+  local parts, i = {}, 1
+  while true do
+    local a, b = string.find(s, PH, i, true)
+    if not a then
+      break
+    end
+    parts[#parts + 1] = string.sub(s, i, a - 1)
+    parts[#parts + 1] = code
+    i = b + 1
+  end
+  parts[#parts + 1] = string.sub(s, i)
+  return table.concat(parts)
+end
+
+local function load_episode(eid)
+  local raw = redis.call('GET', P .. 'ep:' .. eid)
+  if not raw then
+    return nil
+  end
+  local e = cjson.decode(raw)
+  if e.paged == nil or next(e.paged) == nil then
+    e.paged = {}
+  end
+  if e.steps == nil or next(e.steps) == nil then
+    e.steps = {}
+  end
+  return e
+end
+
+local function save_episode(e)
+  redis.call('SET', P .. 'ep:' .. e.id, cjson.encode(e))
+end
+
+local function episode_id_of(fp, ep)
+  return redis.call('GET', P .. 'epkey:' .. fp .. '|' .. ep)
+end
+
+local function paged_entry(e, m)
+  for _, p in ipairs(e.paged) do
+    if p.mobile == m then
+      return p
+    end
+  end
+  return nil
+end
+
+-- episode sub-step upsert: the notification's episode, created (steps due at now + after)
+-- when missing
+local function episode_upsert(n)
+  local eid = episode_id_of(n.fp, n.ep)
+  if eid then
+    return load_episode(eid)
+  end
+  eid = fresh_ids[next_id]
+  next_id = next_id + 1
+  local info = n.info or {}
+  local e = {id = eid, fp = n.fp, ep = n.ep, alertname = n.an, labels = info.labels or {},
+    summary = info.summary or '', starts_at = info.starts_at or '',
+    silence_url = info.silence_url or '', route = n.route, state = 'firing', ack_by = '',
+    ack_at = '', ack_via = '', resolved_at = '', created_at = now_s, paged = {}, steps = {}}
+  for i, st in ipairs(n.steps or {}) do
+    e.steps[i] = {index = i, after = st.after, receiver = st.receiver, template = st.template,
+      due_at = st.due, state = 'pending', reason = '', lease = '0', token = ''}
+    redis.call('ZADD', P .. 'steps', st.due, eid .. '|' .. i)
+  end
+  redis.call('SET', P .. 'epkey:' .. n.fp .. '|' .. n.ep, eid)
+  redis.call('ZADD', P .. 'episodes', now_s, eid)
+  redis.call('ZADD', P .. 'epstate:firing', now_s, eid)
+  return e
+end
+
+-- episode sub-step code: the stored code of (episode, mobile), else a fresh unique one
+local function episode_code(e, n)
+  local p = paged_entry(e, n.m)
+  if p and p.code ~= '' then
+    return p.code
+  end
+  while true do
+    local c = fresh_codes[next_code]
+    next_code = next_code + 1
+    if redis.call('EXISTS', P .. 'epcode:' .. c) == 0 then
+      return c
+    end
+  end
+end
+
+-- episode sub-step paged: the mobile's Paged entry, once (a repeat only fills a missing code)
+local function episode_paged(e, n, id, code)
+  local p = paged_entry(e, n.m)
+  if p == nil then
+    e.paged[#e.paged + 1] = {mobile = n.m, route = n.route, rt = n.rt or '', at = now_s,
+      level = n.lv or 0, item = id, code = code or ''}
+  elseif p.code == '' and code then
+    p.code = code
+  end
+  if code then
+    redis.call('SET', P .. 'epcode:' .. code, e.id)
+  end
+  save_episode(e)
+end
+
 local function store(n, state, reason, due)
+  if string.find(n.vars, PH, 1, true) then
+    -- a template reading ack_code that pages for no episode: the stored code, else ''
+    local code = ''
+    local eid = episode_id_of(n.fp, n.ep)
+    local e = eid and load_episode(eid)
+    local p = e and paged_entry(e, n.m)
+    if p then
+      code = p.code
+    end
+    n.vars = fill(n.vars, code)
+  end
   local id = redis.call('INCR', KEYS[1])
   local key = P .. 'item:' .. id
   redis.call('HSET', key, 'id', id, 'mobile', n.m, 'fingerprint', n.fp, 'status', n.st,
@@ -224,6 +388,23 @@ local function storm_holds(m)
   return nil
 end
 
+-- store a firing that pages (queued or held) with its episode sub-steps
+local function store_paging(n, state, reason, due)
+  if n.st ~= 'firing' then
+    return store(n, state, reason, due)
+  end
+  local e = episode_upsert(n)
+  local code = nil
+  if string.find(n.vars, PH, 1, true) then
+    code = episode_code(e, n)
+    n.vars = fill(n.vars, code)
+  end
+  local id = store(n, state, reason, due)
+  episode_paged(e, n, id, code)
+  n.eid = e.id
+  return id
+end
+
 -- one notification down the policy rows: state, reason, id ('' when only counted)
 local function decide(n)
   local dk = key_of(n, n.st)
@@ -240,6 +421,11 @@ local function decide(n)
     -- policy row: already_resolved
     if redis.call('EXISTS', P .. 'dedup:' .. key_of(n, 'resolved')) == 1 then
       return 'suppressed', 'already resolved', ''
+    end
+    -- policy row: acknowledged
+    local eid = episode_id_of(n.fp, n.ep)
+    if eid and redis.call('ZSCORE', P .. 'epstate:acknowledged', eid) then
+      return 'suppressed', 'acknowledged', store(n, 'suppressed', 'acknowledged', now_s)
     end
   else
     -- policy row: resolved_pairing
@@ -258,14 +444,14 @@ local function decide(n)
   -- policy row: storm
   local held = storm_holds(n.m)
   if held then
-    return 'held', 'storm', store(n, 'held', 'storm', held)
+    return 'held', 'storm', store_paging(n, 'held', 'storm', held)
   end
   -- policy row: queued
   if day ~= '' then
     redis.call('INCR', P .. 'day:' .. day)
     redis.call('EXPIRE', P .. 'day:' .. day, 259200)
   end
-  return 'queued', '', store(n, 'queued', '', now_s)
+  return 'queued', '', store_paging(n, 'queued', '', now_s)
 end
 
 -- sub-step episodes: settle the episode of alerts without startsAt
@@ -300,7 +486,34 @@ for i, n in ipairs(notes) do
     n.ep = starts[n.fp] or ''
   end
   local state, reason, id = decide(n)
-  out[i] = {state, reason, id, n.ep}
+  out[i] = {state, reason, id, n.ep, n.eid or ''}
+end
+
+-- episode sub-step resolved close: each resolved alert's episode resolved at now, its
+-- pending steps cancelled (reason 'resolved')
+for _, rk in ipairs(resolved_keys) do
+  local ep = rk[2]
+  if ep == '' then
+    ep = starts[rk[1]] or ''
+  end
+  local eid = episode_id_of(rk[1], ep)
+  local e = eid and load_episode(eid)
+  if e and e.state ~= 'resolved' then
+    redis.call('ZREM', P .. 'epstate:' .. e.state, eid)
+    redis.call('ZADD', P .. 'epstate:resolved', e.created_at, eid)
+    redis.call('ZADD', P .. 'epresolved', now_s, eid)
+    e.state = 'resolved'
+    e.resolved_at = now_s
+    for _, st in ipairs(e.steps) do
+      if st.state == 'pending' then
+        st.state = 'cancelled'
+        st.reason = 'resolved'
+        st.token = ''
+        redis.call('ZREM', P .. 'steps', eid .. '|' .. st.index)
+      end
+    end
+    save_episode(e)
+  end
 end
 
 -- sub-step episodes: close the episodes of resolved marks
@@ -562,6 +775,159 @@ end
 return {#ids, more}
 """
 
+_EPISODE_LUA = """
+local function load_episode(P, eid)
+  local raw = redis.call('GET', P .. 'ep:' .. eid)
+  if not raw then
+    return nil
+  end
+  local e = cjson.decode(raw)
+  if e.paged == nil or next(e.paged) == nil then
+    e.paged = {}
+  end
+  if e.steps == nil or next(e.steps) == nil then
+    e.steps = {}
+  end
+  return e
+end
+"""
+
+ACK_LUA = _EPISODE_LUA + """
+-- acknowledge: a firing episode acknowledged, its pending steps cancelled, atomically.
+-- ARGV[1] prefix, ARGV[2] episode id, ARGV[3] by, ARGV[4] via, ARGV[5] now (text)
+-- Returns {episode JSON, 1 if this call acknowledged it else 0}, or false for an unknown id.
+local P, eid = ARGV[1], ARGV[2]
+local e = load_episode(P, eid)
+if not e then
+  return false
+end
+local done = 0
+if e.state == 'firing' then
+  done = 1
+  redis.call('ZREM', P .. 'epstate:firing', eid)
+  redis.call('ZADD', P .. 'epstate:acknowledged', e.created_at, eid)
+  e.state = 'acknowledged'
+  e.ack_by, e.ack_via, e.ack_at = ARGV[3], ARGV[4], ARGV[5]
+  for _, st in ipairs(e.steps) do
+    if st.state == 'pending' then
+      st.state = 'cancelled'
+      st.reason = 'acknowledged by ' .. ARGV[3]
+      st.token = ''
+      redis.call('ZREM', P .. 'steps', eid .. '|' .. st.index)
+    end
+  end
+  redis.call('SET', P .. 'ep:' .. eid, cjson.encode(e))
+end
+return {cjson.encode(e), done}
+"""
+
+CLAIM_STEPS_LUA = _EPISODE_LUA + """
+-- claim_steps: lease pending steps due at now, atomically.
+-- KEYS[1] {prefix}steps; ARGV[1] prefix, ARGV[2] now, ARGV[3] lease_until (text),
+-- ARGV[4] limit, ARGV[5..] fresh tokens (at least limit)
+-- Returns a list of {episode id, index, token}.
+local P = ARGV[1]
+local out = {}
+local members = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, ARGV[4])
+for _, member in ipairs(members) do
+  local sep = string.find(member, '|', 1, true)
+  local eid, idx = string.sub(member, 1, sep - 1), tonumber(string.sub(member, sep + 1))
+  local e = load_episode(P, eid)
+  local st = e and e.steps[idx]
+  if st and st.state == 'pending' then
+    local token = ARGV[5 + #out]
+    st.lease, st.token = ARGV[3], token
+    redis.call('SET', P .. 'ep:' .. eid, cjson.encode(e))
+    redis.call('ZADD', KEYS[1], ARGV[3], member)
+    out[#out + 1] = {eid, idx, token}
+  else
+    redis.call('ZREM', KEYS[1], member)
+  end
+end
+return out
+"""
+
+FINISH_STEP_LUA = _EPISODE_LUA + """
+-- finish_step: a leased pending step ends done or cancelled, fenced by its token.
+-- KEYS[1] {prefix}steps; ARGV[1] prefix, ARGV[2] episode id, ARGV[3] index, ARGV[4] token,
+-- ARGV[5] state, ARGV[6] reason
+-- Returns 1 when changed, else 0.
+local P, eid, idx = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local e = load_episode(P, eid)
+local st = e and e.steps[idx]
+if not st or st.state ~= 'pending' or st.token ~= ARGV[4] then
+  return 0
+end
+st.state, st.reason, st.token, st.lease = ARGV[5], ARGV[6], '', '0'
+redis.call('SET', P .. 'ep:' .. eid, cjson.encode(e))
+redis.call('ZREM', KEYS[1], eid .. '|' .. idx)
+return 1
+"""
+
+PRUNE_EPISODES_LUA = _EPISODE_LUA + """
+-- prune episodes: one bounded step deleting episodes resolved before `before`, atomically.
+-- KEYS[1] {prefix}epresolved; KEYS[2] {prefix}episodes; ARGV[1] prefix,
+-- ARGV[2] '(' .. before, ARGV[3] batch, ARGV[4] '(' .. stale bound (unresolved episodes
+-- created before it are deleted too: base.EPISODE_STALE)
+-- Returns how many were deleted.
+local P = ARGV[1]
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])
+local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[4], 'LIMIT', 0, ARGV[3])
+for _, eid in ipairs(stale) do
+  ids[#ids + 1] = eid
+end
+for _, eid in ipairs(ids) do
+  local e = load_episode(P, eid)
+  if e then
+    for _, p in ipairs(e.paged) do
+      if p.code ~= '' then
+        redis.call('DEL', P .. 'epcode:' .. p.code)
+      end
+    end
+    for _, st in ipairs(e.steps) do
+      redis.call('ZREM', P .. 'steps', eid .. '|' .. st.index)
+    end
+    redis.call('DEL', P .. 'epkey:' .. e.fp .. '|' .. e.ep)
+    redis.call('ZREM', P .. 'epstate:' .. e.state, eid)
+  end
+  redis.call('DEL', P .. 'ep:' .. eid)
+  redis.call('ZREM', P .. 'episodes', eid)
+  redis.call('ZREM', KEYS[1], eid)
+end
+return #ids
+"""
+
+
+def _opt_t(x: Any) -> float | None:
+    """A time stored as text ("" for none) as a float or ``None``."""
+    return None if x in ("", None) else float(x)
+
+
+def _list(x: Any) -> list[Any]:
+    """A JSON list from Lua (cjson writes an empty one as ``{}``)."""
+    return list(x) if isinstance(x, list) else []
+
+
+def _episode(raw: str) -> Episode:
+    """An :class:`Episode` from its JSON text (see the key map)."""
+    e = json.loads(raw)
+    return Episode(
+        id=e["id"], fingerprint=e["fp"], episode=e["ep"], alertname=e["alertname"],
+        labels=dict(e["labels"] or {}), summary=e["summary"],
+        starts_at=_opt_t(e["starts_at"]), silence_url=e["silence_url"] or None,
+        route=e["route"], state=e["state"], acknowledged_by=e["ack_by"] or None,
+        acknowledged_at=_opt_t(e["ack_at"]), acknowledged_via=e["ack_via"] or None,
+        resolved_at=_opt_t(e["resolved_at"]), created_at=float(e["created_at"]),
+        paged=tuple(Paged(mobile=p["mobile"], route=p["route"],
+                          resolved_template=p["rt"] or None, at=float(p["at"]),
+                          level=int(p["level"]), item_id=p["item"] or None,
+                          code=p["code"] or None) for p in _list(e["paged"])),
+        steps=tuple(Step(index=int(st["index"]), after=float(st["after"]),
+                         receiver=st["receiver"], template=st["template"] or None,
+                         due_at=float(st["due_at"]), state=st["state"], reason=st["reason"])
+                    for st in _list(e["steps"])))
+
+
 def _t(x: float) -> str:
     """A time or duration as exact text for a script (``repr`` round-trips a float)."""
     return repr(float(x))
@@ -620,6 +986,10 @@ class RedisStore(Store):
         self._lua_mark = self._client.register_script(MARK_LUA)
         self._lua_recent = self._client.register_script(RECENT_LUA)
         self._lua_prune = self._client.register_script(PRUNE_LUA)
+        self._lua_ack = self._client.register_script(ACK_LUA)
+        self._lua_claim_steps = self._client.register_script(CLAIM_STEPS_LUA)
+        self._lua_finish_step = self._client.register_script(FINISH_STEP_LUA)
+        self._lua_prune_episodes = self._client.register_script(PRUNE_EPISODES_LUA)
 
     # -- plumbing ---------------------------------------------------------------------------
     def _k(self, name: str) -> str:
@@ -648,13 +1018,21 @@ class RedisStore(Store):
 
     # -- the contract -----------------------------------------------------------------------
     def record(self, notes: Sequence[Notification], policy: Policy, now: float,
-               episodes: Sequence[EpisodeMark] = ()) -> list[Outcome]:
+               episodes: Sequence[EpisodeMark] = (),
+               resolved: Sequence[tuple[str, str]] = ()) -> list[Outcome]:
         payload = json.dumps([
             {"m": n.mobile, "fp": n.fingerprint, "st": n.status, "ep": n.episode,
              "route": n.route, "an": n.alertname, "tpl": int(n.tpl_id),
              "vars": json.dumps(n.variables, ensure_ascii=False, separators=(",", ":")),
              "ri": float(n.repeat_interval), "state": n.state, "reason": n.reason,
-             "ut": 1 if n.untimed else 0}
+             "ut": 1 if n.untimed else 0, "rt": n.resolved_template or "", "lv": int(n.level),
+             "steps": [{"after": _t(st.after), "receiver": st.receiver,
+                        "template": st.template, "due": _t(now + st.after)}
+                       for st in n.steps],
+             "info": {} if n.info is None else {
+                 "labels": dict(n.info.labels), "summary": n.info.summary,
+                 "starts_at": "" if n.info.starts_at is None else _t(n.info.starts_at),
+                 "silence_url": n.info.silence_url or ""}}
             for n in notes], ensure_ascii=False, separators=(",", ":"))
         marks = json.dumps([{"fp": m.fingerprint, "f": 1 if m.firing else 0} for m in episodes],
                            ensure_ascii=False, separators=(",", ":"))
@@ -664,11 +1042,89 @@ class RedisStore(Store):
             self.prefix, _t(now), "(" + _t(now - 3600), _opt(policy.per_mobile_per_hour),
             _opt(policy.per_day), _opt(storm), _t(policy.storm_window), policy.day,
             self.dedup_ttl, _t(now - self.dedup_ttl), _t(now - 7200), payload, marks,
-            episode_text(now)]
+            episode_text(now), ACK_PLACEHOLDER,
+            json.dumps([new_code() for _ in range(2 * len(notes) + 4)]),
+            json.dumps([new_id() for _ in range(len(notes) + 1)]),
+            json.dumps([[fp, ep] for fp, ep in resolved])]
         rows = self._run(self._lua_record, keys, args)
-        return [Outcome(replace(n, episode=ep) if n.untimed else n, cast(State, state), reason,
-                        id or None)
-                for n, (state, reason, id, ep) in zip(notes, rows, strict=True)]
+        out = []
+        for n, (state, reason, id, ep, eid) in zip(notes, rows, strict=True):
+            if n.untimed:
+                n = replace(n, episode=ep)
+            if id and any(ACK_PLACEHOLDER in v for v in n.variables.values()):
+                # what was stored, code filled in (read back: the code lives in the store)
+                with self._errors():
+                    stored = self._client.hget(self._k(f"item:{id}"), "variables")
+                if stored:
+                    n = replace(n, variables=json.loads(str(stored)))
+            out.append(Outcome(n, cast(State, state), reason, id or None, eid or None))
+        return out
+
+    # -- episodes ---------------------------------------------------------------------------
+    def _get_episodes(self, ids: Sequence[str]) -> list[Episode]:
+        if not ids:
+            return []
+        with self._errors():
+            raws = self._client.mget([self._k(f"ep:{i}") for i in ids])
+        return [_episode(str(r)) for r in raws if r is not None]
+
+    def episodes_for(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Episode]:
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        with self._errors():
+            ids = self._client.mget([self._k(f"epkey:{fp}|{ep}") for fp, ep in wanted])
+        found = {str(i): k for k, i in zip(wanted, ids, strict=True) if i is not None}
+        return {found[e.id]: e for e in self._get_episodes(list(found)) if e.id in found}
+
+    def episodes(self, state: str | None = None, limit: int = 50) -> list[Episode]:
+        index = self._k(f"epstate:{state}") if state else self._k("episodes")
+        with self._errors():
+            ids = self._client.zrevrange(index, 0, max(int(limit), 1) - 1)
+        return self._get_episodes([str(i) for i in ids])[:limit]
+
+    def episode(self, id: str) -> Episode | None:
+        found = self._get_episodes([id])
+        return found[0] if found else None
+
+    def episode_by_code(self, code: str, now: float) -> tuple[Episode, Paged] | None:
+        if not code:
+            return None
+        with self._errors():
+            eid = self._client.get(self._k(f"epcode:{code}"))
+        episode = self.episode(str(eid)) if eid is not None else None
+        if episode is None or code_expired(episode, now):
+            return None
+        paged = next((p for p in episode.paged if p.code == code), None)
+        return None if paged is None else (episode, paged)
+
+    def acknowledge(self, id: str, by: str, via: str, now: float) -> tuple[Episode, bool]:
+        row = self._run(self._lua_ack, [], [self.prefix, id, by, via, _t(now)])
+        if not row:
+            raise KeyError(id)
+        return _episode(str(row[0])), bool(int(row[1]))
+
+    def unknown_code_hit(self, client: str, now: float) -> int:
+        key = self._k(f"unknown:{client}:{int(now // 60)}")
+        with self._errors():
+            pipe = self._client.pipeline(transaction=True)
+            pipe.incr(key)
+            pipe.expire(key, 120)
+            n, _ = pipe.execute()
+        return int(n)
+
+    def claim_steps(self, now: float, lease: float, limit: int = 20) -> list[StepClaim]:
+        lease_until = now + lease
+        tokens = [secrets.token_hex(8) for _ in range(max(int(limit), 1))]
+        rows = self._run(self._lua_claim_steps, [self._k("steps")],
+                         [self.prefix, _t(now), _t(lease_until), int(limit), *tokens])
+        return [StepClaim(str(eid), int(idx), str(token), lease_until)
+                for eid, idx, token in rows]
+
+    def finish_step(self, claim: StepClaim, state: StepState, reason: str,
+                    now: float) -> bool:
+        return bool(self._run(self._lua_finish_step, [self._k("steps")], [
+            self.prefix, claim.episode_id, str(claim.index), claim.token, state, reason]))
 
     def claim(self, now: float, lease: float, max_mobiles: int,
               max_items: int = 0) -> list[Claim]:
@@ -736,7 +1192,13 @@ class RedisStore(Store):
                                       [self.prefix, "(" + _t(before), int(batch)])
             total += int(deleted)
             if not more:
-                return total
+                break
+        while int(self._run(self._lua_prune_episodes,
+                            [self._k("epresolved"), self._k("episodes")],
+                            [self.prefix, "(" + _t(before), int(batch),
+                             "(" + _t(before - EPISODE_STALE)])) >= batch:
+            pass
+        return total
 
     def set_status(self, key: str, value: str | None) -> None:
         with self._errors():

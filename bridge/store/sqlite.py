@@ -9,6 +9,7 @@ loss may lose the last commits).
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import sqlite3
@@ -19,9 +20,22 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
+from bridge.episodes import (
+    Episode,
+    Paged,
+    Step,
+    StepClaim,
+    StepState,
+    code_expired,
+    fill_code,
+    has_placeholder,
+    new_code,
+    new_id,
+)
 from bridge.errors import StoreUnavailable
 from bridge.plan import EpisodeMark, Notification
 from bridge.store.base import (
+    EPISODE_STALE,
     STATES,
     Claim,
     Item,
@@ -79,6 +93,33 @@ CREATE TABLE IF NOT EXISTS storms (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS episodes (fingerprint TEXT PRIMARY KEY, started_at REAL NOT NULL)
     WITHOUT ROWID;
+-- alert episodes (bridge/episodes.py): one row per firing episode that paged somebody
+CREATE TABLE IF NOT EXISTS alert_episodes (
+    id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, episode TEXT NOT NULL,
+    alertname TEXT NOT NULL, labels TEXT NOT NULL, summary TEXT NOT NULL, starts_at REAL,
+    silence_url TEXT, route TEXT NOT NULL, state TEXT NOT NULL, acknowledged_by TEXT,
+    acknowledged_at REAL, acknowledged_via TEXT, resolved_at REAL, created_at REAL NOT NULL,
+    UNIQUE (fingerprint, episode)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS alert_episodes_created ON alert_episodes(created_at);
+CREATE INDEX IF NOT EXISTS alert_episodes_resolved ON alert_episodes(resolved_at)
+    WHERE state = 'resolved';
+CREATE TABLE IF NOT EXISTS episode_paged (
+    episode_id TEXT NOT NULL, mobile TEXT NOT NULL, route TEXT NOT NULL,
+    resolved_template TEXT, at REAL NOT NULL, level INTEGER NOT NULL, item_id TEXT,
+    code TEXT UNIQUE, PRIMARY KEY (episode_id, mobile)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS episode_steps (
+    episode_id TEXT NOT NULL, idx INTEGER NOT NULL, after REAL NOT NULL, receiver TEXT NOT NULL,
+    template TEXT, due_at REAL NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
+    lease_until REAL NOT NULL DEFAULT 0, lease_token TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (episode_id, idx)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS episode_steps_due ON episode_steps(due_at) WHERE state = 'pending';
+CREATE TABLE IF NOT EXISTS unknown_codes (
+    client TEXT NOT NULL, minute INTEGER NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (client, minute)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS status (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
@@ -89,8 +130,6 @@ _COLUMNS = ("id, mobile, fingerprint, status, episode, route, alertname, tpl_id,
 
 
 def _item(row: sqlite3.Row) -> Item:
-    import json
-
     return Item(
         id=str(row["id"]), mobile=row["mobile"], fingerprint=row["fingerprint"],
         status=row["status"], episode=row["episode"], route=row["route"],
@@ -202,7 +241,8 @@ class SqliteStore(Store):
 
     # -- the contract -----------------------------------------------------------------------
     def record(self, notes: Sequence[Notification], policy: Policy, now: float,
-               episodes: Sequence[EpisodeMark] = ()) -> list[Outcome]:
+               episodes: Sequence[EpisodeMark] = (),
+               resolved: Sequence[tuple[str, str]] = ()) -> list[Outcome]:
         out: list[Outcome] = []
         with self._tx() as db:
             starts = self._open_episodes(db, notes, episodes, now)
@@ -213,9 +253,99 @@ class SqliteStore(Store):
                 if state is None:
                     out.append(Outcome(n, "suppressed", reason))
                     continue
-                out.append(Outcome(n, state, reason, self._store(db, n, state, reason, now)))
+                ep_id, code = None, None
+                if n.status == "firing" and state in ("queued", "held"):
+                    # episode: upsert, then its ack code for this mobile
+                    ep_id = self._episode_upsert(db, n, now)
+                    code = self._episode_code(db, ep_id, n)
+                elif has_placeholder(n.variables):
+                    code = self._stored_code(db, n) or ""
+                if code is not None:
+                    n = replace(n, variables=fill_code(n.variables, code))
+                item_id = self._store(db, n, state, reason, now)
+                if ep_id is not None:
+                    self._episode_paged(db, ep_id, n, item_id, code, now)
+                out.append(Outcome(n, state, reason, item_id, ep_id))
+            self._episode_resolved_close(db, resolved, starts, now)
             self._close_episodes(db, episodes)
         return out
+
+    # -- episode sub-steps of record (base.Store "episodes") ---------------------------------
+    @staticmethod
+    def _episode_upsert(db: sqlite3.Connection, n: Notification, now: float) -> str:
+        """Episode sub-step ``upsert``: the id of the notification's episode, created (with
+        its steps, due at now + after) when missing."""
+        row = db.execute("SELECT id FROM alert_episodes WHERE fingerprint=? AND episode=?",
+                         (n.fingerprint, n.episode)).fetchone()
+        if row is not None:
+            return str(row[0])
+        ep_id = new_id()
+        info = n.info
+        db.execute(
+            "INSERT INTO alert_episodes (id, fingerprint, episode, alertname, labels, summary,"
+            " starts_at, silence_url, route, state, created_at)"
+            " VALUES (?,?,?,?,?,?,?,?,?,'firing',?)",
+            (ep_id, n.fingerprint, n.episode, n.alertname,
+             dumps_vars(dict(info.labels) if info else {}), info.summary if info else "",
+             info.starts_at if info else None, info.silence_url if info else None, n.route,
+             now))
+        db.executemany(
+            "INSERT INTO episode_steps (episode_id, idx, after, receiver, template, due_at,"
+            " state) VALUES (?,?,?,?,?,?,'pending')",
+            [(ep_id, i, s.after, s.receiver, s.template, now + s.after)
+             for i, s in enumerate(n.steps, start=1)])
+        return ep_id
+
+    @staticmethod
+    def _episode_code(db: sqlite3.Connection, ep_id: str, n: Notification) -> str | None:
+        """Episode sub-step ``code``: the ack code of (episode, mobile) when the notification
+        renders ``ack_code``: the stored one, else a new unique one (stored by ``paged``)."""
+        if not has_placeholder(n.variables):
+            return None
+        row = db.execute("SELECT code FROM episode_paged WHERE episode_id=? AND mobile=?",
+                         (ep_id, n.mobile)).fetchone()
+        if row is not None and row[0]:
+            return str(row[0])
+        while True:
+            code = new_code()
+            if db.execute("SELECT 1 FROM episode_paged WHERE code=?", (code,)).fetchone() is None:
+                return code
+
+    @staticmethod
+    def _stored_code(db: sqlite3.Connection, n: Notification) -> str | None:
+        row = db.execute(
+            "SELECT p.code FROM episode_paged p JOIN alert_episodes e ON e.id = p.episode_id"
+            " WHERE e.fingerprint=? AND e.episode=? AND p.mobile=?",
+            (n.fingerprint, n.episode, n.mobile)).fetchone()
+        return str(row[0]) if row is not None and row[0] else None
+
+    @staticmethod
+    def _episode_paged(db: sqlite3.Connection, ep_id: str, n: Notification, item_id: str,
+                       code: str | None, now: float) -> None:
+        """Episode sub-step ``paged``: the mobile's Paged entry, once (a repeat keeps the first
+        one; it only fills a code the first page had no use for)."""
+        db.execute(
+            "INSERT INTO episode_paged (episode_id, mobile, route, resolved_template, at, level,"
+            " item_id, code) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(episode_id, mobile) DO UPDATE"
+            " SET code=coalesce(code, excluded.code)",
+            (ep_id, n.mobile, n.route, n.resolved_template, now, n.level, item_id, code))
+
+    @staticmethod
+    def _episode_resolved_close(db: sqlite3.Connection, resolved: Sequence[tuple[str, str]],
+                                starts: dict[str, str], now: float) -> None:
+        """Episode sub-step ``resolved close``: each resolved alert's episode resolved at now,
+        its pending steps cancelled (reason ``resolved``)."""
+        for fp, ep in resolved:
+            ep = ep or starts.get(fp, "")
+            row = db.execute("SELECT id FROM alert_episodes WHERE fingerprint=? AND episode=?"
+                             " AND state != 'resolved'", (fp, ep)).fetchone()
+            if row is None:
+                continue
+            db.execute("UPDATE alert_episodes SET state='resolved', resolved_at=? WHERE id=?",
+                       (now, row[0]))
+            db.execute("UPDATE episode_steps SET state='cancelled', reason='resolved',"
+                       " lease_until=0, lease_token='' WHERE episode_id=? AND state='pending'",
+                       (row[0],))
 
     @staticmethod
     def _open_episodes(db: sqlite3.Connection, notes: Sequence[Notification],
@@ -281,6 +411,10 @@ class SqliteStore(Store):
             resolved = dedup_key(n.mobile, n.fingerprint, "resolved", n.episode)
             if db.execute("SELECT 1 FROM dedup WHERE key=?", (resolved,)).fetchone():
                 return None, "already resolved"
+            # policy row: acknowledged
+            if db.execute("SELECT 1 FROM alert_episodes WHERE fingerprint=? AND episode=?"
+                          " AND state='acknowledged'", (n.fingerprint, n.episode)).fetchone():
+                return "suppressed", "acknowledged"
         else:
             # policy row: resolved_pairing
             firing = dedup_key(n.mobile, n.fingerprint, "firing", n.episode)
@@ -452,9 +586,132 @@ class SqliteStore(Store):
                                " WHERE at < ? LIMIT ?)", (before, batch)).rowcount
                 db.execute("DELETE FROM pacing WHERE next_at < ?", (before,))
                 db.execute("DELETE FROM storms WHERE window_end < ?", (before,))
+                gone = [r[0] for r in db.execute(
+                    "SELECT id FROM alert_episodes WHERE (state='resolved' AND resolved_at < ?)"
+                    " OR created_at < ? LIMIT ?", (before, before - EPISODE_STALE, batch))]
+                for table, column in (("episode_paged", "episode_id"),
+                                      ("episode_steps", "episode_id"), ("alert_episodes", "id")):
+                    db.executemany(f"DELETE FROM {table} WHERE {column}=?",
+                                   [(g,) for g in gone])
+                db.execute("DELETE FROM unknown_codes WHERE minute < ?", (int(before // 60),))
             total += n
-            if n < batch and d < batch:
+            if n < batch and d < batch and len(gone) < batch:
                 return total
+
+    # -- episodes ---------------------------------------------------------------------------
+    @staticmethod
+    def _episodes_of(db: sqlite3.Connection, rows: Sequence[sqlite3.Row]) -> list[Episode]:
+        out = []
+        for r in rows:
+            paged = tuple(
+                Paged(mobile=p["mobile"], route=p["route"],
+                      resolved_template=p["resolved_template"], at=p["at"], level=p["level"],
+                      item_id=p["item_id"], code=p["code"])
+                for p in db.execute("SELECT * FROM episode_paged WHERE episode_id=?"
+                                    " ORDER BY at, level, mobile", (r["id"],)))
+            steps = tuple(
+                Step(index=s["idx"], after=s["after"], receiver=s["receiver"],
+                     template=s["template"], due_at=s["due_at"], state=s["state"],
+                     reason=s["reason"])
+                for s in db.execute("SELECT * FROM episode_steps WHERE episode_id=?"
+                                    " ORDER BY idx", (r["id"],)))
+            out.append(Episode(
+                id=r["id"], fingerprint=r["fingerprint"], episode=r["episode"],
+                alertname=r["alertname"], labels=json.loads(r["labels"]), summary=r["summary"],
+                starts_at=r["starts_at"], silence_url=r["silence_url"], route=r["route"],
+                state=r["state"], acknowledged_by=r["acknowledged_by"],
+                acknowledged_at=r["acknowledged_at"], acknowledged_via=r["acknowledged_via"],
+                resolved_at=r["resolved_at"], created_at=r["created_at"], paged=paged,
+                steps=steps))
+        return out
+
+    def _read_episodes(self, where: str, args: Sequence[Any], tail: str = "") -> list[Episode]:
+        try:
+            db = self._conn()
+            # one read transaction, so an episode and its entries are one snapshot
+            db.execute("BEGIN")
+            try:
+                rows = db.execute(f"SELECT * FROM alert_episodes WHERE {where} {tail}",
+                                  args).fetchall()
+                return self._episodes_of(db, rows)
+            finally:
+                db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._drop()
+            raise StoreUnavailable(f"sqlite {self.path}: {exc}") from None
+
+    def episodes_for(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Episode]:
+        out: dict[tuple[str, str], Episode] = {}
+        for fp, ep in dict.fromkeys(keys):
+            for e in self._read_episodes("fingerprint=? AND episode=?", (fp, ep)):
+                out[(fp, ep)] = e
+        return out
+
+    def episodes(self, state: str | None = None, limit: int = 50) -> list[Episode]:
+        where, args = ("state=?", [state]) if state else ("1=1", [])
+        return self._read_episodes(where, (*args, limit),
+                                   "ORDER BY created_at DESC, id LIMIT ?")
+
+    def episode(self, id: str) -> Episode | None:
+        found = self._read_episodes("id=?", (id,))
+        return found[0] if found else None
+
+    def episode_by_code(self, code: str, now: float) -> tuple[Episode, Paged] | None:
+        if not code:
+            return None
+        rows = self._read("SELECT episode_id FROM episode_paged WHERE code=?", (code,))
+        episode = self.episode(str(rows[0][0])) if rows else None
+        if episode is None or code_expired(episode, now):
+            return None
+        paged = next((p for p in episode.paged if p.code == code), None)
+        return None if paged is None else (episode, paged)
+
+    def acknowledge(self, id: str, by: str, via: str, now: float) -> tuple[Episode, bool]:
+        with self._tx() as db:
+            row = db.execute("SELECT state FROM alert_episodes WHERE id=?", (id,)).fetchone()
+            if row is None:
+                raise KeyError(id)
+            done = row[0] == "firing"
+            if done:
+                db.execute("UPDATE alert_episodes SET state='acknowledged', acknowledged_by=?,"
+                           " acknowledged_at=?, acknowledged_via=? WHERE id=?",
+                           (by, now, via, id))
+                db.execute("UPDATE episode_steps SET state='cancelled', reason=?,"
+                           " lease_until=0, lease_token='' WHERE episode_id=?"
+                           " AND state='pending'", (f"acknowledged by {by}", id))
+            rows = db.execute("SELECT * FROM alert_episodes WHERE id=?", (id,)).fetchall()
+            return self._episodes_of(db, rows)[0], done
+
+    def unknown_code_hit(self, client: str, now: float) -> int:
+        with self._tx() as db:
+            minute = int(now // 60)
+            db.execute("INSERT INTO unknown_codes VALUES (?,?,1) ON CONFLICT(client, minute)"
+                       " DO UPDATE SET n=n+1", (client, minute))
+            row = db.execute("SELECT n FROM unknown_codes WHERE client=? AND minute=?",
+                             (client, minute)).fetchone()
+            return int(row[0])
+
+    def claim_steps(self, now: float, lease: float, limit: int = 20) -> list[StepClaim]:
+        out = []
+        with self._tx() as db:
+            rows = db.execute("SELECT episode_id, idx FROM episode_steps WHERE state='pending'"
+                              " AND due_at <= ? AND lease_until <= ? ORDER BY due_at LIMIT ?",
+                              (now, now, limit)).fetchall()
+            for ep_id, idx in rows:
+                token = secrets.token_hex(8)
+                db.execute("UPDATE episode_steps SET lease_until=?, lease_token=?"
+                           " WHERE episode_id=? AND idx=?", (now + lease, token, ep_id, idx))
+                out.append(StepClaim(str(ep_id), int(idx), token, now + lease))
+        return out
+
+    def finish_step(self, claim: StepClaim, state: StepState, reason: str,
+                    now: float) -> bool:
+        with self._tx() as db:
+            n = db.execute("UPDATE episode_steps SET state=?, reason=?, lease_until=0,"
+                           " lease_token='' WHERE episode_id=? AND idx=? AND lease_token=?"
+                           " AND state='pending'",
+                           (state, reason, claim.episode_id, claim.index, claim.token)).rowcount
+            return bool(n)
 
     def set_status(self, key: str, value: str | None) -> None:
         if value is None:
