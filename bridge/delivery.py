@@ -129,8 +129,12 @@ class Deliverer:
 
     def __init__(self, store: Store, sender: Sender, rules: Callable[[], RuleSet],
                  policy: DeliveryPolicy | None = None, *, config: str = "",
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 sidecar: Callable[[], int] | None = None) -> None:
         self.store = store
+        #: run on every pass of :meth:`run_forever` before delivering (the escalation
+        #: steps, :meth:`bridge.escalation.Escalator.run_once`); returns how much it did
+        self.sidecar = sidecar
         self.sender = sender
         self.rules = rules
         self.policy = policy or DeliveryPolicy.from_settings(Settings())
@@ -182,7 +186,8 @@ class Deliverer:
                 if self.clock() >= next_prune:
                     next_prune = self.clock() + self.policy.prune_every
                     self.prune()
-                busy = self.run_once()
+                busy = self.sidecar() if self.sidecar is not None else 0
+                busy += self.run_once()
             except StoreUnavailable as exc:
                 log.error("delivery paused: store unavailable: %s", exc)
                 busy = 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import secrets
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 EpisodeState = Literal["firing", "acknowledged", "resolved"]
@@ -72,6 +72,7 @@ class EpisodeInfo:
     summary: str
     starts_at: float | None
     silence_url: str | None
+    annotations: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,8 @@ class Episode:
     created_at: float
     paged: tuple[Paged, ...]
     steps: tuple[Step, ...]
+    #: the alert's annotations at the first page (what escalation steps render with)
+    annotations: dict[str, str] = field(default_factory=dict)
 
     def paged_mobiles(self) -> set[str]:
         """Every mobile paged for the episode."""
@@ -132,6 +135,7 @@ class Episode:
         return {
             "id": self.id, "fingerprint": self.fingerprint, "episode": self.episode,
             "alertname": self.alertname, "labels": dict(self.labels), "summary": self.summary,
+            "annotations": dict(self.annotations),
             "starts_at": self.starts_at, "silence_url": self.silence_url, "route": self.route,
             "state": self.state, "acknowledged_by": self.acknowledged_by,
             "acknowledged_at": self.acknowledged_at, "acknowledged_via": self.acknowledged_via,

@@ -13,8 +13,8 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
-from typing import Any, Literal
+from datetime import datetime, tzinfo
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 from bridge.alert import Alert, Batch
@@ -24,6 +24,9 @@ from bridge.render import alert_context
 from bridge.routing import route
 from bridge.rules.load import RuleSet
 from bridge.rules.model import Route, valid_mobile
+
+if TYPE_CHECKING:
+    from bridge.store.base import Policy
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +161,20 @@ def _mark_episode(alert: Alert, plan: Plan, now: datetime,
     return with_episode_start(alert, episode_starts.get(alert.fingerprint), now)
 
 
+def store_policy(rules: RuleSet, zone: tzinfo, now: float) -> Policy:
+    """The limits the store enforces while recording at ``now``, from ``rules.limits``
+    (``day``: the day of ``now`` in ``zone``, ``BRIDGE_TZ``)."""
+    from bridge.store.base import Policy
+
+    limits = rules.limits
+    return Policy(
+        per_mobile_per_hour=limits.per_mobile_per_hour, per_day=limits.per_day,
+        storm_threshold=limits.storm.threshold if limits.storm else None,
+        storm_window=limits.storm.window if limits.storm else 0.0,
+        day=datetime.fromtimestamp(now, zone).strftime("%Y-%m-%d"),
+    )
+
+
 def silence_url(alert: Alert, batch: Batch) -> str | None:
     """Where to silence ``alert``: Grafana's ``silenceURL``, or Alertmanager's
     ``externalURL`` + ``/#/silences/new?filter=...`` (its labels as matchers); ``None``."""
@@ -177,7 +194,7 @@ def episode_info(alert: Alert, batch: Batch) -> EpisodeInfo:
         alertname=alert.name, labels=dict(alert.labels),
         summary=alert.annotations.get("summary") or alert.annotations.get("description") or "",
         starts_at=alert.starts_at.timestamp() if alert.starts_at is not None else None,
-        silence_url=silence_url(alert, batch))
+        silence_url=silence_url(alert, batch), annotations=dict(alert.annotations))
 
 
 def step_specs(r: Route) -> tuple[StepSpec, ...]:

@@ -54,11 +54,11 @@ def _cut_around_code(value: str, max_len: int) -> str:
     head, _, tail = value.partition(ACK_PLACEHOLDER)
     room = max(max_len - len(ACK_PLACEHOLDER), 0)
     if len(head) > room:
-        head = head[: room - 1] + ELLIPSIS if room > 1 else ""
+        head = head[: room - 1] + ELLIPSIS if room >= 1 else ""
         return head + ACK_PLACEHOLDER
     room -= len(head)
     if len(tail) > room:
-        tail = tail[: room - 1] + ELLIPSIS if room > 1 else ""
+        tail = tail[: room - 1] + ELLIPSIS if room >= 1 else ""
     return head + ACK_PLACEHOLDER + tail
 
 

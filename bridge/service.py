@@ -20,13 +20,15 @@ from bridge.delivery import (
     config_id,
     juhe_config_note,
 )
+from bridge.episodes import EPISODE_STATES, Episode, Paged, valid_code
+from bridge.escalation import Escalator
 from bridge.juhe import JuheClient
 from bridge.oncall import OnCall, oncall_view
-from bridge.plan import decide
+from bridge.plan import decide, episode_from_start, store_policy
 from bridge.privacy import mask_mobile, redact_url
 from bridge.reload import RulesHolder
 from bridge.store import open_store
-from bridge.store.base import Policy, Store
+from bridge.store.base import Store
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +53,65 @@ class Bridge:
         self.started_at = time.time()
 
     def deliverer(self) -> Deliverer:
-        """A deliverer sharing this bridge's store, sender and rules."""
+        """A deliverer sharing this bridge's store, sender and rules; its loop also runs the
+        due escalation steps (:meth:`escalator`)."""
         return Deliverer(self.store, self.sender, lambda: self.holder.rules, self.delivery_policy,
-                         config=self.config_id)
+                         config=self.config_id, sidecar=self.escalator().run_once)
+
+    def escalator(self) -> Escalator:
+        """The runner of due escalation steps on this bridge's store and rules."""
+        return Escalator(self.store, lambda: self.holder.rules, self.settings.zone)
+
+    # -- episodes (EPISODES.md "Service") ----------------------------------------------------
+    def episodes(self, state: str | None = None, limit: int = 50) -> list[Episode]:
+        """Stored episodes, newest first, optionally of one state (``firing``,
+        ``acknowledged``, ``resolved``). Raises ``ValueError`` for another state and
+        :class:`StoreUnavailable`."""
+        if state is not None and state not in EPISODE_STATES:
+            raise ValueError(f"state must be one of {', '.join(EPISODE_STATES)}")
+        return self.store.episodes(state, limit)
+
+    def episode(self, id: str) -> Episode | None:
+        """The episode ``id``, or ``None``. Raises :class:`StoreUnavailable`."""
+        return self.store.episode(id)
+
+    def episode_by_code(self, code: str, now: float | None = None) -> tuple[Episode, Paged] | None:
+        """The episode and Paged entry of an ack code; ``None`` when the code is malformed,
+        unknown or expired. Raises :class:`StoreUnavailable`."""
+        if not valid_code(code):
+            return None
+        return self.store.episode_by_code(code, time.time() if now is None else now)
+
+    def acknowledge(self, id: str, by: str, via: str,
+                    now: float | None = None) -> tuple[Episode, bool]:
+        """Acknowledge episode ``id`` as ``by`` (a person's name, or a masked mobile) ``via``
+        ``link``/``page``/``api``; the bool says whether this call acknowledged it (False:
+        already acknowledged or resolved; the Episode says by whom and when). Counts
+        ``bridge_acks_total{via}`` and logs one INFO line. Raises ``KeyError`` for an unknown
+        id, ``ValueError`` for another ``via`` or an empty ``by``, :class:`StoreUnavailable`."""
+        if via not in ("link", "page", "api"):
+            raise ValueError("via must be link, page or api")
+        if not by.strip():
+            raise ValueError("by must name who acknowledges")
+        episode, done = self.store.acknowledge(id, by.strip(), via,
+                                               time.time() if now is None else now)
+        if done:
+            metrics.ACKS.labels(via).inc()
+            log.info("episode %s (%s) acknowledged by %s via %s; pending steps cancelled",
+                     episode.id, episode.alertname or episode.fingerprint, episode.acknowledged_by,
+                     via)
+        return episode, done
+
+    def unknown_code_hit(self, client: str, now: float | None = None) -> int:
+        """Count an unknown-code try of ``client`` in the current minute (shared by every
+        process on the store); returns the count (the web answers 429 above
+        :data:`bridge.episodes.UNKNOWN_CODE_LIMIT`)."""
+        return self.store.unknown_code_hit(client, time.time() if now is None else now)
+
+    def by_of(self, paged: Paged) -> str:
+        """Who acknowledges with the code sent to ``paged``: the person's name, else the
+        masked mobile (SPEC)."""
+        return self.holder.rules.person_of(paged.mobile) or mask_mobile(paged.mobile)
 
     def describe(self) -> list[str]:
         """Start-up lines: what is in force (never the key)."""
@@ -113,19 +171,19 @@ class Bridge:
         # step below settles the episode (so a webhook answered 503 changes nothing)
         starts = {a.fingerprint: self.store.episode_of(a.fingerprint)
                   for a in batch.alerts if a.starts_at is None}
+        # who was paged for the episodes that resolve here (read only, like starts)
+        keys = [(a.fingerprint, episode_from_start(a) if a.starts_at is not None
+                 else starts.get(a.fingerprint) or "")
+                for a in batch.alerts if a.status == "resolved"]
+        paged = self.store.episodes_for([k for k in keys if k[1]]) if keys else {}
         plan = decide(batch, rules, datetime.fromtimestamp(now, UTC),
                       {fp: None if s is None else datetime.fromisoformat(s)
-                       for fp, s in starts.items()})
+                       for fp, s in starts.items()}, paged)
         if plan.skipped_mobiles:
             metrics.SKIPPED_MOBILES.inc(len(plan.skipped_mobiles))
-        limits = rules.limits
-        policy = Policy(
-            per_mobile_per_hour=limits.per_mobile_per_hour, per_day=limits.per_day,
-            storm_threshold=limits.storm.threshold if limits.storm else None,
-            storm_window=limits.storm.window if limits.storm else 0.0,
-            day=datetime.fromtimestamp(now, self.settings.zone).strftime("%Y-%m-%d"),
-        )
-        outcomes = self.store.record(plan.notifications, policy, now, plan.episodes)
+        policy = store_policy(rules, self.settings.zone, now)
+        outcomes = self.store.record(plan.notifications, policy, now, plan.episodes,
+                                     plan.resolved)
         counts: dict[str, Any] = {"alerts": len(batch.alerts), "queued": 0, "suppressed": 0,
                                   "held": 0}
         for o in outcomes:
@@ -149,6 +207,8 @@ class Bridge:
             counts["warnings"] = list(batch.warnings)
             for w in batch.warnings:
                 log.warning("%s webhook: %s", batch.source, w)
+        if plan.warnings:
+            counts.setdefault("warnings", []).extend(plan.warnings)
         return counts
 
     # -- health ---------------------------------------------------------------------------

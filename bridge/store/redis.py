@@ -51,7 +51,8 @@ Key map (``{prefix}`` is ``bridge:`` unless configured; ``{m}`` a mobile, ``{id}
     {prefix}episode:{fingerprint}  string  the current episode of an alert without startsAt
                                            (legacy Grafana), as text (base.episode_text)
     {prefix}ep:{eid}               string  one alert episode (bridge/episodes.py) as JSON text:
-                                           id fp ep alertname labels summary starts_at
+                                           id fp ep alertname labels annotations summary
+                                           starts_at
                                            silence_url route state ack_by ack_at ack_via
                                            resolved_at created_at paged[] steps[]; times are
                                            text ("" for none); paged: mobile route rt at level
@@ -262,7 +263,8 @@ local function episode_upsert(n)
   local info = n.info or {}
   local e = {id = eid, fp = n.fp, ep = n.ep, alertname = n.an, labels = info.labels or {},
     summary = info.summary or '', starts_at = info.starts_at or '',
-    silence_url = info.silence_url or '', route = n.route, state = 'firing', ack_by = '',
+    silence_url = info.silence_url or '', annotations = info.annotations or {},
+    route = n.route, state = 'firing', ack_by = '',
     ack_at = '', ack_via = '', resolved_at = '', created_at = now_s, paged = {}, steps = {}}
   for i, st in ipairs(n.steps or {}) do
     e.steps[i] = {index = i, after = st.after, receiver = st.receiver, template = st.template,
@@ -925,7 +927,8 @@ def _episode(raw: str) -> Episode:
         steps=tuple(Step(index=int(st["index"]), after=float(st["after"]),
                          receiver=st["receiver"], template=st["template"] or None,
                          due_at=float(st["due_at"]), state=st["state"], reason=st["reason"])
-                    for st in _list(e["steps"])))
+                    for st in _list(e["steps"])),
+        annotations=dict(e.get("annotations") or {}))
 
 
 def _t(x: float) -> str:
@@ -1032,7 +1035,8 @@ class RedisStore(Store):
              "info": {} if n.info is None else {
                  "labels": dict(n.info.labels), "summary": n.info.summary,
                  "starts_at": "" if n.info.starts_at is None else _t(n.info.starts_at),
-                 "silence_url": n.info.silence_url or ""}}
+                 "silence_url": n.info.silence_url or "",
+                 "annotations": dict(n.info.annotations)}}
             for n in notes], ensure_ascii=False, separators=(",", ":"))
         marks = json.dumps([{"fp": m.fingerprint, "f": 1 if m.firing else 0} for m in episodes],
                            ensure_ascii=False, separators=(",", ":"))

@@ -99,7 +99,7 @@ CREATE TABLE IF NOT EXISTS alert_episodes (
     alertname TEXT NOT NULL, labels TEXT NOT NULL, summary TEXT NOT NULL, starts_at REAL,
     silence_url TEXT, route TEXT NOT NULL, state TEXT NOT NULL, acknowledged_by TEXT,
     acknowledged_at REAL, acknowledged_via TEXT, resolved_at REAL, created_at REAL NOT NULL,
-    UNIQUE (fingerprint, episode)
+    annotations TEXT NOT NULL DEFAULT '{}', UNIQUE (fingerprint, episode)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS alert_episodes_created ON alert_episodes(created_at);
 CREATE INDEX IF NOT EXISTS alert_episodes_resolved ON alert_episodes(resolved_at)
@@ -283,12 +283,12 @@ class SqliteStore(Store):
         info = n.info
         db.execute(
             "INSERT INTO alert_episodes (id, fingerprint, episode, alertname, labels, summary,"
-            " starts_at, silence_url, route, state, created_at)"
-            " VALUES (?,?,?,?,?,?,?,?,?,'firing',?)",
+            " starts_at, silence_url, route, state, created_at, annotations)"
+            " VALUES (?,?,?,?,?,?,?,?,?,'firing',?,?)",
             (ep_id, n.fingerprint, n.episode, n.alertname,
              dumps_vars(dict(info.labels) if info else {}), info.summary if info else "",
              info.starts_at if info else None, info.silence_url if info else None, n.route,
-             now))
+             now, dumps_vars(dict(info.annotations) if info else {})))
         db.executemany(
             "INSERT INTO episode_steps (episode_id, idx, after, receiver, template, due_at,"
             " state) VALUES (?,?,?,?,?,?,'pending')",
@@ -622,7 +622,7 @@ class SqliteStore(Store):
                 state=r["state"], acknowledged_by=r["acknowledged_by"],
                 acknowledged_at=r["acknowledged_at"], acknowledged_via=r["acknowledged_via"],
                 resolved_at=r["resolved_at"], created_at=r["created_at"], paged=paged,
-                steps=steps))
+                steps=steps, annotations=json.loads(r["annotations"])))
         return out
 
     def _read_episodes(self, where: str, args: Sequence[Any], tail: str = "") -> list[Episode]:
@@ -692,7 +692,11 @@ class SqliteStore(Store):
             return int(row[0])
 
     def claim_steps(self, now: float, lease: float, limit: int = 20) -> list[StepClaim]:
-        out = []
+        out: list[StepClaim] = []
+        # polled every delivery pass: a read first, the write lock only when something is due
+        if not self._read("SELECT 1 FROM episode_steps WHERE state='pending' AND due_at <= ?"
+                          " AND lease_until <= ? LIMIT 1", (now, now)):
+            return out
         with self._tx() as db:
             rows = db.execute("SELECT episode_id, idx FROM episode_steps WHERE state='pending'"
                               " AND due_at <= ? AND lease_until <= ? ORDER BY due_at LIMIT ?",
