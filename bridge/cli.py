@@ -178,6 +178,7 @@ def _detect_source(payload: Any) -> str:
 def render(payload: str, rules_path: str | None, source: str | None, at: str | None) -> None:
     """Print every SMS a webhook body would cause now (or --at), without sending or storing
     anything."""
+    from bridge.episodes import fill_code
     from bridge.plan import decide
     from bridge.sources import parse_body, read_body
 
@@ -199,9 +200,13 @@ def render(payload: str, rules_path: str | None, source: str | None, at: str | N
         click.echo(f"- route {n.route}: {n.status} {n.alertname or '-'} -> "
                    f"{person + ' ' if person else ''}{n.mobile} "
                    f"tpl_id {n.tpl_id} [{state}]")
-        for k, v in n.variables.items():
+        shown = fill_code(n.variables, "<ack_code>")  # the record step stores the real one
+        for k, v in shown.items():
             click.echo(f"    {k} = {v}")
-        click.echo(f"    tpl_value: {encode_tpl_value(n.variables)}")
+        click.echo(f"    tpl_value: {encode_tpl_value(shown)}")
+        for i, st in enumerate(n.steps, start=1):
+            click.echo(f"    escalates: step {i} after {st.after:g}s -> {st.receiver} "
+                       f"(template {st.template}) unless acknowledged or resolved")
     for m in plan.skipped_mobiles:
         click.echo(f"- skipped invalid mobile {m} from mobiles_from")
     lim = rules.limits

@@ -195,3 +195,55 @@ def test_escalator_cancels_a_step_whose_template_a_reload_removed(tmp_path: Path
         ("done", "paged 1: li 138****8001"),
         ("cancelled", "template 'lead' is no longer in the rules")]
     assert sorted(i.mobile for i in store.recent(limit=-1)) == [ZHANG, LI]
+
+
+def test_service_api_acknowledge_by_code_metric_and_log(tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from bridge import metrics
+    from bridge.alert import Alert
+    from bridge.config import Settings
+    from bridge.service import Bridge
+
+    (tmp_path / "r.yaml").write_text(RULES, encoding="utf-8")
+    settings = Settings.from_env({"BRIDGE_RULES": str(tmp_path / "r.yaml"),
+                                  "BRIDGE_STORE": f"sqlite:///{tmp_path / 'bridge.db'}"})
+    b = Bridge(settings)
+    batch = firing()
+    counts = b.intake(batch, now=T0)
+    assert counts["queued"] == 1
+    [e] = b.episodes("firing", 10)
+    assert b.episodes("resolved", 10) == [] and b.episode(e.id) == e
+    with pytest.raises(ValueError):
+        b.episodes("nope", 10)
+    code = e.paged[0].code or ""
+    assert b.episode_by_code(code, T0) == (e, e.paged[0])
+    assert b.episode_by_code("bad-code!", T0) is None
+    assert b.by_of(e.paged[0]) == "zhang"
+    before = metrics.ACKS.labels("link")._value.get()  # noqa: SLF001
+    with caplog.at_level(logging.INFO):
+        acked, first = b.acknowledge(e.id, b.by_of(e.paged[0]), "link", now=T0 + 1)
+    assert first and (acked.state, acked.acknowledged_by) == ("acknowledged", "zhang")
+    assert f"episode {e.id} (DiskFull) acknowledged by zhang via link" in caplog.text
+    assert metrics.ACKS.labels("link")._value.get() == before + 1  # noqa: SLF001
+    again, first = b.acknowledge(e.id, "li", "api", now=T0 + 2)
+    assert not first and again.acknowledged_by == "zhang"
+    with pytest.raises(KeyError):
+        b.acknowledge("nope", "li", "api")
+    with pytest.raises(ValueError):
+        b.acknowledge(e.id, "li", "sms")
+    assert [b.unknown_code_hit("10.0.0.1", T0) for _ in range(2)] == [1, 2]
+    # a resolved SMS whose recorded template a reload removed: a warning, nothing sent
+    (tmp_path / "r.yaml").write_text(RULES.replace("resolved_template: ok", "resolved_template:"
+                                                   " ok2").replace("  ok:\n", "  ok2:\n"),
+                                     encoding="utf-8")
+    assert b.holder.reload() == []
+    resolved = Batch("alertmanager", [Alert(**{**batch.alerts[0].__dict__,
+                                               "status": "resolved"})])
+    counts = b.intake(resolved, now=T0 + 3)
+    assert counts["queued"] == 0 and counts["warnings"] == [
+        "resolved DiskFull: template 'ok' (route db) is no longer in the rules: no resolved"
+        " SMS to zhang 138****8000"]
+    assert b.episode(e.id) is not None and b.episode(e.id).state == "resolved"  # type: ignore[union-attr]
+    b.store.close()
