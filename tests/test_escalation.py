@@ -247,3 +247,30 @@ def test_service_api_acknowledge_by_code_metric_and_log(tmp_path: Path,
         " SMS to zhang 138****8000"]
     assert b.episode(e.id) is not None and b.episode(e.id).state == "resolved"  # type: ignore[union-attr]
     b.store.close()
+
+
+def test_cli_check_warns_and_render_shows_steps_and_the_code_slot(tmp_path: Path) -> None:
+    import json
+
+    from test_cli import bridge
+
+    (tmp_path / "rules.yaml").write_text(RULES.replace('ack: "{{ ack_code }}"', 'ack: "-"'),
+                                         encoding="utf-8")
+    r = bridge("check", "rules.yaml", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert ("  route db: 0 matchers -> primary, template page, resolved ok;"
+            " after 2s -> secondary; after 5s -> lead\n") in r.stdout
+    assert ("WARNING: routes[0].escalate: the route escalates but none of its templates uses"
+            " ack_code: nobody can acknowledge from the SMS\n") in r.stdout
+    (tmp_path / "rules.yaml").write_text(RULES, encoding="utf-8")
+    assert "WARNING" not in bridge("check", "rules.yaml", cwd=tmp_path).stdout
+    (tmp_path / "a.json").write_text(json.dumps({"alerts": [
+        {"status": "firing", "labels": {"alertname": "DiskFull"}}]}), encoding="utf-8")
+    r = bridge("render", "a.json", "--rules", "rules.yaml", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert ("    name = DiskFull\n    esc = 0\n    ack = <ack_code>\n"
+            "    tpl_value: #name#=DiskFull&#esc#=0&#ack#=%3Cack_code%3E\n"
+            "    escalates: step 1 after 2s -> secondary (template page) unless acknowledged or"
+            " resolved\n"
+            "    escalates: step 2 after 5s -> lead (template lead) unless acknowledged or"
+            " resolved\n") in r.stdout, r.stdout
