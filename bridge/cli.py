@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -20,7 +21,7 @@ import click
 from dotenv import load_dotenv
 
 from bridge import __version__
-from bridge.config import Settings, mask_mobile
+from bridge.config import Settings, check_bind, mask_mobile
 from bridge.errors import JuheError, PayloadError, RulesError, StoreUnavailable
 from bridge.juhe import JuheClient, encode_tpl_value
 from bridge.logs import setup as setup_logging
@@ -69,10 +70,19 @@ def main() -> None:
 @main.command()
 @click.option("--no-delivery", is_flag=True,
               help="take webhooks only; `bridge worker` delivers (deployments that want it apart)")
-def serve(no_delivery: bool) -> None:
-    """Run the service under gunicorn on 0.0.0.0:$PORT with $WEB_CONCURRENCY workers, each
-    also delivering SMS from the store."""
+@click.option("--bind", "bind", metavar="ADDRESS",
+              help="address to listen on (default $BRIDGE_BIND, else 0.0.0.0); the port is $PORT")
+def serve(no_delivery: bool, bind: str | None) -> None:
+    """Run the service under gunicorn on $BRIDGE_BIND:$PORT (0.0.0.0:8000) with
+    $WEB_CONCURRENCY workers of $BRIDGE_THREADS threads, each also delivering SMS from the
+    store."""
     settings = _settings()
+    if bind:
+        try:
+            check_bind(bind, "--bind")
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+        settings = dataclasses.replace(settings, bind=bind)
     setup_logging(settings.log_format, [settings.juhe_key, settings.token,
                                         settings.grafana_hmac_secret])
     _rules_or_exit(settings.rules_path, settings.tz)

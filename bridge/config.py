@@ -75,6 +75,21 @@ def redact_url(url: str) -> str:
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
+def check_bind(address: str, where: str) -> None:
+    """Refuse a bind address that is not an IPv4/IPv6 address or a host name (no port: the
+    port is ``PORT``). Raises ``ValueError`` naming ``where``."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(address.strip("[]"))
+        return
+    except ValueError:
+        pass
+    if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})", address):
+        raise ValueError(f"{where}: expected an address such as 0.0.0.0 or 127.0.0.1 "
+                         f"(the port is PORT), got {address!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the environment configures. Durations are seconds, sizes bytes."""
@@ -88,7 +103,9 @@ class Settings:
     grafana_hmac_timestamp_header: str | None = None
     tz: str = "Asia/Shanghai"
     port: int = 8000
+    bind: str = "0.0.0.0"
     workers: int = 2
+    threads: int = 32
     max_body_bytes: int = 1048576
     retry_for: float = 3600.0
     log_format: str = "text"
@@ -162,6 +179,8 @@ class Settings:
         log_format = (e.get("BRIDGE_LOG_FORMAT") or "text").lower()
         if log_format not in ("text", "json"):
             raise ValueError(f"BRIDGE_LOG_FORMAT: must be text or json, not {log_format!r}")
+        bind = (e.get("BRIDGE_BIND") or "0.0.0.0").strip()
+        check_bind(bind, "BRIDGE_BIND")
         warnings = []
         if e.get("REDIS_URL") and e.get("BRIDGE_STORE") and e["BRIDGE_STORE"] != e["REDIS_URL"]:
             warnings.append("REDIS_URL is set but BRIDGE_STORE wins: "
@@ -177,7 +196,9 @@ class Settings:
             grafana_hmac_timestamp_header=e.get("BRIDGE_GRAFANA_HMAC_TIMESTAMP_HEADER") or None,
             tz=tz,
             port=num("PORT", "8000", 1, 65535),
+            bind=bind,
             workers=num("WEB_CONCURRENCY", "2", 1, 64),
+            threads=num("BRIDGE_THREADS", "32", 1, 1024),
             max_body_bytes=num("BRIDGE_MAX_BODY_BYTES", "1048576", 1),
             retry_for=dur("BRIDGE_RETRY_FOR", "1h"),
             log_format=log_format,

@@ -57,9 +57,13 @@ class BridgeApplication(BaseApplication):  # type: ignore[misc]
     def load_config(self) -> None:
         s = self.settings
         options: dict[str, Any] = {
-            "bind": f"0.0.0.0:{s.port}",
+            "bind": f"{bind_host(s.bind)}:{s.port}",
             "workers": s.workers,
-            "worker_class": "sync",
+            # Threads, so that slow or idle clients hold a thread each rather than the whole
+            # worker (SPEC: 16 stalled connections must not delay a webhook past 1 s).
+            "worker_class": "gthread",
+            "threads": s.threads,
+            "worker_connections": max(1000, 4 * s.threads),
             "timeout": 30,
             "graceful_timeout": 20,
             "keepalive": 2,
@@ -97,7 +101,15 @@ class BridgeApplication(BaseApplication):  # type: ignore[misc]
         except StoreUnavailable as exc:
             log.error("store not reachable at start (webhooks get 503 until it is): %s", exc)
         probe.store.close()
+        s = self.settings
+        log.info("bind: %s:%d (%d workers x %d threads)", bind_host(s.bind), s.port, s.workers,
+                 s.threads)
         BridgeArbiter(self).run()
+
+
+def bind_host(address: str) -> str:
+    """The host part of gunicorn's ``bind``: an IPv6 address in brackets."""
+    return f"[{address.strip('[]')}]" if ":" in address else address
 
 
 _stop = threading.Event()

@@ -1,0 +1,68 @@
+"""Hardening: slow clients, bind address, start-up refusals, log escaping, template budgets,
+gunicorn's own error pages, a full disk (issue 10)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from conftest import CATCH_ALL, fixture_bytes
+
+
+# -- slow or idle clients (SPEC "HTTP endpoints") ------------------------------------------------
+
+PARTIAL = [
+    b"POST /webhook/alertmanager HT",                                    # request line
+    b"POST /webhook/alertmanager HTTP/1.1\r\nHost: x\r\nContent-Ty",      # headers
+    b"POST /webhook/alertmanager HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 500\r\n\r\n{\"alerts\": [",                       # body
+]
+
+
+def test_sixteen_stalled_connections_do_not_stall_intake(make_bridge: Any) -> None:
+    bp = make_bridge(CATCH_ALL)
+    body = fixture_bytes("01-am-two-firing-nanosecond.json")
+    stalled = []
+    try:
+        for i in range(16):
+            s = socket.create_connection(("127.0.0.1", bp.port), timeout=5)
+            s.sendall(PARTIAL[i % len(PARTIAL)])
+            stalled.append(s)
+        time.sleep(1.5)  # every stalled connection reached a worker and blocks there
+        for _ in range(3):
+            t0 = time.monotonic()
+            r = requests.post(bp.base + "/webhook/alertmanager", data=body,
+                              headers={"Content-Type": "application/json"}, timeout=10)
+            took = time.monotonic() - t0
+            assert r.status_code == 200, r.text
+            assert took < 1.0, f"answered after {took:.2f}s"
+        assert r.json()["alerts"] == 2
+    finally:
+        for s in stalled:
+            s.close()
+
+
+def test_bind_address_from_env_and_option(make_bridge: Any) -> None:
+    bp = make_bridge(CATCH_ALL, BRIDGE_BIND="127.0.0.1")
+    assert "listening on 127.0.0.1:" in bp.log() or "bind: 127.0.0.1" in bp.log()
+    assert requests.get(bp.base + "/healthz", timeout=5).status_code == 200
+    bp.stop()
+    bp2 = make_bridge(CATCH_ALL, BRIDGE_BIND="0.0.0.0", start=False)
+    bp2.env["BRIDGE_BIND"] = "0.0.0.0"
+    bp2.command_args = ["--bind", "127.0.0.2"]
+    bp2.start(wait=False)
+    ok = False
+    end = time.monotonic() + 30
+    while time.monotonic() < end and not ok:
+        try:
+            ok = requests.get(f"http://127.0.0.2:{bp2.port}/healthz", timeout=1).ok
+        except requests.RequestException:
+            time.sleep(0.1)
+    assert ok, bp2.log()[-2000:]
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{bp2.port}/healthz", timeout=2)
+    assert "bind: 127.0.0.2:" in bp2.log()
