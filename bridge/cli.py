@@ -61,6 +61,20 @@ def _at_or_exit(text: str | None, settings: Settings) -> datetime:
     return local.replace(tzinfo=settings.zone)
 
 
+def _retention_or_exit(rules: RuleSet, settings: Settings) -> None:
+    """Stop when a route's ``repeat_interval`` outlives ``BRIDGE_RETENTION`` (dedup would
+    silently break), naming both values."""
+    from bridge.reload import retention_problems
+
+    problems = retention_problems(rules, settings.retention)
+    if problems:
+        click.echo(f"{settings.rules_path}: {len(problems)} problem(s) with BRIDGE_RETENTION:",
+                   err=True)
+        for p in problems:
+            click.echo(f"  {p}", err=True)
+        sys.exit(1)
+
+
 @click.group()
 @click.version_option(__version__, prog_name="bridge")
 def main() -> None:
@@ -85,7 +99,7 @@ def serve(no_delivery: bool, bind: str | None) -> None:
         settings = dataclasses.replace(settings, bind=bind)
     setup_logging(settings.log_format, [settings.juhe_key, settings.token,
                                         settings.grafana_hmac_secret])
-    _rules_or_exit(settings.rules_path, settings.tz)
+    _retention_or_exit(_rules_or_exit(settings.rules_path, settings.tz), settings)
     _remove_stale_runtimes()
     runtime = tempfile.mkdtemp(prefix=f"bridge-run.{os.getpid()}.")
     metrics_dir = os.path.join(runtime, "metrics")

@@ -157,6 +157,13 @@ class Settings:
             where = "BRIDGE_STORE" if e.get("BRIDGE_STORE") else "REDIS_URL"
             raise ValueError(f"{where}: expected sqlite:///PATH or redis://[:password@]host:"
                              f"port/db, got {redact_url(store).split('://')[0]}://...")
+        if store.startswith("sqlite:///"):
+            folder = os.path.dirname(os.path.abspath(store[len("sqlite:///"):]))
+            if not os.path.isdir(folder):
+                where = "BRIDGE_STORE" if e.get("BRIDGE_STORE") else "REDIS_URL"
+                raise ValueError(f"{where}: the folder {folder} does not exist ({store}); "
+                                 "create it first (a mistyped path must not start an empty "
+                                 "store)")
         if store.startswith(("redis://", "rediss://")):
             where = "BRIDGE_STORE" if e.get("BRIDGE_STORE") else "REDIS_URL"
             try:

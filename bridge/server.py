@@ -85,7 +85,8 @@ class BridgeApplication(BaseApplication):  # type: ignore[misc]
         return create_app(bridge)
 
     def run(self) -> None:
-        holder = RulesHolder(self.settings.rules_path, self.settings.tz, self.runtime)
+        holder = RulesHolder(self.settings.rules_path, self.settings.tz, self.runtime,
+                             retention=self.settings.retention)
         holder.publish()
         BridgeArbiter.holder = holder
         from bridge.service import Bridge

@@ -32,7 +32,8 @@ class Bridge:
     def __init__(self, settings: Settings, store: Store | None = None,
                  state_dir: str | None = None) -> None:
         self.settings = settings
-        self.holder = RulesHolder(settings.rules_path, settings.tz, state_dir)
+        self.holder = RulesHolder(settings.rules_path, settings.tz, state_dir,
+                                  retention=settings.retention)
         self.store = store or open_store(settings.store)
         self.client = JuheClient(settings.juhe_key, settings.juhe_url,
                                  timeout=settings.juhe_timeout)

@@ -14,6 +14,7 @@ def test_defaults() -> None:
             s.max_body_bytes, s.retry_for, s.log_format, s.dry_run) == (
         None, "http://v.juhe.cn/sms/send", "rules.yaml", "sqlite:///bridge.db", None,
         "Asia/Shanghai", 8000, 2, 1048576, 3600.0, "text", True)
+    assert (s.bind, s.threads) == ("0.0.0.0", 32)
     assert "sekrit" not in repr(Settings.from_env({"JUHE_KEY": "sekrit", "BRIDGE_TOKEN": "sekrit"}))
 
 
@@ -42,6 +43,10 @@ def test_redis_url_is_used_unless_bridge_store_wins() -> None:
     ({"BRIDGE_STORE": "redis://h:6379/abc"}, "BRIDGE_STORE: expected redis://[:password@]host"),
     ({"BRIDGE_TZ": "Mars/Olympus"}, "BRIDGE_TZ: unknown time zone 'Mars/Olympus'"),
     ({"BRIDGE_LOG_FORMAT": "xml"}, "BRIDGE_LOG_FORMAT: must be text or json, not 'xml'"),
+    ({"BRIDGE_STORE": "sqlite:////nonexistent/dir/x.db"},
+     "BRIDGE_STORE: the folder /nonexistent/dir does not exist (sqlite:////nonexistent/dir/x.db)"),
+    ({"BRIDGE_BIND": "0.0.0.0:80"}, "BRIDGE_BIND: expected an address such as 0.0.0.0"),
+    ({"BRIDGE_THREADS": "0"}, "BRIDGE_THREADS: must be from 1 to 1024, not 0"),
 ])
 def test_bad_values_name_the_variable(env: dict[str, str], error: str) -> None:
     with pytest.raises(ValueError) as info:

@@ -12,7 +12,6 @@ import pytest
 import requests
 from conftest import CATCH_ALL, fixture_bytes
 
-
 # -- slow or idle clients (SPEC "HTTP endpoints") ------------------------------------------------
 
 PARTIAL = [
@@ -66,3 +65,43 @@ def test_bind_address_from_env_and_option(make_bridge: Any) -> None:
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{bp2.port}/healthz", timeout=2)
     assert "bind: 127.0.0.2:" in bp2.log()
+
+
+# -- start-up refusals ----------------------------------------------------------------------------
+
+def _serve_refused(make_bridge: Any, **env: str) -> str:
+    bp = make_bridge(CATCH_ALL, start=False, **env)
+    bp.start(wait=False)
+    assert bp.proc is not None
+    assert bp.proc.wait(60) != 0
+    return bp.log()
+
+
+def test_sqlite_path_in_a_missing_folder_is_refused(make_bridge: Any, tmp_path: Path) -> None:
+    missing = tmp_path / "nonexistent" / "dir"
+    log = _serve_refused(make_bridge, BRIDGE_STORE=f"sqlite:///{missing}/x.db")
+    assert f"BRIDGE_STORE: the folder {missing} does not exist" in log
+    assert not missing.parent.exists()
+
+
+def test_retention_shorter_than_repeat_interval_is_refused(make_bridge: Any,
+                                                           tmp_path: Path) -> None:
+    log = _serve_refused(make_bridge, BRIDGE_RETENTION="1s")
+    assert ("routes[0] (everything): repeat_interval 4h is longer than BRIDGE_RETENTION 1s"
+            in log), log[-2000:]
+    assert "Traceback" not in log
+
+
+def test_retention_checked_on_reload(make_bridge: Any, tmp_path: Path) -> None:
+    bp = make_bridge(CATCH_ALL.replace("    resolved_template: resolved\n",
+                                       "    resolved_template: resolved\n"
+                                       "    repeat_interval: 1h\n"), BRIDGE_RETENTION="2h")
+    (tmp_path / "rules.yaml").write_text(CATCH_ALL.replace(
+        "    resolved_template: resolved\n",
+        "    resolved_template: resolved\n    repeat_interval: 3h\n"), encoding="utf-8")
+    r = bp.post("/-/reload", b"")
+    assert r.status_code == 400
+    assert r.json()["problems"] == [
+        "routes[0] (everything): repeat_interval 3h is longer than BRIDGE_RETENTION 2h: its "
+        "dedup records would be pruned first and the alert paged again; raise "
+        "BRIDGE_RETENTION or shorten repeat_interval"]
