@@ -30,17 +30,22 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 #: Invisible characters that can hide or reorder text on a phone: zero-width spaces and
 #: joiners' neighbours, bidirectional embeddings/overrides/isolates, the BOM.
 _INVISIBLE = re.compile(
-    r"[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+    r"[\u00ad\u061c\u180e\u200b\u200c\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+#: Pictographs an emoji ZWJ sequence is made of (with a variation selector or skin tone).
+_EMOJI = "\u00a9\u00ae\u203c-\u2bff\u3030\u303d\u3297\u3299\U0001F000-\U0001FAFF"
+#: A zero-width joiner outside an emoji sequence (it stays inside one: 👨‍👩‍👧 is one glyph).
+_STRAY_ZWJ = re.compile(rf"(?<![{_EMOJI}\ufe0f])\u200d|\u200d(?![{_EMOJI}])")
 RENDER_ERROR = "?"
 
 
 def fold_and_cut(value: str, max_len: int) -> str:
-    """Drop invisible characters (zero-width, bidi overrides), fold each run of control
+    """Drop invisible characters (zero-width, bidi overrides; a zero-width joiner only outside
+    an emoji sequence), fold each run of control
     characters to one space, strip, and cut to ``max_len`` characters; a cut value ends with
     ``…`` (the ``…`` counts in ``max_len``)."""
-    value = _CONTROL.sub(" ", _INVISIBLE.sub("", value)).strip()
+    value = _CONTROL.sub(" ", _STRAY_ZWJ.sub("", _INVISIBLE.sub("", value))).strip()
     if len(value) > max_len:
-        return value[: max_len - 1] + ELLIPSIS
+        return value[: max_len - 1].removesuffix("\u200d") + ELLIPSIS
     return value
 
 

@@ -90,3 +90,23 @@ def test_text_logs_cannot_be_forged_by_alert_text() -> None:
     line = TextFormatter("%(levelname)s %(message)s").format(record)
     assert line == "INFO alert x\\n2026-11-29 ERROR forged\\r\\u2028y\\u0085z"
     assert line.splitlines() == [line]
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_logs_escape_hostile_characters(fmt: str) -> None:
+    import logging
+
+    from bridge.logs import JsonFormatter, TextFormatter
+
+    hostile = "a\x00b\x07c\x1bd\x7fe\x9bf\u202eg\u2066h\u200ei\tj \U0001F468\u200d\U0001F469"
+    record = logging.LogRecord("bridge", logging.INFO, __file__, 1, "alert %s", (hostile,), None)
+    if fmt == "text":
+        line = TextFormatter("%(message)s").format(record)
+        assert line == ("alert a\\u0000b\\u0007c\\u001bd\\u007fe\\u009bf\\u202eg\\u2066h\\u200ei\tj "
+                        "\U0001F468\\u200d\U0001F469")
+    else:
+        line = JsonFormatter().format(record)
+        import json
+        assert json.loads(line)["msg"] == "alert " + hostile
+    assert not any(ord(c) < 0x20 and c != "\t" or 0x7f <= ord(c) <= 0x9f
+                   or c in "\u202e\u2066\u200e\u200d" for c in line), line

@@ -105,3 +105,17 @@ def test_retention_checked_on_reload(make_bridge: Any, tmp_path: Path) -> None:
         "routes[0] (everything): repeat_interval 3h is longer than BRIDGE_RETENTION 2h: its "
         "dedup records would be pruned first and the alert paged again; raise "
         "BRIDGE_RETENTION or shorten repeat_interval"]
+
+
+# -- hostile characters in the text log -----------------------------------------------------------
+
+def test_text_log_escapes_nul_and_bidi_from_alert_text(make_bridge: Any, fake_juhe: Any) -> None:
+    bp = make_bridge(CATCH_ALL)
+    body = {"version": "4", "status": "firing", "receiver": "sms", "alerts": [
+        {"status": "firing", "labels": {"alertname": "Disk\u0000Full\u202eevil\u0007"},
+         "annotations": {}, "startsAt": "2026-01-01T00:00:00Z", "fingerprint": "aa01"}]}
+    r = bp.post("/webhook/alertmanager", body)
+    assert r.json()["queued"] == 1
+    raw = bp.log_path.read_bytes()
+    assert b"Disk\\u0000Full\\u202eevil\\u0007" in raw
+    assert b"\x00" not in raw and "\u202e".encode() not in raw and b"\x07" not in raw
