@@ -102,7 +102,8 @@ def test_logs_escape_hostile_characters(fmt: str) -> None:
     record = logging.LogRecord("bridge", logging.INFO, __file__, 1, "alert %s", (hostile,), None)
     if fmt == "text":
         line = TextFormatter("%(message)s").format(record)
-        assert line == ("alert a\\u0000b\\u0007c\\u001bd\\u007fe\\u009bf\\u202eg\\u2066h\\u200ei\tj "
+        assert line == ("alert a\\u0000b\\u0007c\\u001bd\\u007fe\\u009bf\\u202eg\\u2066h"
+                        "\\u200ei\tj "
                         "\U0001F468\\u200d\U0001F469")
     else:
         line = JsonFormatter().format(record)
