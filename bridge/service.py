@@ -104,6 +104,8 @@ class Bridge:
         plan = decide(batch, rules, datetime.fromtimestamp(now, UTC))
         if plan.skipped_mobiles:
             metrics.SKIPPED_MOBILES.inc(len(plan.skipped_mobiles))
+        if plan.over_limit:
+            metrics.MOBILES_OVER_LIMIT.inc(plan.over_limit)
         limits = rules.limits
         policy = Policy(
             per_mobile_per_hour=limits.per_mobile_per_hour, per_day=limits.per_day,
@@ -132,9 +134,10 @@ class Bridge:
         if batch.skipped:
             counts["skipped"] = batch.skipped
         if batch.warnings:
-            counts["warnings"] = list(batch.warnings)
             for w in batch.warnings:
                 log.warning("%s webhook: %s", batch.source, w)
+        if batch.warnings or plan.warnings:
+            counts["warnings"] = [*batch.warnings, *plan.warnings]
         return counts
 
     def _with_episode(self, alert: Alert, now: float) -> Alert:

@@ -119,3 +119,72 @@ def test_text_log_escapes_nul_and_bidi_from_alert_text(make_bridge: Any, fake_ju
     raw = bp.log_path.read_bytes()
     assert b"Disk\\u0000Full\\u202eevil\\u0007" in raw
     assert b"\x00" not in raw and "\u202e".encode() not in raw and b"\x07" not in raw
+
+
+# -- max_mobiles_from (SPEC "Rules file") ---------------------------------------------------------
+
+MOBILES_RULES = """\
+receivers:
+  oncall: ["13800138000"]
+templates:
+  firing: {tpl_id: 111, vars: {name: "{{ labels.alertname }}"}}
+limits: {min_gap: 0s}
+MAXLINE
+routes:
+  - name: a
+    matchers: ['alertname="A"']
+    receiver: oncall
+    mobiles_from: oncall_mobile
+    template: firing
+  - name: b
+    matchers: ['alertname="B"']
+    mobiles_from: oncall_mobile
+    max_mobiles_from: 2
+    template: firing
+"""
+
+MANY = ",".join(["not-a-phone", "13900139000", "13900139000"]
+                + [f"139001390{i:02d}" for i in range(1, 13)])  # 13 distinct valid numbers
+
+
+@pytest.mark.parametrize(("file_wide", "take_a"), [("", 10), ("max_mobiles_from: 3", 3)])
+def test_max_mobiles_from(make_bridge: Any, fake_juhe: Any, file_wide: str,
+                          take_a: int) -> None:
+    bp = make_bridge(MOBILES_RULES.replace("MAXLINE", file_wide))
+    valid = [f"139001390{i:02d}" for i in range(13)]
+    r = bp.post("/webhook/alertmanager", {"alerts": [
+        {"labels": {"alertname": "A", "oncall_mobile": MANY}, "startsAt": "2026-11-29T01:00:00Z"},
+        {"labels": {"alertname": "B", "oncall_mobile": MANY}, "startsAt": "2026-11-29T01:00:00Z"},
+    ]})
+    answer = r.json()
+    assert (answer["queued"], answer["suppressed"]) == (1 + take_a + 2, 0)
+    assert answer["warnings"] == [
+        f"alerts[0]: route a: oncall_mobile holds 13 valid numbers, max_mobiles_from is "
+        f"{take_a}: {13 - take_a} skipped ("
+        + ", ".join(f"139****{m[-4:]}" for m in valid[take_a:]) + ")",
+        "alerts[1]: route b: oncall_mobile holds 13 valid numbers, max_mobiles_from is 2: "
+        "11 skipped (" + ", ".join(f"139****{m[-4:]}" for m in valid[2:]) + ")",
+    ]
+    fake_juhe.wait_for(1 + take_a + 2, timeout=15)
+    time.sleep(0.5)
+    got = sorted((m["vars"]["name"], m["mobile"]) for m in fake_juhe.messages)
+    assert got == sorted([("A", "13800138000")] + [("A", m) for m in valid[:take_a]]
+                         + [("B", m) for m in valid[:2]])
+    metrics = requests.get(bp.base + "/metrics", timeout=10).text
+    assert f"bridge_mobiles_from_over_limit_total {float(13 - take_a + 11)}" in metrics
+    assert "max_mobiles_from is 2: 11 skipped" in bp.log()
+
+
+def test_max_mobiles_from_is_checked(tmp_path: Path) -> None:
+    from bridge.errors import RulesError
+    from bridge.rules.load import load_rules
+
+    path = tmp_path / "r.yaml"
+    path.write_text(MOBILES_RULES.replace("MAXLINE", "max_mobiles_from: 0").replace(
+        "max_mobiles_from: 2", "max_mobiles_from: many"), encoding="utf-8")
+    with pytest.raises(RulesError) as info:
+        load_rules(str(path), "Asia/Shanghai")
+    assert info.value.problems == [
+        "max_mobiles_from: Input should be greater than or equal to 1",
+        "routes[1].max_mobiles_from: Input should be a valid integer, unable to parse string "
+        "as an integer"]
