@@ -3,6 +3,7 @@ gunicorn's own error pages, a full disk (issue 10)."""
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import CATCH_ALL, fixture_bytes
+from conftest import CATCH_ALL, ROOT, fixture_bytes
 
 # -- slow or idle clients (SPEC "HTTP endpoints") ------------------------------------------------
 
@@ -188,3 +189,88 @@ def test_max_mobiles_from_is_checked(tmp_path: Path) -> None:
         "max_mobiles_from: Input should be greater than or equal to 1",
         "routes[1].max_mobiles_from: Input should be a valid integer, unable to parse string "
         "as an integer"]
+
+
+# -- what one template variable may cost (issue 10, item 11) --------------------------------------
+
+@pytest.mark.parametrize("source", [
+    "{{ labels.alertname * 10**8 }}",
+    "{% for i in range(labels.k | int) %}{% for j in range(labels.k | int) %}{% endfor %}"
+    "{% endfor %}",
+    "{% for i in range(1000) %}{% for j in range(1000) %}{{ j }}{% endfor %}{% endfor %}",
+    "{{ labels.alertname * labels.n | int }}",
+    "{{ (labels.n | int) ** (labels.n | int) }}",
+    "{{ labels.alertname | center(labels.n | int) }}",
+    "{{ labels.alertname.ljust(10**8) }}",
+    "{{ '%100000000d' % labels.n | int }}",
+    "{{ ('%' ~ labels.n ~ 'd') % 1 }}",
+    "{% for i in range(10000) %}{{ labels.alertname }}{% endfor %}",
+])
+def test_a_costly_variable_renders_as_a_marker(source: str) -> None:
+    from bridge.render import OVER_BUDGET, Renderer
+
+    r = Renderer()
+    tpl = r.compile(source)
+    t0 = time.monotonic()
+    out = r.render({"v": tpl}, {"labels": {"alertname": "DiskFull", "n": "100000000",
+                                           "k": "100000"}}, 20)
+    assert out == {"v": OVER_BUDGET}
+    assert time.monotonic() - t0 < 2.0
+
+
+@pytest.mark.parametrize("source", [
+    "{{ labels.alertname * 3 }}", "{{ 2 ** 10 }}", "{% for i in range(5) %}{{ i }}{% endfor %}",
+    "{{ '%05d' % 42 }}", "{{ labels.alertname | center(30) }}",
+])
+def test_a_cheap_variable_still_renders(source: str) -> None:
+    from bridge.render import Renderer
+
+    r = Renderer()
+    out = r.render({"v": r.compile(source)}, {"labels": {"alertname": "Ab"}}, 40)
+    assert out["v"] == str(r.env.from_string(source).render(labels={"alertname": "Ab"})).strip()
+
+
+@pytest.mark.parametrize(("source", "problem"), [
+    ("{{ 'a' * 10**8 }}", "over budget (line 1): repeating 1 items 100000000 times is 100000000 "
+                          "(at most 10000)"),
+    ("{{ 2 ** 100000 }}", "over budget (line 1): 2 ** 100000 has about 200000 bits "
+                          "(at most 4096)"),
+    ("{% for i in range(100000) %}x{% endfor %}",
+     "over budget (line 1): range() of 100000 items (at most 10000)"),
+    ("{{ 'x' | center(10**8) }}", "over budget (line 1): center(100000000) (at most 10000)"),
+    ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+     "over budget (line 1): range() of 100000 items (at most 10000)"),
+    ("{{ '%100000000d' % 1 }}",
+     "over budget (line 1): a %-format width or precision of 100000000 (at most 10000)"),
+])
+def test_bridge_check_refuses_a_constant_over_budget(tmp_path: Path, source: str,
+                                                     problem: str) -> None:
+    import resource
+    import subprocess
+    import sys
+
+    rules = CATCH_ALL.replace("name: \"{{ labels.alertname | default('-') }}\"",
+                              "name: \"" + source.replace('"', '\\"') + "\"")
+    path = tmp_path / "rules.yaml"
+    path.write_text(rules, encoding="utf-8")
+    t0 = time.monotonic()
+    res = subprocess.run([sys.executable, "-m", "bridge", "check", str(path)],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert f"templates.firing.vars.name: {problem}" in res.stderr
+    assert time.monotonic() - t0 < 10
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 300_000  # KB
+
+
+def test_served_costly_variable_pages_with_the_marker(make_bridge: Any, fake_juhe: Any) -> None:
+    bp = make_bridge(CATCH_ALL.replace("name: \"{{ labels.alertname | default('-') }}\"",
+                                       "name: \"{{ labels.alertname * 10**8 }}\""))
+    t0 = time.monotonic()
+    r = bp.post("/webhook/alertmanager", {"alerts": [
+        {"labels": {"alertname": "DiskFull"}, "startsAt": "2026-11-29T01:00:00Z"}]})
+    assert r.json()["queued"] == 1
+    assert time.monotonic() - t0 < 3
+    [m] = fake_juhe.wait_for(1, timeout=10)
+    assert m["vars"]["name"] == "[over budget]"
+    assert "variable name over its budget, rendered as [over budget]" in bp.log()
