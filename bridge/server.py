@@ -9,14 +9,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 from typing import Any
 
+from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 from gunicorn.glogging import Logger as GunicornBaseLogger
+from gunicorn.workers.gthread import ThreadWorker
 
 from bridge.config import Settings
 from bridge.errors import StoreUnavailable
@@ -61,7 +64,7 @@ class BridgeApplication(BaseApplication):  # type: ignore[misc]
             "workers": s.workers,
             # Threads, so that slow or idle clients hold a thread each rather than the whole
             # worker (SPEC: 16 stalled connections must not delay a webhook past 1 s).
-            "worker_class": "gthread",
+            "worker_class": "bridge.server.BridgeThreadWorker",
             "threads": s.threads,
             "worker_connections": max(1000, 4 * s.threads),
             "timeout": 30,
@@ -106,6 +109,25 @@ class BridgeApplication(BaseApplication):  # type: ignore[misc]
         log.info("bind: %s:%d (%d workers x %d threads)", bind_host(s.bind), s.port, s.workers,
                  s.threads)
         BridgeArbiter(self).run()
+
+
+def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's answer to a request it cannot parse (414, 431, a bad Content-Length, ...)
+    as JSON ``{"error": ...}`` instead of its HTML page, like every answer of the bridge."""
+    body = json.dumps({"error": f"{reason}: {mesg}" if mesg else reason},
+                      ensure_ascii=True).encode("ascii")
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    gunicorn_util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+class BridgeThreadWorker(ThreadWorker):  # type: ignore[misc]
+    """gunicorn's threaded worker, answering its own request errors in JSON: gunicorn has no
+    setting for that page, so its ``util.write_error`` is replaced in the worker process."""
+
+    def init_process(self) -> None:
+        gunicorn_util.write_error = write_json_error
+        super().init_process()
 
 
 def bind_host(address: str) -> str:

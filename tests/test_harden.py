@@ -274,3 +274,37 @@ def test_served_costly_variable_pages_with_the_marker(make_bridge: Any, fake_juh
     [m] = fake_juhe.wait_for(1, timeout=10)
     assert m["vars"]["name"] == "[over budget]"
     assert "variable name over its budget, rendered as [over budget]" in bp.log()
+
+
+# -- gunicorn's own error answers are JSON --------------------------------------------------------
+
+def _raw(port: int, data: bytes) -> tuple[str, str]:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(data)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    head, _, body = answer.decode("latin-1").partition("\r\n\r\n")
+    return head, body
+
+
+@pytest.mark.parametrize(("request_bytes", "status"), [
+    (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    (b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(120))
+     + b"\r\n", 431),
+    (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"y" * 9000 + b"\r\n\r\n", 431),
+    (b"POST /webhook/alertmanager HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}", 400),
+    (b"POST /webhook/alertmanager HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+     b"Content-Length: 3\r\n\r\n{}", 400),
+    (b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n", 400),
+    (b"G\x00T / HTTP/1.1\r\n\r\n", 400),
+])
+def test_gunicorn_errors_are_json(make_bridge: Any, request_bytes: bytes, status: int) -> None:
+    import json
+
+    bp = make_bridge(CATCH_ALL)
+    head, body = _raw(bp.port, request_bytes)
+    assert head.startswith(f"HTTP/1.1 {status} "), head
+    assert "Content-Type: application/json" in head, head
+    assert list(json.loads(body)) == ["error"]
+    assert "<html" not in body
