@@ -308,3 +308,80 @@ def test_gunicorn_errors_are_json(make_bridge: Any, request_bytes: bytes, status
     assert "Content-Type: application/json" in head, head
     assert list(json.loads(body)) == ["error"]
     assert "<html" not in body
+
+
+# -- a full disk under the SQLite file ------------------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Any:
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {res.stderr.strip()}")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def _fill(path: Path) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def test_full_disk_answers_503_loses_nothing_and_recovers(make_bridge: Any, fake_juhe: Any,
+                                                          small_disk: Path) -> None:
+    bp = make_bridge(CATCH_ALL, BRIDGE_STORE=f"sqlite:///{small_disk / 'bridge.db'}",
+                     WEB_CONCURRENCY="1")
+    try:
+        def post(i: int) -> requests.Response:
+            return bp.post("/webhook/alertmanager", {"alerts": [
+                {"labels": {"alertname": f"Disk{i}", "n": "x" * 200},
+                 "annotations": {"summary": "y" * 2000},
+                 "startsAt": "2026-11-29T01:00:00Z"}]})
+
+        answered: list[int] = []
+        assert post(0).status_code == 200
+        answered.append(0)
+        _fill(small_disk / "filler")
+        statuses = []
+        for i in range(1, 400):
+            r = post(i)
+            assert r.status_code in (200, 503), r.text
+            assert r.headers["Content-Type"] == "application/json"
+            statuses.append(r.status_code)
+            if r.status_code == 200:
+                answered.append(i)
+            else:
+                assert "store unavailable" in r.json()["error"]
+                if statuses[-3:] == [503, 503, 503]:
+                    break
+        assert statuses[-1] == 503, "the disk never filled"
+        ready = bp.get("/readyz")
+        assert ready.status_code in (200, 503)
+        (small_disk / "filler").unlink()
+        # recovers by itself: the next webhooks are stored again, no restart
+        end = time.monotonic() + 20
+        while time.monotonic() < end:
+            r = post(1000)
+            if r.status_code == 200:
+                break
+            time.sleep(0.2)
+        assert r.status_code == 200, r.text
+        answered.append(1000)
+        # nothing answered 200 is lost: every one of them reaches Juhe, once
+        want = sorted(f"Disk{i}" for i in answered)
+        fake_juhe.wait_for(len(want), timeout=30)
+        time.sleep(1.0)
+        assert sorted(m["vars"]["name"] for m in fake_juhe.messages) == want
+        assert "Traceback" not in bp.log()
+    finally:
+        bp.stop()
