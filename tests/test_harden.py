@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import CATCH_ALL, ROOT, fixture_bytes
+from conftest import CATCH_ALL, ROOT, fixture_bytes, wait_until
 
 # -- slow or idle clients (SPEC "HTTP endpoints") ------------------------------------------------
 
@@ -385,3 +385,21 @@ def test_full_disk_answers_503_loses_nothing_and_recovers(make_bridge: Any, fake
         assert "Traceback" not in bp.log()
     finally:
         bp.stop()
+
+
+# -- the README's quick start ----------------------------------------------------------------------
+
+def test_readme_quick_start_curl_pages_at_any_hour(make_bridge: Any) -> None:
+    import json
+    import re
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("Then post a webhook.", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    assert "--data-binary" in block
+    body = json.loads(re.search(r"--data-binary '(.*)'", block, re.S).group(1))  # type: ignore[union-attr]
+    bp = make_bridge(BRIDGE_RULES=str(ROOT / "rules.yaml"), JUHE_KEY="", start=True)
+    r = bp.post("/webhook/alertmanager", body)
+    # both dba numbers at any hour; ops (everything-else, continued to) muted only at night
+    assert (r.json()["alerts"], r.json()["queued"]) == (1, 2)
+    assert wait_until(lambda: bp.log().count("would send") >= 2, 15), bp.log()[-2000:]
+    assert "would send to 138****8000" in bp.log() and "would send to 138****8001" in bp.log()
