@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -20,7 +21,7 @@ import click
 from dotenv import load_dotenv
 
 from bridge import __version__
-from bridge.config import Settings, mask_mobile
+from bridge.config import Settings, check_bind, mask_mobile
 from bridge.errors import JuheError, PayloadError, RulesError, StoreUnavailable
 from bridge.juhe import JuheClient, encode_tpl_value
 from bridge.logs import setup as setup_logging
@@ -60,6 +61,20 @@ def _at_or_exit(text: str | None, settings: Settings) -> datetime:
     return local.replace(tzinfo=settings.zone)
 
 
+def _retention_or_exit(rules: RuleSet, settings: Settings) -> None:
+    """Stop when a route's ``repeat_interval`` outlives ``BRIDGE_RETENTION`` (dedup would
+    silently break), naming both values."""
+    from bridge.reload import retention_problems
+
+    problems = retention_problems(rules, settings.retention)
+    if problems:
+        click.echo(f"{settings.rules_path}: {len(problems)} problem(s) with BRIDGE_RETENTION:",
+                   err=True)
+        for p in problems:
+            click.echo(f"  {p}", err=True)
+        sys.exit(1)
+
+
 @click.group()
 @click.version_option(__version__, prog_name="bridge")
 def main() -> None:
@@ -69,13 +84,22 @@ def main() -> None:
 @main.command()
 @click.option("--no-delivery", is_flag=True,
               help="take webhooks only; `bridge worker` delivers (deployments that want it apart)")
-def serve(no_delivery: bool) -> None:
-    """Run the service under gunicorn on 0.0.0.0:$PORT with $WEB_CONCURRENCY workers, each
-    also delivering SMS from the store."""
+@click.option("--bind", "bind", metavar="ADDRESS",
+              help="address to listen on (default $BRIDGE_BIND, else 0.0.0.0); the port is $PORT")
+def serve(no_delivery: bool, bind: str | None) -> None:
+    """Run the service under gunicorn on $BRIDGE_BIND:$PORT (0.0.0.0:8000) with
+    $WEB_CONCURRENCY workers of $BRIDGE_THREADS threads, each also delivering SMS from the
+    store."""
     settings = _settings()
+    if bind:
+        try:
+            check_bind(bind, "--bind")
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+        settings = dataclasses.replace(settings, bind=bind)
     setup_logging(settings.log_format, [settings.juhe_key, settings.token,
                                         settings.grafana_hmac_secret])
-    _rules_or_exit(settings.rules_path, settings.tz)
+    _retention_or_exit(_rules_or_exit(settings.rules_path, settings.tz), settings)
     _remove_stale_runtimes()
     runtime = tempfile.mkdtemp(prefix=f"bridge-run.{os.getpid()}.")
     metrics_dir = os.path.join(runtime, "metrics")

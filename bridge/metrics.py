@@ -45,6 +45,8 @@ ESCALATIONS = Counter("bridge_escalations_total",
 ACKS = Counter("bridge_acks_total", "Episodes acknowledged, by way (link, page, api).", ["via"])
 SKIPPED_MOBILES = Counter("bridge_mobiles_skipped_total",
                           "Invalid mobile numbers found through mobiles_from, skipped.")
+MOBILES_OVER_LIMIT = Counter("bridge_mobiles_from_over_limit_total",
+                             "Valid numbers from mobiles_from past max_mobiles_from, skipped.")
 
 
 class _Snapshot(Collector):

@@ -100,6 +100,10 @@ class Plan:
     #: (episode ``""`` for an alert without startsAt: the stored start is used)
     resolved: list[tuple[str, str]] = field(default_factory=list)
     #: what was decided leniently, for the webhook's answer (e.g. a removed template)
+    #: valid numbers from ``mobiles_from`` past ``max_mobiles_from``, skipped (count)
+    over_limit: int = 0
+    #: what the webhook answer lists under ``warnings``, each with its place (also e.g. a
+    #: removed resolved template)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -108,15 +112,35 @@ def episode_from_start(alert: Alert) -> str:
     return alert.starts_at.isoformat() if alert.starts_at is not None else ""
 
 
-def mobiles_of(alert: Alert, r: Route, rules: RuleSet, plan: Plan,
-               now: datetime) -> list[str]:
+def mobiles_of(alert: Alert, r: Route, rules: RuleSet, plan: Plan, now: datetime,
+               where: str = "", route_name: str = "") -> list[str]:
     """The mobiles a route pages for an alert: its receivers' numbers and the people on call
-    at ``now`` in the schedules it names, then the valid numbers in the label or annotation
-    ``mobiles_from`` names (separated by commas, semicolons or spaces; a ``+86``/``0086``
-    prefix and dashes are dropped); duplicates once."""
+    at ``now`` in the schedules it names, then the first ``max_mobiles_from`` distinct valid
+    numbers in the label or annotation ``mobiles_from`` names (separated by commas, semicolons
+    or spaces; a ``+86``/``0086`` prefix and dashes are dropped); duplicates once. Valid numbers
+    past the limit are skipped, counted in ``plan.over_limit`` and said in ``plan.warnings``
+    (``where`` is the alert's place)."""
     mobiles: list[str] = []
     for name in r.receivers:
         mobiles.extend(rules.mobiles_for(name, now))
+    if r.mobiles_from:
+        found = _mobiles_from(alert, r, plan)
+        limit = rules.mobiles_from_limit(r)
+        if len(found) > limit:
+            rest = [mask_mobile(m) for m in found[limit:]]
+            plan.over_limit += len(rest)
+            text = (f"route {route_name}: {r.mobiles_from} holds {len(found)} valid numbers, "
+                    f"max_mobiles_from is {limit}: {len(rest)} skipped ({', '.join(rest)})")
+            plan.warnings.append(f"{where}: {text}" if where else text)
+            log.warning("alert %s: %s", alert.name, text)
+        mobiles.extend(found[:limit])
+    return list(dict.fromkeys(mobiles))
+
+
+def _mobiles_from(alert: Alert, r: Route, plan: Plan) -> list[str]:
+    """The distinct valid numbers of ``r.mobiles_from`` in the order given; invalid ones are
+    recorded in ``plan.skipped_mobiles`` and logged."""
+    mobiles: list[str] = []
     if r.mobiles_from:
         raw = alert.labels.get(r.mobiles_from) or alert.annotations.get(r.mobiles_from) or ""
         for part in _SEPARATORS.split(raw):
@@ -277,7 +301,7 @@ def decide(batch: Batch, rules: RuleSet, now: datetime,
     was paged for it (:func:`_resolved_to_paged`), not to whom the routes name now.
     """
     plan = Plan()
-    for alert in batch.alerts:
+    for index, alert in enumerate(batch.alerts):
         untimed = alert.starts_at is None
         alert = _mark_episode(alert, plan, now, episode_starts)
         if alert.status == "resolved":
@@ -300,7 +324,8 @@ def decide(batch: Batch, rules: RuleSet, now: datetime,
             tpl_name = r.template if alert.status == "firing" else r.resolved_template
             if tpl_name is None:
                 continue
-            mobiles = [m for m in mobiles_of(alert, r, rules, plan, now) if m not in seen]
+            mobiles = [m for m in mobiles_of(alert, r, rules, plan, now, f"alerts[{index}]",
+                                             rules.route_names[i]) if m not in seen]
             if not mobiles:
                 continue
             seen.update(mobiles)

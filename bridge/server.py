@@ -9,14 +9,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 from typing import Any
 
+from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 from gunicorn.glogging import Logger as GunicornBaseLogger
+from gunicorn.workers.gthread import ThreadWorker
 
 from bridge.config import Settings
 from bridge.errors import StoreUnavailable
@@ -57,9 +60,13 @@ class BridgeApplication(BaseApplication):  # type: ignore[misc]
     def load_config(self) -> None:
         s = self.settings
         options: dict[str, Any] = {
-            "bind": f"0.0.0.0:{s.port}",
+            "bind": f"{bind_host(s.bind)}:{s.port}",
             "workers": s.workers,
-            "worker_class": "sync",
+            # Threads, so that slow or idle clients hold a thread each rather than the whole
+            # worker (SPEC: 16 stalled connections must not delay a webhook past 1 s).
+            "worker_class": "bridge.server.BridgeThreadWorker",
+            "threads": s.threads,
+            "worker_connections": max(1000, 4 * s.threads),
             "timeout": 30,
             "graceful_timeout": 20,
             "keepalive": 2,
@@ -81,7 +88,8 @@ class BridgeApplication(BaseApplication):  # type: ignore[misc]
         return create_app(bridge)
 
     def run(self) -> None:
-        holder = RulesHolder(self.settings.rules_path, self.settings.tz, self.runtime)
+        holder = RulesHolder(self.settings.rules_path, self.settings.tz, self.runtime,
+                             retention=self.settings.retention)
         holder.publish()
         BridgeArbiter.holder = holder
         from bridge.service import Bridge
@@ -97,7 +105,44 @@ class BridgeApplication(BaseApplication):  # type: ignore[misc]
         except StoreUnavailable as exc:
             log.error("store not reachable at start (webhooks get 503 until it is): %s", exc)
         probe.store.close()
+        s = self.settings
+        log.info("bind: %s:%d (%d workers x %d threads)", bind_host(s.bind), s.port, s.workers,
+                 s.threads)
         BridgeArbiter(self).run()
+
+
+def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's answer to a request it cannot parse (414, 431, a bad Content-Length, ...)
+    as JSON ``{"error": ...}`` instead of its HTML page, like every answer of the bridge."""
+    body = json.dumps({"error": f"{reason}: {mesg}" if mesg else reason},
+                      ensure_ascii=True).encode("ascii")
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    gunicorn_util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+class BridgeThreadWorker(ThreadWorker):  # type: ignore[misc]
+    """gunicorn's threaded worker, answering its own request errors in JSON: gunicorn has no
+    setting for that page, so its ``util.write_error`` is replaced in the worker process."""
+
+    def init_process(self) -> None:
+        gunicorn_util.write_error = write_json_error
+        super().init_process()
+
+    def _keepalive_after(self, conn: Any, keepalive: bool) -> bool:
+        """Close, rather than drain, a connection with more than 64 KiB of body the bridge left
+        unread (a 413 on its Content-Length): as with the sync worker, the client has its answer
+        at once instead of after a drain of up to 5 s. Smaller leftovers are drained, so the
+        connection stays reusable as announced."""
+        body = getattr(getattr(conn.parser, "mesg", None), "body", None)
+        if keepalive and getattr(getattr(body, "reader", None), "length", 0) > 65536:
+            return False
+        return bool(super()._keepalive_after(conn, keepalive))
+
+
+def bind_host(address: str) -> str:
+    """The host part of gunicorn's ``bind``: an IPv6 address in brackets."""
+    return f"[{address.strip('[]')}]" if ":" in address else address
 
 
 _stop = threading.Event()

@@ -43,7 +43,8 @@ class Bridge:
     def __init__(self, settings: Settings, store: Store | None = None,
                  state_dir: str | None = None) -> None:
         self.settings = settings
-        self.holder = RulesHolder(settings.rules_path, settings.tz, state_dir)
+        self.holder = RulesHolder(settings.rules_path, settings.tz, state_dir,
+                                  retention=settings.retention)
         self.store = store or open_store(settings.store)
         self.sender: Sender = (DryRunSender() if settings.dry_run else JuheClient(
             settings.juhe_key, settings.juhe_url, timeout=settings.juhe_timeout))
@@ -181,6 +182,8 @@ class Bridge:
                        for fp, s in starts.items()}, paged)
         if plan.skipped_mobiles:
             metrics.SKIPPED_MOBILES.inc(len(plan.skipped_mobiles))
+        if plan.over_limit:
+            metrics.MOBILES_OVER_LIMIT.inc(plan.over_limit)
         policy = store_policy(rules, self.settings.zone, now)
         outcomes = self.store.record(plan.notifications, policy, now, plan.episodes,
                                      plan.resolved)
@@ -204,11 +207,10 @@ class Bridge:
         if batch.skipped:
             counts["skipped"] = batch.skipped
         if batch.warnings:
-            counts["warnings"] = list(batch.warnings)
             for w in batch.warnings:
                 log.warning("%s webhook: %s", batch.source, w)
-        if plan.warnings:
-            counts.setdefault("warnings", []).extend(plan.warnings)
+        if batch.warnings or plan.warnings:
+            counts["warnings"] = [*batch.warnings, *plan.warnings]
         return counts
 
     # -- health ---------------------------------------------------------------------------
