@@ -1124,3 +1124,28 @@ def test_prune_deletes_resolved_episodes_with_their_codes(store: Store) -> None:
                                                                   T0 + 11) is None
     assert [e.id for e in store.episodes()] == [b.episode_id]
     assert store.episodes_for([("a", EP)]) == {}
+
+
+def _paging_worker(url: str, barrier: Any, results: Any) -> None:
+    import os
+
+    s = open_store(url)
+    try:
+        barrier.wait(30)
+        # a tiny repeat_interval and distinct times: every process's page is recorded
+        [o] = s.record([paging(repeat_interval=1e-6)], NO_LIMITS,
+                       T0 + (os.getpid() % 997) * 0.001)
+        results.put([(o.state, o.notification.variables.get("ack"), o.episode_id)])
+    except Exception as exc:  # reported to the parent, which fails the test
+        results.put(repr(exc))
+    finally:
+        s.close()
+
+
+def test_racing_webhooks_share_one_episode_and_one_code(store: Store) -> None:
+    got = [o for outcomes in run_at_once(_paging_worker, store.url) for o in outcomes]
+    [e] = store.episodes()
+    [p] = e.paged
+    queued = [(code, eid) for state, code, eid in got if state == "queued"]
+    assert queued and set(queued) == {(p.code, e.id)}
+    assert all(by_id(store, i.id).variables["ack"] == p.code for i in store.recent(limit=-1))
