@@ -274,3 +274,32 @@ def test_cli_check_warns_and_render_shows_steps_and_the_code_slot(tmp_path: Path
             " resolved\n"
             "    escalates: step 2 after 5s -> lead (template lead) unless acknowledged or"
             " resolved\n") in r.stdout, r.stdout
+
+
+def test_episode_info_keeps_the_silence_link() -> None:
+    from bridge.plan import episode_info
+
+    batch = Batch("alertmanager", firing().alerts,
+                                  external_url="http://am.example:9093/")
+    info = episode_info(batch.alerts[0], batch)
+    assert info.silence_url == ("http://am.example:9093/#/silences/new?filter="
+                                "%7Balertname%3D%22DiskFull%22%7D")
+    assert (info.summary, info.annotations) == ("磁盘满", {"summary": "磁盘满"})
+    grafana = Alert(labels={"alertname": "X"}, annotations={}, status="firing",
+                    fingerprint="f", source="grafana", silence_url="http://g/alerting/silence/new")
+    assert episode_info(grafana, Batch("grafana", [grafana])).silence_url == (
+        "http://g/alerting/silence/new")
+    assert episode_info(firing().alerts[0], firing()).silence_url is None
+
+
+def test_grafana_silence_url_is_read_from_the_body() -> None:
+    from conftest import fixture_bytes
+
+    from bridge.sources import parse_body
+
+    batch = parse_body("grafana", fixture_bytes("15-gf-docs-two-firing-plus0200-floats.json"))
+    assert [a.silence_url for a in batch.alerts] == [
+        "https://play.grafana.org/alerting/silence/new?alertmanager=grafana&matchers="
+        "alertname%3DT2%2Cteam%3Dblue%2Czone%3Dus-1",
+        "https://play.grafana.org/alerting/silence/new?alertmanager=grafana&matchers="
+        "alertname%3DT1%2Cteam%3Dblue%2Czone%3Deu-1"]

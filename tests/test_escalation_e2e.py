@@ -217,3 +217,22 @@ def test_a_step_due_while_stopped_runs_after_restart(make_bridge: Any, fake_juhe
     got = settle(fake_juhe, 2)
     assert [(m, v["esc"]) for m, _, v in got] == [(ZHANG, "0"), (LI, "1")]
     assert "escalation step 1 via secondary: li 138****8001 -> queued" in restarted.log()
+
+
+def test_resolved_to_who_was_paged_on_redis_across_two_instances(
+        make_bridge: Any, fake_juhe: FakeJuhe, redis_url: str, tmp_path: Path) -> None:
+    a = make_bridge(rules(steps="[]"), BRIDGE_STORE=redis_url)
+    b = make_bridge(rules(steps="[]"), BRIDGE_STORE=redis_url)
+    assert a.post("/webhook/alertmanager", alert("DiskFull")).json()["queued"] == 1
+    assert settle(fake_juhe, 1, 0.5)[0][0] == ZHANG
+    (tmp_path / "rules.yaml").write_text(rules("[li, zhang]", steps="[]"), encoding="utf-8")
+    for bridge in (a, b):
+        assert bridge.post("/-/reload", b"").status_code == 200
+    for bridge in (b, a, b):
+        assert bridge.post("/webhook/alertmanager", alert("DiskFull", "resolved")).status_code \
+            == 200
+    assert settle(fake_juhe, 2)[1:] == [(ZHANG, "222", {"name": "DiskFull", "who": "zhang"})]
+    # the new person on call is paged by a new alert, and its resolved goes to them alone
+    assert b.post("/webhook/alertmanager", alert("Latency")).json()["queued"] == 1
+    assert a.post("/webhook/alertmanager", alert("Latency", "resolved")).json()["queued"] == 1
+    assert [(m, t) for m, t, _ in settle(fake_juhe, 4)[2:]] == [(LI, "111"), (LI, "222")]
