@@ -30,13 +30,13 @@ class Bridge:
     """
 
     def __init__(self, settings: Settings, store: Store | None = None,
-                 state_dir: str | None = None) -> None:
+                 state_dir: str | None = None, client: JuheClient | None = None) -> None:
         self.settings = settings
         self.holder = RulesHolder(settings.rules_path, settings.tz, state_dir,
                                   retention=settings.retention)
         self.store = store or open_store(settings.store)
-        self.client = JuheClient(settings.juhe_key, settings.juhe_url,
-                                 timeout=settings.juhe_timeout)
+        self.client = client or JuheClient(settings.juhe_key, settings.juhe_url,
+                                           timeout=settings.juhe_timeout)
         self.delivery_policy = DeliveryPolicy(retry_for=settings.retry_for,
                                               retry_base=settings.retry_base,
                                               retention=settings.retention)
