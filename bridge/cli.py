@@ -15,7 +15,6 @@ import tempfile
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import click
 from dotenv import load_dotenv
@@ -27,6 +26,7 @@ from bridge.juhe import JuheClient, encode_tpl_value
 from bridge.logs import setup as setup_logging
 from bridge.oncall import OnCall, Shift, oncall_view, parse_local_time
 from bridge.rules.load import RuleSet, load_rules
+from bridge.sources import SOURCES
 
 log = logging.getLogger("bridge")
 
@@ -185,58 +185,26 @@ def check(rules: str | None) -> None:
                    f"on call now: {', '.join(view.now.people)}")
 
 
-def _detect_source(payload: Any) -> str:
-    if isinstance(payload, dict) and (payload.get("version") == "1" or "evalMatches" in payload
-                                      or "ruleName" in payload or "orgId" in payload):
-        return "grafana"
-    return "alertmanager"
-
-
 @main.command()
 @click.argument("payload", type=click.Path(exists=True, dir_okay=False))
 @click.option("--rules", "rules_path", help="rules file or folder (default $BRIDGE_RULES)")
-@click.option("--source", type=click.Choice(["alertmanager", "grafana"]),
+@click.option("--source", type=click.Choice(sorted(SOURCES)),
               help="payload source (default: told from its fields)")
 @click.option("--at", "at", metavar="'YYYY-MM-DD HH:MM'",
               help="decide as at this time in BRIDGE_TZ (default now): mutes, who is on call")
 def render(payload: str, rules_path: str | None, source: str | None, at: str | None) -> None:
     """Print every SMS a webhook body would cause now (or --at), without sending or storing
-    anything."""
-    from bridge.episodes import fill_code
-    from bridge.plan import decide
-    from bridge.sources import parse_body, read_body
+    anything; for an alert that pages nobody, what each route made of it."""
+    from bridge.preview import preview, render_lines
 
     settings = _settings()
     rules = _rules_or_exit(rules_path or settings.rules_path, settings.tz)
     try:
-        body = Path(payload).read_bytes()
-        src = source or _detect_source(read_body(body))
-        batch = parse_body(src, body)
+        p = preview(Path(payload).read_bytes(), source, rules, _at_or_exit(at, settings))
     except PayloadError as exc:
         raise click.ClickException(f"{payload}: {exc}") from None
-    plan = decide(batch, rules, _at_or_exit(at, settings))
-    click.echo(f"{payload}: {src}, {len(batch.alerts)} alerts, "
-               f"{len(plan.notifications)} notifications"
-               + (f", {plan.unrouted} matched no route" if plan.unrouted else ""))
-    for n in plan.notifications:
-        state = n.state + (f" ({n.reason})" if n.reason else "")
-        person = rules.person_of(n.mobile)
-        click.echo(f"- route {n.route}: {n.status} {n.alertname or '-'} -> "
-                   f"{person + ' ' if person else ''}{n.mobile} "
-                   f"tpl_id {n.tpl_id} [{state}]")
-        shown = fill_code(n.variables, "<ack_code>")  # the record step stores the real one
-        for k, v in shown.items():
-            click.echo(f"    {k} = {v}")
-        click.echo(f"    tpl_value: {encode_tpl_value(shown)}")
-        for i, st in enumerate(n.steps, start=1):
-            click.echo(f"    escalates: step {i} after {st.after:g}s -> {st.receiver} "
-                       f"(template {st.template}) unless acknowledged or resolved")
-    for m in plan.skipped_mobiles:
-        click.echo(f"- skipped invalid mobile {m} from mobiles_from")
-    lim = rules.limits
-    click.echo(f"(dedup, repeat_interval and limits are decided by the store when served: "
-               f"min_gap {lim.min_gap:.0f}s, per_mobile_per_hour {lim.per_mobile_per_hour}, "
-               f"per_day {lim.per_day}, storm {'on' if lim.storm else 'off'})")
+    for line in render_lines(p, rules, payload):
+        click.echo(line)
 
 
 def _shift_line(view: OnCall, shift: Shift) -> str:

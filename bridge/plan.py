@@ -21,7 +21,7 @@ from bridge.alert import Alert, Batch
 from bridge.episodes import ACK_PLACEHOLDER, Episode, EpisodeInfo, StepSpec
 from bridge.privacy import mask_mobile
 from bridge.render import alert_context
-from bridge.routing import route
+from bridge.routing import mute_reason, route
 from bridge.rules.load import RuleSet
 from bridge.rules.model import Route, valid_mobile
 
@@ -159,11 +159,7 @@ def _mobiles_from(alert: Alert, r: Route, plan: Plan) -> list[str]:
 def muted(r: Route, rules: RuleSet, now: datetime) -> bool:
     """Alertmanager semantics: muted while any ``mute_time_intervals`` is active, or while
     ``active_time_intervals`` is set and none of them is active."""
-    if any(rules.time_intervals[n].active_at(now) for n in r.mute_time_intervals):
-        return True
-    if r.active_time_intervals:
-        return not any(rules.time_intervals[n].active_at(now) for n in r.active_time_intervals)
-    return False
+    return bool(mute_reason(r, rules.time_intervals, now))
 
 
 def with_episode_start(alert: Alert, stored: datetime | None, now: datetime) -> Alert:

@@ -52,9 +52,13 @@ class BridgeArbiter(Arbiter):  # type: ignore[misc]
 class BridgeApplication(BaseApplication):  # type: ignore[misc]
     """The gunicorn application: options from :class:`Settings`, the WSGI app per worker."""
 
-    def __init__(self, settings: Settings, runtime: str) -> None:
+    def __init__(self, settings: Settings, runtime: str, deliver: bool = True) -> None:
         self.settings = settings
         self.runtime = runtime
+        #: whether each worker runs a delivery thread; the event stops it, per worker process
+        self.deliver = deliver
+        self.stop = threading.Event()
+        self.threads: list[threading.Thread] = []
         super().__init__()
 
     def load_config(self) -> None:
@@ -82,10 +86,8 @@ class BridgeApplication(BaseApplication):  # type: ignore[misc]
 
     def load(self) -> Any:
         from bridge.app import create_app
-        from bridge.service import Bridge
 
-        bridge = Bridge(self.settings, state_dir=self.runtime)
-        return create_app(bridge)
+        return create_app(self.settings, state_dir=self.runtime)
 
     def run(self) -> None:
         holder = RulesHolder(self.settings.rules_path, self.settings.tz, self.runtime,
@@ -145,29 +147,28 @@ def bind_host(address: str) -> str:
     return f"[{address.strip('[]')}]" if ":" in address else address
 
 
-_stop = threading.Event()
-_deliver = True
-_threads: list[threading.Thread] = []
-
-
 def post_worker_init(worker: Any) -> None:
     """Start this worker's delivery thread (unless ``--no-delivery``)."""
-    if not _deliver:
+    from bridge.app import bridge_of
+
+    app: BridgeApplication = worker.app
+    if not app.deliver:
         return
-    bridge = worker.wsgi.extensions["bridge"]
+    bridge = bridge_of(worker.wsgi)
     thread = threading.Thread(target=bridge.deliverer().run_forever,
-                              args=(_stop, bridge.settings.delivery_interval),
+                              args=(app.stop, bridge.settings.delivery_interval),
                               name="delivery", daemon=True)
     thread.start()
-    _threads.append(thread)
+    app.threads.append(thread)
     log.info("worker %d: delivery thread started", os.getpid())
 
 
 def worker_exit(server: Any, worker: Any) -> None:
     """Stop the delivery thread: it finishes the SMS in hand (bounded by the Juhe timeout)
     and gives the rest of its claim back to the store, so nothing waits for a lease."""
-    _stop.set()
-    for thread in _threads:
+    app: BridgeApplication = worker.app
+    app.stop.set()
+    for thread in app.threads:
         thread.join(worker.cfg.graceful_timeout)
 
 
@@ -181,8 +182,6 @@ def child_exit(server: Any, worker: Any) -> None:
 def run(settings: Settings, runtime: str, deliver: bool = True) -> None:
     """Run gunicorn in the foreground until it is stopped; ``deliver=False`` leaves delivery
     to ``bridge worker``."""
-    global _deliver
-    _deliver = deliver
     if not deliver:
         log.info("delivery: off in the web workers (--no-delivery); run `bridge worker`")
-    BridgeApplication(settings, runtime).run()
+    BridgeApplication(settings, runtime, deliver).run()

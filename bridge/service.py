@@ -41,13 +41,14 @@ class Bridge:
     """
 
     def __init__(self, settings: Settings, store: Store | None = None,
-                 state_dir: str | None = None) -> None:
+                 state_dir: str | None = None, client: Sender | None = None) -> None:
         self.settings = settings
         self.holder = RulesHolder(settings.rules_path, settings.tz, state_dir,
                                   retention=settings.retention)
         self.store = store or open_store(settings.store)
-        self.sender: Sender = (DryRunSender() if settings.dry_run else JuheClient(
-            settings.juhe_key, settings.juhe_url, timeout=settings.juhe_timeout))
+        self.sender: Sender = client if client is not None else (
+            DryRunSender() if settings.dry_run else JuheClient(
+                settings.juhe_key, settings.juhe_url, timeout=settings.juhe_timeout))
         self.delivery_policy = DeliveryPolicy.from_settings(settings)
         #: names the Juhe configuration in force (never the key), for the juhe_config note
         self.config_id = config_id(settings)
