@@ -14,6 +14,12 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+# the masks live in bridge.privacy; imported here for the callers that know them from here
+from bridge.privacy import mask_mobile, mask_mobiles_in, redact_url
+
+__all__ = ["Settings", "mask_mobile", "mask_mobiles_in", "parse_duration", "redact_url",
+           "store_url"]
+
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -49,30 +55,9 @@ def parse_duration(text: str | int | float) -> float:
     return total
 
 
-def mask_mobile(mobile: str) -> str:
-    """``13800138000`` -> ``138****8000``; anything shorter than 8 characters -> ``****``."""
-    if len(mobile) < 8:
-        return "****"
-    return f"{mobile[:3]}****{mobile[-4:]}"
-
-
-_MOBILE_IN_TEXT = re.compile(r"(?<!\d)((?:\+|00)?86[- ]?)?(1[3-9]\d{9})(?!\d)")
-
-
-def mask_mobiles_in(text: str) -> str:
-    """Every mainland mobile number inside ``text`` masked (``138****8000``, also after a
-    ``+86``/``0086``/``86`` prefix), for log lines and reasons that show outside text."""
-    return _MOBILE_IN_TEXT.sub(lambda m: (m.group(1) or "") + mask_mobile(m.group(2)), text)
-
-
 def store_url(env: Mapping[str, str]) -> str:
     """The store URL: ``BRIDGE_STORE``, else ``REDIS_URL`` (PaaS add-ons), else SQLite."""
     return env.get("BRIDGE_STORE") or env.get("REDIS_URL") or "sqlite:///bridge.db"
-
-
-def redact_url(url: str) -> str:
-    """A store URL with any password replaced by ``***``, for logs."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 @dataclass(frozen=True)

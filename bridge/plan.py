@@ -1,24 +1,27 @@
 """Deciding the notifications for one webhook: routing, recipients, time intervals, rendering.
 
-Pure: takes the batch, the rules and ``now`` and returns data. Dedup, limits and storms need
-shared state and are decided atomically by the store (:meth:`bridge.store.base.Store.record`).
+Pure: takes the batch, the rules and ``now`` and returns data (:class:`Plan`, its
+:class:`Notification` list and its :class:`EpisodeMark` list: the core's output). Dedup,
+episodes of alerts without ``startsAt``, limits and storms need shared state and are decided
+atomically by the store (:meth:`bridge.store.base.Store.record`, policy table
+:data:`bridge.store.base.PAGING_POLICY`).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from bridge.alert import Alert, Batch
-from bridge.config import mask_mobile
+from bridge.privacy import mask_mobile
 from bridge.render import alert_context
 from bridge.routing import route
 from bridge.rules.load import RuleSet
 from bridge.rules.model import Route, valid_mobile
-from bridge.store.base import Notification
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,43 @@ _SEPARATORS = re.compile(r"[,，、;；\s]+")
 #: China's country code in front of a mobile number (``+86``, ``0086``, ``86`` + 11 digits).
 _COUNTRY_CODE = re.compile(r"^(?:\+86|0086|86)(?=1\d{10}$)")
 
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One SMS decided for one mobile about one alert.
+
+    The dedup key is ``(mobile, fingerprint, status, episode)``; ``episode`` is the alert's
+    ``startsAt`` as a UTC ISO string (the firing episode). For an alert without ``startsAt``
+    (legacy Grafana) ``untimed`` is true and the store settles ``episode`` inside its atomic
+    record step (see :class:`EpisodeMark`); what the plan put there is only what it rendered
+    with. ``variables`` are already rendered and cut; ``repeat_interval`` is seconds.
+    ``state`` is ``queued`` unless the plan already decided ``suppressed`` (e.g. reason
+    ``muted``).
+    """
+
+    mobile: str
+    fingerprint: str
+    status: Literal["firing", "resolved"]
+    episode: str
+    route: str
+    alertname: str
+    tpl_id: int
+    variables: dict[str, str]
+    repeat_interval: float = 4 * 3600.0
+    state: Literal["queued", "suppressed"] = "queued"
+    reason: str = ""
+    untimed: bool = False
+
+
+@dataclass(frozen=True)
+class EpisodeMark:
+    """An alert without ``startsAt`` seen in a webhook, routed or not: the store's record step
+    opens its episode when ``firing`` (stored start, else ``now`` stored) and closes it when
+    resolved (after deciding the batch's notifications with the stored start)."""
+
+    fingerprint: str
+    firing: bool
 
 
 @dataclass
@@ -40,6 +80,7 @@ class Plan:
     """
 
     notifications: list[Notification] = field(default_factory=list)
+    episodes: list[EpisodeMark] = field(default_factory=list)
     skipped_mobiles: list[str] = field(default_factory=list)
     unrouted: int = 0
 
@@ -99,7 +140,15 @@ def _variables(rules: RuleSet, tpl_name: str, context: dict[str, Any],
     return rendered[tpl_name]
 
 
-def decide(batch: Batch, rules: RuleSet, now: datetime) -> Plan:
+def with_episode_start(alert: Alert, stored: datetime | None, now: datetime) -> Alert:
+    """An alert without ``startsAt`` as templates see it: its stored episode start, else (when
+    firing) ``now``, the start the store will record for it."""
+    start = stored if stored is not None or alert.status != "firing" else now
+    return alert if start is None else replace(alert, starts_at=start)
+
+
+def decide(batch: Batch, rules: RuleSet, now: datetime,
+           episode_starts: Mapping[str, datetime | None] | None = None) -> Plan:
     """The notifications for every alert of ``batch`` under ``rules`` at ``now`` (aware).
 
     Each alert is judged by its own status. A mobile reached by several matching routes gets
@@ -107,9 +156,17 @@ def decide(batch: Batch, rules: RuleSet, now: datetime) -> Plan:
     ``resolved_template``. A muted route gives ``suppressed`` notifications (reason ``muted``).
     A route naming a schedule pages the people on call at ``now``; a template that reads
     ``person`` is rendered once per mobile.
+    An alert without ``startsAt`` gives an :class:`EpisodeMark` and ``untimed`` notifications;
+    ``episode_starts`` (fingerprint -> stored start, read without writing) gives what its
+    templates see as ``starts_at`` (see :func:`with_episode_start`; ``None``: left unset).
     """
     plan = Plan()
     for alert in batch.alerts:
+        untimed = alert.starts_at is None
+        if untimed:
+            plan.episodes.append(EpisodeMark(alert.fingerprint, alert.status == "firing"))
+            if episode_starts is not None:
+                alert = with_episode_start(alert, episode_starts.get(alert.fingerprint), now)
         hits = route(alert.labels, rules.routes)
         if not hits:
             plan.unrouted += 1
@@ -139,7 +196,7 @@ def decide(batch: Batch, rules: RuleSet, now: datetime) -> Plan:
                     variables=_variables(rules, tpl_name, context, rendered, m),
                     repeat_interval=r.repeat_interval,
                     state="suppressed" if is_muted else "queued",
-                    reason="muted" if is_muted else "",
+                    reason="muted" if is_muted else "", untimed=untimed,
                 ))
         if alert.status == "firing" and len(plan.notifications) == before:
             # routes matched, but none named a mobile (e.g. mobiles_from without the label)

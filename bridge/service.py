@@ -5,19 +5,28 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from bridge import metrics
-from bridge.alert import Alert, Batch
-from bridge.config import Settings, mask_mobile, redact_url
-from bridge.delivery import STATUS_JUHE_CONFIG, Deliverer, DeliveryPolicy
+from bridge.alert import Batch
+from bridge.config import Settings
+from bridge.delivery import (
+    STATUS_JUHE_CONFIG,
+    Deliverer,
+    DeliveryPolicy,
+    DryRunSender,
+    Sender,
+    config_id,
+    juhe_config_note,
+)
 from bridge.juhe import JuheClient
 from bridge.oncall import OnCall, oncall_view
 from bridge.plan import decide
+from bridge.privacy import mask_mobile, redact_url
 from bridge.reload import RulesHolder
-from bridge.store.base import Policy, Store, open_store
+from bridge.store import open_store
+from bridge.store.base import Policy, Store
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +43,17 @@ class Bridge:
         self.settings = settings
         self.holder = RulesHolder(settings.rules_path, settings.tz, state_dir)
         self.store = store or open_store(settings.store)
-        self.client = JuheClient(settings.juhe_key, settings.juhe_url,
-                                 timeout=settings.juhe_timeout)
-        self.delivery_policy = DeliveryPolicy(retry_for=settings.retry_for,
-                                              retry_base=settings.retry_base,
-                                              retention=settings.retention)
+        self.sender: Sender = (DryRunSender() if settings.dry_run else JuheClient(
+            settings.juhe_key, settings.juhe_url, timeout=settings.juhe_timeout))
+        self.delivery_policy = DeliveryPolicy.from_settings(settings)
+        #: names the Juhe configuration in force (never the key), for the juhe_config note
+        self.config_id = config_id(settings)
+        self.started_at = time.time()
 
     def deliverer(self) -> Deliverer:
-        """A deliverer sharing this bridge's store, client and rules."""
-        return Deliverer(self.store, self.client, lambda: self.holder.rules, self.delivery_policy)
+        """A deliverer sharing this bridge's store, sender and rules."""
+        return Deliverer(self.store, self.sender, lambda: self.holder.rules, self.delivery_policy,
+                         config=self.config_id)
 
     def describe(self) -> list[str]:
         """Start-up lines: what is in force (never the key)."""
@@ -98,9 +109,13 @@ class Bridge:
             metrics.TRUNCATED.inc(batch.truncated_alerts)
             log.warning("%s left out %d alerts (truncatedAlerts): they cannot be paged",
                         batch.source, batch.truncated_alerts)
-        if any(a.starts_at is None for a in batch.alerts):
-            batch = replace(batch, alerts=[self._with_episode(a, now) for a in batch.alerts])
-        plan = decide(batch, rules, datetime.fromtimestamp(now, UTC))
+        # what templates see as starts_at of an alert without one: read only, the record
+        # step below settles the episode (so a webhook answered 503 changes nothing)
+        starts = {a.fingerprint: self.store.episode_of(a.fingerprint)
+                  for a in batch.alerts if a.starts_at is None}
+        plan = decide(batch, rules, datetime.fromtimestamp(now, UTC),
+                      {fp: None if s is None else datetime.fromisoformat(s)
+                       for fp, s in starts.items()})
         if plan.skipped_mobiles:
             metrics.SKIPPED_MOBILES.inc(len(plan.skipped_mobiles))
         limits = rules.limits
@@ -110,7 +125,7 @@ class Bridge:
             storm_window=limits.storm.window if limits.storm else 0.0,
             day=datetime.fromtimestamp(now, self.settings.zone).strftime("%Y-%m-%d"),
         )
-        outcomes = self.store.record(plan.notifications, policy, now)
+        outcomes = self.store.record(plan.notifications, policy, now, plan.episodes)
         counts: dict[str, Any] = {"alerts": len(batch.alerts), "queued": 0, "suppressed": 0,
                                   "held": 0}
         for o in outcomes:
@@ -136,23 +151,17 @@ class Bridge:
                 log.warning("%s webhook: %s", batch.source, w)
         return counts
 
-    def _with_episode(self, alert: Alert, now: float) -> Alert:
-        """An alert without ``startsAt`` (legacy Grafana, minimal bodies): its episode starts
-        when the bridge first saw it firing (kept by the store); resolved closes it."""
-        if alert.starts_at is not None:
-            return alert
-        start = self.store.episode_start(alert.fingerprint, alert.status == "firing", now)
-        if start is None:
-            return alert
-        return replace(alert, starts_at=datetime.fromtimestamp(start, UTC))
-
     # -- health ---------------------------------------------------------------------------
     def readiness(self) -> list[str]:
-        """Why the service is not ready (empty when ready): store, rules, Juhe config."""
+        """Why the service is not ready (empty when ready): store, rules, and a Juhe
+        configuration error met by the configuration in force since this process started or
+        the rules were last reloaded (see :func:`bridge.delivery.juhe_config_note`)."""
         problems = []
         try:
             self.store.ping()
-            juhe = self.store.get_status(STATUS_JUHE_CONFIG)
+            since = max(self.started_at, float(self.holder.state.get("success_ts") or 0))
+            juhe = juhe_config_note(self.store.get_status(STATUS_JUHE_CONFIG), self.config_id,
+                                    since)
             if juhe:
                 problems.append(f"juhe configuration error: {juhe}")
         except Exception as exc:  # StoreUnavailable or a driver error: not ready, say why

@@ -10,10 +10,12 @@ from pathlib import Path
 from conftest import CATCH_ALL, KEY
 from fakejuhe import FakeJuhe
 
+from bridge.config import Settings
 from bridge.delivery import Deliverer, DeliveryPolicy
 from bridge.juhe import JuheClient
+from bridge.plan import Notification
 from bridge.rules.load import load_rules
-from bridge.store.base import Notification, Policy
+from bridge.store.base import Policy
 from bridge.store.sqlite import SqliteStore
 
 
@@ -32,7 +34,8 @@ def test_a_backlog_goes_out_within_the_lease_once_each(tmp_path: Path,
     backlog(store, 6)
     fake_juhe.delay = 0.15
     with JuheClient(KEY, fake_juhe.url, timeout=2) as client:
-        d = Deliverer(store, client, lambda: rules, DeliveryPolicy(lease=0.5))
+        policy = DeliveryPolicy.from_settings(Settings(), lease=0.5)
+        d = Deliverer(store, client, lambda: rules, policy)
         assert d.run_once() == 1
         # half the 0.5 s lease allows two sends of 0.15 s; the rest was given back at once
         assert len(fake_juhe.messages) == 2
@@ -62,4 +65,4 @@ def test_stop_gives_the_rest_back(tmp_path: Path, fake_juhe: FakeJuhe) -> None:
     assert counts["sent"] + counts["queued"] == 5
     assert counts["sent"] == len(fake_juhe.messages) < 5
     # given back, not leased: due again at once
-    assert len(store.claim(time.time(), 60, 0, 10)[0].items) == counts["queued"]
+    assert len(store.claim(time.time(), 60, 10)[0].items) == counts["queued"]

@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 
 from bridge.errors import StoreUnavailable
-from bridge.store import Claim, Item, Notification, Outcome, Policy, Store, open_store
-from bridge.store.base import STATES
+from bridge.plan import EpisodeMark, Notification
+from bridge.store import Claim, Item, Outcome, Policy, Store, open_store
+from bridge.store.base import STATES, episode_text
 from bridge.store.redis import RedisStore
 from bridge.store.sqlite import SqliteStore
 
@@ -49,6 +50,16 @@ def states(outcomes: list[Outcome]) -> list[tuple[str, str]]:
 
 def ids_of(claims: list[Claim]) -> dict[str, list[str]]:
     return {c.mobile: [i.id for i in c.items] for c in claims}
+
+
+def leases(claims: list[Claim]) -> dict[str, str]:
+    """Item id -> the lease token of the claim that holds it."""
+    return {i.id: c.token for c in claims for i in c.items}
+
+
+def lease_all(store: Store, now: float = T0, lease: float = 3600) -> dict[str, str]:
+    """Claim everything due at ``now``; item id -> lease token."""
+    return leases(store.claim(now, lease, 100))
 
 
 def by_id(store: Store, item_id: str) -> Item:
@@ -158,7 +169,7 @@ def test_muted_is_stored_as_suppressed_and_keeps_no_dedup(store: Store) -> None:
     assert out[0].id is not None and out[1].id is not None and out[0].id != out[1].id
     assert [(i.state, i.reason, i.due_at) for i in store.recent()] == [
         ("suppressed", "muted", T0)] * 2
-    assert store.claim(T0 + 1, 60, 0, 10) == []
+    assert store.claim(T0 + 1, 60, 10) == []
     # muting did not record a page: unmuted, it pages; its resolved is not "not paged"
     assert states(store.record([note()], NO_LIMITS, T0 + 5)) == [("queued", "")]
     assert states(store.record([note(status="resolved")], NO_LIMITS, T0 + 6)) == [("queued", "")]
@@ -204,10 +215,12 @@ def test_storm_holds_what_passes_the_threshold_until_the_window_ends(store: Stor
     assert states(store.record([note(fp="late")], policy, T0 + 119)) == [("held", "storm")]
     assert store.recent(limit=1)[0].due_at == T0 + 120
     # the held ones are due when the window ends, not before
-    first = store.claim(T0, 300, 0, 10)
+    first = store.claim(T0, 300, 10)
     assert sorted((c.mobile, len(c.items)) for c in first) == [(M1, 3), (M2, 1)]
-    assert store.claim(T0 + 119, 300, 0, 10) == []
-    [at_end] = store.claim(T0 + 120, 300, 0, 10)
+    for c in first:
+        store.mark_sent([i.id for i in c.items], "s", 1, T0, token=c.token, pace_until=T0)
+    assert store.claim(T0 + 119, 300, 10) == []
+    [at_end] = store.claim(T0 + 120, 300, 10)
     assert at_end.mobile == M1 and {i.state for i in at_end.items} == {"held"}
     assert len(at_end.items) == 8
     # a new window starts after the old one ended
@@ -230,7 +243,7 @@ def test_storm_and_day_and_hour_together(store: Store) -> None:
 def test_claim_groups_by_mobile_oldest_first_and_leases(store: Store) -> None:
     out = store.record([note(fp="a"), note(mobile=M2, fp="a"), note(fp="b")], NO_LIMITS, T0)
     a1, a2, b1 = (o.id for o in out)
-    claims = store.claim(T0 + 1, 30, 0, 10)
+    claims = store.claim(T0 + 1, 30, 10)
     assert ids_of(claims) == {M1: [a1, b1], M2: [a2]}
     assert {c.lease_until for c in claims} == {T0 + 31}
     assert not any(c.gapped for c in claims)
@@ -238,59 +251,83 @@ def test_claim_groups_by_mobile_oldest_first_and_leases(store: Store) -> None:
     assert c1.items[0] == by_id(store, str(a1))
     assert c1.items[0].variables == {"name": "alert-a", "summary": "磁盘 95% & #1"}
     # leased: nothing for anybody until the lease ends
-    assert store.claim(T0 + 2, 30, 0, 10) == []
-    assert store.claim(T0 + 30.9, 30, 0, 10) == []
-    again = store.claim(T0 + 31, 30, 0, 10)
+    assert store.claim(T0 + 2, 30, 10) == []
+    assert store.claim(T0 + 30.9, 30, 10) == []
+    again = store.claim(T0 + 31, 30, 10)
     assert ids_of(again) == {M1: [a1, b1], M2: [a2]}
-    assert store.claim(T0 + 32, 30, 0, 10) == []
+    assert store.claim(T0 + 32, 30, 10) == []
 
 
 def test_claim_respects_due_at_and_max_mobiles(store: Store) -> None:
     out = store.record([note(mobile=m) for m in (M1, M2, M3)], NO_LIMITS, T0)
-    assert store.claim(T0 - 1, 30, 0, 10) == []
-    first = store.claim(T0, 30, 0, 2)
+    assert store.claim(T0 - 1, 30, 10) == []
+    first = store.claim(T0, 30, 2)
     assert len(first) == 2
-    rest = store.claim(T0, 30, 0, 2)
+    rest = store.claim(T0, 30, 2)
     assert len(rest) == 1
     assert sorted(ids_of(first + rest).items()) == sorted(
         (m, [o.id]) for m, o in zip((M1, M2, M3), out, strict=True))
-    assert store.claim(T0, 30, 0, 0) == []
+    assert store.claim(T0, 30, 0) == []
 
 
 def test_pacing_min_gap_and_gapped(store: Store) -> None:
+    """Issue 10.6: a claim holds its mobile; the mark of a send books the gap."""
     [a] = store.record([note(fp="a")], NO_LIMITS, T0)
-    [c1] = store.claim(T0, 30, 60, 10)
+    [c1] = store.claim(T0, 30, 10)
     assert ids_of([c1]) == {M1: [a.id]} and c1.gapped is False
     assert a.id is not None
-    store.mark_sent([a.id], "sid-a", 1, T0 + 1)
-    [b] = store.record([note(fp="b")], NO_LIMITS, T0 + 10)
+    [b] = store.record([note(fp="b")], NO_LIMITS, T0 + 0.5)
+    assert store.claim(T0 + 0.5, 30, 10) == []  # held while the claim sends
+    assert store.mark_sent([a.id], "sid-a", 1, T0 + 1, token=c1.token,
+                           pace_until=T0 + 61) == 1
     [c] = store.record([note(fp="c")], NO_LIMITS, T0 + 20)
     [other] = store.record([note(mobile=M2)], NO_LIMITS, T0 + 20)
-    # M1's gap runs until T0 + 60; other mobiles are not held up
-    assert ids_of(store.claim(T0 + 30, 30, 60, 10)) == {M2: [other.id]}
-    store.mark_sent([str(other.id)], "sid-o", 1, T0 + 31)
-    assert store.claim(T0 + 59.9, 30, 60, 10) == []
-    [c2] = store.claim(T0 + 60, 30, 60, 10)
+    # M1's gap runs until T0 + 61 (the send + 60); other mobiles are not held up
+    [co] = store.claim(T0 + 30, 30, 10)
+    assert ids_of([co]) == {M2: [other.id]}
+    store.mark_sent([str(other.id)], "sid-o", 1, T0 + 31, token=co.token, pace_until=T0 + 91)
+    assert store.claim(T0 + 60.9, 30, 10) == []
+    [c2] = store.claim(T0 + 61, 30, 10)
     assert ids_of([c2]) == {M1: [b.id, c.id]} and c2.gapped is True
     assert b.id is not None and c.id is not None
-    store.mark_sent([b.id, c.id], "sid-bc", 1, T0 + 61)
+    store.mark_sent([b.id, c.id], "sid-bc", 1, T0 + 62, token=c2.token, pace_until=T0 + 122)
     # long after the gap ended, a new SMS is not "gapped"
     [d] = store.record([note(fp="d")], NO_LIMITS, T0 + 500)
-    [c3] = store.claim(T0 + 500, 30, 60, 10)
+    [c3] = store.claim(T0 + 500, 30, 10)
     assert ids_of([c3]) == {M1: [d.id]} and c3.gapped is False
+
+
+def test_a_send_that_surely_did_not_go_out_books_no_gap(store: Store) -> None:
+    """Issue 10.6: Juhe unreachable -> the retry is due after its backoff, not after a gap;
+    a claim given back unsent leaves the mobile free at once."""
+    [a] = store.record([note(fp="a")], NO_LIMITS, T0)
+    [cl] = store.claim(T0, 30, 10)
+    assert store.mark_retry([str(a.id)], T0 + 2.2, "juhe transient error 0: refused", T0,
+                            token=cl.token, pace_until=T0) == 1
+    assert store.claim(T0 + 2.1, 30, 10) == []
+    [again] = store.claim(T0 + 2.2, 30, 10)
+    assert ids_of([again]) == {M1: [a.id]}
+    assert store.release([str(a.id)], T0 + 2.2, token=again.token, pace_until=T0 + 2.2) == 1
+    assert ids_of(store.claim(T0 + 2.2, 30, 10)) == {M1: [a.id]}
+    # a hold lapses with its lease
+    [b] = store.record([note(mobile=M2)], NO_LIMITS, T0)
+    store.claim(T0, 30, 10)
+    [late] = store.claim(T0 + 30, 30, 10)
+    assert ids_of([late]) == {M2: [b.id]}
 
 
 def test_released_items_wait_for_the_gap(store: Store) -> None:
     out = store.record([note(fp="a"), note(fp="b")], NO_LIMITS, T0)
     a, b = (str(o.id) for o in out)
-    [cl] = store.claim(T0, 30, 60, 10)
+    [cl] = store.claim(T0, 30, 10)
     assert ids_of([cl]) == {M1: [a, b]}
-    store.release([b], T0 + 60)
-    store.mark_sent([a], "sid", 1, T0 + 1)
+    assert store.release([b], T0 + 60, token=cl.token) == 1
+    assert store.claim(T0 + 0.5, 30, 10) == []  # released, the mobile stays held
+    store.mark_sent([a], "sid", 1, T0 + 1, token=cl.token, pace_until=T0 + 61)
     item = by_id(store, b)
     assert (item.state, item.due_at, item.attempts, item.updated_at) == ("queued", T0 + 60, 0, T0)
-    assert store.claim(T0 + 59, 30, 60, 10) == []
-    [again] = store.claim(T0 + 60, 30, 60, 10)
+    assert store.claim(T0 + 60.5, 30, 10) == []
+    [again] = store.claim(T0 + 61, 30, 10)
     assert ids_of([again]) == {M1: [b]} and again.gapped is True
 
 
@@ -298,44 +335,47 @@ def test_released_items_wait_for_the_gap(store: Store) -> None:
 def test_mark_retry_sent_failed_and_release(store: Store) -> None:
     out = store.record([note(fp="a"), note(mobile=M2, fp="b")], NO_LIMITS, T0)
     a, b = (str(o.id) for o in out)
-    store.claim(T0, 3600, 0, 10)
-    store.mark_retry([a], T0 + 100, "juhe transient error 0: timeout", T0 + 1)
+    lease = lease_all(store)
+    store.mark_retry([a], T0 + 100, "juhe transient error 0: timeout", T0 + 1, token=lease[a],
+                     pace_until=T0 + 1)
     item = by_id(store, a)
     assert (item.state, item.reason, item.due_at, item.attempts, item.first_attempt_at,
             item.updated_at) == ("retrying", "juhe transient error 0: timeout", T0 + 100, 1,
                                  T0 + 1, T0 + 1)
-    assert store.claim(T0 + 99, 30, 0, 10) == []  # the retry ended the lease, waits for due
-    [c] = store.claim(T0 + 100, 30, 0, 10)
+    assert store.claim(T0 + 99, 30, 10) == []  # the retry ended the lease, waits for due
+    [c] = store.claim(T0 + 100, 30, 10)
     assert ids_of([c]) == {M1: [a]} and c.items[0].state == "retrying"
-    store.mark_sent([a], "sid-1", 2, T0 + 101, reason="folded")
+    store.mark_sent([a], "sid-1", 2, T0 + 101, reason="folded", token=c.token, pace_until=None)
     item = by_id(store, a)
     assert (item.state, item.sid, item.fee, item.reason, item.attempts, item.first_attempt_at,
             item.updated_at) == ("sent", "sid-1", 2, "folded", 2, T0 + 1, T0 + 101)
-    store.mark_failed([b], "juhe permanent error 205401: bad mobile", T0 + 2)
+    store.mark_failed([b], "juhe permanent error 205401: bad mobile", T0 + 2, token=lease[b],
+                      pace_until=None)
     item = by_id(store, b)
     assert (item.state, item.reason, item.attempts, item.first_attempt_at, item.sid) == (
         "failed", "juhe permanent error 205401: bad mobile", 1, T0 + 2, None)
-    assert store.claim(T0 + 10_000, 30, 0, 10) == []
+    assert store.claim(T0 + 10_000, 30, 10) == []
     assert store.counts() == {**dict.fromkeys(STATES, 0), "sent": 1, "failed": 1}
     # empty and unknown ids are harmless
-    calls: list[Callable[[list[str]], None]] = [
-        lambda ids: store.mark_sent(ids, "s", 1, T0), lambda ids: store.release(ids, T0),
-        lambda ids: store.mark_retry(ids, T0, "r", T0),
-        lambda ids: store.mark_failed(ids, "r", T0)]
+    calls: list[Callable[[list[str]], int]] = [
+        lambda ids: store.mark_sent(ids, "s", 1, T0, token=c.token, pace_until=None),
+        lambda ids: store.release(ids, T0, token=c.token),
+        lambda ids: store.mark_retry(ids, T0, "r", T0, token=c.token, pace_until=None),
+        lambda ids: store.mark_failed(ids, "r", T0, token=c.token, pace_until=None)]
     for call in calls:
-        call([])
-        call(["987654"])
+        assert call([]) == 0
+        assert call(["987654"]) == 0
     assert len(store.recent(limit=-1)) == 2
 
 
 def test_release_ends_the_lease_and_changes_only_due_at(store: Store) -> None:
     [o] = store.record([note()], NO_LIMITS, T0)
     i = str(o.id)
-    store.claim(T0, 300, 0, 10)
-    store.release([i], T0 + 5)
+    [cl] = store.claim(T0, 300, 10)
+    store.release([i], T0 + 5, token=cl.token, pace_until=T0)
     assert by_id(store, i).state == "queued" and by_id(store, i).attempts == 0
-    assert store.claim(T0 + 4, 300, 0, 10) == []
-    assert ids_of(store.claim(T0 + 5, 300, 0, 10)) == {M1: [i]}  # long before the lease's end
+    assert store.claim(T0 + 4, 300, 10) == []
+    assert ids_of(store.claim(T0 + 5, 300, 10)) == {M1: [i]}  # long before the lease's end
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -343,7 +383,7 @@ def test_recent_newest_first_with_filters(store: Store) -> None:
     out = store.record([note(fp="a"), note(mobile=M2, fp="b"), note(fp="c"),
                         note(fp="d", state="suppressed", reason="muted")], NO_LIMITS, T0)
     a, b, c, d = (str(o.id) for o in out)
-    store.mark_sent([a], "sid", 1, T0 + 1)
+    store.mark_sent([a], "sid", 1, T0 + 1, token=lease_all(store)[a], pace_until=None)
     assert [i.id for i in store.recent()] == [d, c, b, a]
     assert [i.id for i in store.recent(limit=2)] == [d, c]
     assert store.recent(limit=0) == []
@@ -361,7 +401,8 @@ def test_recent_filters_over_many_items(store: Store) -> None:
     notes = [note(mobile=M1 if i % 3 else M2, fp=f"fp{i}") for i in range(450)]
     out = store.record(notes, NO_LIMITS, T0)
     m2 = [str(o.id) for o in out if o.notification.mobile == M2]
-    store.mark_failed(m2[:5], "x", T0 + 1)
+    lease = lease_all(store)
+    store.mark_failed(m2[:5], "x", T0 + 1, token=lease[m2[0]], pace_until=None)
     assert [i.id for i in store.recent(limit=-1, mobile=M2, state="queued")] == m2[5:][::-1]
     assert [i.id for i in store.recent(limit=3, mobile=M2, state="failed")] == m2[:5][::-1][:3]
     assert len(store.recent(limit=-1)) == 450 and len(store.recent()) == 50
@@ -375,9 +416,10 @@ def test_counts(store: Store) -> None:
     assert store.counts() == {**dict.fromkeys(STATES, 0), "queued": 2, "held": 3,
                               "suppressed": 1}
     ids = [str(o.id) for o in out]
-    store.mark_sent(ids[:1], "s", 1, T0)
-    store.mark_retry(ids[1:2], T0 + 5, "r", T0)
-    store.mark_failed(ids[2:3], "f", T0)
+    lease = lease_all(store, T0 + 60)
+    store.mark_sent(ids[:1], "s", 1, T0, token=lease[ids[0]], pace_until=None)
+    store.mark_retry(ids[1:2], T0 + 5, "r", T0, token=lease[ids[1]], pace_until=None)
+    store.mark_failed(ids[2:3], "f", T0, token=lease[ids[2]], pace_until=None)
     assert store.counts() == {"queued": 0, "sent": 1, "retrying": 1, "failed": 1,
                               "suppressed": 1, "held": 2}
 
@@ -387,12 +429,12 @@ def test_prune_removes_only_finished_old_items(store: Store) -> None:
     out = store.record([note(fp=f"f{i}") for i in range(6)]
                        + [note(fp="muted", state="suppressed", reason="muted")], NO_LIMITS, T0)
     sent, failed, retrying, queued, leased, new_sent, muted = (str(o.id) for o in out)
-    store.claim(T0, 3600, 0, 10)
-    store.mark_sent([sent], "s", 1, T0 + 10)
-    store.mark_failed([failed], "f", T0 + 10)
-    store.mark_retry([retrying], T0 + 20, "r", T0 + 10)
-    store.release([queued], T0)
-    store.mark_sent([new_sent], "s", 1, T0 + 100)
+    token = lease_all(store)[sent]
+    store.mark_sent([sent], "s", 1, T0 + 10, token=token, pace_until=None)
+    store.mark_failed([failed], "f", T0 + 10, token=token, pace_until=None)
+    store.mark_retry([retrying], T0 + 20, "r", T0 + 10, token=token, pace_until=None)
+    store.release([queued], T0, token=token, pace_until=T0)
+    store.mark_sent([new_sent], "s", 1, T0 + 100, token=token, pace_until=None)
     assert store.prune(T0 + 50) == 3  # sent, failed, muted (suppressed at T0)
     left = {i.id: i.state for i in store.recent(limit=-1)}
     assert left == {retrying: "retrying", queued: "queued", leased: "queued", new_sent: "sent"}
@@ -400,7 +442,7 @@ def test_prune_removes_only_finished_old_items(store: Store) -> None:
                               "sent": 1}
     assert store.prune(T0 + 50) == 0
     # what is still pending is still delivered
-    [c] = store.claim(T0 + 20, 30, 0, 10)
+    [c] = store.claim(T0 + 20, 30, 10)
     assert ids_of([c]) == {M1: [retrying, queued]}
     assert store.prune(T0 + 100) == 0  # new_sent was updated at T0 + 100, not before
     assert store.prune(T0 + 100.5) == 1
@@ -408,7 +450,8 @@ def test_prune_removes_only_finished_old_items(store: Store) -> None:
 
 def test_prune_in_small_steps_and_forgets_old_dedup(store: Store) -> None:
     out = store.record([note(fp=f"f{i}") for i in range(7)], NO_LIMITS, T0)
-    store.mark_sent([str(o.id) for o in out[:5]], "s", 1, T0 + 1)
+    token = lease_all(store)[str(out[0].id)]
+    store.mark_sent([str(o.id) for o in out[:5]], "s", 1, T0 + 1, token=token, pace_until=None)
     store.prune(T0 - 1)  # nothing is that old
     assert len(store.recent(limit=-1)) == 7
     assert store.prune(T0 + 2, batch=2) == 5  # type: ignore[call-arg]
@@ -420,24 +463,140 @@ def test_prune_in_small_steps_and_forgets_old_dedup(store: Store) -> None:
 
 def test_prune_clears_pacing_gaps(store: Store) -> None:
     [a] = store.record([note(fp="a")], NO_LIMITS, T0)
-    store.claim(T0, 30, 600, 10)
-    store.mark_sent([str(a.id)], "s", 1, T0)
+    [cl] = store.claim(T0, 30, 10)
+    store.mark_sent([str(a.id)], "s", 1, T0, token=cl.token, pace_until=T0 + 600)
     [b] = store.record([note(fp="b")], NO_LIMITS, T0 + 1)
-    assert store.claim(T0 + 2, 30, 600, 10) == []
+    assert store.claim(T0 + 2, 30, 10) == []
     store.prune(T0 + 601)
-    [c] = store.claim(T0 + 2, 30, 600, 10)
+    [c] = store.claim(T0 + 2, 30, 10)
     assert ids_of([c]) == {M1: [b.id]} and c.gapped is False
 
 
-def test_episode_start_get_or_set_and_close(store: Store) -> None:
-    assert store.episode_start("fp", False, T0) is None
-    assert store.episode_start("fp", True, T0) == T0
-    assert store.episode_start("fp", True, T0 + 5) == T0
-    assert store.episode_start("other", True, T0 + 6) == T0 + 6
-    assert store.episode_start("fp", False, T0 + 10) == T0
-    assert store.episode_start("fp", False, T0 + 11) is None
-    assert store.episode_start("fp", True, T0 + 20) == T0 + 20
-    assert store.episode_start("other", True, T0 + 21) == T0 + 6
+def untimed(status: str = "firing", fp: str = "legacy", **kw: Any) -> Notification:
+    """A notification of an alert without startsAt: the store settles its episode."""
+    return note(status=status, fp=fp, episode="", untimed=True, **kw)
+
+
+def test_episodes_of_alerts_without_starts_at_are_settled_in_record(store: Store) -> None:
+    fire, close = EpisodeMark("legacy", True), EpisodeMark("legacy", False)
+    first = episode_text(T0)
+    assert store.episode_of("legacy") is None
+    # resolved never seen firing: no episode, nothing paged, nothing opened
+    [o] = store.record([untimed("resolved")], NO_LIMITS, T0 - 5, [close])
+    assert (o.state, o.reason, o.notification.episode) == ("suppressed", "not paged", "")
+    [o] = store.record([untimed()], NO_LIMITS, T0, [fire])
+    assert (o.state, o.notification.episode) == ("queued", first)
+    assert store.episode_of("legacy") == first
+    # the same episode later: a duplicate; an alert that paged nobody still opens its episode
+    [o] = store.record([untimed()], NO_LIMITS, T0 + 5, [fire, EpisodeMark("other", True)])
+    assert (o.state, o.reason, o.notification.episode) == ("suppressed", "duplicate", first)
+    assert store.episode_of("other") == episode_text(T0 + 5)
+    # two mobiles resolved in one webhook both pair with the episode, then it closes
+    store.record([untimed(mobile=M2)], NO_LIMITS, T0 + 6, [fire])
+    out = store.record([untimed("resolved"), untimed("resolved", mobile=M2)], NO_LIMITS,
+                       T0 + 10, [close])
+    assert states(out) == [("queued", "")] * 2
+    assert {o.notification.episode for o in out} == {first}
+    assert store.episode_of("legacy") is None
+    # a resolved alert routed nowhere closes its episode too; the next firing is a new one
+    store.record([], NO_LIMITS, T0 + 11, [EpisodeMark("other", False)])
+    assert store.episode_of("other") is None
+    [o] = store.record([untimed()], NO_LIMITS, T0 + 20, [fire])
+    assert (o.state, o.notification.episode) == ("queued", episode_text(T0 + 20))
+
+
+def _fail_writes(store: Store) -> Callable[[], None]:
+    """Make the store refuse every write of record (SQLite: a trigger; Redis: maxmemory);
+    returns the undo."""
+    if isinstance(store, SqliteStore):
+        import sqlite3
+
+        db = sqlite3.connect(store.path, isolation_level=None)
+        db.execute("CREATE TRIGGER fail BEFORE INSERT ON items BEGIN"
+                   " SELECT RAISE(ABORT, 'injected'); END")
+
+        def undo_sqlite() -> None:
+            db.execute("DROP TRIGGER fail")
+            db.close()
+        return undo_sqlite
+    import redis
+
+    assert isinstance(store, RedisStore)
+    admin = redis.Redis.from_url(store.url)
+    admin.config_set("maxmemory", 1)
+
+    def undo_redis() -> None:
+        admin.config_set("maxmemory", 0)
+        admin.close()
+    return undo_redis
+
+
+def test_a_failed_record_leaves_the_episode_as_it_was(store: Store) -> None:
+    """Issue 10.3: a legacy Grafana "ok" answered 503 and sent again still pages resolved."""
+    fire, close = EpisodeMark("legacy", True), EpisodeMark("legacy", False)
+    store.record([untimed()], NO_LIMITS, T0, [fire])
+    undo = _fail_writes(store)
+    try:
+        with pytest.raises(StoreUnavailable):
+            store.record([untimed("resolved")], NO_LIMITS, T0 + 10, [close])
+    finally:
+        undo()
+    assert store.episode_of("legacy") == episode_text(T0)
+    [o] = store.record([untimed("resolved")], NO_LIMITS, T0 + 11, [close])
+    assert (o.state, o.reason, o.notification.episode) == ("queued", "", episode_text(T0))
+
+
+def test_marks_of_a_lapsed_lease_are_ignored(store: Store) -> None:
+    """Issue 10.4: deliverer A's lease runs out mid-send, B claims the item again; A's late
+    marks change nothing (and return 0), B's count."""
+    [o] = store.record([note()], NO_LIMITS, T0)
+    i = str(o.id)
+    [a] = store.claim(T0, 30, 10)
+    assert store.claim(T0 + 29, 30, 10) == []
+    [b] = store.claim(T0 + 30, 30, 10)
+    assert a.token and b.token and a.token != b.token
+    for late in (lambda: store.mark_sent([i], "sid-a", 1, T0 + 31, token=a.token,
+                                         pace_until=T0 + 91),
+                 lambda: store.mark_retry([i], T0 + 40, "r", T0 + 31, token=a.token,
+                                          pace_until=T0 + 31),
+                 lambda: store.mark_failed([i], "f", T0 + 31, token=a.token, pace_until=None),
+                 lambda: store.release([i], T0 + 31, token=a.token, pace_until=T0 + 31)):
+        assert late() == 0
+    item = by_id(store, i)
+    assert (item.state, item.attempts, item.sid) == ("queued", 0, None)
+    assert store.claim(T0 + 32, 30, 10) == []  # still B's, and its mobile still held
+    assert store.mark_sent([i], "sid-b", 1, T0 + 33, token=b.token, pace_until=T0 + 93) == 1
+    # a mark ends the lease: a second one, even with B's token, changes nothing
+    assert store.mark_failed([i], "late", T0 + 34, token=b.token, pace_until=None) == 0
+    assert store.mark_sent([i], "sid-x", 1, T0 + 34, token="", pace_until=None) == 0
+    item = by_id(store, i)
+    assert (item.state, item.attempts, item.sid) == ("sent", 1, "sid-b")
+
+
+def test_a_failed_sms_did_not_page(store: Store) -> None:
+    """Issue 10.1: mark_failed forgets the dedup record: the re-sent alert pages again, and
+    its resolved is not paired with the failed firing."""
+    [o] = store.record([note()], NO_LIMITS, T0)
+    [cl] = store.claim(T0, 30, 10)
+    store.mark_failed([str(o.id)], "juhe config error 10001", T0 + 1, token=cl.token,
+                      pace_until=T0 + 1)
+    assert states(store.record([note(status="resolved")], NO_LIMITS, T0 + 2)) == [
+        ("suppressed", "not paged")]
+    [again] = store.record([note(fp="fp-disk")], NO_LIMITS, T0 + 3)
+    assert (again.state, again.reason) == ("suppressed", "already resolved")
+    # in a new episode (the usual case: not resolved in between) a failed firing pages again
+    [o2] = store.record([note(episode="e2")], NO_LIMITS, T0 + 4)
+    [cl2] = store.claim(T0 + 4, 30, 10)
+    store.mark_failed([str(o2.id)], "gave up", T0 + 5, token=cl2.token, pace_until=T0 + 5)
+    assert states(store.record([note(episode="e2")], NO_LIMITS, T0 + 6)) == [("queued", "")]
+    # a failed resolved is sent again when the resolved comes again
+    [cl3] = store.claim(T0 + 6, 30, 10)
+    store.mark_sent([cl3.items[0].id], "s", 1, T0 + 7, token=cl3.token, pace_until=T0 + 7)
+    [r] = store.record([note(episode="e2", status="resolved")], NO_LIMITS, T0 + 8)
+    [cl4] = store.claim(T0 + 8, 30, 10)
+    store.mark_failed([str(r.id)], "f", T0 + 9, token=cl4.token, pace_until=T0 + 9)
+    assert states(store.record([note(episode="e2", status="resolved")], NO_LIMITS,
+                               T0 + 10)) == [("queued", "")]
 
 
 def test_empty_batch_and_any_text_round_trip(store: Store) -> None:
@@ -501,7 +660,7 @@ def _claim_worker(url: str, barrier: Any, results: Any) -> None:
         barrier.wait(30)
         got: list[str] = []
         while True:
-            claims = s.claim(T0, 600, 0, 3)
+            claims = s.claim(T0, 600, 3)
             if not claims:
                 break
             got.extend(i.id for c in claims for i in c.items)
@@ -556,7 +715,7 @@ def test_concurrent_claim_claims_each_item_once(store: Store) -> None:
                        NO_LIMITS, T0)
     claimed = [i for got in run_at_once(_claim_worker, store.url) for i in got]
     assert sorted(claimed, key=int) == sorted((str(o.id) for o in out), key=int)
-    assert store.claim(T0, 600, 0, 100) == []
+    assert store.claim(T0, 600, 100) == []
 
 
 # -- Redis only -----------------------------------------------------------------------------------
@@ -567,11 +726,12 @@ def test_redis_down_then_back_without_restart(redis_server: Any, redis_url: str)
         redis_server.stop()
         calls: dict[str, Callable[[], object]] = {
             "record": lambda: s.record([note(fp="lost")], NO_LIMITS, T0 + 1),
-            "claim": lambda: s.claim(T0 + 1, 30, 0, 10),
+            "claim": lambda: s.claim(T0 + 1, 30, 10),
             "ping": s.ping,
             "recent": s.recent,
             "counts": s.counts,
-            "mark_sent": lambda: s.mark_sent([str(kept.id)], "s", 1, T0),
+            "mark_sent": lambda: s.mark_sent([str(kept.id)], "s", 1, T0, token="t",
+                                             pace_until=None),
             "get_status": lambda: s.get_status("x"),
         }
         for name, call in calls.items():
@@ -584,7 +744,7 @@ def test_redis_down_then_back_without_restart(redis_server: Any, redis_url: str)
         [new] = s.record([note(fp="new")], NO_LIMITS, T0 + 2)
         assert new.state == "queued"
         # what was stored before the restart survived it (AOF), and the same object claims it
-        assert ids_of(s.claim(T0 + 2, 30, 0, 10)) == {M1: [kept.id, new.id]}
+        assert ids_of(s.claim(T0 + 2, 30, 10)) == {M1: [kept.id, new.id]}
     finally:
         if redis_server.proc is None:
             redis_server.start()
@@ -653,12 +813,12 @@ def test_redis_keys_are_bounded(redis_url: str) -> None:
                     day="2026-09-21")
     out = s.record([note(mobile=m, fp=f"fp{i}") for i in range(4) for m in (M1, M2)]
                    + [note(mobile=M3, state="suppressed", reason="muted")], policy, T0)
-    s.episode_start("legacy", True, T0)
-    s.episode_start("legacy", False, T0 + 1)
+    s.record([], policy, T0, [EpisodeMark("legacy", True)])
+    s.record([], policy, T0 + 1, [EpisodeMark("legacy", False)])
     s.set_status("juhe_config", "x")
     s.set_status("juhe_config", None)
-    for c in s.claim(T0 + 60, 30, 60, 10):
-        s.mark_sent([i.id for i in c.items], "s", 1, T0 + 61)
+    for c in s.claim(T0 + 60, 30, 10):
+        s.mark_sent([i.id for i in c.items], "s", 1, T0 + 61, token=c.token, pace_until=T0 + 61)
     assert s.prune(T0 + 10_000) == len(out)
     s.ping()
     admin = redis.Redis.from_url(redis_url, decode_responses=True)
@@ -730,9 +890,12 @@ def test_sqlite_reconnects_after_a_write_error(tmp_path: Path) -> None:
 
 def test_claim_max_items_leaves_the_rest_due(store: Store) -> None:
     store.record([note(fp=f"fp{i}") for i in range(7)], NO_LIMITS, T0)
-    [first] = store.claim(T0, 60, 0, 10, max_items=3)
+    [first] = store.claim(T0, 60, 10, max_items=3)
     assert [i.fingerprint for i in first.items] == ["fp0", "fp1", "fp2"]
-    [second] = store.claim(T0, 60, 0, 10, max_items=3)
+    assert store.claim(T0, 60, 10, max_items=3) == []  # the mobile is held by the first
+    store.mark_sent([i.id for i in first.items], "s", 1, T0, token=first.token, pace_until=T0)
+    [second] = store.claim(T0, 60, 10, max_items=3)
     assert [i.fingerprint for i in second.items] == ["fp3", "fp4", "fp5"]
-    [third] = store.claim(T0, 60, 0, 10)
-    assert [i.fingerprint for i in third.items] == ["fp6"]
+    store.release([i.id for i in second.items], T0 + 1, token=second.token, pace_until=T0)
+    [third] = store.claim(T0, 60, 10)
+    assert [i.fingerprint for i in third.items] == ["fp6"]  # fp3-5 given back, due at T0 + 1

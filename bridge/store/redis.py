@@ -23,7 +23,7 @@ Key map (``{prefix}`` is ``bridge:`` unless configured; ``{m}`` a mobile, ``{id}
     {prefix}item:{id}              hash    one stored notification: id mobile fingerprint status
                                            episode route alertname tpl_id variables (JSON text)
                                            state reason created_at updated_at due_at lease_until
-                                           attempts [first_attempt_at sid fee]
+                                           attempts [lease_token first_attempt_at sid fee]
     {prefix}items                  zset    every item id, score = id            (recent)
     {prefix}state:{state}          zset    item ids in that state, score = id   (counts, recent)
     {prefix}done                   zset    finished (sent/failed/suppressed) ids,
@@ -39,14 +39,17 @@ Key map (``{prefix}`` is ``bridge:`` unless configured; ``{m}`` a mobile, ``{id}
     {prefix}due                    zset    mobiles with pending items, score = when the mobile
                                            can next be claimed = max(its first claimable item,
                                            its pacing gap's end)                (claim)
-    {prefix}pace                   zset    mobile -> end of its pacing gap (last claim + min_gap)
+    {prefix}pace                   zset    mobile -> end of its hold (a claim's lease) or of its
+                                           pacing gap (last send that may have gone out +
+                                           min_gap), as the last claim or mark set it
     {prefix}dedup:{key}            hash    dedup record of ``mobile|fingerprint|status|episode``:
                                            at (last recorded) paged (0/1); expires
                                            max(dedup_ttl, repeat_interval) after it was written
     {prefix}dedup                  zset    dedup keys, score = at (prune); trimmed on record to
                                            the last ``dedup_ttl`` seconds
     {prefix}day:{day}              string  SMS queued on that day (per_day); expires after 3 days
-    {prefix}episode:{fingerprint}  string  start of the alert's current episode (legacy Grafana)
+    {prefix}episode:{fingerprint}  string  the current episode of an alert without startsAt
+                                           (legacy Grafana), as text (base.episode_text)
     {prefix}status                 hash    shared status notes (e.g. ``juhe_config``)
     {prefix}ping                   string  written by :meth:`RedisStore.ping`
 
@@ -59,9 +62,10 @@ dedup records, pacing and storm entries) or expires on its own (dedup, day count
 from __future__ import annotations
 
 import json
-import re
+import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
@@ -71,7 +75,9 @@ from redis.commands.core import Script
 from redis.retry import Retry
 
 from bridge.errors import StoreUnavailable
-from bridge.store.base import STATES, Claim, Item, Notification, Outcome, Policy, State, Store
+from bridge.plan import EpisodeMark, Notification
+from bridge.privacy import redact_url
+from bridge.store.base import STATES, Claim, Item, Outcome, Policy, State, Store, episode_text
 
 #: Seconds a dedup record lives in Redis at least (longer when its repeat_interval is longer).
 DEFAULT_DEDUP_TTL = 7 * 86400
@@ -100,11 +106,13 @@ local PENDING = {queued = true, retrying = true, held = true}
 """
 
 RECORD_LUA = _LUA_HELPERS + """
--- record: decide and store a webhook's notifications, in order, atomically.
+-- record: settle episodes, then decide and store a webhook's notifications, in order,
+-- atomically, by the paging policy table (bridge/store/base.py PAGING_POLICY; the comments
+-- "policy row: <step>" below name its rows, in its order).
 -- KEYS[1]  {prefix}seq       item id counter
 -- KEYS[2]  {prefix}items     zset of all ids
 -- KEYS[3]  {prefix}due       zset mobile -> claimable at
--- KEYS[4]  {prefix}pace      zset mobile -> end of pacing gap
+-- KEYS[4]  {prefix}pace      zset mobile -> end of hold or pacing gap
 -- KEYS[5]  {prefix}dedup     zset dedup key -> at
 -- KEYS[6]  {prefix}done      zset finished id -> updated_at
 -- KEYS[7]  {prefix}storms    zset mobile -> storm window end
@@ -120,10 +128,12 @@ RECORD_LUA = _LUA_HELPERS + """
 -- ARGV[10] now - dedup_ttl: dedup index entries older than this are trimmed
 -- ARGV[11] now - 7200: per-hour entries older than this are trimmed
 -- ARGV[12] JSON list of notifications: {m, fp, st, ep, route, an, tpl, vars (JSON text),
---          ri (repeat_interval seconds), state, reason, dk (dedup key), fk (firing key),
---          rk (resolved key)}
--- Returns one {state, reason, id} per notification, in order; id is '' when nothing was
--- stored (duplicate, not paged).
+--          ri (repeat_interval seconds), state, reason, ut (1: untimed, the episode is
+--          settled here)}
+-- ARGV[13] JSON list of episode marks: {fp, f (1 firing, 0 resolved)}
+-- ARGV[14] the episode text of an episode beginning now (UTC ISO, base.episode_text)
+-- Returns one {state, reason, id, episode} per notification, in order; id is '' when nothing
+-- was stored (duplicate, not paged).
 local P = ARGV[1]
 local now_s = ARGV[2]
 local now = tonumber(now_s)
@@ -134,8 +144,13 @@ local storm_window = tonumber(ARGV[7])
 local day = ARGV[8]
 local dedup_ttl = tonumber(ARGV[9])
 local notes = cjson.decode(ARGV[12])
+local marks = cjson.decode(ARGV[13])
 local touched = {}
 local out = {}
+
+local function key_of(n, status)
+  return n.m .. '|' .. n.fp .. '|' .. status .. '|' .. n.ep
+end
 
 local function store(n, state, reason, due)
   local id = redis.call('INCR', KEYS[1])
@@ -161,6 +176,18 @@ local function store(n, state, reason, due)
   return tostring(id)
 end
 
+local function write_dedup(dk, paged, ttl)
+  redis.call('HSET', P .. 'dedup:' .. dk, 'at', now_s)
+  if paged then
+    redis.call('HSET', P .. 'dedup:' .. dk, 'paged', 1)
+  else
+    redis.call('HSETNX', P .. 'dedup:' .. dk, 'paged', 0)
+  end
+  redis.call('EXPIRE', P .. 'dedup:' .. dk, ttl)
+  redis.call('ZADD', KEYS[5], now_s, dk)
+end
+
+-- policy rows per_day, per_mobile_per_hour: the reason, or ''
 local function limited(m)
   if per_day then
     local c = redis.call('GET', P .. 'day:' .. day)
@@ -177,73 +204,110 @@ local function limited(m)
   return ''
 end
 
-for i, n in ipairs(notes) do
-  local state, reason, id = 'suppressed', '', ''
+-- policy row storm: count the notification in the mobile's window (opening one when none is
+-- open); the window's end when it is past the threshold, else nil
+local function storm_holds(m)
+  if not storm_threshold or storm_window <= 0 then
+    return nil
+  end
+  local sk = P .. 'mobile:' .. m .. ':storm'
+  local window_end = redis.call('HGET', sk, 'end')
+  if not window_end or tonumber(window_end) <= now then
+    local e = now + storm_window
+    redis.call('HSET', sk, 'start', now_s, 'end', e, 'count', 1)
+    redis.call('ZADD', KEYS[7], e, m)
+    return nil
+  end
+  if redis.call('HINCRBY', sk, 'count', 1) > storm_threshold then
+    return window_end
+  end
+  return nil
+end
+
+-- one notification down the policy rows: state, reason, id ('' when only counted)
+local function decide(n)
+  local dk = key_of(n, n.st)
+  -- policy row: planned
   if n.state == 'suppressed' then
-    reason = n.reason
-    id = store(n, 'suppressed', reason, now_s)
-  else
-    local dk = P .. 'dedup:' .. n.dk
-    local at = redis.call('HGET', dk, 'at')
-    if n.st == 'firing' then
-      if at and now - tonumber(at) < n.ri then
-        reason = 'duplicate'
-      elseif redis.call('EXISTS', P .. 'dedup:' .. n.rk) == 1 then
-        reason = 'already resolved'
-      end
-    elseif at then
-      reason = 'duplicate'
-    else
-      local paged = redis.call('HGET', P .. 'dedup:' .. n.fk, 'paged')
-      if not paged or paged == '0' then
-        reason = 'not paged'
-        -- remember the episode resolved, so a late firing of it pages nobody
-        redis.call('HSET', dk, 'at', now_s, 'paged', 0)
-        redis.call('EXPIRE', dk, math.max(dedup_ttl, 1))
-        redis.call('ZADD', KEYS[5], now_s, n.dk)
-      end
+    return 'suppressed', n.reason, store(n, 'suppressed', n.reason, now_s)
+  end
+  -- policy row: dedup
+  local at = redis.call('HGET', P .. 'dedup:' .. dk, 'at')
+  if at and (n.st == 'resolved' or now - tonumber(at) < n.ri) then
+    return 'suppressed', 'duplicate', ''
+  end
+  if n.st == 'firing' then
+    -- policy row: already_resolved
+    if redis.call('EXISTS', P .. 'dedup:' .. key_of(n, 'resolved')) == 1 then
+      return 'suppressed', 'already resolved', ''
     end
-    if reason == '' then
-      local limit = limited(n.m)
-      redis.call('HSET', dk, 'at', now_s)
-      if limit == '' then
-        redis.call('HSET', dk, 'paged', 1)
-      else
-        redis.call('HSETNX', dk, 'paged', 0)
-      end
-      redis.call('EXPIRE', dk, math.min(math.max(dedup_ttl, math.ceil(n.ri)), 3153600000))
-      redis.call('ZADD', KEYS[5], now_s, n.dk)
-      if limit ~= '' then
-        reason = limit
-        id = store(n, 'suppressed', reason, now_s)
-      else
-        local held = nil
-        if storm_threshold and storm_window > 0 then
-          local sk = P .. 'mobile:' .. n.m .. ':storm'
-          local window_end = redis.call('HGET', sk, 'end')
-          if not window_end or tonumber(window_end) <= now then
-            local e = now + storm_window
-            redis.call('HSET', sk, 'start', now_s, 'end', e, 'count', 1)
-            redis.call('ZADD', KEYS[7], e, n.m)
-          elseif redis.call('HINCRBY', sk, 'count', 1) > storm_threshold then
-            held = window_end
-          end
-        end
-        if held then
-          state, reason = 'held', 'storm'
-          id = store(n, 'held', reason, held)
-        else
-          if day ~= '' then
-            redis.call('INCR', P .. 'day:' .. day)
-            redis.call('EXPIRE', P .. 'day:' .. day, 259200)
-          end
-          state = 'queued'
-          id = store(n, 'queued', '', now_s)
-        end
-      end
+  else
+    -- policy row: resolved_pairing
+    local paged = redis.call('HGET', P .. 'dedup:' .. key_of(n, 'firing'), 'paged')
+    if not paged or paged == '0' then
+      write_dedup(dk, false, math.max(dedup_ttl, 1))
+      return 'suppressed', 'not paged', ''
     end
   end
-  out[i] = {state, reason, id}
+  -- policy rows: per_day, per_mobile_per_hour (the dedup record is written either way)
+  local limit = limited(n.m)
+  write_dedup(dk, limit == '', math.min(math.max(dedup_ttl, math.ceil(n.ri)), 3153600000))
+  if limit ~= '' then
+    return 'suppressed', limit, store(n, 'suppressed', limit, now_s)
+  end
+  -- policy row: storm
+  local held = storm_holds(n.m)
+  if held then
+    return 'held', 'storm', store(n, 'held', 'storm', held)
+  end
+  -- policy row: queued
+  if day ~= '' then
+    redis.call('INCR', P .. 'day:' .. day)
+    redis.call('EXPIRE', P .. 'day:' .. day, 259200)
+  end
+  return 'queued', '', store(n, 'queued', '', now_s)
+end
+
+-- sub-step episodes: settle the episode of alerts without startsAt
+local wanted, order = {}, {}
+for _, mk in ipairs(marks) do
+  if wanted[mk.fp] == nil then
+    order[#order + 1] = mk.fp
+  end
+  wanted[mk.fp] = (mk.f == 1)
+end
+for _, n in ipairs(notes) do
+  if n.ut == 1 and wanted[n.fp] == nil then
+    order[#order + 1] = n.fp
+    wanted[n.fp] = (n.st == 'firing')
+  end
+end
+local starts = {}
+for _, fp in ipairs(order) do
+  local ek = P .. 'episode:' .. fp
+  local start = redis.call('GET', ek)
+  if start and string.find(start, 'T', 1, true) then
+    starts[fp] = start
+  elseif wanted[fp] then
+    -- (a value without 'T' is a start from before episodes were stored as text: replaced)
+    redis.call('SET', ek, ARGV[14])
+    starts[fp] = ARGV[14]
+  end
+end
+
+for i, n in ipairs(notes) do
+  if n.ut == 1 then
+    n.ep = starts[n.fp] or ''
+  end
+  local state, reason, id = decide(n)
+  out[i] = {state, reason, id, n.ep}
+end
+
+-- sub-step episodes: close the episodes of resolved marks
+for _, mk in ipairs(marks) do
+  if mk.f ~= 1 then
+    redis.call('DEL', P .. 'episode:' .. mk.fp)
+  end
 end
 
 -- keep the dedup index bounded (the records themselves expire)
@@ -260,29 +324,29 @@ return out
 CLAIM_LUA = _LUA_HELPERS + """
 -- claim: lease the due items of up to max_mobiles mobiles, grouped by mobile, atomically.
 -- KEYS[1]  {prefix}due       zset mobile -> claimable at
--- KEYS[2]  {prefix}pace      zset mobile -> end of pacing gap
+-- KEYS[2]  {prefix}pace      zset mobile -> end of hold or pacing gap
 -- ARGV[1]  prefix
 -- ARGV[2]  now (UNIX seconds, text)
--- ARGV[3]  lease_until = now + lease
--- ARGV[4]  now + min_gap: the end of the pacing gap each claimed mobile starts
--- ARGV[5]  max_mobiles (negative: no limit)
--- ARGV[6]  max_items per mobile (0: no limit)
--- Returns a list of {mobile, gapped (0/1), {item hash as HGETALL list, ...}}, items oldest
--- (lowest id) first.
+-- ARGV[3]  lease_until = now + lease: also the end of the hold each claimed mobile gets
+-- ARGV[4]  max_mobiles (negative: no limit)
+-- ARGV[5]  max_items per mobile (0: no limit)
+-- ARGV[6..] one fresh lease token per mobile that may be claimed (at least max_mobiles)
+-- Returns a list of {mobile, gapped (0/1), token, {item hash as HGETALL list, ...}}, items
+-- oldest (lowest id) first.
 local P = ARGV[1]
-local now = tonumber(ARGV[2])
 local lease_until = tonumber(ARGV[3])
 local claims = {}
-local mobiles = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, ARGV[5])
+local mobiles = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, ARGV[4])
 for _, m in ipairs(mobiles) do
   local pk = P .. 'mobile:' .. m .. ':pending'
   local ids
-  if tonumber(ARGV[6]) > 0 then
-    ids = redis.call('ZRANGEBYSCORE', pk, '-inf', ARGV[2], 'LIMIT', 0, ARGV[6])
+  if tonumber(ARGV[5]) > 0 then
+    ids = redis.call('ZRANGEBYSCORE', pk, '-inf', ARGV[2], 'LIMIT', 0, ARGV[5])
   else
     ids = redis.call('ZRANGEBYSCORE', pk, '-inf', ARGV[2])
   end
   if #ids > 0 then
+    local token = ARGV[6 + #claims]
     table.sort(ids, function(a, b) return tonumber(a) < tonumber(b) end)
     local gap = redis.call('ZSCORE', KEYS[2], m)
     local oldest = nil
@@ -291,7 +355,7 @@ for _, m in ipairs(mobiles) do
       local key = P .. 'item:' .. id
       local row = redis.call('HMGET', key, 'due_at', 'created_at')
       local ready = math.max(tonumber(row[1]), lease_until)
-      redis.call('HSET', key, 'lease_until', ARGV[3])
+      redis.call('HSET', key, 'lease_until', ARGV[3], 'lease_token', token)
       redis.call('ZADD', pk, ready, id)
       local created = tonumber(row[2])
       if oldest == nil or created < oldest then
@@ -299,12 +363,13 @@ for _, m in ipairs(mobiles) do
       end
       items[#items + 1] = redis.call('HGETALL', key)
     end
-    redis.call('ZADD', KEYS[2], ARGV[4], m)
+    -- the hold: no other claim of this mobile until a mark turns it into the gap
+    redis.call('ZADD', KEYS[2], ARGV[3], m)
     local gapped = 0
     if gap and tonumber(gap) > oldest then
       gapped = 1
     end
-    claims[#claims + 1] = {m, gapped, items}
+    claims[#claims + 1] = {m, gapped, token, items}
   end
   refresh(P, KEYS[1], KEYS[2], m)
 end
@@ -312,39 +377,45 @@ return claims
 """
 
 MARK_LUA = _LUA_HELPERS + """
--- mark: one delivery outcome for some items, atomically; every op ends the items' lease.
+-- mark: one delivery outcome for some items of one claim, atomically; fenced by the claim's
+-- lease token (items leased under another token are left alone); ends the items' lease.
 -- KEYS[1]  {prefix}due       zset mobile -> claimable at
--- KEYS[2]  {prefix}pace      zset mobile -> end of pacing gap
+-- KEYS[2]  {prefix}pace      zset mobile -> end of hold or pacing gap
 -- KEYS[3]  {prefix}done      zset finished id -> updated_at
+-- KEYS[4]  {prefix}dedup     zset dedup key -> at
 -- ARGV[1]  prefix
--- ARGV[2]  op: 'sent', 'retrying', 'failed' (new state; counts an attempt) or 'release'
+-- ARGV[2]  op: 'sent', 'retrying', 'failed' (new state; counts an attempt; 'failed' also
+--          deletes the items' dedup records: a failed SMS did not page) or 'release'
 --          (state unchanged, due again at ARGV[4])
 -- ARGV[3]  now: updated_at, and first_attempt_at when unset (ignored by release)
 -- ARGV[4]  due_at (retrying, release; '' otherwise)
 -- ARGV[5]  reason (ignored by release)
 -- ARGV[6]  sid (sent)
 -- ARGV[7]  fee (sent)
--- ARGV[8..] item ids; unknown ids are skipped
+-- ARGV[8]  lease token
+-- ARGV[9]  pace_until: the end of the mobile's pacing gap from now on; '' leaves it
+-- ARGV[10..] item ids; unknown ids are skipped
 -- Returns the number of items changed.
 local P = ARGV[1]
 local op = ARGV[2]
 local touched = {}
 local changed = 0
-for i = 8, #ARGV do
+for i = 10, #ARGV do
   local id = ARGV[i]
   local key = P .. 'item:' .. id
-  local row = redis.call('HMGET', key, 'state', 'mobile', 'due_at', 'first_attempt_at')
+  local row = redis.call('HMGET', key, 'state', 'mobile', 'lease_token', 'first_attempt_at',
+    'fingerprint', 'status', 'episode')
   local old, m = row[1], row[2]
-  if old then
+  if old and row[3] == ARGV[8] then
     local pk = P .. 'mobile:' .. m .. ':pending'
     if op == 'release' then
-      redis.call('HSET', key, 'due_at', ARGV[4], 'lease_until', 0)
+      redis.call('HSET', key, 'due_at', ARGV[4], 'lease_until', 0, 'lease_token', '')
       if PENDING[old] then
         redis.call('ZADD', pk, ARGV[4], id)
       end
     else
       redis.call('HSET', key, 'state', op, 'reason', ARGV[5], 'updated_at', ARGV[3],
-        'lease_until', 0)
+        'lease_until', 0, 'lease_token', '')
       redis.call('HINCRBY', key, 'attempts', 1)
       if not row[4] then
         redis.call('HSET', key, 'first_attempt_at', ARGV[3])
@@ -362,35 +433,23 @@ for i = 8, #ARGV do
         redis.call('ZREM', pk, id)
         redis.call('ZADD', KEYS[3], ARGV[3], id)
       end
+      if op == 'failed' then
+        local dk = m .. '|' .. row[5] .. '|' .. row[6] .. '|' .. row[7]
+        redis.call('DEL', P .. 'dedup:' .. dk)
+        redis.call('ZREM', KEYS[4], dk)
+      end
     end
     touched[m] = true
     changed = changed + 1
   end
 end
 for m in pairs(touched) do
+  if ARGV[9] ~= '' then
+    redis.call('ZADD', KEYS[2], ARGV[9], m)
+  end
   refresh(P, KEYS[1], KEYS[2], m)
 end
 return changed
-"""
-
-EPISODE_LUA = """
--- episode_start: get-or-set (firing) or get-and-close (resolved) an alert's episode start.
--- KEYS[1]  {prefix}episode:{fingerprint}
--- ARGV[1]  '1' firing, '0' resolved
--- ARGV[2]  now (UNIX seconds, text)
--- Returns the start (text), or false (nil) when resolved and never seen firing.
-local start = redis.call('GET', KEYS[1])
-if ARGV[1] == '1' then
-  if start then
-    return start
-  end
-  redis.call('SET', KEYS[1], ARGV[2])
-  return ARGV[2]
-end
-if start then
-  redis.call('DEL', KEYS[1])
-end
-return start
 """
 
 RECENT_LUA = """
@@ -503,14 +562,6 @@ end
 return {#ids, more}
 """
 
-_PASSWORD_IN_URL = re.compile(r"(://[^:/@]*:)[^@]*@")
-
-
-def _redact(url: str) -> str:
-    """The URL with any password replaced by ``***``."""
-    return _PASSWORD_IN_URL.sub(r"\1***@", url)
-
-
 def _t(x: float) -> str:
     """A time or duration as exact text for a script (``repr`` round-trips a float)."""
     return repr(float(x))
@@ -567,7 +618,6 @@ class RedisStore(Store):
         self._lua_record = self._client.register_script(RECORD_LUA)
         self._lua_claim = self._client.register_script(CLAIM_LUA)
         self._lua_mark = self._client.register_script(MARK_LUA)
-        self._lua_episode = self._client.register_script(EPISODE_LUA)
         self._lua_recent = self._client.register_script(RECENT_LUA)
         self._lua_prune = self._client.register_script(PRUNE_LUA)
 
@@ -587,7 +637,7 @@ class RedisStore(Store):
             text = f"{type(exc).__name__}: {exc}"
             if self._password:
                 text = text.replace(self._password, "***")
-            raise StoreUnavailable(f"redis {_redact(self.url)}: {text}") from None
+            raise StoreUnavailable(f"redis {redact_url(self.url)}: {text}") from None
 
     def _run(self, script: Script, keys: Sequence[str], args: Sequence[str | int]) -> Any:
         with self._errors():
@@ -597,60 +647,70 @@ class RedisStore(Store):
         self._client.close()
 
     # -- the contract -----------------------------------------------------------------------
-    def record(self, notes: Sequence[Notification], policy: Policy, now: float) -> list[Outcome]:
+    def record(self, notes: Sequence[Notification], policy: Policy, now: float,
+               episodes: Sequence[EpisodeMark] = ()) -> list[Outcome]:
         payload = json.dumps([
             {"m": n.mobile, "fp": n.fingerprint, "st": n.status, "ep": n.episode,
              "route": n.route, "an": n.alertname, "tpl": int(n.tpl_id),
              "vars": json.dumps(n.variables, ensure_ascii=False, separators=(",", ":")),
              "ri": float(n.repeat_interval), "state": n.state, "reason": n.reason,
-             "dk": n.dedup_key, "fk": n.firing_key,
-             "rk": n.resolved_key}
+             "ut": 1 if n.untimed else 0}
             for n in notes], ensure_ascii=False, separators=(",", ":"))
+        marks = json.dumps([{"fp": m.fingerprint, "f": 1 if m.firing else 0} for m in episodes],
+                           ensure_ascii=False, separators=(",", ":"))
         keys = [self._k(k) for k in ("seq", "items", "due", "pace", "dedup", "done", "storms")]
         storm = policy.storm_threshold if policy.storm_window > 0 else None
         args: list[str | int] = [
             self.prefix, _t(now), "(" + _t(now - 3600), _opt(policy.per_mobile_per_hour),
             _opt(policy.per_day), _opt(storm), _t(policy.storm_window), policy.day,
-            self.dedup_ttl, _t(now - self.dedup_ttl), _t(now - 7200), payload]
+            self.dedup_ttl, _t(now - self.dedup_ttl), _t(now - 7200), payload, marks,
+            episode_text(now)]
         rows = self._run(self._lua_record, keys, args)
-        return [Outcome(n, cast(State, state), reason, id or None)
-                for n, (state, reason, id) in zip(notes, rows, strict=True)]
+        return [Outcome(replace(n, episode=ep) if n.untimed else n, cast(State, state), reason,
+                        id or None)
+                for n, (state, reason, id, ep) in zip(notes, rows, strict=True)]
 
-    def claim(self, now: float, lease: float, min_gap: float, max_mobiles: int,
+    def claim(self, now: float, lease: float, max_mobiles: int,
               max_items: int = 0) -> list[Claim]:
         lease_until = now + lease
+        tokens = [secrets.token_hex(8) for _ in range(max(int(max_mobiles), 1))]
         rows = self._run(self._lua_claim, [self._k("due"), self._k("pace")],
-                         [self.prefix, _t(now), _t(lease_until), _t(now + min_gap),
-                          int(max_mobiles), max(int(max_items), 0)])
-        return [Claim(mobile, [_item(flat) for flat in items], lease_until, bool(gapped))
-                for mobile, gapped, items in rows]
+                         [self.prefix, _t(now), _t(lease_until), int(max_mobiles),
+                          max(int(max_items), 0), *tokens])
+        return [Claim(mobile, [_item(flat) for flat in items], lease_until, bool(gapped), token)
+                for mobile, gapped, token, items in rows]
 
-    def _mark(self, op: str, ids: Sequence[str], now: float | None, due_at: float | None,
-              reason: str = "", sid: str = "", fee: int = 0) -> None:
-        if not ids:
-            return
-        self._run(self._lua_mark, [self._k("due"), self._k("pace"), self._k("done")],
-                  [self.prefix, op, "" if now is None else _t(now),
-                   "" if due_at is None else _t(due_at), reason, sid, str(int(fee)),
-                   *[str(i) for i in ids]])
+    def _mark(self, op: str, ids: Sequence[str], token: str, pace_until: float | None,
+              now: float | None, due_at: float | None, reason: str = "", sid: str = "",
+              fee: int = 0) -> int:
+        if not ids or not token:  # an unleased item carries no token: nothing may mark it
+            return 0
+        keys = [self._k("due"), self._k("pace"), self._k("done"), self._k("dedup")]
+        return int(self._run(self._lua_mark, keys, [
+            self.prefix, op, "" if now is None else _t(now), "" if due_at is None else _t(due_at),
+            reason, sid, str(int(fee)), token, "" if pace_until is None else _t(pace_until),
+            *[str(i) for i in ids]]))
 
-    def mark_sent(self, ids: Sequence[str], sid: str, fee: int, now: float,
-                  reason: str = "") -> None:
-        self._mark("sent", ids, now, None, reason, sid, fee)
+    def mark_sent(self, ids: Sequence[str], sid: str, fee: int, now: float, reason: str = "",
+                  *, token: str, pace_until: float | None) -> int:
+        return self._mark("sent", ids, token, pace_until, now, None, reason, sid, fee)
 
-    def mark_retry(self, ids: Sequence[str], due_at: float, reason: str, now: float) -> None:
-        self._mark("retrying", ids, now, due_at, reason)
+    def mark_retry(self, ids: Sequence[str], due_at: float, reason: str, now: float, *,
+                   token: str, pace_until: float | None) -> int:
+        return self._mark("retrying", ids, token, pace_until, now, due_at, reason)
 
-    def mark_failed(self, ids: Sequence[str], reason: str, now: float) -> None:
-        self._mark("failed", ids, now, None, reason)
+    def mark_failed(self, ids: Sequence[str], reason: str, now: float, *, token: str,
+                    pace_until: float | None) -> int:
+        return self._mark("failed", ids, token, pace_until, now, None, reason)
 
-    def release(self, ids: Sequence[str], due_at: float) -> None:
-        self._mark("release", ids, None, due_at)
+    def release(self, ids: Sequence[str], due_at: float, *, token: str,
+                pace_until: float | None = None) -> int:
+        return self._mark("release", ids, token, pace_until, None, due_at)
 
-    def episode_start(self, fingerprint: str, firing: bool, now: float) -> float | None:
-        start = self._run(self._lua_episode, [self._k(f"episode:{fingerprint}")],
-                          ["1" if firing else "0", _t(now)])
-        return None if start is None else float(start)
+    def episode_of(self, fingerprint: str) -> str | None:
+        with self._errors():
+            value = self._client.get(self._k(f"episode:{fingerprint}"))
+        return str(value) if value is not None and "T" in str(value) else None
 
     def recent(self, limit: int = 50, state: str | None = None,
                mobile: str | None = None) -> list[Item]:

@@ -10,24 +10,28 @@ loss may lose the last commits).
 from __future__ import annotations
 
 import os
+import secrets
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 from bridge.errors import StoreUnavailable
+from bridge.plan import EpisodeMark, Notification
 from bridge.store.base import (
     STATES,
     Claim,
     Item,
-    Notification,
     Outcome,
     Policy,
     State,
     Store,
+    dedup_key,
     dumps_vars,
+    episode_text,
 )
 
 SCHEMA = """
@@ -47,6 +51,7 @@ CREATE TABLE IF NOT EXISTS items (
     updated_at REAL NOT NULL,
     due_at REAL NOT NULL,
     lease_until REAL NOT NULL DEFAULT 0,
+    lease_token TEXT NOT NULL DEFAULT '',
     attempts INTEGER NOT NULL DEFAULT 0,
     first_attempt_at REAL,
     sid TEXT,
@@ -66,6 +71,7 @@ CREATE TABLE IF NOT EXISTS dedup (
     paged INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS dedup_at ON dedup(at);
+-- a mobile's hold while a claim sends to it, then its pacing gap: not claimable before next_at
 CREATE TABLE IF NOT EXISTS pacing (mobile TEXT PRIMARY KEY, next_at REAL NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS storms (
     mobile TEXT PRIMARY KEY, window_start REAL NOT NULL, window_end REAL NOT NULL,
@@ -137,6 +143,10 @@ class SqliteStore(Store):
             conn.execute("PRAGMA synchronous=NORMAL")
             if not self._schema_ready:
                 conn.executescript(SCHEMA)
+                columns = {r[1] for r in conn.execute("PRAGMA table_info(items)")}
+                if "lease_token" not in columns:  # a file from before lease fencing
+                    conn.execute("ALTER TABLE items ADD COLUMN lease_token TEXT NOT NULL"
+                                 " DEFAULT ''")
                 self._schema_ready = True
         except BaseException:
             conn.close()
@@ -191,70 +201,104 @@ class SqliteStore(Store):
         self._drop()
 
     # -- the contract -----------------------------------------------------------------------
-    def record(self, notes: Sequence[Notification], policy: Policy, now: float) -> list[Outcome]:
+    def record(self, notes: Sequence[Notification], policy: Policy, now: float,
+               episodes: Sequence[EpisodeMark] = ()) -> list[Outcome]:
         out: list[Outcome] = []
         with self._tx() as db:
+            starts = self._open_episodes(db, notes, episodes, now)
             for n in notes:
+                if n.untimed:
+                    n = replace(n, episode=starts.get(n.fingerprint, ""))
                 state, reason = self._decide(db, n, policy, now)
                 if state is None:
                     out.append(Outcome(n, "suppressed", reason))
                     continue
-                counted = 1 if state == "queued" else 0
-                due = now
-                if state == "held":
-                    row = db.execute("SELECT window_end FROM storms WHERE mobile=?",
-                                     (n.mobile,)).fetchone()
-                    due = row[0] if row else now
-                cur = db.execute(
-                    "INSERT INTO items (mobile, fingerprint, status, episode, route, alertname,"
-                    " tpl_id, variables, state, reason, created_at, updated_at, due_at, counted)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (n.mobile, n.fingerprint, n.status, n.episode, n.route, n.alertname,
-                     n.tpl_id, dumps_vars(n.variables), state, reason, now, now, due, counted))
-                out.append(Outcome(n, state, reason, str(cur.lastrowid)))
+                out.append(Outcome(n, state, reason, self._store(db, n, state, reason, now)))
+            self._close_episodes(db, episodes)
         return out
+
+    @staticmethod
+    def _open_episodes(db: sqlite3.Connection, notes: Sequence[Notification],
+                       episodes: Sequence[EpisodeMark], now: float) -> dict[str, str]:
+        """Sub-step ``episodes`` (base.PAGING_POLICY): fingerprint -> settled episode."""
+        starts: dict[str, str] = {}
+        wanted = {m.fingerprint: m.firing for m in episodes}
+        for n in notes:
+            if n.untimed:
+                wanted.setdefault(n.fingerprint, n.status == "firing")
+        for fp, firing in wanted.items():
+            row = db.execute("SELECT started_at FROM episodes WHERE fingerprint=?",
+                             (fp,)).fetchone()
+            if row is not None:
+                starts[fp] = episode_text(float(row[0]))
+            elif firing:
+                db.execute("INSERT INTO episodes VALUES (?,?)", (fp, now))
+                starts[fp] = episode_text(now)
+        return starts
+
+    @staticmethod
+    def _close_episodes(db: sqlite3.Connection, episodes: Sequence[EpisodeMark]) -> None:
+        for m in episodes:
+            if not m.firing:
+                db.execute("DELETE FROM episodes WHERE fingerprint=?", (m.fingerprint,))
+
+    @staticmethod
+    def _store(db: sqlite3.Connection, n: Notification, state: State, reason: str,
+               now: float) -> str:
+        """Write one decided notification; returns its id. Queued ones count for the limits;
+        held ones are due when their storm window ends."""
+        due = now
+        if state == "held":
+            row = db.execute("SELECT window_end FROM storms WHERE mobile=?",
+                             (n.mobile,)).fetchone()
+            due = row[0] if row else now
+        cur = db.execute(
+            "INSERT INTO items (mobile, fingerprint, status, episode, route, alertname,"
+            " tpl_id, variables, state, reason, created_at, updated_at, due_at, counted)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (n.mobile, n.fingerprint, n.status, n.episode, n.route, n.alertname, n.tpl_id,
+             dumps_vars(n.variables), state, reason, now, now, due,
+             1 if state == "queued" else 0))
+        return str(cur.lastrowid)
 
     def _decide(self, db: sqlite3.Connection, n: Notification, policy: Policy,
                 now: float) -> tuple[State | None, str]:
-        """The decision for one notification inside the record transaction.
+        """One notification down the rows of base.PAGING_POLICY, inside the record transaction.
 
-        Returns ``(None, reason)`` for what is only counted (duplicates), else the state to
-        store. Updates dedup, counters and storm windows as a side effect.
+        Returns ``(None, reason)`` for what is only counted, else the state to store. Writes
+        dedup records, the day counter and storm windows as the table's effects say.
         """
+        key = dedup_key(n.mobile, n.fingerprint, n.status, n.episode)
+        # policy row: planned
         if n.state == "suppressed":
             return "suppressed", n.reason
-        row = db.execute("SELECT at FROM dedup WHERE key=?", (n.dedup_key,)).fetchone()
+        # policy row: dedup
+        row = db.execute("SELECT at FROM dedup WHERE key=?", (key,)).fetchone()
+        if row is not None and (n.status == "resolved" or now - row[0] < n.repeat_interval):
+            return None, "duplicate"
         if n.status == "firing":
-            if row is not None and now - row[0] < n.repeat_interval:
-                return None, "duplicate"
-            if db.execute("SELECT 1 FROM dedup WHERE key=?", (n.resolved_key,)).fetchone():
+            # policy row: already_resolved
+            resolved = dedup_key(n.mobile, n.fingerprint, "resolved", n.episode)
+            if db.execute("SELECT 1 FROM dedup WHERE key=?", (resolved,)).fetchone():
                 return None, "already resolved"
         else:
-            if row is not None:
-                return None, "duplicate"
-            paged = db.execute("SELECT paged FROM dedup WHERE key=?", (n.firing_key,)).fetchone()
+            # policy row: resolved_pairing
+            firing = dedup_key(n.mobile, n.fingerprint, "firing", n.episode)
+            paged = db.execute("SELECT paged FROM dedup WHERE key=?", (firing,)).fetchone()
             if paged is None or not paged[0]:
-                # remember the episode resolved, so a late firing of it pages nobody
-                db.execute("INSERT INTO dedup (key, at, paged) VALUES (?,?,0)",
-                           (n.dedup_key, now))
+                db.execute("INSERT INTO dedup (key, at, paged) VALUES (?,?,0)", (key, now))
                 return None, "not paged"
+        # policy rows: per_day, per_mobile_per_hour (the dedup record is written either way)
         limit_reason = self._limited(db, n.mobile, policy, now)
-        paged_flag = 0 if limit_reason else 1
         db.execute("INSERT INTO dedup (key, at, paged) VALUES (?,?,?) ON CONFLICT(key) DO UPDATE"
                    " SET at=excluded.at, paged=max(paged, excluded.paged)",
-                   (n.dedup_key, now, paged_flag))
+                   (key, now, 0 if limit_reason else 1))
         if limit_reason:
             return "suppressed", limit_reason
-        if policy.storm_threshold is not None and policy.storm_window > 0:
-            storm = db.execute("SELECT window_end, count FROM storms WHERE mobile=?",
-                               (n.mobile,)).fetchone()
-            if storm is None or storm[0] <= now:
-                db.execute("INSERT OR REPLACE INTO storms VALUES (?,?,?,1)",
-                           (n.mobile, now, now + policy.storm_window))
-            else:
-                db.execute("UPDATE storms SET count=count+1 WHERE mobile=?", (n.mobile,))
-                if storm[1] + 1 > policy.storm_threshold:
-                    return "held", "storm"
+        # policy row: storm
+        if self._storm_holds(db, n.mobile, policy, now):
+            return "held", "storm"
+        # policy row: queued
         if policy.day:
             db.execute("INSERT INTO counters VALUES (?,1) ON CONFLICT(key) DO UPDATE SET n=n+1",
                        (f"day:{policy.day}",))
@@ -262,6 +306,7 @@ class SqliteStore(Store):
 
     @staticmethod
     def _limited(db: sqlite3.Connection, mobile: str, policy: Policy, now: float) -> str:
+        """Policy rows ``per_day`` then ``per_mobile_per_hour``: the reason, or ``""``."""
         if policy.per_day is not None:
             row = db.execute("SELECT n FROM counters WHERE key=?",
                              (f"day:{policy.day}",)).fetchone()
@@ -274,7 +319,22 @@ class SqliteStore(Store):
                 return "per_mobile_per_hour limit"
         return ""
 
-    def claim(self, now: float, lease: float, min_gap: float, max_mobiles: int,
+    @staticmethod
+    def _storm_holds(db: sqlite3.Connection, mobile: str, policy: Policy, now: float) -> bool:
+        """Policy row ``storm``: count the notification in the mobile's window (opening one when
+        none is open); true when it is past the threshold."""
+        if policy.storm_threshold is None or policy.storm_window <= 0:
+            return False
+        storm = db.execute("SELECT window_end, count FROM storms WHERE mobile=?",
+                           (mobile,)).fetchone()
+        if storm is None or storm[0] <= now:
+            db.execute("INSERT OR REPLACE INTO storms VALUES (?,?,?,1)",
+                       (mobile, now, now + policy.storm_window))
+            return False
+        db.execute("UPDATE storms SET count=count+1 WHERE mobile=?", (mobile,))
+        return bool(storm[1] + 1 > policy.storm_threshold)
+
+    def claim(self, now: float, lease: float, max_mobiles: int,
               max_items: int = 0) -> list[Claim]:
         claims: list[Claim] = []
         with self._tx() as db:
@@ -294,54 +354,70 @@ class SqliteStore(Store):
                 gap = db.execute("SELECT next_at FROM pacing WHERE mobile=?",
                                  (mobile,)).fetchone()
                 ids = [r["id"] for r in rows]
+                token = secrets.token_hex(8)
                 marks = ",".join("?" * len(ids))
-                db.execute(f"UPDATE items SET lease_until=? WHERE id IN ({marks})",
-                           (now + lease, *ids))
-                db.execute("INSERT OR REPLACE INTO pacing VALUES (?,?)", (mobile, now + min_gap))
+                db.execute(f"UPDATE items SET lease_until=?, lease_token=? WHERE id IN ({marks})",
+                           (now + lease, token, *ids))
+                # the hold: no other claim of this mobile until a mark turns it into the gap
+                db.execute("INSERT OR REPLACE INTO pacing VALUES (?,?)", (mobile, now + lease))
                 items = [_item(r) for r in rows]
                 gapped = gap is not None and gap[0] > min(i.created_at for i in items)
-                claims.append(Claim(mobile, items, now + lease, gapped))
+                claims.append(Claim(mobile, items, now + lease, gapped, token))
         return claims
 
-    def _update(self, ids: Sequence[str], sets: str, args: Sequence[Any]) -> None:
-        if not ids:
-            return
+    def _update(self, ids: Sequence[str], token: str, pace_until: float | None, sets: str,
+                args: Sequence[Any], forget: bool = False) -> int:
+        """One mark: ``sets`` on the items of ``ids`` still leased under ``token``; ends their
+        lease; books ``pace_until``; with ``forget`` deletes their dedup records."""
+        if not ids or not token:  # an unleased item carries no token: nothing may mark it
+            return 0
         marks = ",".join("?" * len(ids))
         with self._tx() as db:
-            db.execute(f"UPDATE items SET {sets}, lease_until=0 WHERE id IN ({marks})",
-                       (*args, *[int(i) for i in ids]))
+            where = f"id IN ({marks}) AND lease_token=?"
+            fenced = (*[int(i) for i in ids], token)
+            rows = db.execute(f"SELECT mobile, fingerprint, status, episode FROM items"
+                              f" WHERE {where}", fenced).fetchall()
+            if not rows:
+                return 0
+            db.execute(f"UPDATE items SET {sets}, lease_until=0, lease_token='' WHERE {where}",
+                       (*args, *fenced))
+            if pace_until is not None:
+                for mobile in {r[0] for r in rows}:
+                    db.execute("INSERT OR REPLACE INTO pacing VALUES (?,?)",
+                               (mobile, pace_until))
+            if forget:
+                db.executemany("DELETE FROM dedup WHERE key=?",
+                               [(dedup_key(*tuple(r)),) for r in rows])
+            return len(rows)
 
-    def mark_sent(self, ids: Sequence[str], sid: str, fee: int, now: float,
-                  reason: str = "") -> None:
-        self._update(ids, "state='sent', sid=?, fee=?, reason=?, updated_at=?,"
-                     " attempts=attempts+1, first_attempt_at=coalesce(first_attempt_at, ?)",
-                     (sid, fee, reason, now, now))
+    def mark_sent(self, ids: Sequence[str], sid: str, fee: int, now: float, reason: str = "",
+                  *, token: str, pace_until: float | None) -> int:
+        return self._update(ids, token, pace_until,
+                            "state='sent', sid=?, fee=?, reason=?, updated_at=?,"
+                            " attempts=attempts+1, first_attempt_at=coalesce(first_attempt_at, ?)",
+                            (sid, fee, reason, now, now))
 
-    def mark_retry(self, ids: Sequence[str], due_at: float, reason: str, now: float) -> None:
-        self._update(ids, "state='retrying', due_at=?, reason=?, updated_at=?,"
-                     " attempts=attempts+1, first_attempt_at=coalesce(first_attempt_at, ?)",
-                     (due_at, reason, now, now))
+    def mark_retry(self, ids: Sequence[str], due_at: float, reason: str, now: float, *,
+                   token: str, pace_until: float | None) -> int:
+        return self._update(ids, token, pace_until,
+                            "state='retrying', due_at=?, reason=?, updated_at=?,"
+                            " attempts=attempts+1, first_attempt_at=coalesce(first_attempt_at, ?)",
+                            (due_at, reason, now, now))
 
-    def mark_failed(self, ids: Sequence[str], reason: str, now: float) -> None:
-        self._update(ids, "state='failed', reason=?, updated_at=?, attempts=attempts+1,"
-                     " first_attempt_at=coalesce(first_attempt_at, ?)", (reason, now, now))
+    def mark_failed(self, ids: Sequence[str], reason: str, now: float, *, token: str,
+                    pace_until: float | None) -> int:
+        return self._update(ids, token, pace_until,
+                            "state='failed', reason=?, updated_at=?, attempts=attempts+1,"
+                            " first_attempt_at=coalesce(first_attempt_at, ?)", (reason, now, now),
+                            forget=True)
 
-    def release(self, ids: Sequence[str], due_at: float) -> None:
-        self._update(ids, "due_at=?", (due_at,))
+    def release(self, ids: Sequence[str], due_at: float, *, token: str,
+                pace_until: float | None = None) -> int:
+        return self._update(ids, token, pace_until, "due_at=?", (due_at,))
 
-    def episode_start(self, fingerprint: str, firing: bool, now: float) -> float | None:
-        with self._tx() as db:
-            row = db.execute("SELECT started_at FROM episodes WHERE fingerprint=?",
-                             (fingerprint,)).fetchone()
-            if firing:
-                if row is None:
-                    db.execute("INSERT INTO episodes VALUES (?,?)", (fingerprint, now))
-                    return now
-                return float(row[0])
-            if row is not None:
-                db.execute("DELETE FROM episodes WHERE fingerprint=?", (fingerprint,))
-                return float(row[0])
-            return None
+    def episode_of(self, fingerprint: str) -> str | None:
+        rows = self._read("SELECT started_at FROM episodes WHERE fingerprint=?", (fingerprint,))
+        return episode_text(float(rows[0][0])) if rows else None
 
     def recent(self, limit: int = 50, state: str | None = None,
                mobile: str | None = None) -> list[Item]:
