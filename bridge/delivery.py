@@ -246,8 +246,8 @@ class Deliverer:
     def _fenced(self, claim: Claim, ids: list[str], what: str, changed: int) -> None:
         """Log the marks a lapsed lease made void (another deliverer holds those items now)."""
         if changed < len(ids):
-            log.warning("lease on %s lapsed: %s of %d of %d items ignored (claimed again since)",
-                        mask_mobile(claim.mobile), what, len(ids) - changed, len(ids))
+            log.warning("lease on %s lapsed: mark %s ignored for %d of %d items (claimed again"
+                        " since)", mask_mobile(claim.mobile), what, len(ids) - changed, len(ids))
 
     def _send(self, claim: Claim, items: list[Item], tpl_id: int, variables: dict[str, str],
               note: str, rules: RuleSet, last: bool) -> None:
