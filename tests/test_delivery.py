@@ -242,3 +242,32 @@ def test_sigterm_finishes_the_sms_in_hand(make_bridge: Any, fake_juhe: FakeJuhe)
     wait_states(bridge, [("TermMid", "sent")], timeout=5)
     time.sleep(1.0)
     assert [m["vars"]["name"] for m in fake_juhe.messages] == ["TermMid"]
+
+
+def test_readyz_forgets_a_config_error_at_reload_and_the_retry_brings_it_back(
+        make_bridge: Any, fake_juhe: FakeJuhe) -> None:
+    """Issue 10.2: after a rules reload /readyz shows no error the rules in force have not met;
+    a persisting one returns with the next retry of the SMS (at least once a minute)."""
+    fake_juhe.valid_key = "another-key"
+    bridge = make_bridge(CATCH_ALL, BRIDGE_RETRY_BASE="3s")
+    bridge.post("/webhook/alertmanager", body(alert("R")))
+    assert wait_until(lambda: bridge.get("/readyz").status_code == 503, 10)
+    before = fake_juhe.requests
+    assert bridge.post("/-/reload", b"").status_code == 200
+    r = bridge.get("/readyz")
+    assert r.status_code == 200, r.text
+    assert wait_until(lambda: fake_juhe.requests > before, 20)
+    assert wait_until(lambda: bridge.get("/readyz").status_code == 503, 5)
+    assert "10001" in bridge.get("/readyz").json()["problems"][0]
+
+
+def test_juhe_config_note_is_tied_to_the_configuration_and_the_time() -> None:
+    from bridge.delivery import juhe_config_note
+
+    note = '{"reason": "juhe config error 10001: x", "config": "abc", "at": 100.0}'
+    assert juhe_config_note(note, "abc", 99.0) == "juhe config error 10001: x"
+    assert juhe_config_note(note, "abc", 100.0) == "juhe config error 10001: x"
+    assert juhe_config_note(note, "abc", 100.5) is None  # from before the start or reload
+    assert juhe_config_note(note, "other", 0.0) is None  # another key or URL met it
+    assert juhe_config_note(None, "abc", 0.0) is None
+    assert juhe_config_note("plain text from an older version", "abc", 0.0) is None
