@@ -1,11 +1,12 @@
 """Delivery: claim due SMS from the store, send them through a :class:`Sender`, record the
 outcome.
 
-Runs as a thread in every served process (started by ``bridge.server``'s gunicorn hooks) and as
-``bridge worker``. Claims are leased atomically by the store, so deliverers never send the same
-SMS at once; an SMS whose sender died goes out again when its lease ends (at least once). Every
-mark carries the claim's lease token: a deliverer whose lease lapsed (a long pause, a stalled
-request) and whose items were claimed again changes nothing, and logs it.
+Runs as a thread in every served worker (started by the ``post_worker_init`` hook in
+:mod:`bridge.server`) and as ``bridge worker``. Claims are leased atomically by the store, so
+deliverers never send the same SMS at once; an SMS whose sender died goes out again when its
+lease ends (at least once). Every mark carries the claim's lease token: a deliverer whose lease
+lapsed (a long pause, a stalled request) and whose items were claimed again changes nothing,
+and logs it.
 
 Policy (SPEC "Sending through Juhe", "Delivery guarantees", JUHE.md):
 

@@ -19,7 +19,7 @@ import pytest
 
 from bridge.errors import StoreUnavailable
 from bridge.plan import EpisodeMark, Notification
-from bridge.store import Claim, Item, Outcome, Policy, Store, open_store
+from bridge.store import PAGING_POLICY, Claim, Item, Outcome, Policy, PolicyRow, Store, open_store
 from bridge.store.base import STATES, episode_text
 from bridge.store.redis import RedisStore
 from bridge.store.sqlite import SqliteStore
@@ -77,6 +77,56 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         s = RedisStore(request.getfixturevalue("redis_url"))
     yield s
     s.close()
+
+
+# -- record: the paging policy table, one test per row ---------------------------------------
+DAY = Policy(per_day=1, day="2026-09-21")
+#: For each row of PAGING_POLICY: what was recorded before (one record call each, a second
+#: apart from T0), then the notification and policy that must end in that row (at T0 + 100).
+ROW_SCENARIOS: dict[str, tuple[list[tuple[Notification, Policy]], Notification, Policy]] = {
+    "planned": ([(note(), NO_LIMITS)], note(state="suppressed", reason="muted"), NO_LIMITS),
+    "dedup": ([(note(), NO_LIMITS)], note(), DAY),
+    "already_resolved": ([(note(repeat_interval=10.0), NO_LIMITS),
+                          (note(status="resolved"), NO_LIMITS)],
+                         note(repeat_interval=10.0), NO_LIMITS),
+    "resolved_pairing": ([(note(fp="other"), NO_LIMITS)], note(status="resolved"), NO_LIMITS),
+    "per_day": ([(note(mobile=M2, fp="a"), DAY)], note(), DAY),
+    "per_mobile_per_hour": ([(note(fp="a"), NO_LIMITS)], note(), Policy(per_mobile_per_hour=1)),
+    "storm": ([(note(fp="a"), Policy(storm_threshold=1, storm_window=600.0))], note(),
+              Policy(storm_threshold=1, storm_window=600.0)),
+    "queued": ([(note(mobile=M2), NO_LIMITS)], note(), Policy(per_mobile_per_hour=1, per_day=5,
+                                                            storm_threshold=1,
+                                                            storm_window=600.0, day="d")),
+}
+
+
+def test_every_policy_row_has_a_scenario() -> None:
+    assert list(ROW_SCENARIOS) == [row.step for row in PAGING_POLICY]
+
+
+@pytest.mark.parametrize("row", PAGING_POLICY, ids=[row.step for row in PAGING_POLICY])
+def test_policy_row(store: Store, row: PolicyRow) -> None:
+    """The row's condition holds (and no earlier row's): its state and reason, stored or only
+    counted, as base.PAGING_POLICY says."""
+    before, n, policy = ROW_SCENARIOS[row.step]
+    for k, (b, p) in enumerate(before):
+        store.record([b], p, T0 + k)
+    [o] = store.record([n], policy, T0 + 100)
+    reason = n.reason if row.reason is None else row.reason
+    assert (o.state, o.reason) == (row.state, reason)
+    assert (o.id is not None) == row.stored
+    if o.id is not None:
+        item = by_id(store, o.id)
+        assert (item.state, item.reason, item.fingerprint, item.episode) == (
+            row.state, reason, n.fingerprint, n.episode)
+
+
+def test_policy_rows_apply_in_order(store: Store) -> None:
+    """A notification that meets several rows ends in the first: a duplicate over a spent
+    day budget is a duplicate; a muted duplicate is stored muted."""
+    store.record([note()], DAY, T0)
+    out = store.record([note(), note(state="suppressed", reason="muted")], DAY, T0 + 1)
+    assert states(out) == [("suppressed", "duplicate"), ("suppressed", "muted")]
 
 
 # -- record: dedup ----------------------------------------------------------------------------
