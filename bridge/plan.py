@@ -147,6 +147,18 @@ def with_episode_start(alert: Alert, stored: datetime | None, now: datetime) -> 
     return alert if start is None else replace(alert, starts_at=start)
 
 
+def _mark_episode(alert: Alert, plan: Plan, now: datetime,
+                  episode_starts: Mapping[str, datetime | None] | None) -> Alert:
+    """For an alert without ``startsAt``: its :class:`EpisodeMark` added to ``plan``, and the
+    alert as its templates see it (:func:`with_episode_start`); other alerts as they are."""
+    if alert.starts_at is not None:
+        return alert
+    plan.episodes.append(EpisodeMark(alert.fingerprint, alert.status == "firing"))
+    if episode_starts is None:
+        return alert
+    return with_episode_start(alert, episode_starts.get(alert.fingerprint), now)
+
+
 def decide(batch: Batch, rules: RuleSet, now: datetime,
            episode_starts: Mapping[str, datetime | None] | None = None) -> Plan:
     """The notifications for every alert of ``batch`` under ``rules`` at ``now`` (aware).
@@ -163,10 +175,7 @@ def decide(batch: Batch, rules: RuleSet, now: datetime,
     plan = Plan()
     for alert in batch.alerts:
         untimed = alert.starts_at is None
-        if untimed:
-            plan.episodes.append(EpisodeMark(alert.fingerprint, alert.status == "firing"))
-            if episode_starts is not None:
-                alert = with_episode_start(alert, episode_starts.get(alert.fingerprint), now)
+        alert = _mark_episode(alert, plan, now, episode_starts)
         hits = route(alert.labels, rules.routes)
         if not hits:
             plan.unrouted += 1
