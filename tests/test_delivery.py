@@ -7,6 +7,7 @@ import signal
 import time
 from typing import Any
 
+import pytest
 from conftest import CATCH_ALL, KEY, wait_until
 from fakejuhe import FakeJuhe
 
@@ -97,12 +98,15 @@ def test_wrong_key_stays_retrying_and_goes_out_once_the_key_is_fixed(
     assert wait_until(lambda: bridge.get("/readyz").status_code == 200, 5)
 
 
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
 def test_wrong_key_then_restart_with_the_right_key_and_resend_pages(
-        make_bridge: Any, fake_juhe: FakeJuhe) -> None:
+        make_bridge: Any, fake_juhe: FakeJuhe, store: str, request: pytest.FixtureRequest
+) -> None:
     """Issue 10.1/10.2: with a wrong key the SMS ends failed after BRIDGE_RETRY_FOR; restarted
     with the right key, /readyz shows no stale error and the re-sent alert pages."""
     fake_juhe.valid_key = "the-right-key"
-    bridge = make_bridge(CATCH_ALL, BRIDGE_RETRY_FOR="1s")
+    env = {"BRIDGE_STORE": request.getfixturevalue("redis_url")} if store == "redis" else {}
+    bridge = make_bridge(CATCH_ALL, BRIDGE_RETRY_FOR="1s", **env)
     assert bridge.post("/webhook/alertmanager", body(alert("W"))).json()["queued"] == 1
     wait_states(bridge, [("W", "failed")])
     assert fake_juhe.requests >= 2
