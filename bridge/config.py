@@ -60,6 +60,21 @@ def store_url(env: Mapping[str, str]) -> str:
     return env.get("BRIDGE_STORE") or env.get("REDIS_URL") or "sqlite:///bridge.db"
 
 
+def check_bind(address: str, where: str) -> None:
+    """Refuse a bind address that is not an IPv4/IPv6 address or a host name (no port: the
+    port is ``PORT``). Raises ``ValueError`` naming ``where``."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(address.strip("[]"))
+        return
+    except ValueError:
+        pass
+    if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})", address):
+        raise ValueError(f"{where}: expected an address such as 0.0.0.0 or 127.0.0.1 "
+                         f"(the port is PORT), got {address!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the environment configures. Durations are seconds, sizes bytes."""
@@ -73,7 +88,9 @@ class Settings:
     grafana_hmac_timestamp_header: str | None = None
     tz: str = "Asia/Shanghai"
     port: int = 8000
+    bind: str = "0.0.0.0"
     workers: int = 2
+    threads: int = 32
     max_body_bytes: int = 1048576
     retry_for: float = 3600.0
     log_format: str = "text"
@@ -125,6 +142,13 @@ class Settings:
             where = "BRIDGE_STORE" if e.get("BRIDGE_STORE") else "REDIS_URL"
             raise ValueError(f"{where}: expected sqlite:///PATH or redis://[:password@]host:"
                              f"port/db, got {redact_url(store).split('://')[0]}://...")
+        if store.startswith("sqlite:///"):
+            folder = os.path.dirname(os.path.abspath(store[len("sqlite:///"):]))
+            if not os.path.isdir(folder):
+                where = "BRIDGE_STORE" if e.get("BRIDGE_STORE") else "REDIS_URL"
+                raise ValueError(f"{where}: the folder {folder} does not exist ({store}); "
+                                 "create it first (a mistyped path must not start an empty "
+                                 "store)")
         if store.startswith(("redis://", "rediss://")):
             where = "BRIDGE_STORE" if e.get("BRIDGE_STORE") else "REDIS_URL"
             try:
@@ -147,6 +171,8 @@ class Settings:
         log_format = (e.get("BRIDGE_LOG_FORMAT") or "text").lower()
         if log_format not in ("text", "json"):
             raise ValueError(f"BRIDGE_LOG_FORMAT: must be text or json, not {log_format!r}")
+        bind = (e.get("BRIDGE_BIND") or "0.0.0.0").strip()
+        check_bind(bind, "BRIDGE_BIND")
         warnings = []
         if e.get("REDIS_URL") and e.get("BRIDGE_STORE") and e["BRIDGE_STORE"] != e["REDIS_URL"]:
             warnings.append("REDIS_URL is set but BRIDGE_STORE wins: "
@@ -162,7 +188,9 @@ class Settings:
             grafana_hmac_timestamp_header=e.get("BRIDGE_GRAFANA_HMAC_TIMESTAMP_HEADER") or None,
             tz=tz,
             port=num("PORT", "8000", 1, 65535),
+            bind=bind,
             workers=num("WEB_CONCURRENCY", "2", 1, 64),
+            threads=num("BRIDGE_THREADS", "32", 1, 1024),
             max_body_bytes=num("BRIDGE_MAX_BODY_BYTES", "1048576", 1),
             retry_for=dur("BRIDGE_RETRY_FOR", "1h"),
             log_format=log_format,

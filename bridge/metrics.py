@@ -42,6 +42,8 @@ JUHE_SECONDS = Histogram("bridge_juhe_send_seconds", "Latency of one Juhe send, 
                          buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 SKIPPED_MOBILES = Counter("bridge_mobiles_skipped_total",
                           "Invalid mobile numbers found through mobiles_from, skipped.")
+MOBILES_OVER_LIMIT = Counter("bridge_mobiles_from_over_limit_total",
+                             "Valid numbers from mobiles_from past max_mobiles_from, skipped.")
 
 
 class _Snapshot(Collector):

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from bridge.alert import Alert, Batch
 from bridge.privacy import mask_mobile
 from bridge.render import alert_context
-from bridge.routing import route
+from bridge.routing import mute_reason, route
 from bridge.rules.load import RuleSet
 from bridge.rules.model import Route, valid_mobile
 
@@ -83,6 +83,10 @@ class Plan:
     episodes: list[EpisodeMark] = field(default_factory=list)
     skipped_mobiles: list[str] = field(default_factory=list)
     unrouted: int = 0
+    #: valid numbers from ``mobiles_from`` past ``max_mobiles_from``, skipped (count)
+    over_limit: int = 0
+    #: what the webhook answer lists under ``warnings``, each with its place
+    warnings: list[str] = field(default_factory=list)
 
 
 def episode_from_start(alert: Alert) -> str:
@@ -90,15 +94,35 @@ def episode_from_start(alert: Alert) -> str:
     return alert.starts_at.isoformat() if alert.starts_at is not None else ""
 
 
-def mobiles_of(alert: Alert, r: Route, rules: RuleSet, plan: Plan,
-               now: datetime) -> list[str]:
+def mobiles_of(alert: Alert, r: Route, rules: RuleSet, plan: Plan, now: datetime,
+               where: str = "", route_name: str = "") -> list[str]:
     """The mobiles a route pages for an alert: its receivers' numbers and the people on call
-    at ``now`` in the schedules it names, then the valid numbers in the label or annotation
-    ``mobiles_from`` names (separated by commas, semicolons or spaces; a ``+86``/``0086``
-    prefix and dashes are dropped); duplicates once."""
+    at ``now`` in the schedules it names, then the first ``max_mobiles_from`` distinct valid
+    numbers in the label or annotation ``mobiles_from`` names (separated by commas, semicolons
+    or spaces; a ``+86``/``0086`` prefix and dashes are dropped); duplicates once. Valid numbers
+    past the limit are skipped, counted in ``plan.over_limit`` and said in ``plan.warnings``
+    (``where`` is the alert's place)."""
     mobiles: list[str] = []
     for name in r.receivers:
         mobiles.extend(rules.mobiles_for(name, now))
+    if r.mobiles_from:
+        found = _mobiles_from(alert, r, plan)
+        limit = rules.mobiles_from_limit(r)
+        if len(found) > limit:
+            rest = [mask_mobile(m) for m in found[limit:]]
+            plan.over_limit += len(rest)
+            text = (f"route {route_name}: {r.mobiles_from} holds {len(found)} valid numbers, "
+                    f"max_mobiles_from is {limit}: {len(rest)} skipped ({', '.join(rest)})")
+            plan.warnings.append(f"{where}: {text}" if where else text)
+            log.warning("alert %s: %s", alert.name, text)
+        mobiles.extend(found[:limit])
+    return list(dict.fromkeys(mobiles))
+
+
+def _mobiles_from(alert: Alert, r: Route, plan: Plan) -> list[str]:
+    """The distinct valid numbers of ``r.mobiles_from`` in the order given; invalid ones are
+    recorded in ``plan.skipped_mobiles`` and logged."""
+    mobiles: list[str] = []
     if r.mobiles_from:
         raw = alert.labels.get(r.mobiles_from) or alert.annotations.get(r.mobiles_from) or ""
         for part in _SEPARATORS.split(raw):
@@ -117,11 +141,7 @@ def mobiles_of(alert: Alert, r: Route, rules: RuleSet, plan: Plan,
 def muted(r: Route, rules: RuleSet, now: datetime) -> bool:
     """Alertmanager semantics: muted while any ``mute_time_intervals`` is active, or while
     ``active_time_intervals`` is set and none of them is active."""
-    if any(rules.time_intervals[n].active_at(now) for n in r.mute_time_intervals):
-        return True
-    if r.active_time_intervals:
-        return not any(rules.time_intervals[n].active_at(now) for n in r.active_time_intervals)
-    return False
+    return bool(mute_reason(r, rules.time_intervals, now))
 
 
 def _variables(rules: RuleSet, tpl_name: str, context: dict[str, Any],
@@ -173,7 +193,7 @@ def decide(batch: Batch, rules: RuleSet, now: datetime,
     templates see as ``starts_at`` (see :func:`with_episode_start`; ``None``: left unset).
     """
     plan = Plan()
-    for alert in batch.alerts:
+    for index, alert in enumerate(batch.alerts):
         untimed = alert.starts_at is None
         alert = _mark_episode(alert, plan, now, episode_starts)
         hits = route(alert.labels, rules.routes)
@@ -189,7 +209,8 @@ def decide(batch: Batch, rules: RuleSet, now: datetime,
             tpl_name = r.template if alert.status == "firing" else r.resolved_template
             if tpl_name is None:
                 continue
-            mobiles = [m for m in mobiles_of(alert, r, rules, plan, now) if m not in seen]
+            mobiles = [m for m in mobiles_of(alert, r, rules, plan, now, f"alerts[{index}]",
+                                             rules.route_names[i]) if m not in seen]
             if not mobiles:
                 continue
             seen.update(mobiles)

@@ -39,11 +39,12 @@ class Bridge:
     """
 
     def __init__(self, settings: Settings, store: Store | None = None,
-                 state_dir: str | None = None) -> None:
+                 state_dir: str | None = None, client: Sender | None = None) -> None:
         self.settings = settings
-        self.holder = RulesHolder(settings.rules_path, settings.tz, state_dir)
+        self.holder = RulesHolder(settings.rules_path, settings.tz, state_dir,
+                                  retention=settings.retention)
         self.store = store or open_store(settings.store)
-        self.sender: Sender = (DryRunSender() if settings.dry_run else JuheClient(
+        self.sender: Sender = client or (DryRunSender() if settings.dry_run else JuheClient(
             settings.juhe_key, settings.juhe_url, timeout=settings.juhe_timeout))
         self.delivery_policy = DeliveryPolicy.from_settings(settings)
         #: names the Juhe configuration in force (never the key), for the juhe_config note
@@ -118,6 +119,8 @@ class Bridge:
                        for fp, s in starts.items()})
         if plan.skipped_mobiles:
             metrics.SKIPPED_MOBILES.inc(len(plan.skipped_mobiles))
+        if plan.over_limit:
+            metrics.MOBILES_OVER_LIMIT.inc(plan.over_limit)
         limits = rules.limits
         policy = Policy(
             per_mobile_per_hour=limits.per_mobile_per_hour, per_day=limits.per_day,
@@ -146,9 +149,10 @@ class Bridge:
         if batch.skipped:
             counts["skipped"] = batch.skipped
         if batch.warnings:
-            counts["warnings"] = list(batch.warnings)
             for w in batch.warnings:
                 log.warning("%s webhook: %s", batch.source, w)
+        if batch.warnings or plan.warnings:
+            counts["warnings"] = [*batch.warnings, *plan.warnings]
         return counts
 
     # -- health ---------------------------------------------------------------------------

@@ -381,16 +381,16 @@ def test_cli_render_at_a_time_names_the_person(tmp_path: Path) -> None:
 
 # -- the view, in-process (Flask test client over a real SQLite file) ----------------------
 def test_api_oncall_view_and_metric(tmp_path: Path) -> None:
-    from bridge.app import create_app
+    from bridge.app import bridge_of, create_app
     from bridge.config import Settings
-    from bridge.service import Bridge
 
     (tmp_path / "rules.yaml").write_text(CLI_RULES.replace(BASE, BASE.split("\n", 1)[1]),
                                          encoding="utf-8")
     settings = Settings.from_env({"BRIDGE_RULES": str(tmp_path / "rules.yaml"),
                                   "BRIDGE_STORE": f"sqlite:///{tmp_path / 'bridge.db'}"})
-    b = Bridge(settings)
-    client = create_app(b).test_client()
+    app = create_app(settings)
+    b = bridge_of(app)
+    client = app.test_client()
     for query, status in [("?next=-1", 400), ("?next=101", 400), ("?next=two", 400),
                           ("?next=100", 200), ("", 200)]:
         assert client.get("/api/oncall" + query).status_code == status, query

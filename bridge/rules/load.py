@@ -33,6 +33,8 @@ from bridge.rules.model import Limits, Route, RulesFile, Template, valid_mobile
 from bridge.timeintervals import NamedTimeInterval
 
 DEFAULT_MAX_VAR_LEN = 20
+#: Numbers one alert's ``mobiles_from`` may page per route unless the rules say otherwise.
+DEFAULT_MAX_MOBILES_FROM = 10
 #: The blocks merged by name across a folder (``time_intervals`` too, kept as a list).
 _NAMED = ("people", "receivers", "schedules", "templates")
 
@@ -98,11 +100,17 @@ class RuleSet:
     schedules: dict[str, Schedule] = field(default_factory=dict)
     route_ids: list[RouteId] = field(default_factory=list)
     uses: dict[str, frozenset[str]] = field(default_factory=dict)
+    max_mobiles_from: int = DEFAULT_MAX_MOBILES_FROM
 
     def __post_init__(self) -> None:
         self._person_by_mobile: dict[str, str] = {}
         for name, mobile in self.people.items():
             self._person_by_mobile.setdefault(mobile, name)
+
+    def mobiles_from_limit(self, route: Route) -> int:
+        """How many numbers ``route`` takes from ``mobiles_from`` per alert: its own
+        ``max_mobiles_from``, else the file's, else 10 (SPEC "Rules file")."""
+        return route.max_mobiles_from or self.max_mobiles_from
 
     def var_len(self, template: str) -> int:
         """The ``max_var_len`` in force for one template (characters)."""
@@ -252,7 +260,7 @@ def _salvage(label: str, doc: dict[str, Any]) -> Part:
     if isinstance(intervals, list):
         known["time_intervals"] = {str(t.get("name")) for t in intervals if isinstance(t, dict)}
         good["time_intervals"] = [t for t in intervals if _valid({"time_intervals": [t]})]
-    for key in ("limits", "max_var_len"):
+    for key in ("limits", "max_var_len", "max_mobiles_from"):
         if key in doc and _valid({key: doc[key]}):
             good[key] = doc[key]
     routes = doc.get("routes")
@@ -331,6 +339,7 @@ class _Merged:
     intervals: dict[str, NamedTimeInterval] = field(default_factory=dict)
     limits: Limits | None = None
     max_var_len: int | None = None
+    max_mobiles_from: int | None = None
     routes: list[tuple[RouteId, Route]] = field(default_factory=list)
     origin: dict[tuple[str, str], str] = field(default_factory=dict)
     known: dict[str, set[str]] = field(default_factory=dict)
@@ -389,6 +398,8 @@ def _merge(parts: list[Part], folder: bool) -> tuple[_Merged, list[str]]:
                 problems[-1] = f"time_intervals[{i}].name: {ti.name!r} defined twice"
         m.limits = _single(m, problems, "limits", part.limits, label)
         m.max_var_len = _single(m, problems, "max_var_len", part.max_var_len, label)
+        m.max_mobiles_from = _single(m, problems, "max_mobiles_from", part.max_mobiles_from,
+                                     label)
         file = label if folder else ""
         m.routes.extend((RouteId(file, p.route_index[i]), r) for i, r in enumerate(part.routes))
         m.raw_routes = m.raw_routes or bool(p.raw_routes)
@@ -524,4 +535,5 @@ def _build(parts: list[Part], folder: bool, tz: str,
         compiled=compiled.templates, renderer=renderer, files=[p.label for p in parts],
         version=version, people=dict(merged.people), schedules=compiled.schedules,
         route_ids=ids, uses=compiled.uses,
+        max_mobiles_from=merged.max_mobiles_from or DEFAULT_MAX_MOBILES_FROM,
     )

@@ -127,6 +127,8 @@ class Route(_Strict):
     matchers: list[MatcherField] = Field(default_factory=list)
     receiver: str | list[str] | None = None
     mobiles_from: str | None = None
+    #: at most this many numbers from ``mobiles_from`` per alert (None: the file's, else 10)
+    max_mobiles_from: int | None = Field(default=None, ge=1, le=1000)
     template: str
     resolved_template: str | None = None
     repeat_interval: Duration = Field(default=4 * 3600.0, gt=0)
@@ -152,6 +154,7 @@ class RulesFile(_Strict):
     time_intervals: list[NamedTimeInterval] = Field(default_factory=list)
     limits: Limits | None = None
     max_var_len: int | None = Field(default=None, ge=2, le=500)
+    max_mobiles_from: int | None = Field(default=None, ge=1, le=1000)
     routes: list[Route] = Field(default_factory=list)
 
     @field_validator("receivers")

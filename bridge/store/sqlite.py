@@ -102,7 +102,7 @@ def _item(row: sqlite3.Row) -> Item:
 
 
 class SqliteStore(Store):
-    """:class:`Store` on one SQLite file at ``path`` (created with its folder if missing)."""
+    """:class:`Store` on one SQLite file at ``path`` (created if missing; its folder must exist)."""
 
     def __init__(self, path: str, busy_timeout: float = 5.0) -> None:
         self.path = path
@@ -133,7 +133,6 @@ class SqliteStore(Store):
         return opened
 
     def _open(self) -> sqlite3.Connection:
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
                                check_same_thread=True)
         try:
