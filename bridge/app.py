@@ -24,8 +24,8 @@ from werkzeug.exceptions import HTTPException
 from bridge import metrics, operator
 from bridge.auth import grafana_signature_problem, token_ok
 from bridge.config import Settings
+from bridge.delivery import Sender
 from bridge.errors import PayloadError, StoreUnavailable
-from bridge.juhe import JuheClient
 from bridge.service import Bridge
 from bridge.sources import SOURCES, parse_body
 from bridge.store.base import Store
@@ -202,7 +202,7 @@ def count(resp: Response) -> Response:
 
 
 def create_app(settings: Settings | None = None, *, store: Store | None = None,
-               client: JuheClient | None = None, state_dir: str | None = None) -> Flask:
+               client: Sender | None = None, state_dir: str | None = None) -> Flask:
     """Build the app: ``settings`` default to the environment (``Settings.from_env()``);
     ``store`` and ``client`` default to the ones the settings name; ``state_dir`` is the
     runtime folder one ``bridge serve`` shares (default ``$BRIDGE_RUNTIME_DIR``, or none).

@@ -11,9 +11,9 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge.config import mask_mobile, redact_url
 from bridge.delivery import STATUS_JUHE_CONFIG
 from bridge.juhe import encode_tpl_value
+from bridge.privacy import mask_mobile, redact_url
 from bridge.service import Bridge
 from bridge.store.base import STATES, Item
 
