@@ -52,7 +52,7 @@ def bare_rate(url: str, n: int) -> float:
 
 def fill_queue(store_url: str, n: int) -> None:
     """Record ``n`` queued notifications, one per distinct mobile (fresh fingerprints)."""
-    from bridge.store.base import Notification, Policy, open_store
+    from bridge.store import Notification, Policy, open_store
 
     run = random.randrange(0x10000)
     store = open_store(store_url)
@@ -73,10 +73,11 @@ def deliverer_rate(store_url: str, juhe_url: str, rules: Path, n: int) -> tuple[
     """SMS/s of one Deliverer sending the ``n`` queued notifications :func:`fill_queue` made
     (counted as they are claimed, so that anything else pending counts too); returns (rate,
     how many more the store has ``sent`` afterwards)."""
+    from bridge.config import Settings
     from bridge.delivery import Deliverer, DeliveryPolicy
     from bridge.juhe import JuheClient
     from bridge.rules.load import load_rules
-    from bridge.store.base import open_store
+    from bridge.store import open_store
 
     ruleset = load_rules(str(rules), "Asia/Shanghai")
     store = open_store(store_url)
@@ -91,7 +92,7 @@ def deliverer_rate(store_url: str, juhe_url: str, rules: Path, n: int) -> tuple[
 
     store.claim = counting_claim  # type: ignore[method-assign]
     client = JuheClient(KEY, juhe_url, timeout=5.0)
-    deliverer = Deliverer(store, client, lambda: ruleset, DeliveryPolicy())
+    deliverer = Deliverer(store, client, lambda: ruleset, DeliveryPolicy.from_settings(Settings()))
     try:
         client.send(mobile(10**6), TPL_ID, variables(0))  # connect first, as bare_rate does
         t0 = time.perf_counter()

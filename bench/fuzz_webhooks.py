@@ -3,7 +3,7 @@
 
 The property (SPEC "HTTP endpoints"): whatever the body, a webhook never answers 5xx; it answers
 ``200`` with a JSON object of counts, or a 4xx (400, 413) with ``{"error": "..."}``. The app is
-``create_app(Bridge(settings))`` on a SQLite store in a temporary folder (dry-run, no delivery
+``create_app(settings)`` on a SQLite store in a temporary folder (dry-run, no delivery
 thread), driven through Flask's test client, so thousands of bodies run in a few minutes.
 
 Run::
@@ -217,17 +217,16 @@ def judge(status: int, content_type: str | None, data: bytes) -> str:
 
 
 def make_client(workdir: Path, **env: str) -> Any:
-    """A Flask test client on ``create_app(Bridge(settings))``: SQLite in ``workdir``, dry-run
+    """A Flask test client on ``create_app(settings)``: SQLite in ``workdir``, dry-run
     (no ``JUHE_KEY``), no token, :data:`RULES`. ``env`` adds or overrides variables."""
     from bridge.app import create_app
     from bridge.config import Settings
-    from bridge.service import Bridge
 
     rules = workdir / "rules.yaml"
     rules.write_text(RULES, encoding="utf-8")
     settings = Settings.from_env({"BRIDGE_RULES": str(rules),
                                   "BRIDGE_STORE": f"sqlite:///{workdir / 'bridge.db'}", **env})
-    return create_app(Bridge(settings)).test_client()
+    return create_app(settings).test_client()
 
 
 # -- the bench -------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 """Profile the intake hot path (one webhook: JSON -> parse -> plan -> store -> answer) with
 pyinstrument, in one process, through the real Flask app on a real store.
 
-The app is ``create_app(Bridge(settings))`` as a gunicorn worker builds it, with prometheus
+The app is ``create_app(settings)`` as a gunicorn worker builds it, with prometheus
 multiprocess mode on and INFO logging to a file, as under ``bridge serve``; the body is the
 one ``bench/webhook.lua`` sends (10 firing alerts, fresh fingerprints, two routes matching ->
 20 SMS per request). No delivery thread runs: this is the request path alone.
@@ -152,14 +152,13 @@ def make_app(args: argparse.Namespace, tmp: Path) -> Any:
     from bridge.app import create_app
     from bridge.config import Settings
     from bridge.logs import setup
-    from bridge.service import Bridge
 
     setup("text", ["k"])
     handler = logging.getLogger().handlers[0]
     handler.stream = open(tmp / "bridge.log", "a", encoding="utf-8")  # type: ignore[attr-defined]  # noqa: SIM115
     settings = Settings(juhe_key="k", juhe_url="http://127.0.0.1:9/sms/send", store=store,
                         rules_path=str(rules))
-    return create_app(Bridge(settings))
+    return create_app(settings)
 
 
 def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:

@@ -300,7 +300,7 @@ class Bench:
                 if kind == "sqlite":
                     path = self.work / "growth.db"
                     store = f"sqlite:///{path}"
-                    from bridge.store.base import open_store
+                    from bridge.store import open_store
 
                     s = open_store(store)
                     s.ping()
@@ -321,7 +321,7 @@ class Bench:
                     rep.detail("growth", f"{label}: after the fill, delivery and intake: "
                                f"{bl.redis_aof(store)} (a rewrite forks redis-server and "
                                "competes for the CPUs)")
-                from bridge.store.base import open_store
+                from bridge.store import open_store
 
                 s = open_store(store)
                 t1 = time.monotonic()
@@ -462,7 +462,7 @@ def _wrk_line(label: str, r: dict[str, Any]) -> str:
 
 
 def _stored(store: str) -> int:
-    from bridge.store.base import open_store
+    from bridge.store import open_store
 
     s = open_store(store)
     try:

@@ -309,7 +309,7 @@ def soak(args: argparse.Namespace, seed: int, work: Path, procs: bl.Procs) -> di
     log_text = bridge.log.read_text(encoding="utf-8", errors="replace")
     procs.stop(bridge)
 
-    from bridge.store.base import open_store
+    from bridge.store import open_store
 
     s = open_store(store)
     counts = s.counts()

@@ -63,6 +63,8 @@ class Alert:
     starts_at: datetime | None = None
     ends_at: datetime | None = None
     generator_url: str = ""
+    #: Grafana's ``silenceURL`` ("" when the webhook gave none)
+    silence_url: str = ""
     values: Mapping[str, Any] = field(default_factory=dict)
 
     @property

@@ -1,10 +1,11 @@
-"""The ``bridge`` command: serve, worker, check, render, send-test.
+"""The ``bridge`` command: serve, worker, check, render, oncall, send-test.
 
 ``.env`` in the working directory is read first and never overrides the environment.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -12,18 +13,20 @@ import signal
 import sys
 import tempfile
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import click
 from dotenv import load_dotenv
 
 from bridge import __version__
-from bridge.config import Settings, mask_mobile
+from bridge.config import Settings, check_bind, mask_mobile
 from bridge.errors import JuheError, PayloadError, RulesError, StoreUnavailable
 from bridge.juhe import JuheClient, encode_tpl_value
 from bridge.logs import setup as setup_logging
+from bridge.oncall import OnCall, Shift, oncall_view, parse_local_time
 from bridge.rules.load import RuleSet, load_rules
+from bridge.sources import SOURCES
 
 log = logging.getLogger("bridge")
 
@@ -46,6 +49,32 @@ def _rules_or_exit(path: str, tz: str) -> RuleSet:
         sys.exit(1)
 
 
+def _at_or_exit(text: str | None, settings: Settings) -> datetime:
+    """``--at``: ``YYYY-MM-DD HH:MM`` in ``BRIDGE_TZ`` (default now), as an aware time."""
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        local = parse_local_time(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected YYYY-MM-DD HH:MM (in BRIDGE_TZ, "
+                                 f"{settings.tz})", param_hint="--at") from None
+    return local.replace(tzinfo=settings.zone)
+
+
+def _retention_or_exit(rules: RuleSet, settings: Settings) -> None:
+    """Stop when a route's ``repeat_interval`` outlives ``BRIDGE_RETENTION`` (dedup would
+    silently break), naming both values."""
+    from bridge.reload import retention_problems
+
+    problems = retention_problems(rules, settings.retention)
+    if problems:
+        click.echo(f"{settings.rules_path}: {len(problems)} problem(s) with BRIDGE_RETENTION:",
+                   err=True)
+        for p in problems:
+            click.echo(f"  {p}", err=True)
+        sys.exit(1)
+
+
 @click.group()
 @click.version_option(__version__, prog_name="bridge")
 def main() -> None:
@@ -55,13 +84,22 @@ def main() -> None:
 @main.command()
 @click.option("--no-delivery", is_flag=True,
               help="take webhooks only; `bridge worker` delivers (deployments that want it apart)")
-def serve(no_delivery: bool) -> None:
-    """Run the service under gunicorn on 0.0.0.0:$PORT with $WEB_CONCURRENCY workers, each
-    also delivering SMS from the store."""
+@click.option("--bind", "bind", metavar="ADDRESS",
+              help="address to listen on (default $BRIDGE_BIND, else 0.0.0.0); the port is $PORT")
+def serve(no_delivery: bool, bind: str | None) -> None:
+    """Run the service under gunicorn on $BRIDGE_BIND:$PORT (0.0.0.0:8000) with
+    $WEB_CONCURRENCY workers of $BRIDGE_THREADS threads, each also delivering SMS from the
+    store."""
     settings = _settings()
+    if bind:
+        try:
+            check_bind(bind, "--bind")
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+        settings = dataclasses.replace(settings, bind=bind)
     setup_logging(settings.log_format, [settings.juhe_key, settings.token,
                                         settings.grafana_hmac_secret])
-    _rules_or_exit(settings.rules_path, settings.tz)
+    _retention_or_exit(_rules_or_exit(settings.rules_path, settings.tz), settings)
     _remove_stale_runtimes()
     runtime = tempfile.mkdtemp(prefix=f"bridge-run.{os.getpid()}.")
     metrics_dir = os.path.join(runtime, "metrics")
@@ -134,53 +172,74 @@ def check(rules: str | None) -> None:
         click.echo(f"  route {name}: {len(r.matchers)} matchers -> {who}{extra}, "
                    f"template {r.template}"
                    + (f", resolved {r.resolved_template}" if r.resolved_template else "")
-                   + (" (continue)" if r.continue_ else ""))
-
-
-def _detect_source(payload: Any) -> str:
-    if isinstance(payload, dict) and (payload.get("version") == "1" or "evalMatches" in payload
-                                      or "ruleName" in payload or "orgId" in payload):
-        return "grafana"
-    return "alertmanager"
+                   + (" (continue)" if r.continue_ else "")
+                   + "".join(f"; after {s.after:g}s -> {s.receiver}" for s in r.escalate))
+    for warning in rs.warnings():
+        click.echo(f"WARNING: {warning}")
+    for view in oncall_view(rs.schedules, rs.people, datetime.now(UTC), 0):
+        sch = view.schedule
+        members = ", ".join("+".join(m) for m in sch.members)
+        click.echo(f"  schedule {sch.name}: {members}; {sch.shift_days}d shifts from "
+                   f"{sch.start} at {sch.handover:%H:%M} {sch.zone.key}"
+                   f"{f', overrides: {len(sch.overrides)}' if sch.overrides else ''}; "
+                   f"on call now: {', '.join(view.now.people)}")
 
 
 @main.command()
 @click.argument("payload", type=click.Path(exists=True, dir_okay=False))
 @click.option("--rules", "rules_path", help="rules file or folder (default $BRIDGE_RULES)")
-@click.option("--source", type=click.Choice(["alertmanager", "grafana"]),
+@click.option("--source", type=click.Choice(sorted(SOURCES)),
               help="payload source (default: told from its fields)")
-def render(payload: str, rules_path: str | None, source: str | None) -> None:
-    """Print every SMS a webhook body would cause now, without sending or storing anything."""
-    from datetime import UTC, datetime
-
-    from bridge.plan import decide
-    from bridge.sources import parse_body, read_body
+@click.option("--at", "at", metavar="'YYYY-MM-DD HH:MM'",
+              help="decide as at this time in BRIDGE_TZ (default now): mutes, who is on call")
+def render(payload: str, rules_path: str | None, source: str | None, at: str | None) -> None:
+    """Print every SMS a webhook body would cause now (or --at), without sending or storing
+    anything; for an alert that pages nobody, what each route made of it."""
+    from bridge.preview import preview, render_lines
 
     settings = _settings()
     rules = _rules_or_exit(rules_path or settings.rules_path, settings.tz)
     try:
-        body = Path(payload).read_bytes()
-        src = source or _detect_source(read_body(body))
-        batch = parse_body(src, body)
+        p = preview(Path(payload).read_bytes(), source, rules, _at_or_exit(at, settings))
     except PayloadError as exc:
         raise click.ClickException(f"{payload}: {exc}") from None
-    plan = decide(batch, rules, datetime.now(UTC))
-    click.echo(f"{payload}: {src}, {len(batch.alerts)} alerts, "
-               f"{len(plan.notifications)} notifications"
-               + (f", {plan.unrouted} matched no route" if plan.unrouted else ""))
-    for n in plan.notifications:
-        state = n.state + (f" ({n.reason})" if n.reason else "")
-        click.echo(f"- route {n.route}: {n.status} {n.alertname or '-'} -> {n.mobile} "
-                   f"tpl_id {n.tpl_id} [{state}]")
-        for k, v in n.variables.items():
-            click.echo(f"    {k} = {v}")
-        click.echo(f"    tpl_value: {encode_tpl_value(n.variables)}")
-    for m in plan.skipped_mobiles:
-        click.echo(f"- skipped invalid mobile {m} from mobiles_from")
-    lim = rules.limits
-    click.echo(f"(dedup, repeat_interval and limits are decided by the store when served: "
-               f"min_gap {lim.min_gap:.0f}s, per_mobile_per_hour {lim.per_mobile_per_hour}, "
-               f"per_day {lim.per_day}, storm {'on' if lim.storm else 'off'})")
+    for line in render_lines(p, rules, payload):
+        click.echo(line)
+
+
+def _shift_line(view: OnCall, shift: Shift) -> str:
+    who = ", ".join(f"{p} {view.mobiles.get(p, '')}" for p in shift.people)
+    return (f"{shift.start:%Y-%m-%d %H:%M} -> {shift.end:%Y-%m-%d %H:%M}  {who}"
+            + ("  (override)" if shift.override else ""))
+
+
+@main.command()
+@click.argument("schedule", required=False)
+@click.option("--rules", "rules_path", help="rules file or folder (default $BRIDGE_RULES)")
+@click.option("--at", "at", metavar="'YYYY-MM-DD HH:MM'",
+              help="who is on call at this time in BRIDGE_TZ (default now)")
+@click.option("--next", "next_n", type=click.IntRange(0, 1000), default=3, show_default=True,
+              help="how many shifts after the current one to list")
+def oncall(schedule: str | None, rules_path: str | None, at: str | None, next_n: int) -> None:
+    """Print who is on call (names, mobiles, shift start and end, overrides marked) in every
+    schedule or in SCHEDULE, and the next shifts; exit 1 listing every problem when the rules
+    are invalid."""
+    settings = _settings()
+    rules = _rules_or_exit(rules_path or settings.rules_path, settings.tz)
+    when = _at_or_exit(at, settings)
+    if schedule is not None and schedule not in rules.schedules:
+        raise click.ClickException(f"unknown schedule {schedule!r}; the rules have "
+                                   f"{', '.join(rules.schedules) or 'none'}")
+    if not rules.schedules:
+        click.echo("no schedules in the rules")
+        return
+    for view in oncall_view(rules.schedules, rules.people, when, next_n, schedule):
+        s = view.schedule
+        click.echo(f"{s.name} ({s.zone.key}; {s.shift_days}d shifts, handover "
+                   f"{s.handover:%H:%M}, from {s.start}):")
+        click.echo(f"  now   {_shift_line(view, view.now)}")
+        for shift in view.next:
+            click.echo(f"  next  {_shift_line(view, shift)}")
 
 
 @main.command(name="send-test")

@@ -15,6 +15,12 @@ from typing import Literal
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+# the masks live in bridge.privacy; imported here for the callers that know them from here
+from bridge.privacy import mask_mobile, mask_mobiles_in, redact_url
+
+__all__ = ["REDIS_SCHEMES", "RedisURL", "Settings", "mask_mobile", "mask_mobiles_in",
+           "parse_duration", "parse_redis_url", "redact_url", "store_url"]
+
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -50,32 +56,24 @@ def parse_duration(text: str | int | float) -> float:
     return total
 
 
-def mask_mobile(mobile: str) -> str:
-    """``13800138000`` -> ``138****8000``; anything shorter than 8 characters -> ``****``."""
-    if len(mobile) < 8:
-        return "****"
-    return f"{mobile[:3]}****{mobile[-4:]}"
-
-
-_MOBILE_IN_TEXT = re.compile(r"(?<!\d)((?:\+|00)?86[- ]?)?(1[3-9]\d{9})(?!\d)")
-
-
-def mask_mobiles_in(text: str) -> str:
-    """Every mainland mobile number inside ``text`` masked (``138****8000``, also after a
-    ``+86``/``0086``/``86`` prefix), for log lines and reasons that show outside text."""
-    return _MOBILE_IN_TEXT.sub(lambda m: (m.group(1) or "") + mask_mobile(m.group(2)), text)
-
-
 def store_url(env: Mapping[str, str]) -> str:
     """The store URL: ``BRIDGE_STORE``, else ``REDIS_URL`` (PaaS add-ons), else SQLite."""
     return env.get("BRIDGE_STORE") or env.get("REDIS_URL") or "sqlite:///bridge.db"
 
 
-def redact_url(url: str) -> str:
-    """A store URL with any password (also ``?sentinel_password=``) replaced by ``***``, for
-    logs."""
-    url = re.sub(r"([?&]sentinel_password=)[^&]*", r"\1***", url)
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+def check_bind(address: str, where: str) -> None:
+    """Refuse a bind address that is not an IPv4/IPv6 address or a host name (no port: the
+    port is ``PORT``). Raises ``ValueError`` naming ``where``."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(address.strip("[]"))
+        return
+    except ValueError:
+        pass
+    if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})", address):
+        raise ValueError(f"{where}: expected an address such as 0.0.0.0 or 127.0.0.1 "
+                         f"(the port is PORT), got {address!r}")
 
 
 #: URL schemes of a Redis store (``unix://`` is a local socket).
@@ -195,7 +193,9 @@ class Settings:
     grafana_hmac_timestamp_header: str | None = None
     tz: str = "Asia/Shanghai"
     port: int = 8000
+    bind: str = "0.0.0.0"
     workers: int = 2
+    threads: int = 32
     max_body_bytes: int = 1048576
     retry_for: float = 3600.0
     log_format: str = "text"
@@ -249,6 +249,12 @@ class Settings:
             raise ValueError(f"{where}: expected sqlite:///PATH or redis://[:password@]host:"
                              f"port/db (or redis+sentinel://..., redis+cluster://...), got "
                              f"{redact_url(store).split('://')[0]}://...")
+        if store.startswith("sqlite:///"):
+            folder = os.path.dirname(os.path.abspath(store[len("sqlite:///"):]))
+            if not os.path.isdir(folder):
+                raise ValueError(f"{where}: the folder {folder} does not exist ({store}); "
+                                 "create it first (a mistyped path must not start an empty "
+                                 "store)")
         if store.startswith(REDIS_SCHEMES):
             try:
                 parse_redis_url(store)
@@ -268,6 +274,8 @@ class Settings:
         log_format = (e.get("BRIDGE_LOG_FORMAT") or "text").lower()
         if log_format not in ("text", "json"):
             raise ValueError(f"BRIDGE_LOG_FORMAT: must be text or json, not {log_format!r}")
+        bind = (e.get("BRIDGE_BIND") or "0.0.0.0").strip()
+        check_bind(bind, "BRIDGE_BIND")
         warnings = []
         if e.get("REDIS_URL") and e.get("BRIDGE_STORE") and e["BRIDGE_STORE"] != e["REDIS_URL"]:
             warnings.append("REDIS_URL is set but BRIDGE_STORE wins: "
@@ -286,7 +294,9 @@ class Settings:
             grafana_hmac_timestamp_header=e.get("BRIDGE_GRAFANA_HMAC_TIMESTAMP_HEADER") or None,
             tz=tz,
             port=num("PORT", "8000", 1, 65535),
+            bind=bind,
             workers=num("WEB_CONCURRENCY", "2", 1, 64),
+            threads=num("BRIDGE_THREADS", "32", 1, 1024),
             max_body_bytes=num("BRIDGE_MAX_BODY_BYTES", "1048576", 1),
             retry_for=dur("BRIDGE_RETRY_FOR", "1h"),
             log_format=log_format,

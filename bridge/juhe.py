@@ -193,11 +193,13 @@ class SendResult:
     """Juhe accepted the SMS (not: the phone received it).
 
     ``sid``: Juhe's message id, always a string (``""`` if Juhe sent none; ``"dry-run"`` when
-    nothing was sent); ``fee``: billed units (0 if Juhe sent none, and in dry-run).
+    nothing was sent); ``fee``: billed units (0 if Juhe sent none, and in dry-run);
+    ``outcome``: the ``bridge_juhe_requests_total`` outcome, ``ok`` or ``dry_run``.
     """
 
     sid: str
     fee: int
+    outcome: str = "ok"
 
 
 def _as_int(value: object) -> int | None:

@@ -40,14 +40,23 @@ class Scrub(logging.Filter):
         return True
 
 
-#: Every character some tool takes for a line break, shown escaped in text logs.
-_LINE_BREAKS = {ord(c): rf"\u{ord(c):04x}" for c in "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
-_LINE_BREAKS.update({ord("\n"): "\\n", ord("\r"): "\\r"})
+#: Characters shown escaped (``\u202e``) in every log line, text and JSON: C0 controls but tab
+#: (NUL makes ``grep`` call the log binary, ESC drives the terminal), DEL and C1, every line or
+#: paragraph separator, and the invisible characters that reorder or hide text on a terminal
+#: (bidi embeddings, overrides, isolates and marks, zero-width characters, the BOM).
+HOSTILE = "".join(
+    [chr(c) for c in range(0x20) if c != 0x09] + [chr(c) for c in range(0x7f, 0xa0)]
+    + list("\u00ad\u061c\u180e\u200b\u200c\u200d\u200e\u200f\u2028\u2029\u202a\u202b\u202c"
+           "\u202d\u202e\u2060\u2061\u2062\u2063\u2064\u2066\u2067\u2068\u2069\ufeff"))
+_ESCAPES = {ord(c): rf"\u{ord(c):04x}" for c in HOSTILE}
+_LINE_BREAKS = {**_ESCAPES, ord("\n"): "\\n", ord("\r"): "\\r"}
+_JSON_EXTRA = {ord(c): rf"\u{ord(c):04x}" for c in HOSTILE if ord(c) >= 0x7f}
 
 
 class TextFormatter(logging.Formatter):
     """One line per record: CR and LF inside the message (alert text) are shown as ``\\n``
-    so that an alert can never forge a log line; tracebacks keep their lines."""
+    so that an alert can never forge a log line, and every other :data:`HOSTILE` character
+    as ``\\uXXXX``; tracebacks keep their lines."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
         text = super().formatMessage(record)
@@ -55,7 +64,8 @@ class TextFormatter(logging.Formatter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, pid, msg (and exc when any)."""
+    """One JSON object per line: ts, level, logger, pid, msg (and exc when any); C0 controls
+    are escaped by JSON itself, the rest of :data:`HOSTILE` as ``\\uXXXX`` too."""
 
     def format(self, record: logging.LogRecord) -> str:
         out = {
@@ -68,7 +78,7 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info or record.exc_text:
             out["exc"] = record.exc_text or self.formatException(record.exc_info)  # type: ignore[arg-type]
-        return json.dumps(out, ensure_ascii=False)
+        return json.dumps(out, ensure_ascii=False).translate(_JSON_EXTRA)
 
 
 def setup(fmt: str = "text", secrets: Iterable[str | None] = (), level: int = logging.INFO) -> None:

@@ -40,8 +40,13 @@ JUHE_REQUESTS = Counter("bridge_juhe_requests_total", "Requests to Juhe by outco
                         ["outcome", "code"])
 JUHE_SECONDS = Histogram("bridge_juhe_send_seconds", "Latency of one Juhe send, seconds.",
                          buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+ESCALATIONS = Counter("bridge_escalations_total",
+                      "Escalation steps run (done), by route and step index.", ["route", "step"])
+ACKS = Counter("bridge_acks_total", "Episodes acknowledged, by way (link, page, api).", ["via"])
 SKIPPED_MOBILES = Counter("bridge_mobiles_skipped_total",
                           "Invalid mobile numbers found through mobiles_from, skipped.")
+MOBILES_OVER_LIMIT = Counter("bridge_mobiles_from_over_limit_total",
+                             "Valid numbers from mobiles_from past max_mobiles_from, skipped.")
 
 
 class _Snapshot(Collector):

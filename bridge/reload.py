@@ -36,17 +36,46 @@ log = logging.getLogger(__name__)
 STATE_FILE = "rules-state.json"
 
 
+def _duration(seconds: float) -> str:
+    """``14400`` -> ``4h``, ``90`` -> ``1m30s``, ``0.5`` -> ``0.5s`` (for messages)."""
+    if seconds != int(seconds) or seconds < 1:
+        return f"{seconds:g}s"
+    rest, out = int(seconds), ""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size:
+            out += f"{rest // size}{unit}"
+            rest %= size
+    return out
+
+
+def retention_problems(rules: RuleSet, retention: float | None) -> list[str]:
+    """Routes whose ``repeat_interval`` is longer than ``BRIDGE_RETENTION`` (seconds): their
+    dedup records would be pruned before the interval ends and the alert paged again
+    (issue 10). Empty when ``retention`` is ``None`` or every route fits."""
+    if retention is None:
+        return []
+    return [f"routes[{i}] ({name}): repeat_interval {_duration(r.repeat_interval)} is longer "
+            f"than BRIDGE_RETENTION {_duration(retention)}: its dedup records would be pruned "
+            "first and the alert paged again; raise BRIDGE_RETENTION or shorten repeat_interval"
+            for i, (name, r) in enumerate(zip(rules.route_names, rules.routes, strict=True))
+            if r.repeat_interval > retention]
+
+
 class RulesHolder:
     """Holds the :class:`RuleSet` in force for one process.
 
     ``path``: the rules file or folder (``BRIDGE_RULES``). ``state_dir``: the folder shared by
-    the processes of one ``bridge serve`` (or ``None``). Raises :class:`RulesError` at
-    construction when there is no snapshot to boot from and the rules fail their checks.
+    the processes of one ``bridge serve`` (or ``None``). ``retention``: ``BRIDGE_RETENTION``
+    in seconds, which no route's ``repeat_interval`` may exceed (``None``: not checked). Raises
+    :class:`RulesError` at construction when there is no snapshot to boot from and the rules
+    fail their checks.
     """
 
-    def __init__(self, path: str, tz: str, state_dir: str | None = None) -> None:
+    def __init__(self, path: str, tz: str, state_dir: str | None = None,
+                 retention: float | None = None) -> None:
         self.path = path
         self.tz = tz
+        self.retention = retention
         self.state_dir = Path(state_dir) if state_dir else None
         self.state_file = self.state_dir / STATE_FILE if self.state_dir else None
         self._lock = threading.Lock()
@@ -60,6 +89,8 @@ class RulesHolder:
             self._state = state
         else:
             self._rules = load_rules(path, tz)
+            if problems := retention_problems(self._rules, retention):
+                raise RulesError(problems)
             self._state = {"generation": 0, "ok": True, "problems": [],
                            "success_ts": time.time(), "version": self._rules.version,
                            "snapshot": None}
@@ -110,6 +141,8 @@ class RulesHolder:
                 source = (self._snapshot_path({"snapshot": snapshot}) if snapshot is not None
                           else Path(self.path))
                 new = load_rules(source, self.tz)
+                if retention_problems(new, self.retention):
+                    raise RulesError(retention_problems(new, self.retention))
             except RulesError as exc:
                 problems = [p.replace(str(source), self.path) for p in exc.problems]
                 log.error("rules reload refused, old rules stay in force (%d problems):\n  %s",

@@ -9,14 +9,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 from typing import Any
 
+from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 from gunicorn.glogging import Logger as GunicornBaseLogger
+from gunicorn.workers.gthread import ThreadWorker
 
 from bridge.config import Settings
 from bridge.errors import StoreUnavailable
@@ -49,17 +52,25 @@ class BridgeArbiter(Arbiter):  # type: ignore[misc]
 class BridgeApplication(BaseApplication):  # type: ignore[misc]
     """The gunicorn application: options from :class:`Settings`, the WSGI app per worker."""
 
-    def __init__(self, settings: Settings, runtime: str) -> None:
+    def __init__(self, settings: Settings, runtime: str, deliver: bool = True) -> None:
         self.settings = settings
         self.runtime = runtime
+        #: whether each worker runs a delivery thread; the event stops it, per worker process
+        self.deliver = deliver
+        self.stop = threading.Event()
+        self.threads: list[threading.Thread] = []
         super().__init__()
 
     def load_config(self) -> None:
         s = self.settings
         options: dict[str, Any] = {
-            "bind": f"0.0.0.0:{s.port}",
+            "bind": f"{bind_host(s.bind)}:{s.port}",
             "workers": s.workers,
-            "worker_class": "sync",
+            # Threads, so that slow or idle clients hold a thread each rather than the whole
+            # worker (SPEC: 16 stalled connections must not delay a webhook past 1 s).
+            "worker_class": "bridge.server.BridgeThreadWorker",
+            "threads": s.threads,
+            "worker_connections": max(1000, 4 * s.threads),
             "timeout": 30,
             "graceful_timeout": 20,
             "keepalive": 2,
@@ -75,13 +86,12 @@ class BridgeApplication(BaseApplication):  # type: ignore[misc]
 
     def load(self) -> Any:
         from bridge.app import create_app
-        from bridge.service import Bridge
 
-        bridge = Bridge(self.settings, state_dir=self.runtime)
-        return create_app(bridge)
+        return create_app(self.settings, state_dir=self.runtime)
 
     def run(self) -> None:
-        holder = RulesHolder(self.settings.rules_path, self.settings.tz, self.runtime)
+        holder = RulesHolder(self.settings.rules_path, self.settings.tz, self.runtime,
+                             retention=self.settings.retention)
         holder.publish()
         BridgeArbiter.holder = holder
         from bridge.service import Bridge
@@ -97,32 +107,68 @@ class BridgeApplication(BaseApplication):  # type: ignore[misc]
         except StoreUnavailable as exc:
             log.error("store not reachable at start (webhooks get 503 until it is): %s", exc)
         probe.store.close()
+        s = self.settings
+        log.info("bind: %s:%d (%d workers x %d threads)", bind_host(s.bind), s.port, s.workers,
+                 s.threads)
         BridgeArbiter(self).run()
 
 
-_stop = threading.Event()
-_deliver = True
-_threads: list[threading.Thread] = []
+def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's answer to a request it cannot parse (414, 431, a bad Content-Length, ...)
+    as JSON ``{"error": ...}`` instead of its HTML page, like every answer of the bridge."""
+    body = json.dumps({"error": f"{reason}: {mesg}" if mesg else reason},
+                      ensure_ascii=True).encode("ascii")
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    gunicorn_util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+class BridgeThreadWorker(ThreadWorker):  # type: ignore[misc]
+    """gunicorn's threaded worker, answering its own request errors in JSON: gunicorn has no
+    setting for that page, so its ``util.write_error`` is replaced in the worker process."""
+
+    def init_process(self) -> None:
+        gunicorn_util.write_error = write_json_error
+        super().init_process()
+
+    def _keepalive_after(self, conn: Any, keepalive: bool) -> bool:
+        """Close, rather than drain, a connection with more than 64 KiB of body the bridge left
+        unread (a 413 on its Content-Length): as with the sync worker, the client has its answer
+        at once instead of after a drain of up to 5 s. Smaller leftovers are drained, so the
+        connection stays reusable as announced."""
+        body = getattr(getattr(conn.parser, "mesg", None), "body", None)
+        if keepalive and getattr(getattr(body, "reader", None), "length", 0) > 65536:
+            return False
+        return bool(super()._keepalive_after(conn, keepalive))
+
+
+def bind_host(address: str) -> str:
+    """The host part of gunicorn's ``bind``: an IPv6 address in brackets."""
+    return f"[{address.strip('[]')}]" if ":" in address else address
 
 
 def post_worker_init(worker: Any) -> None:
     """Start this worker's delivery thread (unless ``--no-delivery``)."""
-    if not _deliver:
+    from bridge.app import bridge_of
+
+    app: BridgeApplication = worker.app
+    if not app.deliver:
         return
-    bridge = worker.wsgi.extensions["bridge"]
+    bridge = bridge_of(worker.wsgi)
     thread = threading.Thread(target=bridge.deliverer().run_forever,
-                              args=(_stop, bridge.settings.delivery_interval),
+                              args=(app.stop, bridge.settings.delivery_interval),
                               name="delivery", daemon=True)
     thread.start()
-    _threads.append(thread)
+    app.threads.append(thread)
     log.info("worker %d: delivery thread started", os.getpid())
 
 
 def worker_exit(server: Any, worker: Any) -> None:
     """Stop the delivery thread: it finishes the SMS in hand (bounded by the Juhe timeout)
     and gives the rest of its claim back to the store, so nothing waits for a lease."""
-    _stop.set()
-    for thread in _threads:
+    app: BridgeApplication = worker.app
+    app.stop.set()
+    for thread in app.threads:
         thread.join(worker.cfg.graceful_timeout)
 
 
@@ -136,8 +182,6 @@ def child_exit(server: Any, worker: Any) -> None:
 def run(settings: Settings, runtime: str, deliver: bool = True) -> None:
     """Run gunicorn in the foreground until it is stopped; ``deliver=False`` leaves delivery
     to ``bridge worker``."""
-    global _deliver
-    _deliver = deliver
     if not deliver:
         log.info("delivery: off in the web workers (--no-delivery); run `bridge worker`")
-    BridgeApplication(settings, runtime).run()
+    BridgeApplication(settings, runtime, deliver).run()

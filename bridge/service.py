@@ -5,18 +5,30 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from bridge import metrics
-from bridge.alert import Alert, Batch
-from bridge.config import Settings, mask_mobile
-from bridge.delivery import STATUS_JUHE_CONFIG, Deliverer, DeliveryPolicy
+from bridge.alert import Batch
+from bridge.config import Settings
+from bridge.delivery import (
+    STATUS_JUHE_CONFIG,
+    Deliverer,
+    DeliveryPolicy,
+    DryRunSender,
+    Sender,
+    config_id,
+    juhe_config_note,
+)
+from bridge.episodes import EPISODE_STATES, Episode, Paged, valid_code
+from bridge.escalation import Escalator
 from bridge.juhe import JuheClient
-from bridge.plan import decide
+from bridge.oncall import OnCall, oncall_view
+from bridge.plan import decide, episode_from_start, store_policy
+from bridge.privacy import mask_mobile
 from bridge.reload import RulesHolder
-from bridge.store.base import Policy, Store, open_store
+from bridge.store import open_store
+from bridge.store.base import Store
 
 log = logging.getLogger(__name__)
 
@@ -29,20 +41,80 @@ class Bridge:
     """
 
     def __init__(self, settings: Settings, store: Store | None = None,
-                 state_dir: str | None = None) -> None:
+                 state_dir: str | None = None, client: Sender | None = None) -> None:
         self.settings = settings
-        self.holder = RulesHolder(settings.rules_path, settings.tz, state_dir)
+        self.holder = RulesHolder(settings.rules_path, settings.tz, state_dir,
+                                  retention=settings.retention)
         self.store = store or open_store(settings.store, redis_wait=settings.redis_wait,
                                          redis_wait_timeout=settings.redis_wait_timeout)
-        self.client = JuheClient(settings.juhe_key, settings.juhe_url,
-                                 timeout=settings.juhe_timeout)
-        self.delivery_policy = DeliveryPolicy(retry_for=settings.retry_for,
-                                              retry_base=settings.retry_base,
-                                              retention=settings.retention)
+        self.sender: Sender = client if client is not None else (
+            DryRunSender() if settings.dry_run else JuheClient(
+                settings.juhe_key, settings.juhe_url, timeout=settings.juhe_timeout))
+        self.delivery_policy = DeliveryPolicy.from_settings(settings)
+        #: names the Juhe configuration in force (never the key), for the juhe_config note
+        self.config_id = config_id(settings)
+        self.started_at = time.time()
 
     def deliverer(self) -> Deliverer:
-        """A deliverer sharing this bridge's store, client and rules."""
-        return Deliverer(self.store, self.client, lambda: self.holder.rules, self.delivery_policy)
+        """A deliverer sharing this bridge's store, sender and rules; its loop also runs the
+        due escalation steps (:meth:`escalator`)."""
+        return Deliverer(self.store, self.sender, lambda: self.holder.rules, self.delivery_policy,
+                         config=self.config_id, sidecar=self.escalator().run_once)
+
+    def escalator(self) -> Escalator:
+        """The runner of due escalation steps on this bridge's store and rules."""
+        return Escalator(self.store, lambda: self.holder.rules, self.settings.zone)
+
+    # -- episodes (EPISODES.md "Service") ----------------------------------------------------
+    def episodes(self, state: str | None = None, limit: int = 50) -> list[Episode]:
+        """Stored episodes, newest first, optionally of one state (``firing``,
+        ``acknowledged``, ``resolved``). Raises ``ValueError`` for another state and
+        :class:`StoreUnavailable`."""
+        if state is not None and state not in EPISODE_STATES:
+            raise ValueError(f"state must be one of {', '.join(EPISODE_STATES)}")
+        return self.store.episodes(state, limit)
+
+    def episode(self, id: str) -> Episode | None:
+        """The episode ``id``, or ``None``. Raises :class:`StoreUnavailable`."""
+        return self.store.episode(id)
+
+    def episode_by_code(self, code: str, now: float | None = None) -> tuple[Episode, Paged] | None:
+        """The episode and Paged entry of an ack code; ``None`` when the code is malformed,
+        unknown or expired. Raises :class:`StoreUnavailable`."""
+        if not valid_code(code):
+            return None
+        return self.store.episode_by_code(code, time.time() if now is None else now)
+
+    def acknowledge(self, id: str, by: str, via: str,
+                    now: float | None = None) -> tuple[Episode, bool]:
+        """Acknowledge episode ``id`` as ``by`` (a person's name, or a masked mobile) ``via``
+        ``link``/``page``/``api``; the bool says whether this call acknowledged it (False:
+        already acknowledged or resolved; the Episode says by whom and when). Counts
+        ``bridge_acks_total{via}`` and logs one INFO line. Raises ``KeyError`` for an unknown
+        id, ``ValueError`` for another ``via`` or an empty ``by``, :class:`StoreUnavailable`."""
+        if via not in ("link", "page", "api"):
+            raise ValueError("via must be link, page or api")
+        if not by.strip():
+            raise ValueError("by must name who acknowledges")
+        episode, done = self.store.acknowledge(id, by.strip(), via,
+                                               time.time() if now is None else now)
+        if done:
+            metrics.ACKS.labels(via).inc()
+            log.info("episode %s (%s) acknowledged by %s via %s; pending steps cancelled",
+                     episode.id, episode.alertname or episode.fingerprint, episode.acknowledged_by,
+                     via)
+        return episode, done
+
+    def unknown_code_hit(self, client: str, now: float | None = None) -> int:
+        """Count an unknown-code try of ``client`` in the current minute (shared by every
+        process on the store); returns the count (the web answers 429 above
+        :data:`bridge.episodes.UNKNOWN_CODE_LIMIT`)."""
+        return self.store.unknown_code_hit(client, time.time() if now is None else now)
+
+    def by_of(self, paged: Paged) -> str:
+        """Who acknowledges with the code sent to ``paged``: the person's name, else the
+        masked mobile (SPEC)."""
+        return self.holder.rules.person_of(paged.mobile) or mask_mobile(paged.mobile)
 
     def describe(self) -> list[str]:
         """Start-up lines: what is in force (never the key)."""
@@ -56,7 +128,29 @@ class Bridge:
             f"; grafana hmac: {'on' if s.grafana_hmac_secret else 'off'}",
             f"time zone: {s.tz}; retry for {s.retry_for:.0f}s; max body {s.max_body_bytes} bytes",
             *(f"WARNING: {w}" for w in s.warnings),
+            *self.oncall_lines(),
         ]
+        return lines
+
+    # -- on call --------------------------------------------------------------------------
+    def oncall(self, next_n: int = 3, at: float | None = None,
+               only: str | None = None) -> list[OnCall]:
+        """Who is on call in every schedule of the rules in force at ``at`` (UNIX seconds,
+        default now) and the ``next_n`` shifts after (:func:`bridge.oncall.oncall_view`).
+        Raises ``KeyError`` for an unknown ``only``."""
+        rules = self.holder.rules
+        when = datetime.fromtimestamp(time.time() if at is None else at, UTC)
+        return oncall_view(rules.schedules, rules.people, when, next_n, only)
+
+    def oncall_lines(self) -> list[str]:
+        """One start-up line per schedule naming who is on call now (mobiles masked)."""
+        lines = []
+        for view in self.oncall(next_n=0):
+            shift = view.now
+            who = ", ".join(f"{p} {mask_mobile(view.mobiles.get(p, ''))}" for p in shift.people)
+            lines.append(f"on call: {view.schedule.name}: {who} until "
+                         f"{shift.end:%Y-%m-%d %H:%M %Z}"
+                         + (" (override)" if shift.override else ""))
         return lines
 
     # -- intake ---------------------------------------------------------------------------
@@ -76,19 +170,25 @@ class Bridge:
             metrics.TRUNCATED.inc(batch.truncated_alerts)
             log.warning("%s left out %d alerts (truncatedAlerts): they cannot be paged",
                         batch.source, batch.truncated_alerts)
-        if any(a.starts_at is None for a in batch.alerts):
-            batch = replace(batch, alerts=[self._with_episode(a, now) for a in batch.alerts])
-        plan = decide(batch, rules, datetime.fromtimestamp(now, UTC))
+        # what templates see as starts_at of an alert without one: read only, the record
+        # step below settles the episode (so a webhook answered 503 changes nothing)
+        starts = {a.fingerprint: self.store.episode_of(a.fingerprint)
+                  for a in batch.alerts if a.starts_at is None}
+        # who was paged for the episodes that resolve here (read only, like starts)
+        keys = [(a.fingerprint, episode_from_start(a) if a.starts_at is not None
+                 else starts.get(a.fingerprint) or "")
+                for a in batch.alerts if a.status == "resolved"]
+        paged = self.store.episodes_for([k for k in keys if k[1]]) if keys else {}
+        plan = decide(batch, rules, datetime.fromtimestamp(now, UTC),
+                      {fp: None if s is None else datetime.fromisoformat(s)
+                       for fp, s in starts.items()}, paged)
         if plan.skipped_mobiles:
             metrics.SKIPPED_MOBILES.inc(len(plan.skipped_mobiles))
-        limits = rules.limits
-        policy = Policy(
-            per_mobile_per_hour=limits.per_mobile_per_hour, per_day=limits.per_day,
-            storm_threshold=limits.storm.threshold if limits.storm else None,
-            storm_window=limits.storm.window if limits.storm else 0.0,
-            day=datetime.fromtimestamp(now, self.settings.zone).strftime("%Y-%m-%d"),
-        )
-        outcomes = self.store.record(plan.notifications, policy, now)
+        if plan.over_limit:
+            metrics.MOBILES_OVER_LIMIT.inc(plan.over_limit)
+        policy = store_policy(rules, self.settings.zone, now)
+        outcomes = self.store.record(plan.notifications, policy, now, plan.episodes,
+                                     plan.resolved)
         counts: dict[str, Any] = {"alerts": len(batch.alerts), "queued": 0, "suppressed": 0,
                                   "held": 0}
         for o in outcomes:
@@ -96,7 +196,7 @@ class Bridge:
             metrics.NOTIFICATIONS.labels(o.state, o.reason or "-").inc()
             n = o.notification
             log.info("%s %s [%s] -> %s via route %s: %s%s", n.status, n.alertname or "-",
-                     n.fingerprint, mask_mobile(n.mobile), n.route, o.state,
+                     n.fingerprint, rules.who(n.mobile), n.route, o.state,
                      f" ({o.reason})" if o.reason else "")
         if plan.unrouted:
             metrics.UNROUTED.labels(batch.source).inc(plan.unrouted)
@@ -109,28 +209,23 @@ class Bridge:
         if batch.skipped:
             counts["skipped"] = batch.skipped
         if batch.warnings:
-            counts["warnings"] = list(batch.warnings)
             for w in batch.warnings:
                 log.warning("%s webhook: %s", batch.source, w)
+        if batch.warnings or plan.warnings:
+            counts["warnings"] = [*batch.warnings, *plan.warnings]
         return counts
-
-    def _with_episode(self, alert: Alert, now: float) -> Alert:
-        """An alert without ``startsAt`` (legacy Grafana, minimal bodies): its episode starts
-        when the bridge first saw it firing (kept by the store); resolved closes it."""
-        if alert.starts_at is not None:
-            return alert
-        start = self.store.episode_start(alert.fingerprint, alert.status == "firing", now)
-        if start is None:
-            return alert
-        return replace(alert, starts_at=datetime.fromtimestamp(start, UTC))
 
     # -- health ---------------------------------------------------------------------------
     def readiness(self) -> list[str]:
-        """Why the service is not ready (empty when ready): store, rules, Juhe config."""
+        """Why the service is not ready (empty when ready): store, rules, and a Juhe
+        configuration error met by the configuration in force since this process started or
+        the rules were last reloaded (see :func:`bridge.delivery.juhe_config_note`)."""
         problems = []
         try:
             self.store.ping()
-            juhe = self.store.get_status(STATUS_JUHE_CONFIG)
+            since = max(self.started_at, float(self.holder.state.get("success_ts") or 0))
+            juhe = juhe_config_note(self.store.get_status(STATUS_JUHE_CONFIG), self.config_id,
+                                    since)
             if juhe:
                 problems.append(f"juhe configuration error: {juhe}")
         except Exception as exc:  # StoreUnavailable or a driver error: not ready, say why

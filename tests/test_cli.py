@@ -162,3 +162,21 @@ def test_render_reads_bodies_as_the_webhook_does(tmp_path: Path) -> None:
     r = bridge("render", str(deep), "--rules", str(rules), cwd=tmp_path)
     assert r.returncode == 1
     assert "body is not valid JSON: nested too deeply" in r.stderr
+
+
+def test_render_says_why_an_alert_pages_nobody(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(SPEC_RULES)
+    body = tmp_path / "info.json"
+    body.write_text('{"version": "4", "alerts": [{"status": "firing", "fingerprint": "f1",'
+                    ' "labels": {"alertname": "Info", "severity": "info", "team": "db"}}]}')
+    r = bridge("render", str(body), "--rules", str(rules), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == f"{body}: alertmanager, 1 alerts, 0 notifications, 1 matched no route"
+    assert lines[1:4] == [
+        "- firing Info [f1] pages nobody:",
+        '    route db-critical: no match: severity="critical" against severity="info"',
+        '    route everything-else: no match: severity=~"critical|warning" against '
+        'severity="info"',
+    ]

@@ -21,6 +21,7 @@ def test_defaults() -> None:
             s.max_body_bytes, s.retry_for, s.log_format, s.dry_run) == (
         None, "http://v.juhe.cn/sms/send", "rules.yaml", "sqlite:///bridge.db", None,
         "Asia/Shanghai", 8000, 2, 1048576, 3600.0, "text", True)
+    assert (s.bind, s.threads) == ("0.0.0.0", 32)
     assert "sekrit" not in repr(Settings.from_env({"JUHE_KEY": "sekrit", "BRIDGE_TOKEN": "sekrit"}))
 
 
@@ -68,6 +69,10 @@ def test_redis_url_is_used_unless_bridge_store_wins() -> None:
     ({"BRIDGE_REDIS_WAIT_TIMEOUT": "soon"}, "BRIDGE_REDIS_WAIT_TIMEOUT: not a duration"),
     ({"BRIDGE_TZ": "Mars/Olympus"}, "BRIDGE_TZ: unknown time zone 'Mars/Olympus'"),
     ({"BRIDGE_LOG_FORMAT": "xml"}, "BRIDGE_LOG_FORMAT: must be text or json, not 'xml'"),
+    ({"BRIDGE_STORE": "sqlite:////nonexistent/dir/x.db"},
+     "BRIDGE_STORE: the folder /nonexistent/dir does not exist (sqlite:////nonexistent/dir/x.db)"),
+    ({"BRIDGE_BIND": "0.0.0.0:80"}, "BRIDGE_BIND: expected an address such as 0.0.0.0"),
+    ({"BRIDGE_THREADS": "0"}, "BRIDGE_THREADS: must be from 1 to 1024, not 0"),
 ])
 def test_bad_values_name_the_variable(env: dict[str, str], error: str) -> None:
     with pytest.raises(ValueError) as info:
@@ -134,3 +139,24 @@ def test_text_logs_cannot_be_forged_by_alert_text() -> None:
     line = TextFormatter("%(levelname)s %(message)s").format(record)
     assert line == "INFO alert x\\n2026-11-29 ERROR forged\\r\\u2028y\\u0085z"
     assert line.splitlines() == [line]
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_logs_escape_hostile_characters(fmt: str) -> None:
+    import logging
+
+    from bridge.logs import JsonFormatter, TextFormatter
+
+    hostile = "a\x00b\x07c\x1bd\x7fe\x9bf\u202eg\u2066h\u200ei\tj \U0001F468\u200d\U0001F469"
+    record = logging.LogRecord("bridge", logging.INFO, __file__, 1, "alert %s", (hostile,), None)
+    if fmt == "text":
+        line = TextFormatter("%(message)s").format(record)
+        assert line == ("alert a\\u0000b\\u0007c\\u001bd\\u007fe\\u009bf\\u202eg\\u2066h"
+                        "\\u200ei\tj "
+                        "\U0001F468\\u200d\U0001F469")
+    else:
+        line = JsonFormatter().format(record)
+        import json
+        assert json.loads(line)["msg"] == "alert " + hostile
+    assert not any(ord(c) < 0x20 and c != "\t" or 0x7f <= ord(c) <= 0x9f
+                   or c in "\u202e\u2066\u200e\u200d" for c in line), line

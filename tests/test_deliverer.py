@@ -7,13 +7,16 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import CATCH_ALL, KEY
+import pytest
+from conftest import CATCH_ALL, KEY, free_port, wait_until
 from fakejuhe import FakeJuhe
 
+from bridge.config import Settings
 from bridge.delivery import Deliverer, DeliveryPolicy
 from bridge.juhe import JuheClient
-from bridge.rules.load import load_rules
-from bridge.store.base import Notification, Policy
+from bridge.plan import Notification
+from bridge.rules.load import RuleSet, load_rules
+from bridge.store.base import Policy
 from bridge.store.sqlite import SqliteStore
 
 
@@ -32,7 +35,8 @@ def test_a_backlog_goes_out_within_the_lease_once_each(tmp_path: Path,
     backlog(store, 6)
     fake_juhe.delay = 0.15
     with JuheClient(KEY, fake_juhe.url, timeout=2) as client:
-        d = Deliverer(store, client, lambda: rules, DeliveryPolicy(lease=0.5))
+        policy = DeliveryPolicy.from_settings(Settings(), lease=0.5)
+        d = Deliverer(store, client, lambda: rules, policy)
         assert d.run_once() == 1
         # half the 0.5 s lease allows two sends of 0.15 s; the rest was given back at once
         assert len(fake_juhe.messages) == 2
@@ -62,4 +66,161 @@ def test_stop_gives_the_rest_back(tmp_path: Path, fake_juhe: FakeJuhe) -> None:
     assert counts["sent"] + counts["queued"] == 5
     assert counts["sent"] == len(fake_juhe.messages) < 5
     # given back, not leased: due again at once
-    assert len(store.claim(time.time(), 60, 0, 10)[0].items) == counts["queued"]
+    assert len(store.claim(time.time(), 60, 10)[0].items) == counts["queued"]
+
+
+PACED = CATCH_ALL.replace("  min_gap: 0s", "  min_gap: 60s")
+M1, M2 = "13800138000", "13800138001"
+
+
+class Clock:
+    """An injected clock: UNIX seconds that move only when the test says."""
+
+    def __init__(self, at: float = 1_790_000_000.0) -> None:
+        self.at = at
+
+    def __call__(self) -> float:
+        return self.at
+
+
+def paced_rules(tmp_path: Path, text: str = PACED) -> RuleSet:
+    (tmp_path / "paced.yaml").write_text(text)
+    return load_rules(tmp_path / "paced.yaml")
+
+
+def note_for(mobile: str, name: str) -> Notification:
+    return Notification(mobile=mobile, fingerprint=f"fp-{name}", status="firing", episode="e",
+                        route="r", alertname=name, tpl_id=111, variables={"name": name})
+
+
+def test_a_lapsed_lease_cannot_overwrite_another_deliverers_work(
+        tmp_path: Path, fake_juhe: FakeJuhe, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 10.4: A's lease runs out while Juhe stalls its request; B claims and sends; A's
+    late mark is ignored (and logged), B's result stands."""
+    rules = paced_rules(tmp_path)
+    store = SqliteStore(str(tmp_path / "b.db"))
+    store.record([note_for(M1, "Stall")], Policy(), time.time())
+    policy = DeliveryPolicy.from_settings(Settings(), lease=0.3)
+    fake_juhe.delay = 1.0
+    with JuheClient(KEY, fake_juhe.url, timeout=3) as ca, \
+            JuheClient(KEY, fake_juhe.url, timeout=3) as cb:
+        a = Deliverer(store, ca, lambda: rules, policy)
+        b = Deliverer(store, cb, lambda: rules, policy)
+        t = threading.Thread(target=a.run_once)
+        t.start()
+        assert wait_until(lambda: fake_juhe.requests == 1, 5)
+        fake_juhe.delay = 0.0
+        time.sleep(0.4)  # A's lease (and its hold on the mobile) lapse mid-send
+        assert b.run_once() == 1
+        t.join(5)
+    msgs = fake_juhe.messages
+    assert [m["vars"]["name"] for m in msgs] == ["Stall", "Stall"]  # B's first: A stalled
+    [item] = store.recent()
+    assert (item.state, item.sid, item.attempts) == ("sent", msgs[0]["sid"], 1)
+    assert "lease on 138****8000 lapsed: mark sent ignored for 1 of 1 items" in caplog.text
+    # B's send booked the gap; A's ignored mark booked nothing
+    store.record([note_for(M1, "Next")], Policy(), time.time())
+    assert store.claim(time.time(), 30, 10) == []
+
+
+def test_unreachable_juhe_retries_after_the_backoff_not_the_gap(tmp_path: Path) -> None:
+    """Issue 10.6: a send that surely did not go out (connection refused) books no gap: "retry 1
+    in 2.2s" is claimable 2.2 s later, though min_gap is 60 s."""
+    rules = paced_rules(tmp_path)
+    store = SqliteStore(str(tmp_path / "b.db"))
+    clock = Clock()
+    store.record([note_for(M1, "Down")], Policy(), clock())
+    policy = DeliveryPolicy.from_settings(Settings(retry_base=2.0))
+    with JuheClient(KEY, f"http://127.0.0.1:{free_port()}/sms/send", timeout=1) as client:
+        d = Deliverer(store, client, lambda: rules, policy, clock=clock)
+        assert d.run_once() == 1
+        [item] = store.recent()
+        assert item.state == "retrying" and 1.6 <= item.due_at - clock() <= 2.4
+        clock.at = item.due_at - 0.01
+        assert store.claim(clock(), 30, 10) == []
+        clock.at = item.due_at
+        assert d.run_once() == 1  # retried at its due time, not 60 s on
+    [item] = store.recent()
+    assert (item.state, item.attempts) == ("retrying", 2)
+
+
+def test_a_stop_mid_send_leaves_other_mobiles_unpaced(tmp_path: Path,
+                                                      fake_juhe: FakeJuhe) -> None:
+    """Issue 10.6: stopping while the first mobile's SMS is in flight gives the other claims
+    back without a gap: a first page to a number never texted goes out at once after it."""
+    rules = paced_rules(tmp_path)
+    store = SqliteStore(str(tmp_path / "b.db"))
+    store.record([note_for(M1, "First"), note_for(M2, "Other")], Policy(), time.time())
+    fake_juhe.delay = 0.5
+    stop = threading.Event()
+    with JuheClient(KEY, fake_juhe.url, timeout=3) as client:
+        d = Deliverer(store, client, lambda: rules)
+        t = threading.Thread(target=d.run_forever, args=(stop, 0.05))
+        t.start()
+        assert wait_until(lambda: fake_juhe.requests == 1, 5)
+        stop.set()
+        t.join(5)
+    assert not t.is_alive()
+    sent = {i.alertname: i.state for i in store.recent()}
+    first = "First" if sent["First"] == "sent" else "Other"
+    other = "Other" if first == "First" else "First"
+    assert sent == {first: "sent", other: "queued"}
+    [claim] = store.claim(time.time(), 30, 10)  # the sent mobile waits for its gap, not this
+    assert [i.alertname for i in claim.items] == [other]
+
+
+def test_backoff_then_give_up_with_an_injected_clock(tmp_path: Path,
+                                                     fake_juhe: FakeJuhe) -> None:
+    """Backoff doubles from retry_base (±20 % jitter) until retry_for has passed since the
+    first attempt, then the SMS is failed: no sleeps, the clock is moved."""
+    rules = paced_rules(tmp_path, CATCH_ALL)
+    store = SqliteStore(str(tmp_path / "b.db"))
+    clock = Clock()
+    start = clock()
+    store.record([note_for(M1, "Flaky")], Policy(), clock())
+    fake_juhe.http500_next(100)
+    policy = DeliveryPolicy.from_settings(Settings(retry_base=1.0, retry_for=20.0))
+    delays = []
+    with JuheClient(KEY, fake_juhe.url, timeout=2) as client:
+        d = Deliverer(store, client, lambda: rules, policy, clock=clock)
+        while True:
+            assert d.run_once() == 1
+            [item] = store.recent()
+            if item.state == "failed":
+                break
+            delays.append(item.due_at - clock())
+            clock.at = item.due_at
+    for k, delay in enumerate(delays):
+        assert 0.8 * 2 ** k <= delay <= 1.2 * 2 ** k, delays
+    assert sum(delays[:-1]) < 20.0 <= sum(delays)
+    assert (item.attempts, item.first_attempt_at) == (len(delays) + 1, start)
+    assert item.reason.startswith(f"gave up after {len(delays) + 1} attempts: juhe transient")
+    assert fake_juhe.requests == len(delays) + 1
+
+
+def test_config_errors_are_retried_at_least_once_a_minute(tmp_path: Path,
+                                                          fake_juhe: FakeJuhe) -> None:
+    """Issue 10.1: a configuration error (10001) stays retrying with the error as its reason,
+    due again within 60 s however many attempts, until retry_for; then failed."""
+    rules = paced_rules(tmp_path, CATCH_ALL)
+    store = SqliteStore(str(tmp_path / "b.db"))
+    clock = Clock()
+    store.record([note_for(M1, "Key")], Policy(), clock())
+    fake_juhe.valid_key = "another-key"
+    policy = DeliveryPolicy.from_settings(Settings(retry_base=20.0, retry_for=600.0))
+    with JuheClient(KEY, fake_juhe.url, timeout=2) as client:
+        d = Deliverer(store, client, lambda: rules, policy, clock=clock)
+        for _ in range(8):
+            assert d.run_once() == 1
+            [item] = store.recent()
+            if item.state == "failed":
+                break
+            assert item.state == "retrying" and item.reason.startswith("juhe config error 10001")
+            assert 0 < item.due_at - clock() <= 60.0
+            clock.at = item.due_at
+        while item.state != "failed":
+            assert d.run_once() == 1
+            [item] = store.recent()
+            clock.at = max(item.due_at, clock())
+    assert item.reason.startswith("gave up after") and "10001" in item.reason
+    assert clock() - (item.first_attempt_at or 0) >= 600.0

@@ -7,6 +7,7 @@ import signal
 import time
 from typing import Any
 
+import pytest
 from conftest import CATCH_ALL, KEY, wait_until
 from fakejuhe import FakeJuhe
 
@@ -69,22 +70,60 @@ def test_permanent_code_fails_after_one_request(make_bridge: Any, fake_juhe: Fak
     assert bridge.get("/readyz").status_code == 200
 
 
-def test_wrong_key_shows_on_readyz_until_a_send_succeeds(make_bridge: Any,
-                                                         fake_juhe: FakeJuhe) -> None:
+def item_of(bridge: Any, name: str) -> dict[str, Any]:
+    [item] = [i for i in bridge.get("/api/notifications").json()["notifications"]
+              if i["alertname"] == name]
+    return item
+
+
+def test_wrong_key_stays_retrying_and_goes_out_once_the_key_is_fixed(
+        make_bridge: Any, fake_juhe: FakeJuhe) -> None:
+    """Issue 10.1: a configuration error is retried (reason: the error) and shows on /readyz
+    until a send succeeds; the SMS goes out when the account is fixed, without a restart."""
     fake_juhe.valid_key = "another-key"
     bridge = make_bridge(CATCH_ALL)
     assert bridge.get("/readyz").status_code == 200
-    bridge.post("/webhook/alertmanager", body(alert("D")))
-    wait_states(bridge, [("D", "failed")])
+    assert bridge.post("/webhook/alertmanager", body(alert("D"))).json()["queued"] == 1
+    assert wait_until(lambda: fake_juhe.requests >= 2, 15)  # tried again, not failed
+    item = item_of(bridge, "D")
+    assert item["state"] == "retrying" and "juhe config error 10001" in item["reason"]
     r = bridge.get("/readyz")
     assert r.status_code == 503
     assert "juhe configuration error" in r.json()["problems"][0]
     assert "10001" in r.json()["problems"][0]
     assert KEY not in r.text
-    fake_juhe.valid_key = KEY
-    bridge.post("/webhook/alertmanager", body(alert("E")))
-    wait_states(bridge, [("D", "failed"), ("E", "sent")])
+    fake_juhe.valid_key = KEY  # the account is fixed
+    wait_states(bridge, [("D", "sent")])
+    assert [m["vars"]["name"] for m in fake_juhe.messages] == ["D"]
     assert wait_until(lambda: bridge.get("/readyz").status_code == 200, 5)
+
+
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+def test_wrong_key_then_restart_with_the_right_key_and_resend_pages(
+        make_bridge: Any, fake_juhe: FakeJuhe, store: str, request: pytest.FixtureRequest
+) -> None:
+    """Issue 10.1/10.2: with a wrong key the SMS ends failed after BRIDGE_RETRY_FOR; restarted
+    with the right key, /readyz shows no stale error and the re-sent alert pages."""
+    fake_juhe.valid_key = "the-right-key"
+    env = {"BRIDGE_STORE": request.getfixturevalue("redis_url")} if store == "redis" else {}
+    bridge = make_bridge(CATCH_ALL, BRIDGE_RETRY_FOR="1s", **env)
+    assert bridge.post("/webhook/alertmanager", body(alert("W"))).json()["queued"] == 1
+    wait_states(bridge, [("W", "failed")])
+    assert fake_juhe.requests >= 2
+    assert "10001" in item_of(bridge, "W")["reason"]
+    assert bridge.get("/readyz").status_code == 503
+    bridge.stop()
+    bridge.env["JUHE_KEY"] = "the-right-key"
+    bridge.start()
+    r = bridge.get("/readyz")
+    assert r.status_code == 200, r.text  # the note came from the old key
+    answer = bridge.post("/webhook/alertmanager", body(alert("W")))
+    assert answer.json() == {"alerts": 1, "queued": 1, "suppressed": 0, "held": 0}
+    assert wait_until(lambda: len(fake_juhe.messages) == 1, 15)
+    [msg] = fake_juhe.messages
+    assert (msg["mobile"], msg["tpl_id"], msg["vars"]["name"]) == (MOBILE, "111", "W")
+    time.sleep(0.5)
+    assert len(fake_juhe.messages) == 1
 
 
 def test_gives_up_after_retry_for(make_bridge: Any, fake_juhe: FakeJuhe) -> None:
@@ -207,3 +246,32 @@ def test_sigterm_finishes_the_sms_in_hand(make_bridge: Any, fake_juhe: FakeJuhe)
     wait_states(bridge, [("TermMid", "sent")], timeout=5)
     time.sleep(1.0)
     assert [m["vars"]["name"] for m in fake_juhe.messages] == ["TermMid"]
+
+
+def test_readyz_forgets_a_config_error_at_reload_and_the_retry_brings_it_back(
+        make_bridge: Any, fake_juhe: FakeJuhe) -> None:
+    """Issue 10.2: after a rules reload /readyz shows no error the rules in force have not met;
+    a persisting one returns with the next retry of the SMS (at least once a minute)."""
+    fake_juhe.valid_key = "another-key"
+    bridge = make_bridge(CATCH_ALL, BRIDGE_RETRY_BASE="3s")
+    bridge.post("/webhook/alertmanager", body(alert("R")))
+    assert wait_until(lambda: bridge.get("/readyz").status_code == 503, 10)
+    before = fake_juhe.requests
+    assert bridge.post("/-/reload", b"").status_code == 200
+    r = bridge.get("/readyz")
+    assert r.status_code == 200, r.text
+    assert wait_until(lambda: fake_juhe.requests > before, 20)
+    assert wait_until(lambda: bridge.get("/readyz").status_code == 503, 5)
+    assert "10001" in bridge.get("/readyz").json()["problems"][0]
+
+
+def test_juhe_config_note_is_tied_to_the_configuration_and_the_time() -> None:
+    from bridge.delivery import juhe_config_note
+
+    note = '{"reason": "juhe config error 10001: x", "config": "abc", "at": 100.0}'
+    assert juhe_config_note(note, "abc", 99.0) == "juhe config error 10001: x"
+    assert juhe_config_note(note, "abc", 100.0) == "juhe config error 10001: x"
+    assert juhe_config_note(note, "abc", 100.5) is None  # from before the start or reload
+    assert juhe_config_note(note, "other", 0.0) is None  # another key or URL met it
+    assert juhe_config_note(None, "abc", 0.0) is None
+    assert juhe_config_note("plain text from an older version", "abc", 0.0) is None

@@ -205,3 +205,29 @@ def test_one_odd_alert_does_not_lose_the_others(make_bridge: Any, fake_juhe: Fak
     msgs = settle(fake_juhe, 2)
     assert sorted(m["vars"]["name"] for m in msgs) == ["BadTime", "GoodOne"]
     assert "alerts[1].startsAt: not an RFC 3339 time; read as missing" in bridge.log()
+
+
+def test_legacy_ok_whose_record_fails_once_still_pages_resolved_on_retry(
+        make_bridge: Any, fake_juhe: FakeJuhe, tmp_path: Any) -> None:
+    """Issue 10.3: the episode of an alert without startsAt is settled inside the record step,
+    so a webhook answered 503 and retried (as Grafana does) is decided as if it came first."""
+    import sqlite3
+
+    bridge = make_bridge(CATCH_ALL)
+    legacy = fixture_bytes("22-gf-legacy-alerting-evalmatches.json")
+    assert bridge.post("/webhook/grafana", legacy).json()["queued"] == 1
+    settle(fake_juhe, 1)
+    db = sqlite3.connect(str(tmp_path / "bridge.db"), isolation_level=None)
+    # every write of a resolved notification fails, as a full disk would
+    db.execute("CREATE TRIGGER fail_resolved BEFORE INSERT ON items WHEN NEW.status='resolved'"
+               " BEGIN SELECT RAISE(ABORT, 'injected failure'); END")
+    ok = fixture_bytes("23-gf-legacy-ok.json")
+    failed = bridge.post("/webhook/grafana", ok)
+    assert failed.status_code == 503, failed.text
+    db.execute("DROP TRIGGER fail_resolved")
+    db.close()
+    retried = bridge.post("/webhook/grafana", ok)
+    assert retried.status_code == 200 and retried.json()["queued"] == 1, retried.text
+    msgs = settle(fake_juhe, 2)
+    assert (msgs[1]["mobile"], msgs[1]["tpl_id"], msgs[1]["vars"]) == (MOBILE, "222",
+                                                                         {"name": "Test rule"})

@@ -35,6 +35,7 @@ from conftest import (
 )
 from fakejuhe import FakeJuhe
 
+from bridge.config import Settings
 from bridge.delivery import Deliverer, DeliveryPolicy
 from bridge.errors import StoreUnavailable, StoreUnconfirmed
 from bridge.juhe import JuheClient
@@ -80,8 +81,9 @@ def test_wait_confirms_each_write_step(sentinel_url: str, redis_url: str) -> Non
     [o] = both.record([note("a")], Policy(), T0)
     assert o.state == "queued"
     both.ping()
-    [claim] = both.claim(T0, 60, 0, 10)
-    both.mark_sent([i.id for i in claim.items], "sid-1", 1, T0 + 1)
+    [claim] = both.claim(T0, 60, 10)
+    assert both.mark_sent([i.id for i in claim.items], "sid-1", 1, T0 + 1, token=claim.token,
+                          pace_until=T0 + 1) == 1
     assert both.config_warnings() == []
     both.close()
     # more replicas asked for than there are: the write stands, unconfirmed
@@ -95,10 +97,17 @@ def test_wait_confirms_each_write_step(sentinel_url: str, redis_url: str) -> Non
     assert three.config_warnings() == [
         "the redis master has 2 connected replicas but BRIDGE_REDIS_WAIT=3: webhooks get 503 "
         "until enough connect"]
-    # what is not waited for still works: claims, releases, reads
-    [claim] = three.claim(T0, 60, 0, 10)
-    three.release([i.id for i in claim.items], T0)
+    # a claim is waited for but not refused; releases and reads are not waited for
+    [claim] = three.claim(T0 + 2, 60, 10)
+    assert three.release([i.id for i in claim.items], T0, token=claim.token,
+                         pace_until=T0 + 2) == 1
     assert three.counts()["queued"] == 1
+    # a send result is waited for: it stands on the master, unconfirmed
+    [claim] = three.claim(T0 + 2, 60, 10)
+    with pytest.raises(StoreUnconfirmed):
+        three.mark_sent([i.id for i in claim.items], "sid-2", 1, T0 + 3, token=claim.token,
+                        pace_until=T0 + 3)
+    assert three.counts()["sent"] == 2
     three.close()
     # one server without replicas
     alone = RedisStore(redis_url, wait=1, wait_timeout=0.1)
@@ -217,7 +226,8 @@ def test_a_result_stored_during_a_failover_is_retried_not_sent_again(
             errors.append(exc)
 
     with JuheClient(KEY, fake_juhe.url, timeout=10) as client:
-        d = Deliverer(store, client, lambda: rules, DeliveryPolicy(lease=3.0))
+        d = Deliverer(store, client, lambda: rules,
+                      DeliveryPolicy.from_settings(Settings(), lease=3.0))
         t = threading.Thread(target=deliver)
         t.start()
         assert wait_until(lambda: fake_juhe.requests == 1, 10)

@@ -182,6 +182,13 @@ def test_folder_problems_carry_file_and_place(tmp_path: Path) -> None:
     ("x\u2028y\x00z", 20, "x y z"),
     ("zero\u200bwidth \u202eevil\u202c", 20, "zerowidth evil"),
     ("soft\u00adhy\u061cph\u180een", 20, "softhyphen"),
+    # a ZWJ stays inside an emoji sequence (family, technologist), and only there
+    ("\U0001F468\u200d\U0001F469\u200d\U0001F467 ok", 20,
+     "\U0001F468\u200d\U0001F469\u200d\U0001F467 ok"),
+    ("\U0001F9D1\u200d\U0001F4BB\u200d", 20, "\U0001F9D1\u200d\U0001F4BB"),
+    ("a\u200db \u200d\U0001F525", 20, "ab \U0001F525"),
+    ("\u2764\ufe0f\u200d\U0001F525 x", 20, "\u2764\ufe0f\u200d\U0001F525 x"),
+    ("abc\U0001F468\u200d\U0001F469", 5, "abc\U0001F468…"),
 ])
 def test_fold_and_cut(value: str, n: int, expected: str) -> None:
     assert fold_and_cut(value, n) == expected

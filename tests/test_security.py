@@ -370,16 +370,18 @@ def test_key_never_shown_on_juhe_errors(make_bridge: Any, fake_juhe: FakeJuhe, f
         assert r.status_code == 200
         answers.append(r.text)
 
-    # wrong key: a configuration error, failed at once and shown on /readyz
+    # wrong key: a configuration error, retried and shown on /readyz
     fake_juhe.valid_key = "some-other-key"
     post("WrongKey")
-    assert wait_until(lambda: state_of(bp, "WrongKey") == "failed", 10)
+    assert wait_until(lambda: state_of(bp, "WrongKey") == "retrying", 10)
     ready = bp.get("/readyz")
     answers.append(ready.text)
     assert ready.status_code == 503
     assert ready.json()["problems"] == [
         "juhe configuration error: juhe config error 10001: 错误的请求KEY"]
-    fake_juhe.valid_key = KEY
+    wrong_key_reason = {n["alertname"]: n["reason"] for n in api(bp)}["WrongKey"]
+    fake_juhe.valid_key = KEY  # fixed: the retried SMS goes out
+    assert wait_until(lambda: state_of(bp, "WrongKey") == "sent", 10)
 
     # a reason that echoes the key (as a misbehaving proxy might): scrubbed
     fake_juhe.fail_next(205401, 1, reason=f"bad mobile for key={KEY}")
@@ -402,7 +404,7 @@ def test_key_never_shown_on_juhe_errors(make_bridge: Any, fake_juhe: FakeJuhe, f
     answers += [json.dumps(items, ensure_ascii=False), bp.get("/readyz").text,
                 bp.get("/metrics").text]
     reasons = {n["alertname"]: n["reason"] for n in items}
-    assert reasons["WrongKey"] == "juhe config error 10001: 错误的请求KEY"
+    assert wrong_key_reason == "juhe config error 10001: 错误的请求KEY"
     assert reasons["EchoedKey"] == "juhe permanent error 205401: bad mobile for key=***"
     assert {n["mobile"] for n in items} == {MASKED}
     msgs = log_messages(bp, fmt)
@@ -413,7 +415,7 @@ def test_key_never_shown_on_juhe_errors(make_bridge: Any, fake_juhe: FakeJuhe, f
         assert evidence in text, evidence
     no_key(bp.log(), *answers)
     assert MOBILE not in bp.log()
-    assert sum(f"sent to {MASKED} (" in m and "tpl_id=111" in m for m in msgs) == 2
+    assert sum(f"sent to {MASKED} (" in m and "tpl_id=111" in m for m in msgs) == 3
 
 
 @pytest.mark.parametrize("fmt", ["text", "json"])

@@ -18,9 +18,11 @@ from typing import Any
 
 import pytest
 
+from bridge.episodes import ACK_PLACEHOLDER, EpisodeInfo, StepSpec, valid_code
 from bridge.errors import StoreUnavailable
-from bridge.store import Claim, Item, Notification, Outcome, Policy, Store, open_store
-from bridge.store.base import STATES
+from bridge.plan import EpisodeMark, Notification
+from bridge.store import PAGING_POLICY, Claim, Item, Outcome, Policy, PolicyRow, Store, open_store
+from bridge.store.base import STATES, episode_text
 from bridge.store.redis import RedisStore
 from bridge.store.sqlite import SqliteStore
 
@@ -52,6 +54,16 @@ def ids_of(claims: list[Claim]) -> dict[str, list[str]]:
     return {c.mobile: [i.id for i in c.items] for c in claims}
 
 
+def leases(claims: list[Claim]) -> dict[str, str]:
+    """Item id -> the lease token of the claim that holds it."""
+    return {i.id: c.token for c in claims for i in c.items}
+
+
+def lease_all(store: Store, now: float = T0, lease: float = 3600) -> dict[str, str]:
+    """Claim everything due at ``now``; item id -> lease token."""
+    return leases(store.claim(now, lease, 100))
+
+
 def by_id(store: Store, item_id: str) -> Item:
     found = [i for i in store.recent(limit=-1) if i.id == item_id]
     assert len(found) == 1, item_id
@@ -74,6 +86,62 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         s = RedisStore(request.getfixturevalue(REDIS_URLS[request.param]))
     yield s
     s.close()
+
+
+# -- record: the paging policy table, one test per row ---------------------------------------
+DAY = Policy(per_day=1, day="2026-09-21")
+#: For each row of PAGING_POLICY: what was recorded before (one record call each, a second
+#: apart from T0), then the notification and policy that must end in that row (at T0 + 100).
+ROW_SCENARIOS: dict[str, tuple[list[tuple[Notification, Policy]], Notification, Policy]] = {
+    "planned": ([(note(), NO_LIMITS)], note(state="suppressed", reason="muted"), NO_LIMITS),
+    "dedup": ([(note(), NO_LIMITS)], note(), DAY),
+    "already_resolved": ([(note(repeat_interval=10.0), NO_LIMITS),
+                          (note(status="resolved"), NO_LIMITS)],
+                         note(repeat_interval=10.0), NO_LIMITS),
+    # (the test acknowledges the episode after the records before)
+    "acknowledged": ([(note(repeat_interval=10.0), NO_LIMITS)], note(repeat_interval=10.0),
+                     NO_LIMITS),
+    "resolved_pairing": ([(note(fp="other"), NO_LIMITS)], note(status="resolved"), NO_LIMITS),
+    "per_day": ([(note(mobile=M2, fp="a"), DAY)], note(), DAY),
+    "per_mobile_per_hour": ([(note(fp="a"), NO_LIMITS)], note(), Policy(per_mobile_per_hour=1)),
+    "storm": ([(note(fp="a"), Policy(storm_threshold=1, storm_window=600.0))], note(),
+              Policy(storm_threshold=1, storm_window=600.0)),
+    "queued": ([(note(mobile=M2), NO_LIMITS)], note(), Policy(per_mobile_per_hour=1, per_day=5,
+                                                            storm_threshold=1,
+                                                            storm_window=600.0, day="d")),
+}
+
+
+def test_every_policy_row_has_a_scenario() -> None:
+    assert list(ROW_SCENARIOS) == [row.step for row in PAGING_POLICY]
+
+
+@pytest.mark.parametrize("row", PAGING_POLICY, ids=[row.step for row in PAGING_POLICY])
+def test_policy_row(store: Store, row: PolicyRow) -> None:
+    """The row's condition holds (and no earlier row's): its state and reason, stored or only
+    counted, as base.PAGING_POLICY says."""
+    before, n, policy = ROW_SCENARIOS[row.step]
+    for k, (b, p) in enumerate(before):
+        store.record([b], p, T0 + k)
+    if row.step == "acknowledged":
+        [episode] = store.episodes()
+        store.acknowledge(episode.id, "li", "api", T0 + 50)
+    [o] = store.record([n], policy, T0 + 100)
+    reason = n.reason if row.reason is None else row.reason
+    assert (o.state, o.reason) == (row.state, reason)
+    assert (o.id is not None) == row.stored
+    if o.id is not None:
+        item = by_id(store, o.id)
+        assert (item.state, item.reason, item.fingerprint, item.episode) == (
+            row.state, reason, n.fingerprint, n.episode)
+
+
+def test_policy_rows_apply_in_order(store: Store) -> None:
+    """A notification that meets several rows ends in the first: a duplicate over a spent
+    day budget is a duplicate; a muted duplicate is stored muted."""
+    store.record([note()], DAY, T0)
+    out = store.record([note(), note(state="suppressed", reason="muted")], DAY, T0 + 1)
+    assert states(out) == [("suppressed", "duplicate"), ("suppressed", "muted")]
 
 
 # -- record: dedup ----------------------------------------------------------------------------
@@ -166,7 +234,7 @@ def test_muted_is_stored_as_suppressed_and_keeps_no_dedup(store: Store) -> None:
     assert out[0].id is not None and out[1].id is not None and out[0].id != out[1].id
     assert [(i.state, i.reason, i.due_at) for i in store.recent()] == [
         ("suppressed", "muted", T0)] * 2
-    assert store.claim(T0 + 1, 60, 0, 10) == []
+    assert store.claim(T0 + 1, 60, 10) == []
     # muting did not record a page: unmuted, it pages; its resolved is not "not paged"
     assert states(store.record([note()], NO_LIMITS, T0 + 5)) == [("queued", "")]
     assert states(store.record([note(status="resolved")], NO_LIMITS, T0 + 6)) == [("queued", "")]
@@ -212,10 +280,12 @@ def test_storm_holds_what_passes_the_threshold_until_the_window_ends(store: Stor
     assert states(store.record([note(fp="late")], policy, T0 + 119)) == [("held", "storm")]
     assert store.recent(limit=1)[0].due_at == T0 + 120
     # the held ones are due when the window ends, not before
-    first = store.claim(T0, 300, 0, 10)
+    first = store.claim(T0, 300, 10)
     assert sorted((c.mobile, len(c.items)) for c in first) == [(M1, 3), (M2, 1)]
-    assert store.claim(T0 + 119, 300, 0, 10) == []
-    [at_end] = store.claim(T0 + 120, 300, 0, 10)
+    for c in first:
+        store.mark_sent([i.id for i in c.items], "s", 1, T0, token=c.token, pace_until=T0)
+    assert store.claim(T0 + 119, 300, 10) == []
+    [at_end] = store.claim(T0 + 120, 300, 10)
     assert at_end.mobile == M1 and {i.state for i in at_end.items} == {"held"}
     assert len(at_end.items) == 8
     # a new window starts after the old one ended
@@ -238,7 +308,7 @@ def test_storm_and_day_and_hour_together(store: Store) -> None:
 def test_claim_groups_by_mobile_oldest_first_and_leases(store: Store) -> None:
     out = store.record([note(fp="a"), note(mobile=M2, fp="a"), note(fp="b")], NO_LIMITS, T0)
     a1, a2, b1 = (o.id for o in out)
-    claims = store.claim(T0 + 1, 30, 0, 10)
+    claims = store.claim(T0 + 1, 30, 10)
     assert ids_of(claims) == {M1: [a1, b1], M2: [a2]}
     assert {c.lease_until for c in claims} == {T0 + 31}
     assert not any(c.gapped for c in claims)
@@ -246,59 +316,83 @@ def test_claim_groups_by_mobile_oldest_first_and_leases(store: Store) -> None:
     assert c1.items[0] == by_id(store, str(a1))
     assert c1.items[0].variables == {"name": "alert-a", "summary": "磁盘 95% & #1"}
     # leased: nothing for anybody until the lease ends
-    assert store.claim(T0 + 2, 30, 0, 10) == []
-    assert store.claim(T0 + 30.9, 30, 0, 10) == []
-    again = store.claim(T0 + 31, 30, 0, 10)
+    assert store.claim(T0 + 2, 30, 10) == []
+    assert store.claim(T0 + 30.9, 30, 10) == []
+    again = store.claim(T0 + 31, 30, 10)
     assert ids_of(again) == {M1: [a1, b1], M2: [a2]}
-    assert store.claim(T0 + 32, 30, 0, 10) == []
+    assert store.claim(T0 + 32, 30, 10) == []
 
 
 def test_claim_respects_due_at_and_max_mobiles(store: Store) -> None:
     out = store.record([note(mobile=m) for m in (M1, M2, M3)], NO_LIMITS, T0)
-    assert store.claim(T0 - 1, 30, 0, 10) == []
-    first = store.claim(T0, 30, 0, 2)
+    assert store.claim(T0 - 1, 30, 10) == []
+    first = store.claim(T0, 30, 2)
     assert len(first) == 2
-    rest = store.claim(T0, 30, 0, 2)
+    rest = store.claim(T0, 30, 2)
     assert len(rest) == 1
     assert sorted(ids_of(first + rest).items()) == sorted(
         (m, [o.id]) for m, o in zip((M1, M2, M3), out, strict=True))
-    assert store.claim(T0, 30, 0, 0) == []
+    assert store.claim(T0, 30, 0) == []
 
 
 def test_pacing_min_gap_and_gapped(store: Store) -> None:
+    """Issue 10.6: a claim holds its mobile; the mark of a send books the gap."""
     [a] = store.record([note(fp="a")], NO_LIMITS, T0)
-    [c1] = store.claim(T0, 30, 60, 10)
+    [c1] = store.claim(T0, 30, 10)
     assert ids_of([c1]) == {M1: [a.id]} and c1.gapped is False
     assert a.id is not None
-    store.mark_sent([a.id], "sid-a", 1, T0 + 1)
-    [b] = store.record([note(fp="b")], NO_LIMITS, T0 + 10)
+    [b] = store.record([note(fp="b")], NO_LIMITS, T0 + 0.5)
+    assert store.claim(T0 + 0.5, 30, 10) == []  # held while the claim sends
+    assert store.mark_sent([a.id], "sid-a", 1, T0 + 1, token=c1.token,
+                           pace_until=T0 + 61) == 1
     [c] = store.record([note(fp="c")], NO_LIMITS, T0 + 20)
     [other] = store.record([note(mobile=M2)], NO_LIMITS, T0 + 20)
-    # M1's gap runs until T0 + 60; other mobiles are not held up
-    assert ids_of(store.claim(T0 + 30, 30, 60, 10)) == {M2: [other.id]}
-    store.mark_sent([str(other.id)], "sid-o", 1, T0 + 31)
-    assert store.claim(T0 + 59.9, 30, 60, 10) == []
-    [c2] = store.claim(T0 + 60, 30, 60, 10)
+    # M1's gap runs until T0 + 61 (the send + 60); other mobiles are not held up
+    [co] = store.claim(T0 + 30, 30, 10)
+    assert ids_of([co]) == {M2: [other.id]}
+    store.mark_sent([str(other.id)], "sid-o", 1, T0 + 31, token=co.token, pace_until=T0 + 91)
+    assert store.claim(T0 + 60.9, 30, 10) == []
+    [c2] = store.claim(T0 + 61, 30, 10)
     assert ids_of([c2]) == {M1: [b.id, c.id]} and c2.gapped is True
     assert b.id is not None and c.id is not None
-    store.mark_sent([b.id, c.id], "sid-bc", 1, T0 + 61)
+    store.mark_sent([b.id, c.id], "sid-bc", 1, T0 + 62, token=c2.token, pace_until=T0 + 122)
     # long after the gap ended, a new SMS is not "gapped"
     [d] = store.record([note(fp="d")], NO_LIMITS, T0 + 500)
-    [c3] = store.claim(T0 + 500, 30, 60, 10)
+    [c3] = store.claim(T0 + 500, 30, 10)
     assert ids_of([c3]) == {M1: [d.id]} and c3.gapped is False
+
+
+def test_a_send_that_surely_did_not_go_out_books_no_gap(store: Store) -> None:
+    """Issue 10.6: Juhe unreachable -> the retry is due after its backoff, not after a gap;
+    a claim given back unsent leaves the mobile free at once."""
+    [a] = store.record([note(fp="a")], NO_LIMITS, T0)
+    [cl] = store.claim(T0, 30, 10)
+    assert store.mark_retry([str(a.id)], T0 + 2.2, "juhe transient error 0: refused", T0,
+                            token=cl.token, pace_until=T0) == 1
+    assert store.claim(T0 + 2.1, 30, 10) == []
+    [again] = store.claim(T0 + 2.2, 30, 10)
+    assert ids_of([again]) == {M1: [a.id]}
+    assert store.release([str(a.id)], T0 + 2.2, token=again.token, pace_until=T0 + 2.2) == 1
+    assert ids_of(store.claim(T0 + 2.2, 30, 10)) == {M1: [a.id]}
+    # a hold lapses with its lease
+    [b] = store.record([note(mobile=M2)], NO_LIMITS, T0)
+    store.claim(T0, 30, 10)
+    [late] = store.claim(T0 + 30, 30, 10)
+    assert ids_of([late]) == {M2: [b.id]}
 
 
 def test_released_items_wait_for_the_gap(store: Store) -> None:
     out = store.record([note(fp="a"), note(fp="b")], NO_LIMITS, T0)
     a, b = (str(o.id) for o in out)
-    [cl] = store.claim(T0, 30, 60, 10)
+    [cl] = store.claim(T0, 30, 10)
     assert ids_of([cl]) == {M1: [a, b]}
-    store.release([b], T0 + 60)
-    store.mark_sent([a], "sid", 1, T0 + 1)
+    assert store.release([b], T0 + 60, token=cl.token) == 1
+    assert store.claim(T0 + 0.5, 30, 10) == []  # released, the mobile stays held
+    store.mark_sent([a], "sid", 1, T0 + 1, token=cl.token, pace_until=T0 + 61)
     item = by_id(store, b)
     assert (item.state, item.due_at, item.attempts, item.updated_at) == ("queued", T0 + 60, 0, T0)
-    assert store.claim(T0 + 59, 30, 60, 10) == []
-    [again] = store.claim(T0 + 60, 30, 60, 10)
+    assert store.claim(T0 + 60.5, 30, 10) == []
+    [again] = store.claim(T0 + 61, 30, 10)
     assert ids_of([again]) == {M1: [b]} and again.gapped is True
 
 
@@ -306,44 +400,47 @@ def test_released_items_wait_for_the_gap(store: Store) -> None:
 def test_mark_retry_sent_failed_and_release(store: Store) -> None:
     out = store.record([note(fp="a"), note(mobile=M2, fp="b")], NO_LIMITS, T0)
     a, b = (str(o.id) for o in out)
-    store.claim(T0, 3600, 0, 10)
-    store.mark_retry([a], T0 + 100, "juhe transient error 0: timeout", T0 + 1)
+    lease = lease_all(store)
+    store.mark_retry([a], T0 + 100, "juhe transient error 0: timeout", T0 + 1, token=lease[a],
+                     pace_until=T0 + 1)
     item = by_id(store, a)
     assert (item.state, item.reason, item.due_at, item.attempts, item.first_attempt_at,
             item.updated_at) == ("retrying", "juhe transient error 0: timeout", T0 + 100, 1,
                                  T0 + 1, T0 + 1)
-    assert store.claim(T0 + 99, 30, 0, 10) == []  # the retry ended the lease, waits for due
-    [c] = store.claim(T0 + 100, 30, 0, 10)
+    assert store.claim(T0 + 99, 30, 10) == []  # the retry ended the lease, waits for due
+    [c] = store.claim(T0 + 100, 30, 10)
     assert ids_of([c]) == {M1: [a]} and c.items[0].state == "retrying"
-    store.mark_sent([a], "sid-1", 2, T0 + 101, reason="folded")
+    store.mark_sent([a], "sid-1", 2, T0 + 101, reason="folded", token=c.token, pace_until=None)
     item = by_id(store, a)
     assert (item.state, item.sid, item.fee, item.reason, item.attempts, item.first_attempt_at,
             item.updated_at) == ("sent", "sid-1", 2, "folded", 2, T0 + 1, T0 + 101)
-    store.mark_failed([b], "juhe permanent error 205401: bad mobile", T0 + 2)
+    store.mark_failed([b], "juhe permanent error 205401: bad mobile", T0 + 2, token=lease[b],
+                      pace_until=None)
     item = by_id(store, b)
     assert (item.state, item.reason, item.attempts, item.first_attempt_at, item.sid) == (
         "failed", "juhe permanent error 205401: bad mobile", 1, T0 + 2, None)
-    assert store.claim(T0 + 10_000, 30, 0, 10) == []
+    assert store.claim(T0 + 10_000, 30, 10) == []
     assert store.counts() == {**dict.fromkeys(STATES, 0), "sent": 1, "failed": 1}
     # empty and unknown ids are harmless
-    calls: list[Callable[[list[str]], None]] = [
-        lambda ids: store.mark_sent(ids, "s", 1, T0), lambda ids: store.release(ids, T0),
-        lambda ids: store.mark_retry(ids, T0, "r", T0),
-        lambda ids: store.mark_failed(ids, "r", T0)]
+    calls: list[Callable[[list[str]], int]] = [
+        lambda ids: store.mark_sent(ids, "s", 1, T0, token=c.token, pace_until=None),
+        lambda ids: store.release(ids, T0, token=c.token),
+        lambda ids: store.mark_retry(ids, T0, "r", T0, token=c.token, pace_until=None),
+        lambda ids: store.mark_failed(ids, "r", T0, token=c.token, pace_until=None)]
     for call in calls:
-        call([])
-        call(["987654"])
+        assert call([]) == 0
+        assert call(["987654"]) == 0
     assert len(store.recent(limit=-1)) == 2
 
 
 def test_release_ends_the_lease_and_changes_only_due_at(store: Store) -> None:
     [o] = store.record([note()], NO_LIMITS, T0)
     i = str(o.id)
-    store.claim(T0, 300, 0, 10)
-    store.release([i], T0 + 5)
+    [cl] = store.claim(T0, 300, 10)
+    store.release([i], T0 + 5, token=cl.token, pace_until=T0)
     assert by_id(store, i).state == "queued" and by_id(store, i).attempts == 0
-    assert store.claim(T0 + 4, 300, 0, 10) == []
-    assert ids_of(store.claim(T0 + 5, 300, 0, 10)) == {M1: [i]}  # long before the lease's end
+    assert store.claim(T0 + 4, 300, 10) == []
+    assert ids_of(store.claim(T0 + 5, 300, 10)) == {M1: [i]}  # long before the lease's end
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -351,7 +448,7 @@ def test_recent_newest_first_with_filters(store: Store) -> None:
     out = store.record([note(fp="a"), note(mobile=M2, fp="b"), note(fp="c"),
                         note(fp="d", state="suppressed", reason="muted")], NO_LIMITS, T0)
     a, b, c, d = (str(o.id) for o in out)
-    store.mark_sent([a], "sid", 1, T0 + 1)
+    store.mark_sent([a], "sid", 1, T0 + 1, token=lease_all(store)[a], pace_until=None)
     assert [i.id for i in store.recent()] == [d, c, b, a]
     assert [i.id for i in store.recent(limit=2)] == [d, c]
     assert store.recent(limit=0) == []
@@ -369,7 +466,8 @@ def test_recent_filters_over_many_items(store: Store) -> None:
     notes = [note(mobile=M1 if i % 3 else M2, fp=f"fp{i}") for i in range(450)]
     out = store.record(notes, NO_LIMITS, T0)
     m2 = [str(o.id) for o in out if o.notification.mobile == M2]
-    store.mark_failed(m2[:5], "x", T0 + 1)
+    lease = lease_all(store)
+    store.mark_failed(m2[:5], "x", T0 + 1, token=lease[m2[0]], pace_until=None)
     assert [i.id for i in store.recent(limit=-1, mobile=M2, state="queued")] == m2[5:][::-1]
     assert [i.id for i in store.recent(limit=3, mobile=M2, state="failed")] == m2[:5][::-1][:3]
     assert len(store.recent(limit=-1)) == 450 and len(store.recent()) == 50
@@ -383,9 +481,10 @@ def test_counts(store: Store) -> None:
     assert store.counts() == {**dict.fromkeys(STATES, 0), "queued": 2, "held": 3,
                               "suppressed": 1}
     ids = [str(o.id) for o in out]
-    store.mark_sent(ids[:1], "s", 1, T0)
-    store.mark_retry(ids[1:2], T0 + 5, "r", T0)
-    store.mark_failed(ids[2:3], "f", T0)
+    lease = lease_all(store, T0 + 60)
+    store.mark_sent(ids[:1], "s", 1, T0, token=lease[ids[0]], pace_until=None)
+    store.mark_retry(ids[1:2], T0 + 5, "r", T0, token=lease[ids[1]], pace_until=None)
+    store.mark_failed(ids[2:3], "f", T0, token=lease[ids[2]], pace_until=None)
     assert store.counts() == {"queued": 0, "sent": 1, "retrying": 1, "failed": 1,
                               "suppressed": 1, "held": 2}
 
@@ -395,12 +494,12 @@ def test_prune_removes_only_finished_old_items(store: Store) -> None:
     out = store.record([note(fp=f"f{i}") for i in range(6)]
                        + [note(fp="muted", state="suppressed", reason="muted")], NO_LIMITS, T0)
     sent, failed, retrying, queued, leased, new_sent, muted = (str(o.id) for o in out)
-    store.claim(T0, 3600, 0, 10)
-    store.mark_sent([sent], "s", 1, T0 + 10)
-    store.mark_failed([failed], "f", T0 + 10)
-    store.mark_retry([retrying], T0 + 20, "r", T0 + 10)
-    store.release([queued], T0)
-    store.mark_sent([new_sent], "s", 1, T0 + 100)
+    token = lease_all(store)[sent]
+    store.mark_sent([sent], "s", 1, T0 + 10, token=token, pace_until=None)
+    store.mark_failed([failed], "f", T0 + 10, token=token, pace_until=None)
+    store.mark_retry([retrying], T0 + 20, "r", T0 + 10, token=token, pace_until=None)
+    store.release([queued], T0, token=token, pace_until=T0)
+    store.mark_sent([new_sent], "s", 1, T0 + 100, token=token, pace_until=None)
     assert store.prune(T0 + 50) == 3  # sent, failed, muted (suppressed at T0)
     left = {i.id: i.state for i in store.recent(limit=-1)}
     assert left == {retrying: "retrying", queued: "queued", leased: "queued", new_sent: "sent"}
@@ -408,7 +507,7 @@ def test_prune_removes_only_finished_old_items(store: Store) -> None:
                               "sent": 1}
     assert store.prune(T0 + 50) == 0
     # what is still pending is still delivered
-    [c] = store.claim(T0 + 20, 30, 0, 10)
+    [c] = store.claim(T0 + 20, 30, 10)
     assert ids_of([c]) == {M1: [retrying, queued]}
     assert store.prune(T0 + 100) == 0  # new_sent was updated at T0 + 100, not before
     assert store.prune(T0 + 100.5) == 1
@@ -416,7 +515,8 @@ def test_prune_removes_only_finished_old_items(store: Store) -> None:
 
 def test_prune_in_small_steps_and_forgets_old_dedup(store: Store) -> None:
     out = store.record([note(fp=f"f{i}") for i in range(7)], NO_LIMITS, T0)
-    store.mark_sent([str(o.id) for o in out[:5]], "s", 1, T0 + 1)
+    token = lease_all(store)[str(out[0].id)]
+    store.mark_sent([str(o.id) for o in out[:5]], "s", 1, T0 + 1, token=token, pace_until=None)
     store.prune(T0 - 1)  # nothing is that old
     assert len(store.recent(limit=-1)) == 7
     assert store.prune(T0 + 2, batch=2) == 5  # type: ignore[call-arg]
@@ -428,24 +528,139 @@ def test_prune_in_small_steps_and_forgets_old_dedup(store: Store) -> None:
 
 def test_prune_clears_pacing_gaps(store: Store) -> None:
     [a] = store.record([note(fp="a")], NO_LIMITS, T0)
-    store.claim(T0, 30, 600, 10)
-    store.mark_sent([str(a.id)], "s", 1, T0)
+    [cl] = store.claim(T0, 30, 10)
+    store.mark_sent([str(a.id)], "s", 1, T0, token=cl.token, pace_until=T0 + 600)
     [b] = store.record([note(fp="b")], NO_LIMITS, T0 + 1)
-    assert store.claim(T0 + 2, 30, 600, 10) == []
+    assert store.claim(T0 + 2, 30, 10) == []
     store.prune(T0 + 601)
-    [c] = store.claim(T0 + 2, 30, 600, 10)
+    [c] = store.claim(T0 + 2, 30, 10)
     assert ids_of([c]) == {M1: [b.id]} and c.gapped is False
 
 
-def test_episode_start_get_or_set_and_close(store: Store) -> None:
-    assert store.episode_start("fp", False, T0) is None
-    assert store.episode_start("fp", True, T0) == T0
-    assert store.episode_start("fp", True, T0 + 5) == T0
-    assert store.episode_start("other", True, T0 + 6) == T0 + 6
-    assert store.episode_start("fp", False, T0 + 10) == T0
-    assert store.episode_start("fp", False, T0 + 11) is None
-    assert store.episode_start("fp", True, T0 + 20) == T0 + 20
-    assert store.episode_start("other", True, T0 + 21) == T0 + 6
+def untimed(status: str = "firing", fp: str = "legacy", **kw: Any) -> Notification:
+    """A notification of an alert without startsAt: the store settles its episode."""
+    return note(status=status, fp=fp, episode="", untimed=True, **kw)
+
+
+def test_episodes_of_alerts_without_starts_at_are_settled_in_record(store: Store) -> None:
+    fire, close = EpisodeMark("legacy", True), EpisodeMark("legacy", False)
+    first = episode_text(T0)
+    assert store.episode_of("legacy") is None
+    # resolved never seen firing: no episode, nothing paged, nothing opened
+    [o] = store.record([untimed("resolved")], NO_LIMITS, T0 - 5, [close])
+    assert (o.state, o.reason, o.notification.episode) == ("suppressed", "not paged", "")
+    [o] = store.record([untimed()], NO_LIMITS, T0, [fire])
+    assert (o.state, o.notification.episode) == ("queued", first)
+    assert store.episode_of("legacy") == first
+    # the same episode later: a duplicate; an alert that paged nobody still opens its episode
+    [o] = store.record([untimed()], NO_LIMITS, T0 + 5, [fire, EpisodeMark("other", True)])
+    assert (o.state, o.reason, o.notification.episode) == ("suppressed", "duplicate", first)
+    assert store.episode_of("other") == episode_text(T0 + 5)
+    # two mobiles resolved in one webhook both pair with the episode, then it closes
+    store.record([untimed(mobile=M2)], NO_LIMITS, T0 + 6, [fire])
+    out = store.record([untimed("resolved"), untimed("resolved", mobile=M2)], NO_LIMITS,
+                       T0 + 10, [close])
+    assert states(out) == [("queued", "")] * 2
+    assert {o.notification.episode for o in out} == {first}
+    assert store.episode_of("legacy") is None
+    # a resolved alert routed nowhere closes its episode too; the next firing is a new one
+    store.record([], NO_LIMITS, T0 + 11, [EpisodeMark("other", False)])
+    assert store.episode_of("other") is None
+    [o] = store.record([untimed()], NO_LIMITS, T0 + 20, [fire])
+    assert (o.state, o.notification.episode) == ("queued", episode_text(T0 + 20))
+
+
+def _fail_writes(store: Store) -> Callable[[], None]:
+    """Make the store refuse every write of record (SQLite: a trigger; Redis: maxmemory);
+    returns the undo."""
+    if isinstance(store, SqliteStore):
+        import sqlite3
+
+        db = sqlite3.connect(store.path, isolation_level=None)
+        db.execute("CREATE TRIGGER fail BEFORE INSERT ON items BEGIN"
+                   " SELECT RAISE(ABORT, 'injected'); END")
+
+        def undo_sqlite() -> None:
+            db.execute("DROP TRIGGER fail")
+            db.close()
+        return undo_sqlite
+
+    assert isinstance(store, RedisStore)
+    # the master that holds the bridge's keys, whatever the topology (the store's own client)
+    admin = store._node()
+    admin.config_set("maxmemory", 1)
+
+    def undo_redis() -> None:
+        admin.config_set("maxmemory", 0)
+    return undo_redis
+
+
+def test_a_failed_record_leaves_the_episode_as_it_was(store: Store) -> None:
+    """Issue 10.3: a legacy Grafana "ok" answered 503 and sent again still pages resolved."""
+    fire, close = EpisodeMark("legacy", True), EpisodeMark("legacy", False)
+    store.record([untimed()], NO_LIMITS, T0, [fire])
+    undo = _fail_writes(store)
+    try:
+        with pytest.raises(StoreUnavailable):
+            store.record([untimed("resolved")], NO_LIMITS, T0 + 10, [close])
+    finally:
+        undo()
+    assert store.episode_of("legacy") == episode_text(T0)
+    [o] = store.record([untimed("resolved")], NO_LIMITS, T0 + 11, [close])
+    assert (o.state, o.reason, o.notification.episode) == ("queued", "", episode_text(T0))
+
+
+def test_marks_of_a_lapsed_lease_are_ignored(store: Store) -> None:
+    """Issue 10.4: deliverer A's lease runs out mid-send, B claims the item again; A's late
+    marks change nothing (and return 0), B's count."""
+    [o] = store.record([note()], NO_LIMITS, T0)
+    i = str(o.id)
+    [a] = store.claim(T0, 30, 10)
+    assert store.claim(T0 + 29, 30, 10) == []
+    [b] = store.claim(T0 + 30, 30, 10)
+    assert a.token and b.token and a.token != b.token
+    for late in (lambda: store.mark_sent([i], "sid-a", 1, T0 + 31, token=a.token,
+                                         pace_until=T0 + 91),
+                 lambda: store.mark_retry([i], T0 + 40, "r", T0 + 31, token=a.token,
+                                          pace_until=T0 + 31),
+                 lambda: store.mark_failed([i], "f", T0 + 31, token=a.token, pace_until=None),
+                 lambda: store.release([i], T0 + 31, token=a.token, pace_until=T0 + 31)):
+        assert late() == 0
+    item = by_id(store, i)
+    assert (item.state, item.attempts, item.sid) == ("queued", 0, None)
+    assert store.claim(T0 + 32, 30, 10) == []  # still B's, and its mobile still held
+    assert store.mark_sent([i], "sid-b", 1, T0 + 33, token=b.token, pace_until=T0 + 93) == 1
+    # a mark ends the lease: a second one, even with B's token, changes nothing
+    assert store.mark_failed([i], "late", T0 + 34, token=b.token, pace_until=None) == 0
+    assert store.mark_sent([i], "sid-x", 1, T0 + 34, token="", pace_until=None) == 0
+    item = by_id(store, i)
+    assert (item.state, item.attempts, item.sid) == ("sent", 1, "sid-b")
+
+
+def test_a_failed_sms_did_not_page(store: Store) -> None:
+    """Issue 10.1: mark_failed forgets the dedup record: the re-sent alert pages again, and
+    its resolved is not paired with the failed firing."""
+    [o] = store.record([note()], NO_LIMITS, T0)
+    [cl] = store.claim(T0, 30, 10)
+    store.mark_failed([str(o.id)], "juhe config error 10001", T0 + 1, token=cl.token,
+                      pace_until=T0 + 1)
+    assert states(store.record([note(status="resolved")], NO_LIMITS, T0 + 2)) == [
+        ("suppressed", "not paged")]
+    [again] = store.record([note(fp="fp-disk")], NO_LIMITS, T0 + 3)
+    assert (again.state, again.reason) == ("suppressed", "already resolved")
+    # in a new episode (the usual case: not resolved in between) a failed firing pages again
+    [o2] = store.record([note(episode="e2")], NO_LIMITS, T0 + 4)
+    [cl2] = store.claim(T0 + 4, 30, 10)
+    store.mark_failed([str(o2.id)], "gave up", T0 + 5, token=cl2.token, pace_until=T0 + 5)
+    assert states(store.record([note(episode="e2")], NO_LIMITS, T0 + 6)) == [("queued", "")]
+    # a failed resolved is sent again when the resolved comes again
+    [cl3] = store.claim(T0 + 6, 30, 10)
+    store.mark_sent([cl3.items[0].id], "s", 1, T0 + 7, token=cl3.token, pace_until=T0 + 7)
+    [r] = store.record([note(episode="e2", status="resolved")], NO_LIMITS, T0 + 8)
+    [cl4] = store.claim(T0 + 8, 30, 10)
+    store.mark_failed([str(r.id)], "f", T0 + 9, token=cl4.token, pace_until=T0 + 9)
+    assert states(store.record([note(episode="e2", status="resolved")], NO_LIMITS,
+                               T0 + 10)) == [("queued", "")]
 
 
 def test_empty_batch_and_any_text_round_trip(store: Store) -> None:
@@ -509,7 +724,7 @@ def _claim_worker(url: str, barrier: Any, results: Any) -> None:
         barrier.wait(30)
         got: list[str] = []
         while True:
-            claims = s.claim(T0, 600, 0, 3)
+            claims = s.claim(T0, 600, 3)
             if not claims:
                 break
             got.extend(i.id for c in claims for i in c.items)
@@ -564,7 +779,7 @@ def test_concurrent_claim_claims_each_item_once(store: Store) -> None:
                        NO_LIMITS, T0)
     claimed = [i for got in run_at_once(_claim_worker, store.url) for i in got]
     assert sorted(claimed, key=int) == sorted((str(o.id) for o in out), key=int)
-    assert store.claim(T0, 600, 0, 100) == []
+    assert store.claim(T0, 600, 100) == []
 
 
 # -- Redis only -----------------------------------------------------------------------------------
@@ -575,11 +790,12 @@ def test_redis_down_then_back_without_restart(redis_server: Any, redis_url: str)
         redis_server.stop()
         calls: dict[str, Callable[[], object]] = {
             "record": lambda: s.record([note(fp="lost")], NO_LIMITS, T0 + 1),
-            "claim": lambda: s.claim(T0 + 1, 30, 0, 10),
+            "claim": lambda: s.claim(T0 + 1, 30, 10),
             "ping": s.ping,
             "recent": s.recent,
             "counts": s.counts,
-            "mark_sent": lambda: s.mark_sent([str(kept.id)], "s", 1, T0),
+            "mark_sent": lambda: s.mark_sent([str(kept.id)], "s", 1, T0, token="t",
+                                             pace_until=None),
             "get_status": lambda: s.get_status("x"),
         }
         for name, call in calls.items():
@@ -592,7 +808,7 @@ def test_redis_down_then_back_without_restart(redis_server: Any, redis_url: str)
         [new] = s.record([note(fp="new")], NO_LIMITS, T0 + 2)
         assert new.state == "queued"
         # what was stored before the restart survived it (AOF), and the same object claims it
-        assert ids_of(s.claim(T0 + 2, 30, 0, 10)) == {M1: [kept.id, new.id]}
+        assert ids_of(s.claim(T0 + 2, 30, 10)) == {M1: [kept.id, new.id]}
     finally:
         if redis_server.proc is None:
             redis_server.start()
@@ -661,19 +877,22 @@ def test_redis_keys_are_bounded(redis_url: str) -> None:
                     day="2026-09-21")
     out = s.record([note(mobile=m, fp=f"fp{i}") for i in range(4) for m in (M1, M2)]
                    + [note(mobile=M3, state="suppressed", reason="muted")], policy, T0)
-    s.episode_start("legacy", True, T0)
-    s.episode_start("legacy", False, T0 + 1)
+    s.record([], policy, T0, [EpisodeMark("legacy", True)])
+    s.record([], policy, T0 + 1, [EpisodeMark("legacy", False)],
+             resolved=[(f"fp{i}", EP) for i in range(4)])
+    s.unknown_code_hit("1.2.3.4", T0)  # expires on its own
     s.set_status("juhe_config", "x")
     s.set_status("juhe_config", None)
-    for c in s.claim(T0 + 60, 30, 60, 10):
-        s.mark_sent([i.id for i in c.items], "s", 1, T0 + 61)
+    for c in s.claim(T0 + 60, 30, 10):
+        s.mark_sent([i.id for i in c.items], "s", 1, T0 + 61, token=c.token, pace_until=T0 + 61)
     assert s.prune(T0 + 10_000) == len(out)
     s.ping()
     admin = redis.Redis.from_url(redis_url, decode_responses=True)
     keys = set(admin.keys("*"))
     admin.close()
     s.close()
-    assert keys == {"{bridge}:seq", "{bridge}:day:2026-09-21", "{bridge}:ping"}
+    assert keys == {"{bridge}:seq", "{bridge}:day:2026-09-21", "{bridge}:ping",
+                    f"{{bridge}}:unknown:1.2.3.4:{int(T0 // 60)}"}
 
 
 def test_redis_out_of_memory_writes_nothing(redis_url: str) -> None:
@@ -683,14 +902,14 @@ def test_redis_out_of_memory_writes_nothing(redis_url: str) -> None:
     s = RedisStore(redis_url)
     s.record([note(fp="before")], NO_LIMITS, T0)
     keys = sorted(admin.keys("*"))
-    seq = admin.get("bridge:seq")
+    seq = admin.get("{bridge}:seq")
     try:
         admin.config_set("maxmemory", "1")
         with pytest.raises(StoreUnavailable, match="OutOfMemoryError|OOM"):
             s.record([note(mobile=m, fp="x") for m in (M1, M2, M3)], NO_LIMITS, T0 + 1)
         with pytest.raises(StoreUnavailable, match="OutOfMemoryError|OOM"):
             s.ping()
-        assert sorted(admin.keys("*")) == keys and admin.get("bridge:seq") == seq
+        assert sorted(admin.keys("*")) == keys and admin.get("{bridge}:seq") == seq
     finally:
         admin.config_set("maxmemory", "0")
     assert states(s.record([note(fp="after")], NO_LIMITS, T0 + 2)) == [("queued", "")]
@@ -738,9 +957,202 @@ def test_sqlite_reconnects_after_a_write_error(tmp_path: Path) -> None:
 
 def test_claim_max_items_leaves_the_rest_due(store: Store) -> None:
     store.record([note(fp=f"fp{i}") for i in range(7)], NO_LIMITS, T0)
-    [first] = store.claim(T0, 60, 0, 10, max_items=3)
+    [first] = store.claim(T0, 60, 10, max_items=3)
     assert [i.fingerprint for i in first.items] == ["fp0", "fp1", "fp2"]
-    [second] = store.claim(T0, 60, 0, 10, max_items=3)
+    assert store.claim(T0, 60, 10, max_items=3) == []  # the mobile is held by the first
+    store.mark_sent([i.id for i in first.items], "s", 1, T0, token=first.token, pace_until=T0)
+    [second] = store.claim(T0, 60, 10, max_items=3)
     assert [i.fingerprint for i in second.items] == ["fp3", "fp4", "fp5"]
-    [third] = store.claim(T0, 60, 0, 10)
-    assert [i.fingerprint for i in third.items] == ["fp6"]
+    store.release([i.id for i in second.items], T0 + 1, token=second.token, pace_until=T0)
+    [third] = store.claim(T0, 60, 10)
+    assert [i.fingerprint for i in third.items] == ["fp6"]  # fp3-5 given back, due at T0 + 1
+
+
+# -- episodes, ack codes, escalation steps (EPISODES.md) ----------------------------------------
+STEPS = (StepSpec(2.0, "dba-secondary", "page"), StepSpec(5.0, "lead", "page-lead"))
+INFO = EpisodeInfo("DiskFull", {"alertname": "DiskFull", "host": "db1"}, "磁盘 95%",
+                   T0 - 60, "http://am/#/silences/new")
+
+
+def paging(mobile: str = M1, fp: str = "fp-disk", **kw: Any) -> Notification:
+    """A firing notification of a route with two escalation steps, a resolved template and a
+    variable rendering ack_code."""
+    fields: dict[str, Any] = {"steps": STEPS, "info": INFO, "resolved_template": "ok",
+                              "variables": {"name": "DiskFull", "ack": ACK_PLACEHOLDER}}
+    fields.update(kw)
+    return note(mobile=mobile, fp=fp, **fields)
+
+
+def test_a_paging_firing_creates_its_episode_with_steps_and_codes(store: Store) -> None:
+    out = store.record([paging(M1), paging(M2, variables={"name": "x"})], NO_LIMITS, T0)
+    assert [o.state for o in out] == ["queued", "queued"]
+    assert out[0].episode_id is not None and out[0].episode_id == out[1].episode_id
+    [e] = store.episodes()
+    assert (e.id, e.fingerprint, e.episode, e.alertname, e.labels, e.summary, e.starts_at,
+            e.silence_url, e.route, e.state, e.created_at) == (
+        out[0].episode_id, "fp-disk", EP, "alert-fp-disk", INFO.labels, "磁盘 95%", T0 - 60,
+        "http://am/#/silences/new", "db-critical", "firing", T0)
+    assert [(p.mobile, p.route, p.resolved_template, p.at, p.level, p.item_id)
+            for p in e.paged] == [(M1, "db-critical", "ok", T0, 0, out[0].id),
+                                  (M2, "db-critical", "ok", T0, 0, out[1].id)]
+    code = e.paged[0].code
+    assert code is not None and valid_code(code) and e.paged[1].code is None
+    # the stored SMS carries the code, not the placeholder
+    assert by_id(store, out[0].id or "").variables == {"name": "DiskFull", "ack": code}
+    assert out[0].notification.variables["ack"] == code
+    assert [(s.index, s.after, s.receiver, s.template, s.due_at, s.state, s.reason)
+            for s in e.steps] == [(1, 2.0, "dba-secondary", "page", T0 + 2.0, "pending", ""),
+                                  (2, 5.0, "lead", "page-lead", T0 + 5.0, "pending", "")]
+    assert store.episode(e.id) == e
+    assert store.episodes_for([("fp-disk", EP), ("nope", EP)]) == {("fp-disk", EP): e}
+    assert store.episode_by_code(code, T0) == (e, e.paged[0])
+    assert store.episode_by_code("Unknown12345", T0) is None
+
+
+def test_a_repeat_page_keeps_the_stored_code_and_first_paged_entry(store: Store) -> None:
+    store.record([paging(repeat_interval=10.0)], NO_LIMITS, T0)
+    [o] = store.record([paging(repeat_interval=10.0)], NO_LIMITS, T0 + 20)
+    [e] = store.episodes()
+    assert len(e.paged) == 1 and e.paged[0].at == T0
+    assert o.notification.variables["ack"] == e.paged[0].code
+    assert by_id(store, o.id or "").variables["ack"] == e.paged[0].code
+
+
+def test_codes_are_unique_per_episode_and_mobile(store: Store) -> None:
+    store.record([paging(M1, fp=f"fp{i}") for i in range(5)]
+                 + [paging(M2, fp=f"fp{i}") for i in range(5)], NO_LIMITS, T0)
+    codes = [p.code for e in store.episodes(limit=100) for p in e.paged]
+    assert len(codes) == 10 and len(set(codes)) == 10
+
+
+def test_muted_limited_and_duplicate_firings_create_no_episode(store: Store) -> None:
+    store.record([paging(state="suppressed", reason="muted")], NO_LIMITS, T0)
+    store.record([paging(mobile=M2, fp="a"), paging(fp="b")], Policy(per_day=1, day="d"), T0)
+    assert [e.fingerprint for e in store.episodes()] == ["a"]
+
+
+def test_acknowledge_first_one_stands_and_cancels_steps(store: Store) -> None:
+    [o] = store.record([paging()], NO_LIMITS, T0)
+    eid = o.episode_id or ""
+    e, done = store.acknowledge(eid, "li", "link", T0 + 1)
+    assert done and (e.state, e.acknowledged_by, e.acknowledged_at, e.acknowledged_via) == (
+        "acknowledged", "li", T0 + 1, "link")
+    assert [(s.state, s.reason) for s in e.steps] == [("cancelled", "acknowledged by li")] * 2
+    again, done2 = store.acknowledge(eid, "wang", "api", T0 + 2)
+    assert not done2 and again == e == store.episode(eid)
+    assert store.claim_steps(T0 + 100, 60) == []
+    with pytest.raises(KeyError):
+        store.acknowledge("nope", "li", "api", T0)
+    assert [e.id for e in store.episodes("acknowledged")] == [eid]
+    assert store.episodes("firing") == []
+
+
+def test_a_resolved_alert_closes_its_episode_and_cancels_steps(store: Store) -> None:
+    [o] = store.record([paging()], NO_LIMITS, T0)
+    # a resolved alert whose route sends no resolved SMS still closes the episode
+    store.record([], NO_LIMITS, T0 + 1, resolved=[("fp-disk", EP)])
+    e = store.episode(o.episode_id or "")
+    assert e is not None and (e.state, e.resolved_at) == ("resolved", T0 + 1)
+    assert [(s.state, s.reason) for s in e.steps] == [("cancelled", "resolved")] * 2
+    assert store.acknowledge(e.id, "li", "api", T0 + 2) == (e, False)
+    code = e.paged[0].code or ""
+    assert store.episode_by_code(code, T0 + 1 + 86400) == (e, e.paged[0])
+    assert store.episode_by_code(code, T0 + 2 + 86400) is None
+    # a resolved notification of a template reading ack_code gets the stored code
+    [r] = store.record([note(status="resolved", variables={"ack": ACK_PLACEHOLDER})],
+                       NO_LIMITS, T0 + 3)
+    assert r.notification.variables == {"ack": code}
+
+
+def test_an_untimed_alert_episode_is_closed_by_its_settled_start(store: Store) -> None:
+    [o] = store.record([untimed(steps=STEPS)], NO_LIMITS, T0, [EpisodeMark("legacy", True)])
+    store.record([], NO_LIMITS, T0 + 5, [EpisodeMark("legacy", False)],
+                 resolved=[("legacy", "")])
+    e = store.episode(o.episode_id or "")
+    assert e is not None and (e.episode, e.state) == (episode_text(T0), "resolved")
+
+
+def test_repeats_of_an_acknowledged_episode_are_suppressed(store: Store) -> None:
+    [o] = store.record([paging(repeat_interval=10.0)], NO_LIMITS, T0)
+    store.acknowledge(o.episode_id or "", "li", "api", T0 + 1)
+    out = store.record([paging(repeat_interval=10.0), paging(M2, level=1)], NO_LIMITS, T0 + 20)
+    assert states(out) == [("suppressed", "acknowledged")] * 2
+    # resolved still goes out to who was paged
+    [r] = store.record([note(status="resolved")], NO_LIMITS, T0 + 30, resolved=[("fp-disk", EP)])
+    assert r.state == "queued"
+
+
+def test_steps_are_claimed_with_a_lease_once_and_finished_fenced(store: Store) -> None:
+    [o] = store.record([paging()], NO_LIMITS, T0)
+    eid = o.episode_id or ""
+    assert store.claim_steps(T0 + 1.9, 60) == []
+    [c] = store.claim_steps(T0 + 2.0, 60)
+    assert (c.episode_id, c.index, c.lease_until) == (eid, 1, T0 + 62.0)
+    assert store.claim_steps(T0 + 3, 60) == []       # leased
+    claims = store.claim_steps(T0 + 70, 60)          # lease lapsed; step 2 due too
+    assert sorted((x.index, x.lease_until) for x in claims) == [(1, T0 + 130), (2, T0 + 130)]
+    assert store.claim_steps(T0 + 70, 60) == []
+    assert not store.finish_step(c, "done", "paged 1", T0 + 71)  # lapsed token
+    for x in claims:
+        assert store.finish_step(x, "done", f"paged {x.index}", T0 + 71)
+        assert not store.finish_step(x, "done", "again", T0 + 72)
+    e = store.episode(eid)
+    assert e is not None and [(s.state, s.reason) for s in e.steps] == [
+        ("done", "paged 1"), ("done", "paged 2")]
+    assert store.claim_steps(T0 + 1000, 60) == []
+
+
+def test_a_step_cancelled_while_claimed_cannot_be_finished(store: Store) -> None:
+    [o] = store.record([paging()], NO_LIMITS, T0)
+    [c] = store.claim_steps(T0 + 2, 60)
+    store.acknowledge(o.episode_id or "", "li", "api", T0 + 2.5)
+    assert not store.finish_step(c, "done", "paged 1", T0 + 3)
+    e = store.episode(o.episode_id or "")
+    assert e is not None and e.steps[0].reason == "acknowledged by li"
+
+
+def test_unknown_code_hits_count_per_client_and_minute(store: Store) -> None:
+    minute = 60 * 29_833_333.0
+    assert [store.unknown_code_hit("1.2.3.4", minute + i) for i in range(3)] == [1, 2, 3]
+    assert store.unknown_code_hit("5.6.7.8", minute + 3) == 1
+    assert store.unknown_code_hit("1.2.3.4", minute + 60) == 1
+
+
+def test_prune_deletes_resolved_episodes_with_their_codes(store: Store) -> None:
+    [a] = store.record([paging(fp="a")], NO_LIMITS, T0)
+    [b] = store.record([paging(fp="b")], NO_LIMITS, T0)
+    store.record([], NO_LIMITS, T0 + 10, resolved=[("a", EP)])
+    ea = store.episode(a.episode_id or "")
+    assert ea is not None
+    store.prune(T0 + 5)
+    assert store.episode(ea.id) is not None
+    store.prune(T0 + 11)
+    assert store.episode(ea.id) is None and store.episode_by_code(ea.paged[0].code or "",
+                                                                  T0 + 11) is None
+    assert [e.id for e in store.episodes()] == [b.episode_id]
+    assert store.episodes_for([("a", EP)]) == {}
+
+
+def _paging_worker(url: str, barrier: Any, results: Any) -> None:
+    import os
+
+    s = open_store(url)
+    try:
+        barrier.wait(30)
+        # a tiny repeat_interval and distinct times: every process's page is recorded
+        [o] = s.record([paging(repeat_interval=1e-6)], NO_LIMITS,
+                       T0 + (os.getpid() % 997) * 0.001)
+        results.put([(o.state, o.notification.variables.get("ack"), o.episode_id)])
+    except Exception as exc:  # reported to the parent, which fails the test
+        results.put(repr(exc))
+    finally:
+        s.close()
+
+
+def test_racing_webhooks_share_one_episode_and_one_code(store: Store) -> None:
+    got = [o for outcomes in run_at_once(_paging_worker, store.url) for o in outcomes]
+    [e] = store.episodes()
+    [p] = e.paged
+    queued = [(code, eid) for state, code, eid in got if state == "queued"]
+    assert queued and set(queued) == {(p.code, e.id)}
+    assert all(by_id(store, i.id).variables["ack"] == p.code for i in store.recent(limit=-1))

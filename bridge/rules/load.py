@@ -2,6 +2,13 @@
 
 Every problem is collected and reported at once, each with its place in the file
 (``routes[2].matchers[0]: ...``) and, for a folder, its file (``team-db.yaml: routes[0]...``).
+
+The stages, each its own function: every file is read and validated on its own
+(:class:`~bridge.rules.model.RulesFile`; a file with problems is salvaged so that the later
+checks still run on its valid pieces), :func:`_merge` joins the files by name, :func:`_compile`
+compiles templates and schedules and resolves people to mobiles, :func:`_check_references`
+checks what refers to what; :func:`_build` runs the last three and makes the :class:`RuleSet`.
+A route is named by where it is written (:class:`RouteId`) wherever it has no ``name``.
 """
 
 from __future__ import annotations
@@ -9,19 +16,27 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
+from jinja2 import TemplateSyntaxError, meta
 from jinja2.environment import Template as JinjaTemplate
 from pydantic import ValidationError
 
+from bridge.config import mask_mobile
 from bridge.errors import RulesError
+from bridge.oncall import Schedule, ScheduleSpec, oncall_at
 from bridge.render import Renderer
-from bridge.rules.model import Limits, Route, RulesFile, Template
+from bridge.rules.model import Limits, Route, RulesFile, Template, valid_mobile
 from bridge.timeintervals import NamedTimeInterval
 
 DEFAULT_MAX_VAR_LEN = 20
+#: Numbers one alert's ``mobiles_from`` may page per route unless the rules say otherwise.
+DEFAULT_MAX_MOBILES_FROM = 10
+#: The blocks merged by name across a folder (``time_intervals`` too, kept as a list).
+_NAMED = ("people", "receivers", "schedules", "templates")
 
 
 class _Loader(yaml.SafeLoader):
@@ -45,12 +60,29 @@ _Loader.add_implicit_resolver(
     list("-+0123456789."))
 
 
+@dataclass(frozen=True)
+class RouteId:
+    """Where a route is written: its file (``""`` for a single file) and its index in that
+    file's ``routes``. ``str()`` gives the place that problems, ``bridge check`` and the log
+    name an unnamed route by: ``routes[2]``, or ``team-db.yaml: routes[0]`` in a folder."""
+
+    file: str
+    index: int
+
+    def __str__(self) -> str:
+        return f"{self.file}: routes[{self.index}]" if self.file else f"routes[{self.index}]"
+
+
 @dataclass
 class RuleSet:
     """The merged, checked rules, ready to route and render.
 
-    ``route_names[i]`` is route i's ``name`` or ``routes[i]``; ``compiled[template][var]`` is
-    the compiled Jinja2 template of one variable; ``version`` is a short hash of the sources.
+    ``receivers[name]`` are the receiver's mobiles (people resolved); ``people[name]`` a
+    person's mobile; ``schedules[name]`` a compiled :class:`~bridge.oncall.Schedule`.
+    ``route_ids[i]`` is where route i is written and ``route_names[i]`` its ``name`` or, when
+    unnamed, ``str(route_ids[i])``; ``compiled[template][var]`` is the compiled Jinja2
+    template of one variable and ``uses[template]`` the names its variables read (e.g.
+    ``person``); ``version`` is a short hash of the sources.
     """
 
     receivers: dict[str, list[str]]
@@ -64,17 +96,79 @@ class RuleSet:
     renderer: Renderer
     files: list[str] = field(default_factory=list)
     version: str = ""
+    people: dict[str, str] = field(default_factory=dict)
+    schedules: dict[str, Schedule] = field(default_factory=dict)
+    route_ids: list[RouteId] = field(default_factory=list)
+    uses: dict[str, frozenset[str]] = field(default_factory=dict)
+    max_mobiles_from: int = DEFAULT_MAX_MOBILES_FROM
+
+    def __post_init__(self) -> None:
+        self._person_by_mobile: dict[str, str] = {}
+        for name, mobile in self.people.items():
+            self._person_by_mobile.setdefault(mobile, name)
+
+    def mobiles_from_limit(self, route: Route) -> int:
+        """How many numbers ``route`` takes from ``mobiles_from`` per alert: its own
+        ``max_mobiles_from``, else the file's, else 10 (SPEC "Rules file")."""
+        return route.max_mobiles_from or self.max_mobiles_from
 
     def var_len(self, template: str) -> int:
         """The ``max_var_len`` in force for one template (characters)."""
         own = self.templates[template].max_var_len
         return own if own is not None else self.max_var_len
 
+    def person_of(self, mobile: str) -> str | None:
+        """The name of the person whose number ``mobile`` is (the first listed in ``people:``
+        when several share it), or ``None``."""
+        return self._person_by_mobile.get(mobile)
+
+    def who(self, mobile: str) -> str:
+        """A mobile as logs show it: ``zhang 138****8000``, or ``138****8000`` for a number
+        that belongs to nobody in ``people:``."""
+        person = self.person_of(mobile)
+        return f"{person} {mask_mobile(mobile)}" if person else mask_mobile(mobile)
+
+    def mobiles_for(self, name: str, at: datetime) -> list[str]:
+        """The mobiles a receiver or schedule ``name`` pages at the aware time ``at``: the
+        receiver's numbers, or those of the people on call (:func:`bridge.oncall.oncall_at`).
+        Raises ``KeyError`` for a name that is neither (the loader refuses such routes)."""
+        if name in self.receivers:
+            return self.receivers[name]
+        shift = oncall_at(self.schedules[name], at)
+        return [self.people[p] for p in shift.people]
+
+    def route_index(self, name: str) -> int | None:
+        """The index of the route named (or placed) ``name``, or ``None``."""
+        try:
+            return self.route_names.index(name)
+        except ValueError:
+            return None
+
+    def uses_ack_code(self, template: str | None) -> bool:
+        """True when ``template`` exists and one of its variables reads ``ack_code``."""
+        return template is not None and "ack_code" in self.uses.get(template, ())
+
+    def warnings(self) -> list[str]:
+        """What is legal but probably a mistake, with places: a route that escalates while
+        none of its templates uses ``ack_code`` (nobody could acknowledge from the SMS)."""
+        out = []
+        for i, r in enumerate(self.routes):
+            if not r.escalate:
+                continue
+            names = [r.template, r.resolved_template, *(s.template for s in r.escalate)]
+            if not any(self.uses_ack_code(t) for t in names):
+                where = self.route_ids[i] if i < len(self.route_ids) else self.route_names[i]
+                out.append(f"{where}.escalate: the route escalates but none of its templates "
+                           "uses ack_code: nobody can acknowledge from the SMS")
+        return out
+
     def summary(self) -> str:
         """One line for logs and ``bridge check``."""
-        mobiles = {m for ms in self.receivers.values() for m in ms}
+        mobiles = {m for ms in self.receivers.values() for m in ms} | set(self.people.values())
+        oncall = (f", {len(self.schedules)} schedules, {len(self.people)} people"
+                  if self.schedules or self.people else "")
         return (f"{len(self.routes)} routes, {len(self.receivers)} receivers "
-                f"({len(mobiles)} mobiles), {len(self.templates)} templates, "
+                f"({len(mobiles)} mobiles){oncall}, {len(self.templates)} templates, "
                 f"{len(self.time_intervals)} time intervals from {', '.join(self.files)}"
                 f" (version {self.version})")
 
@@ -155,7 +249,7 @@ def load_rules(path: str | Path, tz: str = "Asia/Shanghai") -> RuleSet:
         except ValidationError as exc:
             problems.extend(prefix + p for p in _pydantic_problems(exc))
             parts.append(_salvage(label, doc))
-    merge_problems, rules = _merge(parts, folder, tz, digest.hexdigest()[:12])
+    merge_problems, rules = _build(parts, folder, tz, digest.hexdigest()[:12])
     problems.extend(merge_problems)
     if problems or rules is None:
         raise RulesError(problems)
@@ -180,16 +274,18 @@ def _salvage(label: str, doc: dict[str, Any]) -> Part:
     """The valid pieces of a file whose whole failed validation (see :class:`Part`)."""
     good: dict[str, Any] = {}
     known: dict[str, set[str]] = {}
-    for key in ("receivers", "templates"):
+    for key in _NAMED:
         section = doc.get(key)
         if isinstance(section, dict):
             known[key] = {str(k) for k in section}
             good[key] = {k: v for k, v in section.items() if _valid({key: {k: v}})}
+            if key == "schedules":
+                good[key].update((k, v) for k, v in _schedule_stand_ins(section).items())
     intervals = doc.get("time_intervals")
     if isinstance(intervals, list):
         known["time_intervals"] = {str(t.get("name")) for t in intervals if isinstance(t, dict)}
         good["time_intervals"] = [t for t in intervals if _valid({"time_intervals": [t]})]
-    for key in ("limits", "max_var_len"):
+    for key in ("limits", "max_var_len", "max_mobiles_from"):
         if key in doc and _valid({key: doc[key]}):
             good[key] = doc[key]
     routes = doc.get("routes")
@@ -203,6 +299,30 @@ def _salvage(label: str, doc: dict[str, Any]) -> Part:
                 index.append(i)
     return Part(label, RulesFile.model_validate(good), index, known,
                 len(routes) if isinstance(routes, list) else 0)
+
+
+#: Neutral values standing in for a schedule's bad settings, so that its people are still
+#: checked against ``people:`` in the same run.
+_SCHEDULE_STAND_INS = {"shift": "1d", "start": "2000-01-01", "handover": "09:00",
+                       "time_zone": "UTC"}
+
+
+def _schedule_stand_ins(section: dict[str, Any]) -> dict[str, Any]:
+    """Invalid schedules whose only bad fields are settings, with those replaced by neutral
+    values (a schedule with bad ``members`` or ``overrides`` is left out)."""
+    out: dict[str, Any] = {}
+    for name, spec in section.items():
+        if not isinstance(spec, dict) or _valid({"schedules": {name: spec}}):
+            continue
+        try:
+            ScheduleSpec.model_validate(spec)
+        except ValidationError as exc:
+            bad = {str(e["loc"][0]) if e["loc"] else "" for e in exc.errors()}
+            if bad <= set(_SCHEDULE_STAND_INS):
+                fixed = {**spec, **{k: _SCHEDULE_STAND_INS[k] for k in bad}}
+                if _valid({"schedules": {name: fixed}}):
+                    out[name] = fixed
+    return out
 
 
 def _without_bad_fields(route: Any) -> dict[str, Any] | None:
@@ -229,108 +349,223 @@ def _valid(doc: dict[str, Any]) -> bool:
     return True
 
 
-def _merge(parts: list[Part], folder: bool, tz: str,
-           version: str) -> tuple[list[str], RuleSet | None]:
-    """Merge the files' parts and check what refers to what; returns the problems, and the
-    rules when there are none."""
-    problems: list[str] = []
-    receivers: dict[str, list[str]] = {}
-    templates: dict[str, Template] = {}
-    intervals: dict[str, NamedTimeInterval] = {}
-    origin: dict[tuple[str, str], str] = {}
+@dataclass
+class _Merged:
+    """The files' parts merged by name, before compiling and checking references.
+
+    ``origin[(kind, name)]`` is the file that defined it; ``known[kind]`` names defined by
+    invalid pieces of salvaged files (see :class:`Part`); ``routes`` in file order."""
+
+    folder: bool
+    people: dict[str, str] = field(default_factory=dict)
+    receivers: dict[str, list[str]] = field(default_factory=dict)
+    schedules: dict[str, ScheduleSpec] = field(default_factory=dict)
+    templates: dict[str, Template] = field(default_factory=dict)
+    intervals: dict[str, NamedTimeInterval] = field(default_factory=dict)
     limits: Limits | None = None
     max_var_len: int | None = None
-    routes: list[tuple[str, int, Route]] = []
+    max_mobiles_from: int | None = None
+    routes: list[tuple[RouteId, Route]] = field(default_factory=list)
+    origin: dict[tuple[str, str], str] = field(default_factory=dict)
+    known: dict[str, set[str]] = field(default_factory=dict)
+    raw_routes: bool = False
 
-    def pre(label: str) -> str:
-        return f"{label}: " if folder else ""
+    def pre(self, kind: str, name: str = "") -> str:
+        """``"team-db.yaml: "`` for what that file defined, ``""`` for a single file."""
+        return f"{self.origin[(kind, name)]}: " if self.folder else ""
 
-    def claim(kind: str, name: str, label: str) -> bool:
-        first = origin.get((kind, name))
-        if first is not None:
-            problems.append(f"{label}: {kind}.{name}: already defined in {first}"
-                            if folder else f"{kind}.{name}: defined twice")
-            return False
-        origin[(kind, name)] = label
-        return True
+    def names(self, kind: str, defined: Any) -> set[str]:
+        """The names of ``kind`` defined, valid or not (for reference checks)."""
+        return set(defined) | self.known.get(kind, set())
 
-    known = {kind: {n for p in parts for n in p.known.get(kind, ())}
-             for kind in ("receivers", "templates", "time_intervals")}
+
+def _claim(m: _Merged, problems: list[str], kind: str, name: str, label: str) -> bool:
+    """Record that ``label`` defines ``kind.name``; False (a problem naming both files) when
+    an earlier file did."""
+    first = m.origin.get((kind, name))
+    if first is not None:
+        problems.append(f"{label}: {kind}.{name}: already defined in {first}"
+                        if m.folder else f"{kind}.{name}: defined twice")
+        return False
+    m.origin[(kind, name)] = label
+    return True
+
+
+def _single(m: _Merged, problems: list[str], key: str, value: Any, label: str) -> Any:
+    """The value of a block that one file at most may set (``limits``, ``max_var_len``)."""
+    if value is None:
+        return getattr(m, key)
+    if getattr(m, key) is not None:
+        problems.append(f"{label}: {key}: already set in {m.origin[(key, '')]}"
+                        + (" (limits may come from one file only)" if key == "limits" else ""))
+        return getattr(m, key)
+    m.origin[(key, "")] = label
+    return value
+
+
+def _merge(parts: list[Part], folder: bool) -> tuple[_Merged, list[str]]:
+    """Merge the files' parts: named blocks by name (the same name twice is a problem naming
+    both files), routes concatenated, ``limits``/``max_var_len`` from one file at most."""
+    m = _Merged(folder, known={kind: {n for p in parts for n in p.known.get(kind, ())}
+                               for kind in (*_NAMED, "time_intervals")})
+    problems: list[str] = []
     for p in parts:
         label, part = p.label, p.rules
-        for name, mobiles in part.receivers.items():
-            if claim("receivers", name, label):
-                receivers[name] = list(dict.fromkeys(mobiles))
-        for name, tpl in part.templates.items():
-            if claim("templates", name, label):
-                templates[name] = tpl
+        for kind in _NAMED:
+            target = getattr(m, kind)
+            for name, value in getattr(part, kind).items():
+                if _claim(m, problems, kind, name, label):
+                    target[name] = list(dict.fromkeys(value)) if kind == "receivers" else value
         for i, ti in enumerate(part.time_intervals):
-            if claim("time_intervals", ti.name, label):
-                intervals[ti.name] = ti
+            if _claim(m, problems, "time_intervals", ti.name, label):
+                m.intervals[ti.name] = ti
             elif not folder:
                 problems[-1] = f"time_intervals[{i}].name: {ti.name!r} defined twice"
-        if part.limits is not None:
-            if limits is not None:
-                problems.append(f"{label}: limits: already set in {origin[('limits', '')]}"
-                                " (limits may come from one file only)")
-            else:
-                limits = part.limits
-                origin[("limits", "")] = label
-        if part.max_var_len is not None:
-            if max_var_len is not None:
-                problems.append(f"{label}: max_var_len: already set in "
-                                f"{origin[('max_var_len', '')]}")
-            else:
-                max_var_len = part.max_var_len
-                origin[("max_var_len", "")] = label
-        routes.extend((label, p.route_index[i], r) for i, r in enumerate(part.routes))
+        m.limits = _single(m, problems, "limits", part.limits, label)
+        m.max_var_len = _single(m, problems, "max_var_len", part.max_var_len, label)
+        m.max_mobiles_from = _single(m, problems, "max_mobiles_from", part.max_mobiles_from,
+                                     label)
+        file = label if folder else ""
+        m.routes.extend((RouteId(file, p.route_index[i]), r) for i, r in enumerate(part.routes))
+        m.raw_routes = m.raw_routes or bool(p.raw_routes)
+    return m, problems
 
-    renderer = Renderer(tz)
-    compiled: dict[str, dict[str, JinjaTemplate]] = {}
-    for name, tpl in templates.items():
-        label = origin[("templates", name)]
-        compiled[name] = {}
+
+@dataclass
+class _Compiled:
+    """What compiling produced: Jinja2 templates per variable, the names each template's
+    variables read, schedules with their zones, receivers as mobiles."""
+
+    templates: dict[str, dict[str, JinjaTemplate]]
+    uses: dict[str, frozenset[str]]
+    schedules: dict[str, Schedule]
+    receivers: dict[str, list[str]]
+
+
+def _compile(m: _Merged, renderer: Renderer, tz: str) -> tuple[_Compiled, list[str]]:
+    """Compile the templates (syntax problems with their place) and schedules, and resolve
+    receivers' people to mobiles (an unknown person is left for :func:`_check_references`)."""
+    problems: list[str] = []
+    out = _Compiled({}, {}, {}, {})
+    for name, tpl in m.templates.items():
+        out.templates[name] = {}
         for var, source in tpl.vars.items():
             try:
-                compiled[name][var] = renderer.compile(source)
+                out.templates[name][var] = renderer.compile(source)
             except ValueError as exc:
-                problems.append(f"{pre(label)}templates.{name}.vars.{var}: {exc}")
+                problems.append(f"{m.pre('templates', name)}templates.{name}.vars.{var}: {exc}")
+        out.uses[name] = frozenset().union(*(_names_read(renderer, s) for s in tpl.vars.values()))
+    for name, spec in m.schedules.items():
+        out.schedules[name] = spec.compile(name, tz)
+    for name, entries in m.receivers.items():
+        mobiles = [e if valid_mobile(e) else m.people.get(e, "") for e in entries]
+        out.receivers[name] = list(dict.fromkeys(x for x in mobiles if x))
+    return out, problems
 
-    limits = limits or Limits()
-    templates_known = set(templates) | known["templates"]
-    if limits.storm is not None and limits.storm.template not in templates_known:
-        problems.append(f"{pre(origin[('limits', '')])}limits.storm.template: unknown template "
+
+def _names_read(renderer: Renderer, source: str) -> set[str]:
+    """The context names a variable's source reads (``person``, ``labels``, ...)."""
+    try:
+        return meta.find_undeclared_variables(renderer.env.parse(source))
+    except TemplateSyntaxError:
+        return set()  # reported by compiling
+
+
+def _check_people(m: _Merged) -> list[str]:
+    """Receivers' and schedules' names that are not people; schedules named like receivers."""
+    problems: list[str] = []
+    people = m.names("people", m.people)
+    for name, entries in m.receivers.items():
+        for j, entry in enumerate(entries):
+            if not valid_mobile(entry) and entry not in people:
+                problems.append(f"{m.pre('receivers', name)}receivers.{name}[{j}]: unknown "
+                                f"person {entry!r} (not in people:, not a mobile number)")
+    receivers = m.names("receivers", m.receivers)
+    for name, spec in m.schedules.items():
+        where = f"{m.pre('schedules', name)}schedules.{name}"
+        for place, who in spec.people():
+            if who not in people:
+                problems.append(f"{where}.{place}: unknown person {who!r} (not in people:)")
+        if name in receivers:
+            other = m.origin.get(("receivers", name))
+            problems.append(f"{where}: {name!r} is also a receiver"
+                            + (f" (in {other})" if m.folder and other else "")
+                            + ": schedules and receivers share one namespace")
+    return problems
+
+
+def _check_route(m: _Merged, rid: RouteId, route: Route) -> list[str]:
+    """One route's references: receivers or schedules, templates, time intervals."""
+    where = str(rid)
+    problems: list[str] = []
+    if not route.receivers and route.mobiles_from is None:
+        problems.append(f"{where}.receiver: a route needs a receiver or mobiles_from")
+    pageable = m.names("receivers", m.receivers) | m.names("schedules", m.schedules)
+    for r in route.receivers:
+        if r not in pageable:
+            problems.append(f"{where}.receiver: unknown receiver {r!r}")
+    templates = m.names("templates", m.templates)
+    for key in ("template", "resolved_template"):
+        t = getattr(route, key)
+        if t is not None and t not in templates:
+            problems.append(f"{where}.{key}: unknown template {t!r}")
+    for j, step in enumerate(route.escalate):
+        if step.receiver not in pageable:
+            problems.append(f"{where}.escalate[{j}].receiver: unknown receiver or schedule "
+                            f"{step.receiver!r}")
+        if step.template is not None and step.template not in templates:
+            problems.append(f"{where}.escalate[{j}].template: unknown template "
+                            f"{step.template!r}")
+    intervals = m.names("time_intervals", m.intervals)
+    for key in ("mute_time_intervals", "active_time_intervals"):
+        for j, ti_name in enumerate(getattr(route, key)):
+            if ti_name not in intervals:
+                problems.append(f"{where}.{key}[{j}]: unknown time interval {ti_name!r}")
+    return problems
+
+
+def _check_references(m: _Merged) -> list[str]:
+    """What refers to what, once merged: the storm template, people, and every route
+    (also: at least one route, no two routes of one name)."""
+    problems: list[str] = []
+    limits = m.limits or Limits()
+    if limits.storm is not None and limits.storm.template not in m.names("templates",
+                                                                         m.templates):
+        problems.append(f"{m.pre('limits')}limits.storm.template: unknown template "
                         f"{limits.storm.template!r}")
-
-    if not routes and not any(p.raw_routes for p in parts):
+    problems.extend(_check_people(m))
+    if not m.routes and not m.raw_routes:
         problems.append("routes: no routes: no alert would ever page anyone")
     names: dict[str, str] = {}
-    for label, i, route in routes:
-        where = f"{pre(label)}routes[{i}]"
+    for rid, route in m.routes:
         if route.name is not None:
             if route.name in names:
-                problems.append(f"{where}.name: {route.name!r} is also the name of "
+                problems.append(f"{rid}.name: {route.name!r} is also the name of "
                                 f"{names[route.name]}")
-            names.setdefault(route.name, where)
-        if not route.receivers and route.mobiles_from is None:
-            problems.append(f"{where}.receiver: a route needs a receiver or mobiles_from")
-        for r in route.receivers:
-            if r not in receivers and r not in known["receivers"]:
-                problems.append(f"{where}.receiver: unknown receiver {r!r}")
-        for key in ("template", "resolved_template"):
-            t = getattr(route, key)
-            if t is not None and t not in templates_known:
-                problems.append(f"{where}.{key}: unknown template {t!r}")
-        for key in ("mute_time_intervals", "active_time_intervals"):
-            for j, ti_name in enumerate(getattr(route, key)):
-                if ti_name not in intervals and ti_name not in known["time_intervals"]:
-                    problems.append(f"{where}.{key}[{j}]: unknown time interval {ti_name!r}")
+            names.setdefault(route.name, str(rid))
+        problems.extend(_check_route(m, rid, route))
+    return problems
+
+
+def _build(parts: list[Part], folder: bool, tz: str,
+           version: str) -> tuple[list[str], RuleSet | None]:
+    """Merge, compile and check the parts; returns the problems, and the rules when there
+    are none."""
+    merged, problems = _merge(parts, folder)
+    renderer = Renderer(tz)
+    compiled, compile_problems = _compile(merged, renderer, tz)
+    problems += compile_problems + _check_references(merged)
     if problems:
         return problems, None
+    ids = [rid for rid, _ in merged.routes]
+    routes = [r for _, r in merged.routes]
     return [], RuleSet(
-        receivers=receivers, templates=templates, time_intervals=intervals, limits=limits,
-        max_var_len=max_var_len or DEFAULT_MAX_VAR_LEN, routes=[r for _, _, r in routes],
-        route_names=[r.name or f"routes[{n}]" for n, (_, _, r) in enumerate(routes)],
-        compiled=compiled, renderer=renderer, files=[p.label for p in parts],
-        version=version,
+        receivers=compiled.receivers, templates=merged.templates,
+        time_intervals=merged.intervals, limits=merged.limits or Limits(),
+        max_var_len=merged.max_var_len or DEFAULT_MAX_VAR_LEN, routes=routes,
+        route_names=[r.name or str(rid) for rid, r in merged.routes],
+        compiled=compiled.templates, renderer=renderer, files=[p.label for p in parts],
+        version=version, people=dict(merged.people), schedules=compiled.schedules,
+        route_ids=ids, uses=compiled.uses,
+        max_mobiles_from=merged.max_mobiles_from or DEFAULT_MAX_MOBILES_FROM,
     )

@@ -1,8 +1,9 @@
 """The rules file as pydantic models (SPEC "Rules file").
 
 Validation here is per file and structural: types, durations, mobile numbers, matcher syntax,
-variable names, time interval syntax. Cross-references (a route naming a receiver, template or
-time interval) are checked by :mod:`bridge.rules.load` once every file is merged.
+variable names, time interval and schedule syntax. Cross-references (a route naming a receiver,
+schedule, template or time interval; a receiver or schedule naming a person) are checked by
+:mod:`bridge.rules.load` once every file is merged.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pydantic import (
 
 from bridge.config import parse_duration
 from bridge.matchers import Matcher, parse_matcher
+from bridge.oncall import ScheduleSpec
 from bridge.timeintervals import NamedTimeInterval
 
 MOBILE_RE = re.compile(r"^1[3-9]\d{9}$")
@@ -44,6 +46,21 @@ def _mobile(value: object) -> str:
     return value
 
 
+_LOOKS_LIKE_NUMBER = re.compile(r"[+\d][\d\s-]*")
+
+
+def _receiver_entry(value: object) -> str:
+    """A receiver entry: a mobile number (checked here) or a person's name (checked against
+    ``people:`` once every file is merged)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _mobile(value)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("a receiver entry is a person's name or an 11-digit mobile number")
+    if _LOOKS_LIKE_NUMBER.fullmatch(value.strip()):
+        return _mobile(value)
+    return value.strip()
+
+
 def _duration(value: Any) -> float:
     return parse_duration(value)
 
@@ -63,6 +80,7 @@ def _var_name(value: str) -> str:
 
 
 Mobile = Annotated[str, BeforeValidator(_mobile)]
+ReceiverEntry = Annotated[str, BeforeValidator(_receiver_entry)]
 Duration = Annotated[float, BeforeValidator(_duration)]
 MatcherField = Annotated[Matcher, PlainValidator(_matcher)]
 VarName = Annotated[str, AfterValidator(_var_name)]
@@ -98,8 +116,20 @@ class Limits(_Strict):
     storm: Storm | None = None
 
 
+class EscalationStep(_Strict):
+    """One ``escalate:`` step of a route: ``after`` seconds from the route's first queued SMS
+    of an episode, page ``receiver`` (a receiver or schedule) with ``template`` (default: the
+    route's ``template``) unless the episode was acknowledged or resolved."""
+
+    after: Duration = Field(gt=0)
+    receiver: str
+    template: str | None = None
+
+
 class Route(_Strict):
-    """One route: when every matcher holds, page ``receiver`` (+ ``mobiles_from``)."""
+    """One route: when every matcher holds, page ``receiver`` (+ ``mobiles_from``).
+
+    ``receiver`` names receivers or schedules (one namespace), one or a list."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -107,12 +137,15 @@ class Route(_Strict):
     matchers: list[MatcherField] = Field(default_factory=list)
     receiver: str | list[str] | None = None
     mobiles_from: str | None = None
+    #: at most this many numbers from ``mobiles_from`` per alert (None: the file's, else 10)
+    max_mobiles_from: int | None = Field(default=None, ge=1, le=1000)
     template: str
     resolved_template: str | None = None
     repeat_interval: Duration = Field(default=4 * 3600.0, gt=0)
     continue_: bool = Field(default=False, alias="continue")
     mute_time_intervals: list[str] = Field(default_factory=list)
     active_time_intervals: list[str] = Field(default_factory=list)
+    escalate: list[EscalationStep] = Field(default_factory=list)
 
     @property
     def receivers(self) -> list[str]:
@@ -125,11 +158,14 @@ class Route(_Strict):
 class RulesFile(_Strict):
     """One rules file; in a folder each file holds a part of the whole."""
 
-    receivers: dict[str, list[Mobile]] = Field(default_factory=dict)
+    people: dict[str, Mobile] = Field(default_factory=dict)
+    receivers: dict[str, list[ReceiverEntry]] = Field(default_factory=dict)
+    schedules: dict[str, ScheduleSpec] = Field(default_factory=dict)
     templates: dict[str, Template] = Field(default_factory=dict)
     time_intervals: list[NamedTimeInterval] = Field(default_factory=list)
     limits: Limits | None = None
     max_var_len: int | None = Field(default=None, ge=2, le=500)
+    max_mobiles_from: int | None = Field(default=None, ge=1, le=1000)
     routes: list[Route] = Field(default_factory=list)
 
     @field_validator("receivers")

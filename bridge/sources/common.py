@@ -230,6 +230,7 @@ def parse_group(payload: Any, source: Source, *, with_values: bool = False) -> B
                 ends_at=lenient(parse_time, item.get("endsAt"), f"{where}.endsAt", None,
                                 "read as missing"),
                 generator_url=opt_str(item.get("generatorURL")),
+                silence_url=opt_str(item.get("silenceURL")),
                 values=lenient(_values, item.get("values"), f"{where}.values", {},
                                "read as empty") if with_values else {},
             )

@@ -16,7 +16,8 @@ from bridge.alert import Alert, Batch, Status, labels_fingerprint
 from bridge.errors import PayloadError
 from bridge.sources.common import opt_str, parse_group, require_object, str_map
 
-_LEGACY_FIELDS = ("ruleName", "state", "evalMatches")
+#: Fields that make a body without ``alerts`` a legacy dashboard alert.
+LEGACY_FIELDS = ("ruleName", "state", "evalMatches")
 _LEGACY_STATUS: dict[str, Status] = {"alerting": "firing", "no_data": "firing", "ok": "resolved"}
 _LEGACY_IGNORED = ("paused", "pending")
 
@@ -32,7 +33,7 @@ def parse(payload: Any) -> Batch:
     ``"body must be a JSON object"``, ``"missing alerts"``, ``"alerts[0]: missing labels"``.
     """
     body = require_object(payload)
-    if body.get("alerts") is None and any(name in body for name in _LEGACY_FIELDS):
+    if body.get("alerts") is None and any(name in body for name in LEGACY_FIELDS):
         return parse_legacy(body)
     return parse_group(body, "grafana", with_values=True)
 

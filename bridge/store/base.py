@@ -16,9 +16,12 @@ import abc
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-from bridge.config import REDIS_SCHEMES, redact_url
+from bridge.episodes import Episode, Paged, StepClaim, StepState
+from bridge.plan import EpisodeMark, Notification
+from bridge.privacy import redact_url
 
 State = Literal["queued", "sent", "retrying", "failed", "suppressed", "held"]
 STATES: tuple[State, ...] = ("queued", "sent", "retrying", "failed", "suppressed", "held")
@@ -26,42 +29,75 @@ STATES: tuple[State, ...] = ("queued", "sent", "retrying", "failed", "suppressed
 PENDING: tuple[State, ...] = ("queued", "retrying", "held")
 
 
+#: An episode never resolved (its resolved webhook never came) is pruned this long after
+#: ``before`` (seconds): 30 days more than the retention.
+EPISODE_STALE = 30 * 86400.0
+
+
+def dedup_key(mobile: str, fingerprint: str, status: str, episode: str) -> str:
+    """The dedup key of a notification: ``mobile|fingerprint|status|episode``."""
+    return f"{mobile}|{fingerprint}|{status}|{episode}"
+
+
+def episode_text(start: float) -> str:
+    """The episode string of an episode that began at ``start`` (UNIX seconds): its UTC ISO
+    form, as :func:`bridge.plan.episode_from_start` writes a ``startsAt``."""
+    return datetime.fromtimestamp(start, UTC).isoformat()
+
+
 @dataclass(frozen=True)
-class Notification:
-    """One SMS decided for one mobile about one alert (the output of :mod:`bridge.plan`).
+class PolicyRow:
+    """One row of the paging policy: in sub-step ``step``, when ``condition`` holds, the
+    notification ends ``state`` with ``reason`` (``None``: the plan's own reason); ``stored``
+    says whether a row is written (else it is only counted); ``effect`` is what the sub-step
+    writes whether or not its condition held (the state later rows and later webhooks read)."""
 
-    The dedup key is ``(mobile, fingerprint, status, episode)``; ``episode`` is the alert's
-    ``startsAt`` as an ISO string (the firing episode). ``variables`` are already rendered and
-    cut; ``repeat_interval`` is seconds. ``state`` is ``queued`` unless the plan already
-    decided ``suppressed`` (e.g. reason ``muted``).
-    """
+    step: str
+    condition: str
+    state: State
+    reason: str | None
+    stored: bool
+    effect: str = ""
 
-    mobile: str
-    fingerprint: str
-    status: Literal["firing", "resolved"]
-    episode: str
-    route: str
-    alertname: str
-    tpl_id: int
-    variables: dict[str, str]
-    repeat_interval: float = 4 * 3600.0
-    state: State = "queued"
-    reason: str = ""
 
-    @property
-    def dedup_key(self) -> str:
-        """``mobile|fingerprint|status|episode``."""
-        return f"{self.mobile}|{self.fingerprint}|{self.status}|{self.episode}"
-
-    @property
-    def firing_key(self) -> str:
-        """The dedup key of the firing notification of the same episode."""
-        return f"{self.mobile}|{self.fingerprint}|firing|{self.episode}"
-
-    @property
-    def resolved_key(self) -> str:
-        """The dedup key of the resolved notification of the same episode."""
-        return f"{self.mobile}|{self.fingerprint}|resolved|{self.episode}"
+#: The paging policy of :meth:`Store.record`, the one place it is written down (issue 16).
+#: Before the rows, sub-step ``episodes`` settles the episode of alerts without ``startsAt``:
+#: for each :class:`bridge.plan.EpisodeMark` that is firing the stored start, else ``now``
+#: stored as the start; an ``untimed`` notification's episode becomes the stored start's
+#: :func:`episode_text` (``""`` when none: a resolved never seen firing). After the rows, the
+#: episodes of resolved marks are closed. Then each notification, in order, goes down the rows
+#: and stops at the first whose condition holds; the dedup keys are computed inside the step
+#: from the settled episode (:func:`dedup_key`). Both implementations name these sub-steps in
+#: the same order (``sqlite.py`` ``_decide``, ``redis.py`` ``RECORD_LUA``: comments
+#: ``policy row: <step>``); a third store is written from this table alone.
+PAGING_POLICY: tuple[PolicyRow, ...] = (
+    PolicyRow("planned", "the plan decided it suppressed (muted)", "suppressed", None, True),
+    PolicyRow("dedup", "firing whose dedup key was recorded less than its repeat_interval ago,"
+              " or resolved whose dedup key was recorded at all", "suppressed", "duplicate",
+              False),
+    PolicyRow("already_resolved", "firing whose episode was already resolved for that mobile"
+              " (a stale or out-of-order redelivery)", "suppressed", "already resolved",
+              False),
+    PolicyRow("acknowledged", "firing of an episode that was acknowledged (repeats and"
+              " escalation pages)", "suppressed", "acknowledged", True),
+    PolicyRow("resolved_pairing", "resolved whose firing of the same episode was not paged to"
+              " that mobile", "suppressed", "not paged", False,
+              effect="its dedup key is recorded not paged, so a late firing of the episode is"
+                     " 'already resolved'"),
+    PolicyRow("per_day", "per_day SMS were already queued on policy.day (all mobiles)",
+              "suppressed", "per_day limit", True,
+              effect="from here on the dedup key is recorded at now, paged only when no limit"
+                     " row holds (a limited firing never pairs a resolved)"),
+    PolicyRow("per_mobile_per_hour", "per_mobile_per_hour SMS to that mobile were queued in the"
+              " last 3600 s", "suppressed", "per_mobile_per_hour limit", True),
+    PolicyRow("storm", "more than storm_threshold SMS for that mobile in its storm window (one"
+              " opens at the first SMS past a closed window, lasting storm_window)", "held",
+              "storm", True,
+              effect="the window counts every notification that reaches this row; a held one"
+                     " is due when the window ends"),
+    PolicyRow("queued", "otherwise", "queued", "", True,
+              effect="counts for per_day and per_mobile_per_hour; due now"),
+)
 
 
 @dataclass(frozen=True)
@@ -88,6 +124,8 @@ class Outcome:
     state: State
     reason: str
     id: str | None = None
+    #: the alert episode the notification paged for (firing queued/held), else ``None``
+    episode_id: str | None = None
 
 
 @dataclass
@@ -138,7 +176,9 @@ class Claim:
     """The due items of one mobile, leased to one deliverer until ``lease_until``.
 
     The deliverer sends them (one SMS, or one storm SMS for several) and then calls
-    ``mark_sent`` / ``mark_retry`` / ``mark_failed`` / ``release`` for every item.
+    ``mark_sent`` / ``mark_retry`` / ``mark_failed`` / ``release`` for every item, with
+    ``token``: the lease's fence (a mark carrying another token changes nothing). While the
+    claim is held the mobile is held too (no other claim of it until a mark ends the hold).
     ``gapped`` is true when some of the items arrived while the mobile's pacing gap ran, i.e.
     they piled up and may be folded into one storm SMS.
     """
@@ -147,6 +187,7 @@ class Claim:
     items: list[Item] = field(default_factory=list)
     lease_until: float = 0.0
     gapped: bool = False
+    token: str = ""
 
 
 def dumps_vars(variables: dict[str, str]) -> str:
@@ -155,63 +196,129 @@ def dumps_vars(variables: dict[str, str]) -> str:
 
 
 class Store(abc.ABC):
-    """Dedup state and durable outbox. See the module docstring for the common rules."""
+    """Dedup state and durable outbox. See the module docstring for the common rules.
+
+    Isolation: :meth:`record` must run as if alone (serialisable) across every process and
+    machine sharing the store: it reads dedup records, episode starts, day and hour counts and
+    the storm window and writes them back in one step, so two webhooks carrying the same alert
+    at the same moment see each other's writes, never an interleaving of them; and it is
+    all-or-nothing, so a webhook answered 503 and sent again is decided as if it came first.
+    :meth:`claim` needs the same for leases; marks are fenced by the claim's token.
+    """
 
     url: str = ""
 
     @abc.abstractmethod
-    def record(self, notes: Sequence[Notification], policy: Policy, now: float) -> list[Outcome]:
-        """**Atomically** decide and store a webhook's notifications, in order.
+    def record(self, notes: Sequence[Notification], policy: Policy, now: float,
+               episodes: Sequence[EpisodeMark] = (),
+               resolved: Sequence[tuple[str, str]] = ()) -> list[Outcome]:
+        """**Atomically** settle ``episodes`` and decide and store a webhook's notifications,
+        in order, by :data:`PAGING_POLICY`, keeping the alert episodes (see "episodes" below;
+        ``resolved``: the (fingerprint, episode) of the batch's resolved alerts, episode ``""``
+        for an alert without startsAt, settled like its notifications).
 
-        For each notification: ``suppressed`` ones from the plan (``muted``) are stored as they
-        are; a firing one whose dedup key was recorded less than ``repeat_interval`` ago is a
-        ``duplicate``, and one whose episode already resolved is ``already resolved`` (a stale
-        or out-of-order redelivery; both only counted, not stored); a resolved one is stored
-        only when the firing of the same episode was paged to that mobile and it was not already
-        recorded (else ``not paged`` / ``duplicate``; either way the episode is marked resolved
-        for that mobile); then ``policy`` applies: ``per_day`` and
-        ``per_mobile_per_hour`` (counting SMS queued or sent) turn it ``suppressed`` with the
-        limit's name as reason; past ``storm_threshold`` SMS for one mobile within a storm window
-        it is ``held`` until the window ends; otherwise it is ``queued`` and due now.
-        Returns one :class:`Outcome` per notification, in order.
+        Returns one :class:`Outcome` per notification, in order; its ``notification`` carries
+        the settled episode.
         """
 
+    # -- episodes (EPISODES.md; bridge/episodes.py) -----------------------------------------
+    # Inside record's one atomic step, after a notification's policy rows (sub-steps named
+    # ``episode: <name>`` in both stores): ``upsert`` (a firing that ends queued or held creates
+    # its episode when missing, with the notification's info and steps due at now + after),
+    # ``paged`` (adds the mobile's Paged entry once, and fills its ack code: the one stored for
+    # the (episode, mobile), else a new unique one), ``resolved close`` (after the batch: each
+    # (fingerprint, episode) of ``resolved`` marks its episode resolved at now and cancels
+    # its pending steps, reason ``resolved``). Row ``acknowledged`` of PAGING_POLICY reads the
+    # episode's state.
+
     @abc.abstractmethod
-    def claim(self, now: float, lease: float, min_gap: float, max_mobiles: int,
+    def episodes_for(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Episode]:
+        """The stored episodes of ``(fingerprint, episode)`` keys (those that have one); reads
+        only."""
+
+    @abc.abstractmethod
+    def episodes(self, state: str | None = None, limit: int = 50) -> list[Episode]:
+        """Stored episodes, newest (created) first, optionally of one state."""
+
+    @abc.abstractmethod
+    def episode(self, id: str) -> Episode | None:
+        """The episode ``id``, or ``None``."""
+
+    @abc.abstractmethod
+    def episode_by_code(self, code: str, now: float) -> tuple[Episode, Paged] | None:
+        """The episode and Paged entry an ack code was sent with; ``None`` when unknown or
+        expired (24 h after the episode resolved)."""
+
+    @abc.abstractmethod
+    def acknowledge(self, id: str, by: str, via: str, now: float) -> tuple[Episode, bool]:
+        """**Atomically** acknowledge a firing episode: ``by`` (a name or masked mobile),
+        ``via`` (link, page, api) at ``now``; cancels its pending steps (reason
+        ``acknowledged by BY``). The bool is true when this call acknowledged it; false when it
+        was already acknowledged or resolved (the first acknowledgement stands). Raises
+        ``KeyError`` for an unknown id."""
+
+    @abc.abstractmethod
+    def unknown_code_hit(self, client: str, now: float) -> int:
+        """**Atomically** count one unknown-code try by ``client`` in the fixed minute of
+        ``now``; returns the count so far in that minute."""
+
+    @abc.abstractmethod
+    def claim_steps(self, now: float, lease: float, limit: int = 20) -> list[StepClaim]:
+        """**Atomically** lease pending steps due at ``now`` (``due_at <= now``, no unexpired
+        lease) until ``now + lease``, at most ``limit``, oldest due first."""
+
+    @abc.abstractmethod
+    def finish_step(self, claim: StepClaim, state: StepState, reason: str,
+                    now: float) -> bool:
+        """**Atomically** end a claimed step ``done`` or ``cancelled`` with ``reason``; false
+        (nothing changed) when the lease lapsed and the step was claimed again, or it is no
+        longer pending (e.g. cancelled by an acknowledgement meanwhile)."""
+
+    @abc.abstractmethod
+    def claim(self, now: float, lease: float, max_mobiles: int,
               max_items: int = 0) -> list[Claim]:
         """**Atomically** lease due items, grouped by mobile, to the caller.
 
         An item is due when its state is pending (queued, retrying, held), its ``due_at`` has
-        passed and no unexpired lease holds it. A mobile is skipped while its pacing gap runs
-        (``min_gap`` seconds after its last claim); claiming a mobile starts its gap. Returns at
-        most ``max_mobiles`` claims; each claim holds the due items of its mobile, oldest first:
-        all of them, or at most ``max_items`` when that is above 0 (the rest stay due).
+        passed and no unexpired lease holds it. A mobile is skipped while its pacing gap runs or
+        while another claim holds it; claiming a mobile holds it until ``now + lease`` (a mark
+        with ``pace_until`` turns the hold into the gap, or ends it). Returns at most
+        ``max_mobiles`` claims, each with a fresh ``token``; each holds the due items of its
+        mobile, oldest first: all of them, or at most ``max_items`` when that is above 0
+        (the rest stay due).
         """
 
+    # Marks: each changes only the items still leased under ``token`` (the others were claimed
+    # again after this lease lapsed: ignored, and the caller logs it) and returns how many it
+    # changed. ``pace_until`` (UNIX seconds) ends the mobile's hold: its pacing gap now ends
+    # then (``now`` or earlier: no gap); ``None`` leaves hold or gap as they are. Only a send
+    # that may have gone out should book a gap.
     @abc.abstractmethod
-    def mark_sent(self, ids: Sequence[str], sid: str, fee: int, now: float,
-                  reason: str = "") -> None:
-        """Mark items sent with Juhe's ``sid`` and ``fee``; ends their lease."""
+    def mark_sent(self, ids: Sequence[str], sid: str, fee: int, now: float, reason: str = "",
+                  *, token: str, pace_until: float | None) -> int:
+        """Mark items sent with Juhe's ``sid`` and ``fee``; counts an attempt; ends the lease."""
 
     @abc.abstractmethod
-    def mark_retry(self, ids: Sequence[str], due_at: float, reason: str, now: float) -> None:
+    def mark_retry(self, ids: Sequence[str], due_at: float, reason: str, now: float, *,
+                   token: str, pace_until: float | None) -> int:
         """Mark items ``retrying``, due again at ``due_at``; counts an attempt; ends the lease."""
 
     @abc.abstractmethod
-    def mark_failed(self, ids: Sequence[str], reason: str, now: float) -> None:
-        """Mark items ``failed`` for good with ``reason``; ends their lease."""
+    def mark_failed(self, ids: Sequence[str], reason: str, now: float, *, token: str,
+                    pace_until: float | None) -> int:
+        """Mark items ``failed`` for good with ``reason``; counts an attempt; ends the lease.
+        A failed SMS did not page: its dedup record is deleted, so a later re-send of the same
+        alert pages again (and a resolved is not paired with a failed firing)."""
 
     @abc.abstractmethod
-    def release(self, ids: Sequence[str], due_at: float) -> None:
-        """Give leased items back unchanged, due again at ``due_at`` (pacing)."""
+    def release(self, ids: Sequence[str], due_at: float, *, token: str,
+                pace_until: float | None = None) -> int:
+        """Give leased items back unchanged, due again at ``due_at``; ends their lease."""
 
     @abc.abstractmethod
-    def episode_start(self, fingerprint: str, firing: bool, now: float) -> float | None:
-        """**Atomically** get the start of an alert's current episode, for sources that send no
-        ``startsAt`` (legacy Grafana). Firing: the stored start, or ``now`` stored as the start.
-        Resolved: the stored start (``None`` if never seen firing), and the episode is closed.
-        """
-
+    def episode_of(self, fingerprint: str) -> str | None:
+        """The stored episode (:func:`episode_text`) of an alert without ``startsAt``, or
+        ``None``; reads only (what templates see; :meth:`record` settles it)."""
     @abc.abstractmethod
     def recent(self, limit: int = 50, state: str | None = None,
                mobile: str | None = None) -> list[Item]:
@@ -224,7 +331,9 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def prune(self, before: float) -> int:
         """Delete finished items (sent, failed, suppressed) and dedup records last touched
-        before ``before``; returns how many items were deleted. Never blocks webhooks long."""
+        before ``before``, and episodes resolved before ``before`` or created before ``before -
+        EPISODE_STALE`` (with their Paged entries, codes and steps); returns how many items
+        were deleted. Never blocks webhooks long."""
 
     @abc.abstractmethod
     def set_status(self, key: str, value: str | None) -> None:
@@ -250,21 +359,3 @@ class Store(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections (safe to call twice)."""
-
-
-def open_store(url: str, *, redis_wait: int = 0, redis_wait_timeout: float = 1.0) -> Store:
-    """Open the store a ``BRIDGE_STORE`` URL names: ``sqlite:///PATH``, or Redis
-    (``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://``, ``redis+cluster://``; see
-    :class:`bridge.store.redis.RedisStore`) with ``redis_wait`` replicas confirming each write
-    within ``redis_wait_timeout`` seconds (``BRIDGE_REDIS_WAIT``). Raises ``ValueError``
-    otherwise."""
-    if url.startswith("sqlite:///"):
-        from bridge.store.sqlite import SqliteStore
-
-        return SqliteStore(url[len("sqlite:///"):])
-    if url.startswith(REDIS_SCHEMES):
-        from bridge.store.redis import RedisStore
-
-        return RedisStore(url, wait=redis_wait, wait_timeout=redis_wait_timeout)
-    scheme = url.split(":", 1)[0]
-    raise ValueError(f"BRIDGE_STORE: expected sqlite:///PATH or redis://..., got {scheme}:")

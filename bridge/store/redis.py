@@ -29,14 +29,14 @@ float comes back exactly as it went in (Lua numbers are doubles; a number is nev
 text inside a script, which would keep only 14 digits).
 
 Key map (``{prefix}`` is ``{bridge}:`` unless configured, always starting with a hash tag; ``{m}``
-a mobile, ``{id}`` an item id; with ``BRIDGE_REDIS_WAIT`` > 0 the steps record, episode_start,
-mark_sent/retry/failed and ping are followed by ``WAIT``)::
+a mobile, ``{id}`` an item id; with ``BRIDGE_REDIS_WAIT`` > 0 the steps record, acknowledge,
+finish_step, mark_sent/retry/failed and ping are followed by ``WAIT``)::
 
     {prefix}seq                    string  INCR counter; item ids are its values, as text
     {prefix}item:{id}              hash    one stored notification: id mobile fingerprint status
                                            episode route alertname tpl_id variables (JSON text)
                                            state reason created_at updated_at due_at lease_until
-                                           attempts [first_attempt_at sid fee]
+                                           attempts [lease_token first_attempt_at sid fee]
     {prefix}items                  zset    every item id, score = id            (recent)
     {prefix}state:{state}          zset    item ids in that state, score = id   (counts, recent)
     {prefix}done                   zset    finished (sent/failed/suppressed) ids,
@@ -52,14 +52,34 @@ mark_sent/retry/failed and ping are followed by ``WAIT``)::
     {prefix}due                    zset    mobiles with pending items, score = when the mobile
                                            can next be claimed = max(its first claimable item,
                                            its pacing gap's end)                (claim)
-    {prefix}pace                   zset    mobile -> end of its pacing gap (last claim + min_gap)
+    {prefix}pace                   zset    mobile -> end of its hold (a claim's lease) or of its
+                                           pacing gap (last send that may have gone out +
+                                           min_gap), as the last claim or mark set it
     {prefix}dedup:{key}            hash    dedup record of ``mobile|fingerprint|status|episode``:
                                            at (last recorded) paged (0/1); expires
                                            max(dedup_ttl, repeat_interval) after it was written
     {prefix}dedup                  zset    dedup keys, score = at (prune); trimmed on record to
                                            the last ``dedup_ttl`` seconds
     {prefix}day:{day}              string  SMS queued on that day (per_day); expires after 3 days
-    {prefix}episode:{fingerprint}  string  start of the alert's current episode (legacy Grafana)
+    {prefix}episode:{fingerprint}  string  the current episode of an alert without startsAt
+                                           (legacy Grafana), as text (base.episode_text)
+    {prefix}ep:{eid}               string  one alert episode (bridge/episodes.py) as JSON text:
+                                           id fp ep alertname labels annotations summary
+                                           starts_at
+                                           silence_url route state ack_by ack_at ack_via
+                                           resolved_at created_at paged[] steps[]; times are
+                                           text ("" for none); paged: mobile route rt at level
+                                           item code; steps: index after receiver template
+                                           due_at state reason lease token
+    {prefix}epkey:{fp}|{episode}   string  the episode id of (fingerprint, episode)
+    {prefix}epcode:{code}          string  the episode id an ack code was sent for
+    {prefix}episodes               zset    episode ids, score = created_at   (episodes())
+    {prefix}epstate:{state}        zset    episode ids in that state, score = created_at
+    {prefix}epresolved             zset    resolved episode ids, score = resolved_at (prune)
+    {prefix}steps                  zset    ``{eid}|{index}`` of pending steps, score = when
+                                           claimable = max(due_at, lease)   (claim_steps)
+    {prefix}unknown:{client}:{min} string  unknown ack codes tried by a client in one minute
+                                           (min = now // 60); expires after 120 s
     {prefix}status                 hash    shared status notes (e.g. ``juhe_config``)
     {prefix}ping                   string  written by :meth:`RedisStore.ping`
 
@@ -74,9 +94,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import secrets
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, cast
 
 import redis
@@ -93,9 +115,32 @@ from redis.exceptions import (
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from bridge.config import parse_redis_url, redact_url
+from bridge.config import parse_redis_url
+from bridge.episodes import (
+    ACK_PLACEHOLDER,
+    Episode,
+    Paged,
+    Step,
+    StepClaim,
+    StepState,
+    code_expired,
+    new_code,
+    new_id,
+)
 from bridge.errors import StoreUnavailable, StoreUnconfirmed
-from bridge.store.base import STATES, Claim, Item, Notification, Outcome, Policy, State, Store
+from bridge.plan import EpisodeMark, Notification
+from bridge.privacy import redact_url
+from bridge.store.base import (
+    EPISODE_STALE,
+    STATES,
+    Claim,
+    Item,
+    Outcome,
+    Policy,
+    State,
+    Store,
+    episode_text,
+)
 
 #: The default key prefix: one hash tag, so every key of the bridge is in one cluster slot.
 DEFAULT_PREFIX = "{bridge}:"
@@ -128,11 +173,13 @@ local PENDING = {queued = true, retrying = true, held = true}
 """
 
 RECORD_LUA = _LUA_HELPERS + """
--- record: decide and store a webhook's notifications, in order, atomically.
+-- record: settle episodes, then decide and store a webhook's notifications, in order,
+-- atomically, by the paging policy table (bridge/store/base.py PAGING_POLICY; the comments
+-- "policy row: <step>" below name its rows, in its order).
 -- KEYS[1]  {prefix}seq       item id counter
 -- KEYS[2]  {prefix}items     zset of all ids
 -- KEYS[3]  {prefix}due       zset mobile -> claimable at
--- KEYS[4]  {prefix}pace      zset mobile -> end of pacing gap
+-- KEYS[4]  {prefix}pace      zset mobile -> end of hold or pacing gap
 -- KEYS[5]  {prefix}dedup     zset dedup key -> at
 -- KEYS[6]  {prefix}done      zset finished id -> updated_at
 -- KEYS[7]  {prefix}storms    zset mobile -> storm window end
@@ -148,10 +195,19 @@ RECORD_LUA = _LUA_HELPERS + """
 -- ARGV[10] now - dedup_ttl: dedup index entries older than this are trimmed
 -- ARGV[11] now - 7200: per-hour entries older than this are trimmed
 -- ARGV[12] JSON list of notifications: {m, fp, st, ep, route, an, tpl, vars (JSON text),
---          ri (repeat_interval seconds), state, reason, dk (dedup key), fk (firing key),
---          rk (resolved key)}
--- Returns one {state, reason, id} per notification, in order; id is '' when nothing was
--- stored (duplicate, not paged).
+--          ri (repeat_interval seconds), state, reason, ut (1: untimed, the episode is
+--          settled here)}
+-- ARGV[13] JSON list of episode marks: {fp, f (1 firing, 0 resolved)}
+-- ARGV[14] the episode text of an episode beginning now (UTC ISO, base.episode_text)
+-- ARGV[15] the ack code placeholder (bridge.episodes.ACK_PLACEHOLDER, utf-8)
+-- ARGV[16] JSON list of fresh ack codes (from secrets; used in order, skipping taken ones)
+-- ARGV[17] JSON list of fresh episode ids (used in order)
+-- ARGV[18] JSON list of resolved alerts' {fingerprint, episode ('' = settled here)}
+-- A notification also carries: rt (resolved_template, '' none), lv (level), steps (list of
+-- {after, receiver, template, due (text)}), info ({labels, summary, starts_at (text or
+-- ''), silence_url}) for firing ones.
+-- Returns one {state, reason, id, episode, episode id} per notification, in order; id is ''
+-- when nothing was stored (duplicate, not paged), episode id '' when it paged for none.
 local P = ARGV[1]
 local now_s = ARGV[2]
 local now = tonumber(now_s)
@@ -162,10 +218,136 @@ local storm_window = tonumber(ARGV[7])
 local day = ARGV[8]
 local dedup_ttl = tonumber(ARGV[9])
 local notes = cjson.decode(ARGV[12])
+local marks = cjson.decode(ARGV[13])
 local touched = {}
 local out = {}
 
+local function key_of(n, status)
+  return n.m .. '|' .. n.fp .. '|' .. status .. '|' .. n.ep
+end
+
+local PH = ARGV[15]
+local fresh_codes = cjson.decode(ARGV[16])
+local fresh_ids = cjson.decode(ARGV[17])
+local resolved_keys = cjson.decode(ARGV[18])
+local next_code, next_id = 1, 1
+
+-- the ack code placeholder in a notification's variables (JSON text) replaced by code
+local function fill(s, code)
+  local parts, i = {}, 1
+  while true do
+    local a, b = string.find(s, PH, i, true)
+    if not a then
+      break
+    end
+    parts[#parts + 1] = string.sub(s, i, a - 1)
+    parts[#parts + 1] = code
+    i = b + 1
+  end
+  parts[#parts + 1] = string.sub(s, i)
+  return table.concat(parts)
+end
+
+local function load_episode(eid)
+  local raw = redis.call('GET', P .. 'ep:' .. eid)
+  if not raw then
+    return nil
+  end
+  local e = cjson.decode(raw)
+  if e.paged == nil or next(e.paged) == nil then
+    e.paged = {}
+  end
+  if e.steps == nil or next(e.steps) == nil then
+    e.steps = {}
+  end
+  return e
+end
+
+local function save_episode(e)
+  redis.call('SET', P .. 'ep:' .. e.id, cjson.encode(e))
+end
+
+local function episode_id_of(fp, ep)
+  return redis.call('GET', P .. 'epkey:' .. fp .. '|' .. ep)
+end
+
+local function paged_entry(e, m)
+  for _, p in ipairs(e.paged) do
+    if p.mobile == m then
+      return p
+    end
+  end
+  return nil
+end
+
+-- episode sub-step upsert: the notification's episode, created (steps due at now + after)
+-- when missing
+local function episode_upsert(n)
+  local eid = episode_id_of(n.fp, n.ep)
+  if eid then
+    return load_episode(eid)
+  end
+  eid = fresh_ids[next_id]
+  next_id = next_id + 1
+  local info = n.info or {}
+  local e = {id = eid, fp = n.fp, ep = n.ep, alertname = n.an, labels = info.labels or {},
+    summary = info.summary or '', starts_at = info.starts_at or '',
+    silence_url = info.silence_url or '', annotations = info.annotations or {},
+    route = n.route, state = 'firing', ack_by = '',
+    ack_at = '', ack_via = '', resolved_at = '', created_at = now_s, paged = {}, steps = {}}
+  for i, st in ipairs(n.steps or {}) do
+    e.steps[i] = {index = i, after = st.after, receiver = st.receiver, template = st.template,
+      due_at = st.due, state = 'pending', reason = '', lease = '0', token = ''}
+    redis.call('ZADD', P .. 'steps', st.due, eid .. '|' .. i)
+  end
+  redis.call('SET', P .. 'epkey:' .. n.fp .. '|' .. n.ep, eid)
+  redis.call('ZADD', P .. 'episodes', now_s, eid)
+  redis.call('ZADD', P .. 'epstate:firing', now_s, eid)
+  return e
+end
+
+-- episode sub-step code: the stored code of (episode, mobile), else a fresh unique one
+local function episode_code(e, n)
+  local p = paged_entry(e, n.m)
+  if p and p.code ~= '' then
+    return p.code
+  end
+  while true do
+    local c = fresh_codes[next_code]
+    next_code = next_code + 1
+    if redis.call('EXISTS', P .. 'epcode:' .. c) == 0 then
+      return c
+    end
+  end
+end
+
+-- episode sub-step paged: the mobile's Paged entry, once (a repeat only fills a missing code)
+local function episode_paged(e, n, id, code)
+  local p = paged_entry(e, n.m)
+  if p == nil then
+    e.paged[#e.paged + 1] = {mobile = n.m, route = n.route, rt = n.rt or '', at = now_s,
+      level = n.lv or 0, item = id, code = code or ''}
+  elseif p.code == '' and code then
+    p.code = code
+  end
+  if code then
+    redis.call('SET', P .. 'epcode:' .. code, e.id)
+  end
+  save_episode(e)
+end
+
 local function store(n, state, reason, due)
+  if string.find(n.vars, PH, 1, true) then
+    -- a template reading ack_code that pages for no episode: the stored code, else ''
+    local code = ''
+    local eid = episode_id_of(n.fp, n.ep)
+    local e = eid and load_episode(eid)
+    local p = e and paged_entry(e, n.m)
+    if p then
+      code = p.code
+    end
+    n.vars = fill(n.vars, code)
+  end
   local id = redis.call('INCR', KEYS[1])
   local key = P .. 'item:' .. id
   redis.call('HSET', key, 'id', id, 'mobile', n.m, 'fingerprint', n.fp, 'status', n.st,
@@ -189,6 +371,18 @@ local function store(n, state, reason, due)
   return tostring(id)
 end
 
+local function write_dedup(dk, paged, ttl)
+  redis.call('HSET', P .. 'dedup:' .. dk, 'at', now_s)
+  if paged then
+    redis.call('HSET', P .. 'dedup:' .. dk, 'paged', 1)
+  else
+    redis.call('HSETNX', P .. 'dedup:' .. dk, 'paged', 0)
+  end
+  redis.call('EXPIRE', P .. 'dedup:' .. dk, ttl)
+  redis.call('ZADD', KEYS[5], now_s, dk)
+end
+
+-- policy rows per_day, per_mobile_per_hour: the reason, or ''
 local function limited(m)
   if per_day then
     local c = redis.call('GET', P .. 'day:' .. day)
@@ -205,73 +399,159 @@ local function limited(m)
   return ''
 end
 
-for i, n in ipairs(notes) do
-  local state, reason, id = 'suppressed', '', ''
+-- policy row storm: count the notification in the mobile's window (opening one when none is
+-- open); the window's end when it is past the threshold, else nil
+local function storm_holds(m)
+  if not storm_threshold or storm_window <= 0 then
+    return nil
+  end
+  local sk = P .. 'mobile:' .. m .. ':storm'
+  local window_end = redis.call('HGET', sk, 'end')
+  if not window_end or tonumber(window_end) <= now then
+    local e = now + storm_window
+    redis.call('HSET', sk, 'start', now_s, 'end', e, 'count', 1)
+    redis.call('ZADD', KEYS[7], e, m)
+    return nil
+  end
+  if redis.call('HINCRBY', sk, 'count', 1) > storm_threshold then
+    return window_end
+  end
+  return nil
+end
+
+-- store a firing that pages (queued or held) with its episode sub-steps
+local function store_paging(n, state, reason, due)
+  if n.st ~= 'firing' then
+    return store(n, state, reason, due)
+  end
+  local e = episode_upsert(n)
+  local code = nil
+  if string.find(n.vars, PH, 1, true) then
+    code = episode_code(e, n)
+    n.vars = fill(n.vars, code)
+  end
+  local id = store(n, state, reason, due)
+  episode_paged(e, n, id, code)
+  n.eid = e.id
+  return id
+end
+
+-- one notification down the policy rows: state, reason, id ('' when only counted)
+local function decide(n)
+  local dk = key_of(n, n.st)
+  -- policy row: planned
   if n.state == 'suppressed' then
-    reason = n.reason
-    id = store(n, 'suppressed', reason, now_s)
-  else
-    local dk = P .. 'dedup:' .. n.dk
-    local at = redis.call('HGET', dk, 'at')
-    if n.st == 'firing' then
-      if at and now - tonumber(at) < n.ri then
-        reason = 'duplicate'
-      elseif redis.call('EXISTS', P .. 'dedup:' .. n.rk) == 1 then
-        reason = 'already resolved'
-      end
-    elseif at then
-      reason = 'duplicate'
-    else
-      local paged = redis.call('HGET', P .. 'dedup:' .. n.fk, 'paged')
-      if not paged or paged == '0' then
-        reason = 'not paged'
-        -- remember the episode resolved, so a late firing of it pages nobody
-        redis.call('HSET', dk, 'at', now_s, 'paged', 0)
-        redis.call('EXPIRE', dk, math.max(dedup_ttl, 1))
-        redis.call('ZADD', KEYS[5], now_s, n.dk)
-      end
+    return 'suppressed', n.reason, store(n, 'suppressed', n.reason, now_s)
+  end
+  -- policy row: dedup
+  local at = redis.call('HGET', P .. 'dedup:' .. dk, 'at')
+  if at and (n.st == 'resolved' or now - tonumber(at) < n.ri) then
+    return 'suppressed', 'duplicate', ''
+  end
+  if n.st == 'firing' then
+    -- policy row: already_resolved
+    if redis.call('EXISTS', P .. 'dedup:' .. key_of(n, 'resolved')) == 1 then
+      return 'suppressed', 'already resolved', ''
     end
-    if reason == '' then
-      local limit = limited(n.m)
-      redis.call('HSET', dk, 'at', now_s)
-      if limit == '' then
-        redis.call('HSET', dk, 'paged', 1)
-      else
-        redis.call('HSETNX', dk, 'paged', 0)
-      end
-      redis.call('EXPIRE', dk, math.min(math.max(dedup_ttl, math.ceil(n.ri)), 3153600000))
-      redis.call('ZADD', KEYS[5], now_s, n.dk)
-      if limit ~= '' then
-        reason = limit
-        id = store(n, 'suppressed', reason, now_s)
-      else
-        local held = nil
-        if storm_threshold and storm_window > 0 then
-          local sk = P .. 'mobile:' .. n.m .. ':storm'
-          local window_end = redis.call('HGET', sk, 'end')
-          if not window_end or tonumber(window_end) <= now then
-            local e = now + storm_window
-            redis.call('HSET', sk, 'start', now_s, 'end', e, 'count', 1)
-            redis.call('ZADD', KEYS[7], e, n.m)
-          elseif redis.call('HINCRBY', sk, 'count', 1) > storm_threshold then
-            held = window_end
-          end
-        end
-        if held then
-          state, reason = 'held', 'storm'
-          id = store(n, 'held', reason, held)
-        else
-          if day ~= '' then
-            redis.call('INCR', P .. 'day:' .. day)
-            redis.call('EXPIRE', P .. 'day:' .. day, 259200)
-          end
-          state = 'queued'
-          id = store(n, 'queued', '', now_s)
-        end
-      end
+    -- policy row: acknowledged
+    local eid = episode_id_of(n.fp, n.ep)
+    if eid and redis.call('ZSCORE', P .. 'epstate:acknowledged', eid) then
+      return 'suppressed', 'acknowledged', store(n, 'suppressed', 'acknowledged', now_s)
+    end
+  else
+    -- policy row: resolved_pairing
+    local paged = redis.call('HGET', P .. 'dedup:' .. key_of(n, 'firing'), 'paged')
+    if not paged or paged == '0' then
+      write_dedup(dk, false, math.max(dedup_ttl, 1))
+      return 'suppressed', 'not paged', ''
     end
   end
-  out[i] = {state, reason, id}
+  -- policy rows: per_day, per_mobile_per_hour (the dedup record is written either way)
+  local limit = limited(n.m)
+  write_dedup(dk, limit == '', math.min(math.max(dedup_ttl, math.ceil(n.ri)), 3153600000))
+  if limit ~= '' then
+    return 'suppressed', limit, store(n, 'suppressed', limit, now_s)
+  end
+  -- policy row: storm
+  local held = storm_holds(n.m)
+  if held then
+    return 'held', 'storm', store_paging(n, 'held', 'storm', held)
+  end
+  -- policy row: queued
+  if day ~= '' then
+    redis.call('INCR', P .. 'day:' .. day)
+    redis.call('EXPIRE', P .. 'day:' .. day, 259200)
+  end
+  return 'queued', '', store_paging(n, 'queued', '', now_s)
+end
+
+-- sub-step episodes: settle the episode of alerts without startsAt
+local wanted, order = {}, {}
+for _, mk in ipairs(marks) do
+  if wanted[mk.fp] == nil then
+    order[#order + 1] = mk.fp
+  end
+  wanted[mk.fp] = (mk.f == 1)
+end
+for _, n in ipairs(notes) do
+  if n.ut == 1 and wanted[n.fp] == nil then
+    order[#order + 1] = n.fp
+    wanted[n.fp] = (n.st == 'firing')
+  end
+end
+local starts = {}
+for _, fp in ipairs(order) do
+  local ek = P .. 'episode:' .. fp
+  local start = redis.call('GET', ek)
+  if start and string.find(start, 'T', 1, true) then
+    starts[fp] = start
+  elseif wanted[fp] then
+    -- (a value without 'T' is a start from before episodes were stored as text: replaced)
+    redis.call('SET', ek, ARGV[14])
+    starts[fp] = ARGV[14]
+  end
+end
+
+for i, n in ipairs(notes) do
+  if n.ut == 1 then
+    n.ep = starts[n.fp] or ''
+  end
+  local state, reason, id = decide(n)
+  out[i] = {state, reason, id, n.ep, n.eid or ''}
+end
+
+-- episode sub-step resolved close: each resolved alert's episode resolved at now, its
+-- pending steps cancelled (reason 'resolved')
+for _, rk in ipairs(resolved_keys) do
+  local ep = rk[2]
+  if ep == '' then
+    ep = starts[rk[1]] or ''
+  end
+  local eid = episode_id_of(rk[1], ep)
+  local e = eid and load_episode(eid)
+  if e and e.state ~= 'resolved' then
+    redis.call('ZREM', P .. 'epstate:' .. e.state, eid)
+    redis.call('ZADD', P .. 'epstate:resolved', e.created_at, eid)
+    redis.call('ZADD', P .. 'epresolved', now_s, eid)
+    e.state = 'resolved'
+    e.resolved_at = now_s
+    for _, st in ipairs(e.steps) do
+      if st.state == 'pending' then
+        st.state = 'cancelled'
+        st.reason = 'resolved'
+        st.token = ''
+        redis.call('ZREM', P .. 'steps', eid .. '|' .. st.index)
+      end
+    end
+    save_episode(e)
+  end
+end
+
+-- sub-step episodes: close the episodes of resolved marks
+for _, mk in ipairs(marks) do
+  if mk.f ~= 1 then
+    redis.call('DEL', P .. 'episode:' .. mk.fp)
+  end
 end
 
 -- keep the dedup index bounded (the records themselves expire)
@@ -288,29 +568,29 @@ return out
 CLAIM_LUA = _LUA_HELPERS + """
 -- claim: lease the due items of up to max_mobiles mobiles, grouped by mobile, atomically.
 -- KEYS[1]  {prefix}due       zset mobile -> claimable at
--- KEYS[2]  {prefix}pace      zset mobile -> end of pacing gap
+-- KEYS[2]  {prefix}pace      zset mobile -> end of hold or pacing gap
 -- ARGV[1]  prefix
 -- ARGV[2]  now (UNIX seconds, text)
--- ARGV[3]  lease_until = now + lease
--- ARGV[4]  now + min_gap: the end of the pacing gap each claimed mobile starts
--- ARGV[5]  max_mobiles (negative: no limit)
--- ARGV[6]  max_items per mobile (0: no limit)
--- Returns a list of {mobile, gapped (0/1), {item hash as HGETALL list, ...}}, items oldest
--- (lowest id) first.
+-- ARGV[3]  lease_until = now + lease: also the end of the hold each claimed mobile gets
+-- ARGV[4]  max_mobiles (negative: no limit)
+-- ARGV[5]  max_items per mobile (0: no limit)
+-- ARGV[6..] one fresh lease token per mobile that may be claimed (at least max_mobiles)
+-- Returns a list of {mobile, gapped (0/1), token, {item hash as HGETALL list, ...}}, items
+-- oldest (lowest id) first.
 local P = ARGV[1]
-local now = tonumber(ARGV[2])
 local lease_until = tonumber(ARGV[3])
 local claims = {}
-local mobiles = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, ARGV[5])
+local mobiles = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, ARGV[4])
 for _, m in ipairs(mobiles) do
   local pk = P .. 'mobile:' .. m .. ':pending'
   local ids
-  if tonumber(ARGV[6]) > 0 then
-    ids = redis.call('ZRANGEBYSCORE', pk, '-inf', ARGV[2], 'LIMIT', 0, ARGV[6])
+  if tonumber(ARGV[5]) > 0 then
+    ids = redis.call('ZRANGEBYSCORE', pk, '-inf', ARGV[2], 'LIMIT', 0, ARGV[5])
   else
     ids = redis.call('ZRANGEBYSCORE', pk, '-inf', ARGV[2])
   end
   if #ids > 0 then
+    local token = ARGV[6 + #claims]
     table.sort(ids, function(a, b) return tonumber(a) < tonumber(b) end)
     local gap = redis.call('ZSCORE', KEYS[2], m)
     local oldest = nil
@@ -319,7 +599,7 @@ for _, m in ipairs(mobiles) do
       local key = P .. 'item:' .. id
       local row = redis.call('HMGET', key, 'due_at', 'created_at')
       local ready = math.max(tonumber(row[1]), lease_until)
-      redis.call('HSET', key, 'lease_until', ARGV[3])
+      redis.call('HSET', key, 'lease_until', ARGV[3], 'lease_token', token)
       redis.call('ZADD', pk, ready, id)
       local created = tonumber(row[2])
       if oldest == nil or created < oldest then
@@ -327,12 +607,13 @@ for _, m in ipairs(mobiles) do
       end
       items[#items + 1] = redis.call('HGETALL', key)
     end
-    redis.call('ZADD', KEYS[2], ARGV[4], m)
+    -- the hold: no other claim of this mobile until a mark turns it into the gap
+    redis.call('ZADD', KEYS[2], ARGV[3], m)
     local gapped = 0
     if gap and tonumber(gap) > oldest then
       gapped = 1
     end
-    claims[#claims + 1] = {m, gapped, items}
+    claims[#claims + 1] = {m, gapped, token, items}
   end
   refresh(P, KEYS[1], KEYS[2], m)
 end
@@ -340,39 +621,45 @@ return claims
 """
 
 MARK_LUA = _LUA_HELPERS + """
--- mark: one delivery outcome for some items, atomically; every op ends the items' lease.
+-- mark: one delivery outcome for some items of one claim, atomically; fenced by the claim's
+-- lease token (items leased under another token are left alone); ends the items' lease.
 -- KEYS[1]  {prefix}due       zset mobile -> claimable at
--- KEYS[2]  {prefix}pace      zset mobile -> end of pacing gap
+-- KEYS[2]  {prefix}pace      zset mobile -> end of hold or pacing gap
 -- KEYS[3]  {prefix}done      zset finished id -> updated_at
+-- KEYS[4]  {prefix}dedup     zset dedup key -> at
 -- ARGV[1]  prefix
--- ARGV[2]  op: 'sent', 'retrying', 'failed' (new state; counts an attempt) or 'release'
+-- ARGV[2]  op: 'sent', 'retrying', 'failed' (new state; counts an attempt; 'failed' also
+--          deletes the items' dedup records: a failed SMS did not page) or 'release'
 --          (state unchanged, due again at ARGV[4])
 -- ARGV[3]  now: updated_at, and first_attempt_at when unset (ignored by release)
 -- ARGV[4]  due_at (retrying, release; '' otherwise)
 -- ARGV[5]  reason (ignored by release)
 -- ARGV[6]  sid (sent)
 -- ARGV[7]  fee (sent)
--- ARGV[8..] item ids; unknown ids are skipped
+-- ARGV[8]  lease token
+-- ARGV[9]  pace_until: the end of the mobile's pacing gap from now on; '' leaves it
+-- ARGV[10..] item ids; unknown ids are skipped
 -- Returns the number of items changed.
 local P = ARGV[1]
 local op = ARGV[2]
 local touched = {}
 local changed = 0
-for i = 8, #ARGV do
+for i = 10, #ARGV do
   local id = ARGV[i]
   local key = P .. 'item:' .. id
-  local row = redis.call('HMGET', key, 'state', 'mobile', 'due_at', 'first_attempt_at')
+  local row = redis.call('HMGET', key, 'state', 'mobile', 'lease_token', 'first_attempt_at',
+    'fingerprint', 'status', 'episode')
   local old, m = row[1], row[2]
-  if old then
+  if old and row[3] == ARGV[8] then
     local pk = P .. 'mobile:' .. m .. ':pending'
     if op == 'release' then
-      redis.call('HSET', key, 'due_at', ARGV[4], 'lease_until', 0)
+      redis.call('HSET', key, 'due_at', ARGV[4], 'lease_until', 0, 'lease_token', '')
       if PENDING[old] then
         redis.call('ZADD', pk, ARGV[4], id)
       end
     else
       redis.call('HSET', key, 'state', op, 'reason', ARGV[5], 'updated_at', ARGV[3],
-        'lease_until', 0)
+        'lease_until', 0, 'lease_token', '')
       redis.call('HINCRBY', key, 'attempts', 1)
       if not row[4] then
         redis.call('HSET', key, 'first_attempt_at', ARGV[3])
@@ -390,35 +677,23 @@ for i = 8, #ARGV do
         redis.call('ZREM', pk, id)
         redis.call('ZADD', KEYS[3], ARGV[3], id)
       end
+      if op == 'failed' then
+        local dk = m .. '|' .. row[5] .. '|' .. row[6] .. '|' .. row[7]
+        redis.call('DEL', P .. 'dedup:' .. dk)
+        redis.call('ZREM', KEYS[4], dk)
+      end
     end
     touched[m] = true
     changed = changed + 1
   end
 end
 for m in pairs(touched) do
+  if ARGV[9] ~= '' then
+    redis.call('ZADD', KEYS[2], ARGV[9], m)
+  end
   refresh(P, KEYS[1], KEYS[2], m)
 end
 return changed
-"""
-
-EPISODE_LUA = """
--- episode_start: get-or-set (firing) or get-and-close (resolved) an alert's episode start.
--- KEYS[1]  {prefix}episode:{fingerprint}
--- ARGV[1]  '1' firing, '0' resolved
--- ARGV[2]  now (UNIX seconds, text)
--- Returns the start (text), or false (nil) when resolved and never seen firing.
-local start = redis.call('GET', KEYS[1])
-if ARGV[1] == '1' then
-  if start then
-    return start
-  end
-  redis.call('SET', KEYS[1], ARGV[2])
-  return ARGV[2]
-end
-if start then
-  redis.call('DEL', KEYS[1])
-end
-return start
 """
 
 RECENT_LUA = """
@@ -531,6 +806,160 @@ end
 return {#ids, more}
 """
 
+_EPISODE_LUA = """
+local function load_episode(P, eid)
+  local raw = redis.call('GET', P .. 'ep:' .. eid)
+  if not raw then
+    return nil
+  end
+  local e = cjson.decode(raw)
+  if e.paged == nil or next(e.paged) == nil then
+    e.paged = {}
+  end
+  if e.steps == nil or next(e.steps) == nil then
+    e.steps = {}
+  end
+  return e
+end
+"""
+
+ACK_LUA = _EPISODE_LUA + """
+-- acknowledge: a firing episode acknowledged, its pending steps cancelled, atomically.
+-- ARGV[1] prefix, ARGV[2] episode id, ARGV[3] by, ARGV[4] via, ARGV[5] now (text)
+-- Returns {episode JSON, 1 if this call acknowledged it else 0}, or false for an unknown id.
+local P, eid = ARGV[1], ARGV[2]
+local e = load_episode(P, eid)
+if not e then
+  return false
+end
+local done = 0
+if e.state == 'firing' then
+  done = 1
+  redis.call('ZREM', P .. 'epstate:firing', eid)
+  redis.call('ZADD', P .. 'epstate:acknowledged', e.created_at, eid)
+  e.state = 'acknowledged'
+  e.ack_by, e.ack_via, e.ack_at = ARGV[3], ARGV[4], ARGV[5]
+  for _, st in ipairs(e.steps) do
+    if st.state == 'pending' then
+      st.state = 'cancelled'
+      st.reason = 'acknowledged by ' .. ARGV[3]
+      st.token = ''
+      redis.call('ZREM', P .. 'steps', eid .. '|' .. st.index)
+    end
+  end
+  redis.call('SET', P .. 'ep:' .. eid, cjson.encode(e))
+end
+return {cjson.encode(e), done}
+"""
+
+CLAIM_STEPS_LUA = _EPISODE_LUA + """
+-- claim_steps: lease pending steps due at now, atomically.
+-- KEYS[1] {prefix}steps; ARGV[1] prefix, ARGV[2] now, ARGV[3] lease_until (text),
+-- ARGV[4] limit, ARGV[5..] fresh tokens (at least limit)
+-- Returns a list of {episode id, index, token}.
+local P = ARGV[1]
+local out = {}
+local members = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, ARGV[4])
+for _, member in ipairs(members) do
+  local sep = string.find(member, '|', 1, true)
+  local eid, idx = string.sub(member, 1, sep - 1), tonumber(string.sub(member, sep + 1))
+  local e = load_episode(P, eid)
+  local st = e and e.steps[idx]
+  if st and st.state == 'pending' then
+    local token = ARGV[5 + #out]
+    st.lease, st.token = ARGV[3], token
+    redis.call('SET', P .. 'ep:' .. eid, cjson.encode(e))
+    redis.call('ZADD', KEYS[1], ARGV[3], member)
+    out[#out + 1] = {eid, idx, token}
+  else
+    redis.call('ZREM', KEYS[1], member)
+  end
+end
+return out
+"""
+
+FINISH_STEP_LUA = _EPISODE_LUA + """
+-- finish_step: a leased pending step ends done or cancelled, fenced by its token.
+-- KEYS[1] {prefix}steps; ARGV[1] prefix, ARGV[2] episode id, ARGV[3] index, ARGV[4] token,
+-- ARGV[5] state, ARGV[6] reason
+-- Returns 1 when changed, else 0.
+local P, eid, idx = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local e = load_episode(P, eid)
+local st = e and e.steps[idx]
+if not st or st.state ~= 'pending' or st.token ~= ARGV[4] then
+  return 0
+end
+st.state, st.reason, st.token, st.lease = ARGV[5], ARGV[6], '', '0'
+redis.call('SET', P .. 'ep:' .. eid, cjson.encode(e))
+redis.call('ZREM', KEYS[1], eid .. '|' .. idx)
+return 1
+"""
+
+PRUNE_EPISODES_LUA = _EPISODE_LUA + """
+-- prune episodes: one bounded step deleting episodes resolved before `before`, atomically.
+-- KEYS[1] {prefix}epresolved; KEYS[2] {prefix}episodes; ARGV[1] prefix,
+-- ARGV[2] '(' .. before, ARGV[3] batch, ARGV[4] '(' .. stale bound (unresolved episodes
+-- created before it are deleted too: base.EPISODE_STALE)
+-- Returns how many were deleted.
+local P = ARGV[1]
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])
+local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[4], 'LIMIT', 0, ARGV[3])
+for _, eid in ipairs(stale) do
+  ids[#ids + 1] = eid
+end
+for _, eid in ipairs(ids) do
+  local e = load_episode(P, eid)
+  if e then
+    for _, p in ipairs(e.paged) do
+      if p.code ~= '' then
+        redis.call('DEL', P .. 'epcode:' .. p.code)
+      end
+    end
+    for _, st in ipairs(e.steps) do
+      redis.call('ZREM', P .. 'steps', eid .. '|' .. st.index)
+    end
+    redis.call('DEL', P .. 'epkey:' .. e.fp .. '|' .. e.ep)
+    redis.call('ZREM', P .. 'epstate:' .. e.state, eid)
+  end
+  redis.call('DEL', P .. 'ep:' .. eid)
+  redis.call('ZREM', P .. 'episodes', eid)
+  redis.call('ZREM', KEYS[1], eid)
+end
+return #ids
+"""
+
+
+def _opt_t(x: Any) -> float | None:
+    """A time stored as text ("" for none) as a float or ``None``."""
+    return None if x in ("", None) else float(x)
+
+
+def _list(x: Any) -> list[Any]:
+    """A JSON list from Lua (cjson writes an empty one as ``{}``)."""
+    return list(x) if isinstance(x, list) else []
+
+
+def _episode(raw: str) -> Episode:
+    """An :class:`Episode` from its JSON text (see the key map)."""
+    e = json.loads(raw)
+    return Episode(
+        id=e["id"], fingerprint=e["fp"], episode=e["ep"], alertname=e["alertname"],
+        labels=dict(e["labels"] or {}), summary=e["summary"],
+        starts_at=_opt_t(e["starts_at"]), silence_url=e["silence_url"] or None,
+        route=e["route"], state=e["state"], acknowledged_by=e["ack_by"] or None,
+        acknowledged_at=_opt_t(e["ack_at"]), acknowledged_via=e["ack_via"] or None,
+        resolved_at=_opt_t(e["resolved_at"]), created_at=float(e["created_at"]),
+        paged=tuple(Paged(mobile=p["mobile"], route=p["route"],
+                          resolved_template=p["rt"] or None, at=float(p["at"]),
+                          level=int(p["level"]), item_id=p["item"] or None,
+                          code=p["code"] or None) for p in _list(e["paged"])),
+        steps=tuple(Step(index=int(st["index"]), after=float(st["after"]),
+                         receiver=st["receiver"], template=st["template"] or None,
+                         due_at=float(st["due_at"]), state=st["state"], reason=st["reason"])
+                    for st in _list(e["steps"])),
+        annotations=dict(e.get("annotations") or {}))
+
+
 def _t(x: float) -> str:
     """A time or duration as exact text for a script (``repr`` round-trips a float)."""
     return repr(float(x))
@@ -591,11 +1020,15 @@ class RedisStore(Store):
       ``MOVED`` or ``CLUSTERDOWN`` the slot map is read again (on the next call).
 
     ``wait`` (``BRIDGE_REDIS_WAIT``) > 0: each write step that a webhook's answer or a delivery
-    result depends on (record, episode start, marks, ping) is followed on the same connection
-    by ``WAIT wait wait_timeout``; fewer confirmations raise :class:`StoreUnconfirmed` (a
-    :class:`StoreUnavailable`: the write stands on the master but a failover may lose it).
-    Claims, releases, pruning and status notes are not waited for: losing one in a failover only
-    ends a lease early, gives a pacing gap back or keeps an old record a little longer.
+    result depends on (record, acknowledge, finish_step, mark_sent/retry/failed, ping) is
+    followed on the same connection by ``WAIT wait wait_timeout``; fewer confirmations raise
+    :class:`StoreUnconfirmed` (a :class:`StoreUnavailable`: the write stands on the master but a
+    failover may lose it). A claim is waited for too but never refused for too few
+    confirmations: a claim lost in a failover would let a second deliverer send what the first
+    is sending (its lease token is unknown to the new master, so the first one's marks change
+    nothing and the items come due again); with the replica's confirmation the claim survives.
+    Releases, pruning and status notes are not waited for: losing one only keeps a mobile held
+    until its lease lapses or an old record a little longer.
 
     Nothing connects until the first call. Connections come from redis-py's pools, which are
     thread-safe, reset themselves in a forked child and reconnect by themselves when Redis comes
@@ -655,9 +1088,12 @@ class RedisStore(Store):
         self._lua_record = _Lua(RECORD_LUA)
         self._lua_claim = _Lua(CLAIM_LUA)
         self._lua_mark = _Lua(MARK_LUA)
-        self._lua_episode = _Lua(EPISODE_LUA)
         self._lua_recent = _Lua(RECENT_LUA)
         self._lua_prune = _Lua(PRUNE_LUA)
+        self._lua_ack = _Lua(ACK_LUA)
+        self._lua_claim_steps = _Lua(CLAIM_STEPS_LUA)
+        self._lua_finish_step = _Lua(FINISH_STEP_LUA)
+        self._lua_prune_episodes = _Lua(PRUNE_EPISODES_LUA)
 
     # -- plumbing ---------------------------------------------------------------------------
     def _k(self, name: str) -> str:
@@ -711,9 +1147,10 @@ class RedisStore(Store):
             self._cluster_stale = True
 
     def _run(self, script: _Lua, keys: Sequence[str], args: Sequence[str | int],
-             confirm: bool = True) -> Any:
+             confirm: bool | str = True) -> Any:
         """Run ``script`` on the master; with ``confirm`` and ``wait`` > 0 followed on the same
-        connection by ``WAIT``. ``keys`` must hold at least one key of the bridge: a cluster
+        connection by ``WAIT`` (``confirm="soft"``: waited for, but too few confirmations are
+        not an error). ``keys`` must hold at least one key of the bridge: a cluster
         routes the script by it (every key shares the prefix's slot). A ``NOSCRIPT`` answer
         loads the script and runs it again. Raises :class:`StoreUnavailable` /
         :class:`StoreUnconfirmed`."""
@@ -737,7 +1174,7 @@ class RedisStore(Store):
                 for reply in replies:
                     if isinstance(reply, Exception):
                         raise reply
-                if waiting:
+                if waiting and confirm != "soft":
                     self._confirmed(replies[1])
                 return replies[0]
         raise StoreUnavailable(f"redis {redact_url(self.url)}: script kept failing")
@@ -781,60 +1218,159 @@ class RedisStore(Store):
                 self._cluster = None
 
     # -- the contract -----------------------------------------------------------------------
-    def record(self, notes: Sequence[Notification], policy: Policy, now: float) -> list[Outcome]:
+    def record(self, notes: Sequence[Notification], policy: Policy, now: float,
+               episodes: Sequence[EpisodeMark] = (),
+               resolved: Sequence[tuple[str, str]] = ()) -> list[Outcome]:
         payload = json.dumps([
             {"m": n.mobile, "fp": n.fingerprint, "st": n.status, "ep": n.episode,
              "route": n.route, "an": n.alertname, "tpl": int(n.tpl_id),
              "vars": json.dumps(n.variables, ensure_ascii=False, separators=(",", ":")),
              "ri": float(n.repeat_interval), "state": n.state, "reason": n.reason,
-             "dk": n.dedup_key, "fk": n.firing_key,
-             "rk": n.resolved_key}
+             "ut": 1 if n.untimed else 0, "rt": n.resolved_template or "", "lv": int(n.level),
+             "steps": [{"after": _t(st.after), "receiver": st.receiver,
+                        "template": st.template, "due": _t(now + st.after)}
+                       for st in n.steps],
+             "info": {} if n.info is None else {
+                 "labels": dict(n.info.labels), "summary": n.info.summary,
+                 "starts_at": "" if n.info.starts_at is None else _t(n.info.starts_at),
+                 "silence_url": n.info.silence_url or "",
+                 "annotations": dict(n.info.annotations)}}
             for n in notes], ensure_ascii=False, separators=(",", ":"))
+        marks = json.dumps([{"fp": m.fingerprint, "f": 1 if m.firing else 0} for m in episodes],
+                           ensure_ascii=False, separators=(",", ":"))
         keys = [self._k(k) for k in ("seq", "items", "due", "pace", "dedup", "done", "storms")]
         storm = policy.storm_threshold if policy.storm_window > 0 else None
         args: list[str | int] = [
             self.prefix, _t(now), "(" + _t(now - 3600), _opt(policy.per_mobile_per_hour),
             _opt(policy.per_day), _opt(storm), _t(policy.storm_window), policy.day,
-            self.dedup_ttl, _t(now - self.dedup_ttl), _t(now - 7200), payload]
+            self.dedup_ttl, _t(now - self.dedup_ttl), _t(now - 7200), payload, marks,
+            episode_text(now), ACK_PLACEHOLDER,
+            json.dumps([new_code() for _ in range(2 * len(notes) + 4)]),
+            json.dumps([new_id() for _ in range(len(notes) + 1)]),
+            json.dumps([[fp, ep] for fp, ep in resolved])]
         rows = self._run(self._lua_record, keys, args)
-        return [Outcome(n, cast(State, state), reason, id or None)
-                for n, (state, reason, id) in zip(notes, rows, strict=True)]
+        out = []
+        for n, (state, reason, id, ep, eid) in zip(notes, rows, strict=True):
+            if n.untimed:
+                n = replace(n, episode=ep)
+            if id and any(ACK_PLACEHOLDER in v for v in n.variables.values()):
+                # what was stored, code filled in (read back: the code lives in the store)
+                with self._errors():
+                    stored = self._node().hget(self._k(f"item:{id}"), "variables")
+                if stored:
+                    n = replace(n, variables=json.loads(str(stored)))
+            out.append(Outcome(n, cast(State, state), reason, id or None, eid or None))
+        return out
 
-    def claim(self, now: float, lease: float, min_gap: float, max_mobiles: int,
+    # -- episodes ---------------------------------------------------------------------------
+    def _get_episodes(self, ids: Sequence[str]) -> list[Episode]:
+        if not ids:
+            return []
+        with self._errors():
+            raws = self._node().mget([self._k(f"ep:{i}") for i in ids])
+        return [_episode(str(r)) for r in raws if r is not None]
+
+    def episodes_for(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Episode]:
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        with self._errors():
+            ids = self._node().mget([self._k(f"epkey:{fp}|{ep}") for fp, ep in wanted])
+        found = {str(i): k for k, i in zip(wanted, ids, strict=True) if i is not None}
+        return {found[e.id]: e for e in self._get_episodes(list(found)) if e.id in found}
+
+    def episodes(self, state: str | None = None, limit: int = 50) -> list[Episode]:
+        index = self._k(f"epstate:{state}") if state else self._k("episodes")
+        with self._errors():
+            ids = self._node().zrevrange(index, 0, max(int(limit), 1) - 1)
+        return self._get_episodes([str(i) for i in ids])[:limit]
+
+    def episode(self, id: str) -> Episode | None:
+        found = self._get_episodes([id])
+        return found[0] if found else None
+
+    def episode_by_code(self, code: str, now: float) -> tuple[Episode, Paged] | None:
+        if not code:
+            return None
+        with self._errors():
+            eid = self._node().get(self._k(f"epcode:{code}"))
+        episode = self.episode(str(eid)) if eid is not None else None
+        if episode is None or code_expired(episode, now):
+            return None
+        paged = next((p for p in episode.paged if p.code == code), None)
+        return None if paged is None else (episode, paged)
+
+    def acknowledge(self, id: str, by: str, via: str, now: float) -> tuple[Episode, bool]:
+        row = self._run(self._lua_ack, [self._k(f"ep:{id}")],
+                        [self.prefix, id, by, via, _t(now)])
+        if not row:
+            raise KeyError(id)
+        return _episode(str(row[0])), bool(int(row[1]))
+
+    def unknown_code_hit(self, client: str, now: float) -> int:
+        key = self._k(f"unknown:{client}:{int(now // 60)}")
+        with self._errors():
+            pipe = self._node().pipeline(transaction=True)
+            pipe.incr(key)
+            pipe.expire(key, 120)
+            n, _ = pipe.execute()
+        return int(n)
+
+    def claim_steps(self, now: float, lease: float, limit: int = 20) -> list[StepClaim]:
+        lease_until = now + lease
+        tokens = [secrets.token_hex(8) for _ in range(max(int(limit), 1))]
+        rows = self._run(self._lua_claim_steps, [self._k("steps")],
+                         [self.prefix, _t(now), _t(lease_until), int(limit), *tokens],
+                         confirm=False)
+        return [StepClaim(str(eid), int(idx), str(token), lease_until)
+                for eid, idx, token in rows]
+
+    def finish_step(self, claim: StepClaim, state: StepState, reason: str,
+                    now: float) -> bool:
+        return bool(self._run(self._lua_finish_step, [self._k("steps")], [
+            self.prefix, claim.episode_id, str(claim.index), claim.token, state, reason]))
+
+    def claim(self, now: float, lease: float, max_mobiles: int,
               max_items: int = 0) -> list[Claim]:
         lease_until = now + lease
+        tokens = [secrets.token_hex(8) for _ in range(max(int(max_mobiles), 1))]
         rows = self._run(self._lua_claim, [self._k("due"), self._k("pace")],
-                         [self.prefix, _t(now), _t(lease_until), _t(now + min_gap),
-                          int(max_mobiles), max(int(max_items), 0)], confirm=False)
-        return [Claim(mobile, [_item(flat) for flat in items], lease_until, bool(gapped))
-                for mobile, gapped, items in rows]
+                         [self.prefix, _t(now), _t(lease_until), int(max_mobiles),
+                          max(int(max_items), 0), *tokens], confirm="soft")
+        return [Claim(mobile, [_item(flat) for flat in items], lease_until, bool(gapped), token)
+                for mobile, gapped, token, items in rows]
 
-    def _mark(self, op: str, ids: Sequence[str], now: float | None, due_at: float | None,
-              reason: str = "", sid: str = "", fee: int = 0) -> None:
-        if not ids:
-            return
-        self._run(self._lua_mark, [self._k("due"), self._k("pace"), self._k("done")],
-                  [self.prefix, op, "" if now is None else _t(now),
-                   "" if due_at is None else _t(due_at), reason, sid, str(int(fee)),
-                   *[str(i) for i in ids]], confirm=op != "release")
+    def _mark(self, op: str, ids: Sequence[str], token: str, pace_until: float | None,
+              now: float | None, due_at: float | None, reason: str = "", sid: str = "",
+              fee: int = 0) -> int:
+        if not ids or not token:  # an unleased item carries no token: nothing may mark it
+            return 0
+        keys = [self._k("due"), self._k("pace"), self._k("done"), self._k("dedup")]
+        return int(self._run(self._lua_mark, keys, [
+            self.prefix, op, "" if now is None else _t(now), "" if due_at is None else _t(due_at),
+            reason, sid, str(int(fee)), token, "" if pace_until is None else _t(pace_until),
+            *[str(i) for i in ids]], confirm=op != "release"))
 
-    def mark_sent(self, ids: Sequence[str], sid: str, fee: int, now: float,
-                  reason: str = "") -> None:
-        self._mark("sent", ids, now, None, reason, sid, fee)
+    def mark_sent(self, ids: Sequence[str], sid: str, fee: int, now: float, reason: str = "",
+                  *, token: str, pace_until: float | None) -> int:
+        return self._mark("sent", ids, token, pace_until, now, None, reason, sid, fee)
 
-    def mark_retry(self, ids: Sequence[str], due_at: float, reason: str, now: float) -> None:
-        self._mark("retrying", ids, now, due_at, reason)
+    def mark_retry(self, ids: Sequence[str], due_at: float, reason: str, now: float, *,
+                   token: str, pace_until: float | None) -> int:
+        return self._mark("retrying", ids, token, pace_until, now, due_at, reason)
 
-    def mark_failed(self, ids: Sequence[str], reason: str, now: float) -> None:
-        self._mark("failed", ids, now, None, reason)
+    def mark_failed(self, ids: Sequence[str], reason: str, now: float, *, token: str,
+                    pace_until: float | None) -> int:
+        return self._mark("failed", ids, token, pace_until, now, None, reason)
 
-    def release(self, ids: Sequence[str], due_at: float) -> None:
-        self._mark("release", ids, None, due_at)
+    def release(self, ids: Sequence[str], due_at: float, *, token: str,
+                pace_until: float | None = None) -> int:
+        return self._mark("release", ids, token, pace_until, None, due_at)
 
-    def episode_start(self, fingerprint: str, firing: bool, now: float) -> float | None:
-        start = self._run(self._lua_episode, [self._k(f"episode:{fingerprint}")],
-                          ["1" if firing else "0", _t(now)])
-        return None if start is None else float(start)
+    def episode_of(self, fingerprint: str) -> str | None:
+        with self._errors():
+            value = self._node().get(self._k(f"episode:{fingerprint}"))
+        return str(value) if value is not None and "T" in str(value) else None
 
     def recent(self, limit: int = 50, state: str | None = None,
                mobile: str | None = None) -> list[Item]:
@@ -861,7 +1397,13 @@ class RedisStore(Store):
                                       confirm=False)
             total += int(deleted)
             if not more:
-                return total
+                break
+        while int(self._run(self._lua_prune_episodes,
+                            [self._k("epresolved"), self._k("episodes")],
+                            [self.prefix, "(" + _t(before), int(batch),
+                             "(" + _t(before - EPISODE_STALE)], confirm=False)) >= batch:
+            pass
+        return total
 
     def set_status(self, key: str, value: str | None) -> None:
         with self._errors():

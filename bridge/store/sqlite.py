@@ -9,25 +9,43 @@ loss may lose the last commits).
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
+from bridge.episodes import (
+    Episode,
+    Paged,
+    Step,
+    StepClaim,
+    StepState,
+    code_expired,
+    fill_code,
+    has_placeholder,
+    new_code,
+    new_id,
+)
 from bridge.errors import StoreUnavailable
+from bridge.plan import EpisodeMark, Notification
 from bridge.store.base import (
+    EPISODE_STALE,
     STATES,
     Claim,
     Item,
-    Notification,
     Outcome,
     Policy,
     State,
     Store,
+    dedup_key,
     dumps_vars,
+    episode_text,
 )
 
 SCHEMA = """
@@ -47,6 +65,7 @@ CREATE TABLE IF NOT EXISTS items (
     updated_at REAL NOT NULL,
     due_at REAL NOT NULL,
     lease_until REAL NOT NULL DEFAULT 0,
+    lease_token TEXT NOT NULL DEFAULT '',
     attempts INTEGER NOT NULL DEFAULT 0,
     first_attempt_at REAL,
     sid TEXT,
@@ -66,6 +85,7 @@ CREATE TABLE IF NOT EXISTS dedup (
     paged INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS dedup_at ON dedup(at);
+-- a mobile's hold while a claim sends to it, then its pacing gap: not claimable before next_at
 CREATE TABLE IF NOT EXISTS pacing (mobile TEXT PRIMARY KEY, next_at REAL NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS storms (
     mobile TEXT PRIMARY KEY, window_start REAL NOT NULL, window_end REAL NOT NULL,
@@ -73,6 +93,33 @@ CREATE TABLE IF NOT EXISTS storms (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS episodes (fingerprint TEXT PRIMARY KEY, started_at REAL NOT NULL)
     WITHOUT ROWID;
+-- alert episodes (bridge/episodes.py): one row per firing episode that paged somebody
+CREATE TABLE IF NOT EXISTS alert_episodes (
+    id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, episode TEXT NOT NULL,
+    alertname TEXT NOT NULL, labels TEXT NOT NULL, summary TEXT NOT NULL, starts_at REAL,
+    silence_url TEXT, route TEXT NOT NULL, state TEXT NOT NULL, acknowledged_by TEXT,
+    acknowledged_at REAL, acknowledged_via TEXT, resolved_at REAL, created_at REAL NOT NULL,
+    annotations TEXT NOT NULL DEFAULT '{}', UNIQUE (fingerprint, episode)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS alert_episodes_created ON alert_episodes(created_at);
+CREATE INDEX IF NOT EXISTS alert_episodes_resolved ON alert_episodes(resolved_at)
+    WHERE state = 'resolved';
+CREATE TABLE IF NOT EXISTS episode_paged (
+    episode_id TEXT NOT NULL, mobile TEXT NOT NULL, route TEXT NOT NULL,
+    resolved_template TEXT, at REAL NOT NULL, level INTEGER NOT NULL, item_id TEXT,
+    code TEXT UNIQUE, PRIMARY KEY (episode_id, mobile)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS episode_steps (
+    episode_id TEXT NOT NULL, idx INTEGER NOT NULL, after REAL NOT NULL, receiver TEXT NOT NULL,
+    template TEXT, due_at REAL NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
+    lease_until REAL NOT NULL DEFAULT 0, lease_token TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (episode_id, idx)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS episode_steps_due ON episode_steps(due_at) WHERE state = 'pending';
+CREATE TABLE IF NOT EXISTS unknown_codes (
+    client TEXT NOT NULL, minute INTEGER NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (client, minute)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS status (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
@@ -83,8 +130,6 @@ _COLUMNS = ("id, mobile, fingerprint, status, episode, route, alertname, tpl_id,
 
 
 def _item(row: sqlite3.Row) -> Item:
-    import json
-
     return Item(
         id=str(row["id"]), mobile=row["mobile"], fingerprint=row["fingerprint"],
         status=row["status"], episode=row["episode"], route=row["route"],
@@ -96,7 +141,7 @@ def _item(row: sqlite3.Row) -> Item:
 
 
 class SqliteStore(Store):
-    """:class:`Store` on one SQLite file at ``path`` (created with its folder if missing)."""
+    """:class:`Store` on one SQLite file at ``path`` (created if missing; its folder must exist)."""
 
     def __init__(self, path: str, busy_timeout: float = 5.0) -> None:
         self.path = path
@@ -127,7 +172,6 @@ class SqliteStore(Store):
         return opened
 
     def _open(self) -> sqlite3.Connection:
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
                                check_same_thread=True)
         try:
@@ -137,6 +181,10 @@ class SqliteStore(Store):
             conn.execute("PRAGMA synchronous=NORMAL")
             if not self._schema_ready:
                 conn.executescript(SCHEMA)
+                columns = {r[1] for r in conn.execute("PRAGMA table_info(items)")}
+                if "lease_token" not in columns:  # a file from before lease fencing
+                    conn.execute("ALTER TABLE items ADD COLUMN lease_token TEXT NOT NULL"
+                                 " DEFAULT ''")
                 self._schema_ready = True
         except BaseException:
             conn.close()
@@ -191,70 +239,199 @@ class SqliteStore(Store):
         self._drop()
 
     # -- the contract -----------------------------------------------------------------------
-    def record(self, notes: Sequence[Notification], policy: Policy, now: float) -> list[Outcome]:
+    def record(self, notes: Sequence[Notification], policy: Policy, now: float,
+               episodes: Sequence[EpisodeMark] = (),
+               resolved: Sequence[tuple[str, str]] = ()) -> list[Outcome]:
         out: list[Outcome] = []
         with self._tx() as db:
+            starts = self._open_episodes(db, notes, episodes, now)
             for n in notes:
+                if n.untimed:
+                    n = replace(n, episode=starts.get(n.fingerprint, ""))
                 state, reason = self._decide(db, n, policy, now)
                 if state is None:
                     out.append(Outcome(n, "suppressed", reason))
                     continue
-                counted = 1 if state == "queued" else 0
-                due = now
-                if state == "held":
-                    row = db.execute("SELECT window_end FROM storms WHERE mobile=?",
-                                     (n.mobile,)).fetchone()
-                    due = row[0] if row else now
-                cur = db.execute(
-                    "INSERT INTO items (mobile, fingerprint, status, episode, route, alertname,"
-                    " tpl_id, variables, state, reason, created_at, updated_at, due_at, counted)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (n.mobile, n.fingerprint, n.status, n.episode, n.route, n.alertname,
-                     n.tpl_id, dumps_vars(n.variables), state, reason, now, now, due, counted))
-                out.append(Outcome(n, state, reason, str(cur.lastrowid)))
+                ep_id, code = None, None
+                if n.status == "firing" and state in ("queued", "held"):
+                    # episode: upsert, then its ack code for this mobile
+                    ep_id = self._episode_upsert(db, n, now)
+                    code = self._episode_code(db, ep_id, n)
+                elif has_placeholder(n.variables):
+                    code = self._stored_code(db, n) or ""
+                if code is not None:
+                    n = replace(n, variables=fill_code(n.variables, code))
+                item_id = self._store(db, n, state, reason, now)
+                if ep_id is not None:
+                    self._episode_paged(db, ep_id, n, item_id, code, now)
+                out.append(Outcome(n, state, reason, item_id, ep_id))
+            self._episode_resolved_close(db, resolved, starts, now)
+            self._close_episodes(db, episodes)
         return out
+
+    # -- episode sub-steps of record (base.Store "episodes") ---------------------------------
+    @staticmethod
+    def _episode_upsert(db: sqlite3.Connection, n: Notification, now: float) -> str:
+        """Episode sub-step ``upsert``: the id of the notification's episode, created (with
+        its steps, due at now + after) when missing."""
+        row = db.execute("SELECT id FROM alert_episodes WHERE fingerprint=? AND episode=?",
+                         (n.fingerprint, n.episode)).fetchone()
+        if row is not None:
+            return str(row[0])
+        ep_id = new_id()
+        info = n.info
+        db.execute(
+            "INSERT INTO alert_episodes (id, fingerprint, episode, alertname, labels, summary,"
+            " starts_at, silence_url, route, state, created_at, annotations)"
+            " VALUES (?,?,?,?,?,?,?,?,?,'firing',?,?)",
+            (ep_id, n.fingerprint, n.episode, n.alertname,
+             dumps_vars(dict(info.labels) if info else {}), info.summary if info else "",
+             info.starts_at if info else None, info.silence_url if info else None, n.route,
+             now, dumps_vars(dict(info.annotations) if info else {})))
+        db.executemany(
+            "INSERT INTO episode_steps (episode_id, idx, after, receiver, template, due_at,"
+            " state) VALUES (?,?,?,?,?,?,'pending')",
+            [(ep_id, i, s.after, s.receiver, s.template, now + s.after)
+             for i, s in enumerate(n.steps, start=1)])
+        return ep_id
+
+    @staticmethod
+    def _episode_code(db: sqlite3.Connection, ep_id: str, n: Notification) -> str | None:
+        """Episode sub-step ``code``: the ack code of (episode, mobile) when the notification
+        renders ``ack_code``: the stored one, else a new unique one (stored by ``paged``)."""
+        if not has_placeholder(n.variables):
+            return None
+        row = db.execute("SELECT code FROM episode_paged WHERE episode_id=? AND mobile=?",
+                         (ep_id, n.mobile)).fetchone()
+        if row is not None and row[0]:
+            return str(row[0])
+        while True:
+            code = new_code()
+            if db.execute("SELECT 1 FROM episode_paged WHERE code=?", (code,)).fetchone() is None:
+                return code
+
+    @staticmethod
+    def _stored_code(db: sqlite3.Connection, n: Notification) -> str | None:
+        row = db.execute(
+            "SELECT p.code FROM episode_paged p JOIN alert_episodes e ON e.id = p.episode_id"
+            " WHERE e.fingerprint=? AND e.episode=? AND p.mobile=?",
+            (n.fingerprint, n.episode, n.mobile)).fetchone()
+        return str(row[0]) if row is not None and row[0] else None
+
+    @staticmethod
+    def _episode_paged(db: sqlite3.Connection, ep_id: str, n: Notification, item_id: str,
+                       code: str | None, now: float) -> None:
+        """Episode sub-step ``paged``: the mobile's Paged entry, once (a repeat keeps the first
+        one; it only fills a code the first page had no use for)."""
+        db.execute(
+            "INSERT INTO episode_paged (episode_id, mobile, route, resolved_template, at, level,"
+            " item_id, code) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(episode_id, mobile) DO UPDATE"
+            " SET code=coalesce(code, excluded.code)",
+            (ep_id, n.mobile, n.route, n.resolved_template, now, n.level, item_id, code))
+
+    @staticmethod
+    def _episode_resolved_close(db: sqlite3.Connection, resolved: Sequence[tuple[str, str]],
+                                starts: dict[str, str], now: float) -> None:
+        """Episode sub-step ``resolved close``: each resolved alert's episode resolved at now,
+        its pending steps cancelled (reason ``resolved``)."""
+        for fp, ep in resolved:
+            ep = ep or starts.get(fp, "")
+            row = db.execute("SELECT id FROM alert_episodes WHERE fingerprint=? AND episode=?"
+                             " AND state != 'resolved'", (fp, ep)).fetchone()
+            if row is None:
+                continue
+            db.execute("UPDATE alert_episodes SET state='resolved', resolved_at=? WHERE id=?",
+                       (now, row[0]))
+            db.execute("UPDATE episode_steps SET state='cancelled', reason='resolved',"
+                       " lease_until=0, lease_token='' WHERE episode_id=? AND state='pending'",
+                       (row[0],))
+
+    @staticmethod
+    def _open_episodes(db: sqlite3.Connection, notes: Sequence[Notification],
+                       episodes: Sequence[EpisodeMark], now: float) -> dict[str, str]:
+        """Sub-step ``episodes`` (base.PAGING_POLICY): fingerprint -> settled episode."""
+        starts: dict[str, str] = {}
+        wanted = {m.fingerprint: m.firing for m in episodes}
+        for n in notes:
+            if n.untimed:
+                wanted.setdefault(n.fingerprint, n.status == "firing")
+        for fp, firing in wanted.items():
+            row = db.execute("SELECT started_at FROM episodes WHERE fingerprint=?",
+                             (fp,)).fetchone()
+            if row is not None:
+                starts[fp] = episode_text(float(row[0]))
+            elif firing:
+                db.execute("INSERT INTO episodes VALUES (?,?)", (fp, now))
+                starts[fp] = episode_text(now)
+        return starts
+
+    @staticmethod
+    def _close_episodes(db: sqlite3.Connection, episodes: Sequence[EpisodeMark]) -> None:
+        for m in episodes:
+            if not m.firing:
+                db.execute("DELETE FROM episodes WHERE fingerprint=?", (m.fingerprint,))
+
+    @staticmethod
+    def _store(db: sqlite3.Connection, n: Notification, state: State, reason: str,
+               now: float) -> str:
+        """Write one decided notification; returns its id. Queued ones count for the limits;
+        held ones are due when their storm window ends."""
+        due = now
+        if state == "held":
+            row = db.execute("SELECT window_end FROM storms WHERE mobile=?",
+                             (n.mobile,)).fetchone()
+            due = row[0] if row else now
+        cur = db.execute(
+            "INSERT INTO items (mobile, fingerprint, status, episode, route, alertname,"
+            " tpl_id, variables, state, reason, created_at, updated_at, due_at, counted)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (n.mobile, n.fingerprint, n.status, n.episode, n.route, n.alertname, n.tpl_id,
+             dumps_vars(n.variables), state, reason, now, now, due,
+             1 if state == "queued" else 0))
+        return str(cur.lastrowid)
 
     def _decide(self, db: sqlite3.Connection, n: Notification, policy: Policy,
                 now: float) -> tuple[State | None, str]:
-        """The decision for one notification inside the record transaction.
+        """One notification down the rows of base.PAGING_POLICY, inside the record transaction.
 
-        Returns ``(None, reason)`` for what is only counted (duplicates), else the state to
-        store. Updates dedup, counters and storm windows as a side effect.
+        Returns ``(None, reason)`` for what is only counted, else the state to store. Writes
+        dedup records, the day counter and storm windows as the table's effects say.
         """
+        key = dedup_key(n.mobile, n.fingerprint, n.status, n.episode)
+        # policy row: planned
         if n.state == "suppressed":
             return "suppressed", n.reason
-        row = db.execute("SELECT at FROM dedup WHERE key=?", (n.dedup_key,)).fetchone()
+        # policy row: dedup
+        row = db.execute("SELECT at FROM dedup WHERE key=?", (key,)).fetchone()
+        if row is not None and (n.status == "resolved" or now - row[0] < n.repeat_interval):
+            return None, "duplicate"
         if n.status == "firing":
-            if row is not None and now - row[0] < n.repeat_interval:
-                return None, "duplicate"
-            if db.execute("SELECT 1 FROM dedup WHERE key=?", (n.resolved_key,)).fetchone():
+            # policy row: already_resolved
+            resolved = dedup_key(n.mobile, n.fingerprint, "resolved", n.episode)
+            if db.execute("SELECT 1 FROM dedup WHERE key=?", (resolved,)).fetchone():
                 return None, "already resolved"
+            # policy row: acknowledged
+            if db.execute("SELECT 1 FROM alert_episodes WHERE fingerprint=? AND episode=?"
+                          " AND state='acknowledged'", (n.fingerprint, n.episode)).fetchone():
+                return "suppressed", "acknowledged"
         else:
-            if row is not None:
-                return None, "duplicate"
-            paged = db.execute("SELECT paged FROM dedup WHERE key=?", (n.firing_key,)).fetchone()
+            # policy row: resolved_pairing
+            firing = dedup_key(n.mobile, n.fingerprint, "firing", n.episode)
+            paged = db.execute("SELECT paged FROM dedup WHERE key=?", (firing,)).fetchone()
             if paged is None or not paged[0]:
-                # remember the episode resolved, so a late firing of it pages nobody
-                db.execute("INSERT INTO dedup (key, at, paged) VALUES (?,?,0)",
-                           (n.dedup_key, now))
+                db.execute("INSERT INTO dedup (key, at, paged) VALUES (?,?,0)", (key, now))
                 return None, "not paged"
+        # policy rows: per_day, per_mobile_per_hour (the dedup record is written either way)
         limit_reason = self._limited(db, n.mobile, policy, now)
-        paged_flag = 0 if limit_reason else 1
         db.execute("INSERT INTO dedup (key, at, paged) VALUES (?,?,?) ON CONFLICT(key) DO UPDATE"
                    " SET at=excluded.at, paged=max(paged, excluded.paged)",
-                   (n.dedup_key, now, paged_flag))
+                   (key, now, 0 if limit_reason else 1))
         if limit_reason:
             return "suppressed", limit_reason
-        if policy.storm_threshold is not None and policy.storm_window > 0:
-            storm = db.execute("SELECT window_end, count FROM storms WHERE mobile=?",
-                               (n.mobile,)).fetchone()
-            if storm is None or storm[0] <= now:
-                db.execute("INSERT OR REPLACE INTO storms VALUES (?,?,?,1)",
-                           (n.mobile, now, now + policy.storm_window))
-            else:
-                db.execute("UPDATE storms SET count=count+1 WHERE mobile=?", (n.mobile,))
-                if storm[1] + 1 > policy.storm_threshold:
-                    return "held", "storm"
+        # policy row: storm
+        if self._storm_holds(db, n.mobile, policy, now):
+            return "held", "storm"
+        # policy row: queued
         if policy.day:
             db.execute("INSERT INTO counters VALUES (?,1) ON CONFLICT(key) DO UPDATE SET n=n+1",
                        (f"day:{policy.day}",))
@@ -262,6 +439,7 @@ class SqliteStore(Store):
 
     @staticmethod
     def _limited(db: sqlite3.Connection, mobile: str, policy: Policy, now: float) -> str:
+        """Policy rows ``per_day`` then ``per_mobile_per_hour``: the reason, or ``""``."""
         if policy.per_day is not None:
             row = db.execute("SELECT n FROM counters WHERE key=?",
                              (f"day:{policy.day}",)).fetchone()
@@ -274,7 +452,22 @@ class SqliteStore(Store):
                 return "per_mobile_per_hour limit"
         return ""
 
-    def claim(self, now: float, lease: float, min_gap: float, max_mobiles: int,
+    @staticmethod
+    def _storm_holds(db: sqlite3.Connection, mobile: str, policy: Policy, now: float) -> bool:
+        """Policy row ``storm``: count the notification in the mobile's window (opening one when
+        none is open); true when it is past the threshold."""
+        if policy.storm_threshold is None or policy.storm_window <= 0:
+            return False
+        storm = db.execute("SELECT window_end, count FROM storms WHERE mobile=?",
+                           (mobile,)).fetchone()
+        if storm is None or storm[0] <= now:
+            db.execute("INSERT OR REPLACE INTO storms VALUES (?,?,?,1)",
+                       (mobile, now, now + policy.storm_window))
+            return False
+        db.execute("UPDATE storms SET count=count+1 WHERE mobile=?", (mobile,))
+        return bool(storm[1] + 1 > policy.storm_threshold)
+
+    def claim(self, now: float, lease: float, max_mobiles: int,
               max_items: int = 0) -> list[Claim]:
         claims: list[Claim] = []
         with self._tx() as db:
@@ -294,54 +487,70 @@ class SqliteStore(Store):
                 gap = db.execute("SELECT next_at FROM pacing WHERE mobile=?",
                                  (mobile,)).fetchone()
                 ids = [r["id"] for r in rows]
+                token = secrets.token_hex(8)
                 marks = ",".join("?" * len(ids))
-                db.execute(f"UPDATE items SET lease_until=? WHERE id IN ({marks})",
-                           (now + lease, *ids))
-                db.execute("INSERT OR REPLACE INTO pacing VALUES (?,?)", (mobile, now + min_gap))
+                db.execute(f"UPDATE items SET lease_until=?, lease_token=? WHERE id IN ({marks})",
+                           (now + lease, token, *ids))
+                # the hold: no other claim of this mobile until a mark turns it into the gap
+                db.execute("INSERT OR REPLACE INTO pacing VALUES (?,?)", (mobile, now + lease))
                 items = [_item(r) for r in rows]
                 gapped = gap is not None and gap[0] > min(i.created_at for i in items)
-                claims.append(Claim(mobile, items, now + lease, gapped))
+                claims.append(Claim(mobile, items, now + lease, gapped, token))
         return claims
 
-    def _update(self, ids: Sequence[str], sets: str, args: Sequence[Any]) -> None:
-        if not ids:
-            return
+    def _update(self, ids: Sequence[str], token: str, pace_until: float | None, sets: str,
+                args: Sequence[Any], forget: bool = False) -> int:
+        """One mark: ``sets`` on the items of ``ids`` still leased under ``token``; ends their
+        lease; books ``pace_until``; with ``forget`` deletes their dedup records."""
+        if not ids or not token:  # an unleased item carries no token: nothing may mark it
+            return 0
         marks = ",".join("?" * len(ids))
         with self._tx() as db:
-            db.execute(f"UPDATE items SET {sets}, lease_until=0 WHERE id IN ({marks})",
-                       (*args, *[int(i) for i in ids]))
+            where = f"id IN ({marks}) AND lease_token=?"
+            fenced = (*[int(i) for i in ids], token)
+            rows = db.execute(f"SELECT mobile, fingerprint, status, episode FROM items"
+                              f" WHERE {where}", fenced).fetchall()
+            if not rows:
+                return 0
+            db.execute(f"UPDATE items SET {sets}, lease_until=0, lease_token='' WHERE {where}",
+                       (*args, *fenced))
+            if pace_until is not None:
+                for mobile in {r[0] for r in rows}:
+                    db.execute("INSERT OR REPLACE INTO pacing VALUES (?,?)",
+                               (mobile, pace_until))
+            if forget:
+                db.executemany("DELETE FROM dedup WHERE key=?",
+                               [(dedup_key(*tuple(r)),) for r in rows])
+            return len(rows)
 
-    def mark_sent(self, ids: Sequence[str], sid: str, fee: int, now: float,
-                  reason: str = "") -> None:
-        self._update(ids, "state='sent', sid=?, fee=?, reason=?, updated_at=?,"
-                     " attempts=attempts+1, first_attempt_at=coalesce(first_attempt_at, ?)",
-                     (sid, fee, reason, now, now))
+    def mark_sent(self, ids: Sequence[str], sid: str, fee: int, now: float, reason: str = "",
+                  *, token: str, pace_until: float | None) -> int:
+        return self._update(ids, token, pace_until,
+                            "state='sent', sid=?, fee=?, reason=?, updated_at=?,"
+                            " attempts=attempts+1, first_attempt_at=coalesce(first_attempt_at, ?)",
+                            (sid, fee, reason, now, now))
 
-    def mark_retry(self, ids: Sequence[str], due_at: float, reason: str, now: float) -> None:
-        self._update(ids, "state='retrying', due_at=?, reason=?, updated_at=?,"
-                     " attempts=attempts+1, first_attempt_at=coalesce(first_attempt_at, ?)",
-                     (due_at, reason, now, now))
+    def mark_retry(self, ids: Sequence[str], due_at: float, reason: str, now: float, *,
+                   token: str, pace_until: float | None) -> int:
+        return self._update(ids, token, pace_until,
+                            "state='retrying', due_at=?, reason=?, updated_at=?,"
+                            " attempts=attempts+1, first_attempt_at=coalesce(first_attempt_at, ?)",
+                            (due_at, reason, now, now))
 
-    def mark_failed(self, ids: Sequence[str], reason: str, now: float) -> None:
-        self._update(ids, "state='failed', reason=?, updated_at=?, attempts=attempts+1,"
-                     " first_attempt_at=coalesce(first_attempt_at, ?)", (reason, now, now))
+    def mark_failed(self, ids: Sequence[str], reason: str, now: float, *, token: str,
+                    pace_until: float | None) -> int:
+        return self._update(ids, token, pace_until,
+                            "state='failed', reason=?, updated_at=?, attempts=attempts+1,"
+                            " first_attempt_at=coalesce(first_attempt_at, ?)", (reason, now, now),
+                            forget=True)
 
-    def release(self, ids: Sequence[str], due_at: float) -> None:
-        self._update(ids, "due_at=?", (due_at,))
+    def release(self, ids: Sequence[str], due_at: float, *, token: str,
+                pace_until: float | None = None) -> int:
+        return self._update(ids, token, pace_until, "due_at=?", (due_at,))
 
-    def episode_start(self, fingerprint: str, firing: bool, now: float) -> float | None:
-        with self._tx() as db:
-            row = db.execute("SELECT started_at FROM episodes WHERE fingerprint=?",
-                             (fingerprint,)).fetchone()
-            if firing:
-                if row is None:
-                    db.execute("INSERT INTO episodes VALUES (?,?)", (fingerprint, now))
-                    return now
-                return float(row[0])
-            if row is not None:
-                db.execute("DELETE FROM episodes WHERE fingerprint=?", (fingerprint,))
-                return float(row[0])
-            return None
+    def episode_of(self, fingerprint: str) -> str | None:
+        rows = self._read("SELECT started_at FROM episodes WHERE fingerprint=?", (fingerprint,))
+        return episode_text(float(rows[0][0])) if rows else None
 
     def recent(self, limit: int = 50, state: str | None = None,
                mobile: str | None = None) -> list[Item]:
@@ -376,9 +585,136 @@ class SqliteStore(Store):
                                " WHERE at < ? LIMIT ?)", (before, batch)).rowcount
                 db.execute("DELETE FROM pacing WHERE next_at < ?", (before,))
                 db.execute("DELETE FROM storms WHERE window_end < ?", (before,))
+                gone = [r[0] for r in db.execute(
+                    "SELECT id FROM alert_episodes WHERE (state='resolved' AND resolved_at < ?)"
+                    " OR created_at < ? LIMIT ?", (before, before - EPISODE_STALE, batch))]
+                for table, column in (("episode_paged", "episode_id"),
+                                      ("episode_steps", "episode_id"), ("alert_episodes", "id")):
+                    db.executemany(f"DELETE FROM {table} WHERE {column}=?",
+                                   [(g,) for g in gone])
+                db.execute("DELETE FROM unknown_codes WHERE minute < ?", (int(before // 60),))
             total += n
-            if n < batch and d < batch:
+            if n < batch and d < batch and len(gone) < batch:
                 return total
+
+    # -- episodes ---------------------------------------------------------------------------
+    @staticmethod
+    def _episodes_of(db: sqlite3.Connection, rows: Sequence[sqlite3.Row]) -> list[Episode]:
+        out = []
+        for r in rows:
+            paged = tuple(
+                Paged(mobile=p["mobile"], route=p["route"],
+                      resolved_template=p["resolved_template"], at=p["at"], level=p["level"],
+                      item_id=p["item_id"], code=p["code"])
+                for p in db.execute("SELECT * FROM episode_paged WHERE episode_id=?"
+                                    " ORDER BY at, level, mobile", (r["id"],)))
+            steps = tuple(
+                Step(index=s["idx"], after=s["after"], receiver=s["receiver"],
+                     template=s["template"], due_at=s["due_at"], state=s["state"],
+                     reason=s["reason"])
+                for s in db.execute("SELECT * FROM episode_steps WHERE episode_id=?"
+                                    " ORDER BY idx", (r["id"],)))
+            out.append(Episode(
+                id=r["id"], fingerprint=r["fingerprint"], episode=r["episode"],
+                alertname=r["alertname"], labels=json.loads(r["labels"]), summary=r["summary"],
+                starts_at=r["starts_at"], silence_url=r["silence_url"], route=r["route"],
+                state=r["state"], acknowledged_by=r["acknowledged_by"],
+                acknowledged_at=r["acknowledged_at"], acknowledged_via=r["acknowledged_via"],
+                resolved_at=r["resolved_at"], created_at=r["created_at"], paged=paged,
+                steps=steps, annotations=json.loads(r["annotations"])))
+        return out
+
+    def _read_episodes(self, where: str, args: Sequence[Any], tail: str = "") -> list[Episode]:
+        try:
+            db = self._conn()
+            # one read transaction, so an episode and its entries are one snapshot
+            db.execute("BEGIN")
+            try:
+                rows = db.execute(f"SELECT * FROM alert_episodes WHERE {where} {tail}",
+                                  args).fetchall()
+                return self._episodes_of(db, rows)
+            finally:
+                db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._drop()
+            raise StoreUnavailable(f"sqlite {self.path}: {exc}") from None
+
+    def episodes_for(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Episode]:
+        out: dict[tuple[str, str], Episode] = {}
+        for fp, ep in dict.fromkeys(keys):
+            for e in self._read_episodes("fingerprint=? AND episode=?", (fp, ep)):
+                out[(fp, ep)] = e
+        return out
+
+    def episodes(self, state: str | None = None, limit: int = 50) -> list[Episode]:
+        where, args = ("state=?", [state]) if state else ("1=1", [])
+        return self._read_episodes(where, (*args, limit),
+                                   "ORDER BY created_at DESC, id LIMIT ?")
+
+    def episode(self, id: str) -> Episode | None:
+        found = self._read_episodes("id=?", (id,))
+        return found[0] if found else None
+
+    def episode_by_code(self, code: str, now: float) -> tuple[Episode, Paged] | None:
+        if not code:
+            return None
+        rows = self._read("SELECT episode_id FROM episode_paged WHERE code=?", (code,))
+        episode = self.episode(str(rows[0][0])) if rows else None
+        if episode is None or code_expired(episode, now):
+            return None
+        paged = next((p for p in episode.paged if p.code == code), None)
+        return None if paged is None else (episode, paged)
+
+    def acknowledge(self, id: str, by: str, via: str, now: float) -> tuple[Episode, bool]:
+        with self._tx() as db:
+            row = db.execute("SELECT state FROM alert_episodes WHERE id=?", (id,)).fetchone()
+            if row is None:
+                raise KeyError(id)
+            done = row[0] == "firing"
+            if done:
+                db.execute("UPDATE alert_episodes SET state='acknowledged', acknowledged_by=?,"
+                           " acknowledged_at=?, acknowledged_via=? WHERE id=?",
+                           (by, now, via, id))
+                db.execute("UPDATE episode_steps SET state='cancelled', reason=?,"
+                           " lease_until=0, lease_token='' WHERE episode_id=?"
+                           " AND state='pending'", (f"acknowledged by {by}", id))
+            rows = db.execute("SELECT * FROM alert_episodes WHERE id=?", (id,)).fetchall()
+            return self._episodes_of(db, rows)[0], done
+
+    def unknown_code_hit(self, client: str, now: float) -> int:
+        with self._tx() as db:
+            minute = int(now // 60)
+            db.execute("INSERT INTO unknown_codes VALUES (?,?,1) ON CONFLICT(client, minute)"
+                       " DO UPDATE SET n=n+1", (client, minute))
+            row = db.execute("SELECT n FROM unknown_codes WHERE client=? AND minute=?",
+                             (client, minute)).fetchone()
+            return int(row[0])
+
+    def claim_steps(self, now: float, lease: float, limit: int = 20) -> list[StepClaim]:
+        out: list[StepClaim] = []
+        # polled every delivery pass: a read first, the write lock only when something is due
+        if not self._read("SELECT 1 FROM episode_steps WHERE state='pending' AND due_at <= ?"
+                          " AND lease_until <= ? LIMIT 1", (now, now)):
+            return out
+        with self._tx() as db:
+            rows = db.execute("SELECT episode_id, idx FROM episode_steps WHERE state='pending'"
+                              " AND due_at <= ? AND lease_until <= ? ORDER BY due_at LIMIT ?",
+                              (now, now, limit)).fetchall()
+            for ep_id, idx in rows:
+                token = secrets.token_hex(8)
+                db.execute("UPDATE episode_steps SET lease_until=?, lease_token=?"
+                           " WHERE episode_id=? AND idx=?", (now + lease, token, ep_id, idx))
+                out.append(StepClaim(str(ep_id), int(idx), token, now + lease))
+        return out
+
+    def finish_step(self, claim: StepClaim, state: StepState, reason: str,
+                    now: float) -> bool:
+        with self._tx() as db:
+            n = db.execute("UPDATE episode_steps SET state=?, reason=?, lease_until=0,"
+                           " lease_token='' WHERE episode_id=? AND idx=? AND lease_token=?"
+                           " AND state='pending'",
+                           (state, reason, claim.episode_id, claim.index, claim.token)).rowcount
+            return bool(n)
 
     def set_status(self, key: str, value: str | None) -> None:
         if value is None:
