@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 from conftest import wait_until
 from fakejuhe import FakeJuhe
@@ -101,19 +102,26 @@ def test_link_get_changes_nothing_post_acks_once_and_text_is_escaped(
     store.close()
 
 
-def test_wrong_codes_404_then_429_across_workers_valid_code_still_served(
-        make_bridge: Any, fake_juhe: FakeJuhe) -> None:
-    bridge = make_bridge(RULES, WEB_CONCURRENCY="2")
-    code = page_and_code(bridge, fake_juhe, "DiskFull")
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+def test_wrong_codes_404_then_429_across_workers_and_instances_valid_code_still_served(
+        make_bridge: Any, fake_juhe: FakeJuhe, store: str, request: pytest.FixtureRequest
+) -> None:
+    env = {"BRIDGE_STORE": request.getfixturevalue("redis_url")} if store == "redis" else {}
+    a = make_bridge(RULES, WEB_CONCURRENCY="2", **env)
+    b = make_bridge(RULES, WEB_CONCURRENCY="2", **env)  # a second instance on the same store
+    code = page_and_code(a, fake_juhe, "DiskFull")
     if time.time() % 60 > 40:  # keep the 21 tries within one fixed minute
         time.sleep(61 - time.time() % 60)
-    # a new connection per request: gunicorn's two workers share them; the count is the store's
-    statuses = [requests.get(f"{bridge.base}/a/Wrong{n:04d}code", timeout=10).status_code
+    # a new connection per request, alternating instances (each with two workers): the count
+    # is the store's
+    statuses = [requests.get(f"{(a, b)[n % 2].base}/a/Wrong{n:04d}code", timeout=10).status_code
                 for n in range(20)]
     assert statuses == [404] * 20
-    assert requests.get(f"{bridge.base}/a/Wrong9999code", timeout=10).status_code == 429
-    assert requests.post(f"{bridge.base}/a/Wrong9998code", timeout=10).status_code == 429
-    assert requests.get(f"{bridge.base}/a/{code}", timeout=10).status_code == 200
+    assert requests.get(f"{b.base}/a/Wrong9999code", timeout=10).status_code == 429
+    assert requests.post(f"{a.base}/a/Wrong9998code", timeout=10).status_code == 429
+    for bridge in (a, b):  # a valid code is always served
+        assert requests.get(f"{bridge.base}/a/{code}", timeout=10).status_code == 200
+    assert "tried 21 unknown codes this minute" in a.log() + b.log()
 
 
 def test_api_episodes_shapes_state_filter_and_ack_behind_the_token(
