@@ -210,7 +210,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     Raises :class:`~bridge.errors.RulesError` when the rules fail their checks and
     ``ValueError`` for unreadable settings or an unusable ``BRIDGE_STORE``.
     """
-    from bridge import page
+    from bridge import ack, page
 
     settings = settings or Settings.from_env()
     b = Bridge(settings, store=store, client=client,
@@ -223,6 +223,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.register_blueprint(api)
     page.init_app(app, settings)
+    app.register_blueprint(ack.ack)
     return app
 
 

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bridge.delivery import STATUS_JUHE_CONFIG
+from bridge.episodes import Episode
 from bridge.juhe import encode_tpl_value
 from bridge.privacy import mask_mobile, redact_url
 from bridge.service import Bridge
@@ -100,12 +101,48 @@ def oncall(b: Bridge, next_n: int = 3, at: float | None = None) -> list[dict[str
     return [v.to_json(mask=True) for v in b.oncall(next_n, at)]
 
 
+def episode_json(b: Bridge, episode: Episode) -> dict[str, Any]:
+    """One episode as ``/api/episodes`` and the pages show it (SPEC "Episodes"): ``id``,
+    ``alertname``, ``fingerprint``, ``labels``, ``summary``, ``starts_at``, ``state``,
+    ``acknowledged_by``/``_at``, ``resolved_at``, ``silence_url``, ``paged`` (``person``,
+    ``mobile`` masked, ``at``, ``state`` of its notification or ``None``, ``level``) and
+    ``escalation`` (``index``, ``after`` seconds, ``receiver``, ``due_at``, ``state``,
+    ``reason``); each time also as ``*_local`` in ``BRIDGE_TZ``. Raises
+    :class:`~bridge.errors.StoreUnavailable`."""
+    rules = b.holder.rules
+    states: dict[str, str] = {}
+    for mobile in {p.mobile for p in episode.paged if p.item_id}:
+        for item in b.store.recent(200, None, mobile):
+            states[item.id] = item.state
+    return {
+        "id": episode.id, "alertname": episode.alertname, "fingerprint": episode.fingerprint,
+        "labels": dict(episode.labels), "summary": episode.summary,
+        "starts_at": episode.starts_at, "starts_at_local": local_time(b, episode.starts_at),
+        "state": episode.state, "route": episode.route,
+        "acknowledged_by": episode.acknowledged_by, "acknowledged_at": episode.acknowledged_at,
+        "acknowledged_at_local": local_time(b, episode.acknowledged_at),
+        "acknowledged_via": episode.acknowledged_via,
+        "resolved_at": episode.resolved_at, "resolved_at_local": local_time(b, episode.resolved_at),
+        "silence_url": episode.silence_url,
+        "paged": [{"person": rules.person_of(p.mobile), "mobile": mask_mobile(p.mobile),
+                   "at": p.at, "at_local": local_time(b, p.at), "level": p.level,
+                   "route": p.route,
+                   "state": states.get(p.item_id) if p.item_id else None}
+                  for p in episode.paged],
+        "escalation": [{"index": s.index, "after": s.after, "receiver": s.receiver,
+                        "due_at": s.due_at, "due_at_local": local_time(b, s.due_at),
+                        "state": s.state, "reason": s.reason} for s in episode.steps],
+    }
+
+
 def episodes(b: Bridge, state: str | None = None,
              limit: int = 50) -> list[dict[str, Any]] | None:
-    """SLOT (episodes and acknowledgement, SPEC "On call"): episodes newest first, as
-    ``/api/episodes`` answers. ``None`` while this build has no episodes: the page then says
-    so. The episodes work replaces this body with its service function."""
-    return None
+    """Episodes newest first (at most ``limit``, 1 to :data:`MAX_LIMIT`), of one ``state``
+    (``firing``, ``acknowledged``, ``resolved``) when given, each as :func:`episode_json`:
+    what ``/api/episodes`` answers and the page shows. Raises ``ValueError`` for another state
+    and :class:`~bridge.errors.StoreUnavailable`."""
+    limit = max(1, min(limit, MAX_LIMIT))
+    return [episode_json(b, e) for e in b.episodes(state, limit)]
 
 
 def now_utc() -> datetime:
