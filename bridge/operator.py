@@ -106,9 +106,9 @@ def episode_json(b: Bridge, episode: Episode) -> dict[str, Any]:
     ``alertname``, ``fingerprint``, ``labels``, ``summary``, ``starts_at``, ``state``,
     ``acknowledged_by``/``_at``, ``resolved_at``, ``silence_url``, ``paged`` (``person``,
     ``mobile`` masked, ``at``, ``state`` of its notification or ``None``, ``level``) and
-    ``escalation`` (``index``, ``after`` seconds, ``receiver``, ``due_at``, ``state``,
-    ``reason``); each time also as ``*_local`` in ``BRIDGE_TZ``. Raises
-    :class:`~bridge.errors.StoreUnavailable`."""
+    ``escalation`` (``index``, ``after`` seconds and as ``after_text`` (``10m``),
+    ``receiver``, ``due_at``, ``state``, ``reason``); each time also as ``*_local`` in
+    ``BRIDGE_TZ``. Raises :class:`~bridge.errors.StoreUnavailable`."""
     rules = b.holder.rules
     states: dict[str, str] = {}
     for mobile in {p.mobile for p in episode.paged if p.item_id}:
@@ -129,20 +129,31 @@ def episode_json(b: Bridge, episode: Episode) -> dict[str, Any]:
                    "route": p.route,
                    "state": states.get(p.item_id) if p.item_id else None}
                   for p in episode.paged],
-        "escalation": [{"index": s.index, "after": s.after, "receiver": s.receiver,
+        "escalation": [{"index": s.index, "after": s.after,
+                        "after_text": duration_text(s.after), "receiver": s.receiver,
                         "due_at": s.due_at, "due_at_local": local_time(b, s.due_at),
                         "state": s.state, "reason": s.reason} for s in episode.steps],
     }
 
 
 def episodes(b: Bridge, state: str | None = None,
-             limit: int = 50) -> list[dict[str, Any]] | None:
+             limit: int = 50) -> list[dict[str, Any]]:
     """Episodes newest first (at most ``limit``, 1 to :data:`MAX_LIMIT`), of one ``state``
     (``firing``, ``acknowledged``, ``resolved``) when given, each as :func:`episode_json`:
     what ``/api/episodes`` answers and the page shows. Raises ``ValueError`` for another state
     and :class:`~bridge.errors.StoreUnavailable`."""
     limit = max(1, min(limit, MAX_LIMIT))
     return [episode_json(b, e) for e in b.episodes(state, limit)]
+
+
+def duration_text(seconds: float) -> str:
+    """``seconds`` as the rules write a duration: ``30s``, ``10m``, ``2h``, ``1d``, else
+    ``90s``-style whole seconds (the page's escalation ``after``)."""
+    whole = int(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if whole and whole % size == 0:
+            return f"{whole // size}{unit}"
+    return f"{whole}s"
 
 
 def now_utc() -> datetime:

@@ -46,6 +46,12 @@ from bridge.store.base import STATES
 
 #: How long a login lasts (SPEC: 12 h).
 SESSION_HOURS = 12
+#: Episodes section: at most this many firing and as many acknowledged episodes ...
+ACTIVE_LIMIT = 50
+#: ... and this many recently resolved ones (page.js asks /api/episodes for the same).
+RESOLVED_LIMIT = 10
+#: Who an Acknowledge from the page is recorded as when its name field is left empty.
+DEFAULT_ACK_BY = "operator"
 #: Content-Security-Policy of every answer: only the bridge's own scripts and styles.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
@@ -154,7 +160,10 @@ def _index(status: int = 200, **playground: Any) -> Any:
     f = _filters()
     return _render(
         "index.html", status, status_=operator.status(b), oncall=operator.oncall(b),
-        episodes=operator.episodes(b), filters=f, states=STATES, sources=sorted(SOURCES),
+        firing=operator.episodes(b, "firing", ACTIVE_LIMIT),
+        acknowledged=operator.episodes(b, "acknowledged", ACTIVE_LIMIT),
+        resolved=operator.episodes(b, "resolved", RESOLVED_LIMIT), resolved_limit=RESOLVED_LIMIT,
+        filters=f, states=STATES, sources=sorted(SOURCES),
         notifications=operator.notifications(b, 50, f["state"] or None, f["mobile"] or None,
                                              f["alertname"] or None),
         tpl_value=tpl_value, **playground)
@@ -198,6 +207,26 @@ def logout() -> Any:
     session.clear()
     return redirect(url_for("page.login_form" if _bridge().settings.token else "page.index"),
                     303)
+
+
+@page.post("/episodes/<id>/ack")
+def acknowledge(id: str) -> Any:
+    """The page's Acknowledge button (form ``csrf``, optional ``by``: who acknowledges, at
+    most 100 characters, :data:`DEFAULT_ACK_BY` when empty): acknowledges ``via=page`` through
+    :meth:`bridge.service.Bridge.acknowledge` and answers 303 back to the episodes. The first
+    acknowledgement stands; a later one changes nothing (the episode shows who and when).
+    404 for an unknown episode, 400 for a missing CSRF token or a too long name."""
+    if not logged_in():
+        return redirect(url_for("page.login_form"))
+    _check_csrf()
+    by = " ".join(request.form.get("by", "").split()) or DEFAULT_ACK_BY
+    if len(by) > 100:
+        abort(400, description="the name is longer than 100 characters")
+    try:
+        _bridge().acknowledge(id, by, "page")
+    except KeyError:
+        abort(404, description=f"no episode {id!r}")
+    return redirect(url_for("page.index") + "#episodes", 303)
 
 
 @page.post("/playground")

@@ -192,3 +192,39 @@ def test_grafana_fixture_detected_in_playground(tmp_path: Path) -> None:
     html = c.post("/playground", data={"csrf": csrf, "body": body,
                                        "source": "detect"}).get_data(as_text=True)
     assert "grafana: 3 alerts, 3 notifications." in html
+
+
+def test_page_acknowledge_needs_login_and_csrf_and_defaults_to_operator(app: Any) -> None:
+    c = app.test_client()
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert c.post("/webhook/alertmanager", json=FIRING, headers=auth).status_code == 200
+    [e] = c.get("/api/episodes?state=firing", headers=auth).get_json()["episodes"]
+    url = f"/episodes/{e['id']}/ack"
+    r = c.post(url, data={"by": "li"})
+    assert r.status_code == 302 and r.headers["Location"].endswith("/login")
+    assert login(c).status_code == 303
+    html = c.get("/").get_data(as_text=True)
+    assert f'action="{url}"' in html and "Acknowledge" in html
+    csrf = csrf_of(html)
+    r = c.post(url, data={"csrf": "forged", "by": "li"})
+    assert r.status_code == 400 and "CSRF" in r.get_json()["error"]
+    r = c.post("/episodes/nosuchid/ack", data={"csrf": csrf})
+    assert r.status_code == 404 and r.get_json() == {"error": "no episode 'nosuchid'"}
+    r = c.post(url, data={"csrf": csrf, "by": "x" * 101})
+    assert r.status_code == 400
+    assert c.get("/api/episodes?state=firing", headers=auth).get_json()["episodes"] != []
+    r = c.post(url, data={"csrf": csrf, "by": "  "})
+    assert r.status_code == 303 and r.headers["Location"].endswith("/#episodes")
+    r = c.post(url, data={"csrf": csrf, "by": "li"})  # the first acknowledgement stands
+    assert r.status_code == 303
+    [a] = c.get("/api/episodes?state=acknowledged", headers=auth).get_json()["episodes"]
+    assert (a["id"], a["acknowledged_by"], a["acknowledged_via"]) == (e["id"], "operator", "page")
+    html = c.get("/").get_data(as_text=True)
+    assert f'action="{url}"' not in html and "Acknowledged by <b>operator</b>" in html
+
+
+def test_duration_text() -> None:
+    from bridge.operator import duration_text
+
+    assert [duration_text(s) for s in (0, 30, 90, 600, 7200, 86400, 1.5)] == [
+        "0s", "30s", "90s", "10m", "2h", "1d", "1s"]

@@ -135,7 +135,6 @@ def test_operator_page_in_chromium(browser: Any, make_bridge: Any,
     shoot(page, "status")
     shoot(page, "notifications")
     shoot(page, "oncall")
-    shoot(page, "episodes")
 
     # -- filters ---------------------------------------------------------------------------
     page.fill("#filters input[name=mobile]", "13900139000")
@@ -203,3 +202,126 @@ def test_open_page_warns_in_chromium(browser: Any, make_bridge: Any) -> None:
     page.screenshot(path=str(ARTIFACTS / "page-open-1280.png"), full_page=True)
     page.close()
 
+
+
+EP_RULES = """\
+people: {zhang: "13800138000", li: "13800138001", wang: "13900139000"}
+receivers: {dba: [zhang, li], ops: [wang]}
+templates:
+  firing:
+    tpl_id: 111
+    vars: {name: "{{ labels.alertname }}", summary: "{{ annotations.summary }}"}
+  resolved:
+    tpl_id: 222
+    vars: {name: "{{ labels.alertname }}"}
+limits: {min_gap: 0s}
+routes:
+  - name: db-critical
+    matchers: ['severity="critical"']
+    receiver: dba
+    template: firing
+    resolved_template: resolved
+    escalate: [{after: 10m, receiver: ops}, {after: 30m, receiver: dba}]
+"""
+
+
+def login(page: Any, base: str) -> None:
+    page.goto(base + "/")
+    page.fill("#token", TOKEN)
+    page.click("button[type=submit]")
+    page.wait_for_url(base + "/")
+
+
+def test_episodes_in_chromium(browser: Any, make_bridge: Any, fake_juhe: FakeJuhe) -> None:
+    """The Episodes section: a webhook's episode appears without reloading (who was paged,
+    masked; escalation due times in BRIDGE_TZ), its alert text is text, Acknowledge records
+    ``via=page`` as the name typed (``/api/episodes`` agrees), and the resolved one moves to
+    "Recently resolved" without reloading; no horizontal scroll at 390x844."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    bp = make_bridge(rules=EP_RULES, BRIDGE_TOKEN=TOKEN, BRIDGE_TZ="Asia/Shanghai")
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    login(page, bp.base)
+    assert page.locator("#episode-list").inner_text() == "Nothing firing."
+    assert page.locator("#resolved-list").inner_text() == "None."
+
+    reloads: list[str] = []
+    page.on("framenavigated", lambda f: reloads.append(f.url))
+    evil = "<script>alert(1)</script> disk 95%"
+    body = {"version": "4", "status": "firing", "alerts": [
+        {"status": "firing", "labels": {"alertname": "DiskFull", "severity": "critical"},
+         "annotations": {"summary": evil}, "startsAt": "2026-12-01T10:00:00Z",
+         "fingerprint": "e1e2e3e4e5e6e7e8"}]}
+    r = bp.post("/webhook/alertmanager", body, headers=auth)
+    assert r.json() == {"alerts": 1, "queued": 2, "suppressed": 0, "held": 0}
+    assert len(fake_juhe.wait_for(2, 20)) == 2
+    card = page.locator("#episode-list article.episode.firing")
+    card.wait_for(timeout=20000)
+    assert reloads == []
+    [api] = bp.get("/api/episodes?state=firing", headers=auth).json()["episodes"]
+    assert card.get_attribute("data-id") == api["id"]
+    zone = ZoneInfo("Asia/Shanghai")
+    s1, s2 = api["escalation"]
+    for s in (s1, s2):
+        assert s["due_at_local"] == datetime.fromtimestamp(s["due_at"], zone).strftime(
+            "%Y-%m-%d %H:%M:%S")
+    assert s2["due_at"] - s1["due_at"] == 20 * 60
+    # the paged notifications are sent: wait for a refresh to show it
+    assert wait_until(lambda: card.locator(".ep-paged .state.sent").count() == 2, 20, 0.2)
+    text = card.inner_text()
+    assert "since 2026-12-01 18:00:00" in text  # startsAt 10:00Z in Asia/Shanghai
+    paged = sorted(card.locator(".ep-paged li").all_inner_texts())
+    assert len(paged) == 2
+    assert paged[0].startswith("li 138****8001 at ") and paged[0].endswith(
+        ", route db-critical sent")
+    assert paged[1].startswith("zhang 138****8000 at ")
+    section_html = page.locator("#episodes").inner_html()
+    assert "13800138000" not in section_html and "13800138001" not in section_html
+    steps = card.locator(".ep-steps li").all_inner_texts()
+    assert steps == [f"after 10m \u2192 ops: due {s1['due_at_local']} pending",
+                     f"after 30m \u2192 dba: due {s2['due_at_local']} pending"]
+    assert card.locator(".ep-summary").inner_text() == evil
+    assert page.locator("#episodes script").count() == 0
+    assert dialogs == []
+    page.locator("#episodes").scroll_into_view_if_needed()
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    shoot(page, "episodes")
+
+    # -- Acknowledge as the name typed: the store agrees (/api/episodes) -----------------
+    card.locator("input[name=by]").fill("li")
+    card.locator(".ack-button").click()
+    page.wait_for_url(bp.base + "/#episodes")
+    [acked] = bp.get("/api/episodes?state=acknowledged", headers=auth).json()["episodes"]
+    assert acked["id"] == api["id"]
+    assert (acked["acknowledged_by"], acked["acknowledged_via"]) == ("li", "page")
+    assert [(s["state"], s["reason"]) for s in acked["escalation"]] == [
+        ("cancelled", "acknowledged by li")] * 2
+    assert bp.get("/api/episodes?state=firing", headers=auth).json()["episodes"] == []
+    card = page.locator(f'#episode-list article[data-id="{api["id"]}"]')
+    assert "acknowledged" in (card.get_attribute("class") or "")
+    assert card.locator(".ep-ack").inner_text() == (
+        f"Acknowledged by li at {acked['acknowledged_at_local']} (via page)")
+    assert card.locator("form.ack").count() == 0
+    page.locator("#episodes").screenshot(path=str(ARTIFACTS / "episodes-acknowledged.png"))
+
+    # -- resolved: it moves to "Recently resolved" without reloading ---------------------
+    reloads.clear()
+    body["alerts"][0]["status"] = "resolved"
+    body["alerts"][0]["endsAt"] = "2026-12-01T10:30:00Z"
+    body["status"] = "resolved"
+    assert bp.post("/webhook/alertmanager", body, headers=auth).json()["queued"] == 2
+    assert len(fake_juhe.wait_for(4, 20)) == 4
+    assert sorted(m["tpl_id"] for m in fake_juhe.messages) == ["111", "111", "222", "222"]
+    done = page.locator(f'#resolved-list article.episode.resolved[data-id="{api["id"]}"]')
+    done.wait_for(timeout=20000)
+    assert reloads == []
+    assert page.locator("#episode-list").inner_text() == "Nothing firing."
+    assert "Acknowledged by li" in done.inner_text() and "Resolved at " in done.inner_text()
+    assert dialogs == []
+    context.close()
+    assert "Traceback" not in bp.log()
