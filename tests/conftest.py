@@ -7,10 +7,8 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,74 +20,19 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from fakejuhe import FakeJuhe  # noqa: E402
 
+# the rules strings and helpers are re-exported: tests import them from conftest
+from support import (  # noqa: E402,F401
+    CATCH_ALL,
+    SPEC_RULES,
+    free_port,
+    redis_argv,
+    redis_ready,
+    wait_until,
+)
+
 ROOT = Path(__file__).parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"
 KEY = "testkey-5f2a9c"
-
-#: A rules file for end-to-end tests: one catch-all route that also pages resolved alerts.
-CATCH_ALL = """\
-receivers:
-  oncall: ["13800138000"]
-templates:
-  firing:
-    tpl_id: 111
-    vars:
-      name: "{{ labels.alertname | default('-') }}"
-      host: "{{ labels.instance | default(labels.host) | default('-') }}"
-      summary: "{{ annotations.summary | default('-') }}"
-      at: "{{ starts_at | localtime('%m-%d %H:%M') }}"
-  resolved:
-    tpl_id: 222
-    vars:
-      name: "{{ labels.alertname | default('-') }}"
-limits:
-  min_gap: 0s
-routes:
-  - name: everything
-    matchers: ['alertname=~".*"']
-    receiver: oncall
-    template: firing
-    resolved_template: resolved
-"""
-
-#: The SPEC's example rules (without the night mute, so tests do not depend on the hour).
-SPEC_RULES = """\
-receivers:
-  dba: ["13800138000", "13800138001"]
-  ops: ["13900139000"]
-templates:
-  firing:
-    tpl_id: 111
-    vars:
-      name: "{{ labels.alertname }}"
-      host: "{{ labels.instance | default('-') }}"
-      summary: "{{ annotations.summary }}"
-      at: "{{ starts_at | localtime('%m-%d %H:%M') }}"
-  resolved:
-    tpl_id: 222
-    vars:
-      name: "{{ labels.alertname }}"
-limits:
-  min_gap: 0s
-routes:
-  - name: db-critical
-    matchers: ['severity="critical"', 'team=~"db|mysql"']
-    receiver: dba
-    template: firing
-    resolved_template: resolved
-    repeat_interval: 4h
-    continue: true
-  - name: everything-else
-    matchers: ['severity=~"critical|warning"']
-    receiver: ops
-    template: firing
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def fixture_bytes(name: str) -> bytes:
@@ -98,17 +41,6 @@ def fixture_bytes(name: str) -> bytes:
 
 def fixture_json(name: str) -> Any:
     return json.loads(fixture_bytes(name))
-
-
-def wait_until(pred: Any, timeout: float, interval: float = 0.05) -> bool:
-    """Poll ``pred()`` until true or ``timeout`` seconds pass; returns the last result."""
-    end = time.monotonic() + timeout
-    while True:
-        if pred():
-            return True
-        if time.monotonic() > end:
-            return False
-        time.sleep(interval)
 
 
 @pytest.fixture(autouse=True)
@@ -142,29 +74,15 @@ class RedisServer:
         exe = shutil.which("redis-server")
         if exe is None:
             pytest.skip("redis-server is not installed (.ci/run installs it)")
-        self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
-             "--appendonly", "yes", "--save", "", "--protected-mode", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        import redis
-
-        client = redis.Redis(port=self.port, socket_timeout=1)
-        ok = wait_until(lambda: _ping(client), 10)
-        client.close()
-        assert ok, "redis-server did not start"
+        self.proc = subprocess.Popen(redis_argv(exe, self.port, self.workdir),
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert redis_ready(self.port), "redis-server did not start"
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
         self.proc = None
-
-
-def _ping(client: Any) -> bool:
-    try:
-        return bool(client.ping())
-    except Exception:
-        return False
 
 
 @pytest.fixture(scope="session")
