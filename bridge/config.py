@@ -119,46 +119,13 @@ class Settings:
         e = os.environ if env is None else env
 
         def num(name: str, default: str, low: int, high: int = 2**31) -> int:
-            try:
-                value = int(e.get(name) or default)
-            except ValueError:
-                raise ValueError(f"{name}: not a whole number: {e.get(name)!r}") from None
-            if not low <= value <= high:
-                raise ValueError(f"{name}: must be from {low} to {high}, not {value}")
-            return value
+            return _whole_number(e, name, default, low, high)
 
         def dur(name: str, default: str, positive: bool = False) -> float:
-            try:
-                value = parse_duration(e.get(name) or default)
-            except ValueError as exc:
-                raise ValueError(f"{name}: {exc}") from None
-            if positive and value <= 0:
-                raise ValueError(f"{name}: must be more than 0")
-            return value
+            return _duration(e, name, default, positive)
 
         store = store_url(e)
-        if not store.startswith(("sqlite:///", "redis://", "rediss://", "unix://")) or \
-                store == "sqlite:///":
-            where = "BRIDGE_STORE" if e.get("BRIDGE_STORE") else "REDIS_URL"
-            raise ValueError(f"{where}: expected sqlite:///PATH or redis://[:password@]host:"
-                             f"port/db, got {redact_url(store).split('://')[0]}://...")
-        if store.startswith("sqlite:///"):
-            folder = os.path.dirname(os.path.abspath(store[len("sqlite:///"):]))
-            if not os.path.isdir(folder):
-                where = "BRIDGE_STORE" if e.get("BRIDGE_STORE") else "REDIS_URL"
-                raise ValueError(f"{where}: the folder {folder} does not exist ({store}); "
-                                 "create it first (a mistyped path must not start an empty "
-                                 "store)")
-        if store.startswith(("redis://", "rediss://")):
-            where = "BRIDGE_STORE" if e.get("BRIDGE_STORE") else "REDIS_URL"
-            try:
-                parts = urlsplit(store)
-                _ = parts.port
-                db = parts.path.strip("/")
-                if not parts.hostname or (db and not db.isdigit()):
-                    raise ValueError("expected redis://[:password@]host:port/db")
-            except ValueError as exc:
-                raise ValueError(f"{where}: {exc}: {redact_url(store)}") from None
+        _check_store(store, "BRIDGE_STORE" if e.get("BRIDGE_STORE") else "REDIS_URL")
         juhe_url = e.get("JUHE_URL") or "http://v.juhe.cn/sms/send"
         if not re.match(r"^https?://[^/\s]+", juhe_url):
             raise ValueError(f"JUHE_URL: expected http(s)://host/path, got {juhe_url!r}")
@@ -199,3 +166,51 @@ class Settings:
             retry_base=dur("BRIDGE_RETRY_BASE", "2s", positive=True),
             delivery_interval=dur("BRIDGE_DELIVERY_INTERVAL", "0.5s", positive=True),
         )
+
+
+def _whole_number(e: Mapping[str, str], name: str, default: str, low: int, high: int) -> int:
+    """``e[name]`` (or ``default``) as an int from ``low`` to ``high``; ValueError naming
+    ``name`` otherwise."""
+    try:
+        value = int(e.get(name) or default)
+    except ValueError:
+        raise ValueError(f"{name}: not a whole number: {e.get(name)!r}") from None
+    if not low <= value <= high:
+        raise ValueError(f"{name}: must be from {low} to {high}, not {value}")
+    return value
+
+
+def _duration(e: Mapping[str, str], name: str, default: str, positive: bool) -> float:
+    """``e[name]`` (or ``default``) as seconds (:func:`parse_duration`); ValueError naming
+    ``name`` when unreadable, or not more than 0 where ``positive``."""
+    try:
+        value = parse_duration(e.get(name) or default)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+    if positive and value <= 0:
+        raise ValueError(f"{name}: must be more than 0")
+    return value
+
+
+def _check_store(store: str, where: str) -> None:
+    """Raise ValueError naming ``where`` (the variable it came from) unless ``store`` is a
+    ``sqlite:///PATH`` in an existing folder or a well-formed ``redis://`` URL."""
+    if not store.startswith(("sqlite:///", "redis://", "rediss://", "unix://")) or \
+            store == "sqlite:///":
+        raise ValueError(f"{where}: expected sqlite:///PATH or redis://[:password@]host:"
+                         f"port/db, got {redact_url(store).split('://')[0]}://...")
+    if store.startswith("sqlite:///"):
+        folder = os.path.dirname(os.path.abspath(store[len("sqlite:///"):]))
+        if not os.path.isdir(folder):
+            raise ValueError(f"{where}: the folder {folder} does not exist ({store}); "
+                             "create it first (a mistyped path must not start an empty "
+                             "store)")
+    if store.startswith(("redis://", "rediss://")):
+        try:
+            parts = urlsplit(store)
+            _ = parts.port
+            db = parts.path.strip("/")
+            if not parts.hostname or (db and not db.isdigit()):
+                raise ValueError("expected redis://[:password@]host:port/db")
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}: {redact_url(store)}") from None
