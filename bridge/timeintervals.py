@@ -23,8 +23,9 @@ file loader can embed them and report each problem at its place::
   ``a:b`` range is inclusive at both ends. Day ranges reaching past the month are clamped to it.
 - The check is done in ``location`` (an IANA zone, default UTC): ``t`` is converted first.
 
-Unquoted ``23:00`` or ``1:5`` in YAML 1.1 (PyYAML) are base-60 integers (1380, 65); such
-integers are refused with a message saying what to quote.
+Unquoted ``23:00`` or ``1:5`` reach these models as text: the rules loader
+(:mod:`bridge.rules.load`) reads YAML without base-60 numbers, as Alertmanager does. A number
+where a time of day is expected is refused.
 
 This module is pure: no I/O besides the system time zone database, no environment, no clock.
 """
@@ -90,14 +91,6 @@ _MONTHS: dict[str, int] = {
     "december": 12,
 }
 _MONTH_NAMES: dict[int, str] = {n: name for name, n in _MONTHS.items()}
-
-
-def _sexagesimal_hint(value: int) -> str:
-    """Explain how YAML 1.1 turned an unquoted ``a:b`` into ``value``, when it could have."""
-    if value >= 60:
-        text = f"{value // 60}:{value % 60}"
-        return f" (YAML reads an unquoted {text} as the number {value}; quote it: '{text}')"
-    return ""
 
 
 def parse_time_of_day(text: str) -> int:
@@ -315,23 +308,13 @@ def _validate_weekday(value: Any) -> WeekdayRange:
 def _validate_day_of_month(value: Any) -> DayOfMonthRange:
     if isinstance(value, DayOfMonthRange):
         return value
-    try:
-        return DayOfMonthRange.parse(_range_text(value, "day of the month", "1:5"))
-    except ValueError as exc:
-        if isinstance(value, int) and not isinstance(value, bool):
-            raise ValueError(f"{exc}{_sexagesimal_hint(value)}") from None
-        raise
+    return DayOfMonthRange.parse(_range_text(value, "day of the month", "1:5"))
 
 
 def _validate_month(value: Any) -> MonthRange:
     if isinstance(value, MonthRange):
         return value
-    try:
-        return MonthRange.parse(_range_text(value, "month", "january:march"))
-    except ValueError as exc:
-        if isinstance(value, int) and not isinstance(value, bool):
-            raise ValueError(f"{exc}{_sexagesimal_hint(value)}") from None
-        raise
+    return MonthRange.parse(_range_text(value, "month", "january:march"))
 
 
 def _validate_year(value: Any) -> YearRange:
@@ -366,8 +349,8 @@ class TimeRange(BaseModel):
     ``23:00-24:00`` and ``00:00-07:00``.
 
     Validation raises ``ValueError`` (a pydantic error at ``start_time`` / ``end_time`` or at the
-    range): bad ``HH:MM``, an end beyond ``24:00``, ``start >= end``, or a number where YAML read
-    an unquoted time as base 60. Source: Alertmanager ``TimeRange``.
+    range): bad ``HH:MM``, an end beyond ``24:00``, ``start >= end``, or a number instead of a
+    string. Source: Alertmanager ``TimeRange``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -382,13 +365,7 @@ class TimeRange(BaseModel):
     @classmethod
     def _check_time_of_day(cls, value: Any) -> str:
         if isinstance(value, int) and not isinstance(value, bool):
-            hint = ""
-            if 0 <= value <= 1440:
-                hh_mm = f"{value // 60:02d}:{value % 60:02d}"
-                hint = (
-                    f"; YAML reads an unquoted {hh_mm} as the number {value}: quote it, '{hh_mm}'"
-                )
-            raise ValueError(f'expected a time as a string "HH:MM", got the number {value}{hint}')
+            raise ValueError(f'expected a time as a string "HH:MM", got the number {value}')
         if not isinstance(value, str):
             raise ValueError('expected a time as a string "HH:MM"')
         parse_time_of_day(value)
