@@ -34,9 +34,10 @@ from __future__ import annotations
 
 import calendar
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Self, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -305,22 +306,26 @@ def _validate_weekday(value: Any) -> WeekdayRange:
     return WeekdayRange.parse(_range_text(value, "weekday", "monday:friday"))
 
 
-def _validate_day_of_month(value: Any) -> DayOfMonthRange:
-    if isinstance(value, DayOfMonthRange):
-        return value
-    return DayOfMonthRange.parse(_range_text(value, "day of the month", "1:5"))
+_R = TypeVar("_R", DayOfMonthRange, MonthRange, YearRange)
 
 
-def _validate_month(value: Any) -> MonthRange:
-    if isinstance(value, MonthRange):
-        return value
-    return MonthRange.parse(_range_text(value, "month", "january:march"))
+def _range_validator(
+    kind: type[_R], what: str, example: str
+) -> Callable[[Any], _R]:
+    """A pydantic validator of one element of a range field: ``kind`` as is, else its
+    ``parse`` of the element's text (``what`` and ``example`` name it in the error)."""
+
+    def validate(value: Any) -> _R:
+        if isinstance(value, kind):
+            return value
+        return kind.parse(_range_text(value, what, example))
+
+    return validate
 
 
-def _validate_year(value: Any) -> YearRange:
-    if isinstance(value, YearRange):
-        return value
-    return YearRange.parse(_range_text(value, "year", "2020:2022"))
+_validate_day_of_month = _range_validator(DayOfMonthRange, "day of the month", "1:5")
+_validate_month = _range_validator(MonthRange, "month", "january:march")
+_validate_year = _range_validator(YearRange, "year", "2020:2022")
 
 
 def _validate_location(value: Any) -> ZoneInfo:
