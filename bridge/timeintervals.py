@@ -34,10 +34,10 @@ from __future__ import annotations
 
 import calendar
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Self, TypeVar
+from typing import Annotated, Any, ClassVar, Self, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -139,18 +139,36 @@ class _InclusiveRange:
     begin: int
     end: int
 
+    #: How to write a member (indexed by its number), or None for the number itself.
+    _names: ClassVar[Mapping[int, str] | None] = None
+
     def __str__(self) -> str:
-        return str(self.begin) if self.begin == self.end else f"{self.begin}:{self.end}"
+        if self._names is None:
+            first, last = str(self.begin), str(self.end)
+        else:
+            first, last = self._names[self.begin], self._names[self.end]
+        return first if self.begin == self.end else f"{first}:{last}"
 
 
 @dataclass(frozen=True)
-class WeekdayRange(_InclusiveRange):
+class _PlainRange(_InclusiveRange):
+    """A range whose members are compared as they are (weekdays, months, years)."""
+
+    def contains(self, value: int) -> bool:
+        """Whether ``value`` (a number as the class docstring counts it) is in the range."""
+        return self.begin <= value <= self.end
+
+
+@dataclass(frozen=True)
+class WeekdayRange(_PlainRange):
     """Days of the week ``begin..end`` inclusive, 0 = Sunday .. 6 = Saturday.
 
     Written as names, case-insensitive: ``'monday:friday'``, ``'Saturday'``; numbers are
     refused, as in Alertmanager. :meth:`parse` raises ``ValueError`` for an unknown name or a
     start after the end.
     """
+
+    _names = _WEEKDAY_NAMES
 
     @classmethod
     def parse(cls, text: str) -> WeekdayRange:
@@ -170,13 +188,6 @@ class WeekdayRange(_InclusiveRange):
             )
         return cls(begin, end)
 
-    def contains(self, weekday: int) -> bool:
-        """Whether ``weekday`` (0 = Sunday) is in the range."""
-        return self.begin <= weekday <= self.end
-
-    def __str__(self) -> str:
-        first, last = _WEEKDAY_NAMES[self.begin], _WEEKDAY_NAMES[self.end]
-        return first if self.begin == self.end else f"{first}:{last}"
 
 
 @dataclass(frozen=True)
@@ -221,13 +232,15 @@ class DayOfMonthRange(_InclusiveRange):
 
 
 @dataclass(frozen=True)
-class MonthRange(_InclusiveRange):
+class MonthRange(_PlainRange):
     """Months ``begin..end`` inclusive, 1 = January .. 12 = December.
 
     Written as case-insensitive names or numbers: ``'1:3'``, ``'may'``, ``'July:august'``.
     :meth:`parse` raises ``ValueError`` for an unknown name, a number outside 1-12 (stricter
     than Alertmanager, which accepts and never matches it) or a start after the end.
     """
+
+    _names = _MONTH_NAMES
 
     @classmethod
     def parse(cls, text: str) -> MonthRange:
@@ -249,17 +262,10 @@ class MonthRange(_InclusiveRange):
             raise ValueError(f"{text} is not a valid month: out of range")
         return number
 
-    def contains(self, month: int) -> bool:
-        """Whether ``month`` (1 = January) is in the range."""
-        return self.begin <= month <= self.end
-
-    def __str__(self) -> str:
-        first, last = _MONTH_NAMES[self.begin], _MONTH_NAMES[self.end]
-        return first if self.begin == self.end else f"{first}:{last}"
 
 
 @dataclass(frozen=True)
-class YearRange(_InclusiveRange):
+class YearRange(_PlainRange):
     """Years ``begin..end`` inclusive: ``'2030'``, ``'2020:2022'``.
 
     :meth:`parse` raises ``ValueError`` for a non-number or a start after the end.
@@ -273,10 +279,6 @@ class YearRange(_InclusiveRange):
         if begin > end:
             raise ValueError(f"end year {end} is before start year {begin}")
         return cls(begin, end)
-
-    def contains(self, year: int) -> bool:
-        """Whether ``year`` is in the range."""
-        return self.begin <= year <= self.end
 
 
 def parse_location(name: str) -> ZoneInfo:
