@@ -43,13 +43,18 @@ def fixture_json(name: str) -> Any:
     return json.loads(fixture_bytes(name))
 
 
-@pytest.fixture(autouse=True)
-def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No BRIDGE_*/JUHE_*/REDIS_URL from the developer's shell leaks into a test."""
+def drop_bridge_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset every BRIDGE_*/JUHE_*/REDIS_URL/PORT variable of the developer's shell."""
     for k in list(os.environ):
         if k.startswith(("BRIDGE_", "JUHE_", "PROMETHEUS_MULTIPROC")) or k in ("REDIS_URL",
                                                                                "PORT"):
             monkeypatch.delenv(k)
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No BRIDGE_*/JUHE_*/REDIS_URL from the developer's shell leaks into a test."""
+    drop_bridge_environ(monkeypatch)
 
 
 @pytest.fixture
@@ -185,6 +190,18 @@ class BridgeProcess:
                 self.proc.wait(10)
 
 
+def bridge_env(workdir: Path, fake_juhe: FakeJuhe, rules_path: str, **env: str) -> dict[str, str]:
+    """The environment of a test's ``bridge serve``: SQLite in ``workdir``, the fake Juhe with
+    the right key, 2 workers, short delivery interval, retry base and Juhe timeout; ``env``
+    adds or overrides variables."""
+    return {
+        "JUHE_KEY": KEY, "JUHE_URL": fake_juhe.url, "BRIDGE_RULES": rules_path,
+        "BRIDGE_STORE": f"sqlite:///{workdir / 'bridge.db'}", "WEB_CONCURRENCY": "2",
+        "BRIDGE_DELIVERY_INTERVAL": "0.1s", "BRIDGE_RETRY_BASE": "0.2s",
+        "BRIDGE_JUHE_TIMEOUT": "2s", **env,
+    }
+
+
 @pytest.fixture
 def make_bridge(tmp_path: Path, fake_juhe: FakeJuhe) -> Iterator[Any]:
     """``make_bridge(rules=..., **env)`` starts a ``bridge serve`` on SQLite in ``tmp_path``
@@ -198,13 +215,7 @@ def make_bridge(tmp_path: Path, fake_juhe: FakeJuhe) -> Iterator[Any]:
             rules_file = tmp_path / "rules.yaml"
             rules_file.write_text(rules, encoding="utf-8")
             rules_path = str(rules_file)
-        full = {
-            "JUHE_KEY": KEY, "JUHE_URL": fake_juhe.url, "BRIDGE_RULES": rules_path,
-            "BRIDGE_STORE": f"sqlite:///{tmp_path / 'bridge.db'}", "WEB_CONCURRENCY": "2",
-            "BRIDGE_DELIVERY_INTERVAL": "0.1s", "BRIDGE_RETRY_BASE": "0.2s",
-            "BRIDGE_JUHE_TIMEOUT": "2s", **env,
-        }
-        bp = BridgeProcess(tmp_path, full, command)
+        bp = BridgeProcess(tmp_path, bridge_env(tmp_path, fake_juhe, rules_path, **env), command)
         started.append(bp)
         if start:
             bp.start()
