@@ -133,7 +133,7 @@ return last
 """
 
 
-def fill_redis(url: str, total: int, batch: int = 20_000, prefix: str = "bridge:",
+def fill_redis(url: str, total: int, batch: int = 20_000, prefix: str = "{bridge}:",
                progress: Progress | None = None) -> None:
     """Write ``total`` sent items (ids 1..total) into the Redis store at ``url``."""
     import redis

@@ -11,14 +11,15 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from typing import Literal
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 # the masks live in bridge.privacy; imported here for the callers that know them from here
 from bridge.privacy import mask_mobile, mask_mobiles_in, redact_url
 
-__all__ = ["Settings", "mask_mobile", "mask_mobiles_in", "parse_duration", "redact_url",
-           "store_url"]
+__all__ = ["REDIS_SCHEMES", "RedisURL", "Settings", "mask_mobile", "mask_mobiles_in",
+           "parse_duration", "parse_redis_url", "redact_url", "store_url"]
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -75,6 +76,126 @@ def check_bind(address: str, where: str) -> None:
                          f"(the port is PORT), got {address!r}")
 
 
+#: URL schemes of a Redis store (``unix://`` is a local socket).
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "redis+cluster://")
+
+
+@dataclass(frozen=True)
+class RedisURL:
+    """A Redis store URL read by :func:`parse_redis_url`.
+
+    ``topology`` is ``redis`` (one server: ``redis://``, ``rediss://``, ``unix://``; ``url`` is
+    handed to redis-py as it is), ``sentinel`` (``hosts`` are the sentinels, ``service`` the
+    master's name as they know it) or ``cluster`` (``hosts`` are seed nodes of a Redis Cluster).
+    ``username``/``password`` are those of the Redis data nodes (percent-decoded); sentinels are
+    asked without a password unless ``sentinel_password`` (the ``?sentinel_password=`` query
+    parameter) is given. The password never appears in ``repr``.
+    """
+
+    topology: Literal["redis", "sentinel", "cluster"]
+    url: str = field(repr=False)
+    hosts: tuple[tuple[str, int], ...] = ()
+    service: str = ""
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    sentinel_password: str | None = field(default=None, repr=False)
+
+
+def _host_port(text: str, default_port: int) -> tuple[str, int]:
+    """``host:port``, ``host`` or ``[v6]:port`` -> ``(host, port)``; ``ValueError`` if bad."""
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d+))?|([^:\[\]/\s]+)(?::(\d+))?", text)
+    if not m:
+        raise ValueError(f"expected host:port, got {text!r}")
+    host = m.group(1) or m.group(3)
+    port = int(m.group(2) or m.group(4) or default_port)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port out of range in {text!r}")
+    return host, port
+
+
+def parse_redis_url(url: str) -> RedisURL:
+    """Read a Redis store URL (SPEC ``BRIDGE_STORE``).
+
+    * ``redis://[[user]:password@]host:port/db``, ``rediss://`` (TLS), ``unix:///path?db=N``;
+    * ``redis+sentinel://[[user]:password@]host:port[,host:port...]/SERVICE[/db]``: the
+      sentinels (port 26379 when left out) and the name of the master they watch;
+    * ``redis+cluster://[[user]:password@]host:port[,host:port...]``: seed nodes of a Redis
+      Cluster (port 6379 when left out); a cluster has only database 0 (``/0`` is allowed).
+
+    Raises ``ValueError`` saying what is wrong (never containing the password).
+    """
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return _single_server_url(url)
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("redis+sentinel", "redis+cluster"):
+        raise ValueError("expected redis://, rediss://, unix://, redis+sentinel:// or "
+                         "redis+cluster://")
+    return _ha_url(url, scheme, rest)
+
+
+def _single_server_url(url: str) -> RedisURL:
+    """``redis://``, ``rediss://`` or ``unix://`` (see :func:`parse_redis_url`)."""
+    if url.startswith(("redis://", "rediss://")):
+        try:
+            parts = urlsplit(url)
+            _ = parts.port
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+        db = parts.path.strip("/")
+        if not parts.hostname or (db and not db.isdigit()):
+            raise ValueError("expected redis://[:password@]host:port/db")
+        return RedisURL("redis", url, db=int(db or 0))
+    if url.startswith("unix://"):
+        if not urlsplit(url).path:
+            raise ValueError("expected unix:///path/to/redis.sock[?db=N]")
+    return RedisURL("redis", url)
+
+
+def _userinfo(netloc: str, form: str) -> tuple[str, str | None, str | None]:
+    """``[[user]:password@]hosts`` -> ``(hosts, user, password)``."""
+    if "@" not in netloc:
+        return netloc, None, None
+    userinfo, _, netloc = netloc.rpartition("@")
+    user, colon, pw = userinfo.partition(":")
+    if not colon:  # "secret@host": a password without its colon would be taken as a user
+        raise ValueError(f"expected :password@ before the hosts (expected {form})")
+    return netloc, unquote(user) or None, unquote(pw)
+
+
+def _ha_url(url: str, scheme: str, rest: str) -> RedisURL:
+    """``redis+sentinel://`` or ``redis+cluster://`` after the scheme (see
+    :func:`parse_redis_url`)."""
+    form = ("redis+sentinel://[:password@]host:port[,host:port...]/SERVICE[/db]"
+            if scheme == "redis+sentinel" else "redis+cluster://[:password@]host:port[,...]")
+    rest, _, query = rest.partition("?")
+    sentinel_password = None
+    for pair in filter(None, query.split("&")):
+        name, _, value = pair.partition("=")
+        if name == "sentinel_password" and scheme == "redis+sentinel":
+            sentinel_password = unquote(value)
+        else:
+            raise ValueError(f"unknown parameter {name!r} (expected {form})")
+    netloc, _, path = rest.partition("/")
+    netloc, username, password = _userinfo(netloc, form)
+    if not netloc:
+        raise ValueError(f"no host (expected {form})")
+    default_port = 26379 if scheme == "redis+sentinel" else 6379
+    hosts = tuple(_host_port(h.strip(), default_port) for h in netloc.split(","))
+    segments = [p for p in path.split("/")] if path else []
+    if scheme == "redis+sentinel":
+        if not segments or not segments[0] or len(segments) > 2 or (
+                len(segments) == 2 and not segments[1].isdigit()):
+            raise ValueError(f"expected the master's name after the hosts, then an optional "
+                             f"db number (expected {form})")
+        return RedisURL("sentinel", url, hosts, unquote(segments[0]),
+                        int(segments[1]) if len(segments) == 2 else 0, username, password,
+                        sentinel_password)
+    if segments not in ([], [""], ["0"]):
+        raise ValueError(f"a Redis Cluster has only database 0 (expected {form})")
+    return RedisURL("cluster", url, hosts, "", 0, username, password)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the environment configures. Durations are seconds, sizes bytes."""
@@ -98,6 +219,8 @@ class Settings:
     juhe_timeout: float = 10.0
     retry_base: float = 2.0
     delivery_interval: float = 0.5
+    redis_wait: int = 0
+    redis_wait_timeout: float = 1.0
     warnings: tuple[str, ...] = ()
 
     @property
@@ -126,6 +249,8 @@ class Settings:
 
         store = store_url(e)
         _check_store(store, "BRIDGE_STORE" if e.get("BRIDGE_STORE") else "REDIS_URL")
+        redis_wait = num("BRIDGE_REDIS_WAIT", "0", 0, 64)
+        redis_wait_timeout = dur("BRIDGE_REDIS_WAIT_TIMEOUT", "1s", positive=True)
         juhe_url = e.get("JUHE_URL") or "http://v.juhe.cn/sms/send"
         if not re.match(r"^https?://[^/\s]+", juhe_url):
             raise ValueError(f"JUHE_URL: expected http(s)://host/path, got {juhe_url!r}")
@@ -144,6 +269,9 @@ class Settings:
         if e.get("REDIS_URL") and e.get("BRIDGE_STORE") and e["BRIDGE_STORE"] != e["REDIS_URL"]:
             warnings.append("REDIS_URL is set but BRIDGE_STORE wins: "
                             f"{redact_url(e['BRIDGE_STORE'])} (unset BRIDGE_STORE to use Redis)")
+        if redis_wait and not store.startswith(REDIS_SCHEMES):
+            warnings.append(f"BRIDGE_REDIS_WAIT={redis_wait} has no effect: the store is not "
+                            "Redis")
         return cls(
             warnings=tuple(warnings),
             juhe_key=e.get("JUHE_KEY") or None,
@@ -165,6 +293,8 @@ class Settings:
             juhe_timeout=dur("BRIDGE_JUHE_TIMEOUT", "10s", positive=True),
             retry_base=dur("BRIDGE_RETRY_BASE", "2s", positive=True),
             delivery_interval=dur("BRIDGE_DELIVERY_INTERVAL", "0.5s", positive=True),
+            redis_wait=redis_wait,
+            redis_wait_timeout=redis_wait_timeout,
         )
 
 
@@ -194,23 +324,20 @@ def _duration(e: Mapping[str, str], name: str, default: str, positive: bool) -> 
 
 def _check_store(store: str, where: str) -> None:
     """Raise ValueError naming ``where`` (the variable it came from) unless ``store`` is a
-    ``sqlite:///PATH`` in an existing folder or a well-formed ``redis://`` URL."""
-    if not store.startswith(("sqlite:///", "redis://", "rediss://", "unix://")) or \
-            store == "sqlite:///":
+    ``sqlite:///PATH`` in an existing folder or a well-formed Redis URL (plain, Sentinel or
+    Cluster: :func:`parse_redis_url`)."""
+    if not store.startswith(("sqlite:///", *REDIS_SCHEMES)) or store == "sqlite:///":
         raise ValueError(f"{where}: expected sqlite:///PATH or redis://[:password@]host:"
-                         f"port/db, got {redact_url(store).split('://')[0]}://...")
+                         f"port/db (or redis+sentinel://..., redis+cluster://...), got "
+                         f"{redact_url(store).split('://')[0]}://...")
     if store.startswith("sqlite:///"):
         folder = os.path.dirname(os.path.abspath(store[len("sqlite:///"):]))
         if not os.path.isdir(folder):
             raise ValueError(f"{where}: the folder {folder} does not exist ({store}); "
                              "create it first (a mistyped path must not start an empty "
                              "store)")
-    if store.startswith(("redis://", "rediss://")):
+    if store.startswith(REDIS_SCHEMES):
         try:
-            parts = urlsplit(store)
-            _ = parts.port
-            db = parts.path.strip("/")
-            if not parts.hostname or (db and not db.isdigit()):
-                raise ValueError("expected redis://[:password@]host:port/db")
+            parse_redis_url(store)
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}: {redact_url(store)}") from None

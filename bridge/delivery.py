@@ -40,7 +40,13 @@ from typing import Any, Protocol
 
 from bridge import metrics
 from bridge.config import Settings
-from bridge.errors import ConfigError, JuheError, StoreUnavailable, TransientError
+from bridge.errors import (
+    ConfigError,
+    JuheError,
+    StoreUnavailable,
+    StoreUnconfirmed,
+    TransientError,
+)
 from bridge.juhe import SendResult, encode_tpl_value
 from bridge.privacy import mask_mobile, mask_mobiles_in
 from bridge.rules.load import RuleSet
@@ -99,6 +105,9 @@ class DeliveryPolicy:
     retry_base: float
     retry_for: float
     lease: float = 120.0
+    #: how long storing a send's result is retried while the store is unavailable (long
+    #: enough for a Redis failover, well within the lease)
+    mark_retry_for: float = 30.0
     prune_every: float = 600.0
     retry_max: float = 600.0
     max_mobiles: int = 20
@@ -144,6 +153,9 @@ class Deliverer:
         #: once a second, and at once after this deliverer saw a configuration error
         self._clear_config_at = 0.0
         self.stopping = threading.Event()
+        #: set when a mark of the claim in hand was fenced or needed the store back (see
+        #: _settle): the claim may be lost, so no more of it is sent
+        self._interrupted = False
 
     def run_once(self, now: float | None = None) -> int:
         """Claim and deliver one batch of due mobiles; returns how many claims were handled.
@@ -157,6 +169,7 @@ class Deliverer:
         cap = 0 if rules.limits.storm is not None else CLAIM_MAX_ITEMS
         claims = self.store.claim(now, self.policy.lease, self.policy.max_mobiles, cap)
         for n, claim in enumerate(claims):
+            self._interrupted = False
             if self.stopping.is_set():  # shutting down: give the rest back at once, unpaced
                 for rest in claims[n:]:
                     at = self.clock()
@@ -222,6 +235,10 @@ class Deliverer:
         # being sent
         deadline = claim.lease_until - self.policy.lease / 2
         for n, item in enumerate(items):
+            if self._interrupted:  # see _fenced and _settle: leave the rest to its lease
+                log.warning("claim on %s may be lost: %d SMS of it left to its lease",
+                            mask_mobile(claim.mobile), len(items) - n)
+                return
             if self.stopping.is_set() or (n and self.clock() > deadline):
                 at = self.clock()
                 self._release(claim, items[n:], at, pace_until=at + gap)
@@ -246,14 +263,52 @@ class Deliverer:
     def _release(self, claim: Claim, items: list[Item], due_at: float,
                  pace_until: float | None) -> None:
         ids = [i.id for i in items]
-        self._fenced(claim, ids, "release", self.store.release(
+        self._fenced(claim, ids, "release", lambda: self.store.release(
             ids, due_at, token=claim.token, pace_until=pace_until))
 
-    def _fenced(self, claim: Claim, ids: list[str], what: str, changed: int) -> None:
-        """Log the marks a lapsed lease made void (another deliverer holds those items now)."""
+    def _fenced(self, claim: Claim, ids: list[str], what: str, mark: Callable[[], int]) -> None:
+        """Store a mark (:meth:`_settle`) and log the marks a lapsed lease made void (another
+        deliverer holds those items now, or a Redis failover lost the claim); then no more of
+        the claim is sent."""
+        changed = self._settle(mask_mobile(claim.mobile), mark)
         if changed < len(ids):
+            self._interrupted = True
             log.warning("lease on %s lapsed: mark %s ignored for %d of %d items (claimed again"
                         " since)", mask_mobile(claim.mobile), what, len(ids) - changed, len(ids))
+
+    def _settle(self, masked: str, mark: Callable[[], int]) -> int:
+        """Store the result of a send (``mark``; returns how many items it changed), retrying
+        while the store is briefly unavailable, e.g. a Redis failover: a result that is not
+        stored lets the SMS go out again when its lease ends.
+
+        Unreachable: retried with backoff (0.1 s doubling to 2 s) for up to
+        ``policy.mark_retry_for`` seconds (5 s once stopping), then :class:`StoreUnavailable`
+        is raised and delivery pauses (at least once: the SMS may go again after its lease).
+        Written but not confirmed by enough replicas (:class:`StoreUnconfirmed`, after the
+        ``WAIT`` already waited): accepted with a warning (counted as changing every item),
+        since the result stands on the master and delivery must go on while replicas are away.
+        After an unreachable store the rest of the claim is not sent (a failover may have lost
+        it).
+        """
+        started = time.monotonic()
+        delay = 0.1
+        while True:
+            try:
+                return mark()
+            except StoreUnconfirmed as exc:
+                log.warning("result for %s stored on the redis master only: %s", masked, exc)
+                return 1 << 30
+            except StoreUnavailable as exc:
+                # a failover may have lost this deliverer's claim, so another may be sending
+                # the rest of it now: send no more of it (its lease, if kept, ends normally)
+                self._interrupted = True
+                budget = 5.0 if self.stopping.is_set() else self.policy.mark_retry_for
+                if time.monotonic() - started + delay > budget:
+                    raise
+                log.warning("storing the result for %s failed, retrying in %.1fs: %s", masked,
+                            delay, exc)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     def _send(self, claim: Claim, items: list[Item], tpl_id: int, variables: dict[str, str],
               note: str, rules: RuleSet, last: bool) -> None:
@@ -275,7 +330,7 @@ class Deliverer:
                  tpl_id, result.sid, result.fee, ",".join(ids[:5]), "…" if len(ids) > 5 else "",
                  note)
         # the gap starts at the send; before the last SMS of the claim the mobile stays held
-        self._fenced(claim, ids, "sent", self.store.mark_sent(
+        self._fenced(claim, ids, "sent", lambda: self.store.mark_sent(
             ids, result.sid, result.fee, now, reason="dry-run" if dry else note,
             token=claim.token, pace_until=now + rules.limits.min_gap if last else None))
         if time.monotonic() >= self._clear_config_at:
@@ -306,7 +361,7 @@ class Deliverer:
             if now - first >= self.policy.retry_for:
                 log.error("giving up on %s after %.0fs and %d attempts: %s", masked,
                           now - first, attempts, reason)
-                self._fenced(claim, ids, "failed", self.store.mark_failed(
+                self._fenced(claim, ids, "failed", lambda: self.store.mark_failed(
                     ids, f"gave up after {attempts} attempts: {reason}", now,
                     token=claim.token, pace_until=pace_until))
                 metrics.DELIVERIES.labels("failed").inc(len(ids))
@@ -317,12 +372,12 @@ class Deliverer:
             delay = backoff(attempts, self.policy, floor or None, cap)
             log.warning("send to %s failed (%s), retry %d in %.1fs", masked, reason, attempts,
                         delay)
-            self._fenced(claim, ids, "retrying", self.store.mark_retry(
+            self._fenced(claim, ids, "retrying", lambda: self.store.mark_retry(
                 ids, now + delay, reason, now, token=claim.token, pace_until=pace_until))
             metrics.DELIVERIES.labels("retrying").inc(len(ids))
             return
         log.error("send to %s failed permanently: %s", masked, reason)
-        self._fenced(claim, ids, "failed", self.store.mark_failed(
+        self._fenced(claim, ids, "failed", lambda: self.store.mark_failed(
             ids, reason, now, token=claim.token, pace_until=pace_until))
         metrics.DELIVERIES.labels("failed").inc(len(ids))
 

@@ -6,6 +6,7 @@
     ├── PayloadError        a webhook body the bridge cannot read (-> 400)
     ├── RulesError          a rules file that fails the checks (every problem listed)
     ├── StoreUnavailable    the store cannot be read or written (-> 503)
+    │   └── StoreUnconfirmed  written, but not confirmed by enough Redis replicas (-> 503)
     └── JuheError           a send through Juhe did not succeed
         ├── TransientError  retry later with backoff
         ├── PermanentError  never retry this SMS
@@ -19,6 +20,7 @@ __all__ = [
     "PayloadError",
     "RulesError",
     "StoreUnavailable",
+    "StoreUnconfirmed",
     "JuheError",
     "TransientError",
     "PermanentError",
@@ -48,6 +50,12 @@ class RulesError(BridgeError):
 
 class StoreUnavailable(BridgeError):
     """Raised when the store cannot be reached or written; the webhook answers 503."""
+
+
+class StoreUnconfirmed(StoreUnavailable):
+    """Raised when a write reached the Redis master but fewer replicas than
+    ``BRIDGE_REDIS_WAIT`` confirmed it in time: it stands, but a failover may lose it. Webhooks
+    answer 503 (the sender retries; dedup keeps the retry from paging twice)."""
 
 
 class JuheError(BridgeError):

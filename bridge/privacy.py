@@ -26,5 +26,7 @@ def mask_mobiles_in(text: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """A URL (e.g. a store URL) with any password replaced by ``***``, for logs and errors."""
+    """A URL (e.g. a store URL) with any password (also ``?sentinel_password=``) replaced by
+    ``***``, for logs and errors."""
+    url = re.sub(r"([?&]sentinel_password=)[^&]*", r"\1***", url)
     return _PASSWORD_IN_URL.sub(r"\1***@", url)

@@ -25,7 +25,7 @@ from bridge.escalation import Escalator
 from bridge.juhe import JuheClient
 from bridge.oncall import OnCall, oncall_view
 from bridge.plan import decide, episode_from_start, store_policy
-from bridge.privacy import mask_mobile, redact_url
+from bridge.privacy import mask_mobile
 from bridge.reload import RulesHolder
 from bridge.store import open_store
 from bridge.store.base import Store
@@ -45,7 +45,8 @@ class Bridge:
         self.settings = settings
         self.holder = RulesHolder(settings.rules_path, settings.tz, state_dir,
                                   retention=settings.retention)
-        self.store = store or open_store(settings.store)
+        self.store = store or open_store(settings.store, redis_wait=settings.redis_wait,
+                                         redis_wait_timeout=settings.redis_wait_timeout)
         self.sender: Sender = client if client is not None else (
             DryRunSender() if settings.dry_run else JuheClient(
                 settings.juhe_key, settings.juhe_url, timeout=settings.juhe_timeout))
@@ -119,7 +120,7 @@ class Bridge:
         """Start-up lines: what is in force (never the key)."""
         s = self.settings
         lines = [
-            f"store: {redact_url(self.store.url)}",
+            f"store: {self.store.describe()}",
             f"rules: {self.holder.rules.summary()}",
             "juhe: " + ("DRY-RUN: JUHE_KEY is not set, nothing will be sent" if s.dry_run
                         else s.juhe_url),

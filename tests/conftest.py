@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -64,11 +65,14 @@ def fake_juhe() -> Iterator[FakeJuhe]:
 
 
 class RedisServer:
-    """A real redis-server on a free loopback port, in its own folder, AOF on."""
+    """A real redis-server on a free loopback port, in its own folder, AOF on; ``args`` are
+    more command-line options (e.g. ``--replicaof``, ``--cluster-enabled yes``)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, port: int | None = None,
+                 args: list[str] | None = None) -> None:
         self.workdir = workdir
-        self.port = free_port()
+        self.port = port or free_port()
+        self.args = list(args or [])
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -79,9 +83,32 @@ class RedisServer:
         exe = shutil.which("redis-server")
         if exe is None:
             pytest.skip("redis-server is not installed (.ci/run installs it)")
-        self.proc = subprocess.Popen(redis_argv(exe, self.port, self.workdir),
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        assert redis_ready(self.port), "redis-server did not start"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
+             "--appendonly", "yes", "--save", "", "--protected-mode", "no",
+             "--repl-diskless-sync-delay", "0", "--logfile", str(self.workdir / "redis.log"),
+             *self.args],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import redis
+
+        client = redis.Redis(port=self.port, socket_timeout=1)
+        ok = wait_until(lambda: _ping(client), 10)
+        client.close()
+        assert ok, "redis-server did not start"
+
+    def client(self) -> Any:
+        """A redis-py client of this server (decoded answers, short timeouts)."""
+        import redis
+
+        return redis.Redis(port=self.port, socket_timeout=2, decode_responses=True)
+
+    def kill9(self) -> None:
+        """SIGKILL: nothing is flushed or handed over, as when a machine dies."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -90,12 +117,254 @@ class RedisServer:
         self.proc = None
 
 
+def _info(server: RedisServer, section: str) -> dict[str, Any]:
+    try:
+        with server.client() as c:
+            return dict(c.info(section))
+    except Exception:
+        return {}
+
+
+class SentinelSet:
+    """A master, two replicas and three sentinels (``redis-server --sentinel``, down-after
+    1 s) on free loopback ports, watching the master ``mymaster``. Two replicas so that after a
+    failover one is left to confirm the new master's writes (``BRIDGE_REDIS_WAIT=1``)."""
+
+    SERVICE = "mymaster"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.nodes = [RedisServer(workdir / f"node{i}") for i in range(3)]
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.sentinels: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}/{self.SERVICE}"
+
+    def sentinel(self, n: int = 0) -> Any:
+        import redis
+
+        return redis.Redis(port=self.sentinel_ports[n], socket_timeout=2, decode_responses=True)
+
+    def start(self) -> None:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            pytest.skip("redis-server is not installed (.ci/run installs it)")
+        master = self.nodes[0]
+        master.start()
+        for node in self.nodes[1:]:
+            node.args = ["--replicaof", "127.0.0.1", str(master.port)]
+            node.start()
+        assert wait_until(lambda: self._replicas_online(master) == 2, 20), "replicas not synced"
+        for port in self.sentinel_ports:
+            folder = self.workdir / f"sentinel{port}"
+            folder.mkdir(parents=True, exist_ok=True)
+            conf = folder / "sentinel.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {folder}\n"
+                f"logfile {folder / 'sentinel.log'}\n"
+                f"sentinel monitor {self.SERVICE} 127.0.0.1 {master.port} 2\n"
+                f"sentinel down-after-milliseconds {self.SERVICE} 1000\n"
+                f"sentinel failover-timeout {self.SERVICE} 3000\n"
+                f"sentinel parallel-syncs {self.SERVICE} 2\n", encoding="utf-8")
+            self.sentinels.append(subprocess.Popen(
+                [exe, str(conf), "--sentinel"], stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL))
+        assert wait_until(self._sentinels_ready, 30, 0.2), "sentinels did not see each other"
+
+    def _sentinels_ready(self) -> bool:
+        try:
+            for n in range(3):
+                with self.sentinel(n) as s:
+                    if len(s.sentinel_sentinels(self.SERVICE)) != 2 or len(
+                            s.sentinel_slaves(self.SERVICE)) != 2:
+                        return False
+            return True
+        except Exception:
+            return False
+
+    @staticmethod
+    def _replicas_online(server: RedisServer) -> int:
+        info = _info(server, "replication")
+        return sum(1 for k, v in info.items()
+                   if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online")
+
+    def master_port(self) -> int | None:
+        """The master's port as the first sentinel that answers names it."""
+        for n in range(3):
+            try:
+                with self.sentinel(n) as s:
+                    addr = s.sentinel_get_master_addr_by_name(self.SERVICE)
+                if addr:
+                    return int(addr[1])
+            except Exception:
+                continue
+        return None
+
+    def master(self) -> RedisServer:
+        port = self.master_port()
+        return next(n for n in self.nodes if n.port == port)
+
+    def replicas(self) -> list[RedisServer]:
+        port = self.master_port()
+        return [n for n in self.nodes if n.port != port]
+
+    def wait_for_new_master(self, old_port: int, timeout: float) -> RedisServer:
+        """Until every sentinel names another master and it answers as master (bounded)."""
+        def promoted() -> bool:
+            try:
+                for n in range(3):
+                    with self.sentinel(n) as s:
+                        addr = s.sentinel_get_master_addr_by_name(self.SERVICE)
+                    if not addr or int(addr[1]) == old_port:
+                        return False
+                return _info(self.master(), "replication").get("role") == "master"
+            except Exception:
+                return False
+        assert wait_until(promoted, timeout, 0.05), "no replica was promoted"
+        return self.master()
+
+    def heal(self, timeout: float = 30) -> None:
+        """Start whatever node is down as a replica of the current master; wait until the
+        master has both replicas online and the sentinels know them."""
+        master = self.master()
+        for node in self.nodes:
+            if node.proc is None:
+                node.args = ["--replicaof", "127.0.0.1", str(master.port)]
+                node.start()
+        assert wait_until(lambda: self._replicas_online(master) == 2, timeout, 0.1), \
+            "replicas did not come back"
+
+    def flush(self) -> None:
+        with self.master().client() as c:
+            c.flushall()
+            c.wait(2, 2000)
+
+    def stop(self) -> None:
+        for proc in self.sentinels:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(10)
+        self.sentinels = []
+        for node in self.nodes:
+            node.stop()
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too."""
+    for _ in range(100):
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no free port pair for a cluster node")
+
+
+class ClusterSet:
+    """A real Redis Cluster of three masters (no replicas) made by ``redis-cli --cluster
+    create`` on free loopback ports."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.nodes: list[RedisServer] = []
+        for i in range(3):
+            port = free_cluster_port()
+            self.nodes.append(RedisServer(workdir / f"cluster{i}", port, [
+                "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
+                "--cluster-node-timeout", "2000"]))
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def start(self) -> None:
+        cli = shutil.which("redis-cli")
+        if cli is None or shutil.which("redis-server") is None:
+            pytest.skip("redis-server / redis-cli are not installed (.ci/run installs them)")
+        for node in self.nodes:
+            node.start()
+        subprocess.run([cli, "--cluster", "create",
+                        *(f"127.0.0.1:{n.port}" for n in self.nodes), "--cluster-yes"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                       timeout=60)
+
+        def ok() -> bool:
+            for node in self.nodes:
+                try:
+                    with node.client() as c:
+                        if c.cluster("info").get("cluster_state") != "ok":
+                            return False
+                except Exception:
+                    return False
+            return True
+        assert wait_until(ok, 30, 0.1), "the cluster did not become ok"
+
+    def flush(self) -> None:
+        for node in self.nodes:
+            with node.client() as c:
+                c.flushall()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def _ping(client: Any) -> bool:
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSet]:
+    """A master, two replicas and three sentinels, started once per test module."""
+    sentinels = SentinelSet(tmp_path_factory.mktemp("sentinel"))
+    try:
+        sentinels.start()
+        yield sentinels
+    finally:
+        sentinels.stop()
+
+
+@pytest.fixture
+def sentinel_url(redis_sentinel: SentinelSet) -> str:
+    """The sentinel URL of a flushed, healthy master with two replicas."""
+    redis_sentinel.heal()
+    redis_sentinel.flush()
+    return redis_sentinel.url
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterSet]:
+    """A three-master Redis Cluster, made once per test module."""
+    cluster = ClusterSet(tmp_path_factory.mktemp("cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: ClusterSet) -> str:
+    """The URL of the flushed cluster."""
+    redis_cluster.flush()
+    return redis_cluster.url
 
 
 @pytest.fixture

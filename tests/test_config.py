@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.config import Settings, mask_mobile, mask_mobiles_in, parse_duration, redact_url
+from bridge.config import (
+    Settings,
+    mask_mobile,
+    mask_mobiles_in,
+    parse_duration,
+    parse_redis_url,
+    redact_url,
+)
 
 
 def test_defaults() -> None:
@@ -41,6 +48,25 @@ def test_redis_url_is_used_unless_bridge_store_wins() -> None:
     ({"BRIDGE_STORE": "redis://:pw@h:notaport/0"}, "BRIDGE_STORE: Port could not be cast"),
     ({"BRIDGE_STORE": "redis://h:99999/0"}, "BRIDGE_STORE: Port out of range"),
     ({"BRIDGE_STORE": "redis://h:6379/abc"}, "BRIDGE_STORE: expected redis://[:password@]host"),
+    ({"BRIDGE_STORE": "redis+sentinel://:pw@h1:26379,h2:26379"},
+     "BRIDGE_STORE: expected the master's name after the hosts"),
+    ({"BRIDGE_STORE": "redis+sentinel://:pw@h1:26379,h2:notaport/mymaster"},
+     "BRIDGE_STORE: expected host:port, got 'h2:notaport'"),
+    ({"BRIDGE_STORE": "redis+sentinel://:pw@h1:26379/mymaster/x"},
+     "BRIDGE_STORE: expected the master's name after the hosts, then an optional db number"),
+    ({"BRIDGE_STORE": "redis+sentinel://:pw@h1:70000/mymaster"},
+     "BRIDGE_STORE: port out of range in 'h1:70000'"),
+    ({"BRIDGE_STORE": "redis+sentinel://h1:26379/mymaster?sentinel_password=pw&timeout=1"},
+     "BRIDGE_STORE: unknown parameter 'timeout'"),
+    ({"BRIDGE_STORE": "redis+cluster://:pw@a:7000,b:7001/3"},
+     "BRIDGE_STORE: a Redis Cluster has only database 0"),
+    ({"BRIDGE_STORE": "redis+cluster://:pw@"}, "BRIDGE_STORE: no host"),
+    ({"BRIDGE_STORE": "redis+cluster://a:7000,,b:7001"}, "BRIDGE_STORE: expected host:port"),
+    ({"REDIS_URL": "redis+clustr://a:7000"}, "REDIS_URL: expected sqlite:///PATH or redis"),
+    ({"BRIDGE_REDIS_WAIT": "one"}, "BRIDGE_REDIS_WAIT: not a whole number: 'one'"),
+    ({"BRIDGE_REDIS_WAIT": "-1"}, "BRIDGE_REDIS_WAIT: must be from 0 to 64, not -1"),
+    ({"BRIDGE_REDIS_WAIT_TIMEOUT": "0"}, "BRIDGE_REDIS_WAIT_TIMEOUT: must be more than 0"),
+    ({"BRIDGE_REDIS_WAIT_TIMEOUT": "soon"}, "BRIDGE_REDIS_WAIT_TIMEOUT: not a duration"),
     ({"BRIDGE_TZ": "Mars/Olympus"}, "BRIDGE_TZ: unknown time zone 'Mars/Olympus'"),
     ({"BRIDGE_LOG_FORMAT": "xml"}, "BRIDGE_LOG_FORMAT: must be text or json, not 'xml'"),
     ({"BRIDGE_STORE": "sqlite:////nonexistent/dir/x.db"},
@@ -53,6 +79,27 @@ def test_bad_values_name_the_variable(env: dict[str, str], error: str) -> None:
         Settings.from_env(env)
     assert str(info.value).startswith(error)
     assert "pw" not in str(info.value)
+
+
+def test_redis_urls_of_every_topology() -> None:
+    s = Settings.from_env({"BRIDGE_STORE": "redis+sentinel://:p%40ss@10.0.0.1:26379,"
+                           "10.0.0.2:26380,sentinel-3/mymaster/2", "BRIDGE_REDIS_WAIT": "1",
+                           "BRIDGE_REDIS_WAIT_TIMEOUT": "500ms"})
+    assert (s.redis_wait, s.redis_wait_timeout) == (1, 0.5)
+    u = parse_redis_url(s.store)
+    assert (u.topology, u.hosts, u.service, u.db, u.username, u.password) == (
+        "sentinel", (("10.0.0.1", 26379), ("10.0.0.2", 26380), ("sentinel-3", 26379)),
+        "mymaster", 2, None, "p@ss")
+    assert "p@ss" not in repr(u) and "p%40ss" not in repr(u)
+    u = parse_redis_url("redis+sentinel://h:1/m?sentinel_password=s%3Dx")
+    assert (u.service, u.db, u.password, u.sentinel_password) == ("m", 0, None, "s=x")
+    u = parse_redis_url("redis+cluster://bridge:pw@[::1]:7000,node-2:7001/0")
+    assert (u.topology, u.hosts, u.username, u.password) == (
+        "cluster", (("::1", 7000), ("node-2", 7001)), "bridge", "pw")
+    assert parse_redis_url("redis+cluster://node-1").hosts == (("node-1", 6379),)
+    assert parse_redis_url("rediss://:pw@h:6380/3").topology == "redis"
+    assert Settings.from_env({"BRIDGE_REDIS_WAIT": "1"}).warnings == (
+        "BRIDGE_REDIS_WAIT=1 has no effect: the store is not Redis",)
 
 
 @pytest.mark.parametrize(("text", "seconds"), [
@@ -78,6 +125,8 @@ def test_masking() -> None:
         "+86138****8000 0086139****9000 86-137****7000")
     assert redact_url("redis://:secret@host:6379/0") == "redis://:***@host:6379/0"
     assert redact_url("redis://user:secret@host:6379/0") == "redis://user:***@host:6379/0"
+    assert redact_url("redis+sentinel://:secret@h1:1,h2:2/m?sentinel_password=s2") == (
+        "redis+sentinel://:***@h1:1,h2:2/m?sentinel_password=***")
 
 
 def test_text_logs_cannot_be_forged_by_alert_text() -> None:

@@ -123,6 +123,35 @@ def test_a_lapsed_lease_cannot_overwrite_another_deliverers_work(
     assert store.claim(time.time(), 30, 10) == []
 
 
+def test_a_claim_lost_mid_send_is_not_sent_further(
+        tmp_path: Path, fake_juhe: FakeJuhe, caplog: pytest.LogCaptureFixture) -> None:
+    """What a Redis failover does to a claim it did not keep: the store forgets A's lease at
+    once, long before A's deadline (here: B claims as if the lease had lapsed, by its clock).
+    B sends the whole backlog; A's mark of its first SMS is fenced, so A must not send the
+    second one too (before the fix: "Second" went out twice)."""
+    (tmp_path / "r.yaml").write_text(CATCH_ALL)  # no pacing: a backlog goes out one by one
+    rules = load_rules(tmp_path / "r.yaml")
+    store = SqliteStore(str(tmp_path / "b.db"))
+    store.record([note_for(M1, "Stall"), note_for(M1, "Second")], Policy(), time.time())
+    policy = DeliveryPolicy.from_settings(Settings(), lease=120.0)
+    fake_juhe.delay = 1.0
+    with JuheClient(KEY, fake_juhe.url, timeout=5) as ca, \
+            JuheClient(KEY, fake_juhe.url, timeout=5) as cb:
+        a = Deliverer(store, ca, lambda: rules, policy)
+        b = Deliverer(store, cb, lambda: rules, policy, clock=lambda: time.time() + 200)
+        t = threading.Thread(target=a.run_once)
+        t.start()
+        assert wait_until(lambda: fake_juhe.requests == 1, 5)
+        fake_juhe.delay = 0.0
+        assert b.run_once() == 1
+        t.join(10)
+    assert sorted(m["vars"]["name"] for m in fake_juhe.messages) == ["Second", "Stall", "Stall"]
+    assert "lease on 138****8000 lapsed: mark sent ignored for 1 of 1 items" in caplog.text
+    assert "claim on 138****8000 may be lost: 1 SMS of it left to its lease" in caplog.text
+    assert sorted((i.alertname, i.state) for i in store.recent()) == [
+        ("Second", "sent"), ("Stall", "sent")]
+
+
 def test_unreachable_juhe_retries_after_the_backoff_not_the_gap(tmp_path: Path) -> None:
     """Issue 10.6: a send that surely did not go out (connection refused) books no gap: "retry 1
     in 2.2s" is claimable 2.2 s later, though min_gap is 60 s."""

@@ -404,3 +404,21 @@ def test_api_oncall_view_and_metric(tmp_path: Path) -> None:
     assert 'bridge_oncall{person="li",schedule="db"} 1.0' in metrics
     assert any(line.startswith("on call: db: li 138****8001 until ") for line in b.describe())
     b.store.close()
+
+
+def test_unquoted_impossible_date_is_a_problem_with_its_place(tmp_path: Path) -> None:
+    """Found by a trial run: YAML read ``start: 2026-02-30`` unquoted as a timestamp and
+    raised inside the parser, so ``bridge check`` printed a traceback and ``/-/reload`` 500."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(BASE + """\
+schedules:
+  db: {members: [zhang], shift: 1d, start: 2026-02-30}
+routes: [{receiver: db, template: t}]
+""", encoding="utf-8")
+    with pytest.raises(RulesError) as info:
+        load_rules(path)
+    assert info.value.problems == [
+        "schedules.db.start: start must be a date YYYY-MM-DD, e.g. 2026-01-05: '2026-02-30'"]
+    path.write_text(path.read_text(encoding="utf-8").replace("2026-02-30", "2026-02-28"),
+                    encoding="utf-8")
+    assert load_rules(path).schedules["db"].start.isoformat() == "2026-02-28"

@@ -1,5 +1,6 @@
-"""One contract suite for every store (huey's ``StorageTests``): SQLite in ``tmp_path`` and a real
-redis-server (``conftest.redis_url``). Time is injected (``now``); nothing sleeps for it to pass.
+"""One contract suite for every store (huey's ``StorageTests``): SQLite in ``tmp_path``, a real
+redis-server (``conftest.redis_url``), a master watched by three sentinels and a real Redis
+Cluster. Time is injected (``now``); nothing sleeps for it to pass.
 
 The concurrency tests start 8 processes (``spawn``: each opens its own store from ``store.url``)
 that call the store at the same moment, behind a barrier.
@@ -69,13 +70,20 @@ def by_id(store: Store, item_id: str) -> Item:
     return found[0]
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+#: The fixture giving each Redis topology's URL (tests/conftest.py).
+REDIS_URLS = {"redis": "redis_url", "redis-sentinel": "sentinel_url",
+              "redis-cluster": "cluster_url"}
+
+
+@pytest.fixture(params=["sqlite", *REDIS_URLS])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """Every store: SQLite, one redis-server, the master three sentinels watch, and a
+    three-master Redis Cluster (the last two started once for this module)."""
     s: Store
     if request.param == "sqlite":
         s = SqliteStore(str(tmp_path / "bridge.db"))
     else:
-        s = RedisStore(request.getfixturevalue("redis_url"))
+        s = RedisStore(request.getfixturevalue(REDIS_URLS[request.param]))
     yield s
     s.close()
 
@@ -576,15 +584,14 @@ def _fail_writes(store: Store) -> Callable[[], None]:
             db.execute("DROP TRIGGER fail")
             db.close()
         return undo_sqlite
-    import redis
 
     assert isinstance(store, RedisStore)
-    admin = redis.Redis.from_url(store.url)
+    # the master that holds the bridge's keys, whatever the topology (the store's own client)
+    admin = store._node()
     admin.config_set("maxmemory", 1)
 
     def undo_redis() -> None:
         admin.config_set("maxmemory", 0)
-        admin.close()
     return undo_redis
 
 
@@ -884,8 +891,8 @@ def test_redis_keys_are_bounded(redis_url: str) -> None:
     keys = set(admin.keys("*"))
     admin.close()
     s.close()
-    assert keys == {"bridge:seq", "bridge:day:2026-09-21", "bridge:ping",
-                    f"bridge:unknown:1.2.3.4:{int(T0 // 60)}"}
+    assert keys == {"{bridge}:seq", "{bridge}:day:2026-09-21", "{bridge}:ping",
+                    f"{{bridge}}:unknown:1.2.3.4:{int(T0 // 60)}"}
 
 
 def test_redis_out_of_memory_writes_nothing(redis_url: str) -> None:
@@ -895,14 +902,14 @@ def test_redis_out_of_memory_writes_nothing(redis_url: str) -> None:
     s = RedisStore(redis_url)
     s.record([note(fp="before")], NO_LIMITS, T0)
     keys = sorted(admin.keys("*"))
-    seq = admin.get("bridge:seq")
+    seq = admin.get("{bridge}:seq")
     try:
         admin.config_set("maxmemory", "1")
         with pytest.raises(StoreUnavailable, match="OutOfMemoryError|OOM"):
             s.record([note(mobile=m, fp="x") for m in (M1, M2, M3)], NO_LIMITS, T0 + 1)
         with pytest.raises(StoreUnavailable, match="OutOfMemoryError|OOM"):
             s.ping()
-        assert sorted(admin.keys("*")) == keys and admin.get("bridge:seq") == seq
+        assert sorted(admin.keys("*")) == keys and admin.get("{bridge}:seq") == seq
     finally:
         admin.config_set("maxmemory", "0")
     assert states(s.record([note(fp="after")], NO_LIMITS, T0 + 2)) == [("queued", "")]

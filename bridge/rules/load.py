@@ -41,12 +41,15 @@ _NAMED = ("people", "receivers", "schedules", "templates")
 
 class _Loader(yaml.SafeLoader):
     """YAML 1.1 safe loader without base-60 numbers, so that ``start_time: 23:00`` written
-    unquoted (as Alertmanager configs usually are) stays the string ``"23:00"``."""
+    unquoted (as Alertmanager configs usually are) stays the string ``"23:00"``, and without
+    timestamps, so that a date such as ``start: 2026-02-30`` reaches the rules' own checks as
+    text (and is refused with its place) instead of failing inside the YAML parser."""
 
 
 _Loader.yaml_implicit_resolvers = {
     k: [(tag, rx) for tag, rx in v
-        if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+        if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
+                       "tag:yaml.org,2002:timestamp")]
     for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _Loader.add_implicit_resolver(

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from bridge.episodes import Episode, Paged, StepClaim, StepState
 from bridge.plan import EpisodeMark, Notification
+from bridge.privacy import redact_url
 
 State = Literal["queued", "sent", "retrying", "failed", "suppressed", "held"]
 STATES: tuple[State, ...] = ("queued", "sent", "retrying", "failed", "suppressed", "held")
@@ -346,6 +347,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def ping(self) -> None:
         """Return when the store answers and can be written; raise StoreUnavailable otherwise."""
+
+    def describe(self) -> str:
+        """What store is in use, for the start-up line (never a password)."""
+        return redact_url(self.url)
 
     def config_warnings(self) -> list[str]:
         """What in the backend's configuration weakens the guarantees, for the start-up log

@@ -1,23 +1,36 @@
 """The shared store: one Redis (7.x) for every instance of the bridge, e.g. on a PaaS.
 
 Every atomic step of :class:`bridge.store.base.Store` is **one Lua script** (a module constant
-below, registered once per client with ``register_script``). Redis runs a script alone, so any
-number of processes on any number of machines sharing the Redis never double-page, never both
-pass a limit and never both claim the same SMS. A script's writes are all-or-nothing as far as
-Redis allows: a read-only replica or ``maxmemory`` refuses the *first* write of a script, before
-anything was changed. The scripts are written for a single Redis (keys are derived from the
-prefix inside the scripts, so they are not Redis-Cluster safe).
+below, run by its SHA1 with ``EVALSHA`` and loaded when the server answers ``NOSCRIPT``).
+Redis runs a script alone, so any number of processes on any number of machines sharing the
+Redis never double-page, never both pass a limit and never both claim the same SMS. A script's
+writes are all-or-nothing as far as Redis allows: a read-only replica or ``maxmemory`` refuses
+the *first* write of a script, before anything was changed. Key names are derived from the
+prefix inside the scripts, all under one hash tag (see Topologies below).
 
 Durability is Redis's own: run it with ``appendonly yes`` (``appendfsync everysec`` loses at most
 the last second on a power loss, ``always`` nothing) and with ``maxmemory-policy noeviction``
 (an evicting policy would silently drop queued SMS and dedup records).
 :meth:`RedisStore.config_warnings` reports both settings when the server lets it read them.
+AOF protects against a restart of the server; against losing the master itself (a failover to a
+replica, which copies writes asynchronously) ``BRIDGE_REDIS_WAIT`` makes each write step wait for
+replicas (``WAIT``) before the webhook is answered (see :class:`RedisStore`).
+
+Topologies (:func:`bridge.config.parse_redis_url`): one server, the master that Redis Sentinel
+names, or a Redis Cluster. **Every key starts with the prefix's hash tag** (``{bridge}:``), so all
+of them live in one cluster slot, on one master: each script stays one atomic step there, and a
+proxy that accepts only scripts whose keys share a slot accepts them. Scripts build most key
+names from the prefix (``ARGV[1]``) inside Lua; every script also passes at least one real key
+(``KEYS[1]``), by which a cluster routes it to that slot's master. The bridge's load is therefore
+not spread over a cluster's shards.
 
 Times are UNIX seconds passed to the scripts as text (``repr(float)``) and stored as text, so a
 float comes back exactly as it went in (Lua numbers are doubles; a number is never turned into
 text inside a script, which would keep only 14 digits).
 
-Key map (``{prefix}`` is ``bridge:`` unless configured; ``{m}`` a mobile, ``{id}`` an item id)::
+Key map (``{prefix}`` is ``{bridge}:`` unless configured, always starting with a hash tag; ``{m}``
+a mobile, ``{id}`` an item id; with ``BRIDGE_REDIS_WAIT`` > 0 the steps record, acknowledge,
+finish_step, mark_sent/retry/failed and ping are followed by ``WAIT``)::
 
     {prefix}seq                    string  INCR counter; item ids are its values, as text
     {prefix}item:{id}              hash    one stored notification: id mobile fingerprint status
@@ -78,19 +91,31 @@ dedup records, pacing and storm entries) or expires on its own (dedup, day count
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import secrets
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, cast
-from urllib.parse import unquote, urlsplit
 
 import redis
-from redis.backoff import ExponentialBackoff
-from redis.commands.core import Script
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import (
+    AskError,
+    ClusterError,
+    MovedError,
+    NoScriptError,
+    RedisClusterException,
+    TryAgainError,
+)
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
+from bridge.config import parse_redis_url
 from bridge.episodes import (
     ACK_PLACEHOLDER,
     Episode,
@@ -102,7 +127,7 @@ from bridge.episodes import (
     new_code,
     new_id,
 )
-from bridge.errors import StoreUnavailable
+from bridge.errors import StoreUnavailable, StoreUnconfirmed
 from bridge.plan import EpisodeMark, Notification
 from bridge.privacy import redact_url
 from bridge.store.base import (
@@ -117,6 +142,10 @@ from bridge.store.base import (
     episode_text,
 )
 
+#: The default key prefix: one hash tag, so every key of the bridge is in one cluster slot.
+DEFAULT_PREFIX = "{bridge}:"
+#: A prefix must start with a hash tag (``{...}``, not empty): Redis hashes only what is inside.
+_HASH_TAG = re.compile(r"^[^{]*(\{[^}]+\})")
 #: Seconds a dedup record lives in Redis at least (longer when its repeat_interval is longer).
 DEFAULT_DEDUP_TTL = 7 * 86400
 #: Seconds a per-day counter lives.
@@ -957,67 +986,236 @@ def _item(flat: Sequence[str]) -> Item:
     )
 
 
-class RedisStore(Store):
-    """:class:`Store` on the Redis at ``url`` (``redis://[[user]:password@]host:port/db``,
-    ``rediss://`` for TLS, ``unix:///path.sock?db=N``); every key starts with ``prefix``.
+def _untyped(f: Any) -> Any:
+    """``f`` for a call mypy cannot check (redis-py leaves these functions unannotated)."""
+    return f
 
-    Nothing connects until the first call. Connections come from redis-py's pool, which is
-    thread-safe, resets itself in a forked child and reconnects by itself when Redis comes
-    back; an operation that fails raises :class:`StoreUnavailable` and leaves nothing behind
-    that would fail the next one. ``dedup_ttl`` (seconds) is how long a dedup record lives at
-    least (see the module docstring).
+
+class _Lua:
+    """One script: its text and the SHA1 that ``EVALSHA`` names it by."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.sha = hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+#: redis-py errors after which the connections (or the cluster's slot map) are renewed.
+_RECONNECT = (redis.ConnectionError, redis.TimeoutError, ClusterError, AskError,
+              TryAgainError, RedisClusterException)
+
+
+class RedisStore(Store):
+    """:class:`Store` on the Redis named by ``url`` (SPEC ``BRIDGE_STORE``, read by
+    :func:`bridge.config.parse_redis_url`); every key starts with ``prefix``, which must hold a
+    hash tag (``{bridge}:`` by default) so that every key lives in one Redis Cluster slot.
+
+    * ``redis://[[user]:password@]host:port/db``, ``rediss://`` (TLS), ``unix:///path?db=N``:
+      one server, through ``redis.Redis.from_url``;
+    * ``redis+sentinel://[:password@]host:port[,host:port...]/SERVICE[/db]``: the master that
+      the sentinels name for SERVICE, through ``redis.sentinel.Sentinel(...).master_for``: every
+      new connection asks the sentinels, so after a failover the next call reaches the new
+      master (a demoted master's ``READONLY`` drops the connection);
+    * ``redis+cluster://[:password@]host:port[,...]``: ``redis.cluster.RedisCluster`` finds the
+      master of the bridge's slot and every step runs there; after a connection error,
+      ``MOVED`` or ``CLUSTERDOWN`` the slot map is read again (on the next call).
+
+    ``wait`` (``BRIDGE_REDIS_WAIT``) > 0: each write step that a webhook's answer or a delivery
+    result depends on (record, acknowledge, finish_step, mark_sent/retry/failed, ping) is
+    followed on the same connection by ``WAIT wait wait_timeout``; fewer confirmations raise
+    :class:`StoreUnconfirmed` (a :class:`StoreUnavailable`: the write stands on the master but a
+    failover may lose it). A claim is waited for too but never refused for too few
+    confirmations: a claim lost in a failover would let a second deliverer send what the first
+    is sending (its lease token is unknown to the new master, so the first one's marks change
+    nothing and the items come due again); with the replica's confirmation the claim survives.
+    Releases, pruning and status notes are not waited for: losing one only keeps a mobile held
+    until its lease lapses or an old record a little longer.
+
+    Nothing connects until the first call. Connections come from redis-py's pools, which are
+    thread-safe, reset themselves in a forked child and reconnect by themselves when Redis comes
+    back; an operation that fails raises :class:`StoreUnavailable` (never with the password)
+    and leaves nothing behind that would fail the next one. A script the server does not know
+    (``NOSCRIPT``: a new master after a failover, a restart, ``SCRIPT FLUSH``) is loaded and run
+    again. ``dedup_ttl`` (seconds) is how long a dedup record lives at least; ``socket_timeout``
+    (seconds) bounds every connect and reply. Raises ``ValueError`` for a bad URL or prefix.
     """
 
-    def __init__(self, url: str, prefix: str = "bridge:", *, socket_timeout: float = 3.0,
-                 dedup_ttl: int = DEFAULT_DEDUP_TTL) -> None:
+    def __init__(self, url: str, prefix: str = DEFAULT_PREFIX, *, socket_timeout: float = 3.0,
+                 dedup_ttl: int = DEFAULT_DEDUP_TTL, wait: int = 0,
+                 wait_timeout: float = 1.0) -> None:
+        if not _HASH_TAG.match(prefix):
+            raise ValueError(f"the key prefix must start with a hash tag like {{bridge}}:, "
+                             f"not {prefix!r}")
         self.url = url
+        self.target = parse_redis_url(url)
         self.prefix = prefix
         self.dedup_ttl = int(dedup_ttl)
-        parts = urlsplit(url)
-        self._password = unquote(parts.password) if parts.password else ""
+        self.wait = int(wait)
+        self.wait_timeout = float(wait_timeout)
+        self._secrets = [p for p in (self.target.password, self.target.sentinel_password) if p]
+        self._lock = threading.Lock()
         # One quick retry of a failed connection or timeout: it replaces a connection Redis
         # closed (a restart) without the caller seeing an error. redis-py 6+ deprecates
         # ``retry_on_timeout=True``; the Retry below is its documented replacement.
         retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=1,
                       supported_errors=(redis.ConnectionError, redis.TimeoutError))
-        self._client: redis.Redis = redis.Redis.from_url(
-            url, decode_responses=True, socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_timeout, health_check_interval=15, retry=retry,
-            retry_on_error=[redis.ConnectionError, redis.TimeoutError])
-        self._lua_record = self._client.register_script(RECORD_LUA)
-        self._lua_claim = self._client.register_script(CLAIM_LUA)
-        self._lua_mark = self._client.register_script(MARK_LUA)
-        self._lua_recent = self._client.register_script(RECENT_LUA)
-        self._lua_prune = self._client.register_script(PRUNE_LUA)
-        self._lua_ack = self._client.register_script(ACK_LUA)
-        self._lua_claim_steps = self._client.register_script(CLAIM_STEPS_LUA)
-        self._lua_finish_step = self._client.register_script(FINISH_STEP_LUA)
-        self._lua_prune_episodes = self._client.register_script(PRUNE_EPISODES_LUA)
+        # a reply may take the WAIT timeout longer: never cut it off (a timed-out step would be
+        # sent again by the retry)
+        self._options: dict[str, Any] = {
+            "decode_responses": True,
+            "socket_timeout": socket_timeout + (self.wait_timeout if self.wait else 0.0),
+            "socket_connect_timeout": socket_timeout, "health_check_interval": 15}
+        self._sentinel: Sentinel | None = None
+        self._cluster: RedisCluster | None = None
+        self._cluster_stale = False
+        self._client: redis.Redis | None = None
+        t = self.target
+        if t.topology == "redis":
+            self._client = redis.Redis.from_url(url, retry=retry, retry_on_error=[
+                redis.ConnectionError, redis.TimeoutError], **self._options)
+        elif t.topology == "sentinel":
+            self._sentinel = _untyped(Sentinel)(
+                list(t.hosts), sentinel_kwargs={
+                    "socket_timeout": min(socket_timeout, 1.0),
+                    "socket_connect_timeout": min(socket_timeout, 1.0),
+                    "password": t.sentinel_password, "decode_responses": True,
+                    # a sentinel that does not answer: ask the next one (redis-py's default
+                    # retries each for seconds)
+                    "retry": Retry(NoBackoff(), 0)})
+            self._client = _untyped(self._sentinel.master_for)(
+                t.service, redis_class=redis.Redis, db=t.db, username=t.username,
+                password=t.password, retry=retry,
+                retry_on_error=[redis.ConnectionError, redis.TimeoutError], **self._options)
+        self._lua_record = _Lua(RECORD_LUA)
+        self._lua_claim = _Lua(CLAIM_LUA)
+        self._lua_mark = _Lua(MARK_LUA)
+        self._lua_recent = _Lua(RECENT_LUA)
+        self._lua_prune = _Lua(PRUNE_LUA)
+        self._lua_ack = _Lua(ACK_LUA)
+        self._lua_claim_steps = _Lua(CLAIM_STEPS_LUA)
+        self._lua_finish_step = _Lua(FINISH_STEP_LUA)
+        self._lua_prune_episodes = _Lua(PRUNE_EPISODES_LUA)
 
     # -- plumbing ---------------------------------------------------------------------------
     def _k(self, name: str) -> str:
         return self.prefix + name
+
+    def _node(self) -> redis.Redis:
+        """The client of the master that holds the bridge's keys: the one server, the master
+        the sentinels name, or the cluster master of the prefix's slot (the cluster client is
+        made on first use, and its slot map read again after an error)."""
+        if self._client is not None:
+            return self._client
+        with self._lock:
+            if self._cluster is None:
+                t = self.target
+                self._cluster = RedisCluster(
+                    startup_nodes=[_untyped(ClusterNode)(h, p) for h, p in t.hosts],
+                    username=t.username, password=t.password, require_full_coverage=False,
+                    retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=1),
+                    **self._options)
+                self._cluster_stale = False
+            elif self._cluster_stale:
+                self._cluster_stale = False
+                self._cluster.nodes_manager.initialize()
+            cluster = self._cluster
+        node = _untyped(cluster.get_node_from_key)(self._k("seq"))
+        return cluster.get_redis_connection(node)
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
         """Turn every redis-py error into :class:`StoreUnavailable` (without the password)."""
         try:
             yield
-        except redis.RedisError as exc:
-            if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
-                # drop idle pooled connections too: after a restart they are all dead
-                self._client.connection_pool.disconnect(inuse_connections=False)
-            text = f"{type(exc).__name__}: {exc}"
-            if self._password:
-                text = text.replace(self._password, "***")
-            raise StoreUnavailable(f"redis {redact_url(self.url)}: {text}") from None
+        except (redis.RedisError, RedisClusterException) as exc:
+            if isinstance(exc, _RECONNECT):
+                self._reconnect()
+            raise StoreUnavailable(
+                f"redis {redact_url(self.url)}: {self._scrub(f'{type(exc).__name__}: {exc}')}"
+            ) from None
 
-    def _run(self, script: Script, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+    def _reconnect(self) -> None:
+        """Drop idle pooled connections (after a restart or failover they are all dead), or
+        have the cluster's slot map read again on the next call."""
+        if self._client is not None:
+            self._client.connection_pool.disconnect(inuse_connections=False)
+        else:
+            self._cluster_stale = True
+
+    def _run(self, script: _Lua, keys: Sequence[str], args: Sequence[str | int],
+             confirm: bool | str = True) -> Any:
+        """Run ``script`` on the master; with ``confirm`` and ``wait`` > 0 followed on the same
+        connection by ``WAIT`` (``confirm="soft"``: waited for, but too few confirmations are
+        not an error). ``keys`` must hold at least one key of the bridge: a cluster
+        routes the script by it (every key shares the prefix's slot). A ``NOSCRIPT`` answer
+        loads the script and runs it again. Raises :class:`StoreUnavailable` /
+        :class:`StoreUnconfirmed`."""
+        if not keys:
+            raise ValueError("a script needs at least one key to be routed by")
+        waiting = confirm and self.wait > 0
         with self._errors():
-            return script(keys=list(keys), args=list(args))
+            for attempt in range(3):
+                client = self._node()
+                pipe = client.pipeline(transaction=False)
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                if waiting:
+                    pipe.wait(self.wait, int(self.wait_timeout * 1000))
+                replies = pipe.execute(raise_on_error=False)
+                if isinstance(replies[0], NoScriptError) and attempt < 2:
+                    client.script_load(script.text)
+                    continue
+                if isinstance(replies[0], MovedError) and attempt < 2:
+                    self._cluster_stale = True  # the slot moved: read the map, run it there
+                    continue
+                for reply in replies:
+                    if isinstance(reply, Exception):
+                        raise reply
+                if waiting and confirm != "soft":
+                    self._confirmed(replies[1])
+                return replies[0]
+        raise StoreUnavailable(f"redis {redact_url(self.url)}: script kept failing")
+
+    def _confirmed(self, acks: Any) -> None:
+        """Raise :class:`StoreUnconfirmed` when fewer than ``wait`` replicas confirmed."""
+        if int(acks) < self.wait:
+            raise StoreUnconfirmed(
+                f"redis {redact_url(self.url)}: {int(acks)} of {self.wait} replicas confirmed "
+                f"the write within {self.wait_timeout:g}s (BRIDGE_REDIS_WAIT); it stands on "
+                "the master, which may lose it in a failover")
+
+    def describe(self) -> str:
+        """The topology in use, for the start-up line, e.g. ``redis sentinel mymaster via 3
+        sentinels, wait 1 replica``."""
+        t = self.target
+        n = len(t.hosts)
+        if t.topology == "sentinel":
+            text = (f"redis sentinel {t.service} via {n} sentinel{'s' if n != 1 else ''}"
+                    + (f", db {t.db}" if t.db else ""))
+        elif t.topology == "cluster":
+            text = (f"redis cluster via {n} seed node{'s' if n != 1 else ''}, every key "
+                    f"under {_HASH_TAG.match(self.prefix).group(1)}")  # type: ignore[union-attr]
+        else:
+            text = f"redis {redact_url(self.url)}"
+        if self.wait:
+            text += f", wait {self.wait} replica{'s' if self.wait != 1 else ''}"
+            if self.wait_timeout != 1.0:
+                text += f" within {self.wait_timeout:g}s"
+        return text
 
     def close(self) -> None:
-        self._client.close()
+        if self._client is not None:
+            self._client.close()
+        if self._sentinel is not None:
+            for s in self._sentinel.sentinels:
+                s.close()
+        with self._lock:
+            if self._cluster is not None:
+                self._cluster.close()
+                self._cluster = None
 
     # -- the contract -----------------------------------------------------------------------
     def record(self, notes: Sequence[Notification], policy: Policy, now: float,
@@ -1058,7 +1256,7 @@ class RedisStore(Store):
             if id and any(ACK_PLACEHOLDER in v for v in n.variables.values()):
                 # what was stored, code filled in (read back: the code lives in the store)
                 with self._errors():
-                    stored = self._client.hget(self._k(f"item:{id}"), "variables")
+                    stored = self._node().hget(self._k(f"item:{id}"), "variables")
                 if stored:
                     n = replace(n, variables=json.loads(str(stored)))
             out.append(Outcome(n, cast(State, state), reason, id or None, eid or None))
@@ -1069,7 +1267,7 @@ class RedisStore(Store):
         if not ids:
             return []
         with self._errors():
-            raws = self._client.mget([self._k(f"ep:{i}") for i in ids])
+            raws = self._node().mget([self._k(f"ep:{i}") for i in ids])
         return [_episode(str(r)) for r in raws if r is not None]
 
     def episodes_for(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Episode]:
@@ -1077,14 +1275,14 @@ class RedisStore(Store):
         if not wanted:
             return {}
         with self._errors():
-            ids = self._client.mget([self._k(f"epkey:{fp}|{ep}") for fp, ep in wanted])
+            ids = self._node().mget([self._k(f"epkey:{fp}|{ep}") for fp, ep in wanted])
         found = {str(i): k for k, i in zip(wanted, ids, strict=True) if i is not None}
         return {found[e.id]: e for e in self._get_episodes(list(found)) if e.id in found}
 
     def episodes(self, state: str | None = None, limit: int = 50) -> list[Episode]:
         index = self._k(f"epstate:{state}") if state else self._k("episodes")
         with self._errors():
-            ids = self._client.zrevrange(index, 0, max(int(limit), 1) - 1)
+            ids = self._node().zrevrange(index, 0, max(int(limit), 1) - 1)
         return self._get_episodes([str(i) for i in ids])[:limit]
 
     def episode(self, id: str) -> Episode | None:
@@ -1095,7 +1293,7 @@ class RedisStore(Store):
         if not code:
             return None
         with self._errors():
-            eid = self._client.get(self._k(f"epcode:{code}"))
+            eid = self._node().get(self._k(f"epcode:{code}"))
         episode = self.episode(str(eid)) if eid is not None else None
         if episode is None or code_expired(episode, now):
             return None
@@ -1103,7 +1301,8 @@ class RedisStore(Store):
         return None if paged is None else (episode, paged)
 
     def acknowledge(self, id: str, by: str, via: str, now: float) -> tuple[Episode, bool]:
-        row = self._run(self._lua_ack, [], [self.prefix, id, by, via, _t(now)])
+        row = self._run(self._lua_ack, [self._k(f"ep:{id}")],
+                        [self.prefix, id, by, via, _t(now)])
         if not row:
             raise KeyError(id)
         return _episode(str(row[0])), bool(int(row[1]))
@@ -1111,7 +1310,7 @@ class RedisStore(Store):
     def unknown_code_hit(self, client: str, now: float) -> int:
         key = self._k(f"unknown:{client}:{int(now // 60)}")
         with self._errors():
-            pipe = self._client.pipeline(transaction=True)
+            pipe = self._node().pipeline(transaction=True)
             pipe.incr(key)
             pipe.expire(key, 120)
             n, _ = pipe.execute()
@@ -1121,7 +1320,8 @@ class RedisStore(Store):
         lease_until = now + lease
         tokens = [secrets.token_hex(8) for _ in range(max(int(limit), 1))]
         rows = self._run(self._lua_claim_steps, [self._k("steps")],
-                         [self.prefix, _t(now), _t(lease_until), int(limit), *tokens])
+                         [self.prefix, _t(now), _t(lease_until), int(limit), *tokens],
+                         confirm=False)
         return [StepClaim(str(eid), int(idx), str(token), lease_until)
                 for eid, idx, token in rows]
 
@@ -1136,7 +1336,7 @@ class RedisStore(Store):
         tokens = [secrets.token_hex(8) for _ in range(max(int(max_mobiles), 1))]
         rows = self._run(self._lua_claim, [self._k("due"), self._k("pace")],
                          [self.prefix, _t(now), _t(lease_until), int(max_mobiles),
-                          max(int(max_items), 0), *tokens])
+                          max(int(max_items), 0), *tokens], confirm="soft")
         return [Claim(mobile, [_item(flat) for flat in items], lease_until, bool(gapped), token)
                 for mobile, gapped, token, items in rows]
 
@@ -1149,7 +1349,7 @@ class RedisStore(Store):
         return int(self._run(self._lua_mark, keys, [
             self.prefix, op, "" if now is None else _t(now), "" if due_at is None else _t(due_at),
             reason, sid, str(int(fee)), token, "" if pace_until is None else _t(pace_until),
-            *[str(i) for i in ids]]))
+            *[str(i) for i in ids]], confirm=op != "release"))
 
     def mark_sent(self, ids: Sequence[str], sid: str, fee: int, now: float, reason: str = "",
                   *, token: str, pace_until: float | None) -> int:
@@ -1169,18 +1369,18 @@ class RedisStore(Store):
 
     def episode_of(self, fingerprint: str) -> str | None:
         with self._errors():
-            value = self._client.get(self._k(f"episode:{fingerprint}"))
+            value = self._node().get(self._k(f"episode:{fingerprint}"))
         return str(value) if value is not None and "T" in str(value) else None
 
     def recent(self, limit: int = 50, state: str | None = None,
                mobile: str | None = None) -> list[Item]:
         rows = self._run(self._lua_recent, [self._k("items")],
-                         [self.prefix, int(limit), state or "", mobile or ""])
+                         [self.prefix, int(limit), state or "", mobile or ""], confirm=False)
         return [_item(flat) for flat in rows]
 
     def counts(self) -> dict[str, int]:
         with self._errors():
-            pipe = self._client.pipeline(transaction=True)
+            pipe = self._node().pipeline(transaction=True)
             for s in STATES:
                 pipe.zcard(self._k(f"state:{s}"))
             sizes = pipe.execute()
@@ -1193,44 +1393,61 @@ class RedisStore(Store):
         total = 0
         while True:
             deleted, more = self._run(self._lua_prune, keys,
-                                      [self.prefix, "(" + _t(before), int(batch)])
+                                      [self.prefix, "(" + _t(before), int(batch)],
+                                      confirm=False)
             total += int(deleted)
             if not more:
                 break
         while int(self._run(self._lua_prune_episodes,
                             [self._k("epresolved"), self._k("episodes")],
                             [self.prefix, "(" + _t(before), int(batch),
-                             "(" + _t(before - EPISODE_STALE)])) >= batch:
+                             "(" + _t(before - EPISODE_STALE)], confirm=False)) >= batch:
             pass
         return total
 
     def set_status(self, key: str, value: str | None) -> None:
         with self._errors():
             if value is None:
-                self._client.hdel(self._k("status"), key)
+                self._node().hdel(self._k("status"), key)
             else:
-                self._client.hset(self._k("status"), key, value)
+                self._node().hset(self._k("status"), key, value)
 
     def get_status(self, key: str) -> str | None:
         with self._errors():
-            value = self._client.hget(self._k("status"), key)
+            value = self._node().hget(self._k("status"), key)
         return None if value is None else str(value)
 
     def ping(self) -> None:
+        """See :meth:`Store.ping`; with ``wait`` > 0 the write must also be confirmed by that
+        many replicas (:class:`StoreUnconfirmed` otherwise), so ``/readyz`` says why webhooks
+        get 503."""
         with self._errors():
-            self._client.set(self._k("ping"), "1")
+            pipe = self._node().pipeline(transaction=False)
+            pipe.set(self._k("ping"), "1")
+            if self.wait:
+                pipe.wait(self.wait, int(self.wait_timeout * 1000))
+            replies = pipe.execute()
+        if self.wait:
+            self._confirmed(replies[1])
 
     def config_warnings(self) -> list[str]:
-        """What in the server's configuration breaks the durability promise (AOF off, an
-        evicting ``maxmemory-policy``), as sentences for a log; empty when fine or when the
-        server does not let ``INFO`` be read. Raises :class:`StoreUnavailable`."""
-        with self._errors():
-            try:
-                info: dict[str, Any] = dict(self._client.info("persistence"))
-                info.update(self._client.info("memory"))
-            except redis.ResponseError:
-                return []
+        """What in the server's configuration weakens the guarantees, as sentences for the
+        start-up log: AOF off, an evicting ``maxmemory-policy``, fewer connected replicas than
+        ``wait``, and (sentinel, cluster) ``wait`` 0, under which a failover may take back a
+        200. Empty when fine; the ``INFO`` checks are left out when the server refuses
+        ``INFO``. Raises :class:`StoreUnavailable`."""
         out = []
+        if self.wait == 0 and self.target.topology != "redis":
+            out.append("BRIDGE_REDIS_WAIT=0: replicas copy writes asynchronously, so a failover "
+                       "may lose webhooks answered 200 just before it; set BRIDGE_REDIS_WAIT=1")
+        with self._errors():
+            node = self._node()
+            try:
+                info: dict[str, Any] = dict(node.info("persistence"))
+                info.update(node.info("memory"))
+                info.update(node.info("replication"))
+            except redis.ResponseError:
+                return out
         if str(info.get("aof_enabled", "1")) == "0":
             out.append("redis runs without AOF (appendonly no): a restart of redis may lose "
                        "queued SMS and dedup records; set appendonly yes")
@@ -1238,4 +1455,8 @@ class RedisStore(Store):
         if policy != "noeviction":
             out.append(f"redis maxmemory-policy is {policy}: when full, redis may evict queued "
                        "SMS and dedup records; set maxmemory-policy noeviction")
+        replicas = int(info.get("connected_slaves", 0))
+        if self.wait and replicas < self.wait:
+            out.append(f"the redis master has {replicas} connected replicas but "
+                       f"BRIDGE_REDIS_WAIT={self.wait}: webhooks get 503 until enough connect")
         return out
