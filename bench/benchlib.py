@@ -13,7 +13,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,60 +28,16 @@ ROOT = BENCH.parent
 TESTS = ROOT / "tests"
 KEY = "benchkey-7d1e0a"
 
-#: Intake rules: two routes match every alert of the wrk body (severity critical), each
-#: paging its own mobile, so one alert gives two SMS; min_gap 0 and no limits: nothing is
-#: suppressed.
-INTAKE_RULES = """\
-receivers:
-  dba: ["13800138000"]
-  ops: ["13900139000"]
-templates:
-  firing:
-    tpl_id: 111
-    vars:
-      name: "{{ labels.alertname }}"
-      host: "{{ labels.instance | default('-') }}"
-      summary: "{{ annotations.summary | default('-') }}"
-      at: "{{ starts_at | localtime('%m-%d %H:%M') }}"
-  resolved:
-    tpl_id: 222
-    vars:
-      name: "{{ labels.alertname }}"
-limits:
-  min_gap: 0s
-routes:
-  - name: db-critical
-    matchers: ['severity="critical"', 'team=~"db|mysql"']
-    receiver: dba
-    template: firing
-    resolved_template: resolved
-    continue: true
-  - name: everything
-    matchers: ['severity=~"critical|warning"']
-    receiver: ops
-    template: firing
-"""
+sys.path.insert(0, str(TESTS))
 
+import support  # noqa: E402
+from support import INTAKE_RULES, free_port  # noqa: E402,F401  (re-exported for the benches)
 
 # -- processes -------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(pred: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    end = time.monotonic() + timeout
-    while True:
-        try:
-            if pred():
-                return True
-        except Exception:
-            pass
-        if time.monotonic() > end:
-            return False
-        time.sleep(interval)
+def wait_until(pred: Callable[[], Any], timeout: float, interval: float = 0.05) -> bool:
+    """:func:`support.wait_until` where any exception of ``pred`` means "not yet"."""
+    return support.wait_until(pred, timeout, interval, ignore=(Exception,))
 
 
 class Proc:
@@ -179,15 +134,8 @@ def start_redis(procs: Procs, workdir: Path) -> tuple[Proc, str]:
     port = free_port()
     rdir = workdir / f"redis-{port}"
     rdir.mkdir()
-    proc = procs.add(Proc("redis", [exe, "--port", str(port), "--bind", "127.0.0.1",
-                                    "--dir", str(rdir), "--appendonly", "yes", "--save", "",
-                                    "--protected-mode", "no"], rdir / "redis.out"))
-    import redis
-
-    client = redis.Redis(port=port, socket_timeout=1)
-    ok = wait_until(lambda: bool(client.ping()), 10)
-    client.close()
-    if not ok:
+    proc = procs.add(Proc("redis", support.redis_argv(exe, port, rdir), rdir / "redis.out"))
+    if not support.redis_ready(port):
         raise RuntimeError(f"redis-server did not start:\n{proc.tail()}")
     return proc, f"redis://127.0.0.1:{port}/0"
 

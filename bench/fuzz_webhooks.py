@@ -32,30 +32,17 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _path in (ROOT, ROOT / "tests"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+import support  # noqa: E402  (tests/support.py: the rules pieces)
 
 #: Rules that reach every part of the plan: matchers on fuzzed labels, mobiles_from a fuzzed
 #: label, a resolved template, limits.
-RULES = """\
-receivers:
-  oncall: ["13800138000"]
-  ops: ["13900139000"]
-templates:
-  firing:
-    tpl_id: 111
-    vars:
-      name: "{{ labels.alertname | default('-') }}"
-      host: "{{ labels.instance | default(labels.host) | default('-') }}"
-      summary: "{{ annotations.summary | default('-') }}"
-      at: "{{ starts_at | localtime('%m-%d %H:%M') }}"
-  resolved:
-    tpl_id: 222
-    vars:
-      name: "{{ labels.alertname | default('-') }}"
-      value: "{{ values | default('-') }}"
-limits:
-  min_gap: 0s
+RULES = ("receivers:\n  oncall: [\"13800138000\"]\n  ops: [\"13900139000\"]\ntemplates:\n"
+         + support.LENIENT_FIRING + support.LENIENT_RESOLVED
+         + "      value: \"{{ values | default('-') }}\"\n" + support.NO_GAP + """\
   per_mobile_per_hour: 50
 routes:
   - name: critical
@@ -70,7 +57,7 @@ routes:
     receiver: oncall
     template: firing
     resolved_template: resolved
-"""
+""")
 
 SOURCES = ("alertmanager", "grafana")
 

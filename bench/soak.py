@@ -51,11 +51,9 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import benchlib as bl  # noqa: E402
+import support  # noqa: E402  (tests/support.py, on sys.path through benchlib)
 
-SOAK_RULES = """\
-receivers:
-  dba: ["13800138000", "13800138001"]
-  ops: ["13900139000"]
+SOAK_RULES = (support.SPEC_RECEIVERS + """\
 templates:
   firing:
     tpl_id: 111
@@ -63,25 +61,8 @@ templates:
       name: "{{ labels.alertname }}"
       host: "{{ labels.instance | default('-') }}"
       summary: "{{ annotations.summary | default('-') }}"
-  resolved:
-    tpl_id: 222
-    vars:
-      name: "{{ labels.alertname }}"
-limits:
-  min_gap: 0s
-routes:
-  - name: db-critical
-    matchers: ['severity="critical"', 'team="db"']
-    receiver: dba
-    template: firing
-    resolved_template: resolved
-    continue: true
-  - name: everything
-    matchers: ['severity=~"critical|warning"']
-    receiver: ops
-    template: firing
-    resolved_template: resolved
-"""
+""" + support.RESOLVED + support.NO_GAP + "routes:\n" + support.db_route('team="db"')
+              + support.ops_route("everything") + "    resolved_template: resolved\n")
 
 BAD_BODIES = [b"this is not json", b"[1, 2, 3]", b'{"alerts": "none"}',
               b'{"version": "4", "alerts": [{"status": "firing"}]}', b'{"status": "firing"}']

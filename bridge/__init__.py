@@ -3,7 +3,7 @@
 Data flows one way::
 
     webhook body --sources--> Batch[Alert] --routing/plan--> Notification --store--> outbox
-    outbox --delivery--> juhe.JuheClient --> SMS
+    outbox --delivery--> Sender (juhe.JuheClient, or DryRunSender without JUHE_KEY) --> SMS
 """
 
 __version__ = "0.1.0"

@@ -125,6 +125,17 @@ def parse_redis_url(url: str) -> RedisURL:
 
     Raises ``ValueError`` saying what is wrong (never containing the password).
     """
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return _single_server_url(url)
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("redis+sentinel", "redis+cluster"):
+        raise ValueError("expected redis://, rediss://, unix://, redis+sentinel:// or "
+                         "redis+cluster://")
+    return _ha_url(url, scheme, rest)
+
+
+def _single_server_url(url: str) -> RedisURL:
+    """``redis://``, ``rediss://`` or ``unix://`` (see :func:`parse_redis_url`)."""
     if url.startswith(("redis://", "rediss://")):
         try:
             parts = urlsplit(url)
@@ -138,11 +149,23 @@ def parse_redis_url(url: str) -> RedisURL:
     if url.startswith("unix://"):
         if not urlsplit(url).path:
             raise ValueError("expected unix:///path/to/redis.sock[?db=N]")
-        return RedisURL("redis", url)
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme not in ("redis+sentinel", "redis+cluster"):
-        raise ValueError("expected redis://, rediss://, unix://, redis+sentinel:// or "
-                         "redis+cluster://")
+    return RedisURL("redis", url)
+
+
+def _userinfo(netloc: str, form: str) -> tuple[str, str | None, str | None]:
+    """``[[user]:password@]hosts`` -> ``(hosts, user, password)``."""
+    if "@" not in netloc:
+        return netloc, None, None
+    userinfo, _, netloc = netloc.rpartition("@")
+    user, colon, pw = userinfo.partition(":")
+    if not colon:  # "secret@host": a password without its colon would be taken as a user
+        raise ValueError(f"expected :password@ before the hosts (expected {form})")
+    return netloc, unquote(user) or None, unquote(pw)
+
+
+def _ha_url(url: str, scheme: str, rest: str) -> RedisURL:
+    """``redis+sentinel://`` or ``redis+cluster://`` after the scheme (see
+    :func:`parse_redis_url`)."""
     form = ("redis+sentinel://[:password@]host:port[,host:port...]/SERVICE[/db]"
             if scheme == "redis+sentinel" else "redis+cluster://[:password@]host:port[,...]")
     rest, _, query = rest.partition("?")
@@ -154,14 +177,7 @@ def parse_redis_url(url: str) -> RedisURL:
         else:
             raise ValueError(f"unknown parameter {name!r} (expected {form})")
     netloc, _, path = rest.partition("/")
-    username = password = None
-    if "@" in netloc:
-        userinfo, _, netloc = netloc.rpartition("@")
-        user, colon, pw = userinfo.partition(":")
-        username = unquote(user) or None
-        password = unquote(pw) if colon else None
-        if not colon:  # "secret@host": a password without its colon would be taken as a user
-            raise ValueError(f"expected :password@ before the hosts (expected {form})")
+    netloc, username, password = _userinfo(netloc, form)
     if not netloc:
         raise ValueError(f"no host (expected {form})")
     default_port = 26379 if scheme == "redis+sentinel" else 6379
@@ -226,40 +242,13 @@ class Settings:
         e = os.environ if env is None else env
 
         def num(name: str, default: str, low: int, high: int = 2**31) -> int:
-            try:
-                value = int(e.get(name) or default)
-            except ValueError:
-                raise ValueError(f"{name}: not a whole number: {e.get(name)!r}") from None
-            if not low <= value <= high:
-                raise ValueError(f"{name}: must be from {low} to {high}, not {value}")
-            return value
+            return _whole_number(e, name, default, low, high)
 
         def dur(name: str, default: str, positive: bool = False) -> float:
-            try:
-                value = parse_duration(e.get(name) or default)
-            except ValueError as exc:
-                raise ValueError(f"{name}: {exc}") from None
-            if positive and value <= 0:
-                raise ValueError(f"{name}: must be more than 0")
-            return value
+            return _duration(e, name, default, positive)
 
         store = store_url(e)
-        where = "BRIDGE_STORE" if e.get("BRIDGE_STORE") else "REDIS_URL"
-        if not store.startswith(("sqlite:///", *REDIS_SCHEMES)) or store == "sqlite:///":
-            raise ValueError(f"{where}: expected sqlite:///PATH or redis://[:password@]host:"
-                             f"port/db (or redis+sentinel://..., redis+cluster://...), got "
-                             f"{redact_url(store).split('://')[0]}://...")
-        if store.startswith("sqlite:///"):
-            folder = os.path.dirname(os.path.abspath(store[len("sqlite:///"):]))
-            if not os.path.isdir(folder):
-                raise ValueError(f"{where}: the folder {folder} does not exist ({store}); "
-                                 "create it first (a mistyped path must not start an empty "
-                                 "store)")
-        if store.startswith(REDIS_SCHEMES):
-            try:
-                parse_redis_url(store)
-            except ValueError as exc:
-                raise ValueError(f"{where}: {exc}: {redact_url(store)}") from None
+        _check_store(store, "BRIDGE_STORE" if e.get("BRIDGE_STORE") else "REDIS_URL")
         redis_wait = num("BRIDGE_REDIS_WAIT", "0", 0, 64)
         redis_wait_timeout = dur("BRIDGE_REDIS_WAIT_TIMEOUT", "1s", positive=True)
         juhe_url = e.get("JUHE_URL") or "http://v.juhe.cn/sms/send"
@@ -307,3 +296,48 @@ class Settings:
             redis_wait=redis_wait,
             redis_wait_timeout=redis_wait_timeout,
         )
+
+
+def _whole_number(e: Mapping[str, str], name: str, default: str, low: int, high: int) -> int:
+    """``e[name]`` (or ``default``) as an int from ``low`` to ``high``; ValueError naming
+    ``name`` otherwise."""
+    try:
+        value = int(e.get(name) or default)
+    except ValueError:
+        raise ValueError(f"{name}: not a whole number: {e.get(name)!r}") from None
+    if not low <= value <= high:
+        raise ValueError(f"{name}: must be from {low} to {high}, not {value}")
+    return value
+
+
+def _duration(e: Mapping[str, str], name: str, default: str, positive: bool) -> float:
+    """``e[name]`` (or ``default``) as seconds (:func:`parse_duration`); ValueError naming
+    ``name`` when unreadable, or not more than 0 where ``positive``."""
+    try:
+        value = parse_duration(e.get(name) or default)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+    if positive and value <= 0:
+        raise ValueError(f"{name}: must be more than 0")
+    return value
+
+
+def _check_store(store: str, where: str) -> None:
+    """Raise ValueError naming ``where`` (the variable it came from) unless ``store`` is a
+    ``sqlite:///PATH`` in an existing folder or a well-formed Redis URL (plain, Sentinel or
+    Cluster: :func:`parse_redis_url`)."""
+    if not store.startswith(("sqlite:///", *REDIS_SCHEMES)) or store == "sqlite:///":
+        raise ValueError(f"{where}: expected sqlite:///PATH or redis://[:password@]host:"
+                         f"port/db (or redis+sentinel://..., redis+cluster://...), got "
+                         f"{redact_url(store).split('://')[0]}://...")
+    if store.startswith("sqlite:///"):
+        folder = os.path.dirname(os.path.abspath(store[len("sqlite:///"):]))
+        if not os.path.isdir(folder):
+            raise ValueError(f"{where}: the folder {folder} does not exist ({store}); "
+                             "create it first (a mistyped path must not start an empty "
+                             "store)")
+    if store.startswith(REDIS_SCHEMES):
+        try:
+            parse_redis_url(store)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}: {redact_url(store)}") from None

@@ -66,7 +66,7 @@ from email.utils import parsedate_to_datetime
 from http.client import HTTPException
 from time import time
 from types import MappingProxyType, TracebackType
-from typing import Final, Literal, Self
+from typing import Any, Final, Literal, Self
 from urllib.parse import quote, quote_plus, unquote_plus, urlsplit
 
 import requests
@@ -367,38 +367,14 @@ class JuheClient:
         return self._outcome(resp)
 
     def _outcome(self, resp: requests.Response) -> SendResult:
-        status = resp.status_code
-        where = self._where
-        if status >= 500 or status in _TRANSIENT_HTTP:
-            wait = _retry_after(resp.headers.get("Retry-After"))
-            raise self._error(TransientError, f"HTTP {status} from {where}", 0, wait)
-        if 300 <= status < 400:
-            raise self._error(
-                ConfigError,
-                f"HTTP {status} redirect from {where} (not followed: a redirected POST loses "
-                "its form); set JUHE_URL to the final address",
-            )
-        if status in _CONFIG_HTTP:
-            raise self._error(ConfigError, f"HTTP {status} from {where}: check JUHE_URL")
-        if status >= 400:
-            raise self._error(PermanentError, f"HTTP {status} from {where}")
-        body: object
-        try:
-            body = json.loads(resp.content)
-        except ValueError:  # JSONDecodeError, UnicodeDecodeError
-            body = None
-        if not isinstance(body, dict):
-            ctype = resp.headers.get("Content-Type", "?")
-            raise self._error(
-                TransientError,
-                f"HTTP {status} answer from {where} is not a JSON object "
-                f"({ctype}, {len(resp.content)} bytes)",
-            )
+        """The result of Juhe's answer ``resp``; raises the JuheError its HTTP status or its
+        ``error_code`` means."""
+        self._check_status(resp)
+        body = self._body(resp)
         code = _as_int(body.get("error_code"))
         if code is None:
-            raise self._error(
-                TransientError, f"HTTP {status} answer from {where} has no integer error_code"
-            )
+            raise self._error(TransientError, f"HTTP {resp.status_code} answer from "
+                              f"{self._where} has no integer error_code")
         reason_raw = body.get("reason")
         reason = str(reason_raw) if reason_raw not in (None, "") else f"error_code {code}"
         kind = classify(code)
@@ -415,6 +391,40 @@ class JuheClient:
         if kind == "config":
             raise self._error(ConfigError, reason, code)
         raise self._error(PermanentError, reason, code)
+
+    def _check_status(self, resp: requests.Response) -> None:
+        """Raise the JuheError an HTTP status other than 2xx means."""
+        status = resp.status_code
+        where = self._where
+        if status >= 500 or status in _TRANSIENT_HTTP:
+            wait = _retry_after(resp.headers.get("Retry-After"))
+            raise self._error(TransientError, f"HTTP {status} from {where}", 0, wait)
+        if 300 <= status < 400:
+            raise self._error(
+                ConfigError,
+                f"HTTP {status} redirect from {where} (not followed: a redirected POST loses "
+                "its form); set JUHE_URL to the final address",
+            )
+        if status in _CONFIG_HTTP:
+            raise self._error(ConfigError, f"HTTP {status} from {where}: check JUHE_URL")
+        if status >= 400:
+            raise self._error(PermanentError, f"HTTP {status} from {where}")
+
+    def _body(self, resp: requests.Response) -> dict[str, Any]:
+        """The JSON object of a 2xx answer; a TransientError when it is not one."""
+        body: object
+        try:
+            body = json.loads(resp.content)
+        except ValueError:  # JSONDecodeError, UnicodeDecodeError
+            body = None
+        if not isinstance(body, dict):
+            ctype = resp.headers.get("Content-Type", "?")
+            raise self._error(
+                TransientError,
+                f"HTTP {resp.status_code} answer from {self._where} is not a JSON object "
+                f"({ctype}, {len(resp.content)} bytes)",
+            )
+        return body
 
     def close(self) -> None:
         """Close the pooled connections (only of a session the client made itself)."""

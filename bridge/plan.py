@@ -280,6 +280,22 @@ def _resolved_to_paged(alert: Alert, batch: Batch, episode: Episode, rules: Rule
             untimed=alert.starts_at is None, resolved_template=p.resolved_template))
 
 
+def _resolved_to_stored_episode(alert: Alert, untimed: bool, batch: Batch, rules: RuleSet,
+                                plan: Plan, now: datetime,
+                                episodes: Mapping[tuple[str, str], Episode] | None) -> bool:
+    """For a resolved ``alert``: note its (fingerprint, episode) in ``plan.resolved`` and, when
+    its episode is in ``episodes``, plan it to who was paged (:func:`_resolved_to_paged`) and
+    return True (the routes are not asked). False for a firing alert or an unknown episode."""
+    if alert.status != "resolved":
+        return False
+    plan.resolved.append((alert.fingerprint, "" if untimed else episode_from_start(alert)))
+    stored = (episodes or {}).get((alert.fingerprint, episode_from_start(alert)))
+    if stored is None:
+        return False
+    _resolved_to_paged(alert, batch, stored, rules, plan, now)
+    return True
+
+
 def decide(batch: Batch, rules: RuleSet, now: datetime,
            episode_starts: Mapping[str, datetime | None] | None = None,
            episodes: Mapping[tuple[str, str], Episode] | None = None) -> Plan:
@@ -300,13 +316,8 @@ def decide(batch: Batch, rules: RuleSet, now: datetime,
     for index, alert in enumerate(batch.alerts):
         untimed = alert.starts_at is None
         alert = _mark_episode(alert, plan, now, episode_starts)
-        if alert.status == "resolved":
-            key = (alert.fingerprint, "" if untimed else episode_from_start(alert))
-            plan.resolved.append(key)
-            stored = (episodes or {}).get((alert.fingerprint, episode_from_start(alert)))
-            if stored is not None:
-                _resolved_to_paged(alert, batch, stored, rules, plan, now)
-                continue
+        if _resolved_to_stored_episode(alert, untimed, batch, rules, plan, now, episodes):
+            continue
         hits = route(alert.labels, rules.routes)
         if not hits:
             plan.unrouted += 1

@@ -13,7 +13,7 @@ import operator
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -128,32 +128,55 @@ def _size(value: Any) -> int | None:
     return len(value) if isinstance(value, str | bytes | list | tuple) else None
 
 
-def check_binop(operator: str, left: Any, right: Any) -> None:
-    """Raise :class:`OverBudget` when ``left <operator> right`` would be too large (a string
-    or list over :data:`MAX_RESULT`, an integer over :data:`MAX_INT_BITS` bits)."""
-    ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (left, right))
-    if operator == "**" and ints and right > 0:
+def _check_power(left: Any, right: Any) -> None:
+    if _ints(left, right) and right > 0:
         bits = max(abs(left).bit_length(), 1) * right if abs(left) > 1 else 1
         if bits > MAX_INT_BITS:
             raise OverBudget(f"{left} ** {right} has about {bits} bits (at most {MAX_INT_BITS})")
-    elif operator == "*":
-        if ints and abs(left).bit_length() + abs(right).bit_length() > MAX_INT_BITS:
-            raise OverBudget(f"a product over {MAX_INT_BITS} bits")
-        for seq, n in ((left, right), (right, left)):
-            size = _size(seq)
-            if size is not None and isinstance(n, int) and size * n > MAX_RESULT:
-                raise OverBudget(f"repeating {size} items {n} times is {size * n} "
+
+
+def _check_product(left: Any, right: Any) -> None:
+    if _ints(left, right) and abs(left).bit_length() + abs(right).bit_length() > MAX_INT_BITS:
+        raise OverBudget(f"a product over {MAX_INT_BITS} bits")
+    for seq, n in ((left, right), (right, left)):
+        size = _size(seq)
+        if size is not None and isinstance(n, int) and size * n > MAX_RESULT:
+            raise OverBudget(f"repeating {size} items {n} times is {size * n} "
+                             f"(at most {MAX_RESULT})")
+
+
+def _check_sum(left: Any, right: Any) -> None:
+    a, b = _size(left), _size(right)
+    if a is not None and b is not None and a + b > MAX_RESULT:
+        raise OverBudget(f"joining {a} and {b} items (at most {MAX_RESULT})")
+
+
+def _check_format(left: Any, right: Any) -> None:
+    if not isinstance(left, str):
+        return
+    for width, precision in _PCT_WIDTH.findall(left):
+        for n in (width, precision):
+            if n == "*" or (n and int(n) > MAX_RESULT):
+                raise OverBudget(f"a %-format width or precision of {n} "
                                  f"(at most {MAX_RESULT})")
-    elif operator == "+":
-        a, b = _size(left), _size(right)
-        if a is not None and b is not None and a + b > MAX_RESULT:
-            raise OverBudget(f"joining {a} and {b} items (at most {MAX_RESULT})")
-    elif operator == "%" and isinstance(left, str):
-        for width, precision in _PCT_WIDTH.findall(left):
-            for n in (width, precision):
-                if n == "*" or (n and int(n) > MAX_RESULT):
-                    raise OverBudget(f"a %-format width or precision of {n} "
-                                     f"(at most {MAX_RESULT})")
+
+
+def _ints(*values: Any) -> bool:
+    return all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+
+
+#: The binary operators whose result can outgrow the budget, and the check of each.
+_BINOP_CHECKS: dict[str, Callable[[Any, Any], None]] = {
+    "**": _check_power, "*": _check_product, "+": _check_sum, "%": _check_format,
+}
+
+
+def check_binop(operator: str, left: Any, right: Any) -> None:
+    """Raise :class:`OverBudget` when ``left <operator> right`` would be too large (a string
+    or list over :data:`MAX_RESULT`, an integer over :data:`MAX_INT_BITS` bits)."""
+    check = _BINOP_CHECKS.get(operator)
+    if check is not None:
+        check(left, right)
 
 
 def _check_sized(name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:

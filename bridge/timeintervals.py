@@ -23,8 +23,9 @@ file loader can embed them and report each problem at its place::
   ``a:b`` range is inclusive at both ends. Day ranges reaching past the month are clamped to it.
 - The check is done in ``location`` (an IANA zone, default UTC): ``t`` is converted first.
 
-Unquoted ``23:00`` or ``1:5`` in YAML 1.1 (PyYAML) are base-60 integers (1380, 65); such
-integers are refused with a message saying what to quote.
+Unquoted ``23:00`` or ``1:5`` reach these models as text: the rules loader
+(:mod:`bridge.rules.load`) reads YAML without base-60 numbers, as Alertmanager does. A number
+where a time of day is expected is refused.
 
 This module is pure: no I/O besides the system time zone database, no environment, no clock.
 """
@@ -33,9 +34,10 @@ from __future__ import annotations
 
 import calendar
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, ClassVar, Self, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -92,14 +94,6 @@ _MONTHS: dict[str, int] = {
 _MONTH_NAMES: dict[int, str] = {n: name for name, n in _MONTHS.items()}
 
 
-def _sexagesimal_hint(value: int) -> str:
-    """Explain how YAML 1.1 turned an unquoted ``a:b`` into ``value``, when it could have."""
-    if value >= 60:
-        text = f"{value // 60}:{value % 60}"
-        return f" (YAML reads an unquoted {text} as the number {value}; quote it: '{text}')"
-    return ""
-
-
 def parse_time_of_day(text: str) -> int:
     """Return the minutes since midnight of ``"HH:MM"`` (``00:00`` .. ``24:00``, two-digit hours).
 
@@ -145,18 +139,36 @@ class _InclusiveRange:
     begin: int
     end: int
 
+    #: How to write a member (indexed by its number), or None for the number itself.
+    _names: ClassVar[Mapping[int, str] | None] = None
+
     def __str__(self) -> str:
-        return str(self.begin) if self.begin == self.end else f"{self.begin}:{self.end}"
+        if self._names is None:
+            first, last = str(self.begin), str(self.end)
+        else:
+            first, last = self._names[self.begin], self._names[self.end]
+        return first if self.begin == self.end else f"{first}:{last}"
 
 
 @dataclass(frozen=True)
-class WeekdayRange(_InclusiveRange):
+class _PlainRange(_InclusiveRange):
+    """A range whose members are compared as they are (weekdays, months, years)."""
+
+    def contains(self, value: int) -> bool:
+        """Whether ``value`` (a number as the class docstring counts it) is in the range."""
+        return self.begin <= value <= self.end
+
+
+@dataclass(frozen=True)
+class WeekdayRange(_PlainRange):
     """Days of the week ``begin..end`` inclusive, 0 = Sunday .. 6 = Saturday.
 
     Written as names, case-insensitive: ``'monday:friday'``, ``'Saturday'``; numbers are
     refused, as in Alertmanager. :meth:`parse` raises ``ValueError`` for an unknown name or a
     start after the end.
     """
+
+    _names = _WEEKDAY_NAMES
 
     @classmethod
     def parse(cls, text: str) -> WeekdayRange:
@@ -176,13 +188,6 @@ class WeekdayRange(_InclusiveRange):
             )
         return cls(begin, end)
 
-    def contains(self, weekday: int) -> bool:
-        """Whether ``weekday`` (0 = Sunday) is in the range."""
-        return self.begin <= weekday <= self.end
-
-    def __str__(self) -> str:
-        first, last = _WEEKDAY_NAMES[self.begin], _WEEKDAY_NAMES[self.end]
-        return first if self.begin == self.end else f"{first}:{last}"
 
 
 @dataclass(frozen=True)
@@ -227,13 +232,15 @@ class DayOfMonthRange(_InclusiveRange):
 
 
 @dataclass(frozen=True)
-class MonthRange(_InclusiveRange):
+class MonthRange(_PlainRange):
     """Months ``begin..end`` inclusive, 1 = January .. 12 = December.
 
     Written as case-insensitive names or numbers: ``'1:3'``, ``'may'``, ``'July:august'``.
     :meth:`parse` raises ``ValueError`` for an unknown name, a number outside 1-12 (stricter
     than Alertmanager, which accepts and never matches it) or a start after the end.
     """
+
+    _names = _MONTH_NAMES
 
     @classmethod
     def parse(cls, text: str) -> MonthRange:
@@ -255,17 +262,10 @@ class MonthRange(_InclusiveRange):
             raise ValueError(f"{text} is not a valid month: out of range")
         return number
 
-    def contains(self, month: int) -> bool:
-        """Whether ``month`` (1 = January) is in the range."""
-        return self.begin <= month <= self.end
-
-    def __str__(self) -> str:
-        first, last = _MONTH_NAMES[self.begin], _MONTH_NAMES[self.end]
-        return first if self.begin == self.end else f"{first}:{last}"
 
 
 @dataclass(frozen=True)
-class YearRange(_InclusiveRange):
+class YearRange(_PlainRange):
     """Years ``begin..end`` inclusive: ``'2030'``, ``'2020:2022'``.
 
     :meth:`parse` raises ``ValueError`` for a non-number or a start after the end.
@@ -279,10 +279,6 @@ class YearRange(_InclusiveRange):
         if begin > end:
             raise ValueError(f"end year {end} is before start year {begin}")
         return cls(begin, end)
-
-    def contains(self, year: int) -> bool:
-        """Whether ``year`` is in the range."""
-        return self.begin <= year <= self.end
 
 
 def parse_location(name: str) -> ZoneInfo:
@@ -312,32 +308,26 @@ def _validate_weekday(value: Any) -> WeekdayRange:
     return WeekdayRange.parse(_range_text(value, "weekday", "monday:friday"))
 
 
-def _validate_day_of_month(value: Any) -> DayOfMonthRange:
-    if isinstance(value, DayOfMonthRange):
-        return value
-    try:
-        return DayOfMonthRange.parse(_range_text(value, "day of the month", "1:5"))
-    except ValueError as exc:
-        if isinstance(value, int) and not isinstance(value, bool):
-            raise ValueError(f"{exc}{_sexagesimal_hint(value)}") from None
-        raise
+_R = TypeVar("_R", DayOfMonthRange, MonthRange, YearRange)
 
 
-def _validate_month(value: Any) -> MonthRange:
-    if isinstance(value, MonthRange):
-        return value
-    try:
-        return MonthRange.parse(_range_text(value, "month", "january:march"))
-    except ValueError as exc:
-        if isinstance(value, int) and not isinstance(value, bool):
-            raise ValueError(f"{exc}{_sexagesimal_hint(value)}") from None
-        raise
+def _range_validator(
+    kind: type[_R], what: str, example: str
+) -> Callable[[Any], _R]:
+    """A pydantic validator of one element of a range field: ``kind`` as is, else its
+    ``parse`` of the element's text (``what`` and ``example`` name it in the error)."""
+
+    def validate(value: Any) -> _R:
+        if isinstance(value, kind):
+            return value
+        return kind.parse(_range_text(value, what, example))
+
+    return validate
 
 
-def _validate_year(value: Any) -> YearRange:
-    if isinstance(value, YearRange):
-        return value
-    return YearRange.parse(_range_text(value, "year", "2020:2022"))
+_validate_day_of_month = _range_validator(DayOfMonthRange, "day of the month", "1:5")
+_validate_month = _range_validator(MonthRange, "month", "january:march")
+_validate_year = _range_validator(YearRange, "year", "2020:2022")
 
 
 def _validate_location(value: Any) -> ZoneInfo:
@@ -366,8 +356,8 @@ class TimeRange(BaseModel):
     ``23:00-24:00`` and ``00:00-07:00``.
 
     Validation raises ``ValueError`` (a pydantic error at ``start_time`` / ``end_time`` or at the
-    range): bad ``HH:MM``, an end beyond ``24:00``, ``start >= end``, or a number where YAML read
-    an unquoted time as base 60. Source: Alertmanager ``TimeRange``.
+    range): bad ``HH:MM``, an end beyond ``24:00``, ``start >= end``, or a number instead of a
+    string. Source: Alertmanager ``TimeRange``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -382,13 +372,7 @@ class TimeRange(BaseModel):
     @classmethod
     def _check_time_of_day(cls, value: Any) -> str:
         if isinstance(value, int) and not isinstance(value, bool):
-            hint = ""
-            if 0 <= value <= 1440:
-                hh_mm = f"{value // 60:02d}:{value % 60:02d}"
-                hint = (
-                    f"; YAML reads an unquoted {hh_mm} as the number {value}: quote it, '{hh_mm}'"
-                )
-            raise ValueError(f'expected a time as a string "HH:MM", got the number {value}{hint}')
+            raise ValueError(f'expected a time as a string "HH:MM", got the number {value}')
         if not isinstance(value, str):
             raise ValueError('expected a time as a string "HH:MM"')
         parse_time_of_day(value)

@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,74 +21,19 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from fakejuhe import FakeJuhe  # noqa: E402
 
+# the rules strings and helpers are re-exported: tests import them from conftest
+from support import (  # noqa: E402,F401
+    CATCH_ALL,
+    SPEC_RULES,
+    free_port,
+    redis_argv,
+    redis_ready,
+    wait_until,
+)
+
 ROOT = Path(__file__).parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"
 KEY = "testkey-5f2a9c"
-
-#: A rules file for end-to-end tests: one catch-all route that also pages resolved alerts.
-CATCH_ALL = """\
-receivers:
-  oncall: ["13800138000"]
-templates:
-  firing:
-    tpl_id: 111
-    vars:
-      name: "{{ labels.alertname | default('-') }}"
-      host: "{{ labels.instance | default(labels.host) | default('-') }}"
-      summary: "{{ annotations.summary | default('-') }}"
-      at: "{{ starts_at | localtime('%m-%d %H:%M') }}"
-  resolved:
-    tpl_id: 222
-    vars:
-      name: "{{ labels.alertname | default('-') }}"
-limits:
-  min_gap: 0s
-routes:
-  - name: everything
-    matchers: ['alertname=~".*"']
-    receiver: oncall
-    template: firing
-    resolved_template: resolved
-"""
-
-#: The SPEC's example rules (without the night mute, so tests do not depend on the hour).
-SPEC_RULES = """\
-receivers:
-  dba: ["13800138000", "13800138001"]
-  ops: ["13900139000"]
-templates:
-  firing:
-    tpl_id: 111
-    vars:
-      name: "{{ labels.alertname }}"
-      host: "{{ labels.instance | default('-') }}"
-      summary: "{{ annotations.summary }}"
-      at: "{{ starts_at | localtime('%m-%d %H:%M') }}"
-  resolved:
-    tpl_id: 222
-    vars:
-      name: "{{ labels.alertname }}"
-limits:
-  min_gap: 0s
-routes:
-  - name: db-critical
-    matchers: ['severity="critical"', 'team=~"db|mysql"']
-    receiver: dba
-    template: firing
-    resolved_template: resolved
-    repeat_interval: 4h
-    continue: true
-  - name: everything-else
-    matchers: ['severity=~"critical|warning"']
-    receiver: ops
-    template: firing
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def fixture_bytes(name: str) -> bytes:
@@ -100,24 +44,18 @@ def fixture_json(name: str) -> Any:
     return json.loads(fixture_bytes(name))
 
 
-def wait_until(pred: Any, timeout: float, interval: float = 0.05) -> bool:
-    """Poll ``pred()`` until true or ``timeout`` seconds pass; returns the last result."""
-    end = time.monotonic() + timeout
-    while True:
-        if pred():
-            return True
-        if time.monotonic() > end:
-            return False
-        time.sleep(interval)
+def drop_bridge_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset every BRIDGE_*/JUHE_*/REDIS_URL/PORT variable of the developer's shell."""
+    for k in list(os.environ):
+        if k.startswith(("BRIDGE_", "JUHE_", "PROMETHEUS_MULTIPROC")) or k in ("REDIS_URL",
+                                                                               "PORT"):
+            monkeypatch.delenv(k)
 
 
 @pytest.fixture(autouse=True)
 def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     """No BRIDGE_*/JUHE_*/REDIS_URL from the developer's shell leaks into a test."""
-    for k in list(os.environ):
-        if k.startswith(("BRIDGE_", "JUHE_", "PROMETHEUS_MULTIPROC")) or k in ("REDIS_URL",
-                                                                               "PORT"):
-            monkeypatch.delenv(k)
+    drop_bridge_environ(monkeypatch)
 
 
 @pytest.fixture
@@ -521,6 +459,18 @@ class BridgeProcess:
                 self.proc.wait(10)
 
 
+def bridge_env(workdir: Path, fake_juhe: FakeJuhe, rules_path: str, **env: str) -> dict[str, str]:
+    """The environment of a test's ``bridge serve``: SQLite in ``workdir``, the fake Juhe with
+    the right key, 2 workers, short delivery interval, retry base and Juhe timeout; ``env``
+    adds or overrides variables."""
+    return {
+        "JUHE_KEY": KEY, "JUHE_URL": fake_juhe.url, "BRIDGE_RULES": rules_path,
+        "BRIDGE_STORE": f"sqlite:///{workdir / 'bridge.db'}", "WEB_CONCURRENCY": "2",
+        "BRIDGE_DELIVERY_INTERVAL": "0.1s", "BRIDGE_RETRY_BASE": "0.2s",
+        "BRIDGE_JUHE_TIMEOUT": "2s", **env,
+    }
+
+
 @pytest.fixture
 def make_bridge(tmp_path: Path, fake_juhe: FakeJuhe) -> Iterator[Any]:
     """``make_bridge(rules=..., **env)`` starts a ``bridge serve`` on SQLite in ``tmp_path``
@@ -534,13 +484,7 @@ def make_bridge(tmp_path: Path, fake_juhe: FakeJuhe) -> Iterator[Any]:
             rules_file = tmp_path / "rules.yaml"
             rules_file.write_text(rules, encoding="utf-8")
             rules_path = str(rules_file)
-        full = {
-            "JUHE_KEY": KEY, "JUHE_URL": fake_juhe.url, "BRIDGE_RULES": rules_path,
-            "BRIDGE_STORE": f"sqlite:///{tmp_path / 'bridge.db'}", "WEB_CONCURRENCY": "2",
-            "BRIDGE_DELIVERY_INTERVAL": "0.1s", "BRIDGE_RETRY_BASE": "0.2s",
-            "BRIDGE_JUHE_TIMEOUT": "2s", **env,
-        }
-        bp = BridgeProcess(tmp_path, full, command)
+        bp = BridgeProcess(tmp_path, bridge_env(tmp_path, fake_juhe, rules_path, **env), command)
         started.append(bp)
         if start:
             bp.start()

@@ -59,7 +59,7 @@ def test_bind_address_from_env_and_option(make_bridge: Any) -> None:
     end = time.monotonic() + 30
     while time.monotonic() < end and not ok:
         try:
-            ok = requests.get(f"http://127.0.0.2:{bp2.port}/healthz", timeout=1).ok
+            ok = requests.get(f"http://127.0.0.2:{bp2.port}/healthz", timeout=1).status_code == 200
         except requests.RequestException:
             time.sleep(0.1)
     assert ok, bp2.log()[-2000:]

@@ -9,10 +9,20 @@ import json
 import re
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
+import pytest
 import requests
-from conftest import CATCH_ALL, wait_until
+from conftest import (
+    CATCH_ALL,
+    KEY,
+    BridgeProcess,
+    bridge_env,
+    drop_bridge_environ,
+    wait_until,
+)
 from fakejuhe import FakeJuhe
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -70,9 +80,42 @@ def json_lines(bp: Any) -> list[dict[str, Any]]:
     return records
 
 
-def test_metrics_sum_over_workers_and_json_logs(make_bridge: Any, fake_juhe: FakeJuhe) -> None:
-    bp = make_bridge(CATCH_ALL, BRIDGE_TOKEN=TOKEN, BRIDGE_LOG_FORMAT="json",
-                     BRIDGE_MAX_BODY_BYTES="5000")
+@dataclass
+class JsonRun:
+    """One ``bridge serve`` (2 workers, token, JSON logs) after :data:`N` alerts (two sends
+    failed transiently and retried), 3 unauthenticated, 1 bad and 1 oversized webhook; stopped,
+    so its log holds the shutdown lines too."""
+
+    bp: Any
+    fake: FakeJuhe
+    names: list[str]
+    scrapes: list[Samples]
+    records: list[dict[str, Any]]
+
+    @property
+    def msgs(self) -> list[str]:
+        return [r["msg"] for r in self.records]
+
+
+@pytest.fixture(scope="module")
+def json_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JsonRun]:
+    """The scenario the tests below check, run once (a served bridge is slow to start)."""
+    tmp = tmp_path_factory.mktemp("json-run")
+    with pytest.MonkeyPatch.context() as mp, FakeJuhe(valid_key=KEY) as fake:
+        drop_bridge_environ(mp)
+        rules = tmp / "rules.yaml"
+        rules.write_text(CATCH_ALL, encoding="utf-8")
+        bp = BridgeProcess(tmp, bridge_env(tmp, fake, str(rules), BRIDGE_TOKEN=TOKEN,
+                                           BRIDGE_LOG_FORMAT="json",
+                                           BRIDGE_MAX_BODY_BYTES="5000"))
+        try:
+            bp.start()
+            yield _json_scenario(bp, fake)
+        finally:
+            bp.stop()
+
+
+def _json_scenario(bp: Any, fake_juhe: FakeJuhe) -> JsonRun:
     auth = {"Authorization": f"Bearer {TOKEN}"}
     # the second worker boots a little after the first one answers /healthz
     assert wait_until(lambda: bp.log().count("delivery thread started") == 2, 10)
@@ -92,12 +135,17 @@ def test_metrics_sum_over_workers_and_json_logs(make_bridge: Any, fake_juhe: Fak
     assert wait_until(lambda: value(scrape(bp), "bridge_deliveries_total", outcome="sent") == N,
                       10)
     time.sleep(0.3)  # nothing more may arrive
-    assert fake_juhe.requests == N + 2
-
-    # the same numbers whichever worker answers the scrape
     scrapes = [scrape(bp) for _ in range(6)]
-    m = scrapes[0]
-    for other in scrapes[1:]:
+    bp.stop()  # shutdown lines too must be JSON
+    return JsonRun(bp, fake_juhe, names, scrapes, json_lines(bp))
+
+
+def test_metrics_sum_over_workers(json_run: JsonRun) -> None:
+    fake_juhe = json_run.fake
+    assert fake_juhe.requests == N + 2
+    # the same numbers whichever worker answers the scrape
+    m = json_run.scrapes[0]
+    for other in json_run.scrapes[1:]:
         assert other == m
     assert value(m, "bridge_webhooks_total", source="alertmanager", code="200") == N
     assert value(m, "bridge_webhooks_total", source="alertmanager", code="401") == 3
@@ -120,34 +168,38 @@ def test_metrics_sum_over_workers_and_json_logs(make_bridge: Any, fake_juhe: Fak
         "queued": 0, "sent": N, "retrying": 0, "failed": 0, "suppressed": 0, "held": 0}
     assert value(m, "bridge_rules_last_reload_successful") == 1
 
-    bp.stop()  # shutdown lines too must be JSON
-    records = json_lines(bp)
-    msgs = [r["msg"] for r in records]
 
+def test_json_log_one_line_per_decision_from_each_worker(json_run: JsonRun) -> None:
     # the webhooks did spread over both workers, each logging its own decisions
     decision = re.compile(r"firing (Alert\d\d) \[[0-9a-f]{16}\] -> 138\*\*\*\*8000 via route "
                           r"everything: queued")
     by_pid: dict[int, list[str]] = defaultdict(list)
-    for r in records:
+    for r in json_run.records:
         if (hit := decision.fullmatch(r["msg"])) is not None:
             by_pid[r["pid"]].append(hit[1])
     assert len(by_pid) == 2, dict(by_pid)
-    assert sorted(n for ns in by_pid.values() for n in ns) == names  # one line per decision
+    assert sorted(n for ns in by_pid.values() for n in ns) == json_run.names
 
+
+def test_json_log_sends_and_refusals_masked(json_run: JsonRun) -> None:
+    msgs = json_run.msgs
     assert sum(m.startswith(f"sent to {MASKED} (") and " tpl_id=111 sid=" in m
                for m in msgs) == N
     assert sum(m.startswith(f"send to {MASKED} (") and "failed (juhe transient error 10014: "
                "injected failure), retry " in m for m in msgs) == 2
     assert msgs.count("401 for POST /webhook/alertmanager from 127.0.0.1") == 3
-    assert "13800138000" not in bp.log() and TOKEN not in bp.log()
+    log = json_run.bp.log()
+    assert "13800138000" not in log and TOKEN not in log
 
-    # start-up: what is in force, once, from the master
-    starts = [r for r in records if r["logger"] == "bridge"]
+
+def test_json_log_start_up_lines_once_from_the_master(json_run: JsonRun) -> None:
+    bp, msgs = json_run.bp, json_run.msgs
+    starts = [r for r in json_run.records if r["logger"] == "bridge"]
     assert [r["msg"] for r in starts if r["msg"].startswith("store: ")] == [
         f"store: sqlite:///{bp.workdir / 'bridge.db'}"]
     assert sum(m.startswith("rules: 1 routes, 1 receivers (1 mobiles), 2 templates")
                for m in msgs) == 1
-    assert msgs.count(f"juhe: {fake_juhe.url}") == 1
+    assert msgs.count(f"juhe: {json_run.fake.url}") == 1
     assert msgs.count("auth: bearer/basic token required; grafana hmac: off") == 1
     assert any(m.startswith("Booting worker with pid") for m in msgs)
     assert any(m.startswith("Shutting down") for m in msgs)

@@ -498,20 +498,33 @@ def _check_people(m: _Merged) -> list[str]:
 
 
 def _check_route(m: _Merged, rid: RouteId, route: Route) -> list[str]:
-    """One route's references: receivers or schedules, templates, time intervals."""
+    """One route's references: receivers or schedules, templates, escalation steps, time
+    intervals."""
     where = str(rid)
+    pageable = m.names("receivers", m.receivers) | m.names("schedules", m.schedules)
+    templates = m.names("templates", m.templates)
     problems: list[str] = []
     if not route.receivers and route.mobiles_from is None:
         problems.append(f"{where}.receiver: a route needs a receiver or mobiles_from")
-    pageable = m.names("receivers", m.receivers) | m.names("schedules", m.schedules)
-    for r in route.receivers:
-        if r not in pageable:
-            problems.append(f"{where}.receiver: unknown receiver {r!r}")
-    templates = m.names("templates", m.templates)
+    problems += [f"{where}.receiver: unknown receiver {r!r}"
+                 for r in route.receivers if r not in pageable]
     for key in ("template", "resolved_template"):
         t = getattr(route, key)
         if t is not None and t not in templates:
             problems.append(f"{where}.{key}: unknown template {t!r}")
+    problems += _check_escalation(where, route, pageable, templates)
+    intervals = m.names("time_intervals", m.intervals)
+    for key in ("mute_time_intervals", "active_time_intervals"):
+        for j, ti_name in enumerate(getattr(route, key)):
+            if ti_name not in intervals:
+                problems.append(f"{where}.{key}[{j}]: unknown time interval {ti_name!r}")
+    return problems
+
+
+def _check_escalation(where: str, route: Route, pageable: set[str],
+                      templates: set[str]) -> list[str]:
+    """The references of a route's ``escalate`` steps: receiver or schedule, template."""
+    problems: list[str] = []
     for j, step in enumerate(route.escalate):
         if step.receiver not in pageable:
             problems.append(f"{where}.escalate[{j}].receiver: unknown receiver or schedule "
@@ -519,11 +532,6 @@ def _check_route(m: _Merged, rid: RouteId, route: Route) -> list[str]:
         if step.template is not None and step.template not in templates:
             problems.append(f"{where}.escalate[{j}].template: unknown template "
                             f"{step.template!r}")
-    intervals = m.names("time_intervals", m.intervals)
-    for key in ("mute_time_intervals", "active_time_intervals"):
-        for j, ti_name in enumerate(getattr(route, key)):
-            if ti_name not in intervals:
-                problems.append(f"{where}.{key}[{j}]: unknown time interval {ti_name!r}")
     return problems
 
 
