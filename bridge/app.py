@@ -26,6 +26,7 @@ from bridge.auth import grafana_signature_problem, token_ok
 from bridge.config import Settings
 from bridge.delivery import Sender
 from bridge.errors import PayloadError, StoreUnavailable
+from bridge.observe import IntakeResult
 from bridge.service import Bridge
 from bridge.sources import SOURCES, parse_body
 from bridge.store.base import Store
@@ -103,7 +104,7 @@ def webhook(source: str) -> Any:
         batch = parse_body(source, body)
     except PayloadError as exc:
         return error(str(exc), 400)
-    return jsonify(b.intake(batch))
+    return jsonify(answer(b.intake(batch)))
 
 
 @api.get("/healthz")
@@ -252,3 +253,20 @@ def snapshot(b: Bridge) -> list[Any]:
                              "When the rules last loaded successfully, UNIX seconds.",
                              {"": float(state.get("success_ts") or 0)}))
     return out
+
+
+def answer(result: IntakeResult) -> dict[str, Any]:
+    """The webhook's JSON answer (README "Endpoints"): ``alerts``, ``queued``, ``suppressed``,
+    ``held`` always; ``unrouted``, ``truncated``, ``ignored``, ``skipped`` when not zero;
+    ``warnings`` (what was read leniently or skipped, with its place) when any."""
+    batch, plan = result.batch, result.plan
+    counts: dict[str, Any] = {"alerts": len(batch.alerts), "queued": 0, "suppressed": 0,
+                              "held": 0}
+    for o in result.outcomes:
+        counts[o.state] = counts.get(o.state, 0) + 1
+    extra = {"unrouted": plan.unrouted, "truncated": batch.truncated_alerts,
+             "ignored": batch.ignored, "skipped": batch.skipped}
+    counts.update({k: v for k, v in extra.items() if v})
+    if batch.warnings or plan.warnings:
+        counts["warnings"] = [*batch.warnings, *plan.warnings]
+    return counts

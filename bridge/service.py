@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Any
 
 from bridge import metrics
 from bridge.alert import Batch
@@ -23,6 +22,7 @@ from bridge.delivery import (
 from bridge.episodes import EPISODE_STATES, Episode, Paged, valid_code
 from bridge.escalation import Escalator
 from bridge.juhe import JuheClient
+from bridge.observe import IntakeResult, observe_before, observe_intake
 from bridge.oncall import OnCall, oncall_view
 from bridge.plan import decide, episode_from_start, store_policy
 from bridge.privacy import mask_mobile
@@ -154,27 +154,21 @@ class Bridge:
         return lines
 
     # -- intake ---------------------------------------------------------------------------
-    def intake(self, batch: Batch, now: float | None = None) -> dict[str, Any]:
-        """Decide and durably store the notifications of one batch.
+    def intake(self, batch: Batch, now: float | None = None) -> IntakeResult:
+        """Decide and durably store the notifications of one batch, in one atomic store step,
+        and report them (metrics and log lines: :mod:`bridge.observe`).
 
-        Returns the counts the webhook answers with: ``alerts``, ``queued``, ``suppressed``
-        (muted, duplicates, over a limit, resolved never paged), ``held`` (storm), and
-        ``truncated``/``ignored``/``unrouted``/``skipped`` when non-zero, and ``warnings`` (what
-        was read leniently, with its place) when any. Raises :class:`StoreUnavailable`.
+        Before deciding, two reads (no writes, so a webhook answered 503 changes nothing): the
+        stored episode start of alerts without ``startsAt`` (what templates see as
+        ``starts_at``), and who was paged for the episodes that resolve here. Returns the typed
+        :class:`~bridge.observe.IntakeResult` (the webhook's JSON is built from it by
+        :func:`bridge.app.answer`). Raises :class:`StoreUnavailable`.
         """
         now = time.time() if now is None else now
         rules = self.holder.rules
-        for alert in batch.alerts:
-            metrics.ALERTS.labels(batch.source, alert.status).inc()
-        if batch.truncated_alerts:
-            metrics.TRUNCATED.inc(batch.truncated_alerts)
-            log.warning("%s left out %d alerts (truncatedAlerts): they cannot be paged",
-                        batch.source, batch.truncated_alerts)
-        # what templates see as starts_at of an alert without one: read only, the record
-        # step below settles the episode (so a webhook answered 503 changes nothing)
+        observe_before(batch)
         starts = {a.fingerprint: self.store.episode_of(a.fingerprint)
                   for a in batch.alerts if a.starts_at is None}
-        # who was paged for the episodes that resolve here (read only, like starts)
         keys = [(a.fingerprint, episode_from_start(a) if a.starts_at is not None
                  else starts.get(a.fingerprint) or "")
                 for a in batch.alerts if a.status == "resolved"]
@@ -182,38 +176,12 @@ class Bridge:
         plan = decide(batch, rules, datetime.fromtimestamp(now, UTC),
                       {fp: None if s is None else datetime.fromisoformat(s)
                        for fp, s in starts.items()}, paged)
-        if plan.skipped_mobiles:
-            metrics.SKIPPED_MOBILES.inc(len(plan.skipped_mobiles))
-        if plan.over_limit:
-            metrics.MOBILES_OVER_LIMIT.inc(plan.over_limit)
-        policy = store_policy(rules, self.settings.zone, now)
-        outcomes = self.store.record(plan.notifications, policy, now, plan.episodes,
-                                     plan.resolved)
-        counts: dict[str, Any] = {"alerts": len(batch.alerts), "queued": 0, "suppressed": 0,
-                                  "held": 0}
-        for o in outcomes:
-            counts[o.state] = counts.get(o.state, 0) + 1
-            metrics.NOTIFICATIONS.labels(o.state, o.reason or "-").inc()
-            n = o.notification
-            log.info("%s %s [%s] -> %s via route %s: %s%s", n.status, n.alertname or "-",
-                     n.fingerprint, rules.who(n.mobile), n.route, o.state,
-                     f" ({o.reason})" if o.reason else "")
-        if plan.unrouted:
-            metrics.UNROUTED.labels(batch.source).inc(plan.unrouted)
-            counts["unrouted"] = plan.unrouted
-            log.info("%d of %d alerts matched no route", plan.unrouted, len(batch.alerts))
-        if batch.truncated_alerts:
-            counts["truncated"] = batch.truncated_alerts
-        if batch.ignored:
-            counts["ignored"] = batch.ignored
-        if batch.skipped:
-            counts["skipped"] = batch.skipped
-        if batch.warnings:
-            for w in batch.warnings:
-                log.warning("%s webhook: %s", batch.source, w)
-        if batch.warnings or plan.warnings:
-            counts["warnings"] = [*batch.warnings, *plan.warnings]
-        return counts
+        outcomes = self.store.record(plan.notifications, store_policy(rules, self.settings.zone,
+                                                                      now),
+                                     now, plan.episodes, plan.resolved)
+        result = IntakeResult(batch, plan, outcomes)
+        observe_intake(result, rules)
+        return result
 
     # -- health ---------------------------------------------------------------------------
     def readiness(self) -> list[str]:

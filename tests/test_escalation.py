@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from bridge.alert import Alert, Batch
+from bridge.app import answer
 from bridge.episodes import (
     ACK_PLACEHOLDER,
     CODE_LEN,
@@ -211,7 +212,7 @@ def test_service_api_acknowledge_by_code_metric_and_log(tmp_path: Path,
                                   "BRIDGE_STORE": f"sqlite:///{tmp_path / 'bridge.db'}"})
     b = Bridge(settings)
     batch = firing()
-    counts = b.intake(batch, now=T0)
+    counts = answer(b.intake(batch, now=T0))
     assert counts["queued"] == 1
     [e] = b.episodes("firing", 10)
     assert b.episodes("resolved", 10) == [] and b.episode(e.id) == e
@@ -241,7 +242,7 @@ def test_service_api_acknowledge_by_code_metric_and_log(tmp_path: Path,
     assert b.holder.reload() == []
     resolved = Batch("alertmanager", [Alert(**{**batch.alerts[0].__dict__,
                                                "status": "resolved"})])
-    counts = b.intake(resolved, now=T0 + 3)
+    counts = answer(b.intake(resolved, now=T0 + 3))
     assert counts["queued"] == 0 and counts["warnings"] == [
         "resolved DiskFull: template 'ok' (route db) is no longer in the rules: no resolved"
         " SMS to zhang 138****8000"]
