@@ -172,7 +172,26 @@ end
 local PENDING = {queued = true, retrying = true, held = true}
 """
 
-RECORD_LUA = _LUA_HELPERS + """
+# Reads an episode record (JSON at {prefix}ep:{id}) with empty lists restored (cjson turns
+# an empty list into an empty object). Pasted in front of every script that reads episodes.
+_EPISODE_LUA = """
+local function load_episode(P, eid)
+  local raw = redis.call('GET', P .. 'ep:' .. eid)
+  if not raw then
+    return nil
+  end
+  local e = cjson.decode(raw)
+  if e.paged == nil or next(e.paged) == nil then
+    e.paged = {}
+  end
+  if e.steps == nil or next(e.steps) == nil then
+    e.steps = {}
+  end
+  return e
+end
+"""
+
+RECORD_LUA = _LUA_HELPERS + _EPISODE_LUA + """
 -- record: settle episodes, then decide and store a webhook's notifications, in order,
 -- atomically, by the paging policy table (bridge/store/base.py PAGING_POLICY; the comments
 -- "policy row: <step>" below name its rows, in its order).
@@ -248,21 +267,6 @@ local function fill(s, code)
   return table.concat(parts)
 end
 
-local function load_episode(eid)
-  local raw = redis.call('GET', P .. 'ep:' .. eid)
-  if not raw then
-    return nil
-  end
-  local e = cjson.decode(raw)
-  if e.paged == nil or next(e.paged) == nil then
-    e.paged = {}
-  end
-  if e.steps == nil or next(e.steps) == nil then
-    e.steps = {}
-  end
-  return e
-end
-
 local function save_episode(e)
   redis.call('SET', P .. 'ep:' .. e.id, cjson.encode(e))
 end
@@ -285,7 +289,7 @@ end
 local function episode_upsert(n)
   local eid = episode_id_of(n.fp, n.ep)
   if eid then
-    return load_episode(eid)
+    return load_episode(P, eid)
   end
   eid = fresh_ids[next_id]
   next_id = next_id + 1
@@ -341,7 +345,7 @@ local function store(n, state, reason, due)
     -- a template reading ack_code that pages for no episode: the stored code, else ''
     local code = ''
     local eid = episode_id_of(n.fp, n.ep)
-    local e = eid and load_episode(eid)
+    local e = eid and load_episode(P, eid)
     local p = e and paged_entry(e, n.m)
     if p then
       code = p.code
@@ -528,7 +532,7 @@ for _, rk in ipairs(resolved_keys) do
     ep = starts[rk[1]] or ''
   end
   local eid = episode_id_of(rk[1], ep)
-  local e = eid and load_episode(eid)
+  local e = eid and load_episode(P, eid)
   if e and e.state ~= 'resolved' then
     redis.call('ZREM', P .. 'epstate:' .. e.state, eid)
     redis.call('ZADD', P .. 'epstate:resolved', e.created_at, eid)
@@ -806,22 +810,6 @@ end
 return {#ids, more}
 """
 
-_EPISODE_LUA = """
-local function load_episode(P, eid)
-  local raw = redis.call('GET', P .. 'ep:' .. eid)
-  if not raw then
-    return nil
-  end
-  local e = cjson.decode(raw)
-  if e.paged == nil or next(e.paged) == nil then
-    e.paged = {}
-  end
-  if e.steps == nil or next(e.steps) == nil then
-    e.steps = {}
-  end
-  return e
-end
-"""
 
 ACK_LUA = _EPISODE_LUA + """
 -- acknowledge: a firing episode acknowledged, its pending steps cancelled, atomically.
