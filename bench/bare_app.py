@@ -9,6 +9,7 @@ log), bound to 127.0.0.1.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, jsonify, request
@@ -31,13 +32,20 @@ def create_app() -> Flask:
 
 
 class BareApplication(BaseApplication):  # type: ignore[misc]
-    def __init__(self, port: int, workers: int) -> None:
+    """gunicorn on 127.0.0.1:``port`` with the bridge's settings around ``factory()`` (this
+    module's constant-JSON app unless given): sync workers, or gthread with ``threads`` > 0 as
+    ``bridge serve`` runs. ``bench/raw_app.py`` serves its raw-storage app through it too."""
+
+    def __init__(self, port: int, workers: int, threads: int = 0,
+                 factory: Callable[[], Flask] = create_app) -> None:
         self.port = port
         self.workers = workers
+        self.threads = threads
+        self.factory = factory
         super().__init__()
 
     def load_config(self) -> None:
-        options = {
+        options: dict[str, Any] = {
             "bind": f"127.0.0.1:{self.port}",
             "workers": self.workers,
             "worker_class": "sync",
@@ -46,11 +54,14 @@ class BareApplication(BaseApplication):  # type: ignore[misc]
             "keepalive": 2,
             "control_socket_disable": True,
         }
+        if self.threads > 0:
+            options.update(worker_class="gthread", threads=self.threads,
+                           worker_connections=max(1000, 4 * self.threads))
         for key, value in options.items():
             self.cfg.set(key, value)
 
     def load(self) -> Flask:
-        return create_app()
+        return self.factory()
 
 
 def main() -> None:

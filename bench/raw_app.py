@@ -23,8 +23,8 @@ import threading
 from typing import Any
 
 import redis
+from bare_app import BareApplication  # bench/ is on sys.path when run as a script
 from flask import Flask, jsonify, request
-from gunicorn.app.base import BaseApplication
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS item (key TEXT PRIMARY KEY, mobile TEXT NOT NULL,"
@@ -105,31 +105,6 @@ def create_app(store: str, per_alert: int) -> Flask:
     return app
 
 
-class RawApplication(BaseApplication):  # type: ignore[misc]
-    def __init__(self, port: int, workers: int, threads: int, store: str, per_alert: int) -> None:
-        self.port, self.workers, self.threads = port, workers, threads
-        self.store, self.per_alert = store, per_alert
-        super().__init__()
-
-    def load_config(self) -> None:
-        options = {
-            "bind": f"127.0.0.1:{self.port}",
-            "workers": self.workers,
-            "worker_class": "gthread",
-            "threads": self.threads,
-            "worker_connections": max(1000, 4 * self.threads),
-            "timeout": 30,
-            "graceful_timeout": 20,
-            "keepalive": 2,
-            "control_socket_disable": True,
-        }
-        for key, value in options.items():
-            self.cfg.set(key, value)
-
-    def load(self) -> Flask:
-        return create_app(self.store, self.per_alert)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, required=True)
@@ -138,7 +113,8 @@ def main() -> None:
     ap.add_argument("--store", required=True, help="sqlite:PATH or redis://HOST:PORT/DB")
     ap.add_argument("--rows-per-alert", type=int, default=1, choices=(1, 2))
     args = ap.parse_args()
-    RawApplication(args.port, args.workers, args.threads, args.store, args.rows_per_alert).run()
+    BareApplication(args.port, args.workers, args.threads,
+                    lambda: create_app(args.store, args.rows_per_alert)).run()
 
 
 if __name__ == "__main__":
