@@ -20,11 +20,12 @@ import click
 from dotenv import load_dotenv
 
 from bridge import __version__
-from bridge.config import Settings, check_bind, mask_mobile
+from bridge.config import Settings, check_bind
 from bridge.errors import JuheError, PayloadError, RulesError, StoreUnavailable
 from bridge.juhe import JuheClient, encode_tpl_value
 from bridge.logs import setup as setup_logging
 from bridge.oncall import OnCall, Shift, oncall_view, parse_local_time
+from bridge.privacy import mask_mobile
 from bridge.rules.load import RuleSet, load_rules
 from bridge.sources import SOURCES
 

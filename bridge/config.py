@@ -15,11 +15,7 @@ from typing import Literal
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-# the masks live in bridge.privacy; imported here for the callers that know them from here
-from bridge.privacy import mask_mobile, mask_mobiles_in, redact_url
-
-__all__ = ["REDIS_SCHEMES", "RedisURL", "Settings", "mask_mobile", "mask_mobiles_in",
-           "parse_duration", "parse_redis_url", "redact_url", "store_url"]
+from bridge.privacy import redact_url
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

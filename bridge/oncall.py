@@ -44,7 +44,8 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, model_validator
 
-from bridge.config import mask_mobile, parse_duration
+from bridge.config import parse_duration
+from bridge.privacy import mask_mobile
 from bridge.timeintervals import parse_location, parse_time_of_day
 
 __all__ = [

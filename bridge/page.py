@@ -38,9 +38,10 @@ from flask import (
 from flask.sessions import SecureCookieSessionInterface
 
 from bridge import operator
-from bridge.config import Settings, mask_mobile
+from bridge.config import Settings
 from bridge.errors import PayloadError
 from bridge.preview import Preview, preview, tpl_value
+from bridge.privacy import mask_mobile
 from bridge.sources import SOURCES
 from bridge.store.base import STATES
 

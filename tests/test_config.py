@@ -7,12 +7,10 @@ import pytest
 
 from bridge.config import (
     Settings,
-    mask_mobile,
-    mask_mobiles_in,
     parse_duration,
     parse_redis_url,
-    redact_url,
 )
+from bridge.privacy import mask_mobile, mask_mobiles_in, redact_url
 
 
 def test_defaults() -> None:

@@ -25,9 +25,9 @@ from jinja2 import TemplateSyntaxError, meta
 from jinja2.environment import Template as JinjaTemplate
 from pydantic import ValidationError
 
-from bridge.config import mask_mobile
 from bridge.errors import RulesError
 from bridge.oncall import Schedule, ScheduleSpec, oncall_at
+from bridge.privacy import mask_mobile
 from bridge.render import Renderer
 from bridge.rules.model import Limits, Route, RulesFile, Template, valid_mobile
 from bridge.timeintervals import NamedTimeInterval
