@@ -99,7 +99,7 @@ def serve(no_delivery: bool, bind: str | None) -> None:
             raise click.ClickException(str(exc)) from None
         settings = dataclasses.replace(settings, bind=bind)
     setup_logging(settings.log_format, [settings.juhe_key, settings.token,
-                                        settings.grafana_hmac_secret])
+                                        settings.grafana_hmac_secret], settings.log_level.upper())
     _retention_or_exit(_rules_or_exit(settings.rules_path, settings.tz), settings)
     _remove_stale_runtimes()
     runtime = tempfile.mkdtemp(prefix=f"bridge-run.{os.getpid()}.")
@@ -140,7 +140,7 @@ def worker() -> None:
     """Run delivery alone, without the HTTP server (SIGHUP reloads the rules)."""
     settings = _settings()
     setup_logging(settings.log_format, [settings.juhe_key, settings.token,
-                                        settings.grafana_hmac_secret])
+                                        settings.grafana_hmac_secret], settings.log_level.upper())
     from bridge.service import Bridge
 
     try:
@@ -254,7 +254,7 @@ def send_test(mobile: str, template: str, variables: tuple[str, ...],
     from bridge.rules.model import valid_mobile
 
     settings = _settings()
-    setup_logging(settings.log_format, [settings.juhe_key])
+    setup_logging(settings.log_format, [settings.juhe_key], settings.log_level.upper())
     rules = _rules_or_exit(rules_path or settings.rules_path, settings.tz)
     if not valid_mobile(mobile):
         raise click.ClickException(f"not an 11-digit mainland China mobile: {mask_mobile(mobile)}")

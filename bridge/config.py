@@ -211,6 +211,8 @@ class Settings:
     max_body_bytes: int = 1048576
     retry_for: float = 3600.0
     log_format: str = "text"
+    #: ``debug`` adds one line per decision and per claim to the one line per webhook
+    log_level: str = "info"
     retention: float = 7 * 86400.0
     juhe_timeout: float = 10.0
     retry_base: float = 2.0
@@ -259,6 +261,10 @@ class Settings:
         log_format = (e.get("BRIDGE_LOG_FORMAT") or "text").lower()
         if log_format not in ("text", "json"):
             raise ValueError(f"BRIDGE_LOG_FORMAT: must be text or json, not {log_format!r}")
+        log_level = (e.get("BRIDGE_LOG_LEVEL") or "info").lower()
+        if log_level not in ("debug", "info", "warning", "error"):
+            raise ValueError("BRIDGE_LOG_LEVEL: must be debug, info, warning or error, not "
+                             f"{log_level!r}")
         bind = (e.get("BRIDGE_BIND") or "0.0.0.0").strip()
         check_bind(bind, "BRIDGE_BIND")
         warnings = []
@@ -285,6 +291,7 @@ class Settings:
             max_body_bytes=num("BRIDGE_MAX_BODY_BYTES", "1048576", 1),
             retry_for=dur("BRIDGE_RETRY_FOR", "1h"),
             log_format=log_format,
+            log_level=log_level,
             retention=dur("BRIDGE_RETENTION", "7d"),
             juhe_timeout=dur("BRIDGE_JUHE_TIMEOUT", "10s", positive=True),
             retry_base=dur("BRIDGE_RETRY_BASE", "2s", positive=True),

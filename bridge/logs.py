@@ -81,8 +81,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False).translate(_JSON_EXTRA)
 
 
-def setup(fmt: str = "text", secrets: Iterable[str | None] = (), level: int = logging.INFO) -> None:
-    """Configure the root logger once for this process (replacing earlier handlers)."""
+def setup(fmt: str = "text", secrets: Iterable[str | None] = (),
+          level: int | str = logging.INFO) -> None:
+    """Configure the root logger once for this process (replacing earlier handlers);
+    ``level`` is a :mod:`logging` level or its name (``"DEBUG"``, ``BRIDGE_LOG_LEVEL``)."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())

@@ -2,13 +2,19 @@
 
 :meth:`bridge.service.Bridge.intake` decides and stores; it hands the typed result to
 :func:`observe_intake`, which counts it in the Prometheus metrics and writes the log lines that
-answer "why was I (not) paged" (one per decision, naming the alert, the person or masked mobile,
-the route, the state and its reason). Neither changes anything stored.
+answer "why was I (not) paged": one INFO line per webhook that lists every decision (the alert,
+the person or masked mobile, the route, the state and its reason), and the same decisions one
+per line at DEBUG. Neither changes anything stored.
+
+One line per webhook rather than one per decision, and one metric increment per label set
+rather than per notification: at the storm rates this service exists for, a logging call per
+SMS was an eighth of the intake's CPU (issue 14, ``bench/RESULTS.md``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass
 
 from bridge import metrics
@@ -34,30 +40,47 @@ class IntakeResult:
 def observe_before(batch: Batch) -> None:
     """Count the webhook's alerts and say what the sender left out (``truncatedAlerts``), before
     deciding: counted even when the store then refuses the webhook (503)."""
-    for alert in batch.alerts:
-        metrics.ALERTS.labels(batch.source, alert.status).inc()
+    for status, n in Counter(alert.status for alert in batch.alerts).items():
+        metrics.ALERTS.labels(batch.source, status).inc(n)
     if batch.truncated_alerts:
         metrics.TRUNCATED.inc(batch.truncated_alerts)
         log.warning("%s left out %d alerts (truncatedAlerts): they cannot be paged",
                     batch.source, batch.truncated_alerts)
 
 
+def decision_text(outcome: Outcome, rules: RuleSet) -> str:
+    """One decision as the log says it: ``firing DiskFull [fp] -> zhang 138****8000 via route
+    db: queued`` (the reason in parentheses after the state when there is one)."""
+    n = outcome.notification
+    return (f"{n.status} {n.alertname or '-'} [{n.fingerprint}] -> {rules.who(n.mobile)} via "
+            f"route {n.route}: {outcome.state}"
+            + (f" ({outcome.reason})" if outcome.reason else ""))
+
+
 def observe_intake(result: IntakeResult, rules: RuleSet) -> None:
-    """Metrics and log lines of a stored webhook; ``rules`` names the people (mobiles masked)."""
+    """Metrics and log lines of a stored webhook; ``rules`` names the people (mobiles masked).
+
+    The INFO line: ``alertmanager webhook: 2 alerts, 2 decisions: <decision>; <decision>``
+    (:func:`decision_text`), then ``; N of M alerts matched no route`` when some did.
+    """
     batch, plan = result.batch, result.plan
     if plan.skipped_mobiles:
         metrics.SKIPPED_MOBILES.inc(len(plan.skipped_mobiles))
     if plan.over_limit:
         metrics.MOBILES_OVER_LIMIT.inc(plan.over_limit)
-    for o in result.outcomes:
-        metrics.NOTIFICATIONS.labels(o.state, o.reason or "-").inc()
-        n = o.notification
-        log.info("%s %s [%s] -> %s via route %s: %s%s", n.status, n.alertname or "-",
-                 n.fingerprint, rules.who(n.mobile), n.route, o.state,
-                 f" ({o.reason})" if o.reason else "")
+    for (state, reason), n in Counter((o.state, o.reason or "-")
+                                      for o in result.outcomes).items():
+        metrics.NOTIFICATIONS.labels(state, reason).inc(n)
     if plan.unrouted:
         metrics.UNROUTED.labels(batch.source).inc(plan.unrouted)
-        log.info("%d of %d alerts matched no route", plan.unrouted, len(batch.alerts))
+    if log.isEnabledFor(logging.INFO):
+        decisions = [decision_text(o, rules) for o in result.outcomes]
+        if log.isEnabledFor(logging.DEBUG):
+            for text in decisions:
+                log.debug("decision: %s", text)
+        unrouted = (f"; {plan.unrouted} of {len(batch.alerts)} alerts matched no route"
+                    if plan.unrouted else "")
+        log.info("%s webhook: %d alerts, %d decisions%s%s%s", batch.source, len(batch.alerts),
+                 len(decisions), ": " if decisions else "", "; ".join(decisions), unrouted)
     for w in batch.warnings:
         log.warning("%s webhook: %s", batch.source, w)
-

@@ -67,6 +67,8 @@ def test_redis_url_is_used_unless_bridge_store_wins() -> None:
     ({"BRIDGE_REDIS_WAIT_TIMEOUT": "soon"}, "BRIDGE_REDIS_WAIT_TIMEOUT: not a duration"),
     ({"BRIDGE_TZ": "Mars/Olympus"}, "BRIDGE_TZ: unknown time zone 'Mars/Olympus'"),
     ({"BRIDGE_LOG_FORMAT": "xml"}, "BRIDGE_LOG_FORMAT: must be text or json, not 'xml'"),
+    ({"BRIDGE_LOG_LEVEL": "loud"},
+     "BRIDGE_LOG_LEVEL: must be debug, info, warning or error, not 'loud'"),
     ({"BRIDGE_STORE": "sqlite:////nonexistent/dir/x.db"},
      "BRIDGE_STORE: the folder /nonexistent/dir does not exist (sqlite:////nonexistent/dir/x.db)"),
     ({"BRIDGE_BIND": "0.0.0.0:80"}, "BRIDGE_BIND: expected an address such as 0.0.0.0"),

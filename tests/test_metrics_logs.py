@@ -1,6 +1,7 @@
 """Issue #4, observability: ``/metrics`` summed over both gunicorn workers (prometheus_client
-multiprocess mode), one log line per decision, ``BRIDGE_LOG_FORMAT=json`` giving one JSON object
-per line, and start-up lines that say the store, the rules, dry-run or not, auth on or off."""
+multiprocess mode), one log line per webhook listing its decisions (issue 14),
+``BRIDGE_LOG_FORMAT=json`` giving one JSON object per line, and start-up lines that say the
+store, the rules, dry-run or not, auth on or off."""
 
 from __future__ import annotations
 
@@ -169,13 +170,15 @@ def test_metrics_sum_over_workers(json_run: JsonRun) -> None:
     assert value(m, "bridge_rules_last_reload_successful") == 1
 
 
-def test_json_log_one_line_per_decision_from_each_worker(json_run: JsonRun) -> None:
-    # the webhooks did spread over both workers, each logging its own decisions
-    decision = re.compile(r"firing (Alert\d\d) \[[0-9a-f]{16}\] -> 138\*\*\*\*8000 via route "
-                          r"everything: queued")
+def test_json_log_one_line_per_webhook_from_each_worker(json_run: JsonRun) -> None:
+    # the webhooks did spread over both workers, each logging one line per webhook that
+    # lists its decision (one alert each here)
+    line = re.compile(r"alertmanager webhook: 1 alerts, 1 decisions: firing (Alert\d\d) "
+                      r"\[[0-9a-f]{16}\] -> 138\*\*\*\*8000 via route everything: queued")
     by_pid: dict[int, list[str]] = defaultdict(list)
     for r in json_run.records:
-        if (hit := decision.fullmatch(r["msg"])) is not None:
+        if (hit := line.fullmatch(r["msg"])) is not None:
+            assert r["level"] == "info"
             by_pid[r["pid"]].append(hit[1])
     assert len(by_pid) == 2, dict(by_pid)
     assert sorted(n for ns in by_pid.values() for n in ns) == json_run.names
@@ -233,6 +236,45 @@ def test_dry_run_open_text_logs(make_bridge: Any, fake_juhe: FakeJuhe) -> None:
     assert sum(b.startswith("rules: 1 routes") for b in body) == 1
     assert sum(b.startswith(f"DRY-RUN (no JUHE_KEY): would send to {MASKED} tpl_id=111 vars=")
                for b in body) == 1
-    assert sum(b.startswith("firing DryRun [") and b.endswith(
-        f"-> {MASKED} via route everything: queued") for b in body) == 1
+    assert sum(b.startswith("alertmanager webhook: 1 alerts, 1 decisions: firing DryRun [")
+               and b.endswith(f"-> {MASKED} via route everything: queued") for b in body) == 1
     assert "13800138000" not in bp.log()
+
+
+DB_ONLY = CATCH_ALL.replace("""matchers: ['alertname=~".*"']""", """matchers: ['team="db"']""")
+
+
+def test_one_info_line_per_webhook_lists_every_decision(make_bridge: Any) -> None:
+    # issue 14: one INFO line per webhook still answers "why was I (not) paged" for each
+    # alert (paged, duplicate, unrouted); BRIDGE_LOG_LEVEL=debug adds one line per decision
+    assert "team=\"db\"" in DB_ONLY
+    bp = make_bridge(DB_ONLY, BRIDGE_LOG_LEVEL="debug")
+
+    def am(*names: str, team: str = "db") -> bytes:
+        return json.dumps({"version": "4", "status": "firing", "alerts": [
+            {"status": "firing", "labels": {"alertname": n, "team": team},
+             "startsAt": "2026-03-01T10:00:00Z", "fingerprint": f"{i + 1:016x}"}
+            for i, n in enumerate(names)]}).encode()
+
+    assert bp.post("/webhook/alertmanager", am("DiskFull")).json()["queued"] == 1
+    body = json.loads(am("DiskFull", "CpuHot"))
+    body["alerts"].append({"status": "firing", "labels": {"alertname": "Other", "team": "web"},
+                           "startsAt": "2026-03-01T10:00:00Z", "fingerprint": "3" * 16})
+    r = bp.post("/webhook/alertmanager", json.dumps(body).encode())
+    assert r.json() == {"alerts": 3, "queued": 1, "suppressed": 1, "held": 0, "unrouted": 1}
+    bp.stop()
+    lines = bp.log().splitlines()
+    info = [line.split(": ", 1)[1] for line in lines if " INFO " in line and "webhook:" in line]
+    assert info == [
+        f"alertmanager webhook: 1 alerts, 1 decisions: firing DiskFull [{1:016x}] -> {MASKED} "
+        "via route everything: queued",
+        f"alertmanager webhook: 3 alerts, 2 decisions: firing DiskFull [{1:016x}] -> {MASKED} "
+        f"via route everything: suppressed (duplicate); firing CpuHot [{2:016x}] -> {MASKED} "
+        "via route everything: queued; 1 of 3 alerts matched no route"]
+    debug = [line.split(": ", 1)[1] for line in lines if " DEBUG " in line
+             and ": decision: " in line]
+    assert debug == [
+        f"decision: firing DiskFull [{1:016x}] -> {MASKED} via route everything: queued",
+        f"decision: firing DiskFull [{1:016x}] -> {MASKED} via route everything: suppressed "
+        "(duplicate)",
+        f"decision: firing CpuHot [{2:016x}] -> {MASKED} via route everything: queued"]
