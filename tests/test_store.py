@@ -1156,3 +1156,27 @@ def test_racing_webhooks_share_one_episode_and_one_code(store: Store) -> None:
     queued = [(code, eid) for state, code, eid in got if state == "queued"]
     assert queued and set(queued) == {(p.code, e.id)}
     assert all(by_id(store, i.id).variables["ack"] == p.code for i in store.recent(limit=-1))
+
+
+def test_one_batch_reads_its_own_writes(store: Store) -> None:
+    """Issue 14 (the SQLite step decides in memory over rows read once): within one record
+    call a later notification sees what earlier ones wrote: a repeat is a duplicate, a second
+    mobile joins the episode the first created, a resolved pairs with the firing paged just
+    before, and the ack codes of the batch are stored and reused."""
+    out = store.record([paging(M1), paging(M1), paging(M2),
+                        note(status="resolved", variables={"ack": ACK_PLACEHOLDER})],
+                       NO_LIMITS, T0, resolved=[("fp-disk", EP)])
+    assert states(out) == [("queued", ""), ("suppressed", "duplicate"), ("queued", ""),
+                           ("queued", "")]
+    assert out[0].episode_id is not None and out[0].episode_id == out[2].episode_id
+    [e] = store.episodes()
+    assert (e.state, [p.mobile for p in e.paged]) == ("resolved", [M1, M2])
+    codes = {p.mobile: p.code for p in e.paged}
+    assert out[0].notification.variables["ack"] == codes[M1]
+    assert out[2].notification.variables["ack"] == codes[M2] != codes[M1]
+    assert out[3].notification.variables == {"ack": codes[M1]}
+    assert [i.id for i in store.recent(limit=-1)][::-1] == [out[0].id, out[2].id, out[3].id]
+    # and the next webhook sees all of it (past repeat_interval: M1's episode resolved)
+    later = T0 + 4 * 3600 + 1
+    assert states(store.record([paging(M1), paging(M2)], NO_LIMITS, later)) == [
+        ("suppressed", "already resolved"), ("queued", "")]

@@ -27,10 +27,6 @@ from bridge.episodes import (
     StepClaim,
     StepState,
     code_expired,
-    fill_code,
-    has_placeholder,
-    new_code,
-    new_id,
 )
 from bridge.errors import StoreUnavailable
 from bridge.plan import EpisodeMark, Notification
@@ -41,12 +37,11 @@ from bridge.store.base import (
     Item,
     Outcome,
     Policy,
-    State,
     Store,
     dedup_key,
-    dumps_vars,
     episode_text,
 )
+from bridge.store.sqlite_record import RecordStep
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -242,110 +237,31 @@ class SqliteStore(Store):
     def record(self, notes: Sequence[Notification], policy: Policy, now: float,
                episodes: Sequence[EpisodeMark] = (),
                resolved: Sequence[tuple[str, str]] = ()) -> list[Outcome]:
+        """See :meth:`Store.record`; the policy runs in memory over rows read once per batch
+        (:class:`bridge.store.sqlite_record.RecordStep`, which says why that is the same)."""
         out: list[Outcome] = []
         with self._tx() as db:
             starts = self._open_episodes(db, notes, episodes, now)
-            for n in notes:
-                if n.untimed:
-                    n = replace(n, episode=starts.get(n.fingerprint, ""))
-                state, reason = self._decide(db, n, policy, now)
+            settled = [replace(n, episode=starts.get(n.fingerprint, "")) if n.untimed else n
+                       for n in notes]
+            step = RecordStep(db, policy, now)
+            step.load(settled, [(fp, ep or starts.get(fp, "")) for fp, ep in resolved])
+            for n in settled:
+                state, reason = step.decide(n)
                 if state is None:
                     out.append(Outcome(n, "suppressed", reason))
                     continue
-                ep_id, code = None, None
-                if n.status == "firing" and state in ("queued", "held"):
-                    # episode: upsert, then its ack code for this mobile
-                    ep_id = self._episode_upsert(db, n, now)
-                    code = self._episode_code(db, ep_id, n)
-                elif has_placeholder(n.variables):
-                    code = self._stored_code(db, n) or ""
-                if code is not None:
-                    n = replace(n, variables=fill_code(n.variables, code))
-                item_id = self._store(db, n, state, reason, now)
+                n, ep_id, code = step.with_code(n, state)
+                item_id = step.store(n, state, reason)
                 if ep_id is not None:
-                    self._episode_paged(db, ep_id, n, item_id, code, now)
+                    step.episode_paged(ep_id, n, item_id, code)
                 out.append(Outcome(n, state, reason, item_id, ep_id))
-            self._episode_resolved_close(db, resolved, starts, now)
+            step.resolved_close(resolved, starts)
+            step.flush()
             self._close_episodes(db, episodes)
         return out
 
-    # -- episode sub-steps of record (base.Store "episodes") ---------------------------------
-    @staticmethod
-    def _episode_upsert(db: sqlite3.Connection, n: Notification, now: float) -> str:
-        """Episode sub-step ``upsert``: the id of the notification's episode, created (with
-        its steps, due at now + after) when missing."""
-        row = db.execute("SELECT id FROM alert_episodes WHERE fingerprint=? AND episode=?",
-                         (n.fingerprint, n.episode)).fetchone()
-        if row is not None:
-            return str(row[0])
-        ep_id = new_id()
-        info = n.info
-        db.execute(
-            "INSERT INTO alert_episodes (id, fingerprint, episode, alertname, labels, summary,"
-            " starts_at, silence_url, route, state, created_at, annotations)"
-            " VALUES (?,?,?,?,?,?,?,?,?,'firing',?,?)",
-            (ep_id, n.fingerprint, n.episode, n.alertname,
-             dumps_vars(dict(info.labels) if info else {}), info.summary if info else "",
-             info.starts_at if info else None, info.silence_url if info else None, n.route,
-             now, dumps_vars(dict(info.annotations) if info else {})))
-        db.executemany(
-            "INSERT INTO episode_steps (episode_id, idx, after, receiver, template, due_at,"
-            " state) VALUES (?,?,?,?,?,?,'pending')",
-            [(ep_id, i, s.after, s.receiver, s.template, now + s.after)
-             for i, s in enumerate(n.steps, start=1)])
-        return ep_id
-
-    @staticmethod
-    def _episode_code(db: sqlite3.Connection, ep_id: str, n: Notification) -> str | None:
-        """Episode sub-step ``code``: the ack code of (episode, mobile) when the notification
-        renders ``ack_code``: the stored one, else a new unique one (stored by ``paged``)."""
-        if not has_placeholder(n.variables):
-            return None
-        row = db.execute("SELECT code FROM episode_paged WHERE episode_id=? AND mobile=?",
-                         (ep_id, n.mobile)).fetchone()
-        if row is not None and row[0]:
-            return str(row[0])
-        while True:
-            code = new_code()
-            if db.execute("SELECT 1 FROM episode_paged WHERE code=?", (code,)).fetchone() is None:
-                return code
-
-    @staticmethod
-    def _stored_code(db: sqlite3.Connection, n: Notification) -> str | None:
-        row = db.execute(
-            "SELECT p.code FROM episode_paged p JOIN alert_episodes e ON e.id = p.episode_id"
-            " WHERE e.fingerprint=? AND e.episode=? AND p.mobile=?",
-            (n.fingerprint, n.episode, n.mobile)).fetchone()
-        return str(row[0]) if row is not None and row[0] else None
-
-    @staticmethod
-    def _episode_paged(db: sqlite3.Connection, ep_id: str, n: Notification, item_id: str,
-                       code: str | None, now: float) -> None:
-        """Episode sub-step ``paged``: the mobile's Paged entry, once (a repeat keeps the first
-        one; it only fills a code the first page had no use for)."""
-        db.execute(
-            "INSERT INTO episode_paged (episode_id, mobile, route, resolved_template, at, level,"
-            " item_id, code) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(episode_id, mobile) DO UPDATE"
-            " SET code=coalesce(code, excluded.code)",
-            (ep_id, n.mobile, n.route, n.resolved_template, now, n.level, item_id, code))
-
-    @staticmethod
-    def _episode_resolved_close(db: sqlite3.Connection, resolved: Sequence[tuple[str, str]],
-                                starts: dict[str, str], now: float) -> None:
-        """Episode sub-step ``resolved close``: each resolved alert's episode resolved at now,
-        its pending steps cancelled (reason ``resolved``)."""
-        for fp, ep in resolved:
-            ep = ep or starts.get(fp, "")
-            row = db.execute("SELECT id FROM alert_episodes WHERE fingerprint=? AND episode=?"
-                             " AND state != 'resolved'", (fp, ep)).fetchone()
-            if row is None:
-                continue
-            db.execute("UPDATE alert_episodes SET state='resolved', resolved_at=? WHERE id=?",
-                       (now, row[0]))
-            db.execute("UPDATE episode_steps SET state='cancelled', reason='resolved',"
-                       " lease_until=0, lease_token='' WHERE episode_id=? AND state='pending'",
-                       (row[0],))
-
+    # -- sub-step episodes of record (base.PAGING_POLICY) -------------------------------------
     @staticmethod
     def _open_episodes(db: sqlite3.Connection, notes: Sequence[Notification],
                        episodes: Sequence[EpisodeMark], now: float) -> dict[str, str]:
@@ -370,102 +286,6 @@ class SqliteStore(Store):
         for m in episodes:
             if not m.firing:
                 db.execute("DELETE FROM episodes WHERE fingerprint=?", (m.fingerprint,))
-
-    @staticmethod
-    def _store(db: sqlite3.Connection, n: Notification, state: State, reason: str,
-               now: float) -> str:
-        """Write one decided notification; returns its id. Queued ones count for the limits;
-        held ones are due when their storm window ends."""
-        due = now
-        if state == "held":
-            row = db.execute("SELECT window_end FROM storms WHERE mobile=?",
-                             (n.mobile,)).fetchone()
-            due = row[0] if row else now
-        cur = db.execute(
-            "INSERT INTO items (mobile, fingerprint, status, episode, route, alertname,"
-            " tpl_id, variables, state, reason, created_at, updated_at, due_at, counted)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (n.mobile, n.fingerprint, n.status, n.episode, n.route, n.alertname, n.tpl_id,
-             dumps_vars(n.variables), state, reason, now, now, due,
-             1 if state == "queued" else 0))
-        return str(cur.lastrowid)
-
-    def _decide(self, db: sqlite3.Connection, n: Notification, policy: Policy,
-                now: float) -> tuple[State | None, str]:
-        """One notification down the rows of base.PAGING_POLICY, inside the record transaction.
-
-        Returns ``(None, reason)`` for what is only counted, else the state to store. Writes
-        dedup records, the day counter and storm windows as the table's effects say.
-        """
-        key = dedup_key(n.mobile, n.fingerprint, n.status, n.episode)
-        # policy row: planned
-        if n.state == "suppressed":
-            return "suppressed", n.reason
-        # policy row: dedup
-        row = db.execute("SELECT at FROM dedup WHERE key=?", (key,)).fetchone()
-        if row is not None and (n.status == "resolved" or now - row[0] < n.repeat_interval):
-            return None, "duplicate"
-        if n.status == "firing":
-            # policy row: already_resolved
-            resolved = dedup_key(n.mobile, n.fingerprint, "resolved", n.episode)
-            if db.execute("SELECT 1 FROM dedup WHERE key=?", (resolved,)).fetchone():
-                return None, "already resolved"
-            # policy row: acknowledged
-            if db.execute("SELECT 1 FROM alert_episodes WHERE fingerprint=? AND episode=?"
-                          " AND state='acknowledged'", (n.fingerprint, n.episode)).fetchone():
-                return "suppressed", "acknowledged"
-        else:
-            # policy row: resolved_pairing
-            firing = dedup_key(n.mobile, n.fingerprint, "firing", n.episode)
-            paged = db.execute("SELECT paged FROM dedup WHERE key=?", (firing,)).fetchone()
-            if paged is None or not paged[0]:
-                db.execute("INSERT INTO dedup (key, at, paged) VALUES (?,?,0)", (key, now))
-                return None, "not paged"
-        # policy rows: per_day, per_mobile_per_hour (the dedup record is written either way)
-        limit_reason = self._limited(db, n.mobile, policy, now)
-        db.execute("INSERT INTO dedup (key, at, paged) VALUES (?,?,?) ON CONFLICT(key) DO UPDATE"
-                   " SET at=excluded.at, paged=max(paged, excluded.paged)",
-                   (key, now, 0 if limit_reason else 1))
-        if limit_reason:
-            return "suppressed", limit_reason
-        # policy row: storm
-        if self._storm_holds(db, n.mobile, policy, now):
-            return "held", "storm"
-        # policy row: queued
-        if policy.day:
-            db.execute("INSERT INTO counters VALUES (?,1) ON CONFLICT(key) DO UPDATE SET n=n+1",
-                       (f"day:{policy.day}",))
-        return "queued", ""
-
-    @staticmethod
-    def _limited(db: sqlite3.Connection, mobile: str, policy: Policy, now: float) -> str:
-        """Policy rows ``per_day`` then ``per_mobile_per_hour``: the reason, or ``""``."""
-        if policy.per_day is not None:
-            row = db.execute("SELECT n FROM counters WHERE key=?",
-                             (f"day:{policy.day}",)).fetchone()
-            if row is not None and row[0] >= policy.per_day:
-                return "per_day limit"
-        if policy.per_mobile_per_hour is not None:
-            row = db.execute("SELECT count(*) FROM items WHERE mobile=? AND counted=1"
-                             " AND created_at > ?", (mobile, now - 3600)).fetchone()
-            if row[0] >= policy.per_mobile_per_hour:
-                return "per_mobile_per_hour limit"
-        return ""
-
-    @staticmethod
-    def _storm_holds(db: sqlite3.Connection, mobile: str, policy: Policy, now: float) -> bool:
-        """Policy row ``storm``: count the notification in the mobile's window (opening one when
-        none is open); true when it is past the threshold."""
-        if policy.storm_threshold is None or policy.storm_window <= 0:
-            return False
-        storm = db.execute("SELECT window_end, count FROM storms WHERE mobile=?",
-                           (mobile,)).fetchone()
-        if storm is None or storm[0] <= now:
-            db.execute("INSERT OR REPLACE INTO storms VALUES (?,?,?,1)",
-                       (mobile, now, now + policy.storm_window))
-            return False
-        db.execute("UPDATE storms SET count=count+1 WHERE mobile=?", (mobile,))
-        return bool(storm[1] + 1 > policy.storm_threshold)
 
     def claim(self, now: float, lease: float, max_mobiles: int,
               max_items: int = 0) -> list[Claim]:
