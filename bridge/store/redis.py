@@ -225,8 +225,16 @@ RECORD_LUA = _LUA_HELPERS + _EPISODE_LUA + """
 -- A notification also carries: rt (resolved_template, '' none), lv (level), steps (list of
 -- {after, receiver, template, due (text)}), info ({labels, summary, starts_at (text or
 -- ''), silence_url}) for firing ones.
--- Returns one {state, reason, id, episode, episode id} per notification, in order; id is ''
--- when nothing was stored (duplicate, not paged), episode id '' when it paged for none.
+-- Returns one {state, reason, id, episode, episode id, variables} per notification, in order;
+-- id is '' when nothing was stored (duplicate, not paged), episode id '' when it paged for
+-- none, variables the stored JSON when an ack code was filled in, else ''.
+--
+-- Writes that only add to sorted sets (indexes, queues) are collected and sent once per key
+-- with a variadic ZADD (zadd / flush_zadds); the item counter, the day counter, the hour
+-- windows' trimming and the episode records are written once per webhook. Each write command
+-- of a script is replicated and appended to the AOF on its own, so this is most of the
+-- script's cost (issue 14). Every read of those keys inside the script happens after a flush
+-- or adds what is still collected (limited), so decisions see the batch's own writes.
 local P = ARGV[1]
 local now_s = ARGV[2]
 local now = tonumber(now_s)
@@ -240,6 +248,35 @@ local notes = cjson.decode(ARGV[12])
 local marks = cjson.decode(ARGV[13])
 local touched = {}
 local out = {}
+
+-- ZADDs collected per key, sent by flush_zadds (before anything reads those keys)
+local zq, zorder = {}, {}
+local function zadd(key, score, member)
+  local q = zq[key]
+  if q == nil then
+    q = {}
+    zq[key] = q
+    zorder[#zorder + 1] = key
+  end
+  q[#q + 1] = score
+  q[#q + 1] = member
+end
+local function flush_zadds()
+  for _, key in ipairs(zorder) do
+    local q = zq[key]
+    for i = 1, #q, 1000 do
+      redis.call('ZADD', key, unpack(q, i, math.min(i + 999, #q)))
+    end
+  end
+  zq, zorder = {}, {}
+end
+
+-- the item id counter, read once and written back at the end
+local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
+local seq_start = seq
+-- SMS queued by this webhook: per_day (all mobiles) and per mobile (the hour window)
+local day_added = 0
+local hour_added = {}
 
 local function key_of(n, status)
   return n.m .. '|' .. n.fp .. '|' .. status .. '|' .. n.ep
@@ -267,8 +304,26 @@ local function fill(s, code)
   return table.concat(parts)
 end
 
+-- episode records read once and written once (save_episode marks them; flush_episodes)
+local eps, dirty = {}, {}
+local function episode(eid)
+  if eps[eid] == nil then
+    eps[eid] = load_episode(P, eid) or false
+  end
+  return eps[eid] or nil
+end
 local function save_episode(e)
-  redis.call('SET', P .. 'ep:' .. e.id, cjson.encode(e))
+  eps[e.id] = e
+  if not dirty[e.id] then
+    dirty[e.id] = true
+    dirty[#dirty + 1] = e.id
+  end
+end
+local function flush_episodes()
+  for _, eid in ipairs(dirty) do
+    redis.call('SET', P .. 'ep:' .. eid, cjson.encode(eps[eid]))
+  end
+  dirty = {}
 end
 
 local function episode_id_of(fp, ep)
@@ -287,9 +342,12 @@ end
 -- episode sub-step upsert: the notification's episode, created (steps due at now + after)
 -- when missing
 local function episode_upsert(n)
-  local eid = episode_id_of(n.fp, n.ep)
+  local eid = n.known_eid
+  if eid == nil then
+    eid = episode_id_of(n.fp, n.ep)
+  end
   if eid then
-    return load_episode(P, eid)
+    return episode(eid)
   end
   eid = fresh_ids[next_id]
   next_id = next_id + 1
@@ -302,11 +360,12 @@ local function episode_upsert(n)
   for i, st in ipairs(n.steps or {}) do
     e.steps[i] = {index = i, after = st.after, receiver = st.receiver, template = st.template,
       due_at = st.due, state = 'pending', reason = '', lease = '0', token = ''}
-    redis.call('ZADD', P .. 'steps', st.due, eid .. '|' .. i)
+    zadd(P .. 'steps', st.due, eid .. '|' .. i)
   end
   redis.call('SET', P .. 'epkey:' .. n.fp .. '|' .. n.ep, eid)
-  redis.call('ZADD', P .. 'episodes', now_s, eid)
-  redis.call('ZADD', P .. 'epstate:firing', now_s, eid)
+  zadd(P .. 'episodes', now_s, eid)
+  zadd(P .. 'epstate:firing', now_s, eid)
+  save_episode(e)
   return e
 end
 
@@ -345,57 +404,56 @@ local function store(n, state, reason, due)
     -- a template reading ack_code that pages for no episode: the stored code, else ''
     local code = ''
     local eid = episode_id_of(n.fp, n.ep)
-    local e = eid and load_episode(P, eid)
+    local e = eid and episode(eid)
     local p = e and paged_entry(e, n.m)
     if p then
       code = p.code
     end
     n.vars = fill(n.vars, code)
+    n.filled = true
   end
-  local id = redis.call('INCR', KEYS[1])
+  seq = seq + 1
+  local id = seq
   local key = P .. 'item:' .. id
   redis.call('HSET', key, 'id', id, 'mobile', n.m, 'fingerprint', n.fp, 'status', n.st,
     'episode', n.ep, 'route', n.route, 'alertname', n.an, 'tpl_id', n.tpl,
     'variables', n.vars, 'state', state, 'reason', reason, 'created_at', now_s,
     'updated_at', now_s, 'due_at', due, 'lease_until', 0, 'attempts', 0)
-  redis.call('ZADD', KEYS[2], id, id)
-  redis.call('ZADD', P .. 'state:' .. state, id, id)
-  redis.call('ZADD', P .. 'mobile:' .. n.m .. ':items', id, id)
+  zadd(KEYS[2], id, id)
+  zadd(P .. 'state:' .. state, id, id)
+  zadd(P .. 'mobile:' .. n.m .. ':items', id, id)
   if state == 'queued' then
-    local hour = P .. 'mobile:' .. n.m .. ':hour'
-    redis.call('ZADD', hour, now_s, id)
-    redis.call('ZREMRANGEBYSCORE', hour, '-inf', ARGV[11])
+    zadd(P .. 'mobile:' .. n.m .. ':hour', now_s, id)
+    hour_added[n.m] = (hour_added[n.m] or 0) + 1
   end
   if PENDING[state] then
-    redis.call('ZADD', P .. 'mobile:' .. n.m .. ':pending', due, id)
+    zadd(P .. 'mobile:' .. n.m .. ':pending', due, id)
     touched[n.m] = true
   else
-    redis.call('ZADD', KEYS[6], now_s, id)
+    zadd(KEYS[6], now_s, id)
   end
   return tostring(id)
 end
 
-local function write_dedup(dk, paged, ttl)
-  redis.call('HSET', P .. 'dedup:' .. dk, 'at', now_s)
-  if paged then
-    redis.call('HSET', P .. 'dedup:' .. dk, 'paged', 1)
-  else
-    redis.call('HSETNX', P .. 'dedup:' .. dk, 'paged', 0)
-  end
+-- the dedup record at now; paged once paged (was_paged: the record's paged before)
+local function write_dedup(dk, paged, was_paged, ttl)
+  redis.call('HSET', P .. 'dedup:' .. dk, 'at', now_s, 'paged',
+    (paged or was_paged == '1') and 1 or 0)
   redis.call('EXPIRE', P .. 'dedup:' .. dk, ttl)
-  redis.call('ZADD', KEYS[5], now_s, dk)
+  zadd(KEYS[5], now_s, dk)
 end
 
 -- policy rows per_day, per_mobile_per_hour: the reason, or ''
 local function limited(m)
   if per_day then
-    local c = redis.call('GET', P .. 'day:' .. day)
-    if c and tonumber(c) >= per_day then
+    local c = tonumber(redis.call('GET', P .. 'day:' .. day) or '0') + day_added
+    if c >= per_day then
       return 'per_day limit'
     end
   end
   if per_hour then
     local c = redis.call('ZCOUNT', P .. 'mobile:' .. m .. ':hour', ARGV[3], '+inf')
+      + (hour_added[m] or 0)
     if c >= per_hour then
       return 'per_mobile_per_hour limit'
     end
@@ -414,7 +472,7 @@ local function storm_holds(m)
   if not window_end or tonumber(window_end) <= now then
     local e = now + storm_window
     redis.call('HSET', sk, 'start', now_s, 'end', e, 'count', 1)
-    redis.call('ZADD', KEYS[7], e, m)
+    zadd(KEYS[7], e, m)
     return nil
   end
   if redis.call('HINCRBY', sk, 'count', 1) > storm_threshold then
@@ -433,6 +491,7 @@ local function store_paging(n, state, reason, due)
   if string.find(n.vars, PH, 1, true) then
     code = episode_code(e, n)
     n.vars = fill(n.vars, code)
+    n.filled = true
   end
   local id = store(n, state, reason, due)
   episode_paged(e, n, id, code)
@@ -448,7 +507,8 @@ local function decide(n)
     return 'suppressed', n.reason, store(n, 'suppressed', n.reason, now_s)
   end
   -- policy row: dedup
-  local at = redis.call('HGET', P .. 'dedup:' .. dk, 'at')
+  local seen = redis.call('HMGET', P .. 'dedup:' .. dk, 'at', 'paged')
+  local at = seen[1]
   if at and (n.st == 'resolved' or now - tonumber(at) < n.ri) then
     return 'suppressed', 'duplicate', ''
   end
@@ -462,17 +522,19 @@ local function decide(n)
     if eid and redis.call('ZSCORE', P .. 'epstate:acknowledged', eid) then
       return 'suppressed', 'acknowledged', store(n, 'suppressed', 'acknowledged', now_s)
     end
+    n.known_eid = eid or false
   else
     -- policy row: resolved_pairing
     local paged = redis.call('HGET', P .. 'dedup:' .. key_of(n, 'firing'), 'paged')
     if not paged or paged == '0' then
-      write_dedup(dk, false, math.max(dedup_ttl, 1))
+      write_dedup(dk, false, nil, math.max(dedup_ttl, 1))
       return 'suppressed', 'not paged', ''
     end
   end
   -- policy rows: per_day, per_mobile_per_hour (the dedup record is written either way)
   local limit = limited(n.m)
-  write_dedup(dk, limit == '', math.min(math.max(dedup_ttl, math.ceil(n.ri)), 3153600000))
+  write_dedup(dk, limit == '', seen[2],
+    math.min(math.max(dedup_ttl, math.ceil(n.ri)), 3153600000))
   if limit ~= '' then
     return 'suppressed', limit, store(n, 'suppressed', limit, now_s)
   end
@@ -483,8 +545,7 @@ local function decide(n)
   end
   -- policy row: queued
   if day ~= '' then
-    redis.call('INCR', P .. 'day:' .. day)
-    redis.call('EXPIRE', P .. 'day:' .. day, 259200)
+    day_added = day_added + 1
   end
   return 'queued', '', store_paging(n, 'queued', '', now_s)
 end
@@ -521,7 +582,20 @@ for i, n in ipairs(notes) do
     n.ep = starts[n.fp] or ''
   end
   local state, reason, id = decide(n)
-  out[i] = {state, reason, id, n.ep, n.eid or ''}
+  out[i] = {state, reason, id, n.ep, n.eid or '', (n.filled and id ~= '') and n.vars or ''}
+end
+
+-- what was collected for the batch, before anything below reads those keys
+flush_zadds()
+if seq ~= seq_start then
+  redis.call('SET', KEYS[1], seq)
+end
+if day_added > 0 then
+  redis.call('INCRBY', P .. 'day:' .. day, day_added)
+  redis.call('EXPIRE', P .. 'day:' .. day, 259200)
+end
+for m in pairs(hour_added) do
+  redis.call('ZREMRANGEBYSCORE', P .. 'mobile:' .. m .. ':hour', '-inf', ARGV[11])
 end
 
 -- episode sub-step resolved close: each resolved alert's episode resolved at now, its
@@ -532,7 +606,7 @@ for _, rk in ipairs(resolved_keys) do
     ep = starts[rk[1]] or ''
   end
   local eid = episode_id_of(rk[1], ep)
-  local e = eid and load_episode(P, eid)
+  local e = eid and episode(eid)
   if e and e.state ~= 'resolved' then
     redis.call('ZREM', P .. 'epstate:' .. e.state, eid)
     redis.call('ZADD', P .. 'epstate:resolved', e.created_at, eid)
@@ -550,6 +624,8 @@ for _, rk in ipairs(resolved_keys) do
     save_episode(e)
   end
 end
+
+flush_episodes()
 
 -- sub-step episodes: close the episodes of resolved marks
 for _, mk in ipairs(marks) do
@@ -992,6 +1068,13 @@ _RECONNECT = (redis.ConnectionError, redis.TimeoutError, ClusterError, AskError,
               TryAgainError, RedisClusterException)
 
 
+def _codes_needed(notes: Sequence[Notification]) -> int:
+    """Fresh ack codes the record script may need: two per notification that renders
+    ``ack_code`` (a taken code is skipped), and a few spare; none when no template reads it."""
+    k = sum(1 for n in notes if any(ACK_PLACEHOLDER in v for v in n.variables.values()))
+    return 2 * k + 4 if k else 0
+
+
 class RedisStore(Store):
     """:class:`Store` on the Redis named by ``url`` (SPEC ``BRIDGE_STORE``, read by
     :func:`bridge.config.parse_redis_url`); every key starts with ``prefix``, which must hold a
@@ -1233,20 +1316,16 @@ class RedisStore(Store):
             _opt(policy.per_day), _opt(storm), _t(policy.storm_window), policy.day,
             self.dedup_ttl, _t(now - self.dedup_ttl), _t(now - 7200), payload, marks,
             episode_text(now), ACK_PLACEHOLDER,
-            json.dumps([new_code() for _ in range(2 * len(notes) + 4)]),
+            json.dumps([new_code() for _ in range(_codes_needed(notes))]),
             json.dumps([new_id() for _ in range(len(notes) + 1)]),
             json.dumps([[fp, ep] for fp, ep in resolved])]
         rows = self._run(self._lua_record, keys, args)
         out = []
-        for n, (state, reason, id, ep, eid) in zip(notes, rows, strict=True):
+        for n, (state, reason, id, ep, eid, filled) in zip(notes, rows, strict=True):
             if n.untimed:
                 n = replace(n, episode=ep)
-            if id and any(ACK_PLACEHOLDER in v for v in n.variables.values()):
-                # what was stored, code filled in (read back: the code lives in the store)
-                with self._errors():
-                    stored = self._node().hget(self._k(f"item:{id}"), "variables")
-                if stored:
-                    n = replace(n, variables=json.loads(str(stored)))
+            if filled:  # what was stored, with the ack code filled in
+                n = replace(n, variables=json.loads(str(filled)))
             out.append(Outcome(n, cast(State, state), reason, id or None, eid or None))
         return out
 
