@@ -167,8 +167,9 @@ class Bridge:
         now = time.time() if now is None else now
         rules = self.holder.rules
         observe_before(batch)
-        starts = {a.fingerprint: self.store.episode_of(a.fingerprint)
-                  for a in batch.alerts if a.starts_at is None}
+        untimed = [a.fingerprint for a in batch.alerts if a.starts_at is None]
+        stored = self.store.episodes_of(untimed) if untimed else {}
+        starts = {fp: stored.get(fp) for fp in untimed}
         keys = [(a.fingerprint, episode_from_start(a) if a.starts_at is not None
                  else starts.get(a.fingerprint) or "")
                 for a in batch.alerts if a.status == "resolved"]

@@ -316,9 +316,15 @@ class Store(abc.ABC):
         """Give leased items back unchanged, due again at ``due_at``; ends their lease."""
 
     @abc.abstractmethod
+    def episodes_of(self, fingerprints: Sequence[str]) -> dict[str, str]:
+        """The stored episodes (:func:`episode_text`) of alerts without ``startsAt``, by
+        fingerprint (absent: none stored), in one read; reads only (what templates see;
+        :meth:`record` settles them)."""
+
     def episode_of(self, fingerprint: str) -> str | None:
-        """The stored episode (:func:`episode_text`) of an alert without ``startsAt``, or
-        ``None``; reads only (what templates see; :meth:`record` settles it)."""
+        """:meth:`episodes_of` for one alert: its stored episode, or ``None``."""
+        return self.episodes_of([fingerprint]).get(fingerprint)
+
     @abc.abstractmethod
     def recent(self, limit: int = 50, state: str | None = None,
                mobile: str | None = None) -> list[Item]:

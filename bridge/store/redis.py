@@ -1434,10 +1434,15 @@ class RedisStore(Store):
                 pace_until: float | None = None) -> int:
         return self._mark("release", ids, token, pace_until, None, due_at)
 
-    def episode_of(self, fingerprint: str) -> str | None:
+    def episodes_of(self, fingerprints: Sequence[str]) -> dict[str, str]:
+        wanted = list(dict.fromkeys(fingerprints))
+        if not wanted:
+            return {}
         with self._errors():
-            value = self._node().get(self._k(f"episode:{fingerprint}"))
-        return str(value) if value is not None and "T" in str(value) else None
+            values = self._node().mget([self._k(f"episode:{fp}") for fp in wanted])
+        # (a value without 'T' is a start from before episodes were stored as text)
+        return {fp: str(v) for fp, v in zip(wanted, values, strict=True)
+                if v is not None and "T" in str(v)}
 
     def recent(self, limit: int = 50, state: str | None = None,
                mobile: str | None = None) -> list[Item]:

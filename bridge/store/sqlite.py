@@ -41,7 +41,7 @@ from bridge.store.base import (
     dedup_key,
     episode_text,
 )
-from bridge.store.sqlite_record import RecordStep
+from bridge.store.sqlite_record import CHUNK, RecordStep
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -368,9 +368,15 @@ class SqliteStore(Store):
                 pace_until: float | None = None) -> int:
         return self._update(ids, token, pace_until, "due_at=?", (due_at,))
 
-    def episode_of(self, fingerprint: str) -> str | None:
-        rows = self._read("SELECT started_at FROM episodes WHERE fingerprint=?", (fingerprint,))
-        return episode_text(float(rows[0][0])) if rows else None
+    def episodes_of(self, fingerprints: Sequence[str]) -> dict[str, str]:
+        wanted = sorted(set(fingerprints))
+        out: dict[str, str] = {}
+        for i in range(0, len(wanted), CHUNK):
+            part = wanted[i:i + CHUNK]
+            for fp, start in self._read("SELECT fingerprint, started_at FROM episodes WHERE"
+                                        f" fingerprint IN ({','.join('?' * len(part))})", part):
+                out[str(fp)] = episode_text(float(start))
+        return out
 
     def recent(self, limit: int = 50, state: str | None = None,
                mobile: str | None = None) -> list[Item]:
