@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """The intake baseline: a bare Flask app answering every webhook with constant JSON, under the
-same gunicorn settings as ``bridge serve`` (sync workers, keepalive 2, timeout 30, no access
-log), bound to 127.0.0.1.
+same gunicorn settings as ``bridge serve`` (gthread workers with 32 threads each, keepalive 2,
+timeout 30, no access log), bound to 127.0.0.1. ``--threads 0`` runs sync workers instead.
 
-    python bench/bare_app.py --port 18001 [--workers 2]
+    python bench/bare_app.py --port 18001 [--workers 2] [--threads 32]
 """
 
 from __future__ import annotations
@@ -68,8 +68,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=32, help="gthread threads; 0: sync workers")
     args = ap.parse_args()
-    BareApplication(args.port, args.workers).run()
+    BareApplication(args.port, args.workers, args.threads).run()
 
 
 if __name__ == "__main__":

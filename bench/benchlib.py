@@ -31,7 +31,18 @@ KEY = "benchkey-7d1e0a"
 sys.path.insert(0, str(TESTS))
 
 import support  # noqa: E402
-from support import INTAKE_RULES, free_port  # noqa: E402,F401  (re-exported for the benches)
+from support import (  # noqa: E402,F401  (re-exported for the benches)
+    INTAKE_RULES,
+    INTAKE_RULES_ONE_ROUTE,
+    free_port,
+)
+
+#: gunicorn workers and threads per worker of every intake server the benchmarks start: what
+#: ``bridge serve`` runs by default (``WEB_CONCURRENCY`` 2, ``BRIDGE_THREADS`` 32, gthread), set
+#: explicitly for the bridge and given to the bare and raw baselines, so ratios compare like
+#: with like.
+WORKERS = 2
+THREADS = 32
 
 # -- processes -------------------------------------------------------------------------------
 
@@ -146,8 +157,8 @@ def bridge_env(store: str, rules: Path, juhe_url: str, port: int,
            if not k.startswith(("BRIDGE_", "JUHE_", "PROMETHEUS_MULTIPROC"))
            and k not in ("REDIS_URL", "PORT", "WEB_CONCURRENCY")}
     env.update({"BRIDGE_STORE": store, "BRIDGE_RULES": str(rules), "JUHE_KEY": KEY,
-                "JUHE_URL": juhe_url, "PORT": str(port), "WEB_CONCURRENCY": "2",
-                "BRIDGE_JUHE_TIMEOUT": "5s"})
+                "JUHE_URL": juhe_url, "PORT": str(port), "WEB_CONCURRENCY": str(WORKERS),
+                "BRIDGE_THREADS": str(THREADS), "BRIDGE_JUHE_TIMEOUT": "5s"})
     env.update(extra)
     return env
 
@@ -186,15 +197,63 @@ def _wait_raise(pred: Callable[[], bool], timeout: float) -> bool:
     return False
 
 
-def start_bare(procs: Procs, workdir: Path, port: int) -> Proc:
-    """``bench/bare_app.py``: a constant-JSON Flask app under the same gunicorn settings."""
-    proc = procs.add(Proc("bare", [sys.executable, str(BENCH / "bare_app.py"), "--port",
-                                   str(port), "--workers", "2"], workdir / "bare.log"))
+def start_bare(procs: Procs, workdir: Path, port: int, threads: int = THREADS) -> Proc:
+    """``bench/bare_app.py``: a constant-JSON Flask app under ``bridge serve``'s gunicorn
+    settings (:data:`WORKERS` workers; gthread with ``threads`` threads each, 0 = sync
+    workers) on loopback ``port``; waits until it answers and its workers are up (30 s, else
+    RuntimeError)."""
+    return _start_app(procs, workdir, "bare", [
+        str(BENCH / "bare_app.py"), "--port", str(port), "--workers", str(WORKERS),
+        "--threads", str(threads)], port)
+
+
+def start_raw(procs: Procs, workdir: Path, port: int, store: str, rows_per_alert: int = 1,
+              threads: int = THREADS, name: str = "raw") -> Proc:
+    """``bench/raw_app.py``, the raw-storage baseline, on ``store`` (``sqlite:PATH`` or a
+    ``redis://`` URL of a redis-server with AOF on) writing ``rows_per_alert`` rows per alert
+    in one transaction / one EVALSHA, under the same gunicorn settings as :func:`start_bare`;
+    waits like it (RuntimeError after 30 s)."""
+    return _start_app(procs, workdir, name, [
+        str(BENCH / "raw_app.py"), "--port", str(port), "--workers", str(WORKERS),
+        "--threads", str(threads), "--store", store, "--rows-per-alert", str(rows_per_alert)],
+        port)
+
+
+def _start_app(procs: Procs, workdir: Path, name: str, argv: list[str], port: int) -> Proc:
+    proc = procs.add(Proc(name, [sys.executable, *argv], workdir / f"{name}.log"))
     base = f"http://127.0.0.1:{port}"
-    if not _wait_raise(lambda: requests.get(base + "/healthz", timeout=1).ok
-                       and len(children(proc.pid)) >= 2, 30):
-        raise RuntimeError(f"bare app did not start:\n{proc.tail()}")
+
+    def ready() -> bool:
+        if not proc.alive():
+            raise RuntimeError(f"{name} exited:\n{proc.tail()}")
+        return requests.get(base + "/healthz", timeout=1).ok \
+            and len(children(proc.pid)) >= WORKERS
+
+    if not _wait_raise(ready, 30):
+        raise RuntimeError(f"{name} did not start:\n{proc.tail()}")
     return proc
+
+
+def raw_stored(store: str) -> int:
+    """How many rows ``bench/raw_app.py`` has written to ``store`` (``sqlite:PATH``: rows of
+    its table, 0 before it exists; ``redis://``: members of its queue)."""
+    if store.startswith("sqlite:"):
+        import sqlite3
+
+        conn = sqlite3.connect(store[len("sqlite:"):], timeout=30)
+        try:
+            return int(conn.execute("SELECT count(*) FROM item").fetchone()[0])
+        except sqlite3.OperationalError:
+            return 0
+        finally:
+            conn.close()
+    import redis
+
+    client = redis.Redis.from_url(store)
+    try:
+        return int(client.zcard("raw:queue"))
+    finally:
+        client.close()
 
 
 # -- /proc ------------------------------------------------------------------------------------

@@ -152,3 +152,9 @@ SPEC_RULES = (SPEC_RECEIVERS + "templates:\n" + SPEC_FIRING + RESOLVED + NO_GAP 
 INTAKE_RULES = ("receivers:\n  dba: [\"13800138000\"]\n  ops: [\"13900139000\"]\ntemplates:\n"
                 + SPEC_FIRING.replace("summary }}", "summary | default('-') }}") + RESOLVED
                 + NO_GAP + "routes:\n" + db_route() + ops_route("everything"))
+
+#: The benchmarks' 10-SMS intake rules (issue 14): :data:`INTAKE_RULES`' first route alone (the
+#: same template and variables), paging one mobile, so the wrk body of 10 alerts gives 10 SMS.
+INTAKE_RULES_ONE_ROUTE = ("receivers:\n  dba: [\"13800138000\"]\ntemplates:\n"
+                          + SPEC_FIRING.replace("summary }}", "summary | default('-') }}")
+                          + RESOLVED + NO_GAP + "routes:\n" + db_route())
