@@ -9,7 +9,9 @@ gunicorn settings as ``bridge serve`` (gthread workers, 32 threads each, keepali
 
 Rows: one per alert and mobile (``--rows-per-alert``: 1 for the 10-SMS body, 2 for the
 20-SMS body where two routes each page one mobile). SQLite: WAL, ``synchronous=NORMAL``, one
-``executemany`` upsert in one transaction per request (one connection per thread). Redis: one
+``executemany`` upsert in one transaction per request (one connection per thread; the threads
+of a worker take turns on a lock around the transaction, as the bridge's SQLite store does,
+rather than in SQLite's sleeping busy handler). Redis: one
 ``EVALSHA`` per request that ``HSET``s each row and ``ZADD``s it to a queue (run redis-server
 with ``--appendonly yes``). The answer is the same small JSON as the bridge's.
 """
@@ -71,14 +73,17 @@ def create_app(store: str, per_alert: int) -> Flask:
         init.commit()
         init.close()
 
+        lock = threading.Lock()  # the threads of a worker take turns, as the bridge's do
+
         def write(rows: list[tuple[str, str, str, str]], now: float) -> None:
             db = getattr(local, "db", None)
             if db is None:
                 db = local.db = sqlite3.connect(path, timeout=5, isolation_level=None)
                 db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("BEGIN IMMEDIATE")
-            db.executemany(UPSERT, [(k, m, f, "queued", v, now) for k, m, f, v in rows])
-            db.execute("COMMIT")
+            with lock:
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany(UPSERT, [(k, m, f, "queued", v, now) for k, m, f, v in rows])
+                db.execute("COMMIT")
     else:
         client = redis.Redis.from_url(store)
         script = client.register_script(LUA)

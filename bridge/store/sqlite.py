@@ -144,6 +144,8 @@ class SqliteStore(Store):
         self.busy_timeout = busy_timeout
         self._local = threading.local()
         self._schema_ready = False
+        #: the threads of this process write one at a time (see :meth:`_tx`)
+        self._write_lock = threading.Lock()
 
     # -- connection lifecycle -------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -188,7 +190,24 @@ class SqliteStore(Store):
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE ... COMMIT, rolled back on any error)."""
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT, rolled back on any error).
+
+        The threads of one process take turns on a lock first: without it, 32 threads of a
+        worker wait for SQLite's write lock in its busy handler, which sleeps 1, 2, 5, 10 ...
+        ms between tries instead of waking when the lock is free (bench: p99 near a second
+        at 32 connections). Other processes still meet SQLite's own lock. Waiting longer than
+        ``busy_timeout`` raises :class:`StoreUnavailable`, as SQLite's busy lock would."""
+        if not self._write_lock.acquire(timeout=self.busy_timeout):
+            raise StoreUnavailable(f"sqlite {self.path}: write lock busy for "
+                                   f"{self.busy_timeout:g}s")
+        try:
+            with self._write_tx() as conn:
+                yield conn
+        finally:
+            self._write_lock.release()
+
+    @contextmanager
+    def _write_tx(self) -> Iterator[sqlite3.Connection]:
         conn = self._conn()
         try:
             conn.execute("BEGIN IMMEDIATE")
