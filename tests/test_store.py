@@ -948,7 +948,7 @@ def test_sqlite_reconnects_after_a_write_error(tmp_path: Path) -> None:
     read-only after the file became writable again, until a restart."""
     s = SqliteStore(str(tmp_path / "bridge.db"))
     s.ping()
-    s._conn().execute("PRAGMA query_only=1")  # this connection can no longer write
+    s._writer().execute("PRAGMA query_only=1")  # the write connection can no longer write
     with pytest.raises(StoreUnavailable, match="readonly"):
         s.record([note()], NO_LIMITS, T0)
     assert states(s.record([note()], NO_LIMITS, T0)) == [("queued", "")]

@@ -2,7 +2,8 @@
 
 Each atomic step is one ``BEGIN IMMEDIATE`` transaction, so concurrent gunicorn workers and
 ``bridge worker`` processes serialise on SQLite's write lock (waiting up to ``busy_timeout``).
-Connections are opened lazily, one per thread and process, so none is inherited across a fork.
+Connections are opened lazily, one per process for writes (its threads take turns) and one per
+thread for reads, so none is inherited across a fork.
 ``synchronous=NORMAL`` in WAL mode: a commit survives any process crash (an OS crash or power
 loss may lose the last commits).
 """
@@ -144,18 +145,32 @@ class SqliteStore(Store):
         self.busy_timeout = busy_timeout
         self._local = threading.local()
         self._schema_ready = False
-        #: the threads of this process write one at a time (see :meth:`_tx`)
+        #: the threads of this process write one at a time, through one connection (_tx)
         self._write_lock = threading.Lock()
+        self._wconn: sqlite3.Connection | None = None
+        self._wpid = 0
 
     # -- connection lifecycle -------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
+        """This thread's connection (for reads)."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None and getattr(self._local, "pid", None) == os.getpid():
             return conn
+        self._local.conn = self._connect(same_thread=True)
+        self._local.pid = os.getpid()
+        return self._local.conn  # type: ignore[no-any-return]
+
+    def _writer(self) -> sqlite3.Connection:
+        """This process's write connection; only used with ``_write_lock`` held."""
+        if self._wconn is None or self._wpid != os.getpid():
+            self._wconn = self._connect(same_thread=False)
+            self._wpid = os.getpid()
+        return self._wconn
+
+    def _connect(self, same_thread: bool) -> sqlite3.Connection:
         for attempt in range(5):
             try:
-                opened = self._open()
-                break
+                return self._open(same_thread)
             except sqlite3.OperationalError as exc:
                 # switching a new file to WAL (or creating the schema) while other processes
                 # do the same can answer "locked" at once, without the busy handler
@@ -164,13 +179,11 @@ class SqliteStore(Store):
                 time.sleep(0.05 * (attempt + 1))
             except (sqlite3.Error, OSError) as exc:
                 raise StoreUnavailable(f"sqlite {self.path}: {exc}") from None
-        self._local.conn = opened
-        self._local.pid = os.getpid()
-        return opened
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    def _open(self) -> sqlite3.Connection:
+    def _open(self, same_thread: bool = True) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
-                               check_same_thread=True)
+                               check_same_thread=same_thread)
         try:
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
@@ -192,11 +205,14 @@ class SqliteStore(Store):
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One write transaction (BEGIN IMMEDIATE ... COMMIT, rolled back on any error).
 
-        The threads of one process take turns on a lock first: without it, 32 threads of a
-        worker wait for SQLite's write lock in its busy handler, which sleeps 1, 2, 5, 10 ...
-        ms between tries instead of waking when the lock is free (bench: p99 near a second
-        at 32 connections). Other processes still meet SQLite's own lock. Waiting longer than
-        ``busy_timeout`` raises :class:`StoreUnavailable`, as SQLite's busy lock would."""
+        The threads of one process take turns on a lock first and write through one connection
+        of the process: without the lock, 32 threads of a worker wait for SQLite's write lock
+        in its busy handler, which sleeps 1, 2, 5, 10 ... ms between tries instead of waking
+        when the lock is free (bench: p99 near a second at 32 connections); with a connection
+        per thread, each write finds its page cache stale from the other threads' writes and
+        reads the pages again (bench: more than half the intake's CPU under gunicorn). Other
+        processes still meet SQLite's own lock. Waiting longer than ``busy_timeout`` raises
+        :class:`StoreUnavailable`, as SQLite's busy lock would."""
         if not self._write_lock.acquire(timeout=self.busy_timeout):
             raise StoreUnavailable(f"sqlite {self.path}: write lock busy for "
                                    f"{self.busy_timeout:g}s")
@@ -208,11 +224,11 @@ class SqliteStore(Store):
 
     @contextmanager
     def _write_tx(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
+        conn = self._writer()
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            self._drop()
+            self._drop_writer()
             raise StoreUnavailable(f"sqlite {self.path}: {exc}") from None
         try:
             yield conn
@@ -221,7 +237,7 @@ class SqliteStore(Store):
             # reconnect next time: a connection opened while the file was read-only (or the
             # disk full) stays unusable even after the cause is gone
             self._rollback(conn)
-            self._drop()
+            self._drop_writer()
             raise StoreUnavailable(f"sqlite {self.path}: {exc}") from None
         except BaseException:
             self._rollback(conn)
@@ -231,7 +247,15 @@ class SqliteStore(Store):
         try:
             conn.execute("ROLLBACK")
         except sqlite3.Error:
-            self._drop()
+            self._drop_writer()
+
+    def _drop_writer(self) -> None:
+        conn, self._wconn = self._wconn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
 
     def _drop(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -251,6 +275,8 @@ class SqliteStore(Store):
 
     def close(self) -> None:
         self._drop()
+        with self._write_lock:
+            self._drop_writer()
 
     # -- the contract -----------------------------------------------------------------------
     def record(self, notes: Sequence[Notification], policy: Policy, now: float,
