@@ -40,6 +40,8 @@ _EMOJI = "\u00a9\u00ae\u203c-\u2bff\u3030\u303d\u3297\u3299\U0001F000-\U0001FAFF
 #: A zero-width joiner outside an emoji sequence (it stays inside one: 👨‍👩‍👧 is one glyph).
 _STRAY_ZWJ = re.compile(rf"(?<![{_EMOJI}\ufe0f])\u200d|\u200d(?![{_EMOJI}])")
 RENDER_ERROR = "?"
+#: Any character one of the three patterns above may change.
+_ODD = re.compile("|".join((_CONTROL.pattern, _INVISIBLE.pattern, "\u200d")))
 
 
 def fold_and_cut(value: str, max_len: int) -> str:
@@ -49,7 +51,9 @@ def fold_and_cut(value: str, max_len: int) -> str:
     ``…`` (the ``…`` counts in ``max_len``). The ack code (:data:`ACK_PLACEHOLDER`) is never
     cut: the text around it is (what follows it first), and it stays whole even when it alone
     is longer than ``max_len``."""
-    value = _CONTROL.sub(" ", _STRAY_ZWJ.sub("", _INVISIBLE.sub("", value))).strip()
+    if _ODD.search(value) is not None:  # (most values have none: one scan, not three)
+        value = _CONTROL.sub(" ", _STRAY_ZWJ.sub("", _INVISIBLE.sub("", value)))
+    value = value.strip()
     if len(value) <= max_len:
         return value
     if ACK_PLACEHOLDER in value:
