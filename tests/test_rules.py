@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from conftest import SPEC_RULES
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bridge.alert import Alert, Batch
 from bridge.errors import RulesError
@@ -370,3 +372,17 @@ routes:
         "routes[0].template: unknown template 'nosuch'",
         "routes[1].name: 'a' is also the name of routes[0]",
     ]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.sampled_from(
+    "ab 磁盘\n\t\x00\x7f\x9f\u2028\u200b\u200d\u202e\ufeff\u00ad👨👩\ufe0f…"), max_size=40),
+    st.integers(min_value=1, max_value=30))
+def test_fold_and_cut_fast_path_changes_nothing(value: str, max_len: int) -> None:
+    # issue 14: fold_and_cut skips its three substitutions when one scan finds nothing to
+    # change; the result is what the substitutions give
+    from bridge import render
+
+    folded = render._CONTROL.sub(" ", render._STRAY_ZWJ.sub("", render._INVISIBLE.sub("", value)))
+    assert fold_and_cut(value, max_len) == fold_and_cut(folded, max_len)
+    assert fold_and_cut(value, 1000) == folded.strip()
