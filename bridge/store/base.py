@@ -190,9 +190,13 @@ class Claim:
     token: str = ""
 
 
-def dumps_vars(variables: dict[str, str]) -> str:
-    """Variables as compact JSON text (keeps Chinese readable)."""
-    return json.dumps(variables, ensure_ascii=False, separators=(",", ":"))
+#: One encoder for every store write (``json.dumps`` with options builds a new one per call).
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def dumps_vars(variables: Any) -> str:
+    """Variables (or any JSON value) as compact JSON text (keeps Chinese readable)."""
+    return _COMPACT.encode(variables)
 
 
 class Store(abc.ABC):

@@ -139,6 +139,7 @@ from bridge.store.base import (
     Policy,
     State,
     Store,
+    dumps_vars,
     episode_text,
 )
 
@@ -1292,10 +1293,10 @@ class RedisStore(Store):
     def record(self, notes: Sequence[Notification], policy: Policy, now: float,
                episodes: Sequence[EpisodeMark] = (),
                resolved: Sequence[tuple[str, str]] = ()) -> list[Outcome]:
-        payload = json.dumps([
+        payload = dumps_vars([
             {"m": n.mobile, "fp": n.fingerprint, "st": n.status, "ep": n.episode,
              "route": n.route, "an": n.alertname, "tpl": int(n.tpl_id),
-             "vars": json.dumps(n.variables, ensure_ascii=False, separators=(",", ":")),
+             "vars": dumps_vars(n.variables),
              "ri": float(n.repeat_interval), "state": n.state, "reason": n.reason,
              "ut": 1 if n.untimed else 0, "rt": n.resolved_template or "", "lv": int(n.level),
              "steps": [{"after": _t(st.after), "receiver": st.receiver,
@@ -1306,9 +1307,8 @@ class RedisStore(Store):
                  "starts_at": "" if n.info.starts_at is None else _t(n.info.starts_at),
                  "silence_url": n.info.silence_url or "",
                  "annotations": dict(n.info.annotations)}}
-            for n in notes], ensure_ascii=False, separators=(",", ":"))
-        marks = json.dumps([{"fp": m.fingerprint, "f": 1 if m.firing else 0} for m in episodes],
-                           ensure_ascii=False, separators=(",", ":"))
+            for n in notes])
+        marks = dumps_vars([{"fp": m.fingerprint, "f": 1 if m.firing else 0} for m in episodes])
         keys = [self._k(k) for k in ("seq", "items", "due", "pace", "dedup", "done", "storms")]
         storm = policy.storm_threshold if policy.storm_window > 0 else None
         args: list[str | int] = [
