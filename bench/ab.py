@@ -8,8 +8,11 @@ interleaved round by round, on figures that hold still on a busy machine:
 * delivery (``--delivery``): SMS/s of one Deliverer to the fake Juhe (``bench/delivery.py``).
 
     python bench/ab.py bench/patches/render-once.diff [more.diff ...] [--rounds 4] [--delivery]
+    python bench/ab.py --revs ca1d807 HEAD~2 HEAD [--sms 10]
 
-Prints the median of each figure for A (as is) and B (patched) and B's ratio to A. To run the
+Prints the median of each figure for A (as is) and B (patched) and B's ratio to A; with
+``--revs``, for the ``bridge/`` of each git revision (``git archive``), each as a ratio to the
+first (what a series of commits bought). To run the
 whole benchmark on the patched code, ``--print-path`` keeps the copy and prints its folder, for
 ``python bench/run.py --bridge-path DIR``.
 """
@@ -71,9 +74,18 @@ def env_for(path: Path | None) -> dict[str, str]:
     return env
 
 
-def cpu_ms(path: Path | None, store: str, seconds: float) -> float:
+def rev_copy(rev: str) -> Path:
+    """``bridge/`` of git revision ``rev`` in a temporary folder."""
+    folder = Path(tempfile.mkdtemp(prefix=f"bridge-rev-{rev.replace('/', '_')}."))
+    archive = subprocess.run(["git", "archive", rev, "bridge"], cwd=ROOT, capture_output=True,
+                             check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
+
+
+def cpu_ms(path: Path | None, store: str, seconds: float, sms: int = 20) -> float:
     res = subprocess.run([sys.executable, str(BENCH / "profile_intake.py"), "--no-profile",
-                          "--seconds", str(seconds), "--store", store],
+                          "--seconds", str(seconds), "--store", store, "--sms", str(sms)],
                          capture_output=True, text=True, env=env_for(path), timeout=300)
     if res.returncode != 0:
         raise RuntimeError(res.stderr[-2000:])
@@ -91,14 +103,22 @@ def delivery_rate(path: Path | None, work: Path, juhe_url: str, store: str) -> f
 
 def main() -> None:
     ap = argparse.ArgumentParser(description="A/B a bridge/ patch on stable figures")
-    ap.add_argument("patches", nargs="+")
+    ap.add_argument("patches", nargs="*")
+    ap.add_argument("--revs", nargs="+", metavar="REV",
+                    help="compare the bridge/ of these git revisions instead of patches")
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--sms", type=int, default=20, choices=(10, 20),
+                    help="SMS per webhook (profile_intake.py --sms)")
     ap.add_argument("--delivery", action="store_true", help="also Deliverer SMS/s")
     ap.add_argument("--print-path", action="store_true",
                     help="keep the patched copy and print its folder")
     args = ap.parse_args()
-    copy = patched_copy(args.patches)
+    if bool(args.patches) == bool(args.revs):
+        ap.error("give patches or --revs")
+    variants: list[tuple[str, Path | None]] = (
+        [(rev, rev_copy(rev)) for rev in args.revs] if args.revs
+        else [("A", None), ("B", patched_copy(args.patches))])
     work = Path(tempfile.mkdtemp(prefix="bridge-ab-work."))
     results: dict[tuple[str, str], list[float]] = {}
     try:
@@ -108,27 +128,46 @@ def main() -> None:
             if args.delivery:
                 _, juhe_url = bl.start_fake_juhe(procs, work)
             for rnd in range(args.rounds):
-                for label, path in (("A", None), ("B", copy)):
-                    for kind, store in (("sqlite", "sqlite"), ("redis", redis_url)):
-                        v = cpu_ms(path, store, args.seconds)
-                        results.setdefault((f"intake CPU ms/webhook, {kind}", label), []).append(v)
-                        if args.delivery:
-                            st = (f"sqlite:///{work}/d-{rnd}-{label}.db" if kind == "sqlite"
-                                  else redis_url[:-1] + "1")  # db 1: nothing else queued
-                            r = delivery_rate(path, work, juhe_url, st)
-                            results.setdefault((f"Deliverer SMS/s, {kind}", label), []).append(r)
+                for label, path in variants:
+                    _measure(results, label, path, args, rnd, work, redis_url, juhe_url)
                 print(f"round {rnd + 1}/{args.rounds} done", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        if args.print_path:
-            print(f"patched copy kept: {copy} (python bench/run.py --bridge-path {copy})")
-        else:
-            shutil.rmtree(copy, ignore_errors=True)
-    print(f"patches: {' '.join(args.patches)}; medians of {args.rounds} interleaved rounds")
+        for label, path in variants:
+            if path is None:
+                continue
+            if args.print_path:
+                print(f"copy of {label} kept: {path} (python bench/run.py --bridge-path {path})")
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+    _report(results, [label for label, _ in variants], args)
+
+
+def _measure(results: dict[tuple[str, str], list[float]], label: str, path: Path | None,
+             args: argparse.Namespace, rnd: int, work: Path, redis_url: str,
+             juhe_url: str) -> None:
+    for kind, store in (("sqlite", "sqlite"), ("redis", redis_url)):
+        v = cpu_ms(path, store, args.seconds, args.sms)
+        results.setdefault((f"intake CPU ms/webhook ({args.sms} SMS), {kind}", label),
+                           []).append(v)
+        if args.delivery:
+            st = (f"sqlite:///{work}/d-{rnd}-{label}.db" if kind == "sqlite"
+                  else redis_url[:-1] + "1")  # db 1: nothing else queued
+            r = delivery_rate(path, work, juhe_url, st)
+            results.setdefault((f"Deliverer SMS/s, {kind}", label), []).append(r)
+
+
+def _report(results: dict[tuple[str, str], list[float]], labels: list[str],
+            args: argparse.Namespace) -> None:
+    what = " ".join(args.revs) if args.revs else "patches: " + " ".join(args.patches)
+    print(f"{what}; medians of {args.rounds} interleaved rounds, each as a ratio to "
+          f"{labels[0]}")
     for name in dict.fromkeys(k for k, _ in results):
-        a = statistics.median(results[(name, "A")])
-        b = statistics.median(results[(name, "B")])
-        print(f"  {name}: A {a:.2f}  B {b:.2f}  B/A {b / a:.2f}×")
+        first = statistics.median(results[(name, labels[0])])
+        cells = [f"{label} {statistics.median(results[(name, label)]):.2f} "
+                 f"({statistics.median(results[(name, label)]) / first:.2f}×)"
+                 for label in labels]
+        print(f"  {name}: " + "  ".join(cells))
 
 
 if __name__ == "__main__":

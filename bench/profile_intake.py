@@ -5,7 +5,8 @@ pyinstrument, in one process, through the real Flask app on a real store.
 The app is ``create_app(settings)`` as a gunicorn worker builds it, with prometheus
 multiprocess mode on and INFO logging to a file, as under ``bridge serve``; the body is the
 one ``bench/webhook.lua`` sends (10 firing alerts, fresh fingerprints, two routes matching ->
-20 SMS per request). No delivery thread runs: this is the request path alone.
+20 SMS per request; ``--sms 10``: one route, 10 SMS). No delivery thread runs: this is the
+request path alone.
 
     python bench/profile_intake.py [--seconds 5] [--store sqlite|redis URL] [--html FILE]
 
@@ -33,6 +34,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 from benchlib import INTAKE_RULES  # noqa: E402
+from support import INTAKE_RULES_ONE_ROUTE  # noqa: E402  (benchlib put tests/ on sys.path)
 
 #: Stages of one request: a frame whose function and file match one of a stage's
 #: (function, file fragment) pairs counts its inclusive time, once per stack. Old and new
@@ -115,6 +117,8 @@ def main() -> None:
     ap.add_argument("--html", help="also write pyinstrument's HTML report here")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--top", type=int, default=15)
+    ap.add_argument("--sms", type=int, default=20, choices=(10, 20),
+                    help="SMS per webhook: 20 (two routes, INTAKE_RULES) or 10 (one route)")
     ap.add_argument("--no-profile", action="store_true",
                     help="only time the requests: wall and CPU ms per request, no profiler")
     args = ap.parse_args()
@@ -146,7 +150,8 @@ def make_app(args: argparse.Namespace, tmp: Path) -> Any:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(tmp / "metrics")
     (tmp / "metrics").mkdir()
     rules = tmp / "rules.yaml"
-    rules.write_text(INTAKE_RULES, encoding="utf-8")
+    rules.write_text(INTAKE_RULES if args.sms == 20 else INTAKE_RULES_ONE_ROUTE,
+                     encoding="utf-8")
     store = f"sqlite:///{tmp / 'bridge.db'}" if args.store == "sqlite" else args.store
 
     from bridge.app import create_app
@@ -178,7 +183,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     while time.perf_counter() - t0 < args.seconds and done < len(bodies):
         r = client.post("/webhook/alertmanager", data=bodies[done],
                         content_type="application/json")
-        assert r.status_code == 200 and r.json["queued"] == 20, r.data  # type: ignore[index]
+        assert r.status_code == 200 and r.json["queued"] == args.sms, r.data  # type: ignore[index]
         done += 1
     elapsed = time.perf_counter() - t0
     cpu = time.process_time() - c0
