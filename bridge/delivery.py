@@ -59,6 +59,8 @@ STATUS_JUHE_CONFIG = "juhe_config"
 CLAIM_MAX_ITEMS = 20
 #: A configuration error is tried again at least this often (seconds; SPEC).
 CONFIG_RETRY_EVERY = 60.0
+#: Seconds between two :meth:`Store.maintain` calls of a delivery loop.
+MAINTAIN_EVERY = 1.0
 
 
 class Sender(Protocol):
@@ -156,6 +158,8 @@ class Deliverer:
         #: set when a mark of the claim in hand was fenced or needed the store back (see
         #: _settle): the claim may be lost, so no more of it is sent
         self._interrupted = False
+        self._next_prune = 0.0
+        self._next_maintain = 0.0
 
     def run_once(self, now: float | None = None) -> int:
         """Claim and deliver one batch of due mobiles; returns how many claims were handled.
@@ -193,12 +197,10 @@ class Deliverer:
         Once ``stop`` is set, the SMS in hand is finished and the rest of the claim is given
         back to the store at once (not left to its lease)."""
         self.stopping = stop
-        next_prune = self.clock() + random.uniform(0, self.policy.prune_every / 10)
+        self._next_prune = self.clock() + random.uniform(0, self.policy.prune_every / 10)
         while not stop.is_set():
             try:
-                if self.clock() >= next_prune:
-                    next_prune = self.clock() + self.policy.prune_every
-                    self.prune()
+                self._chores()
                 busy = self.sidecar() if self.sidecar is not None else 0
                 busy += self.run_once()
             except StoreUnavailable as exc:
@@ -211,6 +213,18 @@ class Deliverer:
                 stop.wait(interval)
             if not busy:
                 stop.wait(interval)
+
+    def _chores(self) -> None:
+        """Between deliveries: prune every ``prune_every`` seconds, and let the store do its
+        upkeep every :data:`MAINTAIN_EVERY` seconds (:meth:`Store.maintain`: SQLite's WAL
+        checkpoint, done here so that no webhook waits for it)."""
+        now = self.clock()
+        if now >= self._next_prune:
+            self._next_prune = now + self.policy.prune_every
+            self.prune()
+        if now >= self._next_maintain:
+            self._next_maintain = now + MAINTAIN_EVERY
+            self.store.maintain()
 
     # -- one mobile's claim ---------------------------------------------------------------
     def _deliver(self, claim: Claim, rules: RuleSet) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import secrets
 import string
+import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -54,8 +55,11 @@ def new_code() -> str:
 
 
 def new_id() -> str:
-    """A fresh opaque episode id (16 hex digits from :mod:`secrets`)."""
-    return secrets.token_hex(8)
+    """A fresh opaque episode id: 16 hex digits, the first 9 the UNIX second it was made, the
+    other 7 from :mod:`secrets`. Time first so that new episodes land at the end of the
+    stores' indexes on the id instead of on a random page each (a quarter of a webhook's
+    SQLite commit, issue 14). Not a secret: the ack code is (:func:`new_code`)."""
+    return f"{int(time.time()):09x}{secrets.randbits(28):07x}"
 
 
 def valid_code(code: str) -> bool:

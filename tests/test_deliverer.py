@@ -253,3 +253,27 @@ def test_config_errors_are_retried_at_least_once_a_minute(tmp_path: Path,
             clock.at = max(item.due_at, clock())
     assert item.reason.startswith("gave up after") and "10001" in item.reason
     assert clock() - (item.first_attempt_at or 0) >= 600.0
+
+
+def test_the_delivery_loop_checkpoints_the_wal(tmp_path: Path, fake_juhe: FakeJuhe) -> None:
+    # issue 14: checkpoints left out of the webhooks' commits are the delivery loop's
+    (tmp_path / "r.yaml").write_text(CATCH_ALL)
+    rules = load_rules(tmp_path / "r.yaml")
+    path = tmp_path / "b.db"
+    store = SqliteStore(str(path))
+    store.ping()
+    empty = path.stat().st_size
+    backlog(store, 10)
+    assert path.stat().st_size == empty  # in the WAL only
+    stop = threading.Event()
+    with JuheClient(KEY, fake_juhe.url, timeout=2) as client:
+        d = Deliverer(store, client, lambda: rules)
+        t = threading.Thread(target=d.run_forever, args=(stop, 0.05))
+        t.start()
+        try:
+            assert wait_until(lambda: path.stat().st_size > empty, 5)
+            assert fake_juhe.wait_for(10, timeout=5)
+        finally:
+            stop.set()
+            t.join(5)
+    assert sorted(m["vars"]["name"] for m in fake_juhe.messages) == [f"A{i}" for i in range(10)]

@@ -1180,3 +1180,22 @@ def test_one_batch_reads_its_own_writes(store: Store) -> None:
     later = T0 + 4 * 3600 + 1
     assert states(store.record([paging(M1), paging(M2)], NO_LIMITS, later)) == [
         ("suppressed", "already resolved"), ("queued", "")]
+
+
+def test_sqlite_checkpoints_are_left_to_maintain(tmp_path: Path) -> None:
+    """Issue 14: a webhook's commit does not checkpoint the WAL (SQLite's default does, every
+    1000 pages, inside whichever commit crosses it); the delivery loop's maintain() does."""
+    path = tmp_path / "bridge.db"
+    wal = tmp_path / "bridge.db-wal"
+    s = SqliteStore(str(path))
+    s.ping()
+    empty = path.stat().st_size
+    for k in range(120):  # well over 1000 WAL pages
+        s.record([note(fp=f"fp{k}-{i}") for i in range(10)], NO_LIMITS, T0 + k)
+    assert wal.stat().st_size > 1000 * 4096
+    assert path.stat().st_size == empty  # every page is still in the WAL only
+    s.maintain()
+    assert path.stat().st_size > 20 * empty  # copied into the database file
+    assert states(s.record([note(fp="fp0-0")], NO_LIMITS, T0 + 200)) == [
+        ("suppressed", "duplicate")]
+    s.close()

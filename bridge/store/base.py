@@ -367,5 +367,9 @@ class Store(abc.ABC):
         (e.g. Redis without AOF). Empty by default."""
         return []
 
+    def maintain(self) -> None:  # noqa: B027 - optional hook
+        """Upkeep the delivery loop runs about once a second, off the webhooks' path (SQLite:
+        a WAL checkpoint). Raises :class:`StoreUnavailable`."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections (safe to call twice)."""

@@ -120,6 +120,9 @@ CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, n INTEGER NOT NULL) W
 CREATE TABLE IF NOT EXISTS status (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
 
+#: WAL pages after which a commit checkpoints by itself (about 80 MB: only when no delivery
+#: loop runs :meth:`SqliteStore.maintain`).
+AUTOCHECKPOINT_PAGES = 20000
 _PENDING_SQL = "('queued', 'retrying', 'held')"
 _COLUMNS = ("id, mobile, fingerprint, status, episode, route, alertname, tpl_id, variables, state,"
             " reason, created_at, updated_at, due_at, attempts, first_attempt_at, sid, fee")
@@ -189,6 +192,10 @@ class SqliteStore(Store):
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            # checkpoints are the delivery loop's (maintain); this is only the safety net when
+            # no deliverer runs (SQLite's default, 1000 pages, checkpoints inside a webhook's
+            # commit every few webhooks: a third of its commit time)
+            conn.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
             if not self._schema_ready:
                 conn.executescript(SCHEMA)
                 columns = {r[1] for r in conn.execute("PRAGMA table_info(items)")}
@@ -272,6 +279,11 @@ class SqliteStore(Store):
         except sqlite3.Error as exc:
             self._drop()
             raise StoreUnavailable(f"sqlite {self.path}: {exc}") from None
+
+    def maintain(self) -> None:
+        """A passive WAL checkpoint: copies what other connections committed into the database
+        file without blocking them (the WAL is then reused from its start)."""
+        self._read("PRAGMA wal_checkpoint(PASSIVE)")
 
     def close(self) -> None:
         self._drop()
