@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bridge.alert import Alert, Batch
 from bridge.app import answer
@@ -304,3 +306,19 @@ def test_grafana_silence_url_is_read_from_the_body() -> None:
         "alertname%3DT2%2Cteam%3Dblue%2Czone%3Dus-1",
         "https://play.grafana.org/alerting/silence/new?alertmanager=grafana&matchers="
         "alertname%3DT1%2Cteam%3Dblue%2Czone%3Deu-1"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(min_size=1, max_size=8), st.text(max_size=12), max_size=4))
+def test_silence_url_quotes_like_urllib(labels: dict[str, str]) -> None:
+    # issue 14: ASCII matchers are quoted by one str.translate, others by urllib; both must
+    # give what quote(..., safe="") gives
+    from urllib.parse import quote
+
+    from bridge.plan import silence_url
+
+    alert = Alert(labels=labels, annotations={}, status="firing", fingerprint="f",
+                  source="alertmanager")
+    matchers = "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+    assert silence_url(alert, Batch("alertmanager", [alert], external_url="http://am/")) == (
+        "http://am/#/silences/new?filter=" + quote(matchers, safe=""))
