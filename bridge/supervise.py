@@ -236,13 +236,50 @@ def set_title(title: str = TITLE) -> None:
         pass
 
 
-def watch_parent(parent: int, stop: threading.Event, every: float = 1.0) -> None:
-    """Set ``stop`` once ``parent`` is no longer this process's parent (the master died
-    without stopping us: SIGKILL, OOM); checks every ``every`` seconds until ``stop``."""
-    while not stop.wait(every):
-        if os.getppid() != parent:
-            log.warning("delivery process %d: the master (pid %d) is gone; stopping",
-                        os.getpid(), parent)
+#: The signals that stop delivery gracefully (the SMS in hand is finished).
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+
+
+def stop_on_signals(stop: threading.Event, *, parent: int | None = None,
+                    on_hup: Callable[[], object] | None = None,
+                    every: float = 1.0) -> threading.Thread:
+    """Set ``stop`` on ``SIGTERM``/``SIGINT`` (and call ``on_hup`` on ``SIGHUP`` when given)
+    from a thread of its own that waits for them (``sigtimedwait``); returns that thread.
+
+    Never from a signal handler: a handler runs in the main thread between two bytecodes, maybe
+    while that thread holds ``stop``'s own lock (inside ``stop.wait()``), and ``stop.set()``
+    there waits for that lock forever (CPython's signal docs warn of it; a ``bridge serve``
+    delivery process hung so once). Call it from the main thread before it starts other
+    threads: the signals are blocked in it, and the threads started later inherit the block.
+    ``parent``: also set ``stop`` once it is no longer this process's parent (the master died
+    without stopping us: SIGKILL, OOM), checked every ``every`` seconds.
+    """
+    signals = STOP_SIGNALS | ({signal.SIGHUP} if on_hup is not None else frozenset())
+    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    thread = threading.Thread(target=_wait_for_signals, args=(stop, signals, parent, on_hup,
+                                                              every),
+                              name="signals", daemon=True)
+    thread.start()
+    return thread
+
+
+def _wait_for_signals(stop: threading.Event, signals: frozenset[int], parent: int | None,
+                      on_hup: Callable[[], object] | None, every: float) -> None:
+    while not stop.is_set():
+        got = signal.sigtimedwait(signals, every)
+        if got is None:
+            if parent is not None and os.getppid() != parent:
+                log.warning("delivery process %d: the master (pid %d) is gone; stopping",
+                            os.getpid(), parent)
+                stop.set()
+        elif got.si_signo == signal.SIGHUP and on_hup is not None:
+            try:
+                on_hup()
+            except Exception:
+                log.exception("SIGHUP: reloading the rules failed")
+        else:
+            log.info("%s: delivery stops after the SMS in hand",
+                     signal.Signals(got.si_signo).name)
             stop.set()
 
 
@@ -256,17 +293,14 @@ def delivery_main(settings: Settings, runtime: str, parent: int) -> int:
     """
     set_title()
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop_on_signals(stop, parent=parent)  # SIGTERM and SIGINT stay blocked but in its thread
     signal.signal(signal.SIGQUIT, lambda *_: os._exit(0))
-    for sig in FORK_SIGNALS - {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD}:
+    for sig in FORK_SIGNALS - STOP_SIGNALS - {signal.SIGQUIT, signal.SIGCHLD}:
         signal.signal(sig, signal.SIG_IGN)
-    unblock_signals()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORK_SIGNALS - STOP_SIGNALS)
     from bridge.service import Bridge
 
     bridge = Bridge(settings, state_dir=runtime)
-    threading.Thread(target=watch_parent, args=(parent, stop), name="watch-master",
-                     daemon=True).start()
     log.info("delivery process %d started", os.getpid())
     try:
         bridge.deliverer().run_forever(stop, settings.delivery_interval)
