@@ -3,12 +3,12 @@
 
     python bench/run.py [--quick] [--only intake,delivery,growth,profile] [--bridge-path DIR]
 
-* **intake**: ``wrk`` (32 connections, 10 s; ``--quick`` 3 s) POSTs Alertmanager bodies of 10
-  alerts with fresh fingerprints (``bench/webhook.lua``), two routes matching each alert (20 SMS
-  per request, nothing suppressed), to ``bridge serve`` (2 sync workers, delivery threads on,
+* **intake**: ``wrk`` (32 connections, 10 s; ``--quick`` 3 s) POSTs Alertmanager bodies of 10 alerts
+  with fresh fingerprints (``bench/webhook.lua``), two routes matching each alert (20 SMS per
+  request, nothing suppressed), to ``bridge serve`` (2 sync workers and the delivery process,
   sending to the fake Juhe) on SQLite and on Redis (AOF on); baseline: ``bench/bare_app.py``, a
-  constant-JSON Flask app under the same gunicorn settings. Also 2 connections (one per
-  worker): the latency of one request without queueing.
+  constant-JSON Flask app under the same gunicorn settings. Also 2 connections (one per worker): the
+  latency of one request without queueing.
 * **delivery**: SMS/s of one ``Deliverer`` from a store of 2,000 queued SMS to the fake Juhe,
   against a bare ``requests.Session`` loop posting the same forms (``bench/delivery.py``).
 * **growth**: intake and delivery again with 1,000,000 finished notifications already in the
@@ -580,7 +580,7 @@ HOW = [
     "- Intake: `wrk -t2 -c32` with `bench/webhook.lua` (10 firing alerts per body, fingerprints "
     "and instance labels fresh on every request; two routes match each alert, each paging its "
     "own mobile: 20 SMS per request; `min_gap: 0s`, no limits, so nothing is suppressed). The "
-    "bridge runs as `bridge serve` (2 sync workers, each with its delivery thread sending to the "
+    "bridge runs as `bridge serve` (2 sync workers and its delivery process sending to the "
     "fake Juhe `tests/fakejuhe.py`), on SQLite in a temporary folder or on a redis-server "
     "started with `--appendonly yes`. Baseline: `bench/bare_app.py` under the same gunicorn "
     "settings. Each run is preceded by a 1 s warm-up. The 2-connection runs (one per worker) "
