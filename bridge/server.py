@@ -139,6 +139,7 @@ class BridgeApplication(BaseApplication):  # type: ignore[misc]
             "graceful_timeout": 20,
             "keepalive": 2,
             "logger_class": GunicornLogger,
+            "post_worker_init": post_worker_init,
             "child_exit": child_exit,
             "forwarded_allow_ips": "*",
             "control_socket_disable": True,  # one per user by default: instances would clash
@@ -216,6 +217,11 @@ class BridgeThreadWorker(ThreadWorker):  # type: ignore[misc]
 def bind_host(address: str) -> str:
     """The host part of gunicorn's ``bind``: an IPv6 address in brackets."""
     return f"[{address.strip('[]')}]" if ":" in address else address
+
+
+def post_worker_init(worker: Any) -> None:
+    """Log that this web worker has loaded the app and takes webhooks (it does not deliver)."""
+    log.info("worker %d: taking webhooks", os.getpid())
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -119,6 +119,7 @@ def _json_scenario(bp: Any, fake_juhe: FakeJuhe) -> JsonRun:
     auth = {"Authorization": f"Bearer {TOKEN}"}
     # the second worker boots a little after the first one answers /healthz; the delivery
     # process after both
+    assert wait_until(lambda: bp.log().count("taking webhooks") == 2, 10)
     assert wait_until(lambda: len(bp.web_pids()) == 2 and len(bp.delivery_pids()) == 1, 10)
     [delivery] = bp.delivery_pids()
     assert wait_until(lambda: f"delivery process {delivery} started" in bp.log(), 10)
