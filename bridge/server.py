@@ -65,6 +65,7 @@ class BridgeArbiter(Arbiter):  # type: ignore[misc]
             self.holder.reload()
 
     def handle_quit(self) -> None:
+        """SIGQUIT: gunicorn's fast stop, the delivery process killed at once."""
         self.fast_stop = True
         super().handle_quit()
 

@@ -174,6 +174,7 @@ def test_sighup_rules_are_what_the_delivery_process_uses(make_bridge: Any, fake_
     after = before.replace("secondary: [li]", "secondary: [wang]")
     assert after != before
     (tmp_path / "rules.yaml").write_text(after, encoding="utf-8")
+    os.kill(delivery, signal.SIGHUP)  # as a terminal's hang-up would, to the whole group
     bridge.signal(signal.SIGHUP)
     assert wait_until(lambda: f"[{delivery}] bridge.reload: rules reloaded in pid {delivery}"
                       in bridge.log(), 10), bridge.log()[-3000:]
