@@ -103,8 +103,10 @@ class DeliveryProcess:
     """The master's handle on the delivery process: start it, notice its death, start a new
     one, stop it. Not thread-safe: gunicorn's master loop is its only caller.
 
-    ``in_child`` runs first in the forked child (dropping what it inherited from the master);
-    ``main`` then runs there and returns the exit code (default :func:`delivery_main`).
+    In the forked child, ``in_child`` (given to :meth:`supervise`) runs first, dropping what the
+    child inherited from the master; ``main(settings, runtime, master_pid)`` then runs there and
+    returns the exit code (default :func:`delivery_main`). ``backoff``: the waits between
+    restarts (default :class:`Backoff`).
     """
 
     def __init__(self, settings: Settings, runtime: str,
