@@ -7,8 +7,8 @@
 For ``--minutes`` it POSTs ``--rate`` Alertmanager webhooks a second (from 4 sender threads, on
 a fixed schedule): new firing groups of 1-3 alerts (50 %), verbatim repeats of earlier bodies
 (20 %), resolutions of alerts fired earlier (15 %) and bad bodies (15 %: not JSON, not an
-object, ``alerts`` not a list, an alert without labels), to ``bridge serve`` (2 workers with
-their delivery threads, SQLite in a temporary folder or a redis-server with AOF) whose
+object, ``alerts`` not a list, an alert without labels), to ``bridge serve`` (2 workers and
+the delivery process, SQLite in a temporary folder or a redis-server with AOF) whose
 ``JUHE_URL`` is ``bench/soakjuhe.py``: 5 % of sends fail, a fifth of them permanently (205404)
 and the rest transiently (HTTP 500, 205403), which the bridge retries (``BRIDGE_RETRY_BASE``
 0.2 s, ``BRIDGE_RETRY_FOR`` 30 s). RSS of the master and each worker is sampled all along.

@@ -9,7 +9,6 @@ import dataclasses
 import logging
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import threading
@@ -28,6 +27,7 @@ from bridge.oncall import OnCall, Shift, oncall_view, parse_local_time
 from bridge.privacy import mask_mobile
 from bridge.rules.load import RuleSet, load_rules
 from bridge.sources import SOURCES
+from bridge.supervise import stop_on_signals
 
 log = logging.getLogger("bridge")
 
@@ -151,9 +151,7 @@ def worker() -> None:
         log.warning("%s", line) if line.startswith("WARNING") or "DRY-RUN" in line else log.info(
             "%s", line)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGHUP, lambda *_: b.holder.reload())
+    stop_on_signals(stop, on_hup=b.holder.reload)  # not signal handlers: they could deadlock
     log.info("delivery worker started (pid %d)", os.getpid())
     b.deliverer().run_forever(stop, settings.delivery_interval)
     log.info("delivery worker stopped")

@@ -1,12 +1,12 @@
 """Delivery: claim due SMS from the store, send them through a :class:`Sender`, record the
 outcome.
 
-Runs as a thread in every served worker (started by the ``post_worker_init`` hook in
-:mod:`bridge.server`) and as ``bridge worker``. Claims are leased atomically by the store, so
-deliverers never send the same SMS at once; an SMS whose sender died goes out again when its
-lease ends (at least once). Every mark carries the claim's lease token: a deliverer whose lease
-lapsed (a long pause, a stalled request) and whose items were claimed again changes nothing,
-and logs it.
+Runs in the delivery process of ``bridge serve`` (forked and supervised by its master, beside the
+web workers: :mod:`bridge.supervise`) and as ``bridge worker``. Claims are leased atomically by the
+store, so deliverers never send the same SMS at once; an SMS whose sender died goes out again when
+its lease ends (at least once). Every mark carries the claim's lease token: a deliverer whose lease
+lapsed (a long pause, a stalled request) and whose items were claimed again changes nothing, and
+logs it.
 
 Policy (SPEC "Sending through Juhe", "Delivery guarantees", JUHE.md):
 
@@ -136,6 +136,13 @@ class Deliverer:
     """Sends what the store has due. ``rules()`` returns the rules in force (storm template,
     ``min_gap``); it is called on each pass so that a reload takes effect. ``clock`` gives UNIX
     seconds (injected by tests); ``config`` is :func:`config_id` of the sender's configuration.
+
+    Marks are not batched: each SMS sent is marked in a store transaction of its own before the
+    next one of the claim is sent, so a crash between two sends re-sends at most the one in
+    hand. One transaction for a claim's results would have to wait for its last send, and a
+    crash before it would send every SMS of the claim again after its lease. What is already
+    one step stays one: a storm SMS marks all it folded, the rest of a claim goes back in one
+    release.
     """
 
     def __init__(self, store: Store, sender: Sender, rules: Callable[[], RuleSet],

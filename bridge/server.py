@@ -1,10 +1,20 @@
 """``bridge serve``: gunicorn run in-process, with the bridge's hooks.
 
-* each worker builds its own :class:`bridge.service.Bridge` after the fork (no connection is
-  shared across a fork) and starts a delivery thread;
+* each web worker builds its own :class:`bridge.service.Bridge` after the fork (no connection
+  is shared across a fork) and takes webhooks; it does not deliver;
+* the master (:class:`BridgeArbiter`) also forks and supervises one delivery process beside the
+  workers (:mod:`bridge.supervise`; not with ``--no-delivery``): started after the workers,
+  started again (with a backoff) when it dies, stopped with them: on ``SIGTERM``/``SIGINT`` it
+  finishes the SMS in hand and gives the rest of its claim back, within ``graceful_timeout``
+  (then ``SIGKILL``); on ``SIGQUIT`` it is killed at once;
 * ``SIGHUP`` to the master reloads the rules (checked first; refused whole when bad) instead
-  of gunicorn's default of restarting the workers with the new configuration;
-* ``child_exit`` marks a dead worker's metrics files (prometheus_client multiprocess).
+  of gunicorn's default of restarting the workers with the new configuration; the workers and
+  the delivery process follow the new rules snapshot;
+* every fork (web worker or delivery process) happens with the stop signals blocked, so that a
+  ``SIGTERM`` arriving as a child starts is not lost (it used to leave that child running until
+  the master killed it 20 s later);
+* ``child_exit`` marks a dead worker's metrics files (prometheus_client multiprocess), and the
+  supervisor those of a dead delivery process.
 """
 
 from __future__ import annotations
@@ -12,7 +22,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
+import signal
+import time
 from typing import Any
 
 from gunicorn import util as gunicorn_util
@@ -24,6 +35,7 @@ from gunicorn.workers.gthread import ThreadWorker
 from bridge.config import Settings
 from bridge.errors import StoreUnavailable
 from bridge.reload import RulesHolder
+from bridge.supervise import DeliveryProcess, signals_blocked, unblock_signals
 
 log = logging.getLogger("bridge")
 
@@ -39,14 +51,69 @@ class GunicornLogger(GunicornBaseLogger):  # type: ignore[misc]
 
 
 class BridgeArbiter(Arbiter):  # type: ignore[misc]
-    """Gunicorn's master, with SIGHUP reloading the rules in every worker."""
+    """Gunicorn's master, with SIGHUP reloading the rules in every process, and the delivery
+    process (``delivery``, ``None`` with ``--no-delivery``) supervised beside the workers."""
 
     holder: RulesHolder | None = None
+    delivery: DeliveryProcess | None = None
+    #: set by SIGQUIT (fast stop): the delivery process is killed at once, not waited for
+    fast_stop = False
 
     def handle_hup(self) -> None:
         log.info("SIGHUP: reloading the rules")
         if self.holder is not None:
             self.holder.reload()
+
+    def handle_quit(self) -> None:
+        """SIGQUIT: gunicorn's fast stop, the delivery process killed at once."""
+        self.fast_stop = True
+        super().handle_quit()
+
+    def spawn_worker(self) -> Any:
+        """gunicorn's fork of a web worker, with the stop signals blocked across it (the
+        worker unblocks them in :meth:`BridgeThreadWorker.init_signals`)."""
+        with signals_blocked():
+            return super().spawn_worker()
+
+    def manage_workers(self) -> None:
+        """Keep the web workers (gunicorn) and the delivery process running; runs on every
+        pass of the master loop, so a death another ``waitpid`` collected is noticed too."""
+        super().manage_workers()
+        if self.delivery is not None:
+            self.delivery.supervise(self.in_delivery_child)
+
+    def reap_workers(self) -> None:
+        """Collect the delivery process's exit with its own ``waitpid`` before gunicorn's
+        ``waitpid(-1)``, which drops the pids it does not know."""
+        if self.delivery is not None:
+            self.delivery.reap()
+        super().reap_workers()
+
+    def stop(self, graceful: bool = True) -> None:
+        """Stop the workers (gunicorn) and the delivery process together, both within
+        ``graceful_timeout``; ``SIGTERM`` lets the delivery process finish the SMS in hand,
+        a fast stop (``SIGQUIT``) kills it at once."""
+        delivery = self.delivery
+        if delivery is None or delivery.stopping and delivery.pid is None:
+            super().stop(graceful)
+            return
+        deadline = time.monotonic() + self.cfg.graceful_timeout
+        delivery.begin_stop(graceful=not self.fast_stop)
+        super().stop(graceful)
+        delivery.finish_stop(deadline)
+
+    def in_delivery_child(self) -> None:
+        """In the forked delivery process: drop what it inherited from the master, as
+        gunicorn's workers do (signal handlers, the wake-up pipe of older gunicorn versions,
+        the listening sockets, the workers' heartbeat files)."""
+        for sig in [*self.SIGNALS, signal.SIGCHLD]:
+            signal.signal(sig, signal.SIG_DFL)
+        for fd in getattr(self, "PIPE", None) or ():
+            os.close(fd)
+        for listener in self.LISTENERS:
+            listener.close()
+        for worker in self.WORKERS.values():
+            worker.tmp.close()
 
 
 class BridgeApplication(BaseApplication):  # type: ignore[misc]
@@ -55,10 +122,8 @@ class BridgeApplication(BaseApplication):  # type: ignore[misc]
     def __init__(self, settings: Settings, runtime: str, deliver: bool = True) -> None:
         self.settings = settings
         self.runtime = runtime
-        #: whether each worker runs a delivery thread; the event stops it, per worker process
+        #: whether the master runs the delivery process beside the web workers
         self.deliver = deliver
-        self.stop = threading.Event()
-        self.threads: list[threading.Thread] = []
         super().__init__()
 
     def load_config(self) -> None:
@@ -76,7 +141,6 @@ class BridgeApplication(BaseApplication):  # type: ignore[misc]
             "keepalive": 2,
             "logger_class": GunicornLogger,
             "post_worker_init": post_worker_init,
-            "worker_exit": worker_exit,
             "child_exit": child_exit,
             "forwarded_allow_ips": "*",
             "control_socket_disable": True,  # one per user by default: instances would clash
@@ -94,6 +158,8 @@ class BridgeApplication(BaseApplication):  # type: ignore[misc]
                              retention=self.settings.retention)
         holder.publish()
         BridgeArbiter.holder = holder
+        BridgeArbiter.delivery = (DeliveryProcess(self.settings, self.runtime) if self.deliver
+                                  else None)
         from bridge.service import Bridge
 
         probe = Bridge(self.settings, state_dir=self.runtime)
@@ -131,6 +197,13 @@ class BridgeThreadWorker(ThreadWorker):  # type: ignore[misc]
         gunicorn_util.write_error = write_json_error
         super().init_process()
 
+    def init_signals(self) -> None:
+        """gunicorn's handlers, then the signals the master blocked across the fork
+        (:meth:`BridgeArbiter.spawn_worker`) are let through: one sent meanwhile is handled
+        now."""
+        super().init_signals()
+        unblock_signals()
+
     def _keepalive_after(self, conn: Any, keepalive: bool) -> bool:
         """Close, rather than drain, a connection with more than 64 KiB of body the bridge left
         unread (a 413 on its Content-Length): as with the sync worker, the client has its answer
@@ -148,28 +221,8 @@ def bind_host(address: str) -> str:
 
 
 def post_worker_init(worker: Any) -> None:
-    """Start this worker's delivery thread (unless ``--no-delivery``)."""
-    from bridge.app import bridge_of
-
-    app: BridgeApplication = worker.app
-    if not app.deliver:
-        return
-    bridge = bridge_of(worker.wsgi)
-    thread = threading.Thread(target=bridge.deliverer().run_forever,
-                              args=(app.stop, bridge.settings.delivery_interval),
-                              name="delivery", daemon=True)
-    thread.start()
-    app.threads.append(thread)
-    log.info("worker %d: delivery thread started", os.getpid())
-
-
-def worker_exit(server: Any, worker: Any) -> None:
-    """Stop the delivery thread: it finishes the SMS in hand (bounded by the Juhe timeout)
-    and gives the rest of its claim back to the store, so nothing waits for a lease."""
-    app: BridgeApplication = worker.app
-    app.stop.set()
-    for thread in app.threads:
-        thread.join(worker.cfg.graceful_timeout)
+    """Log that this web worker has loaded the app and takes webhooks (it does not deliver)."""
+    log.info("worker %d: taking webhooks", os.getpid())
 
 
 def child_exit(server: Any, worker: Any) -> None:
@@ -183,5 +236,5 @@ def run(settings: Settings, runtime: str, deliver: bool = True) -> None:
     """Run gunicorn in the foreground until it is stopped; ``deliver=False`` leaves delivery
     to ``bridge worker``."""
     if not deliver:
-        log.info("delivery: off in the web workers (--no-delivery); run `bridge worker`")
+        log.info("delivery: off (--no-delivery): no delivery process; run `bridge worker`")
     BridgeApplication(settings, runtime, deliver).run()

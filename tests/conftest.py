@@ -442,8 +442,22 @@ class BridgeProcess:
         assert self.proc is not None
         os.kill(self.proc.pid, sig)
 
+    def children(self) -> dict[int, str]:
+        """The master's child processes now, pid -> name (``/proc/PID/comm``): ``bridge`` for
+        a web worker, ``bridge-delivery`` for the delivery process."""
+        assert self.proc is not None
+        return children_of(self.proc.pid)
+
+    def web_pids(self) -> list[int]:
+        """The web workers' pids now."""
+        return sorted(p for p, name in self.children().items() if name != "bridge-delivery")
+
+    def delivery_pids(self) -> list[int]:
+        """The delivery processes' pids now (one while ``bridge serve`` delivers)."""
+        return sorted(p for p, name in self.children().items() if name == "bridge-delivery")
+
     def kill9(self) -> None:
-        """SIGKILL the whole process group (master, workers, delivery threads)."""
+        """SIGKILL the whole process group (master, web workers, delivery process)."""
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
@@ -457,6 +471,31 @@ class BridgeProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
+
+
+def children_of(parent: int) -> dict[int, str]:
+    """The live child processes of ``parent`` (from ``/proc``), pid -> ``comm``."""
+    out = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            head, _, tail = (d / "stat").read_text().rpartition(")")
+            fields = tail.split()
+            if int(fields[1]) == parent and fields[0] != "Z":
+                out[int(d.name)] = head.split("(", 1)[1]
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not exited (a zombie counts as exited)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def bridge_env(workdir: Path, fake_juhe: FakeJuhe, rules_path: str, **env: str) -> dict[str, str]:

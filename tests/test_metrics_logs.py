@@ -118,8 +118,12 @@ def json_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JsonRun]:
 
 def _json_scenario(bp: Any, fake_juhe: FakeJuhe) -> JsonRun:
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    # the second worker boots a little after the first one answers /healthz
-    assert wait_until(lambda: bp.log().count("delivery thread started") == 2, 10)
+    # the second worker boots a little after the first one answers /healthz; the delivery
+    # process after both
+    assert wait_until(lambda: bp.log().count("taking webhooks") == 2, 10)
+    assert wait_until(lambda: len(bp.web_pids()) == 2 and len(bp.delivery_pids()) == 1, 10)
+    [delivery] = bp.delivery_pids()
+    assert wait_until(lambda: f"delivery process {delivery} started" in bp.log(), 10)
     fake_juhe.fail_next(10014, 2)  # two transient failures, retried
 
     names = [f"Alert{i:02d}" for i in range(N)]
@@ -193,6 +197,23 @@ def test_json_log_sends_and_refusals_masked(json_run: JsonRun) -> None:
     assert msgs.count("401 for POST /webhook/alertmanager from 127.0.0.1") == 3
     log = json_run.bp.log()
     assert "13800138000" not in log and TOKEN not in log
+
+
+def test_json_log_delivery_runs_in_its_own_process(json_run: JsonRun) -> None:
+    """Issue 14: one delivery process beside the web workers sends every SMS; the master says
+    which at start, and that it stopped cleanly."""
+    master = json_run.bp.proc.pid
+    [line] = [r for r in json_run.records if r["msg"].startswith("delivery: runs in process ")]
+    assert (line["pid"], line["logger"]) == (master, "bridge.delivery")
+    pid = int(line["msg"].split()[4])
+    assert line["msg"] == f"delivery: runs in process {pid} (beside the web workers)"
+    by = {(r["pid"], r["msg"]) for r in json_run.records}
+    assert (pid, f"delivery process {pid} started") in by
+    assert (pid, f"delivery process {pid} stopped") in by
+    assert (master, f"delivery process {pid} stopped (exit code 0)") in by
+    sends = [r["pid"] for r in json_run.records if r["msg"].startswith(f"sent to {MASKED} (")]
+    assert sends == [pid] * N
+    assert not any(m.startswith("delivery: restarted") for m in json_run.msgs)
 
 
 def test_json_log_start_up_lines_once_from_the_master(json_run: JsonRun) -> None:

@@ -152,19 +152,6 @@ def test_folder_rules_serve_and_reload(make_bridge: Any, fake_juhe: FakeJuhe,
     assert sorted(m["mobile"] for m in msgs) == ["13800138000", "13800138001"]
 
 
-def worker_pids(master: int) -> list[int]:
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == master:
-                out.append(int(d.name))
-    return out
-
-
 def test_a_worker_restart_keeps_the_shared_runtime(make_bridge: Any, fake_juhe: FakeJuhe,
                                                    tmp_path: Path) -> None:
     """Found by a trial run: a worker's exit unwound the master's stack in the fork and
@@ -173,10 +160,10 @@ def test_a_worker_restart_keeps_the_shared_runtime(make_bridge: Any, fake_juhe: 
 
     bridge = make_bridge(CATCH_ALL)
     assert bridge.proc is not None
-    assert wait_until(lambda: len(worker_pids(bridge.proc.pid)) == 2, 10)
-    first = worker_pids(bridge.proc.pid)
+    assert wait_until(lambda: len(bridge.web_pids()) == 2, 10)
+    first = bridge.web_pids()
     os.kill(first[0], signal.SIGTERM)
-    assert wait_until(lambda: len(set(worker_pids(bridge.proc.pid)) - set(first)) == 1, 15)
+    assert wait_until(lambda: len(set(bridge.web_pids()) - set(first)) == 1, 15)
     (tmp_path / "rules.yaml").write_text(CATCH_ALL.replace(OLD, NEW), encoding="utf-8")
     for _ in range(4):
         assert bridge.post("/-/reload", b"", headers={"Connection": "close"}).status_code == 200
