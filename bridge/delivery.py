@@ -256,9 +256,14 @@ class Deliverer:
         # being sent
         deadline = claim.lease_until - self.policy.lease / 2
         for n, item in enumerate(items):
-            if self._interrupted:  # see _fenced and _settle: leave the rest to its lease
-                log.warning("claim on %s may be lost: %d SMS of it left to its lease",
+            if self._interrupted:  # see _fenced and _settle: send no more of it
+                # give back what this claim still holds (the release is fenced by the claim's
+                # token: what another deliverer claimed since is left alone), so that a Redis
+                # failover delays the rest by seconds, not by the lease
+                log.warning("claim on %s may be lost: %d SMS of it given back unsent",
                             mask_mobile(claim.mobile), len(items) - n)
+                at = self.clock()
+                self._release(claim, items[n:], at, pace_until=at + gap)
                 return
             if self.stopping.is_set() or (n and self.clock() > deadline):
                 at = self.clock()

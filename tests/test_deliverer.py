@@ -147,7 +147,9 @@ def test_a_claim_lost_mid_send_is_not_sent_further(
         t.join(10)
     assert sorted(m["vars"]["name"] for m in fake_juhe.messages) == ["Second", "Stall", "Stall"]
     assert "lease on 138****8000 lapsed: mark sent ignored for 1 of 1 items" in caplog.text
-    assert "claim on 138****8000 may be lost: 1 SMS of it left to its lease" in caplog.text
+    assert "claim on 138****8000 may be lost: 1 SMS of it given back unsent" in caplog.text
+    # the give-back is fenced too: B holds (and sent) "Second" by now
+    assert "lease on 138****8000 lapsed: mark release ignored for 1 of 1 items" in caplog.text
     assert sorted((i.alertname, i.state) for i in store.recent()) == [
         ("Second", "sent"), ("Stall", "sent")]
 
