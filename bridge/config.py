@@ -211,7 +211,7 @@ class Settings:
     max_body_bytes: int = 1048576
     retry_for: float = 3600.0
     log_format: str = "text"
-    #: ``debug`` adds one line per decision and per claim to the one line per webhook
+    #: ``debug`` adds one line per decision to the INFO line per webhook
     log_level: str = "info"
     retention: float = 7 * 86400.0
     juhe_timeout: float = 10.0

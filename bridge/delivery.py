@@ -263,7 +263,7 @@ class Deliverer:
                 log.warning("claim on %s may be lost: %d SMS of it given back unsent",
                             mask_mobile(claim.mobile), len(items) - n)
                 at = self.clock()
-                self._release(claim, items[n:], at, pace_until=at + gap)
+                self._release(claim, items[n:], at, pace_until=at + gap if n else at)
                 return
             if self.stopping.is_set() or (n and self.clock() > deadline):
                 at = self.clock()

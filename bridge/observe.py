@@ -25,6 +25,9 @@ from bridge.store.base import Outcome
 
 log = logging.getLogger("bridge.service")
 
+#: Decisions listed in one INFO line (about 100 characters each).
+DECISIONS_PER_LINE = 50
+
 
 @dataclass(frozen=True)
 class IntakeResult:
@@ -61,7 +64,9 @@ def observe_intake(result: IntakeResult, rules: RuleSet) -> None:
     """Metrics and log lines of a stored webhook; ``rules`` names the people (mobiles masked).
 
     The INFO line: ``alertmanager webhook: 2 alerts, 2 decisions: <decision>; <decision>``
-    (:func:`decision_text`), then ``; N of M alerts matched no route`` when some did.
+    (:func:`decision_text`), then ``; N of M alerts matched no route`` when some did. A webhook
+    of more than :data:`DECISIONS_PER_LINE` decisions gets one such line per that many, marked
+    ``(decisions 51-100 of 240)``: journald and Docker split longer lines.
     """
     batch, plan = result.batch, result.plan
     if plan.skipped_mobiles:
@@ -74,13 +79,23 @@ def observe_intake(result: IntakeResult, rules: RuleSet) -> None:
     if plan.unrouted:
         metrics.UNROUTED.labels(batch.source).inc(plan.unrouted)
     if log.isEnabledFor(logging.INFO):
-        decisions = [decision_text(o, rules) for o in result.outcomes]
-        if log.isEnabledFor(logging.DEBUG):
-            for text in decisions:
-                log.debug("decision: %s", text)
-        unrouted = (f"; {plan.unrouted} of {len(batch.alerts)} alerts matched no route"
-                    if plan.unrouted else "")
-        log.info("%s webhook: %d alerts, %d decisions%s%s%s", batch.source, len(batch.alerts),
-                 len(decisions), ": " if decisions else "", "; ".join(decisions), unrouted)
+        _log_decisions(batch, plan.unrouted, [decision_text(o, rules) for o in result.outcomes])
     for w in batch.warnings:
         log.warning("%s webhook: %s", batch.source, w)
+
+
+def _log_decisions(batch: Batch, unrouted: int, decisions: list[str]) -> None:
+    """The INFO line(s) of :func:`observe_intake`, and a DEBUG line per decision."""
+    if log.isEnabledFor(logging.DEBUG):
+        for text in decisions:
+            log.debug("decision: %s", text)
+    tail = f"; {unrouted} of {len(batch.alerts)} alerts matched no route" if unrouted else ""
+    head = f"{batch.source} webhook: {len(batch.alerts)} alerts, {len(decisions)} decisions"
+    if len(decisions) <= DECISIONS_PER_LINE:
+        log.info("%s%s%s%s", head, ": " if decisions else "", "; ".join(decisions), tail)
+        return
+    for start in range(0, len(decisions), DECISIONS_PER_LINE):
+        part = decisions[start:start + DECISIONS_PER_LINE]
+        last = start + len(part) == len(decisions)
+        log.info("%s (decisions %d-%d of %d): %s%s", head, start + 1, start + len(part),
+                 len(decisions), "; ".join(part), tail if last else "")

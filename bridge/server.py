@@ -140,6 +140,7 @@ class BridgeApplication(BaseApplication):  # type: ignore[misc]
             "graceful_timeout": 20,
             "keepalive": 2,
             "logger_class": GunicornLogger,
+            "loglevel": s.log_level,  # gunicorn's own lines follow BRIDGE_LOG_LEVEL too
             "post_worker_init": post_worker_init,
             "child_exit": child_exit,
             "forwarded_allow_ips": "*",

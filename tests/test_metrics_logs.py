@@ -299,3 +299,36 @@ def test_one_info_line_per_webhook_lists_every_decision(make_bridge: Any) -> Non
         f"decision: firing DiskFull [{1:016x}] -> {MASKED} via route everything: suppressed "
         "(duplicate)",
         f"decision: firing CpuHot [{2:016x}] -> {MASKED} via route everything: queued"]
+
+
+def test_a_large_webhook_lists_its_decisions_fifty_per_line(make_bridge: Any) -> None:
+    # journald and Docker split lines over 16-48 KB: 120 decisions make three INFO lines
+    bp = make_bridge(DB_ONLY)
+    alerts = [{"status": "firing", "labels": {"alertname": f"A{i:03d}", "team": "db"},
+               "startsAt": "2026-03-01T10:00:00Z", "fingerprint": f"{i + 1:016x}"}
+              for i in range(120)]
+    alerts.append({"status": "firing", "labels": {"alertname": "Other", "team": "web"},
+                   "startsAt": "2026-03-01T10:00:00Z", "fingerprint": "f" * 16})
+    r = bp.post("/webhook/alertmanager", json.dumps({"version": "4", "status": "firing",
+                                                      "alerts": alerts}).encode())
+    assert r.json()["queued"] == 120
+    bp.stop()
+    info = [line.split(": ", 1)[1] for line in bp.log().splitlines()
+            if " INFO " in line and "alertmanager webhook:" in line]
+    assert [i.split("): ", 1)[0] + ")" for i in info] == [
+        "alertmanager webhook: 121 alerts, 120 decisions (decisions 1-50 of 120)",
+        "alertmanager webhook: 121 alerts, 120 decisions (decisions 51-100 of 120)",
+        "alertmanager webhook: 121 alerts, 120 decisions (decisions 101-120 of 120)"]
+    listed = [d.split(" [", 1)[0] for i in info for d in i.split("): ", 1)[1].split("; ")]
+    assert listed[:-1] == [f"firing A{i:03d}" for i in range(120)]
+    assert listed[-1] == "1 of 121 alerts matched no route"
+    assert all(len(i) < 8000 for i in info)
+
+
+def test_log_level_warning_quiets_gunicorn_too(make_bridge: Any) -> None:
+    bp = make_bridge(CATCH_ALL, BRIDGE_LOG_LEVEL="warning")
+    assert bp.post("/webhook/alertmanager", alert("Quiet")).json()["queued"] == 1
+    bp.stop()
+    lines = bp.log().splitlines()
+    assert [line for line in lines if " INFO " in line or " DEBUG " in line] == []
+    assert any(" WARNING " in line and "auth: OPEN" in line for line in lines)

@@ -68,7 +68,7 @@ class PolicyRow:
 #: episodes of resolved marks are closed. Then each notification, in order, goes down the rows
 #: and stops at the first whose condition holds; the dedup keys are computed inside the step
 #: from the settled episode (:func:`dedup_key`). Both implementations name these sub-steps in
-#: the same order (``sqlite.py`` ``_decide``, ``redis.py`` ``RECORD_LUA``: comments
+#: the same order (``sqlite_record.py`` ``RecordStep.decide``, ``redis.py`` ``RECORD_LUA``: comments
 #: ``policy row: <step>``); a third store is written from this table alone.
 PAGING_POLICY: tuple[PolicyRow, ...] = (
     PolicyRow("planned", "the plan decided it suppressed (muted)", "suppressed", None, True),

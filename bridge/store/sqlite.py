@@ -123,6 +123,8 @@ CREATE TABLE IF NOT EXISTS status (key TEXT PRIMARY KEY, value TEXT NOT NULL) WI
 #: WAL pages after which a commit checkpoints by itself (about 80 MB: only when no delivery
 #: loop runs :meth:`SqliteStore.maintain`).
 AUTOCHECKPOINT_PAGES = 20000
+#: Bytes the WAL file is cut back to after a checkpoint.
+WAL_SIZE_LIMIT = 16 * 1024 * 1024
 _PENDING_SQL = "('queued', 'retrying', 'held')"
 _COLUMNS = ("id, mobile, fingerprint, status, episode, route, alertname, tpl_id, variables, state,"
             " reason, created_at, updated_at, due_at, attempts, first_attempt_at, sid, fee")
@@ -196,6 +198,9 @@ class SqliteStore(Store):
             # no deliverer runs (SQLite's default, 1000 pages, checkpoints inside a webhook's
             # commit every few webhooks: a third of its commit time)
             conn.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
+            # and the WAL file shrinks back to this once checkpointed (else it keeps the size
+            # of the largest burst)
+            conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             if not self._schema_ready:
                 conn.executescript(SCHEMA)
                 columns = {r[1] for r in conn.execute("PRAGMA table_info(items)")}
