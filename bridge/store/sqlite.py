@@ -174,12 +174,16 @@ class SqliteStore(Store):
 
     def _connect(self, same_thread: bool) -> sqlite3.Connection:
         for attempt in range(5):
+            started = time.monotonic()
             try:
                 return self._open(same_thread)
             except sqlite3.OperationalError as exc:
                 # switching a new file to WAL (or creating the schema) while other processes
-                # do the same can answer "locked" at once, without the busy handler
-                if "locked" not in str(exc) or attempt == 4:
+                # do the same can answer "locked" at once, without the busy handler: tried
+                # again; a lock that outlasted the busy handler is not (503 after busy_timeout,
+                # not five times that)
+                waited = time.monotonic() - started
+                if "locked" not in str(exc) or attempt == 4 or waited > self.busy_timeout / 2:
                     raise StoreUnavailable(f"sqlite {self.path}: {exc}") from None
                 time.sleep(0.05 * (attempt + 1))
             except (sqlite3.Error, OSError) as exc:
