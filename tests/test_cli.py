@@ -6,9 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 from conftest import CATCH_ALL, FIXTURES, KEY, SPEC_RULES
 from fakejuhe import FakeJuhe
@@ -127,23 +125,6 @@ def test_send_test_reports_juhe_refusal(tmp_path: Path, fake_juhe: FakeJuhe) -> 
     assert r.returncode == 1
     assert "ConfigError 10001" in r.stderr
     assert KEY not in r.stdout + r.stderr
-
-
-def test_worker_delivers_what_serve_stored(make_bridge: Any, fake_juhe: FakeJuhe) -> None:
-    serve = make_bridge(CATCH_ALL, command="serve", start=False)
-    serve.command_args = ["--no-delivery"]
-    serve.start()
-    body = {"alerts": [{"labels": {"alertname": "W"}, "startsAt": "2026-11-29T01:00:00Z"}]}
-    assert serve.post("/webhook/alertmanager", body).json()["queued"] == 1
-    time.sleep(1.0)
-    assert fake_juhe.requests == 0
-    worker = make_bridge(CATCH_ALL, command="worker")
-    [msg] = fake_juhe.wait_for(1, timeout=20)
-    assert msg["vars"]["name"] == "W"
-    time.sleep(0.5)
-    assert len(fake_juhe.messages) == 1
-    worker.stop()
-    assert "delivery worker started" in worker.log()
 
 
 def test_render_reads_bodies_as_the_webhook_does(tmp_path: Path) -> None:

@@ -231,6 +231,7 @@ def test_no_delivery_runs_no_delivery_process(make_bridge: Any, fake_juhe: FakeJ
     time.sleep(0.5)
     assert len(fake_juhe.messages) == 1
     worker.stop()
+    assert "delivery worker started" in worker.log()
 
 
 def test_backoff_doubles_to_its_cap_and_resets_after_a_healthy_run() -> None:
