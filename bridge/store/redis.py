@@ -124,6 +124,7 @@ from bridge.episodes import (
     StepClaim,
     StepState,
     code_expired,
+    has_placeholder,
     new_code,
     new_id,
 )
@@ -1072,7 +1073,7 @@ _RECONNECT = (redis.ConnectionError, redis.TimeoutError, ClusterError, AskError,
 def _codes_needed(notes: Sequence[Notification]) -> int:
     """Fresh ack codes the record script may need: two per notification that renders
     ``ack_code`` (a taken code is skipped), and a few spare; none when no template reads it."""
-    k = sum(1 for n in notes if any(ACK_PLACEHOLDER in v for v in n.variables.values()))
+    k = sum(1 for n in notes if has_placeholder(n.variables))
     return 2 * k + 4 if k else 0
 
 

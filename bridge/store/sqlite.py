@@ -42,7 +42,7 @@ from bridge.store.base import (
     dedup_key,
     episode_text,
 )
-from bridge.store.sqlite_record import CHUNK, RecordStep
+from bridge.store.sqlite_record import RecordStep, chunks, marks
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -374,9 +374,8 @@ class SqliteStore(Store):
                                  (mobile,)).fetchone()
                 ids = [r["id"] for r in rows]
                 token = secrets.token_hex(8)
-                marks = ",".join("?" * len(ids))
-                db.execute(f"UPDATE items SET lease_until=?, lease_token=? WHERE id IN ({marks})",
-                           (now + lease, token, *ids))
+                db.execute("UPDATE items SET lease_until=?, lease_token=? WHERE id IN"
+                           f" ({marks(len(ids))})", (now + lease, token, *ids))
                 # the hold: no other claim of this mobile until a mark turns it into the gap
                 db.execute("INSERT OR REPLACE INTO pacing VALUES (?,?)", (mobile, now + lease))
                 items = [_item(r) for r in rows]
@@ -390,9 +389,8 @@ class SqliteStore(Store):
         lease; books ``pace_until``; with ``forget`` deletes their dedup records."""
         if not ids or not token:  # an unleased item carries no token: nothing may mark it
             return 0
-        marks = ",".join("?" * len(ids))
         with self._tx() as db:
-            where = f"id IN ({marks}) AND lease_token=?"
+            where = f"id IN ({marks(len(ids))}) AND lease_token=?"
             fenced = (*[int(i) for i in ids], token)
             rows = db.execute(f"SELECT mobile, fingerprint, status, episode FROM items"
                               f" WHERE {where}", fenced).fetchall()
@@ -435,12 +433,10 @@ class SqliteStore(Store):
         return self._update(ids, token, pace_until, "due_at=?", (due_at,))
 
     def episodes_of(self, fingerprints: Sequence[str]) -> dict[str, str]:
-        wanted = sorted(set(fingerprints))
         out: dict[str, str] = {}
-        for i in range(0, len(wanted), CHUNK):
-            part = wanted[i:i + CHUNK]
+        for part in chunks(sorted(set(fingerprints))):
             for fp, start in self._read("SELECT fingerprint, started_at FROM episodes WHERE"
-                                        f" fingerprint IN ({','.join('?' * len(part))})", part):
+                                        f" fingerprint IN ({marks(len(part))})", part):
                 out[str(fp)] = episode_text(float(start))
         return out
 

@@ -30,12 +30,14 @@ from bridge.store.base import Policy, State, dedup_key, dumps_vars
 CHUNK = 500
 
 
-def _chunks(values: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+def chunks(values: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    """``values`` in slices of at most ``size``, for one ``IN (...)`` list each."""
     for i in range(0, len(values), size):
         yield values[i:i + size]
 
 
-def _marks(n: int) -> str:
+def marks(n: int) -> str:
+    """``?,?,...``: ``n`` SQL parameter marks."""
     return ",".join("?" * n)
 
 
@@ -87,12 +89,12 @@ class RecordStep:
             keys.add(dedup_key(n.mobile, n.fingerprint, n.status, n.episode))
             other = "resolved" if n.status == "firing" else "firing"
             keys.add(dedup_key(n.mobile, n.fingerprint, other, n.episode))
-        for part in _chunks(sorted(keys)):
+        for part in chunks(sorted(keys)):
             for k, at, paged in self.db.execute(
-                    f"SELECT key, at, paged FROM dedup WHERE key IN ({_marks(len(part))})", part):
+                    f"SELECT key, at, paged FROM dedup WHERE key IN ({marks(len(part))})", part):
                 self.dedup[k] = (float(at), int(paged))
         pairs = sorted({(n.fingerprint, n.episode) for n in notes} | set(resolved))
-        for part in _chunks(pairs):
+        for part in chunks(pairs):
             # a join, not "(fingerprint, episode) IN (VALUES ...)": SQLite 3.40 scans the
             # whole table for that row-value IN, and searches the unique index for the join
             sql = ("SELECT e.id, e.fingerprint, e.episode, e.state FROM"
@@ -102,10 +104,10 @@ class RecordStep:
                 self.episodes[(fp, ep)] = [str(eid), str(state)]
         if any(has_placeholder(n.variables) for n in notes) and self.episodes:
             ids = sorted({e[0] for e in self.episodes.values()})
-            for part in _chunks(ids):
+            for part in chunks(ids):
                 for eid, mobile, code in self.db.execute(
                         "SELECT episode_id, mobile, code FROM episode_paged WHERE episode_id IN"
-                        f" ({_marks(len(part))})", part):
+                        f" ({marks(len(part))})", part):
                     self.codes[(str(eid), str(mobile))] = str(code or "")
         self._load_limits(sorted({n.mobile for n in notes}))
         row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name='items'").fetchone()
@@ -121,18 +123,18 @@ class RecordStep:
             self.day_count = int(row[0]) if row is not None else 0
         if p.per_mobile_per_hour is not None:
             self.hour = dict.fromkeys(mobiles, 0)
-            for part in _chunks(mobiles):
+            for part in chunks(mobiles):
                 for mobile, count in self.db.execute(
                         "SELECT mobile, count(*) FROM items WHERE mobile IN"
-                        f" ({_marks(len(part))}) AND counted=1 AND created_at > ?"
+                        f" ({marks(len(part))}) AND counted=1 AND created_at > ?"
                         " GROUP BY mobile", (*part, self.now - 3600)):
                     self.hour[str(mobile)] = int(count)
         if p.storm_threshold is not None and p.storm_window > 0:
             self.storms = dict.fromkeys(mobiles)
-            for part in _chunks(mobiles):
+            for part in chunks(mobiles):
                 for mobile, start, end, count in self.db.execute(
                         "SELECT mobile, window_start, window_end, count FROM storms WHERE"
-                        f" mobile IN ({_marks(len(part))})", part):
+                        f" mobile IN ({marks(len(part))})", part):
                     self.storms[str(mobile)] = _Storm(float(start), float(end), int(count))
 
     # -- the policy rows ---------------------------------------------------------------------
