@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import shutil
@@ -471,6 +472,21 @@ class BridgeProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
+
+
+#: One firing alert that the SPEC's rules page to three mobiles (dba twice, ops once).
+DB_DOWN = {"alerts": [{"status": "firing", "startsAt": "2026-11-29T01:00:00Z",
+                       "labels": {"alertname": "DBDown", "severity": "critical", "team": "db"}}]}
+
+
+def post_many(bridges: list[BridgeProcess], body: Any, n: int) -> list[requests.Response]:
+    """``n`` POSTs of ``body`` to ``/webhook/alertmanager`` at once, spread over ``bridges``
+    in turn, each on its own connection (so that successive ones land on either worker)."""
+    with concurrent.futures.ThreadPoolExecutor(n) as pool:
+        return list(pool.map(
+            lambda i: bridges[i % len(bridges)].post("/webhook/alertmanager", body,
+                                                     headers={"Connection": "close"}),
+            range(n)))
 
 
 def children_of(parent: int) -> dict[int, str]:

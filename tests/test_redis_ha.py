@@ -10,7 +10,6 @@ back as a replica before the next test.
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import os
 import shutil
 import subprocess
@@ -24,6 +23,7 @@ import pytest
 import requests
 from conftest import (
     CATCH_ALL,
+    DB_DOWN,
     KEY,
     ROOT,
     SPEC_RULES,
@@ -31,6 +31,7 @@ from conftest import (
     RedisServer,
     SentinelSet,
     free_port,
+    post_many,
     wait_until,
 )
 from fakejuhe import FakeJuhe
@@ -310,19 +311,13 @@ def test_failover_loses_no_page_and_pages_nobody_twice(
 
 
 # -- Redis Cluster --------------------------------------------------------------------------------
-BODY = {"alerts": [{"status": "firing", "startsAt": "2026-11-29T01:00:00Z",
-                    "labels": {"alertname": "DBDown", "severity": "critical", "team": "db"}}]}
-
-
 def test_two_instances_on_a_cluster_page_each_mobile_once(
         make_bridge: Any, fake_juhe: FakeJuhe, cluster_url: str,
         redis_cluster: ClusterSet) -> None:
     a = make_bridge(SPEC_RULES, BRIDGE_STORE=cluster_url)
     b = make_bridge(SPEC_RULES, BRIDGE_STORE=cluster_url)
     assert "store: redis cluster via 3 seed nodes, every key under {bridge}" in a.log()
-    with concurrent.futures.ThreadPoolExecutor(20) as pool:
-        answers = list(pool.map(lambda i: [a, b][i % 2].post(
-            "/webhook/alertmanager", BODY, headers={"Connection": "close"}), range(20)))
+    answers = post_many([a, b], DB_DOWN, 20)
     assert {r.status_code for r in answers} == {200}
     assert sum(r.json()["queued"] for r in answers) == 3
     assert sum(r.json()["suppressed"] for r in answers) == 57

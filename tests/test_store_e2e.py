@@ -3,31 +3,27 @@ instances sharing Redis, and 503 (then recovery without a restart) when the stor
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 import stat
 import time
 from pathlib import Path
 from typing import Any
 
-from conftest import CATCH_ALL, SPEC_RULES, RedisServer, fixture_bytes, wait_until
+from conftest import (
+    CATCH_ALL,
+    DB_DOWN,
+    SPEC_RULES,
+    RedisServer,
+    fixture_bytes,
+    post_many,
+    wait_until,
+)
 from fakejuhe import FakeJuhe
-
-BODY = {"alerts": [{"status": "firing", "startsAt": "2026-11-29T01:00:00Z",
-                    "labels": {"alertname": "DBDown", "severity": "critical", "team": "db"}}]}
-
-
-def post_many(bridges: list[Any], body: Any, n: int) -> list[Any]:
-    with concurrent.futures.ThreadPoolExecutor(n) as pool:
-        return list(pool.map(
-            lambda i: bridges[i % len(bridges)].post("/webhook/alertmanager", body,
-                                                     headers={"Connection": "close"}),
-            range(n)))
 
 
 def test_twenty_at_once_two_workers_sqlite(make_bridge: Any, fake_juhe: FakeJuhe) -> None:
     bridge = make_bridge(SPEC_RULES)
-    answers = post_many([bridge], BODY, 20)
+    answers = post_many([bridge], DB_DOWN, 20)
     assert {a.status_code for a in answers} == {200}
     assert sum(a.json()["queued"] for a in answers) == 3
     fake_juhe.wait_for(3, timeout=10)
@@ -40,7 +36,7 @@ def test_twenty_at_once_two_instances_on_redis(make_bridge: Any, fake_juhe: Fake
                                                redis_url: str) -> None:
     a = make_bridge(SPEC_RULES, BRIDGE_STORE=redis_url)
     b = make_bridge(SPEC_RULES, BRIDGE_STORE=redis_url)
-    answers = post_many([a, b], BODY, 20)
+    answers = post_many([a, b], DB_DOWN, 20)
     assert {r.status_code for r in answers} == {200}
     assert sum(r.json()["queued"] for r in answers) == 3
     assert sum(r.json()["suppressed"] for r in answers) == 57
@@ -74,7 +70,7 @@ def test_redis_down_gives_503_then_recovers(make_bridge: Any, fake_juhe: FakeJuh
     assert bridge.get("/readyz").status_code == 200
     redis_server.stop()
     try:
-        r = bridge.post("/webhook/alertmanager", BODY)
+        r = bridge.post("/webhook/alertmanager", DB_DOWN)
         assert r.status_code == 503
         assert r.json()["error"].startswith("store unavailable")
         ready = bridge.get("/readyz")
@@ -84,7 +80,7 @@ def test_redis_down_gives_503_then_recovers(make_bridge: Any, fake_juhe: FakeJuh
     finally:
         redis_server.start()
     assert wait_until(lambda: bridge.get("/readyz").status_code == 200, 15)
-    assert bridge.post("/webhook/alertmanager", BODY).json()["queued"] == 1
+    assert bridge.post("/webhook/alertmanager", DB_DOWN).json()["queued"] == 1
     [msg] = fake_juhe.wait_for(1, timeout=15)
     assert msg["vars"]["name"] == "DBDown"
 
@@ -100,7 +96,7 @@ def test_sqlite_locked_gives_503_then_recovers(make_bridge: Any, fake_juhe: Fake
     db.execute("BEGIN EXCLUSIVE")
     try:
         t0 = time.monotonic()
-        r = bridge.post("/webhook/alertmanager", BODY)
+        r = bridge.post("/webhook/alertmanager", DB_DOWN)
         assert r.status_code == 503, r.text
         # after the 5 s busy timeout once, not once per connection attempt (it was 25 s)
         assert time.monotonic() - t0 < 9
@@ -110,7 +106,7 @@ def test_sqlite_locked_gives_503_then_recovers(make_bridge: Any, fake_juhe: Fake
         db.execute("ROLLBACK")
         db.close()
     assert wait_until(lambda: bridge.get("/readyz").status_code == 200, 15)
-    assert bridge.post("/webhook/alertmanager", BODY).json()["queued"] == 1
+    assert bridge.post("/webhook/alertmanager", DB_DOWN).json()["queued"] == 1
     [msg] = fake_juhe.wait_for(1, timeout=15)
     assert msg["vars"]["name"] == "DBDown"
     assert stat.S_ISREG(os.stat(tmp_path / "bridge.db").st_mode)
