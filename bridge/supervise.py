@@ -165,6 +165,7 @@ class DeliveryProcess:
     def _child(self, in_child: Callable[[], None], parent: int) -> None:
         code = 1
         try:
+            stop_with_parent(parent)  # SIGTERM is blocked until the signal thread waits for it
             in_child()
             code = self.main(self.settings, self.runtime, parent)
         except BaseException:
@@ -246,43 +247,89 @@ def stop_on_signals(stop: threading.Event, *, parent: int | None = None,
                     on_hup: Callable[[], object] | None = None,
                     every: float = 1.0) -> threading.Thread:
     """Set ``stop`` on ``SIGTERM``/``SIGINT`` (and call ``on_hup`` on ``SIGHUP`` when given)
-    from a thread of its own that waits for them (``sigtimedwait``); returns that thread.
+    from a thread of its own that waits for them (``sigwait``); returns that thread.
 
     Never from a signal handler: a handler runs in the main thread between two bytecodes, maybe
     while that thread holds ``stop``'s own lock (inside ``stop.wait()``), and ``stop.set()``
     there waits for that lock forever (CPython's signal docs warn of it; a ``bridge serve``
     delivery process hung so once). Call it from the main thread before it starts other
     threads: the signals are blocked in it, and the threads started later inherit the block.
+
+    ``sigwait``, not ``sigtimedwait``: on Linux a stop and continue (``SIGSTOP``/``SIGCONT``,
+    ``docker pause``) interrupts ``sigtimedwait``, and CPython 3.11's ``signal.sigtimedwait``
+    then answers a siginfo it never filled when its timeout has passed meanwhile (the signal
+    thread died on ``ValueError: 1263049536 is not a valid Signals``); glibc's ``sigwait``
+    waits on through such an interruption.
+
     ``parent``: also set ``stop`` once it is no longer this process's parent (the master died
-    without stopping us: SIGKILL, OOM), checked every ``every`` seconds.
+    without stopping us: SIGKILL, OOM). On Linux :func:`stop_with_parent` has the kernel send
+    ``SIGTERM`` then; a second thread checks ``getppid()`` every ``every`` seconds as well
+    (other systems, and a master that died before the request took effect).
     """
     signals = STOP_SIGNALS | ({signal.SIGHUP} if on_hup is not None else frozenset())
     signal.pthread_sigmask(signal.SIG_BLOCK, signals)
-    thread = threading.Thread(target=_wait_for_signals, args=(stop, signals, parent, on_hup,
-                                                              every),
+    thread = threading.Thread(target=_wait_for_signals, args=(stop, signals, parent, on_hup),
                               name="signals", daemon=True)
     thread.start()
+    if parent is not None:
+        threading.Thread(target=_watch_parent, args=(stop, parent, every), name="parent",
+                         daemon=True).start()
     return thread
 
 
+def _master_gone(stop: threading.Event, parent: int) -> bool:
+    """Set ``stop`` (and log it) when ``parent`` is no longer this process's parent."""
+    if os.getppid() == parent:
+        return False
+    if not stop.is_set():
+        log.warning("delivery process %d: the master (pid %d) is gone; stopping", os.getpid(),
+                    parent)
+        stop.set()
+    return True
+
+
+def _watch_parent(stop: threading.Event, parent: int, every: float) -> None:
+    while not stop.wait(every):
+        if _master_gone(stop, parent):
+            return
+
+
 def _wait_for_signals(stop: threading.Event, signals: frozenset[int], parent: int | None,
-                      on_hup: Callable[[], object] | None, every: float) -> None:
-    while not stop.is_set():
-        got = signal.sigtimedwait(signals, every)
-        if got is None:
-            if parent is not None and os.getppid() != parent:
-                log.warning("delivery process %d: the master (pid %d) is gone; stopping",
-                            os.getpid(), parent)
-                stop.set()
-        elif got.si_signo == signal.SIGHUP and on_hup is not None:
+                      on_hup: Callable[[], object] | None) -> None:
+    while True:
+        sig = signal.sigwait(signals)
+        if sig == signal.SIGHUP and on_hup is not None:
             try:
                 on_hup()
             except Exception:
                 log.exception("SIGHUP: reloading the rules failed")
-        else:
-            log.info("%s: delivery stops after the SMS in hand",
-                     signal.Signals(got.si_signo).name)
+        elif sig in STOP_SIGNALS:
+            if parent is not None and _master_gone(stop, parent):  # stop_with_parent's SIGTERM
+                continue
+            log.info("%s: delivery stops after the SMS in hand", signal.Signals(sig).name)
             stop.set()
+
+
+#: ``prctl`` option: the signal this process gets when its parent dies (linux/prctl.h).
+PR_SET_PDEATHSIG = 1
+
+
+def stop_with_parent(parent: int, sig: int = signal.SIGTERM) -> bool:
+    """Have the kernel send ``sig`` to this process when its parent dies (Linux
+    ``prctl(PR_SET_PDEATHSIG)``, through ctypes); returns False where that is not available,
+    or when ``parent`` (the pid that forked us) is already gone, which the request would miss.
+    Call it first thing in a forked child."""
+    if not sys.platform.startswith("linux"):
+        return os.getppid() == parent
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    return os.getppid() == parent
 
 
 def delivery_main(settings: Settings, runtime: str, parent: int) -> int:

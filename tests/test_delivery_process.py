@@ -247,3 +247,78 @@ def test_exit_status_in_words() -> None:
     assert describe_status(3 << 8) == "exit code 3"
     assert describe_status(signal.SIGKILL) == "killed by SIGKILL"
 
+
+
+def pause_and_resume(pid: int) -> None:
+    """``kill -STOP``, then ``kill -CONT`` after longer than the signal thread's 1 s wait (as
+    ``docker pause``/``unpause``, a debugger or Ctrl-Z + ``fg`` do)."""
+    os.kill(pid, signal.SIGSTOP)
+    time.sleep(1.5)
+    os.kill(pid, signal.SIGCONT)
+    time.sleep(0.5)
+
+
+@pytest.mark.parametrize("how", ["sigterm", "kill9_master"])
+def test_a_paused_and_resumed_delivery_process_still_delivers_and_stops(
+        make_bridge: Any, fake_juhe: FakeJuhe, how: str) -> None:
+    """Issue 22: one pause and resume crashed the delivery process's signal thread
+    (``ValueError: 1263049536 is not a valid Signals``: CPython's ``sigtimedwait`` answers an
+    uninitialised siginfo when a SIGCONT interrupts it after its timeout); after that SIGTERM
+    to the master waited 20 s and SIGKILLed it, and a ``kill -9`` of the master left it running
+    under PID 1."""
+    bridge = make_bridge(CATCH_ALL)
+    delivery = one_delivery_pid(bridge)
+    pause_and_resume(delivery)
+    assert bridge.post("/webhook/alertmanager", alert("Resumed")).json()["queued"] == 1
+    fake_juhe.wait_for(1, timeout=10)
+    assert bridge.delivery_pids() == [delivery]
+    t0 = time.monotonic()
+    if how == "sigterm":
+        bridge.signal(signal.SIGTERM)
+        assert bridge.proc.wait(15) == 0
+        assert f"delivery process {delivery} stopped (exit code 0)" in bridge.log()
+    else:
+        os.kill(bridge.proc.pid, signal.SIGKILL)
+        bridge.proc.wait(5)
+        assert wait_until(lambda: not alive(delivery), 10)
+        assert f"the master (pid {bridge.proc.pid}) is gone; stopping" in bridge.log()
+    assert time.monotonic() - t0 < 5
+    assert not alive(delivery)
+    log = bridge.log()
+    assert "Traceback" not in log and "did not stop in time" not in log, log[-3000:]
+    assert [m["vars"]["name"] for m in fake_juhe.messages] == ["Resumed"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG)")
+def test_the_kernel_stops_the_child_when_its_master_is_killed(tmp_path: Any) -> None:
+    """``stop_with_parent``: with the ``getppid()`` check slowed to once a minute, the child
+    still stops within a second of a ``kill -9`` of its parent (the kernel's SIGTERM)."""
+    out = tmp_path / "child.txt"
+    code = textwrap.dedent(f"""\
+        import logging, os, signal, threading, time
+        from bridge.supervise import FORK_SIGNALS, signals_blocked, stop_on_signals, \\
+            stop_with_parent
+        logging.basicConfig(level=logging.INFO)
+        parent = os.getpid()
+        with signals_blocked():
+            pid = os.fork()
+            if pid == 0:
+                assert stop_with_parent(parent)
+                stop = threading.Event()
+                stop_on_signals(stop, parent=parent, every=60.0)
+                open({str(out)!r} + ".ready", "w").close()
+                t0 = time.monotonic()
+                stopped = stop.wait(20)
+                open({str(out)!r}, "w").write(f"{{stopped}} {{time.monotonic() - t0:.3f}}")
+                os._exit(0)
+        while not os.path.exists({str(out)!r} + ".ready"):
+            time.sleep(0.01)
+        time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=30, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == -signal.SIGKILL
+    assert wait_until(out.exists, 10), r.stderr
+    stopped, waited = out.read_text().split()
+    assert stopped == "True" and float(waited) < 1.5, r.stderr
