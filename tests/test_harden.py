@@ -207,7 +207,7 @@ def test_max_mobiles_from_is_checked(tmp_path: Path) -> None:
     "{% for i in range(10000) %}{{ labels.alertname }}{% endfor %}",
 ])
 def test_a_costly_variable_renders_as_a_marker(source: str) -> None:
-    from bridge.render import OVER_BUDGET, Renderer
+    from bridge.decide.render import OVER_BUDGET, Renderer
 
     r = Renderer()
     tpl = r.compile(source)
@@ -223,7 +223,7 @@ def test_a_costly_variable_renders_as_a_marker(source: str) -> None:
     "{{ '%05d' % 42 }}", "{{ labels.alertname | center(30) }}",
 ])
 def test_a_cheap_variable_still_renders(source: str) -> None:
-    from bridge.render import Renderer
+    from bridge.decide.render import Renderer
 
     r = Renderer()
     out = r.render({"v": r.compile(source)}, {"labels": {"alertname": "Ab"}}, 40)
@@ -411,7 +411,7 @@ def test_readme_quick_start_curl_pages_at_any_hour(make_bridge: Any) -> None:
     bp = make_bridge(BRIDGE_RULES=str(ROOT / "rules.yaml"), JUHE_KEY="", start=True)
     from datetime import UTC, datetime
 
-    from bridge.plan import muted
+    from bridge.decide.plan import muted
     from bridge.rules.load import load_rules
 
     rules = load_rules(ROOT / "rules.yaml")
