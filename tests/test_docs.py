@@ -86,11 +86,6 @@ def test_no_reference_outside_the_repository(page: Path) -> None:
     assert found == []
 
 
-def test_every_page_is_linked_from_the_readme() -> None:
-    readme = {(ROOT / t.partition("#")[0]).resolve() for t in links(ROOT / "README.md")}
-    assert [p.name for p in PAGES[1:] if p.resolve() not in readme] == []
-
-
 def _names_in_source() -> set[str]:
     """Upper-case names ``bridge/config.py`` hands to a call (``e.get("JUHE_KEY")``,
     ``Field(validation_alias="PORT")``, ``AliasChoices(...)``) or uses as a subscript
