@@ -20,7 +20,7 @@ from test_escalation_e2e import LI, WANG, ZHANG
 from test_escalation_e2e import alert as critical
 from test_escalation_e2e import rules as escalation_rules
 
-from bridge.supervise import Backoff, describe_status
+from bridge.deliveryproc import Backoff, describe_status
 
 MOBILE = "13800138000"
 
@@ -198,7 +198,7 @@ def test_a_stop_signal_while_the_main_thread_holds_the_stop_lock_still_stops() -
     code = textwrap.dedent("""\
         import os, signal, threading, time
         import logging
-        from bridge.supervise import stop_on_signals
+        from bridge.deliveryproc import stop_on_signals
         logging.basicConfig(level=logging.INFO)
         stop = threading.Event()
         stop_on_signals(stop)
@@ -296,8 +296,7 @@ def test_the_kernel_stops_the_child_when_its_master_is_killed(tmp_path: Any) -> 
     out = tmp_path / "child.txt"
     code = textwrap.dedent(f"""\
         import logging, os, signal, threading, time
-        from bridge.supervise import FORK_SIGNALS, signals_blocked, stop_on_signals, \\
-            stop_with_parent
+        from bridge.deliveryproc import signals_blocked, stop_on_signals, stop_with_parent
         logging.basicConfig(level=logging.INFO)
         parent = os.getpid()
         with signals_blocked():
