@@ -219,6 +219,15 @@ def start_raw(procs: Procs, workdir: Path, port: int, store: str, rows_per_alert
         port)
 
 
+def start_relay(procs: Procs, workdir: Path, port: int, juhe_url: str, mobile: str) -> Proc:
+    """``bench/relay_app.py``, the time-to-page baseline (a synchronous relay sending one SMS
+    per firing alert to ``juhe_url`` before answering), under the same gunicorn settings as
+    :func:`start_bare`; waits like it."""
+    return _start_app(procs, workdir, "relay", [
+        str(BENCH / "relay_app.py"), "--port", str(port), "--juhe-url", juhe_url, "--key", KEY,
+        "--mobile", mobile, "--workers", str(WORKERS), "--threads", str(THREADS)], port)
+
+
 def _start_app(procs: Procs, workdir: Path, name: str, argv: list[str], port: int) -> Proc:
     proc = procs.add(Proc(name, [sys.executable, *argv], workdir / f"{name}.log"))
     base = f"http://127.0.0.1:{port}"

@@ -33,6 +33,8 @@ from gunicorn.glogging import Logger as GunicornBaseLogger
 from gunicorn.workers.gthread import ThreadWorker
 
 from bridge.config import Settings
+from bridge.deliver.wake import ENV as WAKE_ENV
+from bridge.deliver.wake import LocalWake
 from bridge.deliveryproc import DeliveryProcess, signals_blocked, unblock_signals
 from bridge.errors import StoreUnavailable
 from bridge.intake.reload import RulesHolder
@@ -155,6 +157,11 @@ class BridgeApplication(BaseApplication):  # type: ignore[misc]
         return create_app(self.settings, state_dir=self.runtime)
 
     def run(self) -> None:
+        # the delivery process's wake (docs/operations.md, "Prompt delivery"): made before
+        # anything is forked, so that every web worker and delivery process has it
+        os.environ.pop(WAKE_ENV, None)
+        if self.deliver:
+            LocalWake.create()
         holder = RulesHolder(self.settings.rules_path, self.settings.tz, self.runtime,
                              retention=self.settings.retention)
         holder.publish()

@@ -20,6 +20,8 @@ from test_escalation_e2e import LI, WANG, ZHANG
 from test_escalation_e2e import alert as critical
 from test_escalation_e2e import rules as escalation_rules
 
+from bridge.deliver.wake import ENV as WAKE_ENV
+from bridge.deliver.wake import LocalWake
 from bridge.deliveryproc import Backoff, describe_status
 
 MOBILE = "13800138000"
@@ -394,3 +396,63 @@ def test_readyz_of_a_no_delivery_instance_follows_any_deliverer_on_redis(
     finally:
         worker.proc.send_signal(signal.SIGCONT)
     assert wait_until(lambda: serve.get("/readyz").status_code == 200, 10)
+
+
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+def test_an_sms_due_now_is_sent_at_once_not_at_the_next_poll(
+        make_bridge: Any, fake_juhe: FakeJuhe, request: pytest.FixtureRequest,
+        store: str) -> None:
+    """Issue 23: with polling every 5 s, an SMS stored on an idle service goes out at once:
+    the web worker wakes the delivery process (SQLite), or the store wakes the deliverer of
+    another instance (Redis: ``bridge worker`` beside a ``--no-delivery`` instance). A retry
+    goes out when its backoff ends (0.2 s), not at the next poll."""
+    env = {"BRIDGE_DELIVERY_INTERVAL": "5s"}
+    if store == "redis":
+        env["BRIDGE_STORE"] = request.getfixturevalue("redis_url")
+    serve = make_bridge(CATCH_ALL, start=False, **env)
+    if store == "redis":
+        serve.command_args = ["--no-delivery"]
+        worker = make_bridge(CATCH_ALL, command="worker", **env)
+        assert wait_until(lambda: "delivery worker started" in worker.log(), 20)
+    serve.start()
+    if store == "sqlite":
+        one_delivery_pid(serve)
+    time.sleep(1.0)  # the deliverer is idle, waiting
+    waits = []
+    for i in range(3):
+        if i == 0:
+            fake_juhe.http500_next()  # transient: retried after the backoff
+        t0 = time.time()
+        assert serve.post("/webhook/alertmanager", alert(f"Now{i}")).json()["queued"] == 1
+        got = fake_juhe.wait_for(i + 1, timeout=10)
+        assert len(got) == i + 1
+        waits.append(got[-1]["t"] - t0)
+        time.sleep(0.3)
+    assert fake_juhe.requests == 4
+    assert [m["vars"]["name"] for m in fake_juhe.messages] == ["Now0", "Now1", "Now2"]
+    assert waits[0] < 1.5 and max(waits[1:]) < 1.0, waits
+
+
+def test_the_local_wake_queues_wakes_and_is_taken_only_where_it_was_made(
+        tmp_path: Any) -> None:
+    env: dict[str, str] = {}
+    wake = LocalWake.create(env)
+    try:
+        assert not wake.wait(0.01)
+        for _ in range(50):  # more than the queue holds: never blocks, never raises
+            wake.notify()
+        assert wake.wait(0.01) and not wake.wait(0.01)  # one wait answers them all
+        master, fds = env[WAKE_ENV].split(":")
+        assert int(master) == os.getpid()
+        again = LocalWake.from_env(env)
+        assert again is not None and (again.read_fd, again.write_fd) == (wake.read_fd,
+                                                                         wake.write_fd)
+        other = 1 if os.getppid() != 1 else 2
+        assert LocalWake.from_env({WAKE_ENV: f"{other}:{fds}"}) is None  # leaked elsewhere
+        with open(tmp_path / "file", "w") as f:
+            assert LocalWake.from_env({WAKE_ENV: f"{master}:{f.fileno()},{f.fileno()}"}) is None
+        assert LocalWake.from_env({}) is None
+        assert LocalWake.from_env({WAKE_ENV: "junk"}) is None
+    finally:
+        os.close(wake.read_fd)
+        os.close(wake.write_fd)

@@ -1222,3 +1222,27 @@ def test_oldest_due_counts_only_what_a_deliverer_could_claim(store: Store) -> No
     assert ids_of([cl]) == {M1: [b.id]}
     assert store.oldest_due(T0 + 100) is None
     assert store.oldest_due(T0 + 125) == T0 + 120  # a hung deliverer's lease has lapsed
+
+
+def test_next_due_is_the_earliest_claimable_time_of_an_sms_or_a_step(store: Store) -> None:
+    """Issue 23: the deliverer sleeps until then at most (a retry's backoff, the end of a gap
+    or hold, an escalation step), so it need not poll for them."""
+    assert store.next_due() is None
+    [a] = store.record([note(fp="a")], NO_LIMITS, T0)
+    assert store.next_due() == T0
+    [cl] = store.claim(T0, 30, 10)
+    assert store.next_due() == T0 + 30  # leased: claimable again when the lease ends
+    store.mark_retry([str(a.id)], T0 + 7.5, "juhe transient error", T0 + 1, token=cl.token,
+                     pace_until=T0 + 1)
+    assert store.next_due() == T0 + 7.5
+    [cl] = store.claim(T0 + 7.5, 30, 10)
+    store.mark_sent([str(a.id)], "sid", 1, T0 + 8, token=cl.token, pace_until=T0 + 68)
+    assert store.next_due() is None
+    store.record([note(fp="b")], NO_LIMITS, T0 + 9)
+    assert store.next_due() == T0 + 68  # its mobile's gap
+    [o] = store.record([paging(mobile=M2)], NO_LIMITS, T0 + 10)
+    assert store.next_due() == T0 + 10  # M2's SMS is due now
+    [cl] = store.claim(T0 + 10, 30, 10, 0)
+    assert ids_of([cl]) == {M2: [o.id]}
+    store.mark_sent([str(o.id)], "sid", 1, T0 + 10, token=cl.token, pace_until=T0 + 70)
+    assert store.next_due() == T0 + 12  # its first escalation step (after 2 s)

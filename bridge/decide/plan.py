@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any, Literal
@@ -109,6 +109,20 @@ class Plan:
     #: what the webhook answer lists under ``warnings``, each with its place (also e.g. a
     #: removed resolved template)
     warnings: list[str] = field(default_factory=list)
+
+
+def merge(plans: Sequence[Plan]) -> Plan:
+    """One plan of the parts of a batch (see :func:`decide`'s ``part``), in order."""
+    out = Plan()
+    for p in plans:
+        out.notifications += p.notifications
+        out.episodes += p.episodes
+        out.skipped_mobiles += p.skipped_mobiles
+        out.unrouted += p.unrouted
+        out.resolved += p.resolved
+        out.over_limit += p.over_limit
+        out.warnings += p.warnings
+    return out
 
 
 def episode_from_start(alert: Alert) -> str:
@@ -303,8 +317,11 @@ def _resolved_to_stored_episode(alert: Alert, untimed: bool, batch: Batch, rules
 
 def decide(batch: Batch, rules: RuleSet, now: datetime,
            episode_starts: Mapping[str, datetime | None] | None = None,
-           episodes: Mapping[tuple[str, str], Episode] | None = None) -> Plan:
-    """The notifications for every alert of ``batch`` under ``rules`` at ``now`` (aware).
+           episodes: Mapping[tuple[str, str], Episode] | None = None,
+           part: slice = slice(None)) -> Plan:
+    """The notifications for every alert of ``batch`` (or of its alerts ``part``, a slice
+    with a step of 1: places in warnings still count from the batch's first alert) under
+    ``rules`` at ``now`` (aware).
 
     Each alert is judged by its own status. A mobile reached by several matching routes gets
     one notification, from the first of them. A resolved alert is notified only on routes with a
@@ -318,7 +335,7 @@ def decide(batch: Batch, rules: RuleSet, now: datetime,
     was paged for it (:func:`_resolved_to_paged`), not to whom the routes name now.
     """
     plan = Plan()
-    for index, alert in enumerate(batch.alerts):
+    for index, alert in enumerate(batch.alerts[part], start=part.start or 0):
         untimed = alert.starts_at is None
         alert = _mark_episode(alert, plan, now, episode_starts)
         if _resolved_to_stored_episode(alert, untimed, batch, rules, plan, now, episodes):

@@ -50,7 +50,7 @@ from bridge.errors import (
 from bridge.privacy import mask_mobile, mask_mobiles_in
 from bridge.providers.juhe import SendResult, encode_tpl_value
 from bridge.rules.load import RuleSet
-from bridge.store.base import Claim, Item, Store
+from bridge.store.base import Claim, Item, Store, Wakeup
 
 log = logging.getLogger("bridge.delivery")  # stable log name (not the module path)
 
@@ -61,6 +61,8 @@ CLAIM_MAX_ITEMS = 20
 CONFIG_RETRY_EVERY = 60.0
 #: Seconds between two :meth:`Store.maintain` calls of a delivery loop.
 MAINTAIN_EVERY = 1.0
+#: The shortest wait (seconds) between two passes that found nothing to do.
+MIN_IDLE = 0.002
 #: The status note (:meth:`Store.set_status`) holding when a deliverer of any process or
 #: instance last finished a pass of its loop (UNIX seconds, as text): what ``/readyz`` reads.
 STATUS_DELIVERY_PASS = "delivery_pass"
@@ -157,15 +159,22 @@ class Deliverer:
     :meth:`run_forever`, and after each SMS marked within a long pass, ``on_pass()`` is called
     (the supervisor's heartbeat of ``bridge serve``'s delivery process) and, at most every
     :data:`PASS_RECORD_EVERY` seconds, the time is stored as :data:`STATUS_DELIVERY_PASS`.
+
+    Prompt (docs/operations.md, "Prompt delivery"): between passes with nothing to do it waits
+    on ``wake`` (:class:`~bridge.store.base.Wakeup`: a web worker or the store wakes it when an
+    SMS due now was stored), at most until the store's next due time
+    (:meth:`Store.next_due`), and at most the polling interval.
     """
 
     def __init__(self, store: Store, sender: Sender, rules: Callable[[], RuleSet],
                  policy: DeliveryPolicy | None = None, *, config: str = "",
                  clock: Callable[[], float] = time.time,
                  sidecar: Callable[[], int] | None = None,
-                 on_pass: Callable[[], object] | None = None) -> None:
+                 on_pass: Callable[[], object] | None = None,
+                 wake: Wakeup | None = None) -> None:
         self.store = store
         self.on_pass = on_pass
+        self.wake = wake
         #: run on every pass of :meth:`run_forever` before delivering (the escalation
         #: steps, :meth:`bridge.deliver.escalation.Escalator.run_once`); returns how much it did
         self.sidecar = sidecar
@@ -216,11 +225,12 @@ class Deliverer:
         return n
 
     def run_forever(self, stop: threading.Event, interval: float = 0.5) -> None:
-        """Deliver until ``stop`` is set, polling every ``interval`` seconds when idle (at
-        most a quarter of ``policy.stall``, so that an idle loop is never taken for a hung
-        one), and prune old records every ``prune_every`` seconds (in batches, between
-        deliveries). Once ``stop`` is set, the SMS in hand is finished and the rest of the
-        claim is given back to the store at once (not left to its lease)."""
+        """Deliver until ``stop`` is set, and prune old records every ``prune_every`` seconds
+        (in batches, between deliveries). When a pass found nothing to do, wait for a wake or
+        the next due time (:meth:`_idle`), at most ``interval`` seconds (the polling fallback;
+        at most a quarter of ``policy.stall``, so that an idle loop is never taken for a hung
+        one). Once ``stop`` is set, the SMS in hand is finished and the rest of the claim is
+        given back to the store at once (not left to its lease)."""
         self.stopping = stop
         self._next_prune = self.clock() + random.uniform(0, self.policy.prune_every / 10)
         interval = min(interval, self.policy.stall / 4)
@@ -230,18 +240,29 @@ class Deliverer:
                 busy = self.sidecar() if self.sidecar is not None else 0
                 busy += self.run_once()
                 self._progress()
+                if not busy:
+                    self._idle(stop, interval)
             except StoreUnavailable as exc:
                 log.error("delivery paused: store unavailable: %s", exc)
-                busy = 0
                 self._beat()  # alive, only the store is not: not a hung loop
                 stop.wait(min(5.0, interval * 10, self.policy.stall / 4))
             except Exception:  # a bug must not stop delivery for good
                 log.exception("delivery pass failed")
-                busy = 0
                 self._beat()
                 stop.wait(interval)
-            if not busy:
-                stop.wait(interval)
+
+    def _idle(self, stop: threading.Event, interval: float) -> None:
+        """Wait until the store's next due time (:meth:`Store.next_due`: a retry's backoff,
+        the end of a pacing gap, hold or storm window, an escalation step), a wake, or
+        ``interval`` seconds, whichever comes first; at least :data:`MIN_IDLE` seconds, so
+        that a due time the last claim could not use yet (a clock step) costs no busy loop.
+        Raises :class:`StoreUnavailable`."""
+        due = self.store.next_due()
+        timeout = interval if due is None else min(interval, max(due - self.clock(), MIN_IDLE))
+        if self.wake is None:
+            stop.wait(timeout)
+        else:
+            self.wake.wait(timeout)
 
     def _beat(self) -> None:
         """Tell the supervisor (``on_pass``) that the loop is not hung."""

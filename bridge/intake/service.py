@@ -12,7 +12,7 @@ from bridge import metrics
 from bridge.alert import Batch
 from bridge.config import Settings
 from bridge.decide.episodes import EPISODE_STATES, Episode, Paged, valid_code
-from bridge.decide.plan import decide, episode_from_start, store_policy
+from bridge.decide.plan import Plan, decide, episode_from_start, merge, store_policy
 from bridge.deliver.deliverer import (
     STATUS_DELIVERY_PASS,
     STATUS_JUHE_CONFIG,
@@ -26,15 +26,41 @@ from bridge.deliver.deliverer import (
     recorded_pass,
 )
 from bridge.deliver.escalation import Escalator
+from bridge.deliver.wake import LocalWake
+from bridge.errors import StoreUnavailable
 from bridge.intake.observe import IntakeResult, observe_before, observe_intake
 from bridge.intake.reload import RulesHolder
 from bridge.privacy import mask_mobile
 from bridge.providers.juhe import JuheClient
 from bridge.rules.schedules import OnCall, oncall_view
 from bridge.store import open_store
-from bridge.store.base import Store
+from bridge.store.base import Outcome, Store
 
 log = logging.getLogger("bridge.service")  # stable log name (not the module path)
+
+
+#: Alerts decided and stored in the first part of a webhook's intake (see :func:`intake_parts`).
+PART_FIRST = 16
+#: The most alerts of one part.
+PART_MOST = 256
+
+
+def intake_parts(n: int, first: int = PART_FIRST, most: int = PART_MOST) -> list[slice]:
+    """The parts a batch of ``n`` alerts is decided and stored in, in order: all of it when
+    ``n <= first``; else ``first`` alerts, then parts doubling in size up to ``most``.
+
+    Why parts (docs/operations.md, "Prompt delivery"): deciding and storing a storm of 1,000
+    alerts takes a few hundred milliseconds; stored in one step, none of its SMS could go out
+    before the last alert was decided. In parts, the first SMS go out while the rest is
+    decided (the delivery process is woken after each part), and the parts grow so that a
+    large batch takes few store steps."""
+    parts: list[slice] = []
+    start, size = 0, first
+    while start < n or not parts:
+        end = n if n <= first else min(n, start + size)
+        parts.append(slice(start, end))
+        start, size = end, min(size * 2, most)
+    return parts
 
 
 class Bridge:
@@ -58,14 +84,19 @@ class Bridge:
         #: names the Juhe configuration in force (never the key), for the juhe_config note
         self.config_id = config_id(settings)
         self.started_at = time.time()
+        #: the local wake of one ``bridge serve`` (SQLite; a Redis store wakes deliverers
+        #: itself), or ``None``
+        self.local_wake = None if self.store.wakes_deliverers else LocalWake.from_env()
 
     def deliverer(self, on_pass: Callable[[], object] | None = None) -> Deliverer:
         """A deliverer sharing this bridge's store, sender and rules; its loop also runs the
         due escalation steps (:meth:`escalator`) and calls ``on_pass`` after each pass (see
-        :class:`~bridge.delivery.Deliverer`)."""
+        :class:`~bridge.deliver.deliverer.Deliverer`); between passes it waits for a wake
+        from the store (Redis) or from this ``bridge serve``'s web workers (:attr:`local_wake`),
+        else it polls."""
         return Deliverer(self.store, self.sender, lambda: self.holder.rules, self.delivery_policy,
                          config=self.config_id, sidecar=self.escalator().run_once,
-                         on_pass=on_pass)
+                         on_pass=on_pass, wake=self.store.work_listener() or self.local_wake)
 
     def escalator(self) -> Escalator:
         """The runner of due escalation steps on this bridge's store and rules."""
@@ -161,14 +192,22 @@ class Bridge:
 
     # -- intake ---------------------------------------------------------------------------
     def intake(self, batch: Batch, now: float | None = None) -> IntakeResult:
-        """Decide and durably store the notifications of one batch, in one atomic store step,
-        and report them (metrics and log lines: :mod:`bridge.intake.observe`).
+        """Decide and durably store the notifications of one batch, in one atomic store step
+        (a batch of more than :data:`PART_FIRST` alerts: one per part, see
+        :func:`intake_parts`), and report them (metrics and log lines:
+        :mod:`bridge.intake.observe`).
 
         Before deciding, two reads (no writes, so a webhook answered 503 changes nothing): the
         stored episode start of alerts without ``startsAt`` (what templates see as
         ``starts_at``), and who was paged for the episodes that resolve here. Returns the typed
         :class:`~bridge.intake.observe.IntakeResult` (the webhook's JSON is built from it by
-        :func:`bridge.web.app.answer`). Raises :class:`StoreUnavailable`.
+        :func:`bridge.web.app.answer`). When a part queued an SMS, the delivery process of
+        this ``bridge serve`` is woken (:attr:`local_wake`; a Redis store wakes every deliverer
+        itself), so that it sends while the next part is decided.
+
+        Raises :class:`StoreUnavailable`; the parts stored before it stay stored (their SMS
+        go out, logged as usual), and the sender's retry of the webhook finds them as
+        duplicates: nothing is lost or paged twice.
         """
         now = time.time() if now is None else now
         rules = self.holder.rules
@@ -180,13 +219,26 @@ class Bridge:
                  else starts.get(a.fingerprint) or "")
                 for a in batch.alerts if a.status == "resolved"]
         paged = self.store.episodes_for([k for k in keys if k[1]]) if keys else {}
-        plan = decide(batch, rules, datetime.fromtimestamp(now, UTC),
-                      {fp: None if s is None else datetime.fromisoformat(s)
-                       for fp, s in starts.items()}, paged)
-        outcomes = self.store.record(plan.notifications, store_policy(rules, self.settings.zone,
-                                                                      now),
-                                     now, plan.episodes, plan.resolved)
-        result = IntakeResult(batch, plan, outcomes)
+        at = datetime.fromtimestamp(now, UTC)
+        episode_starts = {fp: None if s is None else datetime.fromisoformat(s)
+                          for fp, s in starts.items()}
+        policy = store_policy(rules, self.settings.zone, now)
+        plans: list[Plan] = []
+        outcomes: list[Outcome] = []
+        try:
+            for part in intake_parts(len(batch.alerts)):
+                plan = decide(batch, rules, at, episode_starts, paged, part)
+                recorded = self.store.record(plan.notifications, policy, now, plan.episodes,
+                                             plan.resolved)
+                plans.append(plan)
+                outcomes += recorded
+                if self.local_wake is not None and any(o.state == "queued" for o in recorded):
+                    self.local_wake.notify()  # docs/operations.md, "Prompt delivery"
+        except StoreUnavailable:
+            if plans:  # what the stored parts decided is logged like any webhook's
+                observe_intake(IntakeResult(batch, merge(plans), outcomes), rules)
+            raise
+        result = IntakeResult(batch, merge(plans), outcomes)
         observe_intake(result, rules)
         return result
 

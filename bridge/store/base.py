@@ -18,7 +18,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from bridge.decide.episodes import Episode, Paged, StepClaim, StepState
 from bridge.decide.plan import EpisodeMark, Notification
@@ -200,6 +200,15 @@ def dumps_vars(variables: Any) -> str:
     return _COMPACT.encode(variables)
 
 
+class Wakeup(Protocol):
+    """What a deliverer waits on between passes for new work (docs/operations.md, "Prompt
+    delivery")."""
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a wake; True when one came. Never raises."""
+        ...
+
+
 class Store(abc.ABC):
     """Dedup state and durable outbox. See the module docstring for the common rules.
 
@@ -212,6 +221,9 @@ class Store(abc.ABC):
     """
 
     url: str = ""
+    #: True when :meth:`record` itself wakes every deliverer listening
+    #: (:meth:`work_listener`) once it stored an SMS that is due now
+    wakes_deliverers: bool = False
 
     @abc.abstractmethod
     def record(self, notes: Sequence[Notification], policy: Policy, now: float,
@@ -353,6 +365,20 @@ class Store(abc.ABC):
         its last lease and the end of its mobile's pacing gap or hold; ``None`` when nothing is
         claimable. An SMS in a claim (being sent), backing off before a retry, or waiting for
         its mobile's gap or storm window is not due (docs/operations.md, "Watched delivery")."""
+
+    @abc.abstractmethod
+    def next_due(self) -> float | None:
+        """When (UNIX seconds) something pending next becomes claimable, maybe already past:
+        the earliest time at which :meth:`claim` would find an SMS (the later of its
+        ``due_at``, its lease's end and its mobile's pacing gap or hold) or
+        :meth:`claim_steps` a step (the later of its ``due_at`` and its lease's end); ``None``
+        when nothing is pending. A deliverer sleeps until then at most."""
+
+    def work_listener(self) -> Wakeup | None:
+        """A listener woken when a :meth:`record` of any process sharing this store stored an
+        SMS that is due now (see :attr:`wakes_deliverers`), or ``None`` when the store wakes
+        nobody (then the caller brings its own, or polls). Each call makes a new one."""
+        return None
 
     @abc.abstractmethod
     def set_status(self, key: str, value: str | None) -> None:

@@ -82,6 +82,9 @@ finish_step, mark_sent/retry/failed and ping are followed by ``WAIT``)::
                                            (min = now // 60); expires after 120 s
     {prefix}status                 hash    shared status notes (e.g. ``juhe_config``)
     {prefix}ping                   string  written by :meth:`RedisStore.ping`
+    {prefix}wake                   channel published by record when it queued an SMS (due
+                                           now); every deliverer subscribes
+                                           (:meth:`RedisStore.work_listener`)
 
 Intake is O(batch) and a claim O(claimed items): claim reads the mobiles due from
 ``{prefix}due`` and each mobile's claimable ids from its ``pending`` set; nothing scans. What
@@ -96,6 +99,7 @@ import json
 import re
 import secrets
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -644,6 +648,10 @@ end
 for m in pairs(touched) do
   refresh(P, KEYS[3], KEYS[4], m)
 end
+-- an SMS due now was stored: wake the deliverers of every instance (RedisStore.work_listener)
+if next(hour_added) ~= nil then
+  redis.call('PUBLISH', P .. 'wake', '1')
+end
 return out
 """
 
@@ -1077,6 +1085,47 @@ def _codes_needed(notes: Sequence[Notification]) -> int:
     return 2 * k + 4 if k else 0
 
 
+class RedisWake:
+    """A deliverer's subscription to the store's ``{prefix}wake`` channel (pub/sub on the
+    master that holds the bridge's keys; a cluster passes a ``PUBLISH`` to every node).
+    Subscribes on the first :meth:`wait`; after a connection error it waits out the timeout
+    (the caller polls meanwhile) and subscribes again on the next call, maybe on a new master.
+    A wake published while it was not subscribed is lost: the poll finds that SMS."""
+
+    def __init__(self, store: RedisStore) -> None:
+        self.store = store
+        self._pubsub: Any = None
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a wake; True when one came (every wake queued
+        so far is consumed). Never raises."""
+        started = time.monotonic()
+        try:
+            if self._pubsub is None:
+                self._pubsub = self.store._node().pubsub(ignore_subscribe_messages=True)
+                self._pubsub.subscribe(self.store._k("wake"))
+            # the subscription's confirmation comes back as None at once: wait on after it
+            while (left := timeout - (time.monotonic() - started)) > 0:
+                if self._pubsub.get_message(timeout=left) is not None:
+                    while self._pubsub.get_message(timeout=0.0) is not None:
+                        pass
+                    return True
+            return False
+        except (redis.RedisError, RedisClusterException, OSError):
+            self.close()
+            time.sleep(max(timeout - (time.monotonic() - started), 0.0))
+            return False
+
+    def close(self) -> None:
+        """Drop the subscription (safe to call twice)."""
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            try:
+                pubsub.close()
+            except (redis.RedisError, OSError):
+                pass
+
+
 class RedisStore(Store):
     """:class:`Store` on the Redis named by ``url`` (SPEC ``BRIDGE_STORE``, read by
     :func:`bridge.config.parse_redis_url`); every key starts with ``prefix``, which must hold a
@@ -1111,6 +1160,8 @@ class RedisStore(Store):
     again. ``dedup_ttl`` (seconds) is how long a dedup record lives at least; ``socket_timeout``
     (seconds) bounds every connect and reply. Raises ``ValueError`` for a bad URL or prefix.
     """
+
+    wakes_deliverers = True
 
     def __init__(self, url: str, prefix: str = DEFAULT_PREFIX, *, socket_timeout: float = 3.0,
                  dedup_ttl: int = DEFAULT_DEDUP_TTL, wait: int = 0,
@@ -1477,6 +1528,22 @@ class RedisStore(Store):
                              "(" + _t(before - EPISODE_STALE)], confirm=False)) >= batch:
             pass
         return total
+
+    def next_due(self) -> float | None:
+        """See :meth:`Store.next_due`: the lowest score of ``{prefix}due`` (when a mobile can
+        next be claimed) and of ``{prefix}steps``."""
+        with self._errors():
+            pipe = self._node().pipeline(transaction=False)
+            pipe.zrange(self._k("due"), 0, 0, withscores=True)
+            pipe.zrange(self._k("steps"), 0, 0, withscores=True)
+            firsts = pipe.execute()
+        times = [float(first[0][1]) for first in firsts if first]
+        return min(times) if times else None
+
+    def work_listener(self) -> RedisWake:
+        """A subscriber of ``{prefix}wake``, which :meth:`record` publishes to when it queued
+        an SMS: every instance's deliverer is woken (see :class:`RedisWake`)."""
+        return RedisWake(self)
 
     def oldest_due(self, now: float) -> float | None:
         """See :meth:`Store.oldest_due`: the lowest score of ``{prefix}due`` up to ``now``

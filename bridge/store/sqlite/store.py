@@ -604,6 +604,15 @@ class SqliteStore(Store):
                            (state, reason, claim.episode_id, claim.index, claim.token)).rowcount
             return bool(n)
 
+    def next_due(self) -> float | None:
+        rows = self._read(
+            "SELECT min(max(i.due_at, i.lease_until, coalesce(p.next_at, 0))) FROM items i"
+            f" LEFT JOIN pacing p ON p.mobile = i.mobile WHERE i.state IN {_PENDING_SQL}")
+        steps = self._read("SELECT min(max(due_at, lease_until)) FROM episode_steps"
+                           " WHERE state='pending'")
+        times = [float(r[0][0]) for r in (rows, steps) if r and r[0][0] is not None]
+        return min(times) if times else None
+
     def oldest_due(self, now: float) -> float | None:
         rows = self._read(
             "SELECT min(max(i.due_at, i.lease_until, coalesce(p.next_at, 0))) FROM items i"
