@@ -491,3 +491,16 @@ def test_maybe_sent_only_where_the_sms_may_have_gone_out(fake: FakeJuhe, client:
     with pytest.raises(TransientError) as ei:
         client.send(MOBILE, TPL, {"a": "b"})
     assert ei.value.maybe_sent is maybe_sent
+
+
+def test_the_proxy_the_environment_names_at_start_is_used(
+        fake: FakeJuhe, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 23: the client reads HTTP(S)_PROXY once when it is made (requests read it, and
+    scanned os.environ, on every send); sends still go through that proxy (here the fake Juhe,
+    which takes the proxy's absolute-form request itself)."""
+    monkeypatch.setenv("HTTP_PROXY", fake.base_url)
+    with JuheClient(KEY, url="http://juhe.invalid/sms/send", timeout=2.0) as c:
+        monkeypatch.delenv("HTTP_PROXY")
+        assert c.send(MOBILE, TPL, {"name": "via proxy"}).sid
+    [msg] = fake.messages
+    assert msg["vars"] == {"name": "via proxy"}

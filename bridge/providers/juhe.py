@@ -59,6 +59,7 @@ that is included is scrubbed of the key (raw and url-encoded forms).
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -256,7 +257,8 @@ class JuheClient:
     send endpoint (``JUHE_URL``). ``timeout``: seconds, applied to connecting and to each read
     (not a total). ``session``: an existing ``requests.Session`` to use as is (the caller
     closes it); by default the client makes its own with an ``HTTPAdapter`` pool of
-    :data:`POOL_MAXSIZE` connections and no automatic retries, and :meth:`close` closes it.
+    :data:`POOL_MAXSIZE` connections and no automatic retries, and the proxy and CA bundle the
+    environment names when the client is made, and :meth:`close` closes it.
 
     Raises ``ValueError`` for a URL that is not ``http(s)://host/...`` or a timeout <= 0.
     Safe to share between threads (``requests`` pools connections thread-safely).
@@ -288,6 +290,15 @@ class JuheClient:
             adapter = HTTPAdapter(pool_connections=2, pool_maxsize=POOL_MAXSIZE, max_retries=0)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
+            # The environment's proxy (HTTP(S)_PROXY, NO_PROXY) and CA bundle
+            # (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE) are read once, here: requests would read
+            # them again on every send, scanning os.environ, a fifth of a send's CPU
+            # (bench/RESULTS.md, "Time to page").
+            session.proxies.update(requests.utils.get_environ_proxies(url))
+            bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+            if bundle:
+                session.verify = bundle
+            session.trust_env = False
         self._session = session
 
     def __repr__(self) -> str:
