@@ -17,6 +17,7 @@ Prints req/s, the share of wall time per stage and the top functions by own time
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import os
@@ -156,13 +157,20 @@ def make_app(args: argparse.Namespace, tmp: Path) -> Any:
 
     from bridge.config import Settings
     from bridge.logs import setup
-    from bridge.web.app import create_app
+    try:
+        from bridge.web.app import create_app
+    except ImportError:  # a bridge/ from before the layout of issue 21 (ab.py --revs)
+        from bridge.app import create_app  # type: ignore[no-redef]
 
     setup("text", ["k"])
     handler = logging.getLogger().handlers[0]
     handler.stream = open(tmp / "bridge.log", "a", encoding="utf-8")  # type: ignore[attr-defined]  # noqa: SIM115
     settings = Settings(juhe_key="k", juhe_url="http://127.0.0.1:9/sms/send", store=store,
                         rules_path=str(rules))
+    if "settings" not in inspect.signature(create_app).parameters:  # before 6ee7365
+        from bridge.service import Bridge  # type: ignore[import-not-found]
+
+        return create_app(Bridge(settings))  # type: ignore[arg-type]
     return create_app(settings)
 
 

@@ -228,3 +228,38 @@ def test_duration_text() -> None:
 
     assert [duration_text(s) for s in (0, 30, 90, 600, 7200, 86400, 1.5)] == [
         "0s", "30s", "90s", "10m", "2h", "1d", "1s"]
+
+
+def test_a_store_failure_after_some_parts_keeps_them_and_the_retry_pages_nobody_twice(
+        tmp_path: Path) -> None:
+    """Issue 23: a large webhook is stored in parts. When the store fails on a later part
+    (here a trigger refusing one alert), the webhook gets 503 and the earlier part stays stored
+    (its SMS go out); the sender's retry stores the rest and finds the first part as
+    duplicates: nothing is lost or paged twice."""
+    import sqlite3
+
+    from conftest import CATCH_ALL
+
+    (tmp_path / "rules.yaml").write_text(CATCH_ALL, encoding="utf-8")
+    app = create_app(Settings.from_env({"BRIDGE_RULES": str(tmp_path / "rules.yaml"),
+                                        "BRIDGE_STORE": f"sqlite:///{tmp_path / 'b.db'}"}))
+    body = {"version": "4", "status": "firing", "alerts": [
+        {"status": "firing", "labels": {"alertname": f"A{i:02d}"},
+         "startsAt": "2026-12-01T10:00:00Z"} for i in range(40)]}
+    client = app.test_client()
+    assert client.post("/webhook/alertmanager", json={"alerts": []}).status_code == 200
+    db = sqlite3.connect(tmp_path / "b.db")
+    db.execute("CREATE TRIGGER boom BEFORE INSERT ON items WHEN NEW.alertname = 'A30'"
+               " BEGIN SELECT RAISE(ABORT, 'refused'); END")
+    db.commit()
+    r = client.post("/webhook/alertmanager", json=body)
+    assert r.status_code == 503
+    stored = [row[0] for row in db.execute("SELECT alertname FROM items ORDER BY id")]
+    assert stored == [f"A{i:02d}" for i in range(16)]  # the first part
+    db.execute("DROP TRIGGER boom")
+    db.commit()
+    again = client.post("/webhook/alertmanager", json=body).json
+    assert (again["queued"], again["suppressed"]) == (24, 16)
+    rows = list(db.execute("SELECT alertname, state FROM items ORDER BY id"))
+    assert rows == [(f"A{i:02d}", "queued") for i in range(40)]  # each once
+    db.close()

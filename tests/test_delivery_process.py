@@ -23,6 +23,7 @@ from test_escalation_e2e import rules as escalation_rules
 from bridge.deliver.wake import ENV as WAKE_ENV
 from bridge.deliver.wake import LocalWake
 from bridge.deliveryproc import Backoff, describe_status
+from bridge.intake.service import intake_parts
 
 MOBILE = "13800138000"
 
@@ -456,3 +457,32 @@ def test_the_local_wake_queues_wakes_and_is_taken_only_where_it_was_made(
     finally:
         os.close(wake.read_fd)
         os.close(wake.write_fd)
+
+
+@pytest.mark.parametrize(("n", "expected"), [
+    (0, [(0, 0)]),
+    (1, [(0, 1)]),
+    (16, [(0, 16)]),
+    (17, [(0, 16), (16, 17)]),
+    (100, [(0, 16), (16, 48), (48, 100)]),
+    (1000, [(0, 16), (16, 48), (48, 112), (112, 240), (240, 496), (496, 752), (752, 1000)]),
+], ids=["empty", "one", "first-part-whole", "one-over", "hundred", "storm"])
+def test_intake_parts_start_small_and_double(n: int, expected: list[tuple[int, int]]) -> None:
+    assert [(p.start, p.stop) for p in intake_parts(n)] == expected
+
+
+def test_a_storm_webhook_pages_before_it_is_answered_and_each_sms_once(
+        make_bridge: Any, fake_juhe: FakeJuhe) -> None:
+    """Issue 23: a webhook of 300 alerts is stored in parts; the first part's SMS go out while
+    the rest is decided (before the answer), and every SMS goes out once."""
+    bridge = make_bridge(CATCH_ALL)
+    one_delivery_pid(bridge)
+    names = [f"S{i:03d}" for i in range(300)]
+    assert bridge.post("/webhook/alertmanager", alert(*names)).json()["queued"] == 300
+    answered = time.time()
+    got = fake_juhe.wait_for(300, timeout=60)
+    time.sleep(1.0)
+    assert sorted(m["vars"]["name"] for m in fake_juhe.messages) == names
+    assert min(m["t"] for m in got) < answered
+    sent = bridge.get("/api/notifications?limit=500&state=sent").json()["notifications"]
+    assert sorted(i["alertname"] for i in sent) == names
