@@ -183,13 +183,11 @@ def table(results: list[dict[str, Any]]) -> list[str]:
              "SMS | storm: last SMS | storm: answered |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
-        base = None if r is relay else relay
-        cells = [ms(r["idle_p50_ms"]) + ratio(r["idle_p50_ms"], base and base["idle_p50_ms"]),
-                 ms(r["idle_p99_ms"]) + ratio(r["idle_p99_ms"], base and base["idle_p99_ms"]),
-                 ms(r["storm_first_ms"]),
-                 ms(r["storm_last_ms"]) + ratio(r["storm_last_ms"],
-                                                base and base["storm_last_ms"]),
-                 ms(r["storm_answered_ms"])]
+        def vs(key: str, r: dict[str, Any] = r) -> str:
+            return ms(r[key]) + ("" if r is relay else ratio(r[key], relay[key]))
+
+        cells = [vs("idle_p50_ms"), vs("idle_p99_ms"), ms(r["storm_first_ms"]),
+                 vs("storm_last_ms"), ms(r["storm_answered_ms"])]
         lines.append(f"| {r['label']} ({r['idle_n']}/{r['idle_sent']} idle, {r['storm_n']}/"
                      f"{r['storm_sent']} storm) | " + " | ".join(cells) + " |")
     return lines
