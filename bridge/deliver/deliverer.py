@@ -175,7 +175,7 @@ class Deliverer:
         self.store = store
         self.on_pass = on_pass
         self.wake = wake
-        #: run on every pass of :meth:`run_forever` before delivering (the escalation
+        #: run on every pass of :meth:`run_forever` after delivering (the escalation
         #: steps, :meth:`bridge.deliver.escalation.Escalator.run_once`); returns how much it did
         self.sidecar = sidecar
         self.sender = sender
@@ -236,9 +236,10 @@ class Deliverer:
         interval = min(interval, self.policy.stall / 4)
         while not stop.is_set():
             try:
+                # SMS first, upkeep last: a woken pass sends before it checkpoints or prunes
+                busy = self.run_once()
+                busy += self.sidecar() if self.sidecar is not None else 0
                 self._chores()
-                busy = self.sidecar() if self.sidecar is not None else 0
-                busy += self.run_once()
                 self._progress()
                 if not busy:
                     self._idle(stop, interval)

@@ -4,8 +4,9 @@ Steps are durable timers in the store (:meth:`bridge.store.base.Store.claim_step
 like outbox items, so each step is decided once per episode across workers, instances and
 restarts; one that fell due while the bridge was down is claimed at the first pass after
 start. :class:`Escalator` runs inside the delivery loop (:meth:`bridge.deliver.deliverer.Deliverer.
-run_forever` calls :meth:`Escalator.run_once` on every pass, at most ``delivery_interval``
-apart, 0.5 s by default), so a step runs within about a second of falling due.
+run_forever` calls :meth:`Escalator.run_once` on every pass, and sleeps between passes
+at most until the next step's due time, :meth:`bridge.store.base.Store.next_due`), so a step
+runs within milliseconds of falling due.
 
 What a due step does is :func:`bridge.decide.episodes.step_action` (pure, a function of ``now``):
 an acknowledged or resolved episode cancels it; otherwise the step's receiver (a schedule is
