@@ -433,6 +433,26 @@ def test_mark_retry_sent_failed_and_release(store: Store) -> None:
     assert len(store.recent(limit=-1)) == 2
 
 
+def test_mark_suppressed_sends_nothing_and_counts_no_attempt(store: Store) -> None:
+    """Issue 20.4: the deliverer's mark for a firing SMS whose episode was acknowledged or
+    resolved before it went out: suppressed, no attempt, fenced, the gap as given."""
+    out = store.record([note(fp="a"), note(mobile=M2, fp="b")], NO_LIMITS, T0)
+    a, b = (str(o.id) for o in out)
+    lease = lease_all(store)
+    assert store.mark_suppressed([a], "acknowledged", T0 + 3, token="other", pace_until=T0) == 0
+    assert store.mark_suppressed([a], "acknowledged", T0 + 3, token=lease[a],
+                                 pace_until=T0 + 3) == 1
+    item = by_id(store, a)
+    assert (item.state, item.reason, item.attempts, item.first_attempt_at, item.updated_at,
+            item.sid) == ("suppressed", "acknowledged", 0, None, T0 + 3, None)
+    store.mark_suppressed([b], "resolved", T0 + 3, token=lease[b], pace_until=None)
+    assert by_id(store, b).reason == "resolved"
+    assert store.counts() == {**dict.fromkeys(STATES, 0), "suppressed": 2}
+    # no gap booked for M1; M2 is still held by its claim
+    store.record([note(fp="c"), note(mobile=M2, fp="d")], NO_LIMITS, T0 + 4)
+    assert list(ids_of(store.claim(T0 + 4, 30, 10))) == [M1]
+
+
 def test_release_ends_the_lease_and_changes_only_due_at(store: Store) -> None:
     [o] = store.record([note()], NO_LIMITS, T0)
     i = str(o.id)

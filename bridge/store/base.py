@@ -315,6 +315,13 @@ class Store(abc.ABC):
         alert pages again (and a resolved is not paired with a failed firing)."""
 
     @abc.abstractmethod
+    def mark_suppressed(self, ids: Sequence[str], reason: str, now: float, *, token: str,
+                        pace_until: float | None) -> int:
+        """Mark items ``suppressed`` with ``reason`` without sending them (their episode was
+        acknowledged or resolved meanwhile: docs/oncall.md, "What acknowledgement stops");
+        counts no attempt; keeps their dedup records; ends the lease."""
+
+    @abc.abstractmethod
     def release(self, ids: Sequence[str], due_at: float, *, token: str,
                 pace_until: float | None = None) -> int:
         """Give leased items back unchanged, due again at ``due_at``; ends their lease."""

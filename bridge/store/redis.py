@@ -711,8 +711,8 @@ MARK_LUA = _LUA_HELPERS + """
 -- KEYS[4]  {prefix}dedup     zset dedup key -> at
 -- ARGV[1]  prefix
 -- ARGV[2]  op: 'sent', 'retrying', 'failed' (new state; counts an attempt; 'failed' also
---          deletes the items' dedup records: a failed SMS did not page) or 'release'
---          (state unchanged, due again at ARGV[4])
+--          deletes the items' dedup records: a failed SMS did not page), 'suppressed' (new
+--          state, not sent: no attempt) or 'release' (state unchanged, due again at ARGV[4])
 -- ARGV[3]  now: updated_at, and first_attempt_at when unset (ignored by release)
 -- ARGV[4]  due_at (retrying, release; '' otherwise)
 -- ARGV[5]  reason (ignored by release)
@@ -742,9 +742,11 @@ for i = 10, #ARGV do
     else
       redis.call('HSET', key, 'state', op, 'reason', ARGV[5], 'updated_at', ARGV[3],
         'lease_until', 0, 'lease_token', '')
-      redis.call('HINCRBY', key, 'attempts', 1)
-      if not row[4] then
-        redis.call('HSET', key, 'first_attempt_at', ARGV[3])
+      if op ~= 'suppressed' then
+        redis.call('HINCRBY', key, 'attempts', 1)
+        if not row[4] then
+          redis.call('HSET', key, 'first_attempt_at', ARGV[3])
+        end
       end
       if op == 'sent' then
         redis.call('HSET', key, 'sid', ARGV[6], 'fee', ARGV[7])
@@ -1430,6 +1432,10 @@ class RedisStore(Store):
     def mark_failed(self, ids: Sequence[str], reason: str, now: float, *, token: str,
                     pace_until: float | None) -> int:
         return self._mark("failed", ids, token, pace_until, now, None, reason)
+
+    def mark_suppressed(self, ids: Sequence[str], reason: str, now: float, *, token: str,
+                        pace_until: float | None) -> int:
+        return self._mark("suppressed", ids, token, pace_until, now, None, reason)
 
     def release(self, ids: Sequence[str], due_at: float, *, token: str,
                 pace_until: float | None = None) -> int:

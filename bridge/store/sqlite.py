@@ -428,6 +428,11 @@ class SqliteStore(Store):
                             " first_attempt_at=coalesce(first_attempt_at, ?)", (reason, now, now),
                             forget=True)
 
+    def mark_suppressed(self, ids: Sequence[str], reason: str, now: float, *, token: str,
+                        pace_until: float | None) -> int:
+        return self._update(ids, token, pace_until, "state='suppressed', reason=?, updated_at=?",
+                            (reason, now))
+
     def release(self, ids: Sequence[str], due_at: float, *, token: str,
                 pace_until: float | None = None) -> int:
         return self._update(ids, token, pace_until, "due_at=?", (due_at,))
