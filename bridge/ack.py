@@ -83,8 +83,9 @@ def ack_page(code: str) -> Any:
         episode, done = b.acknowledge(episode.id, b.by_of(paged), "link")
     view = operator.episode_json(b, episode)
     pending = [s for s in view["escalation"] if s["state"] == "pending"]
-    return _page("episode.html", e=view, tz=b.settings.tz, done=done, pending=pending, code=code,
-                 me=b.by_of(paged))
+    ended = [s for s in view["escalation"] if s["state"] != "pending"]
+    return _page("episode.html", e=view, tz=b.settings.tz, done=done, pending=pending,
+                 ended=ended, code=code, me=b.by_of(paged))
 
 
 @ack.get("/api/episodes")

@@ -104,18 +104,29 @@ class Paged:
     code: str | None
 
 
+#: What a store keeps as ``due_at`` of a step whose clock has not started (SQLite: a REAL).
+NOT_STARTED = float("inf")
+
+
 @dataclass(frozen=True)
 class Step:
     """One escalation step of the route that started the episode (EPISODES.md); ``index`` is
-    1-based, as ``escalation`` in templates."""
+    1-based, as ``escalation`` in templates.
+
+    ``due_at`` is ``None`` until the route's first SMS for the episode went out (sent, or
+    ended failed), then that moment + ``after`` (docs/oncall.md, Escalation: nobody is
+    escalated over before the first person could see the page, however long pacing held it).
+    ``ran_at`` is when the escalation runner ended the step (``done``, or ``cancelled`` by it),
+    else ``None``."""
 
     index: int
     after: float
     receiver: str
     template: str | None
-    due_at: float
+    due_at: float | None
     state: StepState
     reason: str
+    ran_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -161,7 +172,7 @@ class Episode:
                       for p in self.paged],
             "escalation": [{"index": s.index, "after": s.after, "receiver": s.receiver,
                             "template": s.template, "due_at": s.due_at, "state": s.state,
-                            "reason": s.reason} for s in self.steps],
+                            "reason": s.reason, "ran_at": s.ran_at} for s in self.steps],
         }
 
 
@@ -182,14 +193,15 @@ StepAction = Literal["wait", "cancel", "page"]
 def step_action(episode: Episode, step: Step, now: float) -> tuple[StepAction, str]:
     """What to do with ``step`` of ``episode`` at ``now``: ``wait`` (pending, not due yet),
     ``cancel`` (the episode was acknowledged or resolved: the reason says so; also a step
-    no longer pending, reason ``""``) or ``page`` (due and the episode still firing)."""
+    no longer pending, reason ``""``) or ``page`` (due and the episode still firing). A step
+    whose clock has not started (``due_at`` ``None``) waits."""
     if step.state != "pending":
         return "cancel", ""
     if episode.state == "acknowledged":
         return "cancel", f"acknowledged by {episode.acknowledged_by}"
     if episode.state == "resolved":
         return "cancel", "resolved"
-    if now < step.due_at:
+    if step.due_at is None or now < step.due_at:
         return "wait", ""
     return "page", ""
 

@@ -228,7 +228,9 @@ class Store(abc.ABC):
     # -- episodes (EPISODES.md; bridge/episodes.py) -----------------------------------------
     # Inside record's one atomic step, after a notification's policy rows (sub-steps named
     # ``episode: <name>`` in both stores): ``upsert`` (a firing that ends queued or held creates
-    # its episode when missing, with the notification's info and steps due at now + after),
+    # its episode when missing, with the notification's info and its steps not started: a
+    # step's ``due_at`` is set by mark_sent / mark_failed of a firing SMS to a mobile the
+    # route paged itself (level 0), at that moment + after; docs/oncall.md, Escalation),
     # ``paged`` (adds the mobile's Paged entry once, and fills its ack code: the one stored for
     # the (episode, mobile), else a new unique one), ``resolved close`` (after the batch: each
     # (fingerprint, episode) of ``resolved`` marks its episode resolved at now and cancels
@@ -274,7 +276,8 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def finish_step(self, claim: StepClaim, state: StepState, reason: str,
                     now: float) -> bool:
-        """**Atomically** end a claimed step ``done`` or ``cancelled`` with ``reason``; false
+        """**Atomically** end a claimed step ``done`` or ``cancelled`` with ``reason``, ``ran_at``
+        ``now``; false
         (nothing changed) when the lease lapsed and the step was claimed again, or it is no
         longer pending (e.g. cancelled by an acknowledgement meanwhile)."""
 
@@ -300,7 +303,9 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def mark_sent(self, ids: Sequence[str], sid: str, fee: int, now: float, reason: str = "",
                   *, token: str, pace_until: float | None) -> int:
-        """Mark items sent with Juhe's ``sid`` and ``fee``; counts an attempt; ends the lease."""
+        """Mark items sent with Juhe's ``sid`` and ``fee``; counts an attempt; ends the lease;
+        a firing SMS of its route's own page starts its episode's escalation clock (see
+        "episodes" above)."""
 
     @abc.abstractmethod
     def mark_retry(self, ids: Sequence[str], due_at: float, reason: str, now: float, *,
@@ -312,7 +317,8 @@ class Store(abc.ABC):
                     pace_until: float | None) -> int:
         """Mark items ``failed`` for good with ``reason``; counts an attempt; ends the lease.
         A failed SMS did not page: its dedup record is deleted, so a later re-send of the same
-        alert pages again (and a resolved is not paired with a failed firing)."""
+        alert pages again (and a resolved is not paired with a failed firing). Like
+        :meth:`mark_sent`, it starts the escalation clock."""
 
     @abc.abstractmethod
     def mark_suppressed(self, ids: Sequence[str], reason: str, now: float, *, token: str,

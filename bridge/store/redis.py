@@ -70,7 +70,9 @@ finish_step, mark_sent/retry/failed and ping are followed by ``WAIT``)::
                                            resolved_at created_at paged[] steps[]; times are
                                            text ("" for none); paged: mobile route rt at level
                                            item code; steps: index after receiver template
-                                           due_at state reason lease token
+                                           due_at ("" until the route's first SMS for the
+                                           episode went out: sent or failed, see MARK_LUA)
+                                           state reason lease token ran_at
     {prefix}epkey:{fp}|{episode}   string  the episode id of (fingerprint, episode)
     {prefix}epcode:{code}          string  the episode id an ack code was sent for
     {prefix}episodes               zset    episode ids, score = created_at   (episodes())
@@ -341,8 +343,8 @@ local function paged_entry(e, m)
   return nil
 end
 
--- episode sub-step upsert: the notification's episode, created (steps due at now + after)
--- when missing
+-- episode sub-step upsert: the notification's episode, created (steps not started: due
+-- once the route's first SMS went out, see MARK_LUA) when missing
 local function episode_upsert(n)
   local eid = n.known_eid
   if eid == nil then
@@ -361,8 +363,7 @@ local function episode_upsert(n)
     ack_at = '', ack_via = '', resolved_at = '', created_at = now_s, paged = {}, steps = {}}
   for i, st in ipairs(n.steps or {}) do
     e.steps[i] = {index = i, after = st.after, receiver = st.receiver, template = st.template,
-      due_at = st.due, state = 'pending', reason = '', lease = '0', token = ''}
-    zadd(P .. 'steps', st.due, eid .. '|' .. i)
+      due_at = '', state = 'pending', reason = '', lease = '0', token = '', ran_at = ''}
   end
   redis.call('SET', P .. 'epkey:' .. n.fp .. '|' .. n.ep, eid)
   zadd(P .. 'episodes', now_s, eid)
@@ -702,7 +703,7 @@ end
 return claims
 """
 
-MARK_LUA = _LUA_HELPERS + """
+MARK_LUA = _LUA_HELPERS + _EPISODE_LUA + """
 -- mark: one delivery outcome for some items of one claim, atomically; fenced by the claim's
 -- lease token (items leased under another token are left alone); ends the items' lease.
 -- KEYS[1]  {prefix}due       zset mobile -> claimable at
@@ -722,10 +723,38 @@ MARK_LUA = _LUA_HELPERS + """
 -- ARGV[9]  pace_until: the end of the mobile's pacing gap from now on; '' leaves it
 -- ARGV[10..] item ids; unknown ids are skipped
 -- Returns the number of items changed.
+-- A firing SMS that went out ('sent' or 'failed') of a mobile the episode's route paged itself
+-- (level 0) starts the escalation clock: the steps not started yet are due at now + after
+-- (docs/oncall.md, Escalation), formatted %.17g so that the time stays exact.
 local P = ARGV[1]
 local op = ARGV[2]
 local touched = {}
 local changed = 0
+
+local function start_steps(m, fp, ep)
+  local eid = redis.call('GET', P .. 'epkey:' .. fp .. '|' .. ep)
+  local e = eid and load_episode(P, eid)
+  if not e then
+    return
+  end
+  local own = false
+  for _, p in ipairs(e.paged) do
+    if p.mobile == m and tonumber(p.level) == 0 then
+      own = true
+    end
+  end
+  local started = false
+  for _, st in ipairs(e.steps) do
+    if own and st.state == 'pending' and st.due_at == '' then
+      st.due_at = string.format('%.17g', tonumber(ARGV[3]) + tonumber(st.after))
+      redis.call('ZADD', P .. 'steps', st.due_at, eid .. '|' .. st.index)
+      started = true
+    end
+  end
+  if started then
+    redis.call('SET', P .. 'ep:' .. eid, cjson.encode(e))
+  end
+end
 for i = 10, #ARGV do
   local id = ARGV[i]
   local key = P .. 'item:' .. id
@@ -760,6 +789,9 @@ for i = 10, #ARGV do
       else
         redis.call('ZREM', pk, id)
         redis.call('ZADD', KEYS[3], ARGV[3], id)
+      end
+      if (op == 'sent' or op == 'failed') and row[6] == 'firing' then
+        start_steps(m, row[5], row[7])
       end
       if op == 'failed' then
         local dk = m .. '|' .. row[5] .. '|' .. row[6] .. '|' .. row[7]
@@ -949,7 +981,7 @@ return out
 FINISH_STEP_LUA = _EPISODE_LUA + """
 -- finish_step: a leased pending step ends done or cancelled, fenced by its token.
 -- KEYS[1] {prefix}steps; ARGV[1] prefix, ARGV[2] episode id, ARGV[3] index, ARGV[4] token,
--- ARGV[5] state, ARGV[6] reason
+-- ARGV[5] state, ARGV[6] reason, ARGV[7] now (text: ran_at)
 -- Returns 1 when changed, else 0.
 local P, eid, idx = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local e = load_episode(P, eid)
@@ -957,7 +989,7 @@ local st = e and e.steps[idx]
 if not st or st.state ~= 'pending' or st.token ~= ARGV[4] then
   return 0
 end
-st.state, st.reason, st.token, st.lease = ARGV[5], ARGV[6], '', '0'
+st.state, st.reason, st.token, st.lease, st.ran_at = ARGV[5], ARGV[6], '', '0', ARGV[7]
 redis.call('SET', P .. 'ep:' .. eid, cjson.encode(e))
 redis.call('ZREM', KEYS[1], eid .. '|' .. idx)
 return 1
@@ -1023,7 +1055,8 @@ def _episode(raw: str) -> Episode:
                           code=p["code"] or None) for p in _list(e["paged"])),
         steps=tuple(Step(index=int(st["index"]), after=float(st["after"]),
                          receiver=st["receiver"], template=st["template"] or None,
-                         due_at=float(st["due_at"]), state=st["state"], reason=st["reason"])
+                         due_at=_opt_t(st["due_at"]), state=st["state"], reason=st["reason"],
+                         ran_at=_opt_t(st.get("ran_at")))
                     for st in _list(e["steps"])),
         annotations=dict(e.get("annotations") or {}))
 
@@ -1303,7 +1336,7 @@ class RedisStore(Store):
              "ri": float(n.repeat_interval), "state": n.state, "reason": n.reason,
              "ut": 1 if n.untimed else 0, "rt": n.resolved_template or "", "lv": int(n.level),
              "steps": [{"after": _t(st.after), "receiver": st.receiver,
-                        "template": st.template, "due": _t(now + st.after)}
+                        "template": st.template}
                        for st in n.steps],
              "info": {} if n.info is None else {
                  "labels": dict(n.info.labels), "summary": n.info.summary,
@@ -1398,7 +1431,8 @@ class RedisStore(Store):
     def finish_step(self, claim: StepClaim, state: StepState, reason: str,
                     now: float) -> bool:
         return bool(self._run(self._lua_finish_step, [self._k("steps")], [
-            self.prefix, claim.episode_id, str(claim.index), claim.token, state, reason]))
+            self.prefix, claim.episode_id, str(claim.index), claim.token, state, reason,
+            _t(now)]))
 
     def claim(self, now: float, lease: float, max_mobiles: int,
               max_items: int = 0) -> list[Claim]:
