@@ -145,10 +145,14 @@ def test_api_episodes_shapes_state_filter_and_ack_behind_the_token(
     assert wait_until(lambda: requests.get(f"{bridge.base}/api/episodes", headers=auth,
                                            timeout=10).json()["episodes"][1]["paged"][0][
         "state"] == "sent", 10)
+    disk = requests.get(f"{bridge.base}/api/episodes", headers=auth,
+                        timeout=10).json()["episodes"][1]
+    [paged] = disk["paged"]
     [step] = disk["escalation"]
-    assert (step["index"], step["after"], step["receiver"], step["state"], step["reason"]) == (
-        1, 3600.0, "secondary", "pending", "")
-    assert abs(step["due_at"] - (paged["at"] + 3600)) < 5
+    assert (step["index"], step["after"], step["receiver"], step["state"], step["reason"],
+            step["ran_at"]) == (1, 3600.0, "secondary", "pending", "", None)
+    # the clock started when the page went out (issue 20.3)
+    assert step["due_at"] == paged["sent_at"] + 3600 and paged["sent_at"] >= paged["at"]
     # ack via API
     url = f"{bridge.base}/api/episodes/{disk['id']}/ack"
     assert requests.post(url, json={"by": "li"}, timeout=10).status_code == 401
@@ -161,6 +165,17 @@ def test_api_episodes_shapes_state_filter_and_ack_behind_the_token(
     assert r.json()["episode"]["acknowledged_by"] == "li"
     r = requests.post(url, json={"by": "zhang"}, headers=auth, timeout=10)
     assert r.json()["acknowledged"] is False and r.json()["episode"]["acknowledged_by"] == "li"
+    # issue 20.5: it says why, as the link page does (BRIDGE_TZ, to the minute)
+    at = r.json()["episode"]["acknowledged_at_local"][:16]
+    assert r.json()["reason"] == f"already acknowledged by li at {at}"
+    # issue 20.11: a name that could spoof "Acknowledged by" is refused, saying why
+    other = f"{bridge.base}/api/episodes/{latency['id']}/ack"
+    for bad, why in [("x" * 65, "the name is longer than 64 characters"),
+                     ("li\u202eetirw", "the name contains a bidirectional control character"
+                                       " (U+202E)"),
+                     ("li\x00", "the name contains a control character (U+0000)")]:
+        r = requests.post(other, json={"by": bad}, headers=auth, timeout=10)
+        assert (r.status_code, r.json()) == (400, {"error": f'"by": {why}'})
 
     def names(state: str) -> list[str]:
         r = requests.get(f"{bridge.base}/api/episodes?state={state}", headers=auth, timeout=10)
@@ -174,3 +189,11 @@ def test_api_episodes_shapes_state_filter_and_ack_behind_the_token(
     assert [e["alertname"] for e in requests.get(f"{bridge.base}/api/episodes?limit=1",
                                                  headers=auth, timeout=10).json()[
         "episodes"]] == ["Latency"]
+    # issue 20.5: an acknowledgement of a resolved episode says when it resolved
+    body = alert("Latency")
+    body["alerts"][0]["status"] = "resolved"
+    assert bridge.post("/webhook/alertmanager", body, headers=auth).status_code == 200
+    r = requests.post(other, json={"by": "zhang"}, headers=auth, timeout=10)
+    assert r.status_code == 200 and r.json()["acknowledged"] is False, r.text
+    at = r.json()["episode"]["resolved_at_local"][:16]
+    assert r.json()["reason"] == f"already resolved at {at}"

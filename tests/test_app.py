@@ -210,8 +210,12 @@ def test_page_acknowledge_needs_login_and_csrf_and_defaults_to_operator(app: Any
     assert r.status_code == 400 and "CSRF" in r.get_json()["error"]
     r = c.post("/episodes/nosuchid/ack", data={"csrf": csrf})
     assert r.status_code == 404 and r.get_json() == {"error": "no episode 'nosuchid'"}
-    r = c.post(url, data={"csrf": csrf, "by": "x" * 101})
-    assert r.status_code == 400
+    for bad, why in [("x" * 65, "the name is longer than 64 characters"),
+                     ("li\u202eetirw", "the name contains a bidirectional control character"
+                                       " (U+202E)"),
+                     ("li\x00", "the name contains a control character (U+0000)")]:
+        r = c.post(url, data={"csrf": csrf, "by": bad})
+        assert (r.status_code, r.get_json()) == (400, {"error": why})
     assert c.get("/api/episodes?state=firing", headers=auth).get_json()["episodes"] != []
     r = c.post(url, data={"csrf": csrf, "by": "  "})
     assert r.status_code == 303 and r.headers["Location"].endswith("/#episodes")

@@ -18,7 +18,9 @@ from bridge.decide.episodes import (
     CODE_LEN,
     Episode,
     Step,
+    already_reason,
     fill_code,
+    name_problem,
     new_code,
     step_action,
     valid_code,
@@ -67,6 +69,35 @@ def step(state: str = "pending", due: float | None = T0 + 60) -> Step:
 ])
 def test_step_action_table(ep: Episode, st: Step, now: float, expected: tuple[str, str]) -> None:
     assert step_action(ep, st, now) == expected
+
+
+@pytest.mark.parametrize(("by", "problem"), [
+    ("zhang", None),
+    ("张伟 (DBA on call)", None),
+    ("x" * 64, None),
+    ("x" * 65, "the name is longer than 64 characters"),
+    ("li\x00", "the name contains a control character (U+0000)"),
+    ("li\nwang", "the name contains a control character (U+000A)"),
+    ("li\u2028", "the name contains a control character (U+2028)"),
+    ("li\u202eetirw", "the name contains a bidirectional control character (U+202E)"),
+    ("\u2066li\u2069", "the name contains a bidirectional control character (U+2066)"),
+    ("li\u200f", "the name contains a bidirectional control character (U+200F)"),
+], ids=["plain", "cjk", "64", "65", "nul", "newline", "line-sep", "rlo", "lri", "rlm"])
+def test_name_problem_table(by: str, problem: str | None) -> None:
+    assert name_problem(by) == problem
+
+
+@pytest.mark.parametrize(("state", "fields", "reason"), [
+    ("acknowledged", {"acknowledged_by": "zhang", "acknowledged_at": 1796671440.0},
+     "already acknowledged by zhang at 2026-12-08 03:24"),
+    ("resolved", {"resolved_at": 1796671500.0}, "already resolved at 2026-12-08 03:25"),
+    ("resolved", {"acknowledged_by": "li", "acknowledged_at": 1796671440.0,
+                  "resolved_at": 1796671500.0}, "already resolved at 2026-12-08 03:25"),
+    ("firing", {}, ""),
+], ids=["acknowledged", "resolved", "acked-then-resolved", "firing"])
+def test_already_reason_table(state: str, fields: dict[str, Any], reason: str) -> None:
+    from zoneinfo import ZoneInfo
+    assert already_reason(episode(state, **fields), ZoneInfo("Asia/Shanghai")) == reason
 
 
 def test_codes_are_letters_and_digits_and_never_cut() -> None:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import secrets
 import string
 import time
+import unicodedata
 from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
 from typing import Any, Literal
 
 EpisodeState = Literal["firing", "acknowledged", "resolved"]
@@ -204,6 +206,43 @@ def step_action(episode: Episode, step: Step, now: float) -> tuple[StepAction, s
     if step.due_at is None or now < step.due_at:
         return "wait", ""
     return "page", ""
+
+
+#: The longest acknowledger name (``by``) accepted, in characters (docs/oncall.md).
+NAME_MAX = 64
+#: Characters that reorder text (bidirectional embeddings, overrides, isolates and marks): an
+#: acknowledger name with one could make "Acknowledged by" read as somebody else.
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                          "\u2066\u2067\u2068\u2069")
+
+
+def name_problem(by: str) -> str | None:
+    """Why ``by`` cannot name an acknowledger, or ``None`` when it can: more than
+    :data:`NAME_MAX` characters, a control character (Unicode categories Cc, Zl, Zp: NUL, tab,
+    newline ...) or one of :data:`BIDI_CONTROLS` (docs/oncall.md, "Acknowledging")."""
+    if len(by) > NAME_MAX:
+        return f"the name is longer than {NAME_MAX} characters"
+    for c in by:
+        if c in BIDI_CONTROLS:
+            return f"the name contains a bidirectional control character (U+{ord(c):04X})"
+        if unicodedata.category(c) in ("Cc", "Zl", "Zp"):
+            return f"the name contains a control character (U+{ord(c):04X})"
+    return None
+
+
+def already_reason(episode: Episode, zone: tzinfo) -> str:
+    """Why an acknowledgement of ``episode`` changed nothing, times in ``zone``
+    (``BRIDGE_TZ``) to the minute: ``already acknowledged by zhang at 2026-12-08 03:24`` or
+    ``already resolved at 2026-12-08 03:24`` (docs/api.md, acknowledging); ``""`` for a
+    firing episode."""
+    def at(ts: float | None) -> str:
+        return "?" if ts is None else datetime.fromtimestamp(ts, zone).strftime("%Y-%m-%d %H:%M")
+
+    if episode.state == "acknowledged":
+        return f"already acknowledged by {episode.acknowledged_by} at {at(episode.acknowledged_at)}"
+    if episode.state == "resolved":
+        return f"already resolved at {at(episode.resolved_at)}"
+    return ""
 
 
 def code_expired(episode: Episode, now: float) -> bool:

@@ -38,6 +38,7 @@ from flask import (
 from flask.sessions import SecureCookieSessionInterface
 
 from bridge.config import Settings
+from bridge.decide.episodes import name_problem
 from bridge.decide.preview import Preview, preview, tpl_value
 from bridge.errors import PayloadError
 from bridge.intake import readside
@@ -212,17 +213,20 @@ def logout() -> Any:
 
 @page.post("/episodes/<id>/ack")
 def acknowledge(id: str) -> Any:
-    """The page's Acknowledge button (form ``csrf``, optional ``by``: who acknowledges, at
-    most 100 characters, :data:`DEFAULT_ACK_BY` when empty): acknowledges ``via=page`` through
-    :meth:`bridge.intake.service.Bridge.acknowledge` and answers 303 back to the episodes. The first
-    acknowledgement stands; a later one changes nothing (the episode shows who and when).
-    404 for an unknown episode, 400 for a missing CSRF token or a too long name."""
+    """The page's Acknowledge button (form ``csrf``, optional ``by``: who acknowledges, as
+    :func:`bridge.decide.episodes.name_problem` allows, :data:`DEFAULT_ACK_BY` when empty):
+    acknowledges ``via=page`` through :meth:`bridge.intake.service.Bridge.acknowledge` and
+    answers 303 back to the episodes. The first acknowledgement stands; a later one changes
+    nothing (the episode shows who and when).
+    404 for an unknown episode, 400 for a missing CSRF token or a name refused."""
     if not logged_in():
         return redirect(url_for("page.login_form"))
     _check_csrf()
-    by = " ".join(request.form.get("by", "").split()) or DEFAULT_ACK_BY
-    if len(by) > 100:
-        abort(400, description="the name is longer than 100 characters")
+    raw = request.form.get("by", "")
+    problem = name_problem(raw)
+    if problem:
+        abort(400, description=problem)
+    by = " ".join(raw.split()) or DEFAULT_ACK_BY
     try:
         _bridge().acknowledge(id, by, "page")
     except KeyError:

@@ -142,7 +142,7 @@
       f.method = "post";
       f.action = "/episodes/" + encodeURIComponent(e.id) + "/ack";
       var t = el("input"); t.type = "hidden"; t.name = "csrf"; t.value = csrf;
-      var by = el("input"); by.name = "by"; by.maxLength = 100;
+      var by = el("input"); by.name = "by"; by.maxLength = 64;
       by.placeholder = "your name (else operator)"; by.setAttribute("aria-label", "acknowledge as");
       var btn = el("button", "ack-button", "Acknowledge"); btn.type = "submit";
       add(f, t, by, " ", btn);
