@@ -18,7 +18,7 @@ from fakejuhe import FakeJuhe
 from bridge.store import open_store
 
 ZHANG, LI = "13800138000", "13800138001"
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-5d1e8a"
 RULES = f"""\
 people: {{zhang: "{ZHANG}", li: "{LI}"}}
 receivers: {{oncall: [zhang], secondary: [li]}}

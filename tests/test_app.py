@@ -16,7 +16,7 @@ from bridge.config import Settings
 from bridge.web.app import bridge_of, create_app
 from bridge.web.page import CSP, session_key
 
-TOKEN = "page-token-7d1"
+TOKEN = "page-token-7d1c40e9"
 FIRING = {"version": "4", "status": "firing", "alerts": [
     {"status": "firing", "labels": {"alertname": "DiskFull", "severity": "critical",
                                     "team": "db", "instance": "db1"},
@@ -148,7 +148,7 @@ def test_changed_token_ends_the_session(tmp_path: Path) -> None:
     c2 = other.test_client()
     c2.set_cookie("bridge_session", cookie.value)
     assert c2.get("/").status_code == 200
-    changed = create_app(settings(tmp_path, BRIDGE_TOKEN="new-token"))
+    changed = create_app(settings(tmp_path, BRIDGE_TOKEN="new-token-0b3c9e71"))
     c3 = changed.test_client()
     c3.set_cookie("bridge_session", cookie.value)
     assert c3.get("/").status_code == 302

@@ -17,7 +17,7 @@ import pytest
 from conftest import SPEC_RULES, wait_until
 from fakejuhe import FakeJuhe
 
-TOKEN = "browser-token-3f9"
+TOKEN = "browser-token-3f9a7c21"
 ARTIFACTS = Path(__file__).parent / "artifacts" / "page"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run",

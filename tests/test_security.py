@@ -34,7 +34,7 @@ from bridge.errors import JuheError  # noqa: E402
 from bridge.providers.juhe import JuheClient  # noqa: E402
 from bridge.web import guard  # noqa: E402
 
-TOKEN = "tok-9c1e77"
+TOKEN = "tok-9c1e77-5b20d4ae"
 HMAC_SECRET = "hmac-secret-31d4"
 TS_HEADER = "X-Grafana-Alerting-Timestamp"
 SIG_HEADER = "X-Grafana-Alerting-Signature"
@@ -509,3 +509,15 @@ def test_log_scrub_is_the_last_guard(fmt: str, capsys: pytest.CaptureFixture[str
         records = [json.loads(line) for line in err.splitlines()]
         assert [r["msg"] for r in records] == ["send failed, key *** token ***", "plain line"]
         assert "requests.exceptions.ConnectionError" in records[0]["exc"]
+
+
+def test_a_short_token_stops_the_service_at_start_saying_why(make_bridge: Any) -> None:
+    """Issue 20.10: ``BRIDGE_TOKEN=a`` started without a word, and the log scrubber then masked
+    every ``a`` of every line. A token shorter than 16 characters stops ``bridge serve``."""
+    bp = make_bridge(CATCH_ALL, start=False, BRIDGE_TOKEN="a")
+    bp.start(wait=False)
+    assert bp.proc is not None
+    assert bp.proc.wait(60) != 0
+    assert ("Error: BRIDGE_TOKEN: must be at least 16 characters, not 1: a short token can be"
+            " guessed, and the log scrubber masks the token wherever it appears, so a short one"
+            " garbles every log line") in bp.log()
