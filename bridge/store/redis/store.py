@@ -150,7 +150,8 @@ from bridge.store.base import (
 DEFAULT_PREFIX = "{bridge}:"
 #: A prefix must start with a hash tag (``{...}``, not empty): Redis hashes only what is inside.
 _HASH_TAG = re.compile(r"^[^{]*(\{[^}]+\})")
-#: Seconds a dedup record lives in Redis at least (longer when its repeat_interval is longer).
+#: Seconds a dedup record lives in Redis at least (longer when its repeat_interval is longer)
+#: when the store is opened without a retention; ``open_store`` passes ``BRIDGE_RETENTION``.
 DEFAULT_DEDUP_TTL = 7 * 86400
 #: Seconds a per-day counter lives.
 DAY_TTL = 3 * 86400
