@@ -270,6 +270,11 @@ class Store(abc.ABC):
         ``now``; returns the count so far in that minute."""
 
     @abc.abstractmethod
+    def unknown_code_hits(self, client: str, now: float) -> int:
+        """How many tries :meth:`unknown_code_hit` counted for ``client`` in the fixed minute
+        of ``now`` (0 when none); reads only."""
+
+    @abc.abstractmethod
     def claim_steps(self, now: float, lease: float, limit: int = 20) -> list[StepClaim]:
         """**Atomically** lease pending steps due at ``now`` (``due_at <= now``, no unexpired
         lease) until ``now + lease``, at most ``limit``, oldest due first."""

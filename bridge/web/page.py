@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import math
 import secrets
 import time
 from datetime import timedelta
@@ -37,6 +39,7 @@ from flask import (
 )
 from flask.sessions import SecureCookieSessionInterface
 
+from bridge import metrics
 from bridge.config import Settings
 from bridge.decide.episodes import name_problem
 from bridge.decide.preview import Preview, preview, tpl_value
@@ -45,6 +48,9 @@ from bridge.intake import readside
 from bridge.privacy import mask_mobile
 from bridge.sources import SOURCES
 from bridge.store.base import STATES
+from bridge.web import guard
+
+log = logging.getLogger(__name__)
 
 #: How long a login lasts (SPEC: 12 h).
 SESSION_HOURS = 12
@@ -189,13 +195,35 @@ def login_form() -> Any:
 @page.post("/login")
 def login() -> Any:
     """Log in with ``BRIDGE_TOKEN`` (form field ``token``); 401 with the form again when it is
-    wrong."""
+    wrong (logged with the client address, never the token; ``bridge_login_failures_total``).
+    A client address that posted more than :data:`guard.LOGIN_LIMIT` wrong tokens within the
+    current minute gets 429 (``Retry-After``) until the minute ends, right token or not
+    (counted in the store, across workers and instances; docs/operator-page.md)."""
     _check_csrf()
-    token = _bridge().settings.token
+    b = _bridge()
+    token = b.settings.token
     if not token:
         return redirect(url_for("page.index"))
-    if not hmac.compare_digest(request.form.get("token", "").encode(), token.encode()):
-        return _render("login.html", 401, error="wrong token")
+    client = request.remote_addr or "-"
+    now = time.time()
+    wait = guard.login_wait(b.store, client, now)
+    if not wait:
+        if hmac.compare_digest(request.form.get("token", "").encode(), token.encode()):
+            return _logged_in()
+        metrics.LOGIN_FAILURES.inc()
+        wait = guard.login_failed(b.store, client, now)
+        log.warning("wrong token on POST /login from %s%s", client,
+                    f": 429 for {wait:.0f}s" if wait else "")
+        if not wait:
+            return _render("login.html", 401, error="wrong token")
+    body, status = _render("login.html", 429,
+                           error=f"too many wrong tokens from {client}: try again in"
+                                 f" {math.ceil(wait)} s")
+    return body, status, {"Retry-After": str(math.ceil(wait))}
+
+
+def _logged_in() -> Any:
+    """Start a session (12 h, with its CSRF token) and go to the page."""
     session.clear()
     session.permanent = True
     session["login_at"] = time.time()

@@ -1420,6 +1420,11 @@ class RedisStore(Store):
             n, _ = pipe.execute()
         return int(n)
 
+    def unknown_code_hits(self, client: str, now: float) -> int:
+        with self._errors():
+            n = self._node().get(self._k(f"unknown:{client}:{int(now // 60)}"))
+        return int(n or 0)
+
     def claim_steps(self, now: float, lease: float, limit: int = 20) -> list[StepClaim]:
         lease_until = now + lease
         tokens = [secrets.token_hex(8) for _ in range(max(int(limit), 1))]

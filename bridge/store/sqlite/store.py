@@ -607,6 +607,11 @@ class SqliteStore(Store):
                              (client, minute)).fetchone()
             return int(row[0])
 
+    def unknown_code_hits(self, client: str, now: float) -> int:
+        rows = self._read("SELECT n FROM unknown_codes WHERE client=? AND minute=?",
+                          (client, int(now // 60)))
+        return int(rows[0][0]) if rows else 0
+
     def claim_steps(self, now: float, lease: float, limit: int = 20) -> list[StepClaim]:
         out: list[StepClaim] = []
         # polled every delivery pass: a read first, the write lock only when something is due
