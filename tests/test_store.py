@@ -18,9 +18,10 @@ from typing import Any
 
 import pytest
 
-from bridge.decide.episodes import ACK_PLACEHOLDER, EpisodeInfo, StepSpec, valid_code
-from bridge.decide.plan import EpisodeMark, Notification
+from bridge.decide.episodes import EpisodeInfo, StepSpec, valid_code
+from bridge.decide.types import EpisodeMark, Notification
 from bridge.errors import StoreUnavailable
+from bridge.rules.render import ACK_PLACEHOLDER
 from bridge.store import PAGING_POLICY, Claim, Item, Outcome, Policy, PolicyRow, Store, open_store
 from bridge.store.base import STATES, episode_text
 from bridge.store.redis.store import RedisStore

@@ -117,7 +117,6 @@ from redis.sentinel import Sentinel
 
 from bridge.config import parse_redis_url
 from bridge.decide.episodes import (
-    ACK_PLACEHOLDER,
     Episode,
     Paged,
     Step,
@@ -128,17 +127,16 @@ from bridge.decide.episodes import (
     new_code,
     new_id,
 )
-from bridge.decide.plan import EpisodeMark, Notification
+from bridge.decide.types import EpisodeMark, Notification, Policy, State
 from bridge.errors import StoreUnavailable, StoreUnconfirmed
 from bridge.privacy import redact_url
+from bridge.rules.render import ACK_PLACEHOLDER
 from bridge.store.base import (
     EPISODE_STALE,
     STATES,
     Claim,
     Item,
     Outcome,
-    Policy,
-    State,
     Store,
     dumps_vars,
     episode_text,
@@ -220,7 +218,7 @@ RECORD_LUA = _LUA_HELPERS + _EPISODE_LUA + """
 --          settled here)}
 -- ARGV[13] JSON list of episode marks: {fp, f (1 firing, 0 resolved)}
 -- ARGV[14] the episode text of an episode beginning now (UTC ISO, base.episode_text)
--- ARGV[15] the ack code placeholder (bridge.decide.episodes.ACK_PLACEHOLDER, utf-8)
+-- ARGV[15] the ack code placeholder (bridge.rules.render.ACK_PLACEHOLDER, utf-8)
 -- ARGV[16] JSON list of fresh ack codes (from secrets; used in order, skipping taken ones)
 -- ARGV[17] JSON list of fresh episode ids (used in order)
 -- ARGV[18] JSON list of resolved alerts' {fingerprint, episode ('' = settled here)}

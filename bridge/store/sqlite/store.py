@@ -29,7 +29,7 @@ from bridge.decide.episodes import (
     StepState,
     code_expired,
 )
-from bridge.decide.plan import EpisodeMark, Notification
+from bridge.decide.types import EpisodeMark, Notification, Policy
 from bridge.errors import StoreUnavailable
 from bridge.store.base import (
     EPISODE_STALE,
@@ -37,7 +37,6 @@ from bridge.store.base import (
     Claim,
     Item,
     Outcome,
-    Policy,
     Store,
     dedup_key,
     episode_text,
