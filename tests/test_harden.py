@@ -398,14 +398,14 @@ def test_full_disk_answers_503_loses_nothing_and_recovers(make_bridge: Any, fake
         bp.stop()
 
 
-# -- the README's quick start ----------------------------------------------------------------------
+# -- the README's five-minute walk ---------------------------------------------------------------
 
 def test_readme_quick_start_curl_pages_at_any_hour(make_bridge: Any) -> None:
     import json
     import re
 
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    block = readme.split("Then post a webhook.", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    block = next(b for b in readme.split("```sh")[1:] if "--data-binary" in b).split("```", 1)[0]
     assert "--data-binary" in block
     body = json.loads(re.search(r"--data-binary '(.*)'", block, re.S).group(1))  # type: ignore[union-attr]
     bp = make_bridge(BRIDGE_RULES=str(ROOT / "rules.yaml"), JUHE_KEY="", start=True)
