@@ -437,7 +437,7 @@ class RedisStore(Store):
         """See :meth:`Store.oldest_due`: the lowest score of ``{prefix}due`` up to ``now``
         (a mobile's score is already when it can next be claimed)."""
         with self._errors():
-            first = self._node().zrangebyscore(self._k("due"), "-inf", _t(now), start=0,
+            first = self._node().zrangebyscore(self._k("due"), "-inf", time_arg(now), start=0,
                                                num=1, withscores=True)
         return float(first[0][1]) if first else None
 
