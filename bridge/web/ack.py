@@ -33,7 +33,7 @@ from bridge.decide.episodes import (
     name_problem,
 )
 from bridge.intake import readside
-from bridge.web.app import bridge, error, protected
+from bridge.web.guard import bridge, error, protected
 
 log = logging.getLogger("bridge.ack")  # stable log name (not the module path)
 
