@@ -1186,6 +1186,10 @@ def test_unknown_code_hits_count_per_client_and_minute(store: Store) -> None:
     assert [store.unknown_code_hit("1.2.3.4", minute + i) for i in range(3)] == [1, 2, 3]
     assert store.unknown_code_hit("5.6.7.8", minute + 3) == 1
     assert store.unknown_code_hit("1.2.3.4", minute + 60) == 1
+    # the count read back without counting (the login throttle's read)
+    assert [store.unknown_code_hits(c, minute + 59) for c in ("1.2.3.4", "5.6.7.8", "9.9")] == [
+        3, 1, 0]
+    assert store.unknown_code_hits("1.2.3.4", minute + 60) == 1
 
 
 def test_prune_deletes_resolved_episodes_with_their_codes(store: Store) -> None:
