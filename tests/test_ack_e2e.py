@@ -7,8 +7,10 @@ on the page, and ``/api/episodes`` with its ``ack`` behind the token."""
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import requests
@@ -99,6 +101,18 @@ def test_link_get_changes_nothing_post_acks_once_and_text_is_escaped(
     assert store.episodes(limit=10) == [after]
     r = requests.get(f"{bridge.base}/a/{code}", timeout=10)
     assert "acknowledged by zhang" in r.text and 'id="ack"' not in r.text
+    # issue 20.14: the cancelled step is still shown, as cancelled; when the SMS was sent
+    assert '<li>step 1: secondary: cancelled (acknowledged by zhang)</li>' in r.text, r.text
+    [paged] = after.paged
+    [item] = [i for i in store.recent(10) if i.id == paged.item_id]
+    sent = datetime.fromtimestamp(item.updated_at, ZoneInfo("Asia/Shanghai"))
+    assert f", sent {sent:%Y-%m-%d %H:%M:%S}: sent</li>" in r.text, r.text
+    # issue 20.14: the icon is the package's, linked from the page (no 404 on every load)
+    assert '<link rel="icon" href="/favicon.ico">' in r.text
+    icon = requests.get(f"{bridge.base}/favicon.ico", timeout=10)
+    assert (icon.status_code, icon.headers["Content-Type"]) == (200, "image/vnd.microsoft.icon")
+    assert icon.content[:4] == b"\x00\x00\x01\x00" and "max-age=86400" in icon.headers[
+        "Cache-Control"]
     store.close()
 
 

@@ -233,3 +233,14 @@ def test_duration_text() -> None:
 
     assert [duration_text(s) for s in (0, 30, 90, 600, 7200, 86400, 1.5)] == [
         "0s", "30s", "90s", "10m", "2h", "1d", "1s"]
+
+
+def test_status_rules_line_names_the_version_once(app: Any) -> None:
+    """Issue 20.14: "version 3f2a...; 5 routes, ... (version 3f2a...)"."""
+    c = app.test_client()
+    assert login(c).status_code == 303
+    html = c.get("/").get_data(as_text=True)
+    version = bridge_of(app).holder.rules.version
+    [line] = re.findall(r"<dt>Rules</dt><dd>(.*?)</dd>", html)
+    assert line.count(version) == 1 and line.endswith(f"(version {version})"), line
+    assert '<link rel="icon" href="/favicon.ico">' in html

@@ -141,6 +141,17 @@ def index() -> Any:
     return _index()
 
 
+@page.get("/favicon.ico")
+def favicon() -> Any:
+    """The bridge's icon from the package (browsers ask for it on every page: no 404), open
+    like the page's styles, cached for a day."""
+    resp = page.send_static_file("favicon.ico")
+    resp.mimetype = "image/vnd.microsoft.icon"
+    resp.cache_control.max_age = 86400
+    resp.cache_control.public = True
+    return resp
+
+
 @page.get("/login")
 def login_form() -> Any:
     if not bridge().settings.token or logged_in():
