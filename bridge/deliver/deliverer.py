@@ -344,7 +344,8 @@ class Deliverer:
                 stopped.setdefault(e.state, []).append(i)
         if not stopped:
             return items
-        rest = [i for i in items if all(i not in s for s in stopped.values())]
+        gone_ids = {i.id for g in stopped.values() for i in g}
+        rest = [i for i in items if i.id not in gone_ids]
         now = self.clock()
         for n, (reason, gone) in enumerate(sorted(stopped.items())):
             ids = [i.id for i in gone]
