@@ -340,7 +340,7 @@ routes:
 """)
     assert problems == [
         "receivers.dba[0]: not an 11-digit mainland China mobile number: '1380013800'",
-        "templates.broken.tpl_id: Input should be greater than 0",
+        "templates.broken.tpl_id: must be greater than 0, got the number 0",
         "templates.firing.vars.a: template syntax error: unexpected end of template, expected "
         "'end of print statement'. (line 1)",
         "routes[0].template: unknown template 'nope'",
