@@ -173,12 +173,14 @@ class DuplicateKeyLoader(yaml.SafeLoader):
                 if key_node.tag == "tag:yaml.org,2002:merge":
                     continue
                 key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
                 try:
-                    first = seen.setdefault(key, key_node.start_mark.line + 1)
+                    if key in seen:
+                        self.duplicates.append((str(key), seen[key], line))
+                    else:
+                        seen[key] = line
                 except TypeError:
                     continue  # an unhashable key: SafeLoader refuses it itself
-                if first != key_node.start_mark.line + 1:
-                    self.duplicates.append((str(key), first, key_node.start_mark.line + 1))
         return super().construct_mapping(node, deep=deep)
 
 
@@ -186,7 +188,7 @@ def duplicate_problems(duplicates: list[tuple[str, int, int]]) -> list[str]:
     """Problems for :attr:`DuplicateKeyLoader.duplicates` (without a file prefix)."""
     return [f"line {second}: key {key!r} is written twice in one mapping (first on line "
             f"{first}): the second would silently replace the first"
-            for key, first, second in duplicates]
+            for key, first, second in sorted(duplicates, key=lambda d: (d[2], d[1]))]
 
 
 # -- pydantic's messages in the bridge's words -----------------------------------------------------
