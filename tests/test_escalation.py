@@ -112,7 +112,8 @@ def test_escalation_checks_with_places(tmp_path: Path) -> None:
     (tmp_path / "r.yaml").write_text(bad, encoding="utf-8")
     with pytest.raises(RulesError) as exc:
         load_rules(tmp_path / "r.yaml")
-    assert exc.value.problems == ["routes[0].escalate[0].after: must be greater than 0, got the number 0"]
+    assert exc.value.problems == [
+        "routes[0].escalate[0].after: must be greater than 0, got the number 0"]
     (tmp_path / "r.yaml").write_text(RULES.replace("after: 2s", "after: 1s").replace(
         "receiver: secondary}", "receiver: nobody}").replace("template: lead}",
                                                               "template: nope}"), "utf-8")
