@@ -230,7 +230,7 @@ def test_render_sends_a_resolved_alert_to_those_paged_for_its_episode(tmp_path: 
     """Issue 20 item 8: render sent a resolved alert to today's routes; intake sends it to
     whoever was paged for the stored episode."""
     from bridge.config import Settings
-    from bridge.service import Bridge
+    from bridge.intake.service import Bridge
     from bridge.sources import parse_body
 
     rules = tmp_path / "rules.yaml"

@@ -15,7 +15,7 @@ import yaml
 from jinja2 import Environment, TemplateSyntaxError, meta, nodes
 
 #: What a route's or an escalation step's template sees (docs/rules.md, "Templates"): the
-#: alert (``bridge.render.alert_context``), ``escalation``, ``ack_code`` and ``person``.
+#: alert (``bridge.decide.render.alert_context``), ``escalation``, ``ack_code`` and ``person``.
 ALERT_NAMES = frozenset({
     "labels", "annotations", "status", "starts_at", "ends_at", "fingerprint", "source",
     "generator_url", "values", "receiver", "external_url", "common_labels", "group_labels",
