@@ -14,8 +14,9 @@ from typing import Any
 import yaml
 from jinja2 import Environment, TemplateSyntaxError, meta, nodes
 
-#: What a route's or an escalation step's template sees (docs/rules.md, "Templates and their variables"): the
-#: alert (``bridge.decide.render.alert_context``), ``escalation``, ``ack_code`` and ``person``.
+#: What a route's or an escalation step's template sees (docs/rules.md, "Templates and their
+#: variables"): the alert (``bridge.decide.render.alert_context``), ``escalation``, ``ack_code``
+#: and ``person``.
 ALERT_NAMES = frozenset({
     "labels", "annotations", "status", "starts_at", "ends_at", "fingerprint", "source",
     "generator_url", "values", "receiver", "external_url", "common_labels", "group_labels",
