@@ -537,6 +537,7 @@ templates:
   page: {tpl_id: 1, vars: {ack: "{{ ack_code }}", url: "{{ ack_url }}",
                            who: "{{ person }} {{ escalation }} {% set n = 1 %}{{ n }}"}}
   storm: {tpl_id: 2, vars: {n: "{{ count }} {{ alertnames }}", x: "{{ labels.a }}"}}
+  unused: {tpl_id: 3, vars: {s: "{{ schedule }}"}}  # what it sees depends on its user
 limits: {min_gap: 30s, storm: {threshold: 3, window: 2m, template: storm}}
 routes:
   - receiver: primary

@@ -123,15 +123,18 @@ def unknown_name_warnings(env: Environment, templates: Mapping[str, Mapping[str,
     """``templates.NAME.vars.VAR: ...`` for every name a variable reads that its template's
     users do not provide: routes and escalation steps give :data:`ALERT_NAMES`, the storm
     template (``storm``) :data:`STORM_NAMES`; a template both use gets either; ``routed``
-    are the templates routes or steps name (a template nobody names is checked as a route's).
-    ``templates`` maps a template's name to its variables' sources."""
+    are the templates routes or steps name. A template neither names is not checked (what it
+    sees depends on its user, e.g. a shift notice). ``templates`` maps a template's name to its
+    variables' sources."""
     out: list[str] = []
     for name, variables in templates.items():
         provided: set[str] = set()
         if name == storm:
             provided |= STORM_NAMES
-        if name in routed or name != storm:
+        if name in routed:
             provided |= ALERT_NAMES
+        if not provided:
+            continue
         for var, source in variables.items():
             for unknown in unknown_names(env, source, provided):
                 out.append(f"templates.{name}.vars.{var}: {unknown!r} is not a name "
