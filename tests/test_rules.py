@@ -523,7 +523,7 @@ def test_a_bad_template_still_has_its_variables_checked(tmp_path: Path) -> None:
 def test_a_value_that_fits_no_branch_is_one_problem(tmp_path: Path) -> None:
     problems = problems_of(tmp_path, ACK_RULES.replace("SOURCE", "x").replace(
         "receiver: r, template", "receiver: [5], template"))
-    assert problems[0] == "routes[0].receiver: expected text or a list of text, got a list"
+    assert problems == ["routes[0].receiver: expected text or a list of text, got a list"]
 
 
 def test_warnings_for_names_no_alert_provides_and_steps_within_min_gap(tmp_path: Path) -> None:

@@ -448,6 +448,10 @@ def _without_bad_fields(route: Any) -> dict[str, Any] | None:
         if not bad or "template" in bad:
             return None
         stripped = {k: v for k, v in route.items() if k not in bad}
+        if "receiver" in bad and not stripped.get("mobiles_from"):
+            # stands in for the bad receiver (already reported), so that the route is not
+            # also reported as having none; a salvaged route never pages
+            stripped["mobiles_from"] = "(invalid receiver)"
         return stripped if _valid({"routes": [stripped]}) else None
     return route
 
