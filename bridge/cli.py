@@ -206,6 +206,9 @@ def render(payload: str, rules_path: str | None, source: str | None, at: str | N
                     store, why)
     except PayloadError as exc:
         raise click.ClickException(f"{payload}: {exc}") from None
+    finally:
+        if store is not None:
+            store.close()
     for line in render_lines(p, rules, payload):
         click.echo(line)
 
