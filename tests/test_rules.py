@@ -567,3 +567,21 @@ def test_alert_names_are_what_templates_see() -> None:
 
     context = base_context(_alert({"a": "b"}), Batch("alertmanager", []))
     assert ALERT_NAMES == {*context, "person"}
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    pytest.param("routes:\n  - {reciever: r, template: t}\n",
+                 "routes[0].reciever: unknown field (did you mean 'receiver'? expected one of: "
+                 "name, matchers, receiver, mobiles_from, max_mobiles_from, template, "
+                 "resolved_template, repeat_interval, continue, mute_time_intervals, "
+                 "active_time_intervals, escalate)", id="route"),
+    pytest.param("schedules:\n  s: {members: [a], shift: 1d, start: 2026-01-01, overides: []}\n",
+                 "schedules.s.overides: unknown field (did you mean 'overrides'? expected one "
+                 "of: members, shift, handover, start, time_zone, overrides)", id="schedule"),
+    pytest.param("limits: {storm: {threshold: 1, window: 1m, template: t, size: 2}}\n",
+                 "limits.storm.size: unknown field (expected one of: threshold, window, "
+                 "template)", id="storm"),
+])
+def test_an_unknown_field_names_what_is_expected(tmp_path: Path, text: str,
+                                                 expected: str) -> None:
+    assert expected in problems_of(tmp_path, text)

@@ -8,6 +8,9 @@ their place prefix unless it says otherwise.
 
 from __future__ import annotations
 
+import difflib
+import types
+import typing
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -265,3 +268,43 @@ def union_words(branches: list[str], value: Any) -> str:
     e.g. ``["str", "list[str]"]``), e.g. ``expected text or a list of text, got the number 5``."""
     wanted = [_BRANCHES.get(b, b) for b in dict.fromkeys(branches)]
     return f"expected {' or '.join(wanted)}, got {_kind(value)}"
+
+
+def _model_in(annotation: Any) -> Any:
+    """The pydantic model an annotation holds (``list[Route]``, ``Limits | None``,
+    ``dict[str, Template]``, ``Annotated[...]``), or ``None``."""
+    if hasattr(annotation, "model_fields"):
+        return annotation
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (list, dict, typing.Union, types.UnionType,
+                                         typing.Annotated):
+        for arg in reversed(args) if typing.get_origin(annotation) is dict else args:
+            found = _model_in(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def fields_at(model: Any, loc: tuple[int | str, ...]) -> list[str]:
+    """The fields the model at ``loc`` (a place under ``model``, a pydantic model class)
+    accepts, as written (aliases), or ``[]`` when the place holds no model."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if model is not None else None
+        if field is None:  # a name in a mapping of models (templates.NAME)
+            continue
+        model = _model_in(field.annotation)
+    if model is None:
+        return []
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def unknown_field(name: str, expected: list[str]) -> str:
+    """``unknown field`` with a close match and what is expected, e.g. ``unknown field (did
+    you mean 'receiver'? expected one of: name, matchers, ...)``."""
+    if not expected:
+        return "unknown field"
+    close = difflib.get_close_matches(name, expected, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown field ({hint}expected one of: {', '.join(expected)})"

@@ -33,9 +33,11 @@ from bridge.rules.checks import (
     DuplicateKeyLoader,
     ack_code_problems,
     duplicate_problems,
+    fields_at,
     own_words,
     step_gap_warning,
     union_words,
+    unknown_field,
     unknown_name_warnings,
 )
 from bridge.rules.model import (
@@ -229,6 +231,10 @@ def _pydantic_problems(exc: ValidationError, doc: Any = None) -> list[str]:
             if place not in unions:
                 problems.append(format_loc(place))
             unions.setdefault(place, []).append(str(loc[branch]))
+            continue
+        if err["type"] == "extra_forbidden" and loc:
+            problems.append(f"{format_loc(loc)}: "
+                            f"{unknown_field(str(loc[-1]), fields_at(RulesFile, loc[:-1]))}")
             continue
         problems.append(f"{format_loc(loc)}: {own_words(err)}")
     for place, branches in unions.items():
