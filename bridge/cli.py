@@ -209,7 +209,7 @@ def render(payload: str, rules_path: str | None, source: str | None, at: str | N
     finally:
         if store is not None:
             store.close()
-    for line in render_lines(p, rules, payload):
+    for line in render_lines(p, rules, payload, encode_tpl_value):
         click.echo(line)
 
 

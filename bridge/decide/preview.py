@@ -11,26 +11,26 @@ is sent.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from bridge.alert import Alert, Batch
 from bridge.decide.episodes import Episode, fill_code
-from bridge.decide.plan import Notification, decide, episode_from_start
+from bridge.decide.plan import decide, episode_from_start
 from bridge.decide.routing import RouteVerdict, explain
+from bridge.decide.types import Notification
 from bridge.errors import StoreUnavailable
-from bridge.providers.juhe import encode_tpl_value
 from bridge.rules.load import RuleSet
 from bridge.sources import detect, parse_body, read_body
 
 
 @dataclass(frozen=True)
 class AlertPreview:
-    """One alert of the body: the notifications it would cause (``tpl_value`` is
-    :func:`~bridge.providers.juhe.encode_tpl_value` of each one's variables) and every route's
-    verdict. ``pages_nobody`` is true when none of its notifications would be queued."""
+    """One alert of the body: the notifications it would cause (variables as
+    :func:`shown_variables` shows them) and every route's verdict. ``pages_nobody`` is true when
+    none of its notifications would be queued."""
 
     alert: Alert
     notifications: list[Notification]
@@ -71,12 +71,6 @@ def shown_variables(n: Notification) -> dict[str, str]:
     """``n``'s variables as a preview shows them: ``{{ ack_code }}`` as ``<ack_code>`` (the
     record step fills in the stored code when served)."""
     return fill_code(n.variables, "<ack_code>")
-
-
-def tpl_value(n: Notification) -> str:
-    """The encoded ``tpl_value`` Juhe would get for ``n`` (SPEC "Sending through Juhe"), the
-    ack code shown as ``<ack_code>``."""
-    return encode_tpl_value(shown_variables(n))
 
 
 class EpisodeReader(Protocol):
@@ -179,8 +173,11 @@ def _step_pages(rules: RuleSet, receiver: str, at: datetime | None, paged: set[s
     return f"{receiver}: {', '.join(who) or 'nobody'}"
 
 
-def render_lines(p: Preview, rules: RuleSet, name: str) -> list[str]:
-    """The lines ``bridge render`` prints for ``p``; ``name`` names the body (its file)."""
+def render_lines(p: Preview, rules: RuleSet, name: str,
+                 encode: Callable[[Mapping[str, str]], str]) -> list[str]:
+    """The lines ``bridge render`` prints for ``p``; ``name`` names the body (its file);
+    ``encode`` turns shown variables into the provider's ``tpl_value`` (for Juhe
+    :func:`bridge.providers.juhe.encode_tpl_value`)."""
     out = [f"{name}: {p.source}, {len(p.batch.alerts)} alerts, "
            f"{len(p.notifications)} notifications"
            + (f", {p.unrouted} matched no route" if p.unrouted else "")]
@@ -190,7 +187,7 @@ def render_lines(p: Preview, rules: RuleSet, name: str) -> list[str]:
         out.append(f"- route {n.route}: {n.status} {n.alertname or '-'} -> "
                    f"{person + ' ' if person else ''}{n.mobile} tpl_id {n.tpl_id} [{state}]")
         out.extend(f"    {k} = {v}" for k, v in shown_variables(n).items())
-        out.append(f"    tpl_value: {tpl_value(n)}")
+        out.append(f"    tpl_value: {encode(shown_variables(n))}")
         paged = {x.mobile for x in p.notifications if x.fingerprint == n.fingerprint}
         out.extend(f"    escalates: step {i} after {st.after:g}s -> "
                    f"{_step_pages(rules, st.receiver, _due(p.at, st.after), paged)} (template "

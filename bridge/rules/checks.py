@@ -18,7 +18,7 @@ import yaml
 from jinja2 import Environment, TemplateSyntaxError, meta, nodes
 
 #: What a route's or an escalation step's template sees (docs/rules.md, "Templates and their
-#: variables"): the alert (``bridge.decide.render.alert_context``), ``escalation``, ``ack_code``
+#: variables"): the alert (``bridge.rules.render.alert_context``), ``escalation``, ``ack_code``
 #: and ``person``.
 ALERT_NAMES = frozenset({
     "labels", "annotations", "status", "starts_at", "ends_at", "fingerprint", "source",

@@ -25,7 +25,6 @@ from jinja2 import TemplateSyntaxError, meta
 from jinja2.environment import Template as JinjaTemplate
 from pydantic import ValidationError
 
-from bridge.decide.render import Renderer
 from bridge.errors import RulesError
 from bridge.privacy import mask_mobile
 from bridge.rules.checks import (
@@ -48,6 +47,7 @@ from bridge.rules.model import (
     Template,
     valid_mobile,
 )
+from bridge.rules.render import Renderer
 from bridge.rules.schedules import Schedule, ScheduleSpec, oncall_at
 from bridge.rules.timeintervals import NamedTimeInterval
 
