@@ -25,7 +25,8 @@ from bridge.errors import JuheError, PayloadError, RulesError, StoreUnavailable
 from bridge.logs import setup as setup_logging
 from bridge.privacy import mask_mobile
 from bridge.providers.juhe import JuheClient, encode_tpl_value
-from bridge.rules.load import RuleSet, load_rules
+from bridge.rules.load import load_rules
+from bridge.rules.ruleset import RuleSet
 from bridge.rules.schedules import OnCall, Shift, oncall_view, parse_local_time
 from bridge.sources import SOURCES
 

@@ -22,9 +22,9 @@ from bridge.decide.episodes import Episode, EpisodeInfo, StepSpec
 from bridge.decide.routing import mute_reason, route
 from bridge.decide.types import EpisodeMark, Notification, Policy
 from bridge.privacy import mask_mobile
-from bridge.rules.load import RuleSet
 from bridge.rules.model import Route, valid_mobile
 from bridge.rules.render import ACK_PLACEHOLDER, alert_context
+from bridge.rules.ruleset import RuleSet
 
 log = logging.getLogger("bridge.plan")  # stable log name (not the module path)
 

@@ -33,10 +33,10 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from bridge import metrics
 from bridge.config import Settings
@@ -48,8 +48,8 @@ from bridge.errors import (
     TransientError,
 )
 from bridge.privacy import mask_mobile, mask_mobiles_in
-from bridge.providers.juhe import SendResult, encode_tpl_value
-from bridge.rules.load import RuleSet
+from bridge.providers.base import Sender, SendResult
+from bridge.rules.ruleset import RuleSet
 from bridge.store.base import Claim, Item, Store
 
 log = logging.getLogger("bridge.delivery")  # stable log name (not the module path)
@@ -61,32 +61,6 @@ CLAIM_MAX_ITEMS = 20
 CONFIG_RETRY_EVERY = 60.0
 #: Seconds between two :meth:`Store.maintain` calls of a delivery loop.
 MAINTAIN_EVERY = 1.0
-
-
-class Sender(Protocol):
-    """What delivery sends through (sachet's ``Provider``): one SMS per call.
-
-    Returns :class:`bridge.providers.juhe.SendResult`; raises :class:`bridge.errors.JuheError`
-    (``TransientError``, ``PermanentError``, ``ConfigError``) for a refused or failed send, and
-    ``ValueError``/``TypeError`` for variables that cannot be encoded.
-    """
-
-    def send(self, mobile: str, tpl_id: int, variables: Mapping[str, str]) -> SendResult:
-        """Send one SMS of template ``tpl_id`` with ``variables`` to ``mobile``."""
-        ...
-
-
-class DryRunSender:
-    """The sender without ``JUHE_KEY``: sends nothing, logs each SMS that would be sent
-    (mobile masked) and answers ``SendResult(sid="dry-run", fee=0, outcome="dry_run")``."""
-
-    def send(self, mobile: str, tpl_id: int, variables: Mapping[str, str]) -> SendResult:
-        """See :class:`Sender`; raises only for variables that cannot be encoded."""
-        encode_tpl_value(variables)
-        log.warning("DRY-RUN (no JUHE_KEY): would send to %s tpl_id=%s vars=%s",
-                    mask_mobile(mobile), tpl_id,
-                    mask_mobiles_in(json.dumps(dict(variables), ensure_ascii=False)))
-        return SendResult(sid="dry-run", fee=0, outcome="dry_run")
 
 
 def config_id(settings: Settings) -> str:

@@ -28,8 +28,8 @@ from bridge import metrics
 from bridge.decide.episodes import Episode, Step, StepClaim, step_action
 from bridge.decide.plan import muted, store_policy
 from bridge.decide.types import Notification
-from bridge.rules.load import RuleSet
 from bridge.rules.render import ACK_PLACEHOLDER
+from bridge.rules.ruleset import RuleSet
 from bridge.store.base import Store
 
 log = logging.getLogger("bridge.escalation")  # stable log name (not the module path)

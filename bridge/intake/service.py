@@ -16,8 +16,6 @@ from bridge.deliver.deliverer import (
     STATUS_JUHE_CONFIG,
     Deliverer,
     DeliveryPolicy,
-    DryRunSender,
-    Sender,
     config_id,
     juhe_config_note,
 )
@@ -25,7 +23,8 @@ from bridge.deliver.escalation import Escalator
 from bridge.intake.observe import IntakeResult, observe_before, observe_intake
 from bridge.intake.reload import RulesHolder
 from bridge.privacy import mask_mobile
-from bridge.providers.juhe import JuheClient
+from bridge.providers.base import DryRunSender, Sender
+from bridge.providers.juhe import JuheClient, encode_tpl_value
 from bridge.rules.schedules import OnCall, oncall_view
 from bridge.store import open_store
 from bridge.store.base import Store
@@ -48,7 +47,7 @@ class Bridge:
         self.store = store or open_store(settings.store, redis_wait=settings.redis_wait,
                                          redis_wait_timeout=settings.redis_wait_timeout)
         self.sender: Sender = client if client is not None else (
-            DryRunSender() if settings.dry_run else JuheClient(
+            DryRunSender(encode_tpl_value) if settings.dry_run else JuheClient(
                 settings.juhe_key, settings.juhe_url, timeout=settings.juhe_timeout))
         self.delivery_policy = DeliveryPolicy.from_settings(settings)
         #: names the Juhe configuration in force (never the key), for the juhe_config note

@@ -61,7 +61,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from http.client import HTTPException
 from time import time
@@ -74,6 +73,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
 from bridge.errors import ConfigError, JuheError, PermanentError, TransientError
+from bridge.providers.base import SendResult
 
 __all__ = [
     "CODES",
@@ -186,20 +186,6 @@ def classify(code: int) -> Kind:
         return "ok"
     entry = CODES.get(code)
     return entry[0] if entry is not None else "permanent"
-
-
-@dataclass(frozen=True)
-class SendResult:
-    """Juhe accepted the SMS (not: the phone received it).
-
-    ``sid``: Juhe's message id, always a string (``""`` if Juhe sent none; ``"dry-run"`` when
-    nothing was sent); ``fee``: billed units (0 if Juhe sent none, and in dry-run);
-    ``outcome``: the ``bridge_juhe_requests_total`` outcome, ``ok`` or ``dry_run``.
-    """
-
-    sid: str
-    fee: int
-    outcome: str = "ok"
 
 
 def _as_int(value: object) -> int | None:
