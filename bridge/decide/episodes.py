@@ -1,12 +1,21 @@
-"""Episodes, ack codes and escalation steps as data (EPISODES.md, SPEC "On call").
+"""Episodes, ack codes and escalation steps as data (docs/oncall.md, Episodes, Escalation).
 
 Pure: dataclasses and functions of ``now``; the stores keep these records
 (:class:`bridge.store.base.Store`) and :mod:`bridge.deliver.escalation` runs the due steps.
 
-An **episode** is one firing episode of one alert, ``(fingerprint, episode)`` with ``episode``
-the dedup key's episode text (``startsAt`` as UTC ISO), that paged somebody: the record step
-creates it with the first firing notification that ends ``queued`` or ``held``. Times are UNIX
-seconds.
+The words, one meaning each:
+
+- an **episode** is one firing episode of one alert, named by ``(fingerprint, episode text)``;
+- its **episode text** is the alert's ``startsAt`` as UTC ISO, the last part of a dedup key
+  (``Notification.episode``);
+- an **untimed start** is what stands in for ``startsAt`` for an alert without one (legacy
+  Grafana): when the store first saw it firing (:meth:`bridge.store.base.Store.untimed_starts`);
+  its episode text is that start's;
+- an :class:`Episode` is the stored record of an episode that paged somebody (ack codes,
+  acknowledgement, escalation steps): the record step creates it with the first firing
+  notification of the episode that ends ``queued`` or ``held``.
+
+Times are UNIX seconds.
 """
 
 from __future__ import annotations

@@ -172,7 +172,8 @@ class Deliverer:
                      self.policy.retention / 86400)
         return n
 
-    def run_forever(self, stop: threading.Event, interval: float = 0.5) -> None:
+    def run_forever(self, stop: threading.Event,
+                    interval: float = Settings.delivery_interval) -> None:
         """Deliver until ``stop`` is set, polling every ``interval`` seconds when idle, and
         prune old records every ``prune_every`` seconds (in batches, between deliveries).
         Once ``stop`` is set, the SMS in hand is finished and the rest of the claim is given

@@ -1,5 +1,6 @@
-"""The bridge as one object: settings, rules, store and Juhe client, and the intake of one
-webhook (parse -> plan -> record). Flask views and the CLI call this; it knows no HTTP."""
+"""The bridge as one object: settings, rules, store and SMS sender, and the intake of one
+webhook's batch, already read and parsed by the caller (plan -> record -> report). Flask views
+and the CLI call this; it knows no HTTP."""
 
 from __future__ import annotations
 
@@ -161,18 +162,18 @@ class Bridge:
         stored episode start of alerts without ``startsAt`` (what templates see as
         ``starts_at``), and who was paged for the episodes that resolve here. Returns the typed
         :class:`~bridge.intake.observe.IntakeResult` (the webhook's JSON is built from it by
-        :func:`bridge.web.app.answer`). Raises :class:`StoreUnavailable`.
+        :func:`bridge.web.api.answer`). Raises :class:`StoreUnavailable`.
         """
         now = time.time() if now is None else now
         rules = self.holder.rules
         observe_before(batch)
         untimed = [a.fingerprint for a in batch.alerts if a.starts_at is None]
-        stored = self.store.episodes_of(untimed) if untimed else {}
+        stored = self.store.untimed_starts(untimed) if untimed else {}
         starts = {fp: stored.get(fp) for fp in untimed}
         keys = [(a.fingerprint, episode_from_start(a) if a.starts_at is not None
                  else starts.get(a.fingerprint) or "")
                 for a in batch.alerts if a.status == "resolved"]
-        paged = self.store.episodes_for([k for k in keys if k[1]]) if keys else {}
+        paged = self.store.episodes_by_key([k for k in keys if k[1]]) if keys else {}
         plan = decide(batch, rules, datetime.fromtimestamp(now, UTC),
                       {fp: None if s is None else datetime.fromisoformat(s)
                        for fp, s in starts.items()}, paged)

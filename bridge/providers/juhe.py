@@ -72,12 +72,12 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
+from bridge.config import Settings
 from bridge.errors import ConfigError, JuheError, PermanentError, TransientError
 from bridge.providers.base import SendResult
 
 __all__ = [
     "CODES",
-    "DEFAULT_URL",
     "RETRY_AFTER_205405",
     "JuheClient",
     "Kind",
@@ -88,8 +88,6 @@ __all__ = [
 ]
 
 Kind = Literal["ok", "transient", "permanent", "config"]
-
-DEFAULT_URL: Final = "http://v.juhe.cn/sms/send"
 
 #: Minimum wait (seconds) before retrying after 205405 (the carrier's per-number limit: about
 #: one SMS a minute to one number). The caller lengthens it on further tries.
@@ -251,8 +249,8 @@ class JuheClient:
     def __init__(
         self,
         key: str | None,
-        url: str = DEFAULT_URL,
-        timeout: float = 10.0,
+        url: str = Settings.juhe_url,
+        timeout: float = Settings.juhe_timeout,
         session: requests.Session | None = None,
     ) -> None:
         parts = urlsplit(url)
@@ -310,7 +308,8 @@ class JuheClient:
 
         Raises ``ValueError``/``TypeError`` for bad variables (also in dry-run);
         ``TransientError`` (retry later; ``retry_after`` seconds is a minimum wait, if set),
-        ``PermanentError`` or its subclass ``ConfigError`` otherwise: see the module docstring.
+        ``PermanentError`` (never retried) or ``ConfigError`` (the operator's configuration)
+        otherwise: see the module docstring.
         ``code`` is Juhe's ``error_code``, 0 when there was none. No message holds the key.
         """
         tpl_value = encode_tpl_value(variables)

@@ -24,10 +24,12 @@ from jinja2 import TemplateSyntaxError, meta
 from jinja2.environment import Template as JinjaTemplate
 from pydantic import ValidationError
 
+from bridge.config import Settings
 from bridge.errors import RulesError
+from bridge.rules.defaults import DEFAULT_MAX_MOBILES_FROM, DEFAULT_MAX_VAR_LEN
 from bridge.rules.model import Limits, Route, RulesFile, Template, valid_mobile
 from bridge.rules.render import Renderer
-from bridge.rules.ruleset import DEFAULT_MAX_MOBILES_FROM, DEFAULT_MAX_VAR_LEN, RouteId, RuleSet
+from bridge.rules.ruleset import RouteId, RuleSet
 from bridge.rules.schedules import Schedule, ScheduleSpec
 from bridge.rules.timeintervals import NamedTimeInterval
 
@@ -92,7 +94,7 @@ def rules_files(path: Path) -> list[Path]:
     return [path]
 
 
-def load_rules(path: str | Path, tz: str = "Asia/Shanghai") -> RuleSet:
+def load_rules(path: str | Path, tz: str = Settings.tz) -> RuleSet:
     """Read, validate and compile the rules at ``path`` (a file or a folder of ``*.yaml``).
 
     Raises :class:`RulesError` listing every problem, each prefixed by its file when ``path``

@@ -11,15 +11,11 @@ from datetime import datetime
 from jinja2.environment import Template as JinjaTemplate
 
 from bridge.privacy import mask_mobile
+from bridge.rules.defaults import DEFAULT_MAX_MOBILES_FROM
 from bridge.rules.model import Limits, Route, Template
 from bridge.rules.render import Renderer
 from bridge.rules.schedules import Schedule, oncall_at
 from bridge.rules.timeintervals import NamedTimeInterval
-
-#: Characters a rendered variable keeps unless the rules say otherwise (``max_var_len``).
-DEFAULT_MAX_VAR_LEN = 20
-#: Numbers one alert's ``mobiles_from`` may page per route unless the rules say otherwise.
-DEFAULT_MAX_MOBILES_FROM = 10
 
 
 @dataclass(frozen=True)
