@@ -278,6 +278,14 @@ class Store(abc.ABC):
         were deleted. Never blocks webhooks long."""
 
     @abc.abstractmethod
+    def oldest_due(self, now: float) -> float | None:
+        """Since when (UNIX seconds) the longest-waiting due SMS has been claimable, among
+        those claimable at ``now`` (see :meth:`claim`): the later of its ``due_at``, the end of
+        its last lease and the end of its mobile's pacing gap or hold; ``None`` when nothing is
+        claimable. An SMS in a claim (being sent), backing off before a retry, or waiting for
+        its mobile's gap or storm window is not due (docs/operations.md, "Watched delivery")."""
+
+    @abc.abstractmethod
     def set_status(self, key: str, value: str | None) -> None:
         """Set (or with ``None`` clear) a shared status note, e.g. Juhe's last config error,
         so that every process's ``/readyz`` sees it."""

@@ -9,6 +9,7 @@ traceback.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -157,8 +158,8 @@ def count(resp: Response) -> Response:
 
 
 def snapshot(b: Bridge) -> list[Any]:
-    """Scrape-time gauges: stored notifications per state, who is on call, and the rules
-    reload state."""
+    """Scrape-time gauges: stored notifications per state, delivery lag and last pass, who is
+    on call, and the rules reload state."""
     out = []
     try:
         counts = b.store.counts()
@@ -173,6 +174,19 @@ def snapshot(b: Bridge) -> list[Any]:
         for person in view.now.people:
             oncall.add_metric([view.schedule.name, person], 1.0)
     out.append(oncall)
+    try:
+        now = time.time()
+        last_pass, oldest_due = b.delivery_state(now)
+        out.append(metrics.gauge(
+            "bridge_delivery_lag_seconds",
+            "How long the oldest due SMS has waited unsent, seconds (0 when none).",
+            {"": max(now - oldest_due, 0.0) if oldest_due is not None else 0.0}))
+        out.append(metrics.gauge(
+            "bridge_delivery_last_pass_timestamp_seconds",
+            "When a deliverer (of any process or instance) last finished a pass of its loop,"
+            " UNIX seconds (0 when never).", {"": last_pass or 0.0}))
+    except StoreUnavailable:
+        pass
     state = b.holder.state
     out.append(metrics.gauge("bridge_rules_last_reload_successful",
                              "1 when the last rules reload succeeded.",

@@ -434,6 +434,14 @@ class RedisStore(Store):
             pass
         return total
 
+    def oldest_due(self, now: float) -> float | None:
+        """See :meth:`Store.oldest_due`: the lowest score of ``{prefix}due`` up to ``now``
+        (a mobile's score is already when it can next be claimed)."""
+        with self._errors():
+            first = self._node().zrangebyscore(self._k("due"), "-inf", time_arg(now), start=0,
+                                               num=1, withscores=True)
+        return float(first[0][1]) if first else None
+
     def set_status(self, key: str, value: str | None) -> None:
         with self._errors():
             if value is None:
