@@ -1,4 +1,4 @@
-"""Settings read from the environment (SPEC "Configuration").
+"""Settings read from the environment (docs/configuration.md).
 
 :func:`load_dotenv` is called only by the entry points (``bridge.cli``), never on import, and it
 never overrides what the environment already has. :class:`Settings` holds the Juhe key and never
@@ -111,7 +111,7 @@ def _host_port(text: str, default_port: int) -> tuple[str, int]:
 
 
 def parse_redis_url(url: str) -> RedisURL:
-    """Read a Redis store URL (SPEC ``BRIDGE_STORE``).
+    """Read a Redis store URL (``BRIDGE_STORE``, docs/configuration.md, Rules and store).
 
     * ``redis://[[user]:password@]host:port/db``, ``rediss://`` (TLS), ``unix:///path?db=N``;
     * ``redis+sentinel://[[user]:password@]host:port[,host:port...]/SERVICE[/db]``: the

@@ -34,8 +34,8 @@ class BridgeError(Exception):
 
 
 class PayloadError(BridgeError):
-    """Raised when a webhook body is not what the SPEC accepts; the message names the place,
-    e.g. ``alerts[0]: missing labels``."""
+    """Raised when a webhook body is not what a webhook accepts (docs/api.md); the message
+    names the place, e.g. ``alerts[0]: missing labels``."""
 
 
 class RulesError(BridgeError):

@@ -969,7 +969,7 @@ def test_claim_max_items_leaves_the_rest_due(store: Store) -> None:
     assert [i.fingerprint for i in third.items] == ["fp6"]  # fp3-5 given back, due at T0 + 1
 
 
-# -- episodes, ack codes, escalation steps (EPISODES.md) ----------------------------------------
+# -- episodes, ack codes, escalation steps (docs/oncall.md) ----------------------------------
 STEPS = (StepSpec(2.0, "dba-secondary", "page"), StepSpec(5.0, "lead", "page-lead"))
 INFO = EpisodeInfo("DiskFull", {"alertname": "DiskFull", "host": "db1"}, "磁盘 95%",
                    T0 - 60, "http://am/#/silences/new")

@@ -34,7 +34,7 @@ EPISODE_STATES: tuple[EpisodeState, ...] = ("firing", "acknowledged", "resolved"
 
 #: Letters and digits an ack code is drawn from.
 CODE_ALPHABET = string.ascii_letters + string.digits
-#: Characters in an ack code (SPEC: 8 to 16).
+#: Characters in an ack code (docs/oncall.md, Ack codes: 8 to 16).
 CODE_LEN = 12
 #: A code stays valid this long after its episode resolved (seconds).
 CODE_TTL_AFTER_RESOLVED = 24 * 3600.0
@@ -100,7 +100,7 @@ class EpisodeInfo:
 
 @dataclass(frozen=True)
 class Paged:
-    """One mobile paged for an episode (EPISODES.md)."""
+    """One mobile paged for an episode (docs/oncall.md, Episodes)."""
 
     mobile: str
     route: str
@@ -113,8 +113,8 @@ class Paged:
 
 @dataclass(frozen=True)
 class Step:
-    """One escalation step of the route that started the episode (EPISODES.md); ``index`` is
-    1-based, as ``escalation`` in templates."""
+    """One escalation step of the route that started the episode (docs/oncall.md,
+    Escalation); ``index`` is 1-based, as ``escalation`` in templates."""
 
     index: int
     after: float
@@ -127,7 +127,7 @@ class Step:
 
 @dataclass(frozen=True)
 class Episode:
-    """One firing episode that paged somebody (EPISODES.md)."""
+    """One firing episode that paged somebody (docs/oncall.md, Episodes)."""
 
     id: str
     fingerprint: str

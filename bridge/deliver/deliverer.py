@@ -8,7 +8,7 @@ when its lease ends (at least once). Every mark carries the claim's lease token:
 lease lapsed (a long pause, a stalled request) and whose items were claimed again changes nothing,
 and logs it.
 
-Policy (SPEC "Sending through Juhe", "Delivery guarantees", JUHE.md):
+Policy (docs/juhe.md, Answers and error classes; docs/design.md, Delivery and Juhe):
 
 * transient failure -> ``retrying`` with exponential backoff and jitter (``retry_base`` *
   2**attempts, at most ``retry_max``, at least Juhe's ``retry_after``), until ``retry_for``
@@ -57,7 +57,8 @@ log = logging.getLogger("bridge.delivery")  # stable log name (not the module pa
 STATUS_JUHE_CONFIG = "juhe_config"
 #: Items of one mobile loaded per claim when nothing can fold them (no storm template).
 CLAIM_MAX_ITEMS = 20
-#: A configuration error is tried again at least this often (seconds; SPEC).
+#: A configuration error is tried again at least this often (seconds; docs/juhe.md, Answers
+#: and error classes).
 CONFIG_RETRY_EVERY = 60.0
 #: Seconds between two :meth:`Store.maintain` calls of a delivery loop.
 MAINTAIN_EVERY = 1.0

@@ -1,4 +1,4 @@
-"""Running due escalation steps (SPEC "On call": escalation; EPISODES.md "Engine").
+"""Running due escalation steps (docs/oncall.md, Escalation).
 
 Steps are durable timers in the store (:meth:`bridge.store.base.Store.claim_steps`), leased
 like outbox items, so each step is decided once per episode across workers, instances and

@@ -71,7 +71,7 @@ class Bridge:
         """The runner of due escalation steps on this bridge's store and rules."""
         return Escalator(self.store, lambda: self.holder.rules, self.settings.zone)
 
-    # -- episodes (EPISODES.md "Service") ----------------------------------------------------
+    # -- episodes (docs/oncall.md, Episodes) -----------------------------------------------
     def episodes(self, state: str | None = None, limit: int = 50) -> list[Episode]:
         """Stored episodes, newest first, optionally of one state (``firing``,
         ``acknowledged``, ``resolved``). Raises ``ValueError`` for another state and
@@ -119,7 +119,7 @@ class Bridge:
 
     def by_of(self, paged: Paged) -> str:
         """Who acknowledges with the code sent to ``paged``: the person's name, else the
-        masked mobile (SPEC)."""
+        masked mobile (docs/design.md, Privacy and logs)."""
         return self.holder.rules.person_of(paged.mobile) or mask_mobile(paged.mobile)
 
     def describe(self) -> list[str]:

@@ -1,4 +1,4 @@
-"""Sending one SMS through Juhe's ``sms/send`` API (see ``JUHE.md`` beside ``SPEC.md``).
+"""Sending one SMS through Juhe's ``sms/send`` API (docs/juhe.md).
 
 Encoding ``tpl_value``
 ----------------------
@@ -10,7 +10,8 @@ literal (Juhe refuses encoded markers with 模板变量不符合规范), so name
 identifiers. The pairs are joined with ``&`` and the whole string is form-encoded once more by
 the POST (``requests`` does that; never encode the whole string by hand as well).
 
-Worked example from JUHE.md, variables ``host = "web-01"``, ``msg = "CPU#1 负载=95% & +5"``::
+Worked example (docs/juhe.md, Encoding tpl_value), variables ``host = "web-01"``,
+``msg = "CPU#1 负载=95% & +5"``::
 
     tpl_value (before the form encoding):
     #host#=web-01&#msg#=CPU%231%20%E8%B4%9F%E8%BD%BD%3D95%25%20%26%20%2B5
@@ -25,8 +26,8 @@ its first ``=`` and url-decoding name and value (:func:`decode_tpl_value` does t
 Outcomes
 --------
 
-The error-code table (:data:`CODES`, used by :func:`classify`) is JUHE.md's "Error codes and what
-to do"; an unknown non-zero code is permanent. :meth:`JuheClient.send` maps every outcome to
+The error-code table (:data:`CODES`, used by :func:`classify`) is docs/juhe.md, Error codes;
+an unknown non-zero code is permanent. :meth:`JuheClient.send` maps every outcome to
 :class:`SendResult` or to one of :mod:`bridge.errors`' ``TransientError`` / ``PermanentError`` /
 ``ConfigError``:
 
@@ -96,7 +97,8 @@ RETRY_AFTER_205405: Final = 60.0
 #: Connections kept per host in the client's pool (one send uses one connection at a time).
 POOL_MAXSIZE: Final = 10
 
-#: Juhe ``error_code`` -> (class, meaning), from JUHE.md's table. Codes not listed are permanent.
+#: Juhe ``error_code`` -> (class, meaning), as docs/juhe.md (Error codes) lists them.
+#: Codes not listed are permanent.
 CODES: Final[Mapping[int, tuple[Kind, str]]] = MappingProxyType(
     {
         205401: ("permanent", "wrong mobile number"),

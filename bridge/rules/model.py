@@ -1,4 +1,4 @@
-"""The rules file as pydantic models (SPEC "Rules file").
+"""The rules file as pydantic models (docs/rules.md).
 
 Validation here is per file and structural: types, durations, mobile numbers, matcher syntax,
 variable names, time interval and schedule syntax. Cross-references (a route naming a receiver,

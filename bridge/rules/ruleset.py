@@ -67,7 +67,7 @@ class RuleSet:
 
     def mobiles_from_limit(self, route: Route) -> int:
         """How many numbers ``route`` takes from ``mobiles_from`` per alert: its own
-        ``max_mobiles_from``, else the file's, else 10 (SPEC "Rules file")."""
+        ``max_mobiles_from``, else the file's, else 10 (docs/rules.md, Routing)."""
         return route.max_mobiles_from or self.max_mobiles_from
 
     def var_len(self, template: str) -> int:

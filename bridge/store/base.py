@@ -155,7 +155,7 @@ class Store(abc.ABC):
         the settled episode.
         """
 
-    # -- episodes (EPISODES.md; bridge/decide/episodes.py) -----------------------------------------
+    # -- episodes (docs/oncall.md, Episodes; bridge/decide/episodes.py) ----------------------------
     # Inside record's one atomic step, after a notification's policy rows (sub-steps named
     # ``episode: <name>`` in both stores): ``upsert`` (a firing that ends queued or held creates
     # its episode when missing, with the notification's info and steps due at now + after),

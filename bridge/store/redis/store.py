@@ -93,8 +93,8 @@ def _codes_needed(notes: Sequence[Notification]) -> int:
 
 
 class RedisStore(Store):
-    """:class:`Store` on the Redis named by ``url`` (SPEC ``BRIDGE_STORE``, read by
-    :func:`bridge.config.parse_redis_url`); every key starts with ``prefix``, which must hold a
+    """:class:`Store` on the Redis named by ``url`` (``BRIDGE_STORE``, docs/configuration.md; read
+    by :func:`bridge.config.parse_redis_url`); every key starts with ``prefix``, which must hold a
     hash tag (``{bridge}:`` by default) so that every key lives in one Redis Cluster slot.
 
     * ``redis://[[user]:password@]host:port/db``, ``rediss://`` (TLS), ``unix:///path?db=N``:
