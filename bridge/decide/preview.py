@@ -22,7 +22,7 @@ from bridge.decide.plan import decide, episode_from_start
 from bridge.decide.routing import RouteVerdict, explain
 from bridge.decide.types import Notification
 from bridge.errors import StoreUnavailable
-from bridge.rules.load import RuleSet
+from bridge.rules.ruleset import RuleSet
 from bridge.sources import detect, parse_body, read_body
 
 
@@ -77,10 +77,10 @@ class EpisodeReader(Protocol):
     """The two reads of the store intake makes before planning a resolved alert
     (:class:`bridge.store.base.Store` has them)."""
 
-    def episodes_of(self, fingerprints: Sequence[str]) -> dict[str, str]:
+    def untimed_starts(self, fingerprints: Sequence[str]) -> dict[str, str]:
         """The stored episode start of alerts without ``startsAt``."""
 
-    def episodes_for(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Episode]:
+    def episodes_by_key(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Episode]:
         """The stored episodes of ``(fingerprint, episode)`` keys."""
 
 
@@ -93,12 +93,12 @@ def _stored_episode(alert: Alert, store: EpisodeReader) -> tuple[str, Episode | 
     """The episode text of a resolved ``alert`` (the stored start for one without
     ``startsAt``) and its stored episode, as intake reads them. Raises StoreUnavailable."""
     if alert.starts_at is None:
-        episode = store.episodes_of([alert.fingerprint]).get(alert.fingerprint) or ""
+        episode = store.untimed_starts([alert.fingerprint]).get(alert.fingerprint) or ""
     else:
         episode = episode_from_start(alert)
     if not episode:
         return episode, None
-    return episode, store.episodes_for([(alert.fingerprint, episode)]).get(
+    return episode, store.episodes_by_key([(alert.fingerprint, episode)]).get(
         (alert.fingerprint, episode))
 
 
