@@ -103,8 +103,8 @@ def oncall(b: Bridge, next_n: int = 3, at: float | None = None) -> list[dict[str
 
 def episode_json(b: Bridge, episode: Episode) -> dict[str, Any]:
     """One episode as ``/api/episodes`` and the pages show it (docs/api.md, GET
-    /api/episodes): ``id``, ``alertname``, ``fingerprint``, ``labels``, ``summary``, ``starts_at``, ``state``,
-    ``acknowledged_by``/``_at``, ``resolved_at``, ``silence_url``, ``paged`` (``person``,
+    /api/episodes): ``id``, ``alertname``, ``fingerprint``, ``labels``, ``summary``,
+    ``starts_at``, ``state``, ``acknowledged_by``/``_at``, ``resolved_at``, ``silence_url``, ``paged`` (``person``,
     ``mobile`` masked, ``at`` (queued), ``state`` of its notification or ``None``, ``sent_at``
     (when it was sent, or ended failed; else ``None``), ``level``) and ``escalation``
     (``index``, ``after`` seconds and as ``after_text`` (``10m``), ``receiver``, ``due_at``
