@@ -104,13 +104,13 @@ def oncall(b: Bridge, next_n: int = 3, at: float | None = None) -> list[dict[str
 def episode_json(b: Bridge, episode: Episode) -> dict[str, Any]:
     """One episode as ``/api/episodes`` and the pages show it (docs/api.md, GET
     /api/episodes): ``id``, ``alertname``, ``fingerprint``, ``labels``, ``summary``,
-    ``starts_at``, ``state``, ``acknowledged_by``/``_at``, ``resolved_at``, ``silence_url``, ``paged`` (``person``,
-    ``mobile`` masked, ``at`` (queued), ``state`` of its notification or ``None``, ``sent_at``
-    (when it was sent, or ended failed; else ``None``), ``level``) and ``escalation``
-    (``index``, ``after`` seconds and as ``after_text`` (``10m``), ``receiver``, ``due_at``
-    (``None`` until the route's first SMS went out), ``ran_at`` (when the step ran, else
-    ``None``), ``state``, ``reason``); each time also as ``*_local`` in ``BRIDGE_TZ``
-    (docs/operator-page.md). Raises :class:`~bridge.errors.StoreUnavailable`."""
+    ``starts_at``, ``state``, ``acknowledged_by``/``_at``, ``resolved_at``, ``silence_url``,
+    ``paged`` (``person``, ``mobile`` masked, ``at`` (queued), ``state`` of its notification or
+    ``None``, ``sent_at`` (when it was sent, or ended failed; else ``None``), ``level``) and
+    ``escalation`` (``index``, ``after`` seconds and as ``after_text`` (``10m``), ``receiver``,
+    ``due_at`` (``None`` until the route's first SMS went out), ``ran_at`` (when the step ran,
+    else ``None``), ``state``, ``reason``); each time also as ``*_local`` in ``BRIDGE_TZ``.
+    Raises :class:`~bridge.errors.StoreUnavailable`."""
     rules = b.holder.rules
     states: dict[str, str] = {}
     sent_at: dict[str, float] = {}
