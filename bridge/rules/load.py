@@ -29,14 +29,14 @@ from bridge.errors import RulesError
 from bridge.oncall import Schedule, ScheduleSpec, oncall_at
 from bridge.privacy import mask_mobile
 from bridge.render import Renderer
-from bridge.rules.model import Limits, Route, RulesFile, Template, valid_mobile
+from bridge.rules.model import Heartbeat, Limits, Route, RulesFile, Template, valid_mobile
 from bridge.timeintervals import NamedTimeInterval
 
 DEFAULT_MAX_VAR_LEN = 20
 #: Numbers one alert's ``mobiles_from`` may page per route unless the rules say otherwise.
 DEFAULT_MAX_MOBILES_FROM = 10
 #: The blocks merged by name across a folder (``time_intervals`` too, kept as a list).
-_NAMED = ("people", "receivers", "schedules", "templates")
+_NAMED = ("people", "receivers", "schedules", "templates", "heartbeats")
 
 
 class _Loader(yaml.SafeLoader):
@@ -85,7 +85,8 @@ class RuleSet:
     ``route_ids[i]`` is where route i is written and ``route_names[i]`` its ``name`` or, when
     unnamed, ``str(route_ids[i])``; ``compiled[template][var]`` is the compiled Jinja2
     template of one variable and ``uses[template]`` the names its variables read (e.g.
-    ``person``); ``version`` is a short hash of the sources.
+    ``person``); ``version`` is a short hash of the sources; ``heartbeats[name]`` is a
+    heartbeat (docs/heartbeats.md).
     """
 
     receivers: dict[str, list[str]]
@@ -104,6 +105,7 @@ class RuleSet:
     route_ids: list[RouteId] = field(default_factory=list)
     uses: dict[str, frozenset[str]] = field(default_factory=dict)
     max_mobiles_from: int = DEFAULT_MAX_MOBILES_FROM
+    heartbeats: dict[str, Heartbeat] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._person_by_mobile: dict[str, str] = {}
@@ -170,8 +172,9 @@ class RuleSet:
         mobiles = {m for ms in self.receivers.values() for m in ms} | set(self.people.values())
         oncall = (f", {len(self.schedules)} schedules, {len(self.people)} people"
                   if self.schedules or self.people else "")
+        beats = f", {len(self.heartbeats)} heartbeats" if self.heartbeats else ""
         return (f"{len(self.routes)} routes, {len(self.receivers)} receivers "
-                f"({len(mobiles)} mobiles){oncall}, {len(self.templates)} templates, "
+                f"({len(mobiles)} mobiles){oncall}{beats}, {len(self.templates)} templates, "
                 f"{len(self.time_intervals)} time intervals from {', '.join(self.files)}"
                 f" (version {self.version})")
 
@@ -364,6 +367,7 @@ class _Merged:
     receivers: dict[str, list[str]] = field(default_factory=dict)
     schedules: dict[str, ScheduleSpec] = field(default_factory=dict)
     templates: dict[str, Template] = field(default_factory=dict)
+    heartbeats: dict[str, Heartbeat] = field(default_factory=dict)
     intervals: dict[str, NamedTimeInterval] = field(default_factory=dict)
     limits: Limits | None = None
     max_var_len: int | None = None
@@ -521,9 +525,10 @@ def _check_route(m: _Merged, rid: RouteId, route: Route) -> list[str]:
     return problems
 
 
-def _check_escalation(where: str, route: Route, pageable: set[str],
+def _check_escalation(where: str, route: Route | Heartbeat, pageable: set[str],
                       templates: set[str]) -> list[str]:
-    """The references of a route's ``escalate`` steps: receiver or schedule, template."""
+    """The references of a route's (or heartbeat's) ``escalate`` steps: receiver or schedule,
+    template."""
     problems: list[str] = []
     for j, step in enumerate(route.escalate):
         if step.receiver not in pageable:
@@ -533,6 +538,27 @@ def _check_escalation(where: str, route: Route, pageable: set[str],
             problems.append(f"{where}.escalate[{j}].template: unknown template "
                             f"{step.template!r}")
     return problems
+
+
+def _check_heartbeat(m: _Merged, name: str, hb: Heartbeat) -> list[str]:
+    """One heartbeat's references (docs/heartbeats.md): it needs a receiver (receivers or
+    schedules) and a template; every name it gives must exist."""
+    where = f"{m.pre('heartbeats', name)}heartbeats.{name}"
+    pageable = m.names("receivers", m.receivers) | m.names("schedules", m.schedules)
+    templates = m.names("templates", m.templates)
+    problems: list[str] = []
+    if not hb.receivers:
+        problems.append(f"{where}.receiver: a heartbeat needs a receiver (a receiver or "
+                        "schedule, or a list of them) to page when it goes missing")
+    problems += [f"{where}.receiver: unknown receiver or schedule {r!r}"
+                 for r in hb.receivers if r not in pageable]
+    if hb.template is None:
+        problems.append(f"{where}.template: a heartbeat needs a template for its page")
+    for key in ("template", "resolved_template"):
+        t = getattr(hb, key)
+        if t is not None and t not in templates:
+            problems.append(f"{where}.{key}: unknown template {t!r}")
+    return problems + _check_escalation(where, hb, pageable, templates)
 
 
 def _check_references(m: _Merged) -> list[str]:
@@ -555,6 +581,8 @@ def _check_references(m: _Merged) -> list[str]:
                                 f"{names[route.name]}")
             names.setdefault(route.name, str(rid))
         problems.extend(_check_route(m, rid, route))
+    for name, hb in m.heartbeats.items():
+        problems.extend(_check_heartbeat(m, name, hb))
     return problems
 
 
@@ -579,4 +607,5 @@ def _build(parts: list[Part], folder: bool, tz: str,
         version=version, people=dict(merged.people), schedules=compiled.schedules,
         route_ids=ids, uses=compiled.uses,
         max_mobiles_from=merged.max_mobiles_from or DEFAULT_MAX_MOBILES_FROM,
+        heartbeats=dict(merged.heartbeats),
     )
