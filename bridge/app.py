@@ -212,6 +212,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     ``ValueError`` for unreadable settings or an unusable ``BRIDGE_STORE``.
     """
     from bridge import ack, page
+    from bridge.web import heartbeat
 
     settings = settings or Settings.from_env()
     b = Bridge(settings, store=store, client=client,
@@ -225,12 +226,13 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     app.register_blueprint(api)
     page.init_app(app, settings)
     app.register_blueprint(ack.ack)
+    app.register_blueprint(heartbeat.views)
     return app
 
 
 def snapshot(b: Bridge) -> list[Any]:
-    """Scrape-time gauges: stored notifications per state, who is on call, and the rules
-    reload state."""
+    """Scrape-time gauges: stored notifications per state, who is on call, the heartbeats
+    and the rules reload state."""
     out = []
     try:
         counts = b.store.counts()
@@ -246,6 +248,7 @@ def snapshot(b: Bridge) -> list[Any]:
             oncall.add_metric([view.schedule.name, person], 1.0)
     out.append(oncall)
     state = b.holder.state
+    out.extend(heartbeat_gauges(b))
     out.append(metrics.gauge("bridge_rules_last_reload_successful",
                              "1 when the last rules reload succeeded.",
                              {"": 1.0 if state.get("ok") else 0.0}))
@@ -255,16 +258,37 @@ def snapshot(b: Bridge) -> list[Any]:
     return out
 
 
+def heartbeat_gauges(b: Bridge) -> list[Any]:
+    """``bridge_heartbeat_up{name}`` (1 up, 0 missing, absent while waiting) and
+    ``bridge_heartbeat_last_seen_timestamp_seconds{name}`` (docs/heartbeats.md); none when
+    the store cannot be read."""
+    try:
+        views = b.heartbeat_views()
+    except StoreUnavailable:
+        return []
+    seen = [(n, v) for n, _, v in views if v.state != "waiting"]
+    return [
+        metrics.gauge("bridge_heartbeat_up", "1 while a heartbeat is up, 0 while missing "
+                      "(absent while waiting for its first beat).",
+                      {n: 1.0 if v.state == "up" else 0.0 for n, v in seen}, "name"),
+        metrics.gauge("bridge_heartbeat_last_seen_timestamp_seconds",
+                      "When a heartbeat last beat, UNIX seconds.",
+                      {n: float(v.last_seen or 0) for n, v in seen}, "name"),
+    ]
+
+
 def answer(result: IntakeResult) -> dict[str, Any]:
     """The webhook's JSON answer (README "Endpoints"): ``alerts``, ``queued``, ``suppressed``,
-    ``held`` always; ``unrouted``, ``truncated``, ``ignored``, ``skipped`` when not zero;
+    ``held`` always; ``heartbeats`` (beats: docs/heartbeats.md), ``unrouted``, ``truncated``,
+    ``ignored``, ``skipped`` when not zero;
     ``warnings`` (what was read leniently or skipped, with its place) when any."""
     batch, plan = result.batch, result.plan
     counts: dict[str, Any] = {"alerts": len(batch.alerts), "queued": 0, "suppressed": 0,
                               "held": 0}
     for o in result.outcomes:
         counts[o.state] = counts.get(o.state, 0) + 1
-    extra = {"unrouted": plan.unrouted, "truncated": batch.truncated_alerts,
+    extra = {"heartbeats": result.heartbeats, "unrouted": plan.unrouted,
+             "truncated": batch.truncated_alerts,
              "ignored": batch.ignored, "skipped": batch.skipped}
     counts.update({k: v for k, v in extra.items() if v})
     if batch.warnings or plan.warnings:

@@ -80,6 +80,10 @@ finish_step, mark_sent/retry/failed and ping are followed by ``WAIT``)::
                                            claimable = max(due_at, lease)   (claim_steps)
     {prefix}unknown:{client}:{min} string  unknown ack codes tried by a client in one minute
                                            (min = now // 60); expires after 120 s
+    {prefix}heartbeats             hash    heartbeat name -> JSON text (docs/heartbeats.md):
+                                           seen (last beat) state (up/missing) since
+                                           (missing_since, "" for none) lease token; times
+                                           are text; no field before the first beat
     {prefix}status                 hash    shared status notes (e.g. ``juhe_config``)
     {prefix}ping                   string  written by :meth:`RedisStore.ping`
 
@@ -116,6 +120,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from bridge.config import parse_redis_url
+from bridge.decide.heartbeats import Action, HeartbeatClaim, HeartbeatRecord
 from bridge.episodes import (
     ACK_PLACEHOLDER,
     Episode,
@@ -995,6 +1000,91 @@ return #ids
 """
 
 
+BEAT_LUA = """
+-- beat: the last beat of each named heartbeat becomes now (never earlier), atomically; a first
+-- beat makes its record, state up.
+-- KEYS[1] {prefix}heartbeats; ARGV[1] now (text), ARGV[2..] names
+-- Returns how many names.
+for i = 2, #ARGV do
+  local raw = redis.call('HGET', KEYS[1], ARGV[i])
+  local h
+  if raw then
+    h = cjson.decode(raw)
+    if tonumber(ARGV[1]) > tonumber(h.seen) then
+      h.seen = ARGV[1]
+    end
+  else
+    h = {seen = ARGV[1], state = 'up', since = '', lease = '0', token = ''}
+  end
+  redis.call('HSET', KEYS[1], ARGV[i], cjson.encode(h))
+end
+return #ARGV - 1
+"""
+
+CLAIM_HEARTBEAT_LUA = """
+-- claim_heartbeat: lease a heartbeat's transition (miss or back) when it is still as the
+-- caller read it and no unexpired lease holds it, atomically (base.Store.claim_heartbeat).
+-- KEYS[1] {prefix}heartbeats; ARGV[1] name, ARGV[2] action, ARGV[3] last beat as read (text),
+-- ARGV[4] since (text), ARGV[5] now, ARGV[6] lease_until (text), ARGV[7] fresh token
+-- Returns {missing_since, last beat} (text), or false.
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then
+  return false
+end
+local h = cjson.decode(raw)
+if tonumber(h.lease) > tonumber(ARGV[5]) then
+  return false
+end
+local since = ARGV[4]
+local pending = nil
+if h.since ~= '' then
+  pending = tonumber(h.since)
+end
+if ARGV[2] == 'miss' then
+  if h.state ~= 'up' or h.seen ~= ARGV[3] then
+    return false
+  end
+  if pending and pending <= tonumber(h.seen) then
+    return false  -- a lapsed miss to resolve first
+  end
+  if pending then
+    since = h.since  -- a lapsed miss: the same moment
+  end
+else
+  if not pending or tonumber(h.seen) <= pending then
+    return false
+  end
+  since = h.since
+end
+h.since, h.lease, h.token = since, ARGV[6], ARGV[7]
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(h))
+return {since, h.seen}
+"""
+
+FINISH_HEARTBEAT_LUA = """
+-- finish_heartbeat: a leased transition ends, fenced by its token: miss -> state missing;
+-- back -> state up, since cleared.
+-- KEYS[1] {prefix}heartbeats; ARGV[1] name, ARGV[2] action, ARGV[3] token
+-- Returns 1 when changed, else 0.
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then
+  return 0
+end
+local h = cjson.decode(raw)
+if h.token ~= ARGV[3] then
+  return 0
+end
+if ARGV[2] == 'miss' then
+  h.state = 'missing'
+else
+  h.state, h.since = 'up', ''
+end
+h.lease, h.token = '0', ''
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(h))
+return 1
+"""
+
+
 def _opt_t(x: Any) -> float | None:
     """A time stored as text ("" for none) as a float or ``None``."""
     return None if x in ("", None) else float(x)
@@ -1167,6 +1257,9 @@ class RedisStore(Store):
         self._lua_claim_steps = _Lua(CLAIM_STEPS_LUA)
         self._lua_finish_step = _Lua(FINISH_STEP_LUA)
         self._lua_prune_episodes = _Lua(PRUNE_EPISODES_LUA)
+        self._lua_beat = _Lua(BEAT_LUA)
+        self._lua_claim_heartbeat = _Lua(CLAIM_HEARTBEAT_LUA)
+        self._lua_finish_heartbeat = _Lua(FINISH_HEARTBEAT_LUA)
 
     # -- plumbing ---------------------------------------------------------------------------
     def _k(self, name: str) -> str:
@@ -1397,6 +1490,36 @@ class RedisStore(Store):
                     now: float) -> bool:
         return bool(self._run(self._lua_finish_step, [self._k("steps")], [
             self.prefix, claim.episode_id, str(claim.index), claim.token, state, reason]))
+
+    # -- heartbeats -------------------------------------------------------------------------
+    def beat(self, names: Sequence[str], now: float) -> None:
+        if names:
+            self._run(self._lua_beat, [self._k("heartbeats")],
+                      [_t(now), *dict.fromkeys(names)])
+
+    def heartbeats(self) -> dict[str, HeartbeatRecord]:
+        with self._errors():
+            raw = self._node().hgetall(self._k("heartbeats"))
+        out = {}
+        for name, text in dict(raw).items():
+            h = json.loads(text)
+            out[str(name)] = HeartbeatRecord(str(name), float(h["seen"]), h["state"],
+                                             _opt_t(h["since"]), float(h["lease"]))
+        return out
+
+    def claim_heartbeat(self, name: str, action: Action, last_seen: float, since: float,
+                        now: float, lease: float) -> HeartbeatClaim | None:
+        token = secrets.token_hex(8)
+        row = self._run(self._lua_claim_heartbeat, [self._k("heartbeats")],
+                        [name, action, _t(last_seen), _t(since), _t(now), _t(now + lease),
+                         token], confirm="soft")
+        if not row:
+            return None
+        return HeartbeatClaim(name, action, token, now + lease, float(row[0]), float(row[1]))
+
+    def finish_heartbeat(self, claim: HeartbeatClaim, now: float) -> bool:
+        return bool(self._run(self._lua_finish_heartbeat, [self._k("heartbeats")],
+                              [claim.name, claim.action, claim.token]))
 
     def claim(self, now: float, lease: float, max_mobiles: int,
               max_items: int = 0) -> list[Claim]:
