@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bridge.alert import Alert, Batch
+from bridge.decide.episodes import ACK_PLACEHOLDER, Episode, Paged
 from bridge.decide.heartbeats import (
     HeartbeatRecord,
     HeartbeatView,
@@ -20,7 +21,6 @@ from bridge.decide.heartbeats import (
     plan_missing,
     split_beats,
 )
-from bridge.episodes import ACK_PLACEHOLDER, Episode, Paged
 from bridge.errors import RulesError
 from bridge.rules.load import RuleSet, load_rules
 

@@ -25,9 +25,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from bridge.alert import Alert, Batch, labels_fingerprint
-from bridge.episodes import Episode
-from bridge.matchers import matches_all
-from bridge.plan import (
+from bridge.decide.episodes import Episode
+from bridge.decide.plan import (
     Notification,
     _variables,
     base_context,
@@ -36,6 +35,7 @@ from bridge.plan import (
     step_specs,
 )
 from bridge.rules.load import RuleSet
+from bridge.rules.matchers import matches_all
 from bridge.rules.model import Heartbeat, Route
 
 #: The alert a missing heartbeat pages as.
@@ -177,7 +177,7 @@ def _seconds(expect: float) -> int | float:
 
 def heartbeat_context(alert: Alert, name: str, expect: float,
                       last_seen: float | None) -> dict[str, Any]:
-    """What a heartbeat's templates see: the alert (:func:`bridge.plan.base_context`), and
+    """What a heartbeat's templates see: the alert (:func:`bridge.decide.plan.base_context`), and
     ``name``, ``expect`` (seconds, a whole number when it is one) and ``last_seen`` (an aware
     datetime, or ``None``)."""
     return {**base_context(alert, Batch(source="bridge", alerts=[alert])), "name": name,

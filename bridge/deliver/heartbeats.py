@@ -2,8 +2,8 @@
 resolves that page when its beats come back.
 
 :class:`HeartbeatWatch` runs inside the delivery loop beside the escalation steps
-(:meth:`bridge.service.Bridge.deliverer` hands both to
-:meth:`bridge.delivery.Deliverer.run_forever`, which calls them on every pass, at most
+(:meth:`bridge.intake.service.Bridge.deliverer` hands both to
+:meth:`bridge.deliver.deliverer.Deliverer.run_forever`, which calls them on every pass, at most
 ``delivery_interval`` apart); it looks at the heartbeats at most every :data:`CHECK_EVERY`
 seconds, so a miss is decided within about a second of ``expect`` passing. What to do is
 :func:`bridge.decide.heartbeats.heartbeat_action` (pure, a function of ``now``); each
@@ -34,7 +34,7 @@ from bridge.decide.heartbeats import (
     plan_back,
     plan_missing,
 )
-from bridge.plan import episode_from_start, store_policy
+from bridge.decide.plan import episode_from_start, store_policy
 from bridge.rules.load import RuleSet
 from bridge.rules.model import Heartbeat
 from bridge.store.base import Store

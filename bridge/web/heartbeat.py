@@ -1,7 +1,8 @@
 """Heartbeat views (docs/heartbeats.md): ``GET``/``HEAD``/``POST /heartbeat/<name>``, a beat
 for a cron job or anything that cannot send an alert, and ``GET /api/heartbeats``; both behind
 the webhooks' auth (``BRIDGE_TOKEN``). Views only: they beat through
-:meth:`bridge.service.Bridge.beat` and read through :func:`bridge.operator.heartbeats`."""
+:meth:`bridge.intake.service.Bridge.beat` and read through
+:func:`bridge.intake.readside.heartbeats`."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
-from bridge import operator
-from bridge.app import bridge, error, protected
+from bridge.intake import readside
+from bridge.web.app import bridge, error, protected
 
 #: ``/heartbeat/<name>`` and ``/api/heartbeats``.
 views = Blueprint("heartbeat", __name__)
@@ -32,5 +33,5 @@ def beat(name: str) -> Any:
 @views.get("/api/heartbeats")
 @protected
 def heartbeats() -> Any:
-    """Every heartbeat with its state: see :func:`bridge.operator.heartbeats`."""
-    return jsonify({"heartbeats": operator.heartbeats(bridge())})
+    """Every heartbeat with its state: see :func:`bridge.intake.readside.heartbeats`."""
+    return jsonify({"heartbeats": readside.heartbeats(bridge())})

@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, model_validat
 
 from bridge.config import parse_duration
 from bridge.privacy import mask_mobile
-from bridge.timeintervals import parse_location, parse_time_of_day
+from bridge.rules.timeintervals import parse_location, parse_time_of_day
 
 __all__ = [
     "Override",

@@ -1,7 +1,7 @@
 """Read-side service functions: what the JSON API and the operator page show (one code path).
 
-Each takes the process's :class:`~bridge.service.Bridge` and returns plain JSON-able data; the
-views only shape it into JSON (``/api/*``) or HTML (``GET /``). Mobiles are masked here
+Each takes the process's :class:`~bridge.intake.service.Bridge` and returns plain JSON-able data;
+the views only shape it into JSON (``/api/*``) or HTML (``GET /``). Mobiles are masked here
 (``138****8000``), times are UNIX seconds plus a ``*_local`` text in ``BRIDGE_TZ``.
 """
 
@@ -11,11 +11,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge.delivery import STATUS_JUHE_CONFIG
-from bridge.episodes import Episode
-from bridge.juhe import encode_tpl_value
+from bridge.decide.episodes import Episode
+from bridge.deliver.deliverer import STATUS_JUHE_CONFIG
+from bridge.intake.service import Bridge
 from bridge.privacy import mask_mobile, redact_url
-from bridge.service import Bridge
+from bridge.providers.juhe import encode_tpl_value
 from bridge.store.base import STATES, Item
 
 #: The most rows one read returns (``?limit=``).
@@ -97,7 +97,7 @@ def status(b: Bridge) -> dict[str, Any]:
 def oncall(b: Bridge, next_n: int = 3, at: float | None = None) -> list[dict[str, Any]]:
     """Per schedule, who is on call at ``at`` (UNIX seconds, default now) and the ``next_n``
     shifts after, mobiles masked: what ``/api/oncall`` answers (``schedules``) and the page
-    shows (:meth:`bridge.service.Bridge.oncall`)."""
+    shows (:meth:`bridge.intake.service.Bridge.oncall`)."""
     return [v.to_json(mask=True) for v in b.oncall(next_n, at)]
 
 

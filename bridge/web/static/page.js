@@ -75,7 +75,7 @@
 })();
 
 // The episodes: firing and acknowledged ones, then the recently resolved, from /api/episodes
-// every few seconds (the same bridge.operator.episodes the page was rendered from). Text only;
+// every few seconds (the same bridge.intake.readside.episodes the page was rendered from). Text only;
 // the Acknowledge form posts to the page (/episodes/<id>/ack) with the CSRF token. No refresh
 // while a name is being typed into one of its forms.
 (function () {

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bridge.rules.model import Route
-from bridge.timeintervals import NamedTimeInterval
+from bridge.rules.timeintervals import NamedTimeInterval
 
 
 def route(labels: Mapping[str, str], routes: list[Route]) -> list[int]:

@@ -18,17 +18,17 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 from bridge.alert import Alert, Batch
-from bridge.episodes import ACK_PLACEHOLDER, Episode, EpisodeInfo, StepSpec
+from bridge.decide.episodes import ACK_PLACEHOLDER, Episode, EpisodeInfo, StepSpec
+from bridge.decide.render import alert_context
+from bridge.decide.routing import mute_reason, route
 from bridge.privacy import mask_mobile
-from bridge.render import alert_context
-from bridge.routing import mute_reason, route
 from bridge.rules.load import RuleSet
 from bridge.rules.model import Route, valid_mobile
 
 if TYPE_CHECKING:
     from bridge.store.base import Policy
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("bridge.plan")  # stable log name (not the module path)
 
 #: Separators between numbers in a ``mobiles_from`` value: comma (also full-width and the
 #: ideographic 、), semicolon, whitespace.
@@ -228,7 +228,7 @@ def step_specs(r: Route) -> tuple[StepSpec, ...]:
 
 
 def base_context(alert: Alert, batch: Batch, escalation: int = 0) -> dict[str, Any]:
-    """What a template sees: :func:`bridge.render.alert_context` plus ``escalation`` and
+    """What a template sees: :func:`bridge.decide.render.alert_context` plus ``escalation`` and
     ``ack_code`` (:data:`ACK_PLACEHOLDER`, replaced by the stored code in the record step)."""
     return {**alert_context(alert, batch), "escalation": escalation,
             "ack_code": ACK_PLACEHOLDER}

@@ -3,11 +3,11 @@
 Steps are durable timers in the store (:meth:`bridge.store.base.Store.claim_steps`), leased
 like outbox items, so each step is decided once per episode across workers, instances and
 restarts; one that fell due while the bridge was down is claimed at the first pass after
-start. :class:`Escalator` runs inside the delivery loop (:meth:`bridge.delivery.Deliverer.
+start. :class:`Escalator` runs inside the delivery loop (:meth:`bridge.deliver.deliverer.Deliverer.
 run_forever` calls :meth:`Escalator.run_once` on every pass, at most ``delivery_interval``
 apart, 0.5 s by default), so a step runs within about a second of falling due.
 
-What a due step does is :func:`bridge.episodes.step_action` (pure, a function of ``now``):
+What a due step does is :func:`bridge.decide.episodes.step_action` (pure, a function of ``now``):
 an acknowledged or resolved episode cancels it; otherwise the step's receiver (a schedule is
 resolved at ``now``) is paged, without the mobiles already paged for the episode, as firing
 notifications recorded like any other (pacing, limits, storms and the route's mute intervals
@@ -25,12 +25,12 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from bridge import metrics
-from bridge.episodes import ACK_PLACEHOLDER, Episode, Step, StepClaim, step_action
-from bridge.plan import Notification, muted, store_policy
+from bridge.decide.episodes import ACK_PLACEHOLDER, Episode, Step, StepClaim, step_action
+from bridge.decide.plan import Notification, muted, store_policy
 from bridge.rules.load import RuleSet
 from bridge.store.base import Store
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("bridge.escalation")  # stable log name (not the module path)
 
 #: Seconds a claimed step is leased to one runner.
 STEP_LEASE = 60.0

@@ -10,9 +10,10 @@ from datetime import UTC, datetime
 from bridge import metrics
 from bridge.alert import Batch
 from bridge.config import Settings
+from bridge.decide.episodes import EPISODE_STATES, Episode, Paged, valid_code
 from bridge.decide.heartbeats import HeartbeatView, heartbeat_view, split_beats
-from bridge.deliver.heartbeats import HeartbeatWatch
-from bridge.delivery import (
+from bridge.decide.plan import decide, episode_from_start, store_policy
+from bridge.deliver.deliverer import (
     STATUS_JUHE_CONFIG,
     Deliverer,
     DeliveryPolicy,
@@ -21,20 +22,19 @@ from bridge.delivery import (
     config_id,
     juhe_config_note,
 )
-from bridge.episodes import EPISODE_STATES, Episode, Paged, valid_code
+from bridge.deliver.escalation import Escalator
+from bridge.deliver.heartbeats import HeartbeatWatch
 from bridge.errors import StoreUnavailable
-from bridge.escalation import Escalator
-from bridge.juhe import JuheClient
-from bridge.observe import IntakeResult, observe_before, observe_intake
-from bridge.oncall import OnCall, oncall_view
-from bridge.plan import decide, episode_from_start, store_policy
+from bridge.intake.observe import IntakeResult, observe_before, observe_intake
+from bridge.intake.reload import RulesHolder
 from bridge.privacy import mask_mobile
-from bridge.reload import RulesHolder
+from bridge.providers.juhe import JuheClient
 from bridge.rules.model import Heartbeat
+from bridge.rules.schedules import OnCall, oncall_view
 from bridge.store import open_store
 from bridge.store.base import Store
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("bridge.service")  # stable log name (not the module path)
 
 
 class Bridge:
@@ -165,7 +165,7 @@ class Bridge:
     def unknown_code_hit(self, client: str, now: float | None = None) -> int:
         """Count an unknown-code try of ``client`` in the current minute (shared by every
         process on the store); returns the count (the web answers 429 above
-        :data:`bridge.episodes.UNKNOWN_CODE_LIMIT`)."""
+        :data:`bridge.decide.episodes.UNKNOWN_CODE_LIMIT`)."""
         return self.store.unknown_code_hit(client, time.time() if now is None else now)
 
     def by_of(self, paged: Paged) -> str:
@@ -194,7 +194,7 @@ class Bridge:
     def oncall(self, next_n: int = 3, at: float | None = None,
                only: str | None = None) -> list[OnCall]:
         """Who is on call in every schedule of the rules in force at ``at`` (UNIX seconds,
-        default now) and the ``next_n`` shifts after (:func:`bridge.oncall.oncall_view`).
+        default now) and the ``next_n`` shifts after (:func:`bridge.rules.schedules.oncall_view`).
         Raises ``KeyError`` for an unknown ``only``."""
         rules = self.holder.rules
         when = datetime.fromtimestamp(time.time() if at is None else at, UTC)
@@ -214,7 +214,7 @@ class Bridge:
     # -- intake ---------------------------------------------------------------------------
     def intake(self, batch: Batch, now: float | None = None) -> IntakeResult:
         """Decide and durably store the notifications of one batch, in one atomic store step,
-        and report them (metrics and log lines: :mod:`bridge.observe`).
+        and report them (metrics and log lines: :mod:`bridge.intake.observe`).
 
         First the batch's heartbeat beats are recorded (:meth:`Store.beat`; they are not
         routed: docs/heartbeats.md; a beat recorded twice, when a webhook answered 503 comes
@@ -222,8 +222,8 @@ class Bridge:
         503 records no notification): the stored episode start of alerts without ``startsAt``
         (what templates see as ``starts_at``), and who was paged for the episodes that resolve
         here. Returns the typed
-        :class:`~bridge.observe.IntakeResult` (the webhook's JSON is built from it by
-        :func:`bridge.app.answer`). Raises :class:`StoreUnavailable`.
+        :class:`~bridge.intake.observe.IntakeResult` (the webhook's JSON is built from it by
+        :func:`bridge.web.app.answer`). Raises :class:`StoreUnavailable`.
         """
         now = time.time() if now is None else now
         rules = self.holder.rules
@@ -253,7 +253,7 @@ class Bridge:
     def readiness(self) -> list[str]:
         """Why the service is not ready (empty when ready): store, rules, and a Juhe
         configuration error met by the configuration in force since this process started or
-        the rules were last reloaded (see :func:`bridge.delivery.juhe_config_note`)."""
+        the rules were last reloaded (see :func:`bridge.deliver.deliverer.juhe_config_note`)."""
         problems = []
         try:
             self.store.ping()

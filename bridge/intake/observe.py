@@ -1,6 +1,6 @@
 """What intake reports about one webhook: metrics and log lines, in one place.
 
-:meth:`bridge.service.Bridge.intake` decides and stores; it hands the typed result to
+:meth:`bridge.intake.service.Bridge.intake` decides and stores; it hands the typed result to
 :func:`observe_intake`, which counts it in the Prometheus metrics and writes the log lines that
 answer "why was I (not) paged": one INFO line per webhook that lists every decision (the alert,
 the person or masked mobile, the route, the state and its reason), and the same decisions one
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from bridge import metrics
 from bridge.alert import Batch
-from bridge.plan import Plan
+from bridge.decide.plan import Plan
 from bridge.rules.load import RuleSet
 from bridge.store.base import Outcome
 

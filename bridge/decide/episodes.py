@@ -1,7 +1,7 @@
 """Episodes, ack codes and escalation steps as data (EPISODES.md, SPEC "On call").
 
 Pure: dataclasses and functions of ``now``; the stores keep these records
-(:class:`bridge.store.base.Store`) and :mod:`bridge.escalation` runs the due steps.
+(:class:`bridge.store.base.Store`) and :mod:`bridge.deliver.escalation` runs the due steps.
 
 An **episode** is one firing episode of one alert, ``(fingerprint, episode)`` with ``episode``
 the dedup key's episode text (``startsAt`` as UTC ISO), that paged somebody: the record step

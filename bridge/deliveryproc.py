@@ -7,14 +7,15 @@ everything (SPEC "Delivery runs inside the served processes").
 
 * The master forks it after the web workers; the child drops what it inherited from the master
   (signal handlers, listening sockets, the workers' heartbeat files), builds its own
-  :class:`bridge.service.Bridge` (no connection is shared across the fork) and runs
-  :meth:`bridge.delivery.Deliverer.run_forever`, which also runs the due escalation steps. Its
-  title (``/proc/PID/comm``, what ``ps -o comm`` and ``top`` show) is ``bridge-delivery``.
+  :class:`bridge.intake.service.Bridge` (no connection is shared across the fork) and runs
+  :meth:`bridge.deliver.deliverer.Deliverer.run_forever`, which also runs the due escalation
+  steps. Its title (``/proc/PID/comm``, what ``ps -o comm`` and ``top`` show) is
+  ``bridge-delivery``.
 * ``SIGTERM``/``SIGINT`` to it: the SMS in hand is finished (bounded by ``BRIDGE_JUHE_TIMEOUT``)
   and the rest of its claim is given back to the store; ``SIGQUIT``: it exits at once. It
   ignores ``SIGHUP`` (the master reloads the rules; the child's
-  :class:`~bridge.reload.RulesHolder` follows the rules snapshot on its next pass) and stops by
-  itself when its master is gone.
+  :class:`~bridge.intake.reload.RulesHolder` follows the rules snapshot on its next pass) and stops
+  by itself when its master is gone.
 * When it dies, the master logs how and starts a new one after :class:`Backoff`.
 """
 
@@ -287,8 +288,8 @@ def _wait_for_signals(stop: threading.Event, signals: frozenset[int], parent: in
 
 def delivery_main(settings: Settings, runtime: str, parent: int) -> int:
     """The delivery process's body: deliver until ``SIGTERM``/``SIGINT`` or the master
-    ``parent`` is gone, with a :class:`~bridge.service.Bridge` of its own on the runtime folder
-    ``runtime`` (the rules snapshot); returns the exit code (0).
+    ``parent`` is gone, with a :class:`~bridge.intake.service.Bridge` of its own on the runtime
+    folder ``runtime`` (the rules snapshot); returns the exit code (0).
 
     Raises what building the bridge raises (``RulesError``, ``ValueError``): the master logs it
     and starts a new process after the backoff.
@@ -300,7 +301,7 @@ def delivery_main(settings: Settings, runtime: str, parent: int) -> int:
     for sig in FORK_SIGNALS - STOP_SIGNALS - {signal.SIGQUIT, signal.SIGCHLD}:
         signal.signal(sig, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, FORK_SIGNALS - STOP_SIGNALS)
-    from bridge.service import Bridge
+    from bridge.intake.service import Bridge
 
     bridge = Bridge(settings, state_dir=runtime)
     log.info("delivery process %d started", os.getpid())

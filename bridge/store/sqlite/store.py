@@ -21,8 +21,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-from bridge.decide.heartbeats import Action, HeartbeatClaim, HeartbeatRecord
-from bridge.episodes import (
+from bridge.decide.episodes import (
     Episode,
     Paged,
     Step,
@@ -30,8 +29,9 @@ from bridge.episodes import (
     StepState,
     code_expired,
 )
+from bridge.decide.heartbeats import Action, HeartbeatClaim, HeartbeatRecord
+from bridge.decide.plan import EpisodeMark, Notification
 from bridge.errors import StoreUnavailable
-from bridge.plan import EpisodeMark, Notification
 from bridge.store.base import (
     EPISODE_STALE,
     STATES,
@@ -43,7 +43,7 @@ from bridge.store.base import (
     dedup_key,
     episode_text,
 )
-from bridge.store.sqlite_record import RecordStep, chunks, marks
+from bridge.store.sqlite.record import RecordStep, chunks, marks
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -90,7 +90,7 @@ CREATE TABLE IF NOT EXISTS storms (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS episodes (fingerprint TEXT PRIMARY KEY, started_at REAL NOT NULL)
     WITHOUT ROWID;
--- alert episodes (bridge/episodes.py): one row per firing episode that paged somebody
+-- alert episodes (bridge/decide/episodes.py): one row per firing episode that paged somebody
 CREATE TABLE IF NOT EXISTS alert_episodes (
     id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, episode TEXT NOT NULL,
     alertname TEXT NOT NULL, labels TEXT NOT NULL, summary TEXT NOT NULL, starts_at REAL,
@@ -310,7 +310,7 @@ class SqliteStore(Store):
                episodes: Sequence[EpisodeMark] = (),
                resolved: Sequence[tuple[str, str]] = ()) -> list[Outcome]:
         """See :meth:`Store.record`; the policy runs in memory over rows read once per batch
-        (:class:`bridge.store.sqlite_record.RecordStep`, which says why that is the same)."""
+        (:class:`bridge.store.sqlite.record.RecordStep`, which says why that is the same)."""
         out: list[Outcome] = []
         with self._tx() as db:
             starts = self._open_episodes(db, notes, episodes, now)

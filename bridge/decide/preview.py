@@ -3,7 +3,7 @@ operator page's playground give this same answer.
 
 :func:`preview` parses the body (naming or detecting its source), plans every alert under the
 rules at ``now`` and, per alert, says what each route made of it
-(:func:`bridge.routing.explain`). :func:`render_lines` is the text ``bridge render`` prints.
+(:func:`bridge.decide.routing.explain`). :func:`render_lines` is the text ``bridge render`` prints.
 Pure apart from parsing: nothing is stored, nothing is sent.
 """
 
@@ -13,10 +13,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from bridge.alert import Alert, Batch
-from bridge.episodes import fill_code
-from bridge.juhe import encode_tpl_value
-from bridge.plan import Notification, decide
-from bridge.routing import RouteVerdict, explain
+from bridge.decide.episodes import fill_code
+from bridge.decide.plan import Notification, decide
+from bridge.decide.routing import RouteVerdict, explain
+from bridge.providers.juhe import encode_tpl_value
 from bridge.rules.load import RuleSet
 from bridge.sources import detect, parse_body, read_body
 
@@ -24,8 +24,8 @@ from bridge.sources import detect, parse_body, read_body
 @dataclass(frozen=True)
 class AlertPreview:
     """One alert of the body: the notifications it would cause (``tpl_value`` is
-    :func:`~bridge.juhe.encode_tpl_value` of each one's variables) and every route's verdict.
-    ``pages_nobody`` is true when none of its notifications would be queued."""
+    :func:`~bridge.providers.juhe.encode_tpl_value` of each one's variables) and every route's
+    verdict. ``pages_nobody`` is true when none of its notifications would be queued."""
 
     alert: Alert
     notifications: list[Notification]

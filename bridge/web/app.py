@@ -1,8 +1,8 @@
-"""The Flask application: thin views over :class:`bridge.service.Bridge`.
+"""The Flask application: thin views over :class:`bridge.intake.service.Bridge`.
 
 :func:`create_app` is the factory, as in Flask's tutorial: it builds the bridge (or takes the
 parts a test hands it), registers the blueprints (:data:`api` here, the operator page in
-:mod:`bridge.page`) and the error handlers. Views reach the bridge one way, :func:`bridge`.
+:mod:`bridge.web.page`) and the error handlers. Views reach the bridge one way, :func:`bridge`.
 
 Every answer of :data:`api` is JSON; errors are ``{"error": "..."}`` with a 4xx (bad input,
 auth, size) or 503 (store unavailable). No exception ever reaches the client as an HTML
@@ -21,17 +21,18 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from prometheus_client.core import GaugeMetricFamily
 from werkzeug.exceptions import HTTPException
 
-from bridge import metrics, operator
-from bridge.auth import grafana_signature_problem, token_ok
+from bridge import metrics
 from bridge.config import Settings
-from bridge.delivery import Sender
+from bridge.deliver.deliverer import Sender
 from bridge.errors import PayloadError, StoreUnavailable
-from bridge.observe import IntakeResult
-from bridge.service import Bridge
+from bridge.intake import readside
+from bridge.intake.observe import IntakeResult
+from bridge.intake.service import Bridge
 from bridge.sources import SOURCES, parse_body
 from bridge.store.base import Store
+from bridge.web.guard import grafana_signature_problem, token_ok
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("bridge.app")  # stable log name (not the module path)
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -65,7 +66,7 @@ def protected(view: Callable[P, R]) -> Callable[P, R | tuple[Response, int]]:
 
     @wraps(view)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | tuple[Response, int]:
-        from bridge.page import logged_in
+        from bridge.web.page import logged_in
 
         token = bridge().settings.token
         if token and not token_ok(request.headers.get("Authorization"), token) and not (
@@ -136,14 +137,14 @@ def reload() -> Any:
 @protected
 def notifications() -> Any:
     """``?limit=``, ``?state=`` (``?status=`` is the SPEC's name for it, also accepted),
-    ``?mobile=``, ``?alertname=``: see :func:`bridge.operator.notifications`."""
+    ``?mobile=``, ``?alertname=``: see :func:`bridge.intake.readside.notifications`."""
     try:
         limit = int(request.args.get("limit", "50"))
     except ValueError:
         return error("limit must be a whole number", 400)
     state = request.args.get("state") or request.args.get("status") or None
     try:
-        items = operator.notifications(bridge(), limit, state,
+        items = readside.notifications(bridge(), limit, state,
                                        request.args.get("mobile") or None,
                                        request.args.get("alertname") or None)
     except ValueError as exc:  # named as the caller named it
@@ -155,14 +156,14 @@ def notifications() -> Any:
 @api.get("/api/oncall")
 @protected
 def oncall() -> Any:
-    """``?next=N`` (0 to 100, default 3): see :func:`bridge.operator.oncall`."""
+    """``?next=N`` (0 to 100, default 3): see :func:`bridge.intake.readside.oncall`."""
     try:
         next_n = int(request.args.get("next", "3"))
     except ValueError:
         return error("next must be a whole number", 400)
     if not 0 <= next_n <= 100:
         return error("next must be from 0 to 100", 400)
-    return jsonify({"schedules": operator.oncall(bridge(), next_n)})
+    return jsonify({"schedules": readside.oncall(bridge(), next_n)})
 
 
 @api.get("/metrics")
@@ -211,8 +212,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     Raises :class:`~bridge.errors.RulesError` when the rules fail their checks and
     ``ValueError`` for unreadable settings or an unusable ``BRIDGE_STORE``.
     """
-    from bridge import ack, page
-    from bridge.web import heartbeat
+    from bridge.web import ack, heartbeat, page
 
     settings = settings or Settings.from_env()
     b = Bridge(settings, store=store, client=client,

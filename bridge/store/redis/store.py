@@ -63,7 +63,7 @@ finish_step, mark_sent/retry/failed and ping are followed by ``WAIT``)::
     {prefix}day:{day}              string  SMS queued on that day (per_day); expires after 3 days
     {prefix}episode:{fingerprint}  string  the current episode of an alert without startsAt
                                            (legacy Grafana), as text (base.episode_text)
-    {prefix}ep:{eid}               string  one alert episode (bridge/episodes.py) as JSON text:
+    {prefix}ep:{eid}               string  one alert episode (decide/episodes.py) as JSON text:
                                            id fp ep alertname labels annotations summary
                                            starts_at
                                            silence_url route state ack_by ack_at ack_via
@@ -120,8 +120,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from bridge.config import parse_redis_url
-from bridge.decide.heartbeats import Action, HeartbeatClaim, HeartbeatRecord
-from bridge.episodes import (
+from bridge.decide.episodes import (
     ACK_PLACEHOLDER,
     Episode,
     Paged,
@@ -133,8 +132,9 @@ from bridge.episodes import (
     new_code,
     new_id,
 )
+from bridge.decide.heartbeats import Action, HeartbeatClaim, HeartbeatRecord
+from bridge.decide.plan import EpisodeMark, Notification
 from bridge.errors import StoreUnavailable, StoreUnconfirmed
-from bridge.plan import EpisodeMark, Notification
 from bridge.privacy import redact_url
 from bridge.store.base import (
     EPISODE_STALE,
@@ -225,7 +225,7 @@ RECORD_LUA = _LUA_HELPERS + _EPISODE_LUA + """
 --          settled here)}
 -- ARGV[13] JSON list of episode marks: {fp, f (1 firing, 0 resolved)}
 -- ARGV[14] the episode text of an episode beginning now (UTC ISO, base.episode_text)
--- ARGV[15] the ack code placeholder (bridge.episodes.ACK_PLACEHOLDER, utf-8)
+-- ARGV[15] the ack code placeholder (bridge.decide.episodes.ACK_PLACEHOLDER, utf-8)
 -- ARGV[16] JSON list of fresh ack codes (from secrets; used in order, skipping taken ones)
 -- ARGV[17] JSON list of fresh episode ids (used in order)
 -- ARGV[18] JSON list of resolved alerts' {fingerprint, episode ('' = settled here)}

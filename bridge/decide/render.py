@@ -24,9 +24,9 @@ from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from bridge.alert import Alert, Batch
-from bridge.episodes import ACK_PLACEHOLDER
+from bridge.decide.episodes import ACK_PLACEHOLDER
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("bridge.render")  # stable log name (not the module path)
 
 ELLIPSIS = "…"
 #: Runs of C0/C1 control characters (newline, tab, CR, ...) and Unicode line separators.

@@ -31,7 +31,7 @@ from typing import Any
 from bridge.errors import RulesError
 from bridge.rules.load import RuleSet, load_rules, rules_files
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("bridge.reload")  # stable log name (not the module path)
 
 STATE_FILE = "rules-state.json"
 

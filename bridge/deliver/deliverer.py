@@ -2,11 +2,11 @@
 outcome.
 
 Runs in the delivery process of ``bridge serve`` (forked and supervised by its master, beside the
-web workers: :mod:`bridge.supervise`) and as ``bridge worker``. Claims are leased atomically by the
-store, so deliverers never send the same SMS at once; an SMS whose sender died goes out again when
-its lease ends (at least once). Every mark carries the claim's lease token: a deliverer whose lease
-lapsed (a long pause, a stalled request) and whose items were claimed again changes nothing, and
-logs it.
+web workers: :mod:`bridge.deliveryproc`) and as ``bridge worker``. Claims are leased atomically by
+the store, so deliverers never send the same SMS at once; an SMS whose sender died goes out again
+when its lease ends (at least once). Every mark carries the claim's lease token: a deliverer whose
+lease lapsed (a long pause, a stalled request) and whose items were claimed again changes nothing,
+and logs it.
 
 Policy (SPEC "Sending through Juhe", "Delivery guarantees", JUHE.md):
 
@@ -47,12 +47,12 @@ from bridge.errors import (
     StoreUnconfirmed,
     TransientError,
 )
-from bridge.juhe import SendResult, encode_tpl_value
 from bridge.privacy import mask_mobile, mask_mobiles_in
+from bridge.providers.juhe import SendResult, encode_tpl_value
 from bridge.rules.load import RuleSet
 from bridge.store.base import Claim, Item, Store
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("bridge.delivery")  # stable log name (not the module path)
 
 STATUS_JUHE_CONFIG = "juhe_config"
 #: Items of one mobile loaded per claim when nothing can fold them (no storm template).
@@ -66,7 +66,7 @@ MAINTAIN_EVERY = 1.0
 class Sender(Protocol):
     """What delivery sends through (sachet's ``Provider``): one SMS per call.
 
-    Returns :class:`bridge.juhe.SendResult`; raises :class:`bridge.errors.JuheError`
+    Returns :class:`bridge.providers.juhe.SendResult`; raises :class:`bridge.errors.JuheError`
     (``TransientError``, ``PermanentError``, ``ConfigError``) for a refused or failed send, and
     ``ValueError``/``TypeError`` for variables that cannot be encoded.
     """
@@ -151,7 +151,7 @@ class Deliverer:
                  sidecar: Callable[[], int] | None = None) -> None:
         self.store = store
         #: run on every pass of :meth:`run_forever` before delivering (the escalation
-        #: steps, :meth:`bridge.escalation.Escalator.run_once`); returns how much it did
+        #: steps, :meth:`bridge.deliver.escalation.Escalator.run_once`); returns how much it did
         self.sidecar = sidecar
         self.sender = sender
         self.rules = rules

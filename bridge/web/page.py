@@ -1,10 +1,10 @@
 """The operator's page (SPEC "Operator page"): ``GET /``, ``/login``, ``/logout``, the
 playground, and the security headers of every answer.
 
-Server-rendered Jinja2 templates with autoescape (``bridge/templates/``) and a little plain
-JavaScript (``bridge/static/page.js``) that refreshes the notifications from
-``/api/notifications`` and opens rows. The page reads through :mod:`bridge.operator`, the same
-functions as the JSON API.
+Server-rendered Jinja2 templates with autoescape (``bridge/web/templates/``) and a little plain
+JavaScript (``bridge/web/static/page.js``) that refreshes the notifications from
+``/api/notifications`` and opens rows. The page reads through :mod:`bridge.intake.readside`, the
+same functions as the JSON API.
 
 Sessions are Flask's signed cookie (itsdangerous). With ``BRIDGE_TOKEN`` set the signing key is
 derived from the token (HMAC-SHA256 of a fixed label), so every instance sharing the token
@@ -37,10 +37,10 @@ from flask import (
 )
 from flask.sessions import SecureCookieSessionInterface
 
-from bridge import operator
 from bridge.config import Settings
+from bridge.decide.preview import Preview, preview, tpl_value
 from bridge.errors import PayloadError
-from bridge.preview import Preview, preview, tpl_value
+from bridge.intake import readside
 from bridge.privacy import mask_mobile
 from bridge.sources import SOURCES
 from bridge.store.base import STATES
@@ -112,7 +112,7 @@ def security_headers(resp: Response) -> Response:
 
 
 def _bridge() -> Any:
-    from bridge.app import bridge
+    from bridge.web.app import bridge
 
     return bridge()
 
@@ -160,12 +160,12 @@ def _index(status: int = 200, **playground: Any) -> Any:
     b = _bridge()
     f = _filters()
     return _render(
-        "index.html", status, status_=operator.status(b), oncall=operator.oncall(b),
-        firing=operator.episodes(b, "firing", ACTIVE_LIMIT),
-        acknowledged=operator.episodes(b, "acknowledged", ACTIVE_LIMIT),
-        resolved=operator.episodes(b, "resolved", RESOLVED_LIMIT), resolved_limit=RESOLVED_LIMIT,
+        "index.html", status, status_=readside.status(b), oncall=readside.oncall(b),
+        firing=readside.episodes(b, "firing", ACTIVE_LIMIT),
+        acknowledged=readside.episodes(b, "acknowledged", ACTIVE_LIMIT),
+        resolved=readside.episodes(b, "resolved", RESOLVED_LIMIT), resolved_limit=RESOLVED_LIMIT,
         filters=f, states=STATES, sources=sorted(SOURCES),
-        notifications=operator.notifications(b, 50, f["state"] or None, f["mobile"] or None,
+        notifications=readside.notifications(b, 50, f["state"] or None, f["mobile"] or None,
                                              f["alertname"] or None),
         tpl_value=tpl_value, **playground)
 
@@ -214,7 +214,7 @@ def logout() -> Any:
 def acknowledge(id: str) -> Any:
     """The page's Acknowledge button (form ``csrf``, optional ``by``: who acknowledges, at
     most 100 characters, :data:`DEFAULT_ACK_BY` when empty): acknowledges ``via=page`` through
-    :meth:`bridge.service.Bridge.acknowledge` and answers 303 back to the episodes. The first
+    :meth:`bridge.intake.service.Bridge.acknowledge` and answers 303 back to the episodes. The first
     acknowledgement stands; a later one changes nothing (the episode shows who and when).
     404 for an unknown episode, 400 for a missing CSRF token or a too long name."""
     if not logged_in():
@@ -247,7 +247,7 @@ def playground() -> Any:
     try:
         result: Preview = preview(body.encode("utf-8"),
                                   source if source in SOURCES else None, rules,
-                                  operator.now_utc())
+                                  readside.now_utc())
     except PayloadError as exc:
         return _index(400, pg_body=body, pg_source=source, pg_error=str(exc))
     return _index(pg_body=body, pg_source=source, pg=result)

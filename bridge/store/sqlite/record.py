@@ -1,6 +1,6 @@
 """The record step of the SQLite store: read once, decide in memory, write once.
 
-:meth:`bridge.store.sqlite.SqliteStore.record` runs the paging policy
+:meth:`bridge.store.sqlite.store.SqliteStore.record` runs the paging policy
 (:data:`bridge.store.base.PAGING_POLICY`) over a webhook's notifications inside one
 ``BEGIN IMMEDIATE`` transaction. Asking SQLite once per policy row and notification cost about
 ten statements per SMS (issue 14: the store was a quarter of the intake's CPU). Here the step
@@ -22,8 +22,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from bridge.episodes import fill_code, has_placeholder, new_code, new_id
-from bridge.plan import Notification
+from bridge.decide.episodes import fill_code, has_placeholder, new_code, new_id
+from bridge.decide.plan import Notification
 from bridge.store.base import Policy, State, dedup_key, dumps_vars
 
 #: Values per ``IN (...)`` list (SQLite allows 32,766 variables; a webhook may carry more).

@@ -1,8 +1,8 @@
 """Acknowledging (SPEC "On call"): the page an SMS links to, ``GET``/``POST /a/<code>``, and
 the JSON ``GET /api/episodes`` and ``POST /api/episodes/<id>/ack`` behind ``BRIDGE_TOKEN``.
 
-Views only: they read through :mod:`bridge.operator` (the same functions as the operator page)
-and acknowledge through :meth:`bridge.service.Bridge.acknowledge`.
+Views only: they read through :mod:`bridge.intake.readside` (the same functions as the operator
+page) and acknowledge through :meth:`bridge.intake.service.Bridge.acknowledge`.
 
 Choices where the SPEC is silent:
 
@@ -26,11 +26,11 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, jsonify, render_template, request
 
-from bridge import operator
-from bridge.app import bridge, error, protected
-from bridge.episodes import EPISODE_STATES, UNKNOWN_CODE_LIMIT
+from bridge.decide.episodes import EPISODE_STATES, UNKNOWN_CODE_LIMIT
+from bridge.intake import readside
+from bridge.web.app import bridge, error, protected
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("bridge.ack")  # stable log name (not the module path)
 
 #: ``/a/<code>`` and the episodes API.
 ack = Blueprint("ack", __name__, template_folder="templates")
@@ -81,7 +81,7 @@ def ack_page(code: str) -> Any:
                         request.headers.get("Origin", "-"))
             return _page("unknown.html", 403, cross=True)
         episode, done = b.acknowledge(episode.id, b.by_of(paged), "link")
-    view = operator.episode_json(b, episode)
+    view = readside.episode_json(b, episode)
     pending = [s for s in view["escalation"] if s["state"] == "pending"]
     return _page("episode.html", e=view, tz=b.settings.tz, done=done, pending=pending, code=code,
                  me=b.by_of(paged))
@@ -91,7 +91,7 @@ def ack_page(code: str) -> Any:
 @protected
 def api_episodes() -> Any:
     """Episodes newest first: ``?state=firing|acknowledged|resolved``, ``?limit=`` (1-1000,
-    default 50) -> ``{"episodes": [...]}`` (:func:`bridge.operator.episode_json`)."""
+    default 50) -> ``{"episodes": [...]}`` (:func:`bridge.intake.readside.episode_json`)."""
     try:
         limit = int(request.args.get("limit", "50"))
     except ValueError:
@@ -99,7 +99,7 @@ def api_episodes() -> Any:
     state = request.args.get("state") or None
     if state is not None and state not in EPISODE_STATES:
         return error(f"state must be one of {', '.join(EPISODE_STATES)}", 400)
-    return jsonify({"episodes": operator.episodes(bridge(), state, limit)})
+    return jsonify({"episodes": readside.episodes(bridge(), state, limit)})
 
 
 @ack.post("/api/episodes/<id>/ack")
@@ -121,4 +121,4 @@ def api_ack(id: str) -> Any:
         episode, done = b.acknowledge(id, by, "api")
     except KeyError:
         return error(f"no episode {id!r}", 404)
-    return jsonify({"acknowledged": done, "episode": operator.episode_json(b, episode)})
+    return jsonify({"acknowledged": done, "episode": readside.episode_json(b, episode)})
