@@ -8,6 +8,8 @@ counts as missing before ``expect`` has passed since it."""
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import time
 from datetime import datetime
 from pathlib import Path
@@ -168,6 +170,19 @@ def test_a_restart_while_missing_pages_nobody_again_and_a_start_waits_expect(
     states = heartbeats(bridge)
     assert (states["watchdog"]["state"], states["backup"]["state"]) == ("missing", "up")
     assert states["backup"]["due_at"] >= started - 5  # not 30 s after its last beat
+    page = bridge.get("/").text
+    rows = dict(re.findall(r'data-heartbeat="([^"]+)">.*?<span class="state hb-(\w+)">',
+                           page, re.S))
+    assert rows == {"watchdog": "missing", "backup": "up"}, page
+    check = subprocess.run([shutil.which("bridge") or "bridge", "check"], env=bridge.env,
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stderr
+    assert re.search(r"^  heartbeat watchdog: 1 matchers, expect 30s -> sre, template missing, "
+                     r"resolved back: missing since [-\d]{10} [:\d]{8}, "
+                     r"last beat [-\d]{10} [:\d]{8}$",
+                     check.stdout, re.M), check.stdout
+    assert "  heartbeat backup: /heartbeat/backup only, expect 30s -> sre, template missing: " \
+           "up, last beat" in check.stdout
     # backup pages once expect has passed since the start, not before; watchdog never again
     assert wait_until(lambda: len(fake_juhe.messages) >= 2, 45), sms(fake_juhe)
     time.sleep(3)
