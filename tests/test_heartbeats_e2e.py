@@ -7,8 +7,10 @@ counts as missing before ``expect`` has passed since it."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from datetime import datetime
@@ -17,8 +19,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import wait_until
+from conftest import free_port, wait_until
 from fakejuhe import FakeJuhe
+from test_alertmanager_real import AM_BIN, TOKEN, Alertmanager
 
 from bridge.decide.heartbeats import HeartbeatRecord
 from bridge.store import open_store
@@ -196,3 +199,117 @@ def test_a_restart_while_missing_pages_nobody_again_and_a_start_waits_expect(
             "watchdog", before, "missing", before + 30, 0.0)
     finally:
         store.close()
+
+
+# -- the real chain: Prometheus -> Alertmanager -> bridge --------------------------------------
+
+PROMETHEUS_BIN = shutil.which("prometheus")
+PROM_RULES = """\
+groups:
+  - name: meta
+    interval: 1s
+    rules:
+      - alert: Watchdog
+        expr: vector(1)
+        labels: {severity: none}
+        annotations: {summary: "always firing: the alerting pipeline works"}
+"""
+# The recipe of docs/heartbeats.md with seconds for minutes: the Watchdog route sends at once,
+# and again every repeat_interval while it fires.
+AM_WATCHDOG = """\
+route:
+  receiver: bridge
+  group_wait: 0s
+  group_interval: 1s
+  repeat_interval: 2s
+receivers:
+  - name: bridge
+    webhook_configs:
+      - url: {url}
+        send_resolved: true
+        http_config:
+          authorization:
+            type: Bearer
+            credentials: {token}
+"""
+
+
+class Prometheus:
+    """The real Prometheus (Debian's ``prometheus``) on a free loopback port, evaluating the
+    Watchdog rule every second and sending to one Alertmanager; ``resend-delay`` 1 s, so that
+    its alerts' ``endsAt`` is a few seconds ahead and Alertmanager sees them end soon after
+    Prometheus stops."""
+
+    def __init__(self, workdir: Path, alertmanager: str) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        (workdir / "rules.yml").write_text(PROM_RULES, encoding="utf-8")
+        self.config = workdir / "prometheus.yml"
+        self.config.write_text(
+            "global: {evaluation_interval: 1s, scrape_interval: 15s}\n"
+            f"rule_files: [{workdir / 'rules.yml'}]\n"
+            "alerting:\n  alertmanagers:\n"
+            f"    - static_configs: [{{targets: ['{alertmanager}']}}]\n", encoding="utf-8")
+        self.log_path = workdir / "prometheus.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        assert PROMETHEUS_BIN is not None
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [PROMETHEUS_BIN, f"--config.file={self.config}",
+                 f"--storage.tsdb.path={self.workdir / 'prom-data'}",
+                 f"--web.listen-address=127.0.0.1:{self.port}", "--rules.alert.resend-delay=1s"],
+                cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.proc = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+
+@pytest.mark.skipif(PROMETHEUS_BIN is None or AM_BIN is None,
+                    reason="prometheus / prometheus-alertmanager are not installed "
+                           "(scripts/test installs them with apt-get)")
+def test_real_prometheus_and_alertmanager_keep_it_up_and_a_stop_pages_on_time(
+        make_bridge: Any, fake_juhe: FakeJuhe, tmp_path: Path) -> None:
+    bridge = make_bridge(RULES, BRIDGE_TOKEN=TOKEN)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    am = Alertmanager(tmp_path, bridge.base + "/webhook/alertmanager")
+    am.config.write_text(AM_WATCHDOG.format(url=bridge.base + "/webhook/alertmanager",
+                                            token=TOKEN), encoding="utf-8")
+    prom = Prometheus(tmp_path, f"127.0.0.1:{am.port}")
+
+    def watchdog() -> dict[str, Any]:
+        r = bridge.get("/api/heartbeats", headers=auth)
+        return {h["name"]: h for h in r.json()["heartbeats"]}["watchdog"]
+
+    try:
+        am.start()
+        prom.start()
+        assert wait_until(lambda: watchdog()["state"] == "up", 30, 0.2), (
+            f"prometheus:\n{prom.log()[-2000:]}\nalertmanager:\n{am.log()[-2000:]}")
+        first = watchdog()["last_seen"]
+        assert wait_until(lambda: watchdog()["last_seen"] > first, 10, 0.2)  # beats go on
+        prom.stop()
+        stopped = time.time()
+        assert wait_until(lambda: len(fake_juhe.messages) >= 2, 45), (
+            f"{sms(fake_juhe)}\nalertmanager:\n{am.log()[-2000:]}\nbridge:\n{bridge.log()[-3000:]}")
+        time.sleep(2)
+    finally:
+        prom.stop()
+        am.stop()
+    assert sorted((m, t, v["hb"]) for m, t, v in sms(fake_juhe)) == [
+        (ZHANG, "701", "watchdog"), (LI, "701", "watchdog")]
+    late = [m["t"] - stopped for m in fake_juhe.messages]
+    assert all(29 <= t <= 40 for t in late), late  # within expect + 10 s of the stop
+    state = watchdog()
+    assert (state["state"], state["missing_since"]) == ("missing", state["last_seen"] + 30)
