@@ -240,3 +240,55 @@ def test_plan_back_goes_to_those_paged_with_a_resolved_template(tmp_path: Path) 
     assert (n.mobile, n.status, n.episode, n.fingerprint, n.tpl_id, n.variables) == (
         ZHANG, "resolved", "ep", alert.fingerprint, 8,
         {"name": "prometheus-main", "status": "resolved"})
+
+
+# -- the timer, on a real SQLite store, time injected ------------------------------------------
+
+def test_the_timer_pages_once_at_expect_and_resolves_once(tmp_path: Path) -> None:
+    from zoneinfo import ZoneInfo
+
+    from bridge.deliver.heartbeats import HeartbeatWatch
+    from bridge.store import Policy, open_store
+
+    rules = load(tmp_path, BASE + HEARTBEATS.replace("expect: 5m", "expect: 30s"))
+    store = open_store(f"sqlite:///{tmp_path / 'b.db'}")
+    watch = HeartbeatWatch(store, lambda: rules, ZoneInfo("Asia/Shanghai"), T0, every=0)
+
+    def pages() -> list[tuple[str, str, str]]:
+        return sorted((i.mobile, i.status, i.state) for i in store.recent(100))
+
+    assert watch.run_once(T0 + 10_000) == 0  # never beat: waiting, never pages
+    store.beat(["prometheus-main"], T0 + 100)
+    assert watch.run_once(T0 + 129.9) == 0 and pages() == []
+    assert watch.run_once(T0 + 130) == 1
+    assert pages() == [(ZHANG, "firing", "queued"), (LI, "firing", "queued")]
+    assert watch.run_once(T0 + 500) == 0  # once per miss
+    # a runner that dies after recording: the next one decides the same miss, pages nobody
+    store.beat(["backup-job"], T0 + 100)
+    claim = store.claim_heartbeat("backup-job", "miss", T0 + 100, T0 + 26 * 3600 + 100,
+                                  T0 + 26 * 3600 + 100, 60)
+    assert claim is not None
+    store.record(plan_missing("backup-job", rules.heartbeats["backup-job"], rules,
+                              claim.missing_since, T0 + 100, T0 + 26 * 3600 + 100),
+                 Policy(), T0 + 26 * 3600 + 100)
+    assert watch.run_once(T0 + 26 * 3600 + 120) == 0  # its lease holds
+    assert watch.run_once(T0 + 26 * 3600 + 161) == 1  # lapsed: decided again
+    assert watch.run_once(T0 + 26 * 3600 + 162) == 0
+    assert [(i.mobile, i.state, i.reason) for i in store.recent(100)
+            if i.route == "heartbeat:backup-job"] == [(WANG, "queued", "")]
+    assert store.heartbeats()["backup-job"].state == "missing"
+    # beats again: one resolved to each of those paged (backup-job has no resolved template)
+    store.beat(["prometheus-main"], T0 + 600)
+    assert watch.run_once(T0 + 601) == 1
+    assert watch.run_once(T0 + 602) == 0
+    assert sorted((i.mobile, i.status, i.tpl_id) for i in store.recent(100)
+                  if i.status == "resolved") == [(ZHANG, "resolved", 8), (LI, "resolved", 8)]
+    [episode] = [e for e in store.episodes(limit=10) if e.route == "heartbeat:prometheus-main"]
+    assert episode.state == "resolved" and episode.steps[0].state == "cancelled"
+    assert store.heartbeats()["prometheus-main"] == HeartbeatRecord(
+        "prometheus-main", T0 + 600, "up", None, 0.0)
+    # and the next silence is a new episode that pages again
+    assert watch.run_once(T0 + 630) == 1
+    assert len([e for e in store.episodes(limit=10)
+                if e.route == "heartbeat:prometheus-main"]) == 2
+    store.close()

@@ -69,13 +69,14 @@ class HeartbeatWatch:
         self._next = 0.0
 
     def run_once(self, now: float | None = None) -> int:
-        """Look at the heartbeats (at most every ``every`` seconds) and run each transition
-        due at ``now`` (default the clock) that this runner leases; returns how many it ran.
-        Raises :class:`bridge.errors.StoreUnavailable`."""
-        now = self.clock() if now is None else now
-        if now < self._next:
+        """Look at the heartbeats (at most every ``every`` seconds of the monotonic clock) and
+        run each transition due at ``now`` (default the clock) that this runner leases;
+        returns how many it ran. Raises :class:`bridge.errors.StoreUnavailable`."""
+        # throttled on the monotonic clock: a wall clock set back must not pause the watch
+        if time.monotonic() < self._next:
             return 0
-        self._next = now + self.every
+        self._next = time.monotonic() + self.every
+        now = self.clock() if now is None else now
         rules = self.rules()
         if not rules.heartbeats:
             return 0
