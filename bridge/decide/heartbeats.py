@@ -27,13 +27,13 @@ from typing import Any, Literal
 from bridge.alert import Alert, Batch, labels_fingerprint
 from bridge.decide.episodes import Episode
 from bridge.decide.plan import (
-    Notification,
     _variables,
     base_context,
     episode_from_start,
     episode_info,
     step_specs,
 )
+from bridge.decide.types import Notification
 from bridge.rules.load import RuleSet
 from bridge.rules.matchers import matches_all
 from bridge.rules.model import Heartbeat, Route

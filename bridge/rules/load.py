@@ -25,10 +25,10 @@ from jinja2 import TemplateSyntaxError, meta
 from jinja2.environment import Template as JinjaTemplate
 from pydantic import ValidationError
 
-from bridge.decide.render import Renderer
 from bridge.errors import RulesError
 from bridge.privacy import mask_mobile
 from bridge.rules.model import Heartbeat, Limits, Route, RulesFile, Template, valid_mobile
+from bridge.rules.render import Renderer
 from bridge.rules.schedules import Schedule, ScheduleSpec, oncall_at
 from bridge.rules.timeintervals import NamedTimeInterval
 

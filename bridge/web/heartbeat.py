@@ -11,7 +11,7 @@ from typing import Any
 from flask import Blueprint, jsonify
 
 from bridge.intake import readside
-from bridge.web.app import bridge, error, protected
+from bridge.web.guard import bridge, error, protected
 
 #: ``/heartbeat/<name>`` and ``/api/heartbeats``.
 views = Blueprint("heartbeat", __name__)
