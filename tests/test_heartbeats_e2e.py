@@ -140,7 +140,8 @@ def test_two_instances_on_redis_page_once_per_miss_on_time_and_resolve_once(
     assert all(h["state"] == "waiting" for n, h in heartbeats(a).items() if n == "backup")
 
 
-def test_url_beats_auth_and_unknown_names(make_bridge: Any, fake_juhe: FakeJuhe) -> None:
+def test_url_beats_auth_unknown_names_and_a_reload(make_bridge: Any, fake_juhe: FakeJuhe,
+                                                   tmp_path: Path) -> None:
     bridge = make_bridge(RULES, BRIDGE_TOKEN="hb-token")
     auth = {"Authorization": "Bearer hb-token"}
     assert bridge.post("/heartbeat/backup", b"").status_code == 401
@@ -153,9 +154,21 @@ def test_url_beats_auth_and_unknown_names(make_bridge: Any, fake_juhe: FakeJuhe)
     assert (r.status_code, r.json()) == (200, {"heartbeat": "backup", "state": "up"})
     r = bridge.post("/heartbeat/nope", b"", headers=auth)
     assert (r.status_code, r.json()) == (404, {"error": "no heartbeat 'nope' in the rules"})
-    states = {h["name"]: h["state"] for h in bridge.get("/api/heartbeats",
-                                                        headers=auth).json()["heartbeats"]}
-    assert states == {"watchdog": "waiting", "backup": "up"}
+    beats = {h["name"]: h for h in bridge.get("/api/heartbeats",
+                                              headers=auth).json()["heartbeats"]}
+    assert {n: h["state"] for n, h in beats.items()} == {"watchdog": "waiting", "backup": "up"}
+    # a reload keeps the state of a heartbeat that keeps its name; a renamed one is new
+    (tmp_path / "rules.yaml").write_text(
+        RULES.replace("  watchdog:", "  watchdog-2:").replace("expect: 30s\n    receiver: [sre]",
+                                                              "expect: 1m\n    receiver: [sre]"),
+        encoding="utf-8")
+    assert bridge.post("/-/reload", b"", headers=auth).status_code == 200
+    after = {h["name"]: h for h in bridge.get("/api/heartbeats",
+                                              headers=auth).json()["heartbeats"]}
+    assert {n: h["state"] for n, h in after.items()} == {"watchdog-2": "waiting", "backup": "up"}
+    assert after["backup"]["last_seen"] == beats["backup"]["last_seen"]
+    assert after["backup"]["expect"] == 60
+    assert after["backup"]["due_at"] == beats["backup"]["due_at"] + 30
 
 
 def test_a_restart_while_missing_pages_nobody_again_and_a_start_waits_expect(
