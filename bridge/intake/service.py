@@ -227,9 +227,9 @@ class Bridge:
         again, changes nothing). Before deciding, two reads (no writes, so a webhook answered
         503 records no notification): the stored episode start of alerts without ``startsAt``
         (what templates see as ``starts_at``), and who was paged for the episodes that resolve
-        here. Returns the typed
-        :class:`~bridge.intake.observe.IntakeResult` (the webhook's JSON is built from it by
-        :func:`bridge.web.app.answer`). Raises :class:`StoreUnavailable`.
+        here. Returns the typed :class:`~bridge.intake.observe.IntakeResult` (the webhook's
+        JSON is built from it by :func:`bridge.web.api.answer`). Raises
+        :class:`StoreUnavailable`.
         """
         now = time.time() if now is None else now
         rules = self.holder.rules
