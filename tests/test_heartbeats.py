@@ -98,7 +98,7 @@ def test_heartbeats_load(tmp_path: Path) -> None:
                  ["heartbeats.h.expect: not a duration (like 90s, 5m, 1h30m): 'soon'"],
                  id="expect-not-a-duration"),
     pytest.param("  h: {receiver: sre, template: hb}\n",
-                 ["heartbeats.h.expect: Field required"], id="no-expect"),
+                 ["heartbeats.h.expect: missing: this field is required"], id="no-expect"),
     pytest.param("  h: {matchers: ['job=~\"(\"'], expect: 1m, receiver: sre, template: hb}\n",
                  ["heartbeats.h.matchers[0]: invalid regex: '(': missing ), unterminated "
                   "subpattern at position 0"], id="bad-matcher"),
@@ -108,7 +108,8 @@ def test_heartbeats_load(tmp_path: Path) -> None:
                   "heartbeats.h.escalate[0].template: unknown template 'nope'"],
                  id="bad-escalation"),
     pytest.param("  h: {expect: 1m, receiver: sre, template: hb, colour: red}\n",
-                 ["heartbeats.h.colour: unknown field"], id="unknown-field"),
+                 ["heartbeats.h.colour: unknown field (expected one of: matchers, expect, receiver,"
+                  " template, resolved_template, escalate)"], id="unknown-field"),
     pytest.param("  a/b: {expect: 1m, receiver: sre, template: hb}\n",
                  ["heartbeats: heartbeat name 'a/b' cannot be part of a URL path "
                   "(/heartbeat/<name>): no '/', spaces or control characters"], id="bad-name"),
@@ -292,3 +293,31 @@ def test_the_timer_pages_once_at_expect_and_resolves_once(tmp_path: Path) -> Non
     assert len([e for e in store.episodes(limit=10)
                 if e.route == "heartbeat:prometheus-main"]) == 2
     store.close()
+
+
+def test_escalation_steps_of_a_miss_see_the_heartbeats_names(tmp_path: Path) -> None:
+    from bridge.decide.heartbeats import step_context
+
+    rules = load(tmp_path, BASE + HEARTBEATS)
+    notes = plan_missing("prometheus-main", rules.heartbeats["prometheus-main"], rules,
+                         T0 + 330, T0 + 30, T0 + 331)
+    info = notes[0].info
+    assert info is not None
+    episode = Episode("e1", notes[0].fingerprint, notes[0].episode, "HeartbeatMissing",
+                      info.labels, info.summary, T0 + 330, None, "heartbeat:prometheus-main",
+                      "firing", None, None, None, None, T0 + 331, (), (), info.annotations)
+    assert step_context(episode, rules) == {
+        "name": "prometheus-main", "expect": 300,
+        "last_seen": datetime.fromtimestamp(T0 + 30, UTC)}
+    other = Episode("e2", "fp", "ep", "DiskFull", {"alertname": "DiskFull"}, "", T0, None,
+                    "r", "firing", None, None, None, None, T0, (), ())
+    assert step_context(other, rules) == {}
+
+
+def test_heartbeat_templates_may_read_name_expect_and_last_seen(tmp_path: Path) -> None:
+    rules = load(tmp_path, BASE + HEARTBEATS)
+    assert rules.template_warnings == []
+    typo = BASE.replace('name: "{{ name }}", expect', 'name: "{{ nmae }}", expect') + HEARTBEATS
+    assert [w.split(":")[0] + ": " + w.split(": ")[1] for w in
+            load(tmp_path, typo).template_warnings] == ["templates.hb.vars.name: 'nmae' is not "
+                                                        "a name an alert provides"]

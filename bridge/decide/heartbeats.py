@@ -27,21 +27,23 @@ from typing import Any, Literal
 from bridge.alert import Alert, Batch, labels_fingerprint
 from bridge.decide.episodes import Episode
 from bridge.decide.plan import (
-    _variables,
     base_context,
     episode_from_start,
     episode_info,
+    notification,
     step_specs,
 )
 from bridge.decide.types import Notification
-from bridge.rules.load import RuleSet
 from bridge.rules.matchers import matches_all
 from bridge.rules.model import Heartbeat, Route
+from bridge.rules.ruleset import RuleSet
 
 #: The alert a missing heartbeat pages as.
 MISSING_ALERT = "HeartbeatMissing"
 #: The label naming the heartbeat on :data:`MISSING_ALERT`.
 HEARTBEAT_LABEL = "heartbeat"
+#: The annotation of :data:`MISSING_ALERT` that keeps the last beat with its episode.
+LAST_SEEN_ANNOTATION = "last_seen"
 
 HeartbeatState = Literal["waiting", "up", "missing"]
 Action = Literal["miss", "back"]
@@ -156,14 +158,19 @@ def split_beats(batch: Batch, heartbeats: Mapping[str, Heartbeat]) -> tuple[Batc
     return replace(batch, alerts=rest), [n for n in heartbeats if n in beaten], count
 
 
-def missing_alert(name: str, since: float, expect: float) -> Alert:
+def missing_alert(name: str, since: float, expect: float,
+                  last_seen: float | None = None) -> Alert:
     """The alert a miss of heartbeat ``name`` pages as: :data:`MISSING_ALERT`, label
-    ``heartbeat``, firing since ``since`` (the episode)."""
+    ``heartbeat``, firing since ``since`` (the episode); annotations ``summary`` and, with
+    ``last_seen``, ``last_seen`` (UNIX seconds as text: what escalation steps, which see the
+    episode, render ``last_seen`` from)."""
     labels = {"alertname": MISSING_ALERT, HEARTBEAT_LABEL: name}
-    return Alert(labels=labels, annotations={
-        "summary": f"no beat of heartbeat {name} for {_seconds(expect)}s"},
-        status="firing", fingerprint=labels_fingerprint(labels), source="bridge",
-        starts_at=datetime.fromtimestamp(since, UTC))
+    annotations = {"summary": f"no beat of heartbeat {name} for {_seconds(expect)}s"}
+    if last_seen is not None:
+        annotations[LAST_SEEN_ANNOTATION] = repr(float(last_seen))
+    return Alert(labels=labels, annotations=annotations, status="firing",
+                 fingerprint=labels_fingerprint(labels), source="bridge",
+                 starts_at=datetime.fromtimestamp(since, UTC))
 
 
 def route_name(name: str) -> str:
@@ -185,6 +192,22 @@ def heartbeat_context(alert: Alert, name: str, expect: float,
             "last_seen": None if last_seen is None else datetime.fromtimestamp(last_seen, UTC)}
 
 
+def step_context(episode: Episode, rules: RuleSet) -> dict[str, Any]:
+    """What an escalation step of a missing heartbeat's episode adds to the episode's context
+    (:func:`bridge.decide.plan.episode_context`): ``name``, ``expect`` (from the rules in
+    force, else absent) and ``last_seen`` (kept with the episode), as :func:`heartbeat_context`
+    gives the first page. Empty for another episode."""
+    name = episode.labels.get(HEARTBEAT_LABEL)
+    if episode.alertname != MISSING_ALERT or name is None:
+        return {}
+    seen = episode.annotations.get(LAST_SEEN_ANNOTATION)
+    out: dict[str, Any] = {"name": name, "last_seen": None if not seen else
+                           datetime.fromtimestamp(float(seen), UTC)}
+    if name in rules.heartbeats:
+        out["expect"] = _seconds(rules.heartbeats[name].expect)
+    return out
+
+
 def _as_route(hb: Heartbeat) -> Route:
     """The heartbeat's paging as a route (what the plan's helpers read)."""
     return Route(receiver=hb.receiver, template=str(hb.template),
@@ -196,20 +219,18 @@ def plan_missing(name: str, hb: Heartbeat, rules: RuleSet, since: float,
     """The firing notifications of a miss of heartbeat ``name`` that began at ``since``: one
     per mobile its receivers page at ``now`` (schedules resolved then), with the escalation
     steps and episode info the record step turns into an episode."""
-    alert = missing_alert(name, since, hb.expect)
+    alert = missing_alert(name, since, hb.expect, last_seen)
     route = _as_route(hb)
     at = datetime.fromtimestamp(now, UTC)
     mobiles = list(dict.fromkeys(m for r in route.receivers for m in rules.mobiles_for(r, at)))
     context = heartbeat_context(alert, name, hb.expect, last_seen)
     rendered: dict[str, dict[str, str]] = {}
     info = episode_info(alert, Batch(source="bridge", alerts=[alert]))
-    return [Notification(
-        mobile=m, fingerprint=alert.fingerprint, status="firing",
-        episode=episode_from_start(alert), route=route_name(name), alertname=MISSING_ALERT,
-        tpl_id=rules.templates[route.template].tpl_id,
-        variables=_variables(rules, route.template, context, rendered, m),
-        resolved_template=hb.resolved_template, steps=step_specs(route), info=info)
-        for m in mobiles]
+    return [notification(
+        rules, route.template, context, rendered, m, fingerprint=alert.fingerprint,
+        status="firing", episode=episode_from_start(alert), route=route_name(name),
+        alertname=MISSING_ALERT, is_muted=False, resolved_template=hb.resolved_template,
+        steps=step_specs(route), info=info) for m in mobiles]
 
 
 def plan_back(name: str, hb: Heartbeat, episode: Episode, rules: RuleSet,
@@ -226,10 +247,8 @@ def plan_back(name: str, hb: Heartbeat, episode: Episode, rules: RuleSet,
         tpl = p.resolved_template
         if tpl is None or tpl not in rules.templates or any(n.mobile == p.mobile for n in out):
             continue
-        out.append(Notification(
-            mobile=p.mobile, fingerprint=episode.fingerprint, status="resolved",
-            episode=episode.episode, route=p.route, alertname=MISSING_ALERT,
-            tpl_id=rules.templates[tpl].tpl_id,
-            variables=_variables(rules, tpl, context, rendered, p.mobile),
-            resolved_template=tpl))
+        out.append(notification(
+            rules, tpl, context, rendered, p.mobile, fingerprint=episode.fingerprint,
+            status="resolved", episode=episode.episode, route=p.route, alertname=MISSING_ALERT,
+            is_muted=False, resolved_template=tpl))
     return out

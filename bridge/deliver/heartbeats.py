@@ -35,8 +35,8 @@ from bridge.decide.heartbeats import (
     plan_missing,
 )
 from bridge.decide.plan import episode_from_start, store_policy
-from bridge.rules.load import RuleSet
 from bridge.rules.model import Heartbeat
+from bridge.rules.ruleset import RuleSet
 from bridge.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ class HeartbeatWatch:
     def _back(self, claim: HeartbeatClaim, hb: Heartbeat, rules: RuleSet, now: float) -> None:
         alert = missing_alert(claim.name, claim.missing_since, hb.expect)
         key = (alert.fingerprint, episode_from_start(alert))
-        episode = self.store.episodes_for([key]).get(key)
+        episode = self.store.episodes_by_key([key]).get(key)
         notes = plan_back(claim.name, hb, episode, rules, claim.last_seen) if episode else []
         outcomes = self.store.record(notes, store_policy(rules, self.zone, now), now,
                                      resolved=[key])
