@@ -321,3 +321,25 @@ def test_heartbeat_templates_may_read_name_expect_and_last_seen(tmp_path: Path) 
     assert [w.split(":")[0] + ": " + w.split(": ")[1] for w in
             load(tmp_path, typo).template_warnings] == ["templates.hb.vars.name: 'nmae' is not "
                                                         "a name an alert provides"]
+
+
+def test_an_escalation_step_of_a_miss_renders_the_heartbeats_names(tmp_path: Path) -> None:
+    from zoneinfo import ZoneInfo
+
+    from bridge.deliver.escalation import Escalator
+    from bridge.deliver.heartbeats import HeartbeatWatch
+    from bridge.store import open_store
+
+    rules = load(tmp_path, BASE + HEARTBEATS)
+    store = open_store(f"sqlite:///{tmp_path / 'b.db'}")
+    zone = ZoneInfo("Asia/Shanghai")
+    seen = datetime(2026, 12, 7, 13, 58, tzinfo=UTC).timestamp()  # 21:58 in Shanghai
+    store.beat(["prometheus-main"], seen)
+    assert HeartbeatWatch(store, lambda: rules, zone, seen, every=0).run_once(seen + 300) == 1
+    assert Escalator(store, lambda: rules, zone).run_once(seen + 900) == 1
+    [step] = [i for i in store.recent(100) if i.mobile == WANG]
+    [episode] = store.episodes(limit=10)
+    assert step.variables == {"name": "prometheus-main", "expect": "300", "seen": "21:58",
+                              "ack": next(p.code for p in episode.paged if p.mobile == WANG),
+                              "who": "wang"}
+    store.close()
