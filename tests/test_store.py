@@ -18,9 +18,10 @@ from typing import Any
 
 import pytest
 
-from bridge.decide.episodes import ACK_PLACEHOLDER, EpisodeInfo, StepSpec, valid_code
-from bridge.decide.plan import EpisodeMark, Notification
+from bridge.decide.episodes import EpisodeInfo, StepSpec, valid_code
+from bridge.decide.types import EpisodeMark, Notification
 from bridge.errors import StoreUnavailable
+from bridge.rules.render import ACK_PLACEHOLDER
 from bridge.store import PAGING_POLICY, Claim, Item, Outcome, Policy, PolicyRow, Store, open_store
 from bridge.store.base import STATES, episode_text
 from bridge.store.redis.store import RedisStore
@@ -433,6 +434,26 @@ def test_mark_retry_sent_failed_and_release(store: Store) -> None:
     assert len(store.recent(limit=-1)) == 2
 
 
+def test_mark_suppressed_sends_nothing_and_counts_no_attempt(store: Store) -> None:
+    """Issue 20.4: the deliverer's mark for a firing SMS whose episode was acknowledged or
+    resolved before it went out: suppressed, no attempt, fenced, the gap as given."""
+    out = store.record([note(fp="a"), note(mobile=M2, fp="b")], NO_LIMITS, T0)
+    a, b = (str(o.id) for o in out)
+    lease = lease_all(store)
+    assert store.mark_suppressed([a], "acknowledged", T0 + 3, token="other", pace_until=T0) == 0
+    assert store.mark_suppressed([a], "acknowledged", T0 + 3, token=lease[a],
+                                 pace_until=T0 + 3) == 1
+    item = by_id(store, a)
+    assert (item.state, item.reason, item.attempts, item.first_attempt_at, item.updated_at,
+            item.sid) == ("suppressed", "acknowledged", 0, None, T0 + 3, None)
+    store.mark_suppressed([b], "resolved", T0 + 3, token=lease[b], pace_until=None)
+    assert by_id(store, b).reason == "resolved"
+    assert store.counts() == {**dict.fromkeys(STATES, 0), "suppressed": 2}
+    # no gap booked for M1; M2 is still held by its claim
+    store.record([note(fp="c"), note(mobile=M2, fp="d")], NO_LIMITS, T0 + 4)
+    assert list(ids_of(store.claim(T0 + 4, 30, 10))) == [M1]
+
+
 def test_release_ends_the_lease_and_changes_only_due_at(store: Store) -> None:
     [o] = store.record([note()], NO_LIMITS, T0)
     i = str(o.id)
@@ -545,27 +566,27 @@ def untimed(status: str = "firing", fp: str = "legacy", **kw: Any) -> Notificati
 def test_episodes_of_alerts_without_starts_at_are_settled_in_record(store: Store) -> None:
     fire, close = EpisodeMark("legacy", True), EpisodeMark("legacy", False)
     first = episode_text(T0)
-    assert store.episode_of("legacy") is None
+    assert store.untimed_start("legacy") is None
     # resolved never seen firing: no episode, nothing paged, nothing opened
     [o] = store.record([untimed("resolved")], NO_LIMITS, T0 - 5, [close])
     assert (o.state, o.reason, o.notification.episode) == ("suppressed", "not paged", "")
     [o] = store.record([untimed()], NO_LIMITS, T0, [fire])
     assert (o.state, o.notification.episode) == ("queued", first)
-    assert store.episode_of("legacy") == first
+    assert store.untimed_start("legacy") == first
     # the same episode later: a duplicate; an alert that paged nobody still opens its episode
     [o] = store.record([untimed()], NO_LIMITS, T0 + 5, [fire, EpisodeMark("other", True)])
     assert (o.state, o.reason, o.notification.episode) == ("suppressed", "duplicate", first)
-    assert store.episode_of("other") == episode_text(T0 + 5)
+    assert store.untimed_start("other") == episode_text(T0 + 5)
     # two mobiles resolved in one webhook both pair with the episode, then it closes
     store.record([untimed(mobile=M2)], NO_LIMITS, T0 + 6, [fire])
     out = store.record([untimed("resolved"), untimed("resolved", mobile=M2)], NO_LIMITS,
                        T0 + 10, [close])
     assert states(out) == [("queued", "")] * 2
     assert {o.notification.episode for o in out} == {first}
-    assert store.episode_of("legacy") is None
+    assert store.untimed_start("legacy") is None
     # a resolved alert routed nowhere closes its episode too; the next firing is a new one
     store.record([], NO_LIMITS, T0 + 11, [EpisodeMark("other", False)])
-    assert store.episode_of("other") is None
+    assert store.untimed_start("other") is None
     [o] = store.record([untimed()], NO_LIMITS, T0 + 20, [fire])
     assert (o.state, o.notification.episode) == ("queued", episode_text(T0 + 20))
 
@@ -605,7 +626,7 @@ def test_a_failed_record_leaves_the_episode_as_it_was(store: Store) -> None:
             store.record([untimed("resolved")], NO_LIMITS, T0 + 10, [close])
     finally:
         undo()
-    assert store.episode_of("legacy") == episode_text(T0)
+    assert store.untimed_start("legacy") == episode_text(T0)
     [o] = store.record([untimed("resolved")], NO_LIMITS, T0 + 11, [close])
     assert (o.state, o.reason, o.notification.episode) == ("queued", "", episode_text(T0))
 
@@ -968,7 +989,7 @@ def test_claim_max_items_leaves_the_rest_due(store: Store) -> None:
     assert [i.fingerprint for i in third.items] == ["fp6"]  # fp3-5 given back, due at T0 + 1
 
 
-# -- episodes, ack codes, escalation steps (EPISODES.md) ----------------------------------------
+# -- episodes, ack codes, escalation steps (docs/oncall.md) ----------------------------------
 STEPS = (StepSpec(2.0, "dba-secondary", "page"), StepSpec(5.0, "lead", "page-lead"))
 INFO = EpisodeInfo("DiskFull", {"alertname": "DiskFull", "host": "db1"}, "磁盘 95%",
                    T0 - 60, "http://am/#/silences/new")
@@ -1001,10 +1022,10 @@ def test_a_paging_firing_creates_its_episode_with_steps_and_codes(store: Store) 
     assert by_id(store, out[0].id or "").variables == {"name": "DiskFull", "ack": code}
     assert out[0].notification.variables["ack"] == code
     assert [(s.index, s.after, s.receiver, s.template, s.due_at, s.state, s.reason)
-            for s in e.steps] == [(1, 2.0, "dba-secondary", "page", T0 + 2.0, "pending", ""),
-                                  (2, 5.0, "lead", "page-lead", T0 + 5.0, "pending", "")]
+            for s in e.steps] == [(1, 2.0, "dba-secondary", "page", None, "pending", ""),
+                                  (2, 5.0, "lead", "page-lead", None, "pending", "")]
     assert store.episode(e.id) == e
-    assert store.episodes_for([("fp-disk", EP), ("nope", EP)]) == {("fp-disk", EP): e}
+    assert store.episodes_by_key([("fp-disk", EP), ("nope", EP)]) == {("fp-disk", EP): e}
     assert store.episode_by_code(code, T0) == (e, e.paged[0])
     assert store.episode_by_code("Unknown12345", T0) is None
 
@@ -1082,9 +1103,57 @@ def test_repeats_of_an_acknowledged_episode_are_suppressed(store: Store) -> None
     assert r.state == "queued"
 
 
+def went_out(store: Store, at: float, how: str = "sent") -> None:
+    """Deliver every due SMS at ``at``: sent (or, with ``how``, failed or retrying)."""
+    for c in store.claim(at, 30, 10):
+        ids = [i.id for i in c.items]
+        if how == "sent":
+            store.mark_sent(ids, "sid", 1, at, token=c.token, pace_until=at)
+        elif how == "failed":
+            store.mark_failed(ids, "juhe permanent error", at, token=c.token, pace_until=at)
+        else:
+            store.mark_retry(ids, at + 5, "juhe transient error", at, token=c.token,
+                             pace_until=at)
+
+
+@pytest.mark.parametrize("how", ["sent", "failed"])
+def test_the_escalation_clock_starts_when_the_routes_first_sms_went_out(
+        store: Store, how: str) -> None:
+    """Issue 20.3: steps are due ``after`` the route's first SMS went out (sent, or ended
+    failed), not when it was queued: pacing held it from T0 to T0 + 40, a retry to T0 + 45."""
+    [o] = store.record([paging()], NO_LIMITS, T0)
+    eid = o.episode_id or ""
+    assert store.claim_steps(T0 + 1000, 60) == []  # not started while nothing went out
+    went_out(store, T0 + 40, "retrying")
+    assert store.claim_steps(T0 + 1000, 60) == []  # a retry is not out
+    went_out(store, T0 + 45, how)
+    e = store.episode(eid)
+    assert e is not None and [s.due_at for s in e.steps] == [T0 + 47, T0 + 50]
+    assert store.claim_steps(T0 + 46.9, 60) == []
+    [c] = store.claim_steps(T0 + 47, 60)
+    assert store.finish_step(c, "done", "paged 1", T0 + 47.5)
+    # the step's page (level 1) going out, and a repeat of the route's page, move nothing
+    store.record([paging(M2, level=1)], NO_LIMITS, T0 + 47.5)
+    went_out(store, T0 + 48)
+    store.record([paging(repeat_interval=1.0)], NO_LIMITS, T0 + 60)
+    went_out(store, T0 + 61)
+    e = store.episode(eid)
+    assert e is not None and [(s.due_at, s.state, s.ran_at) for s in e.steps] == [
+        (T0 + 47, "done", T0 + 47.5), (T0 + 50, "pending", None)]
+
+
+def test_an_escalation_page_going_out_starts_no_clock(store: Store) -> None:
+    """Only the route's own page (level 0) starts the chain."""
+    [o] = store.record([paging(M2, level=1)], NO_LIMITS, T0)
+    went_out(store, T0 + 1)
+    e = store.episode(o.episode_id or "")
+    assert e is not None and [s.due_at for s in e.steps] == [None, None]
+
+
 def test_steps_are_claimed_with_a_lease_once_and_finished_fenced(store: Store) -> None:
     [o] = store.record([paging()], NO_LIMITS, T0)
     eid = o.episode_id or ""
+    went_out(store, T0)
     assert store.claim_steps(T0 + 1.9, 60) == []
     [c] = store.claim_steps(T0 + 2.0, 60)
     assert (c.episode_id, c.index, c.lease_until) == (eid, 1, T0 + 62.0)
@@ -1104,6 +1173,7 @@ def test_steps_are_claimed_with_a_lease_once_and_finished_fenced(store: Store) -
 
 def test_a_step_cancelled_while_claimed_cannot_be_finished(store: Store) -> None:
     [o] = store.record([paging()], NO_LIMITS, T0)
+    went_out(store, T0)
     [c] = store.claim_steps(T0 + 2, 60)
     store.acknowledge(o.episode_id or "", "li", "api", T0 + 2.5)
     assert not store.finish_step(c, "done", "paged 1", T0 + 3)
@@ -1116,6 +1186,10 @@ def test_unknown_code_hits_count_per_client_and_minute(store: Store) -> None:
     assert [store.unknown_code_hit("1.2.3.4", minute + i) for i in range(3)] == [1, 2, 3]
     assert store.unknown_code_hit("5.6.7.8", minute + 3) == 1
     assert store.unknown_code_hit("1.2.3.4", minute + 60) == 1
+    # the count read back without counting (the login throttle's read)
+    assert [store.unknown_code_hits(c, minute + 59) for c in ("1.2.3.4", "5.6.7.8", "9.9")] == [
+        3, 1, 0]
+    assert store.unknown_code_hits("1.2.3.4", minute + 60) == 1
 
 
 def test_prune_deletes_resolved_episodes_with_their_codes(store: Store) -> None:
@@ -1130,7 +1204,7 @@ def test_prune_deletes_resolved_episodes_with_their_codes(store: Store) -> None:
     assert store.episode(ea.id) is None and store.episode_by_code(ea.paged[0].code or "",
                                                                   T0 + 11) is None
     assert [e.id for e in store.episodes()] == [b.episode_id]
-    assert store.episodes_for([("a", EP)]) == {}
+    assert store.episodes_by_key([("a", EP)]) == {}
 
 
 def _paging_worker(url: str, barrier: Any, results: Any) -> None:

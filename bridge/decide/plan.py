@@ -4,7 +4,7 @@ Pure: takes the batch, the rules and ``now`` and returns data (:class:`Plan`, it
 :class:`Notification` list and its :class:`EpisodeMark` list: the core's output). Dedup,
 episodes of alerts without ``startsAt``, limits and storms need shared state and are decided
 atomically by the store (:meth:`bridge.store.base.Store.record`, policy table
-:data:`bridge.store.base.PAGING_POLICY`).
+:data:`bridge.decide.types.PAGING_POLICY`).
 """
 
 from __future__ import annotations
@@ -13,20 +13,19 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, tzinfo
-from typing import TYPE_CHECKING, Any, Literal
+from datetime import UTC, datetime, tzinfo
+from typing import Any, Literal
 from urllib.parse import quote
 
 from bridge.alert import Alert, Batch
-from bridge.decide.episodes import ACK_PLACEHOLDER, Episode, EpisodeInfo, StepSpec
-from bridge.decide.render import alert_context
+from bridge.decide.episodes import Episode, EpisodeInfo, StepSpec
 from bridge.decide.routing import mute_reason, route
+from bridge.decide.types import EpisodeMark, Notification, Policy
 from bridge.privacy import mask_mobile
-from bridge.rules.load import RuleSet
+from bridge.rules.defaults import DEFAULT_REPEAT_INTERVAL
 from bridge.rules.model import Route, valid_mobile
-
-if TYPE_CHECKING:
-    from bridge.store.base import Policy
+from bridge.rules.render import ACK_PLACEHOLDER, alert_context, template_context
+from bridge.rules.ruleset import RuleSet
 
 log = logging.getLogger("bridge.plan")  # stable log name (not the module path)
 
@@ -40,51 +39,6 @@ _QUOTE_ASCII = {c: chr(c) if chr(c).isalnum() or chr(c) in "_.-~" else f"%{c:02X
 #: China's country code in front of a mobile number (``+86``, ``0086``, ``86`` + 11 digits).
 _COUNTRY_CODE = re.compile(r"^(?:\+86|0086|86)(?=1\d{10}$)")
 
-
-
-@dataclass(frozen=True)
-class Notification:
-    """One SMS decided for one mobile about one alert.
-
-    The dedup key is ``(mobile, fingerprint, status, episode)``; ``episode`` is the alert's
-    ``startsAt`` as a UTC ISO string (the firing episode). For an alert without ``startsAt``
-    (legacy Grafana) ``untimed`` is true and the store settles ``episode`` inside its atomic
-    record step (see :class:`EpisodeMark`); what the plan put there is only what it rendered
-    with. ``variables`` are already rendered and cut; ``repeat_interval`` is seconds.
-    ``state`` is ``queued`` unless the plan already decided ``suppressed`` (e.g. reason
-    ``muted``).
-    """
-
-    mobile: str
-    fingerprint: str
-    status: Literal["firing", "resolved"]
-    episode: str
-    route: str
-    alertname: str
-    tpl_id: int
-    variables: dict[str, str]
-    repeat_interval: float = 4 * 3600.0
-    state: Literal["queued", "suppressed"] = "queued"
-    reason: str = ""
-    untimed: bool = False
-    #: the template of the resolved SMS the route that decided this firing would send
-    resolved_template: str | None = None
-    #: 0 for a route's own page, N for escalation step N
-    level: int = 0
-    #: the route's escalation steps (a firing that opens an episode schedules them)
-    steps: tuple[StepSpec, ...] = ()
-    #: what the episode records of the alert (firing notifications)
-    info: EpisodeInfo | None = None
-
-
-@dataclass(frozen=True)
-class EpisodeMark:
-    """An alert without ``startsAt`` seen in a webhook, routed or not: the store's record step
-    opens its episode when ``firing`` (stored start, else ``now`` stored) and closes it when
-    resolved (after deciding the batch's notifications with the stored start)."""
-
-    fingerprint: str
-    firing: bool
 
 
 @dataclass
@@ -202,8 +156,6 @@ def _mark_episode(alert: Alert, plan: Plan, now: datetime,
 def store_policy(rules: RuleSet, zone: tzinfo, now: float) -> Policy:
     """The limits the store enforces while recording at ``now``, from ``rules.limits``
     (``day``: the day of ``now`` in ``zone``, ``BRIDGE_TZ``)."""
-    from bridge.store.base import Policy
-
     limits = rules.limits
     return Policy(
         per_mobile_per_hour=limits.per_mobile_per_hour, per_day=limits.per_day,
@@ -242,10 +194,23 @@ def step_specs(r: Route) -> tuple[StepSpec, ...]:
 
 
 def base_context(alert: Alert, batch: Batch, escalation: int = 0) -> dict[str, Any]:
-    """What a template sees: :func:`bridge.decide.render.alert_context` plus ``escalation`` and
+    """What a template sees: :func:`bridge.rules.render.alert_context` plus ``escalation`` and
     ``ack_code`` (:data:`ACK_PLACEHOLDER`, replaced by the stored code in the record step)."""
     return {**alert_context(alert, batch), "escalation": escalation,
             "ack_code": ACK_PLACEHOLDER}
+
+
+def episode_context(episode: Episode, escalation: int) -> dict[str, Any]:
+    """What an escalation step's template sees (docs/oncall.md, Escalation): the alert as the
+    episode recorded it (labels, annotations, ``starts_at``, fingerprint; status ``firing``;
+    the rest empty), ``escalation`` (the step's index) and ``ack_code`` as in
+    :func:`base_context`."""
+    starts = (datetime.fromtimestamp(episode.starts_at, UTC)
+              if episode.starts_at is not None else None)
+    return {**template_context(labels=episode.labels, annotations=episode.annotations,
+                               status="firing", fingerprint=episode.fingerprint,
+                               starts_at=starts),
+            "escalation": escalation, "ack_code": ACK_PLACEHOLDER}
 
 
 def _variables(rules: RuleSet, tpl_name: str, context: dict[str, Any],
@@ -262,6 +227,28 @@ def _variables(rules: RuleSet, tpl_name: str, context: dict[str, Any],
         rendered[tpl_name] = rules.renderer.render(rules.compiled[tpl_name], context,
                                                    rules.var_len(tpl_name))
     return rendered[tpl_name]
+
+
+def notification(rules: RuleSet, tpl_name: str, context: dict[str, Any],
+                 rendered: dict[str, dict[str, str]], mobile: str, *, fingerprint: str,
+                 status: Literal["firing", "resolved"], episode: str, route: str,
+                 alertname: str, is_muted: bool, repeat_interval: float | None = None,
+                 untimed: bool = False, resolved_template: str | None = None, level: int = 0,
+                 steps: tuple[StepSpec, ...] = (), info: EpisodeInfo | None = None
+                 ) -> Notification:
+    """The one way a notification is built, for a route's page, a resolved SMS and an
+    escalation step alike: template ``tpl_name``'s ``tpl_id`` and its variables rendered with
+    ``context`` for ``mobile`` (:func:`_variables`; ``rendered`` caches per template),
+    ``suppressed`` with reason ``muted`` when ``is_muted``. ``repeat_interval`` ``None``: the
+    rules file's default (:data:`bridge.rules.defaults.DEFAULT_REPEAT_INTERVAL`)."""
+    return Notification(
+        mobile=mobile, fingerprint=fingerprint, status=status, episode=episode, route=route,
+        alertname=alertname, tpl_id=rules.templates[tpl_name].tpl_id,
+        variables=_variables(rules, tpl_name, context, rendered, mobile),
+        repeat_interval=DEFAULT_REPEAT_INTERVAL if repeat_interval is None else repeat_interval,
+        state="suppressed" if is_muted else "queued", reason="muted" if is_muted else "",
+        untimed=untimed, resolved_template=resolved_template, level=level, steps=steps,
+        info=info)
 
 
 def _resolved_to_paged(alert: Alert, batch: Batch, episode: Episode, rules: RuleSet,
@@ -290,12 +277,10 @@ def _resolved_to_paged(alert: Alert, batch: Batch, episode: Episode, rules: Rule
         i = rules.route_index(p.route)
         r = rules.routes[i] if i is not None else None
         is_muted = r is not None and muted(r, rules, now)
-        plan.notifications.append(Notification(
-            mobile=p.mobile, fingerprint=alert.fingerprint, status="resolved",
-            episode=episode.episode, route=p.route, alertname=alert.name,
-            tpl_id=rules.templates[p.resolved_template].tpl_id,
-            variables=_variables(rules, p.resolved_template, context, rendered, p.mobile),
-            state="suppressed" if is_muted else "queued", reason="muted" if is_muted else "",
+        plan.notifications.append(notification(
+            rules, p.resolved_template, context, rendered, p.mobile,
+            fingerprint=alert.fingerprint, status="resolved", episode=episode.episode,
+            route=p.route, alertname=alert.name, is_muted=is_muted,
             untimed=alert.starts_at is None, resolved_template=p.resolved_template))
 
 
@@ -363,18 +348,13 @@ def decide(batch: Batch, rules: RuleSet, now: datetime,
             is_muted = muted(r, rules, now)
             episode = episode_from_start(alert)
             for m in mobiles:
-                plan.notifications.append(Notification(
-                    mobile=m, fingerprint=alert.fingerprint, status=alert.status,
-                    episode=episode, route=rules.route_names[i], alertname=alert.name,
-                    tpl_id=rules.templates[tpl_name].tpl_id,
-                    variables=_variables(rules, tpl_name, context, rendered, m),
-                    repeat_interval=r.repeat_interval,
-                    state="suppressed" if is_muted else "queued",
-                    reason="muted" if is_muted else "", untimed=untimed,
-                    resolved_template=r.resolved_template,
+                plan.notifications.append(notification(
+                    rules, tpl_name, context, rendered, m, fingerprint=alert.fingerprint,
+                    status=alert.status, episode=episode, route=rules.route_names[i],
+                    alertname=alert.name, is_muted=is_muted, repeat_interval=r.repeat_interval,
+                    untimed=untimed, resolved_template=r.resolved_template,
                     steps=step_specs(r) if alert.status == "firing" else (),
-                    info=episode_info(alert, batch) if alert.status == "firing" else None,
-                ))
+                    info=episode_info(alert, batch) if alert.status == "firing" else None))
         if alert.status == "firing" and len(plan.notifications) == before:
             # routes matched, but none named a mobile (e.g. mobiles_from without the label)
             plan.unrouted += 1

@@ -8,7 +8,7 @@ when its lease ends (at least once). Every mark carries the claim's lease token:
 lease lapsed (a long pause, a stalled request) and whose items were claimed again changes nothing,
 and logs it.
 
-Policy (SPEC "Sending through Juhe", "Delivery guarantees", JUHE.md):
+Policy (docs/juhe.md, Answers and error classes; docs/design.md, Delivery and Juhe):
 
 * transient failure -> ``retrying`` with exponential backoff and jitter (``retry_base`` *
   2**attempts, at most ``retry_max``, at least Juhe's ``retry_after``), until ``retry_for``
@@ -22,7 +22,12 @@ Policy (SPEC "Sending through Juhe", "Delivery guarantees", JUHE.md):
 * pacing -> at most one SMS per mobile per ``min_gap``, booked by a send that may have gone out
   (sent, or a timeout/10014), never by a claim or a send that surely did not go out; what piled
   up meanwhile goes out when the gap ends, as one storm SMS when a storm template is set, else
-  one by one.
+  one by one;
+* acknowledged or resolved -> ``suppressed``: before every send (and every re-send after a
+  crash: a re-claimed SMS passes here again) the episode of each firing SMS in hand is read,
+  and one that is acknowledged or resolved by then ends ``suppressed`` with reason
+  ``acknowledged`` / ``resolved`` instead of going out (docs/oncall.md, "What acknowledgement
+  stops"). Resolved SMS and SMS of no episode are sent as they are.
 """
 
 from __future__ import annotations
@@ -33,10 +38,10 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from bridge import metrics
 from bridge.config import Settings
@@ -48,8 +53,8 @@ from bridge.errors import (
     TransientError,
 )
 from bridge.privacy import mask_mobile, mask_mobiles_in
-from bridge.providers.juhe import SendResult, encode_tpl_value
-from bridge.rules.load import RuleSet
+from bridge.providers.base import Sender, SendResult
+from bridge.rules.ruleset import RuleSet
 from bridge.store.base import Claim, Item, Store, Wakeup
 
 log = logging.getLogger("bridge.delivery")  # stable log name (not the module path)
@@ -57,10 +62,14 @@ log = logging.getLogger("bridge.delivery")  # stable log name (not the module pa
 STATUS_JUHE_CONFIG = "juhe_config"
 #: Items of one mobile loaded per claim when nothing can fold them (no storm template).
 CLAIM_MAX_ITEMS = 20
-#: A configuration error is tried again at least this often (seconds; SPEC).
+#: A configuration error is tried again at least this often (seconds; docs/juhe.md, Answers
+#: and error classes).
 CONFIG_RETRY_EVERY = 60.0
 #: Seconds between two :meth:`Store.maintain` calls of a delivery loop.
 MAINTAIN_EVERY = 1.0
+#: The longest wait (seconds) between two passes while the rules have heartbeats, whose timer
+#: (bridge.deliver.heartbeats) decides a miss within about a second of its deadline.
+HEARTBEAT_LOOK = 1.0
 #: The shortest wait (seconds) between two passes that found nothing to do.
 MIN_IDLE = 0.002
 #: The status note (:meth:`Store.set_status`) holding when a deliverer of any process or
@@ -70,32 +79,6 @@ STATUS_DELIVERY_PASS = "delivery_pass"
 #: ``BRIDGE_DELIVERY_STALL`` when that is shorter), not on every pass: on SQLite each write
 #: takes the write lock the webhooks need.
 PASS_RECORD_EVERY = 5.0
-
-
-class Sender(Protocol):
-    """What delivery sends through (sachet's ``Provider``): one SMS per call.
-
-    Returns :class:`bridge.providers.juhe.SendResult`; raises :class:`bridge.errors.JuheError`
-    (``TransientError``, ``PermanentError``, ``ConfigError``) for a refused or failed send, and
-    ``ValueError``/``TypeError`` for variables that cannot be encoded.
-    """
-
-    def send(self, mobile: str, tpl_id: int, variables: Mapping[str, str]) -> SendResult:
-        """Send one SMS of template ``tpl_id`` with ``variables`` to ``mobile``."""
-        ...
-
-
-class DryRunSender:
-    """The sender without ``JUHE_KEY``: sends nothing, logs each SMS that would be sent
-    (mobile masked) and answers ``SendResult(sid="dry-run", fee=0, outcome="dry_run")``."""
-
-    def send(self, mobile: str, tpl_id: int, variables: Mapping[str, str]) -> SendResult:
-        """See :class:`Sender`; raises only for variables that cannot be encoded."""
-        encode_tpl_value(variables)
-        log.warning("DRY-RUN (no JUHE_KEY): would send to %s tpl_id=%s vars=%s",
-                    mask_mobile(mobile), tpl_id,
-                    mask_mobiles_in(json.dumps(dict(variables), ensure_ascii=False)))
-        return SendResult(sid="dry-run", fee=0, outcome="dry_run")
 
 
 def config_id(settings: Settings) -> str:
@@ -224,7 +207,8 @@ class Deliverer:
                      self.policy.retention / 86400)
         return n
 
-    def run_forever(self, stop: threading.Event, interval: float = 0.5) -> None:
+    def run_forever(self, stop: threading.Event,
+                    interval: float = Settings.delivery_interval) -> None:
         """Deliver until ``stop`` is set, and prune old records every ``prune_every`` seconds
         (in batches, between deliveries). When a pass found nothing to do, wait for a wake or
         the next due time (:meth:`_idle`), at most ``interval`` seconds (the polling fallback;
@@ -255,11 +239,14 @@ class Deliverer:
     def _idle(self, stop: threading.Event, interval: float) -> None:
         """Wait until the store's next due time (:meth:`Store.next_due`: a retry's backoff,
         the end of a pacing gap, hold or storm window, an escalation step), a wake, or
-        ``interval`` seconds, whichever comes first; at least :data:`MIN_IDLE` seconds, so
+        ``interval`` seconds (at most :data:`HEARTBEAT_LOOK` while the rules have
+        heartbeats), whichever comes first; at least :data:`MIN_IDLE` seconds, so
         that a due time the last claim could not use yet (a clock step) costs no busy loop.
         Raises :class:`StoreUnavailable`."""
         due = self.store.next_due()
         timeout = interval if due is None else min(interval, max(due - self.clock(), MIN_IDLE))
+        if self.rules().heartbeats:  # their timer looks every second (docs/heartbeats.md)
+            timeout = min(timeout, HEARTBEAT_LOOK)
         if self.wake is None:
             stop.wait(timeout)
         else:
@@ -300,7 +287,13 @@ class Deliverer:
 
     # -- one mobile's claim ---------------------------------------------------------------
     def _deliver(self, claim: Claim, rules: RuleSet) -> None:
-        items = claim.items
+        items = self._unstopped(claim, claim.items, last=True)
+        if not items:
+            return
+        if self._interrupted:  # the suppress mark was fenced: the claim may be lost
+            at = self.clock()
+            self._release(claim, items, at, pace_until=at)
+            return
         storm = rules.limits.storm
         gap = rules.limits.min_gap
         held = [i for i in items if i.state == "held"]
@@ -334,8 +327,45 @@ class Deliverer:
                 at = self.clock()
                 self._release(claim, items[n:], at, pace_until=at + gap)
                 return
+            if n and not self._unstopped(claim, [item], last=n == len(items) - 1):
+                continue
             self._send(claim, [item], item.tpl_id, item.variables, "", rules,
                        last=n == len(items) - 1)
+
+    def _unstopped(self, claim: Claim, items: list[Item], last: bool) -> list[Item]:
+        """``items`` without the firing SMS whose episode is acknowledged or resolved by now:
+        those are marked ``suppressed`` (reason ``acknowledged`` / ``resolved``), fenced by the
+        claim's token. When none is left and ``last``, the mark ends the mobile's hold without a
+        gap (nothing went out). Raises :class:`StoreUnavailable`."""
+        keys = {(i.fingerprint, i.episode) for i in items if i.status == "firing"}
+        if not keys:
+            return items
+        episodes = self.store.episodes_by_key(sorted(keys))
+        stopped: dict[str, list[Item]] = {}
+        for i in items:
+            e = episodes.get((i.fingerprint, i.episode)) if i.status == "firing" else None
+            if e is not None and e.state != "firing":
+                stopped.setdefault(e.state, []).append(i)
+        if not stopped:
+            return items
+        gone_ids = {i.id for g in stopped.values() for i in g}
+        rest = [i for i in items if i.id not in gone_ids]
+        now = self.clock()
+        for n, (reason, gone) in enumerate(sorted(stopped.items())):
+            ids = [i.id for i in gone]
+            final = last and not rest and n == len(stopped) - 1
+            log.info("not sent to %s (%s): episode %s by now, ids=%s", mask_mobile(gone[0].mobile),
+                     gone[0].alertname or "-", reason, ",".join(ids[:5]))
+            pace = now if final else None
+
+            def mark(ids: list[str] = ids, reason: str = reason,
+                     pace: float | None = pace) -> int:
+                return self.store.mark_suppressed(ids, reason, now, token=claim.token,
+                                                  pace_until=pace)
+
+            self._fenced(claim, ids, "suppressed", mark)
+            metrics.DELIVERIES.labels("suppressed").inc(len(ids))
+        return rest
 
     def _storm_vars(self, items: list[Item], rules: RuleSet, template: str) -> dict[str, str]:
         names = list(dict.fromkeys(i.alertname or "?" for i in items))

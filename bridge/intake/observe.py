@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from bridge import metrics
 from bridge.alert import Batch
 from bridge.decide.plan import Plan
-from bridge.rules.load import RuleSet
+from bridge.rules.ruleset import RuleSet
 from bridge.store.base import Outcome
 
 log = logging.getLogger("bridge.service")
@@ -33,11 +33,13 @@ DECISIONS_PER_LINE = 50
 class IntakeResult:
     """What intake decided for one webhook: the parsed ``batch``, its ``plan`` (notifications
     and what was dropped on the way) and the store's ``outcomes``, one per notification in
-    order (state and reason)."""
+    order (state and reason); ``heartbeats``, how many of its alerts were beats."""
 
     batch: Batch
     plan: Plan
     outcomes: list[Outcome]
+    #: alerts of ``batch`` that were heartbeat beats (not routed; docs/heartbeats.md)
+    heartbeats: int = 0
 
 
 def observe_before(batch: Batch) -> None:

@@ -18,13 +18,13 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from bridge.decide.episodes import Episode, Paged, StepClaim, StepState
-from bridge.decide.plan import EpisodeMark, Notification
+from bridge.decide.heartbeats import Action, HeartbeatClaim, HeartbeatRecord
+from bridge.decide.types import EpisodeMark, Notification, Policy, State
 from bridge.privacy import redact_url
 
-State = Literal["queued", "sent", "retrying", "failed", "suppressed", "held"]
 STATES: tuple[State, ...] = ("queued", "sent", "retrying", "failed", "suppressed", "held")
 #: States whose SMS may still be sent.
 PENDING: tuple[State, ...] = ("queued", "retrying", "held")
@@ -44,76 +44,6 @@ def episode_text(start: float) -> str:
     """The episode string of an episode that began at ``start`` (UNIX seconds): its UTC ISO
     form, as :func:`bridge.decide.plan.episode_from_start` writes a ``startsAt``."""
     return datetime.fromtimestamp(start, UTC).isoformat()
-
-
-@dataclass(frozen=True)
-class PolicyRow:
-    """One row of the paging policy: in sub-step ``step``, when ``condition`` holds, the
-    notification ends ``state`` with ``reason`` (``None``: the plan's own reason); ``stored``
-    says whether a row is written (else it is only counted); ``effect`` is what the sub-step
-    writes whether or not its condition held (the state later rows and later webhooks read)."""
-
-    step: str
-    condition: str
-    state: State
-    reason: str | None
-    stored: bool
-    effect: str = ""
-
-
-#: The paging policy of :meth:`Store.record`, the one place it is written down (issue 16).
-#: Before the rows, sub-step ``episodes`` settles the episode of alerts without ``startsAt``:
-#: for each :class:`bridge.decide.plan.EpisodeMark` that is firing the stored start, else ``now``
-#: stored as the start; an ``untimed`` notification's episode becomes the stored start's
-#: :func:`episode_text` (``""`` when none: a resolved never seen firing). After the rows, the
-#: episodes of resolved marks are closed. Then each notification, in order, goes down the rows
-#: and stops at the first whose condition holds; the dedup keys are computed inside the step
-#: from the settled episode (:func:`dedup_key`). Both implementations name these sub-steps in
-#: the same order (``sqlite_record.py`` ``RecordStep.decide``, ``redis.py`` ``RECORD_LUA``: comments
-#: ``policy row: <step>``); a third store is written from this table alone.
-PAGING_POLICY: tuple[PolicyRow, ...] = (
-    PolicyRow("planned", "the plan decided it suppressed (muted)", "suppressed", None, True),
-    PolicyRow("dedup", "firing whose dedup key was recorded less than its repeat_interval ago,"
-              " or resolved whose dedup key was recorded at all", "suppressed", "duplicate",
-              False),
-    PolicyRow("already_resolved", "firing whose episode was already resolved for that mobile"
-              " (a stale or out-of-order redelivery)", "suppressed", "already resolved",
-              False),
-    PolicyRow("acknowledged", "firing of an episode that was acknowledged (repeats and"
-              " escalation pages)", "suppressed", "acknowledged", True),
-    PolicyRow("resolved_pairing", "resolved whose firing of the same episode was not paged to"
-              " that mobile", "suppressed", "not paged", False,
-              effect="its dedup key is recorded not paged, so a late firing of the episode is"
-                     " 'already resolved'"),
-    PolicyRow("per_day", "per_day SMS were already queued on policy.day (all mobiles)",
-              "suppressed", "per_day limit", True,
-              effect="from here on the dedup key is recorded at now, paged only when no limit"
-                     " row holds (a limited firing never pairs a resolved)"),
-    PolicyRow("per_mobile_per_hour", "per_mobile_per_hour SMS to that mobile were queued in the"
-              " last 3600 s", "suppressed", "per_mobile_per_hour limit", True),
-    PolicyRow("storm", "more than storm_threshold SMS for that mobile in its storm window (one"
-              " opens at the first SMS past a closed window, lasting storm_window)", "held",
-              "storm", True,
-              effect="the window counts every notification that reaches this row; a held one"
-                     " is due when the window ends"),
-    PolicyRow("queued", "otherwise", "queued", "", True,
-              effect="counts for per_day and per_mobile_per_hour; due now"),
-)
-
-
-@dataclass(frozen=True)
-class Policy:
-    """The limits the store enforces atomically while recording (rules file ``limits:``).
-
-    ``None`` means no limit. ``storm_window`` is seconds. ``day`` names the current day in
-    ``BRIDGE_TZ`` (e.g. ``2026-11-29``), the unit of ``per_day``.
-    """
-
-    per_mobile_per_hour: int | None = None
-    per_day: int | None = None
-    storm_threshold: int | None = None
-    storm_window: float = 0.0
-    day: str = ""
 
 
 @dataclass(frozen=True)
@@ -238,10 +168,12 @@ class Store(abc.ABC):
         the settled episode.
         """
 
-    # -- episodes (EPISODES.md; bridge/decide/episodes.py) -----------------------------------------
+    # -- episodes (docs/oncall.md, Episodes; bridge/decide/episodes.py) ----------------------------
     # Inside record's one atomic step, after a notification's policy rows (sub-steps named
     # ``episode: <name>`` in both stores): ``upsert`` (a firing that ends queued or held creates
-    # its episode when missing, with the notification's info and steps due at now + after),
+    # its episode when missing, with the notification's info and its steps not started: a
+    # step's ``due_at`` is set by mark_sent / mark_failed of a firing SMS to a mobile the
+    # route paged itself (level 0), at that moment + after; docs/oncall.md, Escalation),
     # ``paged`` (adds the mobile's Paged entry once, and fills its ack code: the one stored for
     # the (episode, mobile), else a new unique one), ``resolved close`` (after the batch: each
     # (fingerprint, episode) of ``resolved`` marks its episode resolved at now and cancels
@@ -249,9 +181,9 @@ class Store(abc.ABC):
     # episode's state.
 
     @abc.abstractmethod
-    def episodes_for(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Episode]:
-        """The stored episodes of ``(fingerprint, episode)`` keys (those that have one); reads
-        only."""
+    def episodes_by_key(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Episode]:
+        """The stored :class:`Episode` records of ``(fingerprint, episode text)`` keys (those
+        that have one); reads only."""
 
     @abc.abstractmethod
     def episodes(self, state: str | None = None, limit: int = 50) -> list[Episode]:
@@ -280,6 +212,11 @@ class Store(abc.ABC):
         ``now``; returns the count so far in that minute."""
 
     @abc.abstractmethod
+    def unknown_code_hits(self, client: str, now: float) -> int:
+        """How many tries :meth:`unknown_code_hit` counted for ``client`` in the fixed minute
+        of ``now`` (0 when none); reads only."""
+
+    @abc.abstractmethod
     def claim_steps(self, now: float, lease: float, limit: int = 20) -> list[StepClaim]:
         """**Atomically** lease pending steps due at ``now`` (``due_at <= now``, no unexpired
         lease) until ``now + lease``, at most ``limit``, oldest due first."""
@@ -287,9 +224,38 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def finish_step(self, claim: StepClaim, state: StepState, reason: str,
                     now: float) -> bool:
-        """**Atomically** end a claimed step ``done`` or ``cancelled`` with ``reason``; false
+        """**Atomically** end a claimed step ``done`` or ``cancelled`` with ``reason``, ``ran_at``
+        ``now``; false
         (nothing changed) when the lease lapsed and the step was claimed again, or it is no
         longer pending (e.g. cancelled by an acknowledgement meanwhile)."""
+
+    # -- heartbeats (docs/heartbeats.md; bridge/decide/heartbeats.py) -----------------------
+    @abc.abstractmethod
+    def beat(self, names: Sequence[str], now: float) -> None:
+        """**Atomically** record a beat of each heartbeat in ``names`` at ``now``: its last
+        beat becomes ``now`` (never earlier than it was); a first beat makes its record, state
+        ``up``."""
+
+    @abc.abstractmethod
+    def heartbeats(self) -> dict[str, HeartbeatRecord]:
+        """Every stored heartbeat record by name (a heartbeat that never beat has none)."""
+
+    @abc.abstractmethod
+    def claim_heartbeat(self, name: str, action: Action, last_seen: float, since: float,
+                        now: float, lease: float) -> HeartbeatClaim | None:
+        """**Atomically** lease a transition of heartbeat ``name`` until ``now + lease`` when
+        no unexpired lease holds it and it is still as the caller read it: ``miss`` when its
+        state is ``up`` and its last beat is ``last_seen`` (the miss begins at ``since``, or
+        at the stored ``missing_since`` when a lapsed miss left one later than the last
+        beat; refused while a lapsed miss earlier than the last beat awaits ``back``);
+        ``back`` when ``missing_since`` is set and a beat came after it (the claim carries
+        that ``missing_since``). ``None`` otherwise."""
+
+    @abc.abstractmethod
+    def finish_heartbeat(self, claim: HeartbeatClaim, now: float) -> bool:
+        """**Atomically** end a leased transition, fenced by its token: ``miss`` makes the
+        state ``missing``; ``back`` makes it ``up`` and clears ``missing_since``. False
+        (nothing changed) when the lease lapsed and the transition was claimed again."""
 
     @abc.abstractmethod
     def claim(self, now: float, lease: float, max_mobiles: int,
@@ -313,7 +279,9 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def mark_sent(self, ids: Sequence[str], sid: str, fee: int, now: float, reason: str = "",
                   *, token: str, pace_until: float | None) -> int:
-        """Mark items sent with Juhe's ``sid`` and ``fee``; counts an attempt; ends the lease."""
+        """Mark items sent with Juhe's ``sid`` and ``fee``; counts an attempt; ends the lease;
+        a firing SMS of its route's own page starts its episode's escalation clock (see
+        "episodes" above)."""
 
     @abc.abstractmethod
     def mark_retry(self, ids: Sequence[str], due_at: float, reason: str, now: float, *,
@@ -325,7 +293,15 @@ class Store(abc.ABC):
                     pace_until: float | None) -> int:
         """Mark items ``failed`` for good with ``reason``; counts an attempt; ends the lease.
         A failed SMS did not page: its dedup record is deleted, so a later re-send of the same
-        alert pages again (and a resolved is not paired with a failed firing)."""
+        alert pages again (and a resolved is not paired with a failed firing). Like
+        :meth:`mark_sent`, it starts the escalation clock."""
+
+    @abc.abstractmethod
+    def mark_suppressed(self, ids: Sequence[str], reason: str, now: float, *, token: str,
+                        pace_until: float | None) -> int:
+        """Mark items ``suppressed`` with ``reason`` without sending them (their episode was
+        acknowledged or resolved meanwhile: docs/oncall.md, "What acknowledgement stops");
+        counts no attempt; keeps their dedup records; ends the lease."""
 
     @abc.abstractmethod
     def release(self, ids: Sequence[str], due_at: float, *, token: str,
@@ -333,14 +309,16 @@ class Store(abc.ABC):
         """Give leased items back unchanged, due again at ``due_at``; ends their lease."""
 
     @abc.abstractmethod
-    def episodes_of(self, fingerprints: Sequence[str]) -> dict[str, str]:
-        """The stored episodes (:func:`episode_text`) of alerts without ``startsAt``, by
-        fingerprint (absent: none stored), in one read; reads only (what templates see;
-        :meth:`record` settles them)."""
+    def untimed_starts(self, fingerprints: Sequence[str]) -> dict[str, str]:
+        """The untimed starts of alerts without ``startsAt``: when the store first saw each one
+        firing, as episode text (:func:`episode_text`), by fingerprint (absent: none stored),
+        in one read; reads only (what templates see as ``starts_at``; :meth:`record` settles
+        them)."""
 
-    def episode_of(self, fingerprint: str) -> str | None:
-        """:meth:`episodes_of` for one alert: its stored episode, or ``None``."""
-        return self.episodes_of([fingerprint]).get(fingerprint)
+    def untimed_start(self, fingerprint: str) -> str | None:
+        """:meth:`untimed_starts` for one alert: its stored start as episode text, or
+        ``None``."""
+        return self.untimed_starts([fingerprint]).get(fingerprint)
 
     @abc.abstractmethod
     def recent(self, limit: int = 50, state: str | None = None,

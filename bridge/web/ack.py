@@ -1,10 +1,11 @@
-"""Acknowledging (SPEC "On call"): the page an SMS links to, ``GET``/``POST /a/<code>``, and
-the JSON ``GET /api/episodes`` and ``POST /api/episodes/<id>/ack`` behind ``BRIDGE_TOKEN``.
+"""Acknowledging (docs/oncall.md, The acknowledgement page, Acknowledging): the page an SMS links
+to, ``GET``/``POST /a/<code>``, and the JSON ``GET /api/episodes`` and
+``POST /api/episodes/<id>/ack`` behind ``BRIDGE_TOKEN``.
 
 Views only: they read through :mod:`bridge.intake.readside` (the same functions as the operator
 page) and acknowledge through :meth:`bridge.intake.service.Bridge.acknowledge`.
 
-Choices where the SPEC is silent:
+Choices made here (docs/design.md, Acknowledgement):
 
 - **Client address** for the unknown-code limit is ``request.remote_addr`` as gunicorn gives
   it: the TCP peer. gunicorn never rewrites it from ``X-Forwarded-For`` (its
@@ -26,9 +27,14 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, jsonify, render_template, request
 
-from bridge.decide.episodes import EPISODE_STATES, UNKNOWN_CODE_LIMIT
+from bridge.decide.episodes import (
+    EPISODE_STATES,
+    UNKNOWN_CODE_LIMIT,
+    already_reason,
+    name_problem,
+)
 from bridge.intake import readside
-from bridge.web.app import bridge, error, protected
+from bridge.web.guard import bridge, error, protected
 
 log = logging.getLogger("bridge.ack")  # stable log name (not the module path)
 
@@ -68,7 +74,7 @@ def _unknown_code() -> Any:
 @ack.route("/a/<code>", methods=["GET", "POST"])
 def ack_page(code: str) -> Any:
     """The acknowledgement page: ``GET`` shows the episode and changes nothing; ``POST``
-    acknowledges as the person the code was sent to (SPEC "On call")."""
+    acknowledges as the person the code was sent to (docs/oncall.md, Acknowledging)."""
     b = bridge()
     found = b.episode_by_code(code)
     if found is None:
@@ -83,8 +89,9 @@ def ack_page(code: str) -> Any:
         episode, done = b.acknowledge(episode.id, b.by_of(paged), "link")
     view = readside.episode_json(b, episode)
     pending = [s for s in view["escalation"] if s["state"] == "pending"]
-    return _page("episode.html", e=view, tz=b.settings.tz, done=done, pending=pending, code=code,
-                 me=b.by_of(paged))
+    ended = [s for s in view["escalation"] if s["state"] != "pending"]
+    return _page("episode.html", e=view, tz=b.settings.tz, done=done, pending=pending,
+                 ended=ended, code=code, me=b.by_of(paged))
 
 
 @ack.get("/api/episodes")
@@ -106,19 +113,24 @@ def api_episodes() -> Any:
 @protected
 def api_ack(id: str) -> Any:
     """Acknowledge episode ``id`` with JSON ``{"by": "name"}`` -> 200 ``{"acknowledged":
-    true|false, "episode": {...}}`` (false: it already was, or resolved; the episode says by
-    whom and when); 400 bad body, 404 unknown id, 503 store down."""
+    true|false, "episode": {...}}``; when false (it already was, or resolved) also ``reason``
+    (:func:`already_reason`: by whom and when); 400 bad body or a name :func:`name_problem`
+    refuses, 404 unknown id, 503 store down (docs/api.md)."""
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         return error('body must be a JSON object {"by": "name"}', 400)
     by = body.get("by")
     if not isinstance(by, str) or not by.strip():
         return error('"by" must be a non-empty string naming who acknowledges', 400)
-    if len(by) > 100:
-        return error('"by" is longer than 100 characters', 400)
+    problem = name_problem(by)
+    if problem:
+        return error(f'"by": {problem}', 400)
     b = bridge()
     try:
         episode, done = b.acknowledge(id, by, "api")
     except KeyError:
         return error(f"no episode {id!r}", 404)
-    return jsonify({"acknowledged": done, "episode": readside.episode_json(b, episode)})
+    answer = {"acknowledged": done, "episode": readside.episode_json(b, episode)}
+    if not done:
+        answer["reason"] = already_reason(episode, b.settings.zone)
+    return jsonify(answer)

@@ -1,4 +1,4 @@
-"""The operator's page (SPEC "Operator page"): ``GET /``, ``/login``, ``/logout``, the
+"""The operator's page (docs/operator-page.md): ``GET /``, ``/login``, ``/logout``, the
 playground, and the security headers of every answer.
 
 Server-rendered Jinja2 templates with autoescape (``bridge/web/templates/``) and a little plain
@@ -16,8 +16,9 @@ neither read nor send (SameSite=Strict).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
+import logging
+import math
 import secrets
 import time
 from datetime import timedelta
@@ -26,7 +27,6 @@ from typing import Any
 from flask import (
     Blueprint,
     Flask,
-    Request,
     Response,
     abort,
     redirect,
@@ -35,18 +35,31 @@ from flask import (
     session,
     url_for,
 )
-from flask.sessions import SecureCookieSessionInterface
 
+from bridge import metrics
 from bridge.config import Settings
-from bridge.decide.preview import Preview, preview, tpl_value
+from bridge.decide.episodes import name_problem
+from bridge.decide.preview import Preview, preview, shown_variables
+from bridge.decide.types import Notification
 from bridge.errors import PayloadError
 from bridge.intake import readside
 from bridge.privacy import mask_mobile
+from bridge.providers.juhe import encode_tpl_value
 from bridge.sources import SOURCES
 from bridge.store.base import STATES
+from bridge.web import guard
+from bridge.web.guard import (
+    SESSION_HOURS,
+    SessionInterface,
+    bridge,
+    check_csrf,
+    csrf_token,
+    logged_in,
+    session_key,
+)
 
-#: How long a login lasts (SPEC: 12 h).
-SESSION_HOURS = 12
+log = logging.getLogger(__name__)
+
 #: Episodes section: at most this many firing and as many acknowledged episodes ...
 ACTIVE_LIMIT = 50
 #: ... and this many recently resolved ones (page.js asks /api/episodes for the same).
@@ -62,34 +75,10 @@ page = Blueprint("page", __name__, template_folder="templates", static_folder="s
                  static_url_path="/static")
 
 
-def session_key(settings: Settings) -> bytes:
-    """The session signing key: from ``BRIDGE_TOKEN`` when set (the same in every instance;
-    a new token makes old cookies invalid), else from the rules path and store URL."""
-    if settings.token:
-        return hmac.new(settings.token.encode("utf-8"), b"bridge operator page session v1",
-                        hashlib.sha256).digest()
-    return hashlib.sha256(f"bridge open page\0{settings.rules_path}\0{settings.store}"
-                          .encode()).digest()
-
-
-def came_over_https(req: Request) -> bool:
-    """True when the request came over https, directly or behind a proxy that says so with
-    ``X-Forwarded-Proto: https``."""
-    forwarded = req.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
-    return req.is_secure or forwarded == "https"
-
-
-class _SessionInterface(SecureCookieSessionInterface):
-    """Flask's signed cookie session, ``Secure`` per request (https or forwarded https)."""
-
-    def get_cookie_secure(self, app: Flask) -> bool:
-        return came_over_https(request)
-
-
 def init_app(app: Flask, settings: Settings) -> None:
     """Register the page on ``app``: blueprint, session settings, security headers."""
     app.secret_key = session_key(settings)
-    app.session_interface = _SessionInterface()
+    app.session_interface = SessionInterface()
     app.config.update(
         SESSION_COOKIE_NAME="bridge_session", SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict", SESSION_REFRESH_EACH_REQUEST=False,
@@ -111,42 +100,16 @@ def security_headers(resp: Response) -> Response:
     return resp
 
 
-def _bridge() -> Any:
-    from bridge.web.app import bridge
-
-    return bridge()
-
-
-def logged_in() -> bool:
-    """True when this request carries a page session that logged in less than 12 h ago
-    (always true when no ``BRIDGE_TOKEN`` is set)."""
-    if not _bridge().settings.token:
-        return True
-    at = session.get("login_at")
-    return isinstance(at, int | float) and 0 <= time.time() - at < SESSION_HOURS * 3600
-
-
-def csrf_token() -> str:
-    """This session's CSRF token (made on first use); every form carries it."""
-    token = session.get("csrf")
-    if not isinstance(token, str) or not token:
-        token = session["csrf"] = secrets.token_urlsafe(32)
-    return token
-
-
-def _check_csrf() -> None:
-    """Abort with 400 unless the form's ``csrf`` equals the session's."""
-    sent = request.form.get("csrf", "")
-    expected = session.get("csrf")
-    if not isinstance(expected, str) or not expected or not hmac.compare_digest(
-            sent.encode(), expected.encode()):
-        abort(400, description="missing or stale form token (CSRF): reload the page")
-
-
 def _render(name: str, status: int = 200, **context: Any) -> tuple[str, int]:
-    b = _bridge()
+    b = bridge()
     return render_template(name, csrf=csrf_token(), open=not b.settings.token,
                            mask=mask_mobile, **context), status
+
+
+def tpl_value(n: Notification) -> str:
+    """The encoded ``tpl_value`` Juhe would get for the previewed ``n`` (docs/providers.md,
+    Juhe), the ack code shown as ``<ack_code>``."""
+    return encode_tpl_value(shown_variables(n))
 
 
 def _filters() -> dict[str, str]:
@@ -157,10 +120,11 @@ def _filters() -> dict[str, str]:
 
 
 def _index(status: int = 200, **playground: Any) -> Any:
-    b = _bridge()
+    b = bridge()
     f = _filters()
     return _render(
         "index.html", status, status_=readside.status(b), oncall=readside.oncall(b),
+        heartbeats=readside.heartbeats(b),
         firing=readside.episodes(b, "firing", ACTIVE_LIMIT),
         acknowledged=readside.episodes(b, "acknowledged", ACTIVE_LIMIT),
         resolved=readside.episodes(b, "resolved", RESOLVED_LIMIT), resolved_limit=RESOLVED_LIMIT,
@@ -178,9 +142,20 @@ def index() -> Any:
     return _index()
 
 
+@page.get("/favicon.ico")
+def favicon() -> Any:
+    """The bridge's icon from the package (browsers ask for it on every page: no 404), open
+    like the page's styles, cached for a day."""
+    resp = page.send_static_file("favicon.ico")
+    resp.mimetype = "image/vnd.microsoft.icon"
+    resp.cache_control.max_age = 86400
+    resp.cache_control.public = True
+    return resp
+
+
 @page.get("/login")
 def login_form() -> Any:
-    if not _bridge().settings.token or logged_in():
+    if not bridge().settings.token or logged_in():
         return redirect(url_for("page.index"))
     return _render("login.html")
 
@@ -188,13 +163,35 @@ def login_form() -> Any:
 @page.post("/login")
 def login() -> Any:
     """Log in with ``BRIDGE_TOKEN`` (form field ``token``); 401 with the form again when it is
-    wrong."""
-    _check_csrf()
-    token = _bridge().settings.token
+    wrong (logged with the client address, never the token; ``bridge_login_failures_total``).
+    A client address that posted more than :data:`guard.LOGIN_LIMIT` wrong tokens within the
+    current minute gets 429 (``Retry-After``) until the minute ends, right token or not
+    (counted in the store, across workers and instances; docs/operator-page.md)."""
+    check_csrf()
+    b = bridge()
+    token = b.settings.token
     if not token:
         return redirect(url_for("page.index"))
-    if not hmac.compare_digest(request.form.get("token", "").encode(), token.encode()):
-        return _render("login.html", 401, error="wrong token")
+    client = request.remote_addr or "-"
+    now = time.time()
+    wait = guard.login_wait(b.store, client, now)
+    if not wait:
+        if hmac.compare_digest(request.form.get("token", "").encode(), token.encode()):
+            return _logged_in()
+        metrics.LOGIN_FAILURES.inc()
+        wait = guard.login_failed(b.store, client, now)
+        log.warning("wrong token on POST /login from %s%s", client,
+                    f": 429 for {wait:.0f}s" if wait else "")
+        if not wait:
+            return _render("login.html", 401, error="wrong token")
+    body, status = _render("login.html", 429,
+                           error=f"too many wrong tokens from {client}: try again in"
+                                 f" {math.ceil(wait)} s")
+    return body, status, {"Retry-After": str(math.ceil(wait))}
+
+
+def _logged_in() -> Any:
+    """Start a session (12 h, with its CSRF token) and go to the page."""
     session.clear()
     session.permanent = True
     session["login_at"] = time.time()
@@ -204,27 +201,30 @@ def login() -> Any:
 
 @page.post("/logout")
 def logout() -> Any:
-    _check_csrf()
+    check_csrf()
     session.clear()
-    return redirect(url_for("page.login_form" if _bridge().settings.token else "page.index"),
+    return redirect(url_for("page.login_form" if bridge().settings.token else "page.index"),
                     303)
 
 
 @page.post("/episodes/<id>/ack")
 def acknowledge(id: str) -> Any:
-    """The page's Acknowledge button (form ``csrf``, optional ``by``: who acknowledges, at
-    most 100 characters, :data:`DEFAULT_ACK_BY` when empty): acknowledges ``via=page`` through
-    :meth:`bridge.intake.service.Bridge.acknowledge` and answers 303 back to the episodes. The first
-    acknowledgement stands; a later one changes nothing (the episode shows who and when).
-    404 for an unknown episode, 400 for a missing CSRF token or a too long name."""
+    """The page's Acknowledge button (form ``csrf``, optional ``by``: who acknowledges, as
+    :func:`bridge.decide.episodes.name_problem` allows, :data:`DEFAULT_ACK_BY` when empty):
+    acknowledges ``via=page`` through :meth:`bridge.intake.service.Bridge.acknowledge` and
+    answers 303 back to the episodes. The first acknowledgement stands; a later one changes
+    nothing (the episode shows who and when).
+    404 for an unknown episode, 400 for a missing CSRF token or a name refused."""
     if not logged_in():
         return redirect(url_for("page.login_form"))
-    _check_csrf()
-    by = " ".join(request.form.get("by", "").split()) or DEFAULT_ACK_BY
-    if len(by) > 100:
-        abort(400, description="the name is longer than 100 characters")
+    check_csrf()
+    raw = request.form.get("by", "")
+    problem = name_problem(raw)
+    if problem:
+        abort(400, description=problem)
+    by = " ".join(raw.split()) or DEFAULT_ACK_BY
     try:
-        _bridge().acknowledge(id, by, "page")
+        bridge().acknowledge(id, by, "page")
     except KeyError:
         abort(404, description=f"no episode {id!r}")
     return redirect(url_for("page.index") + "#episodes", 303)
@@ -236,8 +236,8 @@ def playground() -> Any:
     the rules in force, now: nothing is stored or sent. Answers the page with the result."""
     if not logged_in():
         return redirect(url_for("page.login_form"))
-    _check_csrf()
-    b = _bridge()
+    check_csrf()
+    b = bridge()
     body = request.form.get("body", "")
     source = request.form.get("source", "detect")
     if len(body.encode("utf-8")) > b.settings.max_body_bytes:
@@ -247,7 +247,7 @@ def playground() -> Any:
     try:
         result: Preview = preview(body.encode("utf-8"),
                                   source if source in SOURCES else None, rules,
-                                  readside.now_utc())
+                                  readside.now_utc(), b.store)
     except PayloadError as exc:
         return _index(400, pg_body=body, pg_source=source, pg_error=str(exc))
     return _index(pg_body=body, pg_source=source, pg=result)
