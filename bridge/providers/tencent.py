@@ -189,7 +189,7 @@ class _Api:
         self.service = service
         self.version = version
         parts = urlsplit(url)
-        self.host = parts.netloc.rpartition("@")[2]
+        self.host = parts.netloc.rpartition("@")[2].lower()
         self.path = parts.path or "/"
 
 
