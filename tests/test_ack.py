@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from conftest import free_port
 
-from bridge.app import bridge_of, create_app
 from bridge.config import Settings
+from bridge.web.app import bridge_of, create_app
 
 RULES = """\
 people: {zhang: "13800138000"}

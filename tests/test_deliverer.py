@@ -12,12 +12,12 @@ from conftest import CATCH_ALL, KEY, free_port, wait_until
 from fakejuhe import FakeJuhe
 
 from bridge.config import Settings
-from bridge.delivery import Deliverer, DeliveryPolicy
-from bridge.juhe import JuheClient
-from bridge.plan import Notification
+from bridge.decide.plan import Notification
+from bridge.deliver.deliverer import Deliverer, DeliveryPolicy
+from bridge.providers.juhe import JuheClient
 from bridge.rules.load import RuleSet, load_rules
 from bridge.store.base import Policy
-from bridge.store.sqlite import SqliteStore
+from bridge.store.sqlite.store import SqliteStore
 
 
 def backlog(store: SqliteStore, n: int) -> None:

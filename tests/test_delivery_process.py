@@ -20,7 +20,7 @@ from test_escalation_e2e import LI, WANG, ZHANG
 from test_escalation_e2e import alert as critical
 from test_escalation_e2e import rules as escalation_rules
 
-from bridge.supervise import Backoff, describe_status
+from bridge.deliveryproc import Backoff, describe_status
 
 MOBILE = "13800138000"
 
@@ -198,7 +198,7 @@ def test_a_stop_signal_while_the_main_thread_holds_the_stop_lock_still_stops() -
     code = textwrap.dedent("""\
         import os, signal, threading, time
         import logging
-        from bridge.supervise import stop_on_signals
+        from bridge.deliveryproc import stop_on_signals
         logging.basicConfig(level=logging.INFO)
         stop = threading.Event()
         stop_on_signals(stop)

@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 
-from bridge.episodes import ACK_PLACEHOLDER, EpisodeInfo, StepSpec, valid_code
+from bridge.decide.episodes import ACK_PLACEHOLDER, EpisodeInfo, StepSpec, valid_code
+from bridge.decide.plan import EpisodeMark, Notification
 from bridge.errors import StoreUnavailable
-from bridge.plan import EpisodeMark, Notification
 from bridge.store import PAGING_POLICY, Claim, Item, Outcome, Policy, PolicyRow, Store, open_store
 from bridge.store.base import STATES, episode_text
-from bridge.store.redis import RedisStore
-from bridge.store.sqlite import SqliteStore
+from bridge.store.redis.store import RedisStore
+from bridge.store.sqlite.store import SqliteStore
 
 #: A fixed "now" with a fraction, to check that times come back exactly.
 T0 = 1_790_000_000.125

@@ -1,7 +1,6 @@
-"""Providers: one module per service that sends an SMS or places a call (docs/providers.md).
-
-``aliyun`` (Aliyun SMS ``SendSms`` and voice ``SingleCallByTts``), ``tencent`` (Tencent Cloud SMS
-``SendSms`` and VMS ``SendTtsVoice``); ``transport`` holds what their HTTP clients share (a pooled
-session, the mapping of transport failures and HTTP statuses to the error classes, and the
-scrubbing of credentials from every text that leaves a client).
+"""Providers, one module each (docs/providers.md): :mod:`.juhe` (Juhe SMS, the default),
+:mod:`.aliyun` (Aliyun SMS ``SendSms`` and voice ``SingleCallByTts``), :mod:`.tencent` (Tencent
+Cloud SMS ``SendSms`` and VMS ``SendTtsVoice``); :mod:`.transport` holds what the HTTP clients of
+the last two share (a pooled session, the mapping of transport failures and HTTP statuses to the
+error classes, and the scrubbing of credentials from every text that leaves a client).
 """

@@ -1,8 +1,9 @@
 """The store: dedup state and the durable outbox, behind one interface.
 
 Two implementations share this contract and one test suite (``tests/test_store.py``):
-:class:`bridge.store.sqlite.SqliteStore` and :class:`bridge.store.redis.RedisStore`. Every method
-raises :class:`bridge.errors.StoreUnavailable` when the backend cannot be reached or written.
+:class:`bridge.store.sqlite.store.SqliteStore` and :class:`bridge.store.redis.store.RedisStore`.
+Every method raises :class:`bridge.errors.StoreUnavailable` when the backend cannot be reached or
+written.
 Times are UNIX seconds (float); durations are seconds.
 
 Methods documented as **atomic** must be all-or-nothing and safe against any number of
@@ -19,8 +20,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from bridge.episodes import Episode, Paged, StepClaim, StepState
-from bridge.plan import EpisodeMark, Notification
+from bridge.decide.episodes import Episode, Paged, StepClaim, StepState
+from bridge.decide.plan import EpisodeMark, Notification
 from bridge.privacy import redact_url
 
 State = Literal["queued", "sent", "retrying", "failed", "suppressed", "held"]
@@ -41,7 +42,7 @@ def dedup_key(mobile: str, fingerprint: str, status: str, episode: str) -> str:
 
 def episode_text(start: float) -> str:
     """The episode string of an episode that began at ``start`` (UNIX seconds): its UTC ISO
-    form, as :func:`bridge.plan.episode_from_start` writes a ``startsAt``."""
+    form, as :func:`bridge.decide.plan.episode_from_start` writes a ``startsAt``."""
     return datetime.fromtimestamp(start, UTC).isoformat()
 
 
@@ -62,7 +63,7 @@ class PolicyRow:
 
 #: The paging policy of :meth:`Store.record`, the one place it is written down (issue 16).
 #: Before the rows, sub-step ``episodes`` settles the episode of alerts without ``startsAt``:
-#: for each :class:`bridge.plan.EpisodeMark` that is firing the stored start, else ``now``
+#: for each :class:`bridge.decide.plan.EpisodeMark` that is firing the stored start, else ``now``
 #: stored as the start; an ``untimed`` notification's episode becomes the stored start's
 #: :func:`episode_text` (``""`` when none: a resolved never seen firing). After the rows, the
 #: episodes of resolved marks are closed. Then each notification, in order, goes down the rows
@@ -225,7 +226,7 @@ class Store(abc.ABC):
         the settled episode.
         """
 
-    # -- episodes (EPISODES.md; bridge/episodes.py) -----------------------------------------
+    # -- episodes (EPISODES.md; bridge/decide/episodes.py) -----------------------------------------
     # Inside record's one atomic step, after a notification's policy rows (sub-steps named
     # ``episode: <name>`` in both stores): ``upsert`` (a firing that ends queued or held creates
     # its episode when missing, with the notification's info and steps due at now + after),

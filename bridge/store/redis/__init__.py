@@ -1,0 +1,1 @@
+"""The Redis store (standalone, Sentinel, Cluster): :mod:`.store`."""
