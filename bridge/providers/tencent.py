@@ -66,8 +66,8 @@ from bridge.errors import (
     ThrottledError,
     TransientError,
 )
-from bridge.juhe import SendResult
 from bridge.providers import transport
+from bridge.providers.juhe import SendResult
 
 __all__ = [
     "CODES",
