@@ -235,6 +235,13 @@ class Settings:
     warnings: tuple[str, ...] = ()
 
     @property
+    def secrets(self) -> list[str | None]:
+        """Every secret the environment configures (Juhe key, token, HMAC secret, provider
+        credentials), for the log scrubber."""
+        return [self.juhe_key, self.token, self.grafana_hmac_secret, self.aliyun_access_key_id,
+                self.aliyun_access_key_secret, self.tencent_secret_id, self.tencent_secret_key]
+
+    @property
     def dry_run(self) -> bool:
         """True when no Juhe key is set: nothing is sent, each SMS is logged instead."""
         return not self.juhe_key

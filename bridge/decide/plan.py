@@ -23,7 +23,7 @@ from bridge.decide.render import alert_context
 from bridge.decide.routing import mute_reason, route
 from bridge.privacy import mask_mobile
 from bridge.rules.load import RuleSet
-from bridge.rules.model import Route, valid_mobile
+from bridge.rules.model import Route, call_address, split_address, valid_mobile
 
 if TYPE_CHECKING:
     from bridge.store.base import Policy
@@ -39,6 +39,16 @@ _QUOTE_ASCII = {c: chr(c) if chr(c).isalnum() or chr(c) in "_.-~" else f"%{c:02X
                 for c in range(128)}
 #: China's country code in front of a mobile number (``+86``, ``0086``, ``86`` + 11 digits).
 _COUNTRY_CODE = re.compile(r"^(?:\+86|0086|86)(?=1\d{10}$)")
+
+#: A call's repeat_interval (seconds): a number called for an episode is not called again
+#: for it (docs/providers.md, Calls), as long as the dedup record is kept.
+CALL_REPEAT = 30 * 86400.0
+
+
+def address_for(rules: RuleSet, template: str, mobile: str) -> str:
+    """Where a notification of ``template`` to ``mobile`` goes: a call address for a voice
+    template, else the number."""
+    return call_address(mobile) if rules.templates[template].voice is not None else mobile
 
 
 
@@ -75,6 +85,14 @@ class Notification:
     steps: tuple[StepSpec, ...] = ()
     #: what the episode records of the alert (firing notifications)
     info: EpisodeInfo | None = None
+    #: the name of the template (for its fallback provider or its call); ``tpl_id`` is 0 for
+    #: a call
+    template: str | None = None
+
+    @property
+    def channel(self) -> Literal["sms", "voice"]:
+        """``voice`` for a phone call (``mobile`` is ``voice:<number>``), else ``sms``."""
+        return split_address(self.mobile)[0]
 
 
 @dataclass(frozen=True)
@@ -279,10 +297,11 @@ def _resolved_to_paged(alert: Alert, batch: Batch, episode: Episode, rules: Rule
         plan.notifications.append(Notification(
             mobile=p.mobile, fingerprint=alert.fingerprint, status="resolved",
             episode=episode.episode, route=p.route, alertname=alert.name,
-            tpl_id=rules.templates[p.resolved_template].tpl_id,
+            tpl_id=rules.templates[p.resolved_template].tpl_id or 0,
             variables=_variables(rules, p.resolved_template, context, rendered, p.mobile),
             state="suppressed" if is_muted else "queued", reason="muted" if is_muted else "",
-            untimed=alert.starts_at is None, resolved_template=p.resolved_template))
+            untimed=alert.starts_at is None, resolved_template=p.resolved_template,
+            template=p.resolved_template))
 
 
 def _resolved_to_stored_episode(alert: Alert, untimed: bool, batch: Batch, rules: RuleSet,
@@ -345,16 +364,18 @@ def decide(batch: Batch, rules: RuleSet, now: datetime,
                 context = base_context(alert, batch)
             is_muted = muted(r, rules, now)
             episode = episode_from_start(alert)
+            call = rules.templates[tpl_name].voice is not None
             for m in mobiles:
                 plan.notifications.append(Notification(
-                    mobile=m, fingerprint=alert.fingerprint, status=alert.status,
-                    episode=episode, route=rules.route_names[i], alertname=alert.name,
-                    tpl_id=rules.templates[tpl_name].tpl_id,
+                    mobile=address_for(rules, tpl_name, m), fingerprint=alert.fingerprint,
+                    status=alert.status, episode=episode, route=rules.route_names[i],
+                    alertname=alert.name, tpl_id=rules.templates[tpl_name].tpl_id or 0,
                     variables=_variables(rules, tpl_name, context, rendered, m),
-                    repeat_interval=r.repeat_interval,
+                    repeat_interval=CALL_REPEAT if call else r.repeat_interval,
                     state="suppressed" if is_muted else "queued",
                     reason="muted" if is_muted else "", untimed=untimed,
-                    resolved_template=r.resolved_template,
+                    # a call gets no resolved call (docs/providers.md, Calls)
+                    resolved_template=None if call else r.resolved_template, template=tpl_name,
                     steps=step_specs(r) if alert.status == "firing" else (),
                     info=episode_info(alert, batch) if alert.status == "firing" else None,
                 ))

@@ -26,7 +26,7 @@ from typing import Any
 
 from bridge import metrics
 from bridge.decide.episodes import ACK_PLACEHOLDER, Episode, Step, StepClaim, step_action
-from bridge.decide.plan import Notification, muted, store_policy
+from bridge.decide.plan import CALL_REPEAT, Notification, address_for, muted, store_policy
 from bridge.rules.load import RuleSet
 from bridge.store.base import Store
 
@@ -106,20 +106,26 @@ class Escalator:
     def _page(self, episode: Episode, step: Step, rules: RuleSet, now: float) -> str:
         """Record the step's notifications; returns the step's reason (whom it paged)."""
         at = datetime.fromtimestamp(now, UTC)
+        tpl = str(step.template)
+        # a call step calls every number, also those paged by SMS (their SMS did not wake
+        # them), but no number already called for the episode: paged entries are kept per
+        # address, a call's being voice:<number> (docs/providers.md, Calls)
         already = episode.paged_mobiles()
         mobiles = [m for m in dict.fromkeys(rules.mobiles_for(step.receiver, at))
-                   if m not in already]
+                   if address_for(rules, tpl, m) not in already]
         if not mobiles:
             log.info("episode %s (%s) escalation step %d: %s: nobody new to page", episode.id,
                      episode.alertname or episode.fingerprint, step.index, step.receiver)
             return "nobody new to page"
-        tpl = str(step.template)
         i = rules.route_index(episode.route)
         route = rules.routes[i] if i is not None else None
         is_muted = route is not None and muted(route, rules, at)
         own = next((p for p in episode.paged if p.level == 0), None)
         resolved_template = (route.resolved_template if route is not None
                              else own.resolved_template if own is not None else None)
+        call = rules.templates[tpl].voice is not None
+        if call:
+            resolved_template = None  # no resolved call
         context = episode_context(episode, step.index)
         shared = None
         notes = []
@@ -135,10 +141,12 @@ class Escalator:
                                                    rules.var_len(tpl))
                 variables = shared
             notes.append(Notification(
-                mobile=m, fingerprint=episode.fingerprint, status="firing",
-                episode=episode.episode, route=episode.route, alertname=episode.alertname,
-                tpl_id=rules.templates[tpl].tpl_id, variables=variables,
-                repeat_interval=route.repeat_interval if route is not None else 4 * 3600.0,
+                mobile=address_for(rules, tpl, m), fingerprint=episode.fingerprint,
+                status="firing", episode=episode.episode, route=episode.route,
+                alertname=episode.alertname, tpl_id=rules.templates[tpl].tpl_id or 0,
+                variables=variables, template=tpl,
+                repeat_interval=(CALL_REPEAT if call else route.repeat_interval
+                                 if route is not None else 4 * 3600.0),
                 state="suppressed" if is_muted else "queued",
                 reason="muted" if is_muted else "", level=step.index,
                 resolved_template=resolved_template))

@@ -25,6 +25,7 @@ from bridge.deliver.escalation import Escalator
 from bridge.intake.observe import IntakeResult, observe_before, observe_intake
 from bridge.intake.reload import RulesHolder
 from bridge.privacy import mask_mobile
+from bridge.providers.dispatch import STATUS_CONFIG, Providers
 from bridge.providers.juhe import JuheClient
 from bridge.rules.schedules import OnCall, oncall_view
 from bridge.store import open_store
@@ -50,6 +51,8 @@ class Bridge:
         self.sender: Sender = client if client is not None else (
             DryRunSender() if settings.dry_run else JuheClient(
                 settings.juhe_key, settings.juhe_url, timeout=settings.juhe_timeout))
+        #: Aliyun and Tencent Cloud, when their credentials are set (docs/providers.md)
+        self.providers = Providers.from_settings(settings)
         self.delivery_policy = DeliveryPolicy.from_settings(settings)
         #: names the Juhe configuration in force (never the key), for the juhe_config note
         self.config_id = config_id(settings)
@@ -59,7 +62,8 @@ class Bridge:
         """A deliverer sharing this bridge's store, sender and rules; its loop also runs the
         due escalation steps (:meth:`escalator`)."""
         return Deliverer(self.store, self.sender, lambda: self.holder.rules, self.delivery_policy,
-                         config=self.config_id, sidecar=self.escalator().run_once)
+                         config=self.config_id, sidecar=self.escalator().run_once,
+                         providers=self.providers)
 
     def escalator(self) -> Escalator:
         """The runner of due escalation steps on this bridge's store and rules."""
@@ -197,6 +201,11 @@ class Bridge:
                                     since)
             if juhe:
                 problems.append(f"juhe configuration error: {juhe}")
+            for provider, key in STATUS_CONFIG.items():
+                note = juhe_config_note(self.store.get_status(key),
+                                        self.providers.config_ids.get(provider, ""), since)
+                if note:
+                    problems.append(f"{provider} configuration error: {note}")
         except Exception as exc:  # StoreUnavailable or a driver error: not ready, say why
             problems.append(f"store unavailable: {exc}")
         return problems

@@ -23,9 +23,20 @@ from typing import Any, Literal
 from bridge.decide.episodes import Episode, Paged, StepClaim, StepState
 from bridge.decide.plan import EpisodeMark, Notification
 from bridge.privacy import redact_url
+from bridge.rules.model import call_address, split_address
 
 State = Literal["queued", "sent", "retrying", "failed", "suppressed", "held"]
 STATES: tuple[State, ...] = ("queued", "sent", "retrying", "failed", "suppressed", "held")
+#: Providers whose message id the store keeps as ``provider:id`` (a plain id is Juhe's).
+PROVIDER_IDS = frozenset({"aliyun", "tencent"})
+
+
+def stored_sid(provider: str, sid: str) -> str:
+    """The message id as the store keeps it: Juhe's as it is, another provider's as
+    ``provider:id`` (:class:`Item` splits it again)."""
+    return f"{provider}:{sid}" if provider in PROVIDER_IDS else sid
+
+
 #: States whose SMS may still be sent.
 PENDING: tuple[State, ...] = ("queued", "retrying", "held")
 
@@ -85,19 +96,22 @@ PAGING_POLICY: tuple[PolicyRow, ...] = (
               " that mobile", "suppressed", "not paged", False,
               effect="its dedup key is recorded not paged, so a late firing of the episode is"
                      " 'already resolved'"),
-    PolicyRow("per_day", "per_day SMS were already queued on policy.day (all mobiles)",
+    PolicyRow("per_day", "an SMS (not a call: address voice:<mobile>) when per_day SMS were"
+              " already queued on policy.day (all mobiles)",
               "suppressed", "per_day limit", True,
               effect="from here on the dedup key is recorded at now, paged only when no limit"
                      " row holds (a limited firing never pairs a resolved)"),
-    PolicyRow("per_mobile_per_hour", "per_mobile_per_hour SMS to that mobile were queued in the"
-              " last 3600 s", "suppressed", "per_mobile_per_hour limit", True),
-    PolicyRow("storm", "more than storm_threshold SMS for that mobile in its storm window (one"
+    PolicyRow("per_mobile_per_hour", "an SMS (not a call) when per_mobile_per_hour SMS to that"
+              " mobile were queued in the last 3600 s", "suppressed",
+              "per_mobile_per_hour limit", True),
+    PolicyRow("storm", "an SMS (a call is never held for a storm) when more than"
+              " storm_threshold SMS for that mobile are in its storm window (one"
               " opens at the first SMS past a closed window, lasting storm_window)", "held",
               "storm", True,
               effect="the window counts every notification that reaches this row; a held one"
                      " is due when the window ends"),
     PolicyRow("queued", "otherwise", "queued", "", True,
-              effect="counts for per_day and per_mobile_per_hour; due now"),
+              effect="an SMS counts for per_day and per_mobile_per_hour; due now"),
 )
 
 
@@ -151,6 +165,28 @@ class Item:
     first_attempt_at: float | None = None
     sid: str | None = None
     fee: int | None = None
+    #: the template's name (``None`` for items stored before templates were kept)
+    template: str | None = None
+    #: ``sms`` or ``voice``; a call's stored address ``voice:<number>`` is split into this and
+    #: ``mobile`` when the item is made
+    channel: Literal["sms", "voice"] = "sms"
+    #: who sent it (``juhe``, ``aliyun``, ``tencent``); ``None`` until sent. A message id of
+    #: Aliyun or Tencent Cloud is stored as ``provider:id`` and split here
+    provider: str | None = None
+
+    def __post_init__(self) -> None:
+        self.channel, self.mobile = split_address(self.mobile)
+        if self.sid is not None and self.provider is None:
+            name, sep, rest = self.sid.partition(":")
+            if sep and name in PROVIDER_IDS:
+                self.provider, self.sid = name, rest
+            elif self.state == "sent":
+                self.provider = "juhe"
+
+    @property
+    def address(self) -> str:
+        """Where the store keys it: the mobile, or ``voice:<mobile>`` for a call."""
+        return call_address(self.mobile) if self.channel == "voice" else self.mobile
 
     def to_json(self) -> dict[str, Any]:
         """The API shape (mobile still in clear: the caller masks it)."""
@@ -169,6 +205,9 @@ class Item:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "sid": self.sid,
+            "channel": self.channel,
+            "provider": self.provider,
+            "template": self.template,
         }
 
 
@@ -314,6 +353,13 @@ class Store(abc.ABC):
         """Mark items ``failed`` for good with ``reason``; counts an attempt; ends the lease.
         A failed SMS did not page: its dedup record is deleted, so a later re-send of the same
         alert pages again (and a resolved is not paired with a failed firing)."""
+
+    @abc.abstractmethod
+    def mark_suppressed(self, ids: Sequence[str], reason: str, now: float, *, token: str,
+                        pace_until: float | None) -> int:
+        """Mark items ``suppressed`` with ``reason`` instead of sending them (a held call of an
+        episode acknowledged or resolved meanwhile: docs/providers.md, Calls); counts an
+        attempt; ends the lease. Their dedup records stay (they did not fail)."""
 
     @abc.abstractmethod
     def release(self, ids: Sequence[str], due_at: float, *, token: str,

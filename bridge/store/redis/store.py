@@ -401,6 +401,12 @@ local function episode_paged(e, n, id, code)
   save_episode(e)
 end
 
+-- a call's address is voice:<mobile> (docs/providers.md, Calls): it counts for no SMS limit
+-- and is never held for a storm
+local function is_call(m)
+  return string.sub(m, 1, 6) == 'voice:'
+end
+
 local function store(n, state, reason, due)
   if string.find(n.vars, PH, 1, true) then
     -- a template reading ack_code that pages for no episode: the stored code, else ''
@@ -420,11 +426,11 @@ local function store(n, state, reason, due)
   redis.call('HSET', key, 'id', id, 'mobile', n.m, 'fingerprint', n.fp, 'status', n.st,
     'episode', n.ep, 'route', n.route, 'alertname', n.an, 'tpl_id', n.tpl,
     'variables', n.vars, 'state', state, 'reason', reason, 'created_at', now_s,
-    'updated_at', now_s, 'due_at', due, 'lease_until', 0, 'attempts', 0)
+    'updated_at', now_s, 'due_at', due, 'lease_until', 0, 'attempts', 0, 'template', n.tn)
   zadd(KEYS[2], id, id)
   zadd(P .. 'state:' .. state, id, id)
   zadd(P .. 'mobile:' .. n.m .. ':items', id, id)
-  if state == 'queued' then
+  if state == 'queued' and not is_call(n.m) then
     zadd(P .. 'mobile:' .. n.m .. ':hour', now_s, id)
     hour_added[n.m] = (hour_added[n.m] or 0) + 1
   end
@@ -533,20 +539,22 @@ local function decide(n)
       return 'suppressed', 'not paged', ''
     end
   end
-  -- policy rows: per_day, per_mobile_per_hour (the dedup record is written either way)
-  local limit = limited(n.m)
+  -- policy rows: per_day, per_mobile_per_hour (the dedup record is written either way;
+  -- a call counts for neither)
+  local call = is_call(n.m)
+  local limit = call and '' or limited(n.m)
   write_dedup(dk, limit == '', seen[2],
     math.min(math.max(dedup_ttl, math.ceil(n.ri)), 3153600000))
   if limit ~= '' then
     return 'suppressed', limit, store(n, 'suppressed', limit, now_s)
   end
-  -- policy row: storm
-  local held = storm_holds(n.m)
+  -- policy row: storm (never a call)
+  local held = (not call) and storm_holds(n.m)
   if held then
     return 'held', 'storm', store_paging(n, 'held', 'storm', held)
   end
   -- policy row: queued
-  if day ~= '' then
+  if day ~= '' and not call then
     day_added = day_added + 1
   end
   return 'queued', '', store_paging(n, 'queued', '', now_s)
@@ -710,8 +718,9 @@ MARK_LUA = _LUA_HELPERS + """
 -- KEYS[3]  {prefix}done      zset finished id -> updated_at
 -- KEYS[4]  {prefix}dedup     zset dedup key -> at
 -- ARGV[1]  prefix
--- ARGV[2]  op: 'sent', 'retrying', 'failed' (new state; counts an attempt; 'failed' also
---          deletes the items' dedup records: a failed SMS did not page) or 'release'
+-- ARGV[2]  op: 'sent', 'retrying', 'failed', 'suppressed' (new state; counts an attempt;
+--          'failed' also deletes the items' dedup records: a failed SMS did not page) or
+--          'release'
 --          (state unchanged, due again at ARGV[4])
 -- ARGV[3]  now: updated_at, and first_attempt_at when unset (ignored by release)
 -- ARGV[4]  due_at (retrying, release; '' otherwise)
@@ -1048,7 +1057,7 @@ def _item(flat: Sequence[str]) -> Item:
         created_at=float(h["created_at"]), updated_at=float(h["updated_at"]),
         due_at=float(h["due_at"]), attempts=int(h.get("attempts", "0")),
         first_attempt_at=None if first is None else float(first), sid=h.get("sid"),
-        fee=None if fee is None else int(fee),
+        fee=None if fee is None else int(fee), template=h.get("template") or None,
     )
 
 
@@ -1297,6 +1306,7 @@ class RedisStore(Store):
         payload = dumps_vars([
             {"m": n.mobile, "fp": n.fingerprint, "st": n.status, "ep": n.episode,
              "route": n.route, "an": n.alertname, "tpl": int(n.tpl_id),
+             "tn": n.template or "",
              "vars": dumps_vars(n.variables),
              "ri": float(n.repeat_interval), "state": n.state, "reason": n.reason,
              "ut": 1 if n.untimed else 0, "rt": n.resolved_template or "", "lv": int(n.level),
@@ -1430,6 +1440,10 @@ class RedisStore(Store):
     def mark_failed(self, ids: Sequence[str], reason: str, now: float, *, token: str,
                     pace_until: float | None) -> int:
         return self._mark("failed", ids, token, pace_until, now, None, reason)
+
+    def mark_suppressed(self, ids: Sequence[str], reason: str, now: float, *, token: str,
+                        pace_until: float | None) -> int:
+        return self._mark("suppressed", ids, token, pace_until, now, None, reason)
 
     def release(self, ids: Sequence[str], due_at: float, *, token: str,
                 pace_until: float | None = None) -> int:

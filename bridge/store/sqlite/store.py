@@ -66,7 +66,8 @@ CREATE TABLE IF NOT EXISTS items (
     first_attempt_at REAL,
     sid TEXT,
     fee INTEGER,
-    counted INTEGER NOT NULL DEFAULT 0
+    counted INTEGER NOT NULL DEFAULT 0,
+    template TEXT
 );
 CREATE INDEX IF NOT EXISTS items_pending ON items(due_at)
     WHERE state IN ('queued', 'retrying', 'held');
@@ -127,7 +128,8 @@ AUTOCHECKPOINT_PAGES = 20000
 WAL_SIZE_LIMIT = 16 * 1024 * 1024
 _PENDING_SQL = "('queued', 'retrying', 'held')"
 _COLUMNS = ("id, mobile, fingerprint, status, episode, route, alertname, tpl_id, variables, state,"
-            " reason, created_at, updated_at, due_at, attempts, first_attempt_at, sid, fee")
+            " reason, created_at, updated_at, due_at, attempts, first_attempt_at, sid, fee,"
+            " template")
 
 
 def _item(row: sqlite3.Row) -> Item:
@@ -138,6 +140,7 @@ def _item(row: sqlite3.Row) -> Item:
         state=row["state"], reason=row["reason"], created_at=row["created_at"],
         updated_at=row["updated_at"], due_at=row["due_at"], attempts=row["attempts"],
         first_attempt_at=row["first_attempt_at"], sid=row["sid"], fee=row["fee"],
+        template=row["template"],
     )
 
 
@@ -211,6 +214,8 @@ class SqliteStore(Store):
                 if "lease_token" not in columns:  # a file from before lease fencing
                     conn.execute("ALTER TABLE items ADD COLUMN lease_token TEXT NOT NULL"
                                  " DEFAULT ''")
+                if "template" not in columns:  # a file from before templates were kept
+                    conn.execute("ALTER TABLE items ADD COLUMN template TEXT")
                 self._schema_ready = True
         except BaseException:
             conn.close()
@@ -427,6 +432,12 @@ class SqliteStore(Store):
                             "state='failed', reason=?, updated_at=?, attempts=attempts+1,"
                             " first_attempt_at=coalesce(first_attempt_at, ?)", (reason, now, now),
                             forget=True)
+
+    def mark_suppressed(self, ids: Sequence[str], reason: str, now: float, *, token: str,
+                        pace_until: float | None) -> int:
+        return self._update(ids, token, pace_until,
+                            "state='suppressed', reason=?, updated_at=?, attempts=attempts+1,"
+                            " first_attempt_at=coalesce(first_attempt_at, ?)", (reason, now, now))
 
     def release(self, ids: Sequence[str], due_at: float, *, token: str,
                 pace_until: float | None = None) -> int:
