@@ -45,7 +45,7 @@ STAGES: dict[str, tuple[tuple[str, str], ...]] = {
     "  read_body: json.loads + surrogates": (("read_body", "bridge/sources/"),
                                              ("without_lone_surrogates", "bridge/web/app.py")),
     "decide (route + render)": (("decide", "bridge/decide/plan.py"),),
-    "  Renderer.render (Jinja2)": (("render", "bridge/decide/render.py"),),
+    "  Renderer.render (Jinja2)": (("render", "bridge/rules/render.py"),),
     "store.record": (("record", "bridge/store/"),),
     "logging (intake lines)": (("info", "logging/__init__.py"),),
     "metrics (prometheus)": (("inc", "prometheus_client/"),),

@@ -202,7 +202,7 @@ def render(payload: str, rules_path: str | None, source: str | None, at: str | N
         p = preview(Path(payload).read_bytes(), source, rules, _at_or_exit(at, settings))
     except PayloadError as exc:
         raise click.ClickException(f"{payload}: {exc}") from None
-    for line in render_lines(p, rules, payload):
+    for line in render_lines(p, rules, payload, encode_tpl_value):
         click.echo(line)
 
 

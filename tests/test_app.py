@@ -13,8 +13,9 @@ import pytest
 from conftest import SPEC_RULES, fixture_bytes
 
 from bridge.config import Settings
-from bridge.web.app import bridge_of, create_app
-from bridge.web.page import CSP, session_key
+from bridge.web.app import create_app
+from bridge.web.guard import bridge_of, session_key
+from bridge.web.page import CSP
 
 TOKEN = "page-token-7d1"
 FIRING = {"version": "4", "status": "firing", "alerts": [

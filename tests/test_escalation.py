@@ -24,12 +24,12 @@ from bridge.decide.episodes import (
     valid_code,
 )
 from bridge.decide.plan import decide, store_policy
-from bridge.decide.render import fold_and_cut
 from bridge.deliver.escalation import Escalator
 from bridge.errors import RulesError
 from bridge.rules.load import load_rules
+from bridge.rules.render import fold_and_cut
 from bridge.store.sqlite.store import SqliteStore
-from bridge.web.app import answer
+from bridge.web.api import answer
 
 T0 = 1_790_000_000.0
 ZHANG, LI, WANG = "13800138000", "13800138001", "13900139000"

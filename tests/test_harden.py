@@ -207,7 +207,7 @@ def test_max_mobiles_from_is_checked(tmp_path: Path) -> None:
     "{% for i in range(10000) %}{{ labels.alertname }}{% endfor %}",
 ])
 def test_a_costly_variable_renders_as_a_marker(source: str) -> None:
-    from bridge.decide.render import OVER_BUDGET, Renderer
+    from bridge.rules.render import OVER_BUDGET, Renderer
 
     r = Renderer()
     tpl = r.compile(source)
@@ -223,7 +223,7 @@ def test_a_costly_variable_renders_as_a_marker(source: str) -> None:
     "{{ '%05d' % 42 }}", "{{ labels.alertname | center(30) }}",
 ])
 def test_a_cheap_variable_still_renders(source: str) -> None:
-    from bridge.decide.render import Renderer
+    from bridge.rules.render import Renderer
 
     r = Renderer()
     out = r.render({"v": r.compile(source)}, {"labels": {"alertname": "Ab"}}, 40)

@@ -382,7 +382,8 @@ def test_cli_render_at_a_time_names_the_person(tmp_path: Path) -> None:
 # -- the view, in-process (Flask test client over a real SQLite file) ----------------------
 def test_api_oncall_view_and_metric(tmp_path: Path) -> None:
     from bridge.config import Settings
-    from bridge.web.app import bridge_of, create_app
+    from bridge.web.app import create_app
+    from bridge.web.guard import bridge_of
 
     (tmp_path / "rules.yaml").write_text(CLI_RULES.replace(BASE, BASE.split("\n", 1)[1]),
                                          encoding="utf-8")

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from bridge.rules.render import ACK_PLACEHOLDER
+
 EpisodeState = Literal["firing", "acknowledged", "resolved"]
 StepState = Literal["pending", "done", "cancelled"]
 EPISODE_STATES: tuple[EpisodeState, ...] = ("firing", "acknowledged", "resolved")
@@ -25,16 +27,12 @@ EPISODE_STATES: tuple[EpisodeState, ...] = ("firing", "acknowledged", "resolved"
 CODE_ALPHABET = string.ascii_letters + string.digits
 #: Characters in an ack code (SPEC: 8 to 16).
 CODE_LEN = 12
-#: What the plan renders for ``{{ ack_code }}``: exactly :data:`CODE_LEN` characters, two of
-#: them from Unicode's private use area (never folded, never in a real alert), so cutting
-#: treats it like the code; the record step replaces it with the code stored for the
-#: (episode, mobile), inside its atomic step.
-ACK_PLACEHOLDER = "\ue000ack_code__\ue001"
 #: A code stays valid this long after its episode resolved (seconds).
 CODE_TTL_AFTER_RESOLVED = 24 * 3600.0
 #: Unknown codes one client may try within one fixed minute before it gets 429.
 UNKNOWN_CODE_LIMIT = 20
 
+#: the placeholder stands in for a code, so it is cut like one
 assert len(ACK_PLACEHOLDER) == CODE_LEN
 
 

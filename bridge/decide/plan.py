@@ -4,7 +4,7 @@ Pure: takes the batch, the rules and ``now`` and returns data (:class:`Plan`, it
 :class:`Notification` list and its :class:`EpisodeMark` list: the core's output). Dedup,
 episodes of alerts without ``startsAt``, limits and storms need shared state and are decided
 atomically by the store (:meth:`bridge.store.base.Store.record`, policy table
-:data:`bridge.store.base.PAGING_POLICY`).
+:data:`bridge.decide.types.PAGING_POLICY`).
 """
 
 from __future__ import annotations
@@ -14,19 +14,17 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, tzinfo
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 from urllib.parse import quote
 
 from bridge.alert import Alert, Batch
-from bridge.decide.episodes import ACK_PLACEHOLDER, Episode, EpisodeInfo, StepSpec
-from bridge.decide.render import alert_context
+from bridge.decide.episodes import Episode, EpisodeInfo, StepSpec
 from bridge.decide.routing import mute_reason, route
+from bridge.decide.types import EpisodeMark, Notification, Policy
 from bridge.privacy import mask_mobile
 from bridge.rules.load import RuleSet
-from bridge.rules.model import Route, call_address, split_address, valid_mobile
-
-if TYPE_CHECKING:
-    from bridge.store.base import Policy
+from bridge.rules.model import Route, call_address, valid_mobile
+from bridge.rules.render import ACK_PLACEHOLDER, alert_context
 
 log = logging.getLogger("bridge.plan")  # stable log name (not the module path)
 
@@ -50,59 +48,6 @@ def address_for(rules: RuleSet, template: str, mobile: str) -> str:
     template, else the number."""
     return call_address(mobile) if rules.templates[template].voice is not None else mobile
 
-
-
-@dataclass(frozen=True)
-class Notification:
-    """One SMS decided for one mobile about one alert.
-
-    The dedup key is ``(mobile, fingerprint, status, episode)``; ``episode`` is the alert's
-    ``startsAt`` as a UTC ISO string (the firing episode). For an alert without ``startsAt``
-    (legacy Grafana) ``untimed`` is true and the store settles ``episode`` inside its atomic
-    record step (see :class:`EpisodeMark`); what the plan put there is only what it rendered
-    with. ``variables`` are already rendered and cut; ``repeat_interval`` is seconds.
-    ``state`` is ``queued`` unless the plan already decided ``suppressed`` (e.g. reason
-    ``muted``).
-    """
-
-    mobile: str
-    fingerprint: str
-    status: Literal["firing", "resolved"]
-    episode: str
-    route: str
-    alertname: str
-    tpl_id: int
-    variables: dict[str, str]
-    repeat_interval: float = 4 * 3600.0
-    state: Literal["queued", "suppressed"] = "queued"
-    reason: str = ""
-    untimed: bool = False
-    #: the template of the resolved SMS the route that decided this firing would send
-    resolved_template: str | None = None
-    #: 0 for a route's own page, N for escalation step N
-    level: int = 0
-    #: the route's escalation steps (a firing that opens an episode schedules them)
-    steps: tuple[StepSpec, ...] = ()
-    #: what the episode records of the alert (firing notifications)
-    info: EpisodeInfo | None = None
-    #: the name of the template (for its fallback provider or its call); ``tpl_id`` is 0 for
-    #: a call
-    template: str | None = None
-
-    @property
-    def channel(self) -> Literal["sms", "voice"]:
-        """``voice`` for a phone call (``mobile`` is ``voice:<number>``), else ``sms``."""
-        return split_address(self.mobile)[0]
-
-
-@dataclass(frozen=True)
-class EpisodeMark:
-    """An alert without ``startsAt`` seen in a webhook, routed or not: the store's record step
-    opens its episode when ``firing`` (stored start, else ``now`` stored) and closes it when
-    resolved (after deciding the batch's notifications with the stored start)."""
-
-    fingerprint: str
-    firing: bool
 
 
 @dataclass
@@ -206,8 +151,6 @@ def _mark_episode(alert: Alert, plan: Plan, now: datetime,
 def store_policy(rules: RuleSet, zone: tzinfo, now: float) -> Policy:
     """The limits the store enforces while recording at ``now``, from ``rules.limits``
     (``day``: the day of ``now`` in ``zone``, ``BRIDGE_TZ``)."""
-    from bridge.store.base import Policy
-
     limits = rules.limits
     return Policy(
         per_mobile_per_hour=limits.per_mobile_per_hour, per_day=limits.per_day,
@@ -246,7 +189,7 @@ def step_specs(r: Route) -> tuple[StepSpec, ...]:
 
 
 def base_context(alert: Alert, batch: Batch, escalation: int = 0) -> dict[str, Any]:
-    """What a template sees: :func:`bridge.decide.render.alert_context` plus ``escalation`` and
+    """What a template sees: :func:`bridge.rules.render.alert_context` plus ``escalation`` and
     ``ack_code`` (:data:`ACK_PLACEHOLDER`, replaced by the stored code in the record step)."""
     return {**alert_context(alert, batch), "escalation": escalation,
             "ack_code": ACK_PLACEHOLDER}

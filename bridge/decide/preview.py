@@ -9,23 +9,24 @@ Pure apart from parsing: nothing is stored, nothing is sent.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from bridge.alert import Alert, Batch
 from bridge.decide.episodes import fill_code
-from bridge.decide.plan import Notification, decide
+from bridge.decide.plan import decide
 from bridge.decide.routing import RouteVerdict, explain
-from bridge.providers.juhe import encode_tpl_value
+from bridge.decide.types import Notification
 from bridge.rules.load import RuleSet
 from bridge.sources import detect, parse_body, read_body
 
 
 @dataclass(frozen=True)
 class AlertPreview:
-    """One alert of the body: the notifications it would cause (``tpl_value`` is
-    :func:`~bridge.providers.juhe.encode_tpl_value` of each one's variables) and every route's
-    verdict. ``pages_nobody`` is true when none of its notifications would be queued."""
+    """One alert of the body: the notifications it would cause (variables as
+    :func:`shown_variables` shows them) and every route's verdict. ``pages_nobody`` is true when
+    none of its notifications would be queued."""
 
     alert: Alert
     notifications: list[Notification]
@@ -64,12 +65,6 @@ def shown_variables(n: Notification) -> dict[str, str]:
     return fill_code(n.variables, "<ack_code>")
 
 
-def tpl_value(n: Notification) -> str:
-    """The encoded ``tpl_value`` Juhe would get for ``n`` (SPEC "Sending through Juhe"), the
-    ack code shown as ``<ack_code>``."""
-    return encode_tpl_value(shown_variables(n))
-
-
 def preview(body: bytes, source: str | None, rules: RuleSet, now: datetime) -> Preview:
     """Read ``body`` as ``source`` (``None``: detected from its fields) and plan it under
     ``rules`` at ``now`` (aware). Raises :class:`~bridge.errors.PayloadError` for a body the
@@ -87,8 +82,11 @@ def preview(body: bytes, source: str | None, rules: RuleSet, now: datetime) -> P
     return Preview(src, batch, alerts, skipped)
 
 
-def render_lines(p: Preview, rules: RuleSet, name: str) -> list[str]:
-    """The lines ``bridge render`` prints for ``p``; ``name`` names the body (its file)."""
+def render_lines(p: Preview, rules: RuleSet, name: str,
+                 encode: Callable[[Mapping[str, str]], str]) -> list[str]:
+    """The lines ``bridge render`` prints for ``p``; ``name`` names the body (its file);
+    ``encode`` turns shown variables into the provider's ``tpl_value`` (for Juhe
+    :func:`bridge.providers.juhe.encode_tpl_value`)."""
     out = [f"{name}: {p.source}, {len(p.batch.alerts)} alerts, "
            f"{len(p.notifications)} notifications"
            + (f", {p.unrouted} matched no route" if p.unrouted else "")]
@@ -98,7 +96,7 @@ def render_lines(p: Preview, rules: RuleSet, name: str) -> list[str]:
         out.append(f"- route {n.route}: {n.status} {n.alertname or '-'} -> "
                    f"{person + ' ' if person else ''}{n.mobile} tpl_id {n.tpl_id} [{state}]")
         out.extend(f"    {k} = {v}" for k, v in shown_variables(n).items())
-        out.append(f"    tpl_value: {tpl_value(n)}")
+        out.append(f"    tpl_value: {encode(shown_variables(n))}")
         out.extend(f"    escalates: step {i} after {st.after:g}s -> {st.receiver} (template "
                    f"{st.template}) unless acknowledged or resolved"
                    for i, st in enumerate(n.steps, start=1))

@@ -76,6 +76,13 @@ CONFIG_RETRY_EVERY = 60.0
 MAYBE_SENT = "[may have been sent]"
 #: Seconds between two :meth:`Store.maintain` calls of a delivery loop.
 MAINTAIN_EVERY = 1.0
+#: The status note (:meth:`Store.set_status`) holding when a deliverer of any process or
+#: instance last finished a pass of its loop (UNIX seconds, as text): what ``/readyz`` reads.
+STATUS_DELIVERY_PASS = "delivery_pass"
+#: A deliverer writes :data:`STATUS_DELIVERY_PASS` at most this often (seconds; a quarter of
+#: ``BRIDGE_DELIVERY_STALL`` when that is shorter), not on every pass: on SQLite each write
+#: takes the write lock the webhooks need.
+PASS_RECORD_EVERY = 5.0
 
 
 class Sender(Protocol):
@@ -114,9 +121,10 @@ def config_id(settings: Settings) -> str:
 @dataclass(frozen=True)
 class DeliveryPolicy:
     """Delivery timing, seconds: lease per claim, backoff base and cap, total retry time,
-    retention of finished records and how often they are pruned; ``max_mobiles``: mobiles per
-    claim. Build it with :meth:`from_settings`: what the environment configures has its
-    default only in :class:`bridge.config.Settings`."""
+    retention of finished records and how often they are pruned, ``stall``
+    (``BRIDGE_DELIVERY_STALL``: a loop with no finished pass for that long is hung);
+    ``max_mobiles``: mobiles per claim. Build it with :meth:`from_settings`: what the
+    environment configures has its default only in :class:`bridge.config.Settings`."""
 
     retention: float
     retry_base: float
@@ -128,6 +136,7 @@ class DeliveryPolicy:
     prune_every: float = 600.0
     retry_max: float = 600.0
     max_mobiles: int = 20
+    stall: float = 60.0
     #: seconds of transient Juhe failure before an SMS goes through its template's fallback
     failover_after: float = 120.0
 
@@ -135,8 +144,8 @@ class DeliveryPolicy:
     def from_settings(cls, settings: Settings, **fixed: Any) -> DeliveryPolicy:
         """The policy ``settings`` configure; ``fixed`` sets the other fields (e.g. ``lease``)."""
         return cls(retention=settings.retention, retry_base=settings.retry_base,
-                   retry_for=settings.retry_for, failover_after=settings.failover_after,
-                   **fixed)
+                   retry_for=settings.retry_for, stall=settings.delivery_stall,
+                   failover_after=settings.failover_after, **fixed)
 
 
 def backoff(attempts: int, policy: DeliveryPolicy, minimum: float | None = None,
@@ -161,14 +170,21 @@ class Deliverer:
     crash before it would send every SMS of the claim again after its lease. What is already
     one step stays one: a storm SMS marks all it folded, the rest of a claim goes back in one
     release.
+
+    Watched (docs/operations.md, "Watched delivery"): after each finished pass of
+    :meth:`run_forever`, and after each SMS marked within a long pass, ``on_pass()`` is called
+    (the supervisor's heartbeat of ``bridge serve``'s delivery process) and, at most every
+    :data:`PASS_RECORD_EVERY` seconds, the time is stored as :data:`STATUS_DELIVERY_PASS`.
     """
 
     def __init__(self, store: Store, sender: Sender, rules: Callable[[], RuleSet],
                  policy: DeliveryPolicy | None = None, *, config: str = "",
                  clock: Callable[[], float] = time.time,
                  sidecar: Callable[[], int] | None = None,
+                 on_pass: Callable[[], object] | None = None,
                  providers: Providers | None = None) -> None:
         self.store = store
+        self.on_pass = on_pass
         #: Aliyun and Tencent Cloud, for fallback SMS and calls (none: those fail as
         #: configuration errors)
         self.providers = providers or Providers()
@@ -191,6 +207,7 @@ class Deliverer:
         self._interrupted = False
         self._next_prune = 0.0
         self._next_maintain = 0.0
+        self._next_record = 0.0
 
     def run_once(self, now: float | None = None) -> int:
         """Claim and deliver one batch of due mobiles; returns how many claims were handled.
@@ -223,27 +240,53 @@ class Deliverer:
         return n
 
     def run_forever(self, stop: threading.Event, interval: float = 0.5) -> None:
-        """Deliver until ``stop`` is set, polling every ``interval`` seconds when idle, and
-        prune old records every ``prune_every`` seconds (in batches, between deliveries).
-        Once ``stop`` is set, the SMS in hand is finished and the rest of the claim is given
-        back to the store at once (not left to its lease)."""
+        """Deliver until ``stop`` is set, polling every ``interval`` seconds when idle (at
+        most a quarter of ``policy.stall``, so that an idle loop is never taken for a hung
+        one), and prune old records every ``prune_every`` seconds (in batches, between
+        deliveries). Once ``stop`` is set, the SMS in hand is finished and the rest of the
+        claim is given back to the store at once (not left to its lease)."""
         self.stopping = stop
         self._next_prune = self.clock() + random.uniform(0, self.policy.prune_every / 10)
+        interval = min(interval, self.policy.stall / 4)
         while not stop.is_set():
             try:
                 self._chores()
                 busy = self.sidecar() if self.sidecar is not None else 0
                 busy += self.run_once()
+                self._progress()
             except StoreUnavailable as exc:
                 log.error("delivery paused: store unavailable: %s", exc)
                 busy = 0
-                stop.wait(min(5.0, interval * 10))
+                self._beat()  # alive, only the store is not: not a hung loop
+                stop.wait(min(5.0, interval * 10, self.policy.stall / 4))
             except Exception:  # a bug must not stop delivery for good
                 log.exception("delivery pass failed")
                 busy = 0
+                self._beat()
                 stop.wait(interval)
             if not busy:
                 stop.wait(interval)
+
+    def _beat(self) -> None:
+        """Tell the supervisor (``on_pass``) that the loop is not hung."""
+        if self.on_pass is not None:
+            self.on_pass()
+
+    def _progress(self) -> None:
+        """A pass (or one SMS of a long pass) has finished: :meth:`_beat`, and store the time
+        as :data:`STATUS_DELIVERY_PASS` when the last one stored is older than
+        :data:`PASS_RECORD_EVERY` (or a quarter of the stall time). A store that cannot take
+        it is skipped: the next pass tries again."""
+        self._beat()
+        now = self.clock()
+        if now < self._next_record:
+            return
+        self._next_record = now + min(PASS_RECORD_EVERY, self.policy.stall / 4)
+        try:
+            self.store.set_status(STATUS_DELIVERY_PASS, repr(now))
+        except StoreUnavailable as exc:
+            log.debug("recording the delivery pass failed: %s", exc)
+            self._next_record = 0.0
 
     def _chores(self) -> None:
         """Between deliveries: prune every ``prune_every`` seconds, and let the store do its
@@ -324,6 +367,7 @@ class Deliverer:
         deliverer holds those items now, or a Redis failover lost the claim); then no more of
         the claim is sent."""
         changed = self._settle(mask_mobile(claim.mobile), mark)
+        self._progress()
         if changed < len(ids):
             self._interrupted = True
             log.warning("lease on %s lapsed: mark %s ignored for %d of %d items (claimed again"
@@ -559,7 +603,6 @@ class Deliverer:
             ids, reason, now, token=claim.token, pace_until=pace_until))
         metrics.DELIVERIES.labels("failed").inc(len(ids))
 
-
     def _config_error(self, provider: str, masked: str, reason: str, now: float) -> None:
         """Log a configuration/account error and note it for ``/readyz``."""
         if provider == "juhe":
@@ -575,6 +618,35 @@ class Deliverer:
             {"reason": reason, "config": self.providers.config_ids.get(provider, ""), "at": now},
             ensure_ascii=False))
         self._provider_errors.add(provider)
+
+
+def delivery_problems(now: float, last_pass: float | None, started_at: float,
+                      oldest_due: float | None, stall: float) -> list[str]:
+    """Why ``/readyz`` names delivery (docs/operations.md, "Watched delivery"); empty when
+    delivery is fine. Times are UNIX seconds: ``last_pass`` when any deliverer last finished
+    a pass (:data:`STATUS_DELIVERY_PASS`; ``None`` if never), ``started_at`` when the asking
+    process started (no deliverer is blamed for the time before it), ``oldest_due`` since when
+    the longest-waiting due SMS has been due (:meth:`Store.oldest_due`; ``None``: none due);
+    ``stall`` is ``BRIDGE_DELIVERY_STALL``. Each problem is reported once it has lasted
+    ``stall`` seconds."""
+    problems = []
+    if now - max(last_pass or 0.0, started_at) >= stall:
+        since = (f"for {now - last_pass:.1f}s" if last_pass
+                 else f"since this process started {now - started_at:.1f}s ago")
+        problems.append(f"delivery: no deliverer has finished a pass of its loop {since} "
+                        f"(BRIDGE_DELIVERY_STALL {stall:g}s)")
+    if oldest_due is not None and now - oldest_due >= stall:
+        problems.append(f"delivery: an SMS has been due and unsent for {now - oldest_due:.1f}s "
+                        f"(BRIDGE_DELIVERY_STALL {stall:g}s)")
+    return problems
+
+
+def recorded_pass(raw: str | None) -> float | None:
+    """:data:`STATUS_DELIVERY_PASS` as UNIX seconds (``None`` when missing or unreadable)."""
+    try:
+        return float(raw) if raw else None
+    except ValueError:
+        return None
 
 
 def juhe_config_note(raw: str | None, config: str, since: float) -> str | None:

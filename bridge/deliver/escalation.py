@@ -25,9 +25,11 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from bridge import metrics
-from bridge.decide.episodes import ACK_PLACEHOLDER, Episode, Step, StepClaim, step_action
-from bridge.decide.plan import CALL_REPEAT, Notification, address_for, muted, store_policy
+from bridge.decide.episodes import Episode, Step, StepClaim, step_action
+from bridge.decide.plan import CALL_REPEAT, address_for, muted, store_policy
+from bridge.decide.types import Notification
 from bridge.rules.load import RuleSet
+from bridge.rules.render import ACK_PLACEHOLDER
 from bridge.store.base import Store
 
 log = logging.getLogger("bridge.escalation")  # stable log name (not the module path)

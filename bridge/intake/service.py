@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from bridge import metrics
@@ -13,13 +14,16 @@ from bridge.config import Settings
 from bridge.decide.episodes import EPISODE_STATES, Episode, Paged, valid_code
 from bridge.decide.plan import decide, episode_from_start, store_policy
 from bridge.deliver.deliverer import (
+    STATUS_DELIVERY_PASS,
     STATUS_JUHE_CONFIG,
     Deliverer,
     DeliveryPolicy,
     DryRunSender,
     Sender,
     config_id,
+    delivery_problems,
     juhe_config_note,
+    recorded_pass,
 )
 from bridge.deliver.escalation import Escalator
 from bridge.intake.observe import IntakeResult, observe_before, observe_intake
@@ -58,12 +62,13 @@ class Bridge:
         self.config_id = config_id(settings)
         self.started_at = time.time()
 
-    def deliverer(self) -> Deliverer:
+    def deliverer(self, on_pass: Callable[[], object] | None = None) -> Deliverer:
         """A deliverer sharing this bridge's store, sender and rules; its loop also runs the
-        due escalation steps (:meth:`escalator`)."""
+        due escalation steps (:meth:`escalator`) and calls ``on_pass`` after each pass (see
+        :class:`~bridge.delivery.Deliverer`)."""
         return Deliverer(self.store, self.sender, lambda: self.holder.rules, self.delivery_policy,
                          config=self.config_id, sidecar=self.escalator().run_once,
-                         providers=self.providers)
+                         on_pass=on_pass, providers=self.providers)
 
     def escalator(self) -> Escalator:
         """The runner of due escalation steps on this bridge's store and rules."""
@@ -189,10 +194,18 @@ class Bridge:
         return result
 
     # -- health ---------------------------------------------------------------------------
+    def delivery_state(self, now: float) -> tuple[float | None, float | None]:
+        """``(last_pass, oldest_due)``, UNIX seconds or ``None``: when any deliverer last
+        finished a pass, and since when the longest-waiting due SMS has been due
+        (:meth:`Store.oldest_due`). Raises :class:`StoreUnavailable`."""
+        return (recorded_pass(self.store.get_status(STATUS_DELIVERY_PASS)),
+                self.store.oldest_due(now))
+
     def readiness(self) -> list[str]:
-        """Why the service is not ready (empty when ready): store, rules, and a Juhe
+        """Why the service is not ready (empty when ready): store, rules, a Juhe
         configuration error met by the configuration in force since this process started or
-        the rules were last reloaded (see :func:`bridge.deliver.deliverer.juhe_config_note`)."""
+        the rules were last reloaded (see :func:`bridge.deliver.deliverer.juhe_config_note`),
+        and a hung or absent deliverer (:func:`bridge.deliver.deliverer.delivery_problems`)."""
         problems = []
         try:
             self.store.ping()
@@ -206,6 +219,10 @@ class Bridge:
                                         self.providers.config_ids.get(provider, ""), since)
                 if note:
                     problems.append(f"{provider} configuration error: {note}")
+            now = time.time()
+            last_pass, oldest_due = self.delivery_state(now)
+            problems += delivery_problems(now, last_pass, self.started_at, oldest_due,
+                                          self.settings.delivery_stall)
         except Exception as exc:  # StoreUnavailable or a driver error: not ready, say why
             problems.append(f"store unavailable: {exc}")
         return problems

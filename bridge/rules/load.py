@@ -27,7 +27,6 @@ from jinja2 import TemplateSyntaxError, meta
 from jinja2.environment import Template as JinjaTemplate
 from pydantic import ValidationError
 
-from bridge.decide.render import Renderer
 from bridge.errors import RulesError
 from bridge.privacy import mask_mobile
 from bridge.rules.model import (
@@ -38,6 +37,7 @@ from bridge.rules.model import (
     Template,
     valid_mobile,
 )
+from bridge.rules.render import Renderer
 from bridge.rules.schedules import Schedule, ScheduleSpec, oncall_at
 from bridge.rules.timeintervals import NamedTimeInterval
 

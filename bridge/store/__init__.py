@@ -2,8 +2,8 @@
 place that knows them all (``base`` imports no implementation)."""
 
 from bridge.config import REDIS_SCHEMES
-from bridge.decide.plan import EpisodeMark, Notification
-from bridge.store.base import PAGING_POLICY, Claim, Item, Outcome, Policy, PolicyRow, Store
+from bridge.decide.types import PAGING_POLICY, EpisodeMark, Notification, Policy, PolicyRow
+from bridge.store.base import Claim, Item, Outcome, Store
 
 
 def open_store(url: str, *, redis_wait: int = 0, redis_wait_timeout: float = 1.0) -> Store:

@@ -28,7 +28,7 @@ from flask import Blueprint, jsonify, render_template, request
 
 from bridge.decide.episodes import EPISODE_STATES, UNKNOWN_CODE_LIMIT
 from bridge.intake import readside
-from bridge.web.app import bridge, error, protected
+from bridge.web.guard import bridge, error, protected
 
 log = logging.getLogger("bridge.ack")  # stable log name (not the module path)
 

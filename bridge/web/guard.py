@@ -1,6 +1,15 @@
-"""Who may call the bridge: the shared token (``BRIDGE_TOKEN``) and Grafana's HMAC signature.
+"""Who may call the bridge, and what every view needs of the request it serves.
 
-Both comparisons are constant-time (:func:`hmac.compare_digest`).
+- the shared token (``BRIDGE_TOKEN``, :func:`token_ok`) and Grafana's HMAC signature
+  (:func:`grafana_signature_problem`), both compared in constant time
+  (:func:`hmac.compare_digest`); :func:`protected` requires the token of a view;
+- the operator page's session (:func:`session_key`, :class:`SessionInterface`,
+  :func:`logged_in`) and its CSRF token (:func:`csrf_token`, :func:`check_csrf`);
+- :func:`bridge`, the one way a view reaches the :class:`~bridge.intake.service.Bridge`, and
+  :func:`error`, the JSON error answer.
+
+The views (:mod:`bridge.web.api`, :mod:`bridge.web.page`, :mod:`bridge.web.ack`) import this
+module; it imports none of them.
 """
 
 from __future__ import annotations
@@ -9,10 +18,27 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
 import math
+import secrets
 import time
-from typing import Protocol
+from collections.abc import Callable
+from functools import wraps
+from typing import ParamSpec, Protocol, TypeVar
 
+from flask import Flask, Request, Response, abort, current_app, jsonify, request, session
+from flask.sessions import SecureCookieSessionInterface
+
+from bridge.config import Settings
+from bridge.intake.service import Bridge
+
+#: a stable log name (these lines were logged as ``bridge.app``), not the module path
+log = logging.getLogger("bridge.app")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: How long a login lasts (SPEC: 12 h).
+SESSION_HOURS = 12
 #: How old (or how far in the future) a signed Grafana timestamp may be, seconds.
 HMAC_MAX_AGE = 300.0
 
@@ -77,3 +103,88 @@ def grafana_signature_problem(body: bytes, headers: Headers, secret: str,
     if not hmac.compare_digest(signature.encode("ascii", "replace"), expected.encode("ascii")):
         return "invalid X-Grafana-Alerting-Signature"
     return ""
+
+
+def bridge() -> Bridge:
+    """The :class:`Bridge` of the current app (the one way views reach it)."""
+    return current_app.extensions["bridge"]  # type: ignore[no-any-return]
+
+
+def bridge_of(app: Flask) -> Bridge:
+    """The :class:`Bridge` an app built by :func:`bridge.web.app.create_app` serves, outside a
+    request (tests)."""
+    return app.extensions["bridge"]  # type: ignore[no-any-return]
+
+
+def error(message: str, status: int) -> tuple[Response, int]:
+    """A JSON error answer."""
+    return jsonify({"error": message}), status
+
+
+def protected(view: Callable[P, R]) -> Callable[P, R | tuple[Response, int]]:
+    """Require ``BRIDGE_TOKEN`` (Bearer or basic password) when it is set. A ``GET`` also
+    passes with the operator page's session (its own scripts read ``/api/*``)."""
+
+    @wraps(view)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | tuple[Response, int]:
+        token = bridge().settings.token
+        if token and not token_ok(request.headers.get("Authorization"), token) and not (
+                request.method == "GET" and logged_in()):
+            log.warning("401 for %s %s from %s", request.method, request.path,
+                        request.remote_addr)
+            resp = error("unauthorized: send Authorization: Bearer TOKEN or basic auth", 401)
+            resp[0].headers["WWW-Authenticate"] = 'Bearer realm="bridge", Basic realm="bridge"'
+            return resp
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def session_key(settings: Settings) -> bytes:
+    """The session signing key: from ``BRIDGE_TOKEN`` when set (the same in every instance;
+    a new token makes old cookies invalid), else from the rules path and store URL."""
+    if settings.token:
+        return hmac.new(settings.token.encode("utf-8"), b"bridge operator page session v1",
+                        hashlib.sha256).digest()
+    return hashlib.sha256(f"bridge open page\0{settings.rules_path}\0{settings.store}"
+                          .encode()).digest()
+
+
+def came_over_https(req: Request) -> bool:
+    """True when the request came over https, directly or behind a proxy that says so with
+    ``X-Forwarded-Proto: https``."""
+    forwarded = req.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    return req.is_secure or forwarded == "https"
+
+
+class SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed cookie session, ``Secure`` per request (https or forwarded https)."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return came_over_https(request)
+
+
+def logged_in() -> bool:
+    """True when this request carries a page session that logged in less than 12 h ago
+    (always true when no ``BRIDGE_TOKEN`` is set)."""
+    if not bridge().settings.token:
+        return True
+    at = session.get("login_at")
+    return isinstance(at, int | float) and 0 <= time.time() - at < SESSION_HOURS * 3600
+
+
+def csrf_token() -> str:
+    """This session's CSRF token (made on first use); every form carries it."""
+    token = session.get("csrf")
+    if not isinstance(token, str) or not token:
+        token = session["csrf"] = secrets.token_urlsafe(32)
+    return token
+
+
+def check_csrf() -> None:
+    """Abort with 400 unless the form's ``csrf`` equals the session's."""
+    sent = request.form.get("csrf", "")
+    expected = session.get("csrf")
+    if not isinstance(expected, str) or not expected or not hmac.compare_digest(
+            sent.encode(), expected.encode()):
+        abort(400, description="missing or stale form token (CSRF): reload the page")

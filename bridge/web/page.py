@@ -16,7 +16,6 @@ neither read nor send (SameSite=Strict).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 import time
@@ -26,7 +25,6 @@ from typing import Any
 from flask import (
     Blueprint,
     Flask,
-    Request,
     Response,
     abort,
     redirect,
@@ -35,18 +33,26 @@ from flask import (
     session,
     url_for,
 )
-from flask.sessions import SecureCookieSessionInterface
 
 from bridge.config import Settings
-from bridge.decide.preview import Preview, preview, tpl_value
+from bridge.decide.preview import Preview, preview, shown_variables
+from bridge.decide.types import Notification
 from bridge.errors import PayloadError
 from bridge.intake import readside
 from bridge.privacy import mask_mobile
+from bridge.providers.juhe import encode_tpl_value
 from bridge.sources import SOURCES
 from bridge.store.base import STATES
+from bridge.web.guard import (
+    SESSION_HOURS,
+    SessionInterface,
+    bridge,
+    check_csrf,
+    csrf_token,
+    logged_in,
+    session_key,
+)
 
-#: How long a login lasts (SPEC: 12 h).
-SESSION_HOURS = 12
 #: Episodes section: at most this many firing and as many acknowledged episodes ...
 ACTIVE_LIMIT = 50
 #: ... and this many recently resolved ones (page.js asks /api/episodes for the same).
@@ -62,34 +68,10 @@ page = Blueprint("page", __name__, template_folder="templates", static_folder="s
                  static_url_path="/static")
 
 
-def session_key(settings: Settings) -> bytes:
-    """The session signing key: from ``BRIDGE_TOKEN`` when set (the same in every instance;
-    a new token makes old cookies invalid), else from the rules path and store URL."""
-    if settings.token:
-        return hmac.new(settings.token.encode("utf-8"), b"bridge operator page session v1",
-                        hashlib.sha256).digest()
-    return hashlib.sha256(f"bridge open page\0{settings.rules_path}\0{settings.store}"
-                          .encode()).digest()
-
-
-def came_over_https(req: Request) -> bool:
-    """True when the request came over https, directly or behind a proxy that says so with
-    ``X-Forwarded-Proto: https``."""
-    forwarded = req.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
-    return req.is_secure or forwarded == "https"
-
-
-class _SessionInterface(SecureCookieSessionInterface):
-    """Flask's signed cookie session, ``Secure`` per request (https or forwarded https)."""
-
-    def get_cookie_secure(self, app: Flask) -> bool:
-        return came_over_https(request)
-
-
 def init_app(app: Flask, settings: Settings) -> None:
     """Register the page on ``app``: blueprint, session settings, security headers."""
     app.secret_key = session_key(settings)
-    app.session_interface = _SessionInterface()
+    app.session_interface = SessionInterface()
     app.config.update(
         SESSION_COOKIE_NAME="bridge_session", SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict", SESSION_REFRESH_EACH_REQUEST=False,
@@ -111,42 +93,16 @@ def security_headers(resp: Response) -> Response:
     return resp
 
 
-def _bridge() -> Any:
-    from bridge.web.app import bridge
-
-    return bridge()
-
-
-def logged_in() -> bool:
-    """True when this request carries a page session that logged in less than 12 h ago
-    (always true when no ``BRIDGE_TOKEN`` is set)."""
-    if not _bridge().settings.token:
-        return True
-    at = session.get("login_at")
-    return isinstance(at, int | float) and 0 <= time.time() - at < SESSION_HOURS * 3600
-
-
-def csrf_token() -> str:
-    """This session's CSRF token (made on first use); every form carries it."""
-    token = session.get("csrf")
-    if not isinstance(token, str) or not token:
-        token = session["csrf"] = secrets.token_urlsafe(32)
-    return token
-
-
-def _check_csrf() -> None:
-    """Abort with 400 unless the form's ``csrf`` equals the session's."""
-    sent = request.form.get("csrf", "")
-    expected = session.get("csrf")
-    if not isinstance(expected, str) or not expected or not hmac.compare_digest(
-            sent.encode(), expected.encode()):
-        abort(400, description="missing or stale form token (CSRF): reload the page")
-
-
 def _render(name: str, status: int = 200, **context: Any) -> tuple[str, int]:
-    b = _bridge()
+    b = bridge()
     return render_template(name, csrf=csrf_token(), open=not b.settings.token,
                            mask=mask_mobile, **context), status
+
+
+def tpl_value(n: Notification) -> str:
+    """The encoded ``tpl_value`` Juhe would get for the previewed ``n`` (docs/providers.md,
+    Juhe), the ack code shown as ``<ack_code>``."""
+    return encode_tpl_value(shown_variables(n))
 
 
 def _filters() -> dict[str, str]:
@@ -157,7 +113,7 @@ def _filters() -> dict[str, str]:
 
 
 def _index(status: int = 200, **playground: Any) -> Any:
-    b = _bridge()
+    b = bridge()
     f = _filters()
     return _render(
         "index.html", status, status_=readside.status(b), oncall=readside.oncall(b),
@@ -180,7 +136,7 @@ def index() -> Any:
 
 @page.get("/login")
 def login_form() -> Any:
-    if not _bridge().settings.token or logged_in():
+    if not bridge().settings.token or logged_in():
         return redirect(url_for("page.index"))
     return _render("login.html")
 
@@ -189,8 +145,8 @@ def login_form() -> Any:
 def login() -> Any:
     """Log in with ``BRIDGE_TOKEN`` (form field ``token``); 401 with the form again when it is
     wrong."""
-    _check_csrf()
-    token = _bridge().settings.token
+    check_csrf()
+    token = bridge().settings.token
     if not token:
         return redirect(url_for("page.index"))
     if not hmac.compare_digest(request.form.get("token", "").encode(), token.encode()):
@@ -204,9 +160,9 @@ def login() -> Any:
 
 @page.post("/logout")
 def logout() -> Any:
-    _check_csrf()
+    check_csrf()
     session.clear()
-    return redirect(url_for("page.login_form" if _bridge().settings.token else "page.index"),
+    return redirect(url_for("page.login_form" if bridge().settings.token else "page.index"),
                     303)
 
 
@@ -219,12 +175,12 @@ def acknowledge(id: str) -> Any:
     404 for an unknown episode, 400 for a missing CSRF token or a too long name."""
     if not logged_in():
         return redirect(url_for("page.login_form"))
-    _check_csrf()
+    check_csrf()
     by = " ".join(request.form.get("by", "").split()) or DEFAULT_ACK_BY
     if len(by) > 100:
         abort(400, description="the name is longer than 100 characters")
     try:
-        _bridge().acknowledge(id, by, "page")
+        bridge().acknowledge(id, by, "page")
     except KeyError:
         abort(404, description=f"no episode {id!r}")
     return redirect(url_for("page.index") + "#episodes", 303)
@@ -236,8 +192,8 @@ def playground() -> Any:
     the rules in force, now: nothing is stored or sent. Answers the page with the result."""
     if not logged_in():
         return redirect(url_for("page.login_form"))
-    _check_csrf()
-    b = _bridge()
+    check_csrf()
+    b = bridge()
     body = request.form.get("body", "")
     source = request.form.get("source", "detect")
     if len(body.encode("utf-8")) > b.settings.max_body_bytes:

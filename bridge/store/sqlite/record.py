@@ -23,9 +23,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bridge.decide.episodes import fill_code, has_placeholder, new_code, new_id
-from bridge.decide.plan import Notification
+from bridge.decide.types import Notification, Policy, State
 from bridge.rules.model import VOICE_PREFIX
-from bridge.store.base import Policy, State, dedup_key, dumps_vars
+from bridge.store.base import dedup_key, dumps_vars
 
 #: Values per ``IN (...)`` list (SQLite allows 32,766 variables; a webhook may carry more).
 CHUNK = 500

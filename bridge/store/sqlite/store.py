@@ -29,7 +29,7 @@ from bridge.decide.episodes import (
     StepState,
     code_expired,
 )
-from bridge.decide.plan import EpisodeMark, Notification
+from bridge.decide.types import EpisodeMark, Notification, Policy
 from bridge.errors import StoreUnavailable
 from bridge.store.base import (
     EPISODE_STALE,
@@ -37,7 +37,6 @@ from bridge.store.base import (
     Claim,
     Item,
     Outcome,
-    Policy,
     Store,
     dedup_key,
     episode_text,
@@ -614,6 +613,14 @@ class SqliteStore(Store):
                            " AND state='pending'",
                            (state, reason, claim.episode_id, claim.index, claim.token)).rowcount
             return bool(n)
+
+    def oldest_due(self, now: float) -> float | None:
+        rows = self._read(
+            "SELECT min(max(i.due_at, i.lease_until, coalesce(p.next_at, 0))) FROM items i"
+            f" LEFT JOIN pacing p ON p.mobile = i.mobile WHERE i.state IN {_PENDING_SQL}"
+            " AND i.due_at <= ? AND i.lease_until <= ? AND coalesce(p.next_at, 0) <= ?",
+            (now, now, now))
+        return None if not rows or rows[0][0] is None else float(rows[0][0])
 
     def set_status(self, key: str, value: str | None) -> None:
         if value is None:

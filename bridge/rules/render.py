@@ -24,10 +24,14 @@ from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from bridge.alert import Alert, Batch
-from bridge.decide.episodes import ACK_PLACEHOLDER
 
 log = logging.getLogger("bridge.render")  # stable log name (not the module path)
 
+#: What the plan renders for ``{{ ack_code }}``: exactly as long as an ack code
+#: (:data:`bridge.decide.episodes.CODE_LEN` characters), two of them from Unicode's private use
+#: area (never folded, never in a real alert), so cutting treats it like the code; the record
+#: step replaces it with the code stored for the (episode, mobile), inside its atomic step.
+ACK_PLACEHOLDER = "\ue000ack_code__\ue001"
 ELLIPSIS = "…"
 #: Runs of C0/C1 control characters (newline, tab, CR, ...) and Unicode line separators.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
