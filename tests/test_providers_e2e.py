@@ -193,3 +193,32 @@ def test_no_secret_anywhere(make_bridge: Any, fake_juhe: FakeJuhe, aliyun: FakeA
         for secret in (wrong, ALI_ID, TC_SECRET, TC_ID):
             for form in _forms(secret):
                 assert form not in text, (where, form)
+
+
+def test_second_call_within_a_minute_waits_and_an_ack_cancels_it(
+        make_bridge: Any, fake_juhe: FakeJuhe, aliyun: FakeAliyun,
+        tencent: FakeTencent) -> None:
+    """Two alerts call one number at once: the first call goes out, the second waits for the
+    minute; its episode is acknowledged meanwhile, so it is dropped (about 61 s)."""
+    rules = RULES.replace("escalate: ESCALATE", "").replace(
+        "receiver: team\n    template: page\n    resolved_template: ok",
+        "receiver: one\n    template: call_ali").replace(
+        "receivers: {team: [zhang, li]}", "receivers: {team: [zhang, li], one: [zhang]}")
+    bridge = make_bridge(rules=rules, **_env(aliyun, tencent))
+    two = {"alerts": [{**FIRING["alerts"][0], "labels": {**FIRING["alerts"][0]["labels"],
+                                                         "alertname": name}}
+                      for name in ("DBDown", "DiskFull")]}
+    assert bridge.post("/webhook/alertmanager", two).status_code == 200
+    [first] = aliyun.wait_for(1, timeout=10)
+    time.sleep(1.0)
+    assert len(aliyun.messages) == 1
+    waiting = next(e for e in bridge.get("/api/episodes").json()["episodes"]
+                   if e["alertname"] != first["vars"]["name"])
+    r = bridge.post(f"/api/episodes/{waiting['id']}/ack", {"by": "zhang"})
+    assert r.status_code == 200
+    assert wait_until(lambda: any(n["state"] == "suppressed" for n in _notifications(bridge)),
+                      75, 0.5)
+    states = sorted((n["alertname"], n["state"], n["reason"]) for n in _notifications(bridge))
+    assert states == sorted([(first["vars"]["name"], "sent", ""),
+                             (waiting["alertname"], "suppressed", "acknowledged")])
+    assert len(aliyun.messages) == 1 and fake_juhe.messages == []

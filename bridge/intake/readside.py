@@ -16,6 +16,7 @@ from bridge.deliver.deliverer import STATUS_JUHE_CONFIG
 from bridge.intake.service import Bridge
 from bridge.privacy import mask_mobile, redact_url
 from bridge.providers.juhe import encode_tpl_value
+from bridge.rules.model import split_address
 from bridge.store.base import STATES, Item
 
 #: The most rows one read returns (``?limit=``).
@@ -105,7 +106,8 @@ def episode_json(b: Bridge, episode: Episode) -> dict[str, Any]:
     """One episode as ``/api/episodes`` and the pages show it (SPEC "Episodes"): ``id``,
     ``alertname``, ``fingerprint``, ``labels``, ``summary``, ``starts_at``, ``state``,
     ``acknowledged_by``/``_at``, ``resolved_at``, ``silence_url``, ``paged`` (``person``,
-    ``mobile`` masked, ``at``, ``state`` of its notification or ``None``, ``level``) and
+    ``mobile`` masked, ``channel`` (``sms``, or ``voice`` for a call), ``at``, ``state`` of
+    its notification or ``None``, ``level``) and
     ``escalation`` (``index``, ``after`` seconds and as ``after_text`` (``10m``),
     ``receiver``, ``due_at``, ``state``, ``reason``); each time also as ``*_local`` in
     ``BRIDGE_TZ``. Raises :class:`~bridge.errors.StoreUnavailable`."""
@@ -124,11 +126,11 @@ def episode_json(b: Bridge, episode: Episode) -> dict[str, Any]:
         "acknowledged_via": episode.acknowledged_via,
         "resolved_at": episode.resolved_at, "resolved_at_local": local_time(b, episode.resolved_at),
         "silence_url": episode.silence_url,
-        "paged": [{"person": rules.person_of(p.mobile), "mobile": mask_mobile(p.mobile),
-                   "at": p.at, "at_local": local_time(b, p.at), "level": p.level,
-                   "route": p.route,
+        "paged": [{"person": rules.person_of(number), "mobile": mask_mobile(number),
+                   "channel": channel, "at": p.at, "at_local": local_time(b, p.at),
+                   "level": p.level, "route": p.route,
                    "state": states.get(p.item_id) if p.item_id else None}
-                  for p in episode.paged],
+                  for p in episode.paged for channel, number in [split_address(p.mobile)]],
         "escalation": [{"index": s.index, "after": s.after,
                         "after_text": duration_text(s.after), "receiver": s.receiver,
                         "due_at": s.due_at, "due_at_local": local_time(b, s.due_at),
