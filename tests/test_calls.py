@@ -16,7 +16,7 @@ from fakejuhe import FakeJuhe
 
 from bridge.config import Settings
 from bridge.decide.plan import Notification
-from bridge.deliver.deliverer import Deliverer, DeliveryPolicy
+from bridge.deliver.deliverer import Deliverer, DeliveryPolicy, use_fallback
 from bridge.providers.aliyun import AliyunClient
 from bridge.providers.dispatch import Providers
 from bridge.providers.juhe import JuheClient
@@ -137,3 +137,26 @@ def test_calls_and_sms_are_deduplicated_per_channel(store: Store, rules: RuleSet
     items: dict[str, Any] = {i.channel: i for i in store.recent(10)}
     assert items["voice"].mobile == ZHANG and items["voice"].template == "call"
     assert items["sms"].mobile == ZHANG and items["sms"].provider is None
+
+
+FALLBACK_CASES = [
+    ("fresh", [""], None, 0.0, False),
+    ("juhe-config", ["juhe config error 10012: 请求超过次数限制"], T0, T0 + 1, True),
+    ("juhe-transient-early", ["juhe transient error 205403: 网络错误"], T0, T0 + 119, False),
+    ("juhe-transient-2m", ["juhe transient error 205403: 网络错误"], T0, T0 + 120, True),
+    ("juhe-throttled-long", ["juhe throttled error 205405: 号码异常"], T0, T0 + 3000, False),
+    ("juhe-10014-maybe-sent", ["juhe transient error 10014: 系统内部异常"], T0, T0 + 999,
+     False),
+    ("read-timeout-maybe-sent", ["juhe transient error 0: read timeout after 10 s (the SMS may"
+                                 " have been sent): ReadTimeout"], T0, T0 + 999, False),
+    ("fallback-kept", ["aliyun transient error isp.SYSTEM_ERROR: x"], T0, T0 + 1, True),
+    ("other-provider-not-kept", ["tencent config error AuthFailure.SecretIdNotFound: x"], T0,
+     T0 + 1, False),
+]
+
+
+@pytest.mark.parametrize("reasons,first,now,expected", [c[1:] for c in FALLBACK_CASES],
+                         ids=[c[0] for c in FALLBACK_CASES])
+def test_when_an_sms_goes_through_its_fallback(reasons: list[str], first: float | None,
+                                               now: float, expected: bool) -> None:
+    assert use_fallback(reasons, first, now, "aliyun", 120.0) is expected

@@ -71,9 +71,6 @@ STATUS_JUHE_CONFIG = "juhe_config"
 CLAIM_MAX_ITEMS = 20
 #: A configuration error is tried again at least this often (seconds; SPEC).
 CONFIG_RETRY_EVERY = 60.0
-#: Marks a stored reason whose attempt may have gone out (a read timeout, Juhe's 10014): no
-#: other provider then sends that SMS.
-MAYBE_SENT = "[may have been sent]"
 #: Seconds between two :meth:`Store.maintain` calls of a delivery loop.
 MAINTAIN_EVERY = 1.0
 #: The status note (:meth:`Store.set_status`) holding when a deliverer of any process or
@@ -417,16 +414,9 @@ class Deliverer:
         fallback = tpl.fallback if tpl is not None else None
         if fallback is None:
             return "juhe", None
-        reasons = [i.reason for i in items]
-        if any(r.startswith(f"{fallback.provider} ") for r in reasons):
-            return fallback.provider, fallback
-        if any(MAYBE_SENT in r for r in reasons):
-            return "juhe", None  # Juhe may have sent it: one provider at most
-        if any(r.startswith("juhe config error") for r in reasons):
-            return fallback.provider, fallback
         first = min((i.first_attempt_at for i in items if i.first_attempt_at), default=None)
-        if (first is not None and any(r.startswith("juhe transient error") for r in reasons)
-                and self.clock() - first >= self.policy.failover_after):
+        if use_fallback([i.reason for i in items], first, self.clock(), fallback.provider,
+                        self.policy.failover_after):
             return fallback.provider, fallback
         return "juhe", None
 
@@ -451,9 +441,9 @@ class Deliverer:
         dry = result.outcome == "dry_run"
         if not dry:
             metrics.SMS_SENT.labels(provider).inc()
-        log.info("%s to %s (%s) via %s tpl=%s sid=%s fee=%s ids=%s%s %s",
+        log.info("%s to %s (%s) tpl_id=%s sid=%s fee=%s via %s ids=%s%s %s",
                  "dry-run, not sent" if dry else "sent", masked, items[0].alertname or "-",
-                 provider, template or tpl_id, result.sid, result.fee, ",".join(ids[:5]),
+                 tpl_id, result.sid, result.fee, provider, ",".join(ids[:5]),
                  "…" if len(ids) > 5 else "", note)
         # the gap starts at the send; before the last SMS of the claim the mobile stays held
         self._fenced(claim, ids, "sent", lambda: self.store.mark_sent(
@@ -571,8 +561,7 @@ class Deliverer:
             metrics.JUHE_REQUESTS.labels(kind, str(exc.code)).inc()
         # the stored reason names the provider and the class: the next attempt's provider is
         # read from it (_provider)
-        reason = mask_mobiles_in(f"{exc.provider} {kind} error {exc.code}: {exc.reason}"
-                                 + (f" {MAYBE_SENT}" if exc.maybe_sent else ""))
+        reason = mask_mobiles_in(f"{exc.provider} {kind} error {exc.code}: {exc.reason}")
         gap = rules.limits.min_gap if gap is None else gap
         # only a send that may have gone out books the carrier's gap for that number
         pace_until = now + gap if exc.maybe_sent else now
@@ -647,6 +636,31 @@ def recorded_pass(raw: str | None) -> float | None:
         return float(raw) if raw else None
     except ValueError:
         return None
+
+
+def use_fallback(reasons: list[str], first_attempt_at: float | None, now: float,
+                 fallback: str, failover_after: float) -> bool:
+    """Whether an SMS goes through its template's ``fallback`` provider now, from the stored
+    reasons of its last attempts (docs/providers.md, Fallback): yes once the fallback was
+    tried; no after an attempt that may have gone out (one provider at most); yes after Juhe's
+    configuration/account error, or after Juhe's transient failures since ``first_attempt_at``
+    lasting ``failover_after`` seconds by ``now``; no for throttling and otherwise."""
+    if any(r.startswith(f"{fallback} ") for r in reasons):
+        return True
+    if any(maybe_sent(r) for r in reasons):
+        return False
+    if any(r.startswith("juhe config error") for r in reasons):
+        return True
+    return (first_attempt_at is not None
+            and any(r.startswith("juhe transient error") for r in reasons)
+            and now - first_attempt_at >= failover_after)
+
+
+def maybe_sent(reason: str) -> bool:
+    """Whether a stored reason tells of an attempt that may have gone out (a read timeout:
+    "... may have been sent", or Juhe's 10014), after which no other provider sends that SMS
+    (docs/providers.md, Fallback)."""
+    return "may have been sent" in reason or reason.startswith("juhe transient error 10014:")
 
 
 def juhe_config_note(raw: str | None, config: str, since: float) -> str | None:
