@@ -26,8 +26,9 @@ from bridge.errors import JuheError, PayloadError, RulesError, StoreUnavailable
 from bridge.logs import setup as setup_logging
 from bridge.privacy import mask_mobile
 from bridge.providers.juhe import JuheClient, encode_tpl_value
-from bridge.rules.load import RuleSet, load_rules
+from bridge.rules.load import load_rules
 from bridge.rules.model import Voice
+from bridge.rules.ruleset import RuleSet
 from bridge.rules.schedules import OnCall, Shift, oncall_view, parse_local_time
 from bridge.sources import SOURCES
 
@@ -90,9 +91,9 @@ def main() -> None:
 @click.option("--bind", "bind", metavar="ADDRESS",
               help="address to listen on (default $BRIDGE_BIND, else 0.0.0.0); the port is $PORT")
 def serve(no_delivery: bool, bind: str | None) -> None:
-    """Run the service under gunicorn on $BRIDGE_BIND:$PORT (0.0.0.0:8000) with
-    $WEB_CONCURRENCY workers of $BRIDGE_THREADS threads, each also delivering SMS from the
-    store."""
+    """Run the service under gunicorn on $BRIDGE_BIND:$PORT (0.0.0.0:8000): $WEB_CONCURRENCY
+    web workers of $BRIDGE_THREADS threads take the webhooks, and one delivery process beside
+    them sends the SMS from the store (none with --no-delivery)."""
     settings = _settings()
     if bind:
         try:

@@ -20,8 +20,9 @@ from bridge.deliver.deliverer import Deliverer, DeliveryPolicy, use_fallback
 from bridge.providers.aliyun import AliyunClient
 from bridge.providers.dispatch import Providers
 from bridge.providers.juhe import JuheClient
-from bridge.rules.load import RuleSet, load_rules
+from bridge.rules.load import load_rules
 from bridge.rules.model import call_address
+from bridge.rules.ruleset import RuleSet
 from bridge.store import open_store
 from bridge.store.base import Policy, Store
 

@@ -172,7 +172,7 @@ def test_escalator_pages_each_step_once_at_its_time(tmp_path: Path) -> None:
     assert [(s.state, s.reason) for s in e.steps] == [
         ("done", "paged 1: li 138****8001"), ("done", "paged 1: wang 139****9000")]
     # resolved goes to the three paged, with the resolved template of the route
-    paged = store.episodes_for([("fp1", e.episode)])
+    paged = store.episodes_by_key([("fp1", e.episode)])
     plan = decide(firing("resolved"), rules, datetime.fromtimestamp(T0 + 20, UTC), {}, paged)
     assert sorted((n.mobile, n.tpl_id) for n in plan.notifications) == [
         (ZHANG, 333), (LI, 333), (WANG, 333)]

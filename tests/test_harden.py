@@ -13,7 +13,7 @@ import pytest
 import requests
 from conftest import CATCH_ALL, ROOT, fixture_bytes, wait_until
 
-# -- slow or idle clients (SPEC "HTTP endpoints") ------------------------------------------------
+# -- slow or idle clients (docs/deployment.md, Slow clients and malformed requests) ------------
 
 PARTIAL = [
     b"POST /webhook/alertmanager HT",                                    # request line
@@ -122,7 +122,7 @@ def test_text_log_escapes_nul_and_bidi_from_alert_text(make_bridge: Any, fake_ju
     assert b"\x00" not in raw and "\u202e".encode() not in raw and b"\x07" not in raw
 
 
-# -- max_mobiles_from (SPEC "Rules file") ---------------------------------------------------------
+# -- max_mobiles_from (docs/rules.md, Routing) ----------------------------------------------------
 
 MOBILES_RULES = """\
 receivers:

@@ -90,7 +90,7 @@ def utc(text: str) -> datetime:
                  "2026-03-03 00:00", False, id="2d-last-minute"),
     pytest.param(TWO_DAYS, utc("2026-03-07 00:00"), ("a",), "2026-03-07 00:00",
                  "2026-03-09 00:00", False, id="2d-wraps"),
-    # the SPEC's holiday override, its edges (end excluded) and the rotation cut around it
+    # the example's holiday override, its edges (end excluded) and the rotation cut around it
     pytest.param(SPEC_SRE, local(SH, "2026-12-24 10:00"), ("wang",), "2026-12-24 10:00",
                  "2026-12-26 10:00", True, id="override-begins"),
     pytest.param(SPEC_SRE, local(SH, "2026-12-26 09:59"), ("wang",), "2026-12-24 10:00",

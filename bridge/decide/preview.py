@@ -18,8 +18,8 @@ from bridge.decide.episodes import fill_code
 from bridge.decide.plan import decide
 from bridge.decide.routing import RouteVerdict, explain
 from bridge.decide.types import Notification
-from bridge.rules.load import RuleSet
 from bridge.rules.model import split_address
+from bridge.rules.ruleset import RuleSet
 from bridge.sources import detect, parse_body, read_body
 
 

@@ -103,14 +103,14 @@ def oncall(b: Bridge, next_n: int = 3, at: float | None = None) -> list[dict[str
 
 
 def episode_json(b: Bridge, episode: Episode) -> dict[str, Any]:
-    """One episode as ``/api/episodes`` and the pages show it (SPEC "Episodes"): ``id``,
-    ``alertname``, ``fingerprint``, ``labels``, ``summary``, ``starts_at``, ``state``,
-    ``acknowledged_by``/``_at``, ``resolved_at``, ``silence_url``, ``paged`` (``person``,
-    ``mobile`` masked, ``channel`` (``sms``, or ``voice`` for a call), ``at``, ``state`` of
-    its notification or ``None``, ``level``) and
-    ``escalation`` (``index``, ``after`` seconds and as ``after_text`` (``10m``),
-    ``receiver``, ``due_at``, ``state``, ``reason``); each time also as ``*_local`` in
-    ``BRIDGE_TZ``. Raises :class:`~bridge.errors.StoreUnavailable`."""
+    """One episode as ``/api/episodes`` and the pages show it (docs/api.md, GET /api/episodes):
+    ``id``, ``alertname``, ``fingerprint``, ``labels``, ``summary``, ``starts_at``, ``state``,
+    ``acknowledged_by``/``_at``, ``resolved_at``, ``silence_url``, ``paged`` (``person``, ``mobile``
+    masked, ``channel`` (``sms``, or ``voice`` for a call), ``at``, ``state`` of its
+    notification or ``None``, ``level``) and ``escalation`` (``index``, ``after`` seconds and
+    as ``after_text`` (``10m``), ``receiver``, ``due_at``, ``state``, ``reason``); each time
+    also as ``*_local`` in ``BRIDGE_TZ``. Raises
+    :class:`~bridge.errors.StoreUnavailable`."""
     rules = b.holder.rules
     states: dict[str, str] = {}
     for mobile in {p.mobile for p in episode.paged if p.item_id}:

@@ -21,7 +21,7 @@ from bridge.config import Settings
 from bridge.errors import ConfigError
 from bridge.privacy import mask_mobile, mask_mobiles_in
 from bridge.providers.aliyun import AliyunClient
-from bridge.providers.juhe import SendResult
+from bridge.providers.base import SendResult
 from bridge.providers.tencent import TencentClient
 from bridge.rules.model import Fallback, Voice
 

@@ -67,7 +67,7 @@ from bridge.errors import (
     TransientError,
 )
 from bridge.providers import transport
-from bridge.providers.juhe import SendResult
+from bridge.providers.base import SendResult
 
 __all__ = [
     "CODES",

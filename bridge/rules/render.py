@@ -24,6 +24,7 @@ from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from bridge.alert import Alert, Batch
+from bridge.config import Settings
 
 log = logging.getLogger("bridge.render")  # stable log name (not the module path)
 
@@ -78,7 +79,7 @@ def _cut_around_code(value: str, max_len: int) -> str:
     return head + ACK_PLACEHOLDER + tail
 
 
-def _localtime(value: Any, fmt: str = "%Y-%m-%d %H:%M:%S", tz: str = "Asia/Shanghai") -> str:
+def _localtime(value: Any, fmt: str, tz: str) -> str:
     """Jinja2 filter ``localtime(fmt)``: an aware datetime (or UNIX seconds) shown in
     ``BRIDGE_TZ``; anything else (e.g. a missing time) renders as ``-``."""
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -310,7 +311,7 @@ class Renderer:
     time (``bridge check``).
     """
 
-    def __init__(self, tz: str = "Asia/Shanghai") -> None:
+    def __init__(self, tz: str = Settings.tz) -> None:
         self.tz = tz
         self.env = _BudgetEnvironment(autoescape=False, undefined=ChainableUndefined)
         self.env.globals["range"] = _range
@@ -368,20 +369,37 @@ class Renderer:
         return out
 
 
-def alert_context(alert: Alert, batch: Batch) -> dict[str, Any]:
-    """What a template variable sees of an alert (SPEC "Rules file")."""
+def template_context(*, labels: Mapping[str, str], annotations: Mapping[str, str],
+                     status: str, fingerprint: str, starts_at: datetime | None,
+                     ends_at: datetime | None = None, source: str = "", generator_url: str = "",
+                     values: Mapping[str, Any] | None = None, receiver: str = "",
+                     external_url: str = "", common_labels: Mapping[str, str] | None = None,
+                     group_labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """What a template variable sees of an alert (docs/rules.md, Templates and their
+    variables): every key, written once. The group fields (``receiver`` ... ``group_labels``)
+    are empty where there is no webhook (an escalation step)."""
     return {
-        "labels": dict(alert.labels),
-        "annotations": dict(alert.annotations),
-        "status": alert.status,
-        "starts_at": alert.starts_at,
-        "ends_at": alert.ends_at,
-        "fingerprint": alert.fingerprint,
-        "source": alert.source,
-        "generator_url": alert.generator_url,
-        "values": dict(alert.values),
-        "receiver": batch.receiver,
-        "external_url": batch.external_url,
-        "common_labels": dict(batch.common_labels),
-        "group_labels": dict(batch.group_labels),
+        "labels": dict(labels),
+        "annotations": dict(annotations),
+        "status": status,
+        "starts_at": starts_at,
+        "ends_at": ends_at,
+        "fingerprint": fingerprint,
+        "source": source,
+        "generator_url": generator_url,
+        "values": dict(values or {}),
+        "receiver": receiver,
+        "external_url": external_url,
+        "common_labels": dict(common_labels or {}),
+        "group_labels": dict(group_labels or {}),
     }
+
+
+def alert_context(alert: Alert, batch: Batch) -> dict[str, Any]:
+    """:func:`template_context` of an alert of a webhook's ``batch``."""
+    return template_context(
+        labels=alert.labels, annotations=alert.annotations, status=alert.status,
+        fingerprint=alert.fingerprint, starts_at=alert.starts_at, ends_at=alert.ends_at,
+        source=alert.source, generator_url=alert.generator_url, values=alert.values,
+        receiver=batch.receiver, external_url=batch.external_url,
+        common_labels=batch.common_labels, group_labels=batch.group_labels)

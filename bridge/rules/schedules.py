@@ -1,4 +1,4 @@
-"""On-call schedules: who is on call at a time (SPEC "On call").
+"""On-call schedules: who is on call at a time (docs/oncall.md, Schedules).
 
 A schedule is a rotation of members plus dated overrides, shaped as pydantic v2 models so
 that the rules loader can embed them and report each problem at its place::

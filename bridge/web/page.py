@@ -1,4 +1,4 @@
-"""The operator's page (SPEC "Operator page"): ``GET /``, ``/login``, ``/logout``, the
+"""The operator's page (docs/operator-page.md): ``GET /``, ``/login``, ``/logout``, the
 playground, and the security headers of every answer.
 
 Server-rendered Jinja2 templates with autoescape (``bridge/web/templates/``) and a little plain
