@@ -203,7 +203,7 @@ def playground() -> Any:
     try:
         result: Preview = preview(body.encode("utf-8"),
                                   source if source in SOURCES else None, rules,
-                                  readside.now_utc())
+                                  readside.now_utc(), b.store)
     except PayloadError as exc:
         return _index(400, pg_body=body, pg_source=source, pg_error=str(exc))
     return _index(pg_body=body, pg_source=source, pg=result)
