@@ -107,6 +107,9 @@ def test_call_steps_call_each_paged_number_once(make_bridge: Any, fake_juhe: Fak
     assert sorted((n["mobile"], n["state"], n["provider"]) for n in voice) == [
         ("138****8000", "sent", "aliyun"), ("138****8001", "sent", "aliyun")]
     assert {n["sid"] for n in voice} == {c["call_id"] for c in calls}
+    # a number's calls are found by its number too
+    mine = bridge.get("/api/notifications", params={"mobile": ZHANG}).json()["notifications"]
+    assert sorted(n["channel"] for n in mine) == ["sms", "voice"]
     # resolved: the resolved SMS to both numbers paged by SMS, no resolved call
     assert bridge.post("/webhook/alertmanager", RESOLVED).status_code == 200
     sms = fake_juhe.wait_for(4, timeout=10)

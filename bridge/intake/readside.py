@@ -16,7 +16,7 @@ from bridge.deliver.deliverer import STATUS_JUHE_CONFIG
 from bridge.intake.service import Bridge
 from bridge.privacy import mask_mobile, redact_url
 from bridge.providers.juhe import encode_tpl_value
-from bridge.rules.model import split_address
+from bridge.rules.model import call_address, split_address
 from bridge.store.base import STATES, Item
 
 #: The most rows one read returns (``?limit=``).
@@ -48,7 +48,7 @@ def notifications(b: Bridge, limit: int = 50, state: str | None = None,
                   ) -> list[dict[str, Any]]:
     """The most recent notifications, newest first: at most ``limit`` (1 to
     :data:`MAX_LIMIT`), of one ``state`` (one of :data:`~bridge.store.base.STATES`), one
-    ``mobile`` (11 digits) and one ``alertname`` (exact) when given.
+    ``mobile`` (11 digits; its SMS and its calls) and one ``alertname`` (exact) when given.
 
     Raises ``ValueError`` for an unknown state and
     :class:`~bridge.errors.StoreUnavailable` when the store cannot be read.
@@ -58,6 +58,12 @@ def notifications(b: Bridge, limit: int = 50, state: str | None = None,
     limit = max(1, min(limit, MAX_LIMIT))
     # the store filters by state and mobile; an alert name is filtered here, in a wider read
     items = b.store.recent(MAX_LIMIT if alertname else limit, state, mobile)
+    if mobile is not None:
+        # a number's calls too: they are kept under its call address (docs/providers.md, Calls)
+        items += b.store.recent(MAX_LIMIT if alertname else limit, state, call_address(mobile))
+        items.sort(key=lambda i: (i.created_at, int(i.id) if i.id.isdigit() else 0),
+                   reverse=True)
+        items = items[:MAX_LIMIT if alertname else limit]
     if alertname:
         items = [i for i in items if i.alertname == alertname][:limit]
     return [notification_json(b, i) for i in items]
