@@ -48,6 +48,8 @@ CALLS_MADE = Counter("bridge_calls_total",
                      ["provider"])
 ESCALATIONS = Counter("bridge_escalations_total",
                       "Escalation steps run (done), by route and step index.", ["route", "step"])
+LOGIN_FAILURES = Counter("bridge_login_failures_total",
+                         "Wrong tokens posted to the operator page's /login.")
 ACKS = Counter("bridge_acks_total", "Episodes acknowledged, by way (link, page, api).", ["via"])
 SKIPPED_MOBILES = Counter("bridge_mobiles_skipped_total",
                           "Invalid mobile numbers found through mobiles_from, skipped.")

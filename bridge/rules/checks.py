@@ -25,6 +25,9 @@ ALERT_NAMES = frozenset({
     "generator_url", "values", "receiver", "external_url", "common_labels", "group_labels",
     "escalation", "ack_code", "person",
 })
+#: What a heartbeat's templates see besides an alert's names (docs/heartbeats.md, Going
+#: missing).
+HEARTBEAT_NAMES = frozenset({"name", "expect", "last_seen"})
 #: What the storm template sees (docs/rules.md, "Storms").
 STORM_NAMES = frozenset({"count", "firing", "resolved", "alertnames", "mobile", "window_start",
                          "window_end"})
@@ -122,11 +125,13 @@ def unknown_names(env: Environment, source: str, provided: Iterable[str]) -> lis
 
 
 def unknown_name_warnings(env: Environment, templates: Mapping[str, Mapping[str, str]],
-                          storm: str | None, routed: set[str]) -> list[str]:
+                          storm: str | None, routed: set[str],
+                          beating: frozenset[str] | set[str] = frozenset()) -> list[str]:
     """``templates.NAME.vars.VAR: ...`` for every name a variable reads that its template's
     users do not provide: routes and escalation steps give :data:`ALERT_NAMES`, the storm
     template (``storm``) :data:`STORM_NAMES`; a template both use gets either; ``routed``
-    are the templates routes or steps name. A template neither names is not checked (what it
+    are the templates routes or steps name; ``beating`` those heartbeats name, which also
+    see :data:`HEARTBEAT_NAMES`. A template none of them names is not checked (what it
     sees depends on its user, e.g. a shift notice). ``templates`` maps a template's name to its
     variables' sources."""
     out: list[str] = []
@@ -136,6 +141,8 @@ def unknown_name_warnings(env: Environment, templates: Mapping[str, Mapping[str,
             provided |= STORM_NAMES
         if name in routed:
             provided |= ALERT_NAMES
+        if name in beating:
+            provided |= ALERT_NAMES | HEARTBEAT_NAMES
         if not provided:
             continue
         for var, source in variables.items():
