@@ -62,7 +62,7 @@ class Bridge:
     def deliverer(self, on_pass: Callable[[], object] | None = None) -> Deliverer:
         """A deliverer sharing this bridge's store, sender and rules; its loop also runs the
         due escalation steps (:meth:`escalator`) and calls ``on_pass`` after each pass (see
-        :class:`~bridge.delivery.Deliverer`)."""
+        :class:`~bridge.deliver.deliverer.Deliverer`)."""
         return Deliverer(self.store, self.sender, lambda: self.holder.rules, self.delivery_policy,
                          config=self.config_id, sidecar=self.escalator().run_once,
                          on_pass=on_pass)
