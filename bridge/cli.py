@@ -14,12 +14,14 @@ import tempfile
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 from dotenv import load_dotenv
 
 from bridge import __version__
 from bridge.config import Settings, check_bind
+from bridge.decide.heartbeats import HeartbeatRecord
 from bridge.deliveryproc import stop_on_signals
 from bridge.errors import JuheError, PayloadError, RulesError, StoreUnavailable
 from bridge.logs import setup as setup_logging
@@ -183,6 +185,63 @@ def check(rules: str | None) -> None:
                    f"{sch.start} at {sch.handover:%H:%M} {sch.zone.key}"
                    f"{f', overrides: {len(sch.overrides)}' if sch.overrides else ''}; "
                    f"on call now: {', '.join(view.now.people)}")
+    _check_heartbeats(rs, settings)
+
+
+def _heartbeat_records(settings: Settings) -> tuple[dict[str, HeartbeatRecord], str]:
+    """The heartbeat records stored in ``BRIDGE_STORE``, and ``""`` or why they could not be
+    read. A SQLite file that does not exist yet holds none (and is not created)."""
+    from bridge.store import open_store
+
+    url = settings.store
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+        return {}, ""
+    try:
+        store = open_store(url)
+        try:
+            return store.heartbeats(), ""
+        finally:
+            store.close()
+    except (StoreUnavailable, ValueError) as exc:
+        return {}, str(exc)
+
+
+def _check_heartbeats(rs: RuleSet, settings: Settings) -> None:
+    """``bridge check``'s heartbeat lines: each heartbeat and its state as ``BRIDGE_STORE``
+    holds it (``waiting`` without a beat, ``up`` or ``missing`` as the service last recorded
+    it), then which are waiting for a first beat (docs/heartbeats.md)."""
+    if not rs.heartbeats:
+        return
+    from bridge.intake.readside import duration_text
+
+    records, problem = _heartbeat_records(settings)
+    waiting = []
+
+    def at(ts: float) -> str:
+        return f"{datetime.fromtimestamp(ts, settings.zone):%Y-%m-%d %H:%M:%S}"
+
+    for name, hb in rs.heartbeats.items():
+        record = records.get(name)
+        if problem:
+            state = "state unknown"
+        elif record is None:
+            waiting.append(name)
+            state = "waiting (no beat yet)"
+        elif record.state == "missing" and record.missing_since is not None:
+            state = f"missing since {at(record.missing_since)}, last beat {at(record.last_seen)}"
+        else:
+            state = f"up, last beat {at(record.last_seen)}"
+        beats = f"{len(hb.matchers)} matchers" if hb.matchers else f"/heartbeat/{name} only"
+        click.echo(f"  heartbeat {name}: {beats}, expect {duration_text(hb.expect)} -> "
+                   f"{', '.join(hb.receivers)}, template {hb.template}"
+                   + (f", resolved {hb.resolved_template}" if hb.resolved_template else "")
+                   + "".join(f"; after {s.after:g}s -> {s.receiver}" for s in hb.escalate)
+                   + f": {state}")
+    if problem:
+        click.echo(f"  heartbeats: cannot read their state from the store: {problem}")
+    elif waiting:
+        click.echo(f"  heartbeats waiting for a first beat (nothing is paged for them until "
+                   f"then): {', '.join(waiting)}")
 
 
 @main.command()
@@ -194,17 +253,36 @@ def check(rules: str | None) -> None:
               help="decide as at this time in BRIDGE_TZ (default now): mutes, who is on call")
 def render(payload: str, rules_path: str | None, source: str | None, at: str | None) -> None:
     """Print every SMS a webhook body would cause now (or --at), without sending or storing
-    anything; for an alert that pages nobody, what each route made of it."""
+    anything; for an alert that pages nobody, what each route made of it; a resolved alert
+    goes to those paged for its episode in $BRIDGE_STORE, as the service would send it."""
     from bridge.decide.preview import preview, render_lines
 
     settings = _settings()
     rules = _rules_or_exit(rules_path or settings.rules_path, settings.tz)
+    store, why = _store_to_read(settings.store)
     try:
-        p = preview(Path(payload).read_bytes(), source, rules, _at_or_exit(at, settings))
+        p = preview(Path(payload).read_bytes(), source, rules, _at_or_exit(at, settings),
+                    store, why)
     except PayloadError as exc:
         raise click.ClickException(f"{payload}: {exc}") from None
+    finally:
+        if store is not None:
+            store.close()
     for line in render_lines(p, rules, payload, encode_tpl_value):
         click.echo(line)
+
+
+def _store_to_read(url: str) -> tuple[Any, str]:
+    """The store ``bridge render`` reads stored episodes from (``BRIDGE_STORE``), or ``None``
+    and why not: a SQLite file that does not exist is not created."""
+    from bridge.store import open_store
+
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
+        return None, f" ({url[len('sqlite:///'):]} does not exist)"
+    try:
+        return open_store(url), ""
+    except (ValueError, StoreUnavailable) as exc:
+        return None, f" ({exc})"
 
 
 def _shift_line(view: OnCall, shift: Shift) -> str:

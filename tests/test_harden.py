@@ -186,9 +186,8 @@ def test_max_mobiles_from_is_checked(tmp_path: Path) -> None:
     with pytest.raises(RulesError) as info:
         load_rules(str(path), "Asia/Shanghai")
     assert info.value.problems == [
-        "max_mobiles_from: Input should be greater than or equal to 1",
-        "routes[1].max_mobiles_from: Input should be a valid integer, unable to parse string "
-        "as an integer"]
+        "max_mobiles_from: must be at least 1, got the number 0",
+        "routes[1].max_mobiles_from: expected a whole number, got the text 'many'"]
 
 
 # -- what one template variable may cost (issue 10, item 11) --------------------------------------

@@ -45,6 +45,8 @@ _EMOJI = "\u00a9\u00ae\u203c-\u2bff\u3030\u303d\u3297\u3299\U0001F000-\U0001FAFF
 #: A zero-width joiner outside an emoji sequence (it stays inside one: 👨‍👩‍👧 is one glyph).
 _STRAY_ZWJ = re.compile(rf"(?<![{_EMOJI}\ufe0f])\u200d|\u200d(?![{_EMOJI}])")
 RENDER_ERROR = "?"
+#: The private-use characters that open and close :data:`ACK_PLACEHOLDER`.
+_MARK_OPEN, _MARK_CLOSE = ACK_PLACEHOLDER[0], ACK_PLACEHOLDER[-1]
 #: Any character one of the three patterns above may change.
 _ODD = re.compile("|".join((_CONTROL.pattern, _INVISIBLE.pattern, "\u200d")))
 
@@ -77,6 +79,19 @@ def _cut_around_code(value: str, max_len: int) -> str:
     if len(tail) > room:
         tail = tail[: room - 1] + ELLIPSIS if room >= 1 else ""
     return head + ACK_PLACEHOLDER + tail
+
+
+def _guard_code(name: str, value: str) -> str:
+    """``value`` unless it carries a piece of :data:`ACK_PLACEHOLDER` that is not the whole
+    placeholder (something was done to ``ack_code``, which the rules check refuses, or an
+    alert carried the marker characters): then :data:`RENDER_ERROR`, logged, so that no SMS
+    carries the marker where the code belongs (docs/oncall.md, "Ack codes")."""
+    rest = value.replace(ACK_PLACEHOLDER, "")
+    if _MARK_OPEN not in rest and _MARK_CLOSE not in rest:
+        return value
+    log.warning("variable %s carries a changed ack code (a filter, slice, method or operator on "
+                "ack_code?), rendered as %s", name, RENDER_ERROR)
+    return RENDER_ERROR
 
 
 def _localtime(value: Any, fmt: str, tz: str) -> str:
@@ -365,6 +380,8 @@ class Renderer:
                     AttributeError, LookupError) as exc:
                 log.warning("variable %s failed to render: %s", name, exc)
                 value = RENDER_ERROR
+            if _MARK_OPEN in value or _MARK_CLOSE in value:
+                value = _guard_code(name, value)
             out[name] = fold_and_cut(value, max_len)
         return out
 

@@ -11,8 +11,9 @@ from datetime import datetime
 from jinja2.environment import Template as JinjaTemplate
 
 from bridge.privacy import mask_mobile
+from bridge.rules.checks import step_gap_warning
 from bridge.rules.defaults import DEFAULT_MAX_MOBILES_FROM
-from bridge.rules.model import Limits, Route, Template
+from bridge.rules.model import Heartbeat, Limits, Route, Template
 from bridge.rules.render import Renderer
 from bridge.rules.schedules import Schedule, oncall_at
 from bridge.rules.timeintervals import NamedTimeInterval
@@ -40,7 +41,8 @@ class RuleSet:
     ``route_ids[i]`` is where route i is written and ``route_names[i]`` its ``name`` or, when
     unnamed, ``str(route_ids[i])``; ``compiled[template][var]`` is the compiled Jinja2
     template of one variable and ``uses[template]`` the names its variables read (e.g.
-    ``person``); ``version`` is a short hash of the sources.
+    ``person``); ``version`` is a short hash of the sources; ``heartbeats[name]`` is a
+    heartbeat (docs/heartbeats.md).
     """
 
     receivers: dict[str, list[str]]
@@ -59,6 +61,9 @@ class RuleSet:
     route_ids: list[RouteId] = field(default_factory=list)
     uses: dict[str, frozenset[str]] = field(default_factory=dict)
     max_mobiles_from: int = DEFAULT_MAX_MOBILES_FROM
+    #: names templates read that no alert (or storm) provides, with places (``bridge check``)
+    template_warnings: list[str] = field(default_factory=list)
+    heartbeats: dict[str, Heartbeat] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._person_by_mobile: dict[str, str] = {}
@@ -109,24 +114,30 @@ class RuleSet:
 
     def warnings(self) -> list[str]:
         """What is legal but probably a mistake, with places: a route that escalates while
-        none of its templates uses ``ack_code`` (nobody could acknowledge from the SMS)."""
+        none of its templates uses ``ack_code`` (nobody could acknowledge from the SMS), a
+        step whose ``after`` is shorter than ``min_gap`` (docs/oncall.md, "Escalation"), a
+        name a template reads that nothing provides (docs/rules.md, "Checks")."""
         out = []
         for i, r in enumerate(self.routes):
             if not r.escalate:
                 continue
+            where = self.route_ids[i] if i < len(self.route_ids) else self.route_names[i]
             names = [r.template, r.resolved_template, *(s.template for s in r.escalate)]
             if not any(self.uses_ack_code(t) for t in names):
-                where = self.route_ids[i] if i < len(self.route_ids) else self.route_names[i]
                 out.append(f"{where}.escalate: the route escalates but none of its templates "
                            "uses ack_code: nobody can acknowledge from the SMS")
-        return out
+            gaps = (step_gap_warning(str(where), j, s.after, self.limits.min_gap)
+                    for j, s in enumerate(r.escalate))
+            out.extend(w for w in gaps if w is not None)
+        return out + self.template_warnings
 
     def summary(self) -> str:
         """One line for logs and ``bridge check``."""
-        mobiles = {m for ms in self.receivers.values() for m in ms} | set(self.people.values())
+        mobiles = {m for ms in self.receivers.values() for m in ms}  # of receivers only
         oncall = (f", {len(self.schedules)} schedules, {len(self.people)} people"
                   if self.schedules or self.people else "")
+        beats = f", {len(self.heartbeats)} heartbeats" if self.heartbeats else ""
         return (f"{len(self.routes)} routes, {len(self.receivers)} receivers "
-                f"({len(mobiles)} mobiles){oncall}, {len(self.templates)} templates, "
+                f"({len(mobiles)} mobiles){oncall}{beats}, {len(self.templates)} templates, "
                 f"{len(self.time_intervals)} time intervals from {', '.join(self.files)}"
                 f" (version {self.version})")

@@ -47,6 +47,7 @@ from bridge.decide.episodes import (
     new_code,
     new_id,
 )
+from bridge.decide.heartbeats import Action, HeartbeatClaim, HeartbeatRecord
 from bridge.decide.types import EpisodeMark, Notification, Policy, State
 from bridge.errors import StoreUnavailable, StoreUnconfirmed
 from bridge.privacy import redact_url
@@ -68,12 +69,16 @@ from bridge.store.redis.keys import (
     decode_episode,
     decode_item,
     limit_arg,
+    opt_time,
     time_arg,
 )
 from bridge.store.redis.lua import (
     ACK_LUA,
+    BEAT_LUA,
+    CLAIM_HEARTBEAT_LUA,
     CLAIM_LUA,
     CLAIM_STEPS_LUA,
+    FINISH_HEARTBEAT_LUA,
     FINISH_STEP_LUA,
     MARK_LUA,
     PRUNE_EPISODES_LUA,
@@ -154,6 +159,9 @@ class RedisStore(Store):
         self._lua_claim_steps = Script(CLAIM_STEPS_LUA)
         self._lua_finish_step = Script(FINISH_STEP_LUA)
         self._lua_prune_episodes = Script(PRUNE_EPISODES_LUA)
+        self._lua_beat = Script(BEAT_LUA)
+        self._lua_claim_heartbeat = Script(CLAIM_HEARTBEAT_LUA)
+        self._lua_finish_heartbeat = Script(FINISH_HEARTBEAT_LUA)
 
     # -- plumbing ---------------------------------------------------------------------------
     def _k(self, name: str) -> str:
@@ -254,7 +262,7 @@ class RedisStore(Store):
              "ri": float(n.repeat_interval), "state": n.state, "reason": n.reason,
              "ut": 1 if n.untimed else 0, "rt": n.resolved_template or "", "lv": int(n.level),
              "steps": [{"after": time_arg(st.after), "receiver": st.receiver,
-                        "template": st.template, "due": time_arg(now + st.after)}
+                        "template": st.template}
                        for st in n.steps],
              "info": {} if n.info is None else {
                  "labels": dict(n.info.labels), "summary": n.info.summary,
@@ -338,6 +346,11 @@ class RedisStore(Store):
             n, _ = pipe.execute()
         return int(n)
 
+    def unknown_code_hits(self, client: str, now: float) -> int:
+        with self._errors():
+            n = self._node().get(self._k(f"unknown:{client}:{int(now // 60)}"))
+        return int(n or 0)
+
     def claim_steps(self, now: float, lease: float, limit: int = 20) -> list[StepClaim]:
         lease_until = now + lease
         tokens = [secrets.token_hex(8) for _ in range(max(int(limit), 1))]
@@ -350,7 +363,38 @@ class RedisStore(Store):
     def finish_step(self, claim: StepClaim, state: StepState, reason: str,
                     now: float) -> bool:
         return bool(self._run(self._lua_finish_step, [self._k("steps")], [
-            self.prefix, claim.episode_id, str(claim.index), claim.token, state, reason]))
+            self.prefix, claim.episode_id, str(claim.index), claim.token, state, reason,
+            time_arg(now)]))
+
+    # -- heartbeats -------------------------------------------------------------------------
+    def beat(self, names: Sequence[str], now: float) -> None:
+        if names:
+            self._run(self._lua_beat, [self._k("heartbeats")],
+                      [time_arg(now), *dict.fromkeys(names)])
+
+    def heartbeats(self) -> dict[str, HeartbeatRecord]:
+        with self._errors():
+            raw = self._node().hgetall(self._k("heartbeats"))
+        out = {}
+        for name, text in dict(raw).items():
+            h = json.loads(text)
+            out[str(name)] = HeartbeatRecord(str(name), float(h["seen"]), h["state"],
+                                             opt_time(h["since"]), float(h["lease"]))
+        return out
+
+    def claim_heartbeat(self, name: str, action: Action, last_seen: float, since: float,
+                        now: float, lease: float) -> HeartbeatClaim | None:
+        token = secrets.token_hex(8)
+        row = self._run(self._lua_claim_heartbeat, [self._k("heartbeats")],
+                        [name, action, time_arg(last_seen), time_arg(since), time_arg(now),
+                         time_arg(now + lease), token], confirm="soft")
+        if not row:
+            return None
+        return HeartbeatClaim(name, action, token, now + lease, float(row[0]), float(row[1]))
+
+    def finish_heartbeat(self, claim: HeartbeatClaim, now: float) -> bool:
+        return bool(self._run(self._lua_finish_heartbeat, [self._k("heartbeats")],
+                              [claim.name, claim.action, claim.token]))
 
     def claim(self, now: float, lease: float, max_mobiles: int,
               max_items: int = 0) -> list[Claim]:
@@ -386,6 +430,10 @@ class RedisStore(Store):
     def mark_failed(self, ids: Sequence[str], reason: str, now: float, *, token: str,
                     pace_until: float | None) -> int:
         return self._mark("failed", ids, token, pace_until, now, None, reason)
+
+    def mark_suppressed(self, ids: Sequence[str], reason: str, now: float, *, token: str,
+                        pace_until: float | None) -> int:
+        return self._mark("suppressed", ids, token, pace_until, now, None, reason)
 
     def release(self, ids: Sequence[str], due_at: float, *, token: str,
                 pace_until: float | None = None) -> int:

@@ -22,6 +22,7 @@ from dataclasses import replace
 from typing import Any
 
 from bridge.decide.episodes import (
+    NOT_STARTED,
     Episode,
     Paged,
     Step,
@@ -29,6 +30,7 @@ from bridge.decide.episodes import (
     StepState,
     code_expired,
 )
+from bridge.decide.heartbeats import Action, HeartbeatClaim, HeartbeatRecord
 from bridge.decide.types import EpisodeMark, Notification, Policy
 from bridge.errors import StoreUnavailable
 from bridge.store.base import (
@@ -107,13 +109,18 @@ CREATE TABLE IF NOT EXISTS episode_paged (
 CREATE TABLE IF NOT EXISTS episode_steps (
     episode_id TEXT NOT NULL, idx INTEGER NOT NULL, after REAL NOT NULL, receiver TEXT NOT NULL,
     template TEXT, due_at REAL NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
-    lease_until REAL NOT NULL DEFAULT 0, lease_token TEXT NOT NULL DEFAULT '',
+    lease_until REAL NOT NULL DEFAULT 0, lease_token TEXT NOT NULL DEFAULT '', ran_at REAL,
     PRIMARY KEY (episode_id, idx)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS episode_steps_due ON episode_steps(due_at) WHERE state = 'pending';
 CREATE TABLE IF NOT EXISTS unknown_codes (
     client TEXT NOT NULL, minute INTEGER NOT NULL, n INTEGER NOT NULL,
     PRIMARY KEY (client, minute)
+) WITHOUT ROWID;
+-- heartbeats (docs/heartbeats.md): one row from a heartbeat's first beat
+CREATE TABLE IF NOT EXISTS heartbeats (
+    name TEXT PRIMARY KEY, last_seen REAL NOT NULL, state TEXT NOT NULL, missing_since REAL,
+    lease_until REAL NOT NULL DEFAULT 0, lease_token TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS status (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -210,6 +217,9 @@ class SqliteStore(Store):
                 if "lease_token" not in columns:  # a file from before lease fencing
                     conn.execute("ALTER TABLE items ADD COLUMN lease_token TEXT NOT NULL"
                                  " DEFAULT ''")
+                steps = {r[1] for r in conn.execute("PRAGMA table_info(episode_steps)")}
+                if "ran_at" not in steps:  # a file from before issue 20
+                    conn.execute("ALTER TABLE episode_steps ADD COLUMN ran_at REAL")
                 self._schema_ready = True
         except BaseException:
             conn.close()
@@ -383,9 +393,12 @@ class SqliteStore(Store):
         return claims
 
     def _update(self, ids: Sequence[str], token: str, pace_until: float | None, sets: str,
-                args: Sequence[Any], forget: bool = False) -> int:
+                args: Sequence[Any], forget: bool = False,
+                went_out: float | None = None) -> int:
         """One mark: ``sets`` on the items of ``ids`` still leased under ``token``; ends their
-        lease; books ``pace_until``; with ``forget`` deletes their dedup records."""
+        lease; books ``pace_until``; with ``forget`` deletes their dedup records; with
+        ``went_out`` (the SMS were sent or ended failed then) starts escalation clocks
+        (:meth:`_start_steps`)."""
         if not ids or not token:  # an unleased item carries no token: nothing may mark it
             return 0
         with self._tx() as db:
@@ -404,14 +417,30 @@ class SqliteStore(Store):
             if forget:
                 db.executemany("DELETE FROM dedup WHERE key=?",
                                [(dedup_key(*tuple(r)),) for r in rows])
+            if went_out is not None:
+                self._start_steps(db, rows, went_out)
             return len(rows)
+
+    @staticmethod
+    def _start_steps(db: sqlite3.Connection, rows: Sequence[sqlite3.Row], at: float) -> None:
+        """Start the escalation clock of the episodes whose route's own page (level 0) to a
+        mobile of ``rows`` went out at ``at``: their steps not started yet are due at ``at`` +
+        ``after`` (docs/oncall.md, Escalation)."""
+        for mobile, fingerprint, status, episode in rows:
+            if status != "firing":
+                continue
+            db.execute(
+                "UPDATE episode_steps SET due_at=?+after WHERE due_at=? AND state='pending'"
+                " AND episode_id IN (SELECT e.id FROM alert_episodes e JOIN episode_paged p"
+                " ON p.episode_id=e.id WHERE e.fingerprint=? AND e.episode=? AND p.mobile=?"
+                " AND p.level=0)", (at, NOT_STARTED, fingerprint, episode, mobile))
 
     def mark_sent(self, ids: Sequence[str], sid: str, fee: int, now: float, reason: str = "",
                   *, token: str, pace_until: float | None) -> int:
         return self._update(ids, token, pace_until,
                             "state='sent', sid=?, fee=?, reason=?, updated_at=?,"
                             " attempts=attempts+1, first_attempt_at=coalesce(first_attempt_at, ?)",
-                            (sid, fee, reason, now, now))
+                            (sid, fee, reason, now, now), went_out=now)
 
     def mark_retry(self, ids: Sequence[str], due_at: float, reason: str, now: float, *,
                    token: str, pace_until: float | None) -> int:
@@ -425,7 +454,12 @@ class SqliteStore(Store):
         return self._update(ids, token, pace_until,
                             "state='failed', reason=?, updated_at=?, attempts=attempts+1,"
                             " first_attempt_at=coalesce(first_attempt_at, ?)", (reason, now, now),
-                            forget=True)
+                            forget=True, went_out=now)
+
+    def mark_suppressed(self, ids: Sequence[str], reason: str, now: float, *, token: str,
+                        pace_until: float | None) -> int:
+        return self._update(ids, token, pace_until, "state='suppressed', reason=?, updated_at=?",
+                            (reason, now))
 
     def release(self, ids: Sequence[str], due_at: float, *, token: str,
                 pace_until: float | None = None) -> int:
@@ -497,8 +531,9 @@ class SqliteStore(Store):
                                     " ORDER BY at, level, mobile", (r["id"],)))
             steps = tuple(
                 Step(index=s["idx"], after=s["after"], receiver=s["receiver"],
-                     template=s["template"], due_at=s["due_at"], state=s["state"],
-                     reason=s["reason"])
+                     template=s["template"],
+                     due_at=None if s["due_at"] == NOT_STARTED else s["due_at"],
+                     state=s["state"], reason=s["reason"], ran_at=s["ran_at"])
                 for s in db.execute("SELECT * FROM episode_steps WHERE episode_id=?"
                                     " ORDER BY idx", (r["id"],)))
             out.append(Episode(
@@ -577,6 +612,11 @@ class SqliteStore(Store):
                              (client, minute)).fetchone()
             return int(row[0])
 
+    def unknown_code_hits(self, client: str, now: float) -> int:
+        rows = self._read("SELECT n FROM unknown_codes WHERE client=? AND minute=?",
+                          (client, int(now // 60)))
+        return int(rows[0][0]) if rows else 0
+
     def claim_steps(self, now: float, lease: float, limit: int = 20) -> list[StepClaim]:
         out: list[StepClaim] = []
         # polled every delivery pass: a read first, the write lock only when something is due
@@ -597,10 +637,11 @@ class SqliteStore(Store):
     def finish_step(self, claim: StepClaim, state: StepState, reason: str,
                     now: float) -> bool:
         with self._tx() as db:
-            n = db.execute("UPDATE episode_steps SET state=?, reason=?, lease_until=0,"
+            n = db.execute("UPDATE episode_steps SET state=?, reason=?, ran_at=?, lease_until=0,"
                            " lease_token='' WHERE episode_id=? AND idx=? AND lease_token=?"
                            " AND state='pending'",
-                           (state, reason, claim.episode_id, claim.index, claim.token)).rowcount
+                           (state, reason, now, claim.episode_id, claim.index,
+                            claim.token)).rowcount
             return bool(n)
 
     def oldest_due(self, now: float) -> float | None:
@@ -610,6 +651,50 @@ class SqliteStore(Store):
             " AND i.due_at <= ? AND i.lease_until <= ? AND coalesce(p.next_at, 0) <= ?",
             (now, now, now))
         return None if not rows or rows[0][0] is None else float(rows[0][0])
+
+    # -- heartbeats -------------------------------------------------------------------------
+    def beat(self, names: Sequence[str], now: float) -> None:
+        with self._tx() as db:
+            db.executemany("INSERT INTO heartbeats (name, last_seen, state) VALUES (?,?,'up')"
+                           " ON CONFLICT(name) DO UPDATE SET"
+                           " last_seen=max(last_seen, excluded.last_seen)",
+                           [(n, now) for n in dict.fromkeys(names)])
+
+    def heartbeats(self) -> dict[str, HeartbeatRecord]:
+        return {r[0]: HeartbeatRecord(r[0], r[1], r[2], r[3], r[4]) for r in self._read(
+            "SELECT name, last_seen, state, missing_since, lease_until FROM heartbeats")}
+
+    def claim_heartbeat(self, name: str, action: Action, last_seen: float, since: float,
+                        now: float, lease: float) -> HeartbeatClaim | None:
+        with self._tx() as db:
+            row = db.execute("SELECT last_seen, state, missing_since, lease_until FROM"
+                             " heartbeats WHERE name=?", (name,)).fetchone()
+            if row is None or row[3] > now:
+                return None
+            seen, state, pending = float(row[0]), str(row[1]), row[2]
+            if action == "miss":
+                if state != "up" or seen != last_seen:
+                    return None
+                if pending is not None and pending <= seen:  # a lapsed miss to resolve first
+                    return None
+                if pending is not None:  # a lapsed miss: the same moment
+                    since = float(pending)
+            elif pending is None or seen <= pending:
+                return None
+            else:
+                since = float(pending)
+            token = secrets.token_hex(8)
+            db.execute("UPDATE heartbeats SET missing_since=?, lease_until=?, lease_token=?"
+                       " WHERE name=?", (since, now + lease, token, name))
+            return HeartbeatClaim(name, action, token, now + lease, since, seen)
+
+    def finish_heartbeat(self, claim: HeartbeatClaim, now: float) -> bool:
+        sets = ("state='missing'" if claim.action == "miss"
+                else "state='up', missing_since=NULL")
+        with self._tx() as db:
+            return bool(db.execute(f"UPDATE heartbeats SET {sets}, lease_until=0,"
+                                   " lease_token='' WHERE name=? AND lease_token=?",
+                                   (claim.name, claim.token)).rowcount)
 
     def set_status(self, key: str, value: str | None) -> None:
         if value is None:
