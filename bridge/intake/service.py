@@ -71,7 +71,7 @@ class Bridge:
         """A deliverer sharing this bridge's store, sender and rules; its loop also runs the
         due escalation steps (:meth:`escalator`) and the heartbeats' timer
         (:meth:`heartbeat_watch`), and calls ``on_pass`` after each pass (see
-        :class:`~bridge.delivery.Deliverer`)."""
+        :class:`~bridge.deliver.deliverer.Deliverer`)."""
         escalator, watch = self.escalator(), self.heartbeat_watch()
         return Deliverer(self.store, self.sender, lambda: self.holder.rules, self.delivery_policy,
                          config=self.config_id,
