@@ -160,7 +160,7 @@ def make_app(args: argparse.Namespace, tmp: Path) -> Any:
     from bridge.logs import setup
     try:
         from bridge.web.app import create_app
-    except ImportError:  # a bridge/ from before the layout of issue 21 (ab.py --revs)
+    except ImportError:  # a bridge/ from before issue 21's layout (bench/ab.py --revs)
         from bridge.app import create_app  # type: ignore[no-redef]
 
     setup("text", ["k"])
