@@ -6,7 +6,8 @@ deduplicated, retried or paced: the limit of how soon an SMS can reach Juhe.
 
 Each SMS carries the variables of the bench's ``firing`` template (``name``, ``host``,
 ``summary``, ``at``), form-encoded as Juhe wants them, through one ``requests.Session`` per
-thread (kept alive, as the bridge's sender is).
+thread (kept alive, and reading no proxy settings from the environment per send, as the
+bridge's sender does).
 
     python bench/relay_app.py --port 18003 --juhe-url URL --key KEY [--mobile 13800138000]
 """
@@ -37,6 +38,7 @@ def create_app(juhe_url: str, key: str, mobile: str, tpl_id: int = 111) -> Flask
         s: requests.Session | None = getattr(local, "session", None)
         if s is None:
             s = local.session = requests.Session()
+            s.trust_env = False  # as the bridge's Juhe client: no environment scan per send
         return s
 
     @app.post("/webhook/<source>")

@@ -1320,3 +1320,13 @@ def test_next_due_is_the_earliest_claimable_time_of_an_sms_or_a_step(store: Stor
     assert ids_of([cl]) == {M2: [o.id]}
     store.mark_sent([str(o.id)], "sid", 1, T0 + 10, token=cl.token, pace_until=T0 + 70)
     assert store.next_due() == T0 + 12  # its first escalation step (after 2 s)
+
+
+def test_episode_states_of_keys(store: Store) -> None:
+    """What the deliverer reads before each send: the state of each key's episode."""
+    [a] = store.record([paging(fp="fa")], NO_LIMITS, T0)
+    store.record([paging(fp="fb")], NO_LIMITS, T0)
+    store.acknowledge(a.episode_id or "", "li", "link", T0 + 1)
+    assert store.episode_states([("fa", EP), ("fb", EP), ("fa", "other"), ("none", EP)]) == {
+        ("fa", EP): "acknowledged", ("fb", EP): "firing"}
+    assert store.episode_states([]) == {}

@@ -364,12 +364,12 @@ class Deliverer:
         keys = {(i.fingerprint, i.episode) for i in items if i.status == "firing"}
         if not keys:
             return items
-        episodes = self.store.episodes_by_key(sorted(keys))
+        states = self.store.episode_states(sorted(keys))
         stopped: dict[str, list[Item]] = {}
         for i in items:
-            e = episodes.get((i.fingerprint, i.episode)) if i.status == "firing" else None
-            if e is not None and e.state != "firing":
-                stopped.setdefault(e.state, []).append(i)
+            state = states.get((i.fingerprint, i.episode)) if i.status == "firing" else None
+            if state is not None and state != "firing":
+                stopped.setdefault(state, []).append(i)
         if not stopped:
             return items
         gone_ids = {i.id for g in stopped.values() for i in g}

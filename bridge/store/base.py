@@ -221,6 +221,13 @@ class Store(abc.ABC):
         """The stored :class:`Episode` records of ``(fingerprint, episode text)`` keys (those
         that have one); reads only."""
 
+    def episode_states(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """The state (``firing``, ``acknowledged``, ``resolved``) of the stored episodes of
+        ``(fingerprint, episode text)`` keys (those that have one); reads only. What the
+        deliverer checks before each send: a store may answer it cheaper than
+        :meth:`episodes_by_key`, which this default uses."""
+        return {k: e.state for k, e in self.episodes_by_key(keys).items()}
+
     @abc.abstractmethod
     def episodes(self, state: str | None = None, limit: int = 50) -> list[Episode]:
         """Stored episodes, newest (created) first, optionally of one state."""

@@ -988,3 +988,25 @@ h.lease, h.token = '0', ''
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(h))
 return 1
 """
+
+EPISODE_STATES_LUA = """
+-- episode_states: the state of the episode of each (fingerprint, episode) key, in one step.
+-- KEYS[1]  {prefix}episodes  (routes the script; not read)
+-- ARGV[1]  prefix
+-- ARGV[2..] "fingerprint|episode" keys
+-- Returns one state per key ('' when the key has no episode).
+local P = ARGV[1]
+local out = {}
+for i = 2, #ARGV do
+  local state = ''
+  local eid = redis.call('GET', P .. 'epkey:' .. ARGV[i])
+  if eid then
+    local raw = redis.call('GET', P .. 'ep:' .. eid)
+    if raw then
+      state = cjson.decode(raw).state or ''
+    end
+  end
+  out[#out + 1] = state
+end
+return out
+"""

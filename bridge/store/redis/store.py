@@ -79,6 +79,7 @@ from bridge.store.redis.lua import (
     CLAIM_HEARTBEAT_LUA,
     CLAIM_LUA,
     CLAIM_STEPS_LUA,
+    EPISODE_STATES_LUA,
     FINISH_HEARTBEAT_LUA,
     FINISH_STEP_LUA,
     MARK_LUA,
@@ -206,6 +207,7 @@ class RedisStore(Store):
         self._lua_beat = Script(BEAT_LUA)
         self._lua_claim_heartbeat = Script(CLAIM_HEARTBEAT_LUA)
         self._lua_finish_heartbeat = Script(FINISH_HEARTBEAT_LUA)
+        self._lua_episode_states = Script(EPISODE_STATES_LUA)
 
     # -- plumbing ---------------------------------------------------------------------------
     def _k(self, name: str) -> str:
@@ -353,6 +355,16 @@ class RedisStore(Store):
             ids = self._node().mget([self._k(f"epkey:{fp}|{ep}") for fp, ep in wanted])
         found = {str(i): k for k, i in zip(wanted, ids, strict=True) if i is not None}
         return {found[e.id]: e for e in self._get_episodes(list(found)) if e.id in found}
+
+    def episode_states(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """See :meth:`Store.episode_states`: one script call, the episodes' JSON decoded in
+        Redis (the deliverer asks before each send)."""
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        states = self._run(self._lua_episode_states, [self._k("episodes")],
+                           [self.prefix, *(f"{fp}|{ep}" for fp, ep in wanted)], confirm=False)
+        return {k: str(s) for k, s in zip(wanted, states, strict=True) if s}
 
     def episodes(self, state: str | None = None, limit: int = 50) -> list[Episode]:
         index = self._k(f"epstate:{state}") if state else self._k("episodes")

@@ -600,6 +600,19 @@ class SqliteStore(Store):
                 out[(fp, ep)] = e
         return out
 
+    def episode_states(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """See :meth:`Store.episode_states`: one indexed read per chunk of fingerprints, no
+        paged entries or steps (the deliverer asks before each send)."""
+        wanted = set(keys)
+        out: dict[tuple[str, str], str] = {}
+        for part in chunks(sorted({fp for fp, _ in wanted})):
+            for fp, ep, state in self._read("SELECT fingerprint, episode, state FROM"
+                                            f" alert_episodes WHERE fingerprint IN"
+                                            f" ({marks(len(part))})", part):
+                if (fp, ep) in wanted:
+                    out[(str(fp), str(ep))] = str(state)
+        return out
+
     def episodes(self, state: str | None = None, limit: int = 50) -> list[Episode]:
         where, args = ("state=?", [state]) if state else ("1=1", [])
         return self._read_episodes(where, (*args, limit),
