@@ -396,14 +396,25 @@ class SqliteStore(Store):
 
     def claim(self, now: float, lease: float, max_mobiles: int,
               max_items: int = 0) -> list[Claim]:
+        """See :meth:`Store.claim`. The mobiles that have something due are found by a read
+        first, outside the write lock: that query walks every pending item (a backlog of
+        thousands while a storm is sent), and inside ``BEGIN IMMEDIATE`` it held up every
+        webhook for as long (bench/RESULTS.md, "Targets (issue 23)"). In the transaction each
+        candidate's hold and items are checked again, so two deliverers still never claim one
+        mobile or one item at once."""
         claims: list[Claim] = []
+        mobiles = [str(r[0]) for r in self._read(
+            f"SELECT DISTINCT mobile FROM items WHERE state IN {_PENDING_SQL}"
+            " AND due_at <= ? AND lease_until <= ?"
+            " AND mobile NOT IN (SELECT mobile FROM pacing WHERE next_at > ?) LIMIT ?",
+            (now, now, now, max_mobiles))]
+        if not mobiles:
+            return claims
         with self._tx() as db:
-            mobiles = [r[0] for r in db.execute(
-                f"SELECT DISTINCT mobile FROM items WHERE state IN {_PENDING_SQL}"
-                " AND due_at <= ? AND lease_until <= ?"
-                " AND mobile NOT IN (SELECT mobile FROM pacing WHERE next_at > ?) LIMIT ?",
-                (now, now, now, max_mobiles))]
             for mobile in mobiles:
+                if db.execute("SELECT 1 FROM pacing WHERE mobile=? AND next_at > ?",
+                              (mobile, now)).fetchone():
+                    continue  # claimed by another deliverer since the read
                 rows = db.execute(
                     f"SELECT {_COLUMNS} FROM items WHERE mobile=? AND state IN {_PENDING_SQL}"
                     " AND due_at <= ? AND lease_until <= ? ORDER BY id LIMIT ?",
