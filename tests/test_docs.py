@@ -87,18 +87,13 @@ def test_no_reference_outside_the_repository(page: Path) -> None:
 
 
 def _names_in_source() -> set[str]:
-    """Upper-case names ``bridge/config.py`` hands to a call (``e.get("JUHE_KEY")``,
-    ``Field(validation_alias="PORT")``, ``AliasChoices(...)``) or uses as a subscript
-    (``e["BRIDGE_STORE"]``). Single words need 4 letters or more (``PORT``; not ``UTC``)."""
+    """Every upper-case string ``bridge/config.py`` writes (``e.get("JUHE_KEY")``,
+    ``e["BRIDGE_STORE"]``, a name in a table of names and defaults, ``Field(validation_alias=
+    "PORT")``), wherever it stands: a name kept in a tuple or a dict is read all the same.
+    Single words need 4 letters or more (``PORT``; not ``UTC``)."""
     tree = ast.parse(Path(config.__file__).read_text(encoding="utf-8"))
-    found: list[ast.expr] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call):
-            found += node.args
-            found += [k.value for k in node.keywords]
-        elif isinstance(node, ast.Subscript):
-            found.append(node.slice)
-    return {n.value for n in found if isinstance(n, ast.Constant) and isinstance(n.value, str)
+    return {n.value for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str)
             and _ENV_NAME.fullmatch(n.value) and ("_" in n.value or len(n.value) >= 4)}
 
 
@@ -130,9 +125,27 @@ def settings_variables() -> set[str]:
     return _names_in_source() | _names_of_fields()
 
 
+#: Variables the finder must see, among them the providers' (read from a table once, where a
+#: finder that looked only at call arguments missed them).
+KNOWN = {"JUHE_KEY", "BRIDGE_STORE", "REDIS_URL", "PORT", "WEB_CONCURRENCY",
+         "ALIYUN_ACCESS_KEY_ID", "ALIYUN_ACCESS_KEY_SECRET", "ALIYUN_SMS_URL", "ALIYUN_VOICE_URL",
+         "TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_KEY", "TENCENTCLOUD_REGION",
+         "TENCENT_SMS_URL", "TENCENT_VMS_URL", "BRIDGE_FAILOVER_AFTER"}
+
+
 def test_settings_variables_found() -> None:
     names = settings_variables()
-    assert {"JUHE_KEY", "BRIDGE_STORE", "REDIS_URL", "PORT", "WEB_CONCURRENCY"} <= names, names
+    assert KNOWN <= names, sorted(KNOWN - names)
+
+
+def test_arriving_lists_only_variables_not_read_yet() -> None:
+    """``docs/configuration.md``'s "Arriving with their features" names only variables the
+    code does not read yet; one the code reads belongs in the tables above it."""
+    text = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    _, _, arriving = text.partition("## Arriving with their features")
+    arriving = arriving.split("\n## ", 1)[0]
+    read = sorted(n for n in settings_variables() if f"`{n}`" in arriving)
+    assert read == [], f"read by the code but listed as arriving: {read}"
 
 
 def test_every_variable_is_in_configuration_md() -> None:

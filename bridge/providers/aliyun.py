@@ -57,6 +57,7 @@ from urllib.parse import quote
 
 import requests
 
+from bridge.config import Settings
 from bridge.errors import (
     TransientError,
 )
@@ -80,8 +81,9 @@ __all__ = [
 
 Kind = transport.Kind
 
-SMS_URL: Final = "https://dysmsapi.aliyuncs.com/"
-VOICE_URL: Final = "https://dyvmsapi.aliyuncs.com/"
+#: The endpoints when none is given: their defaults live in Settings (docs/configuration.md).
+SMS_URL: Final = Settings.aliyun_sms_url
+VOICE_URL: Final = Settings.aliyun_voice_url
 #: API version of both ``SendSms`` (dysmsapi) and ``SingleCallByTts`` (dyvmsapi).
 VERSION: Final = "2017-05-25"
 #: Aliyun's bound for one variable of a notification template (characters).

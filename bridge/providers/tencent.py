@@ -59,6 +59,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from bridge.config import Settings
 from bridge.errors import (
     ProviderError,
     TransientError,
@@ -80,9 +81,11 @@ __all__ = [
 
 Kind = transport.Kind
 
-SMS_URL: Final = "https://sms.tencentcloudapi.com/"
-VMS_URL: Final = "https://vms.tencentcloudapi.com/"
-DEFAULT_REGION: Final = "ap-guangzhou"
+#: Endpoints and region when none is given: their defaults live in Settings
+#: (docs/configuration.md).
+SMS_URL: Final = Settings.tencent_sms_url
+VMS_URL: Final = Settings.tencent_vms_url
+DEFAULT_REGION: Final = Settings.tencent_region
 SMS_VERSION: Final = "2021-01-11"
 VMS_VERSION: Final = "2020-09-02"
 CONTENT_TYPE: Final = "application/json; charset=utf-8"
