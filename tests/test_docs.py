@@ -170,3 +170,37 @@ def test_every_variable_is_in_env_example() -> None:
 ], ids=["colon-comma", "slash", "path", "underscore", "code"])
 def test_slug(heading: str, anchor: str) -> None:
     assert slug(heading) == anchor
+
+
+_TOKEN = re.compile(r"`([^`]+)`(\s*\()?|\)")
+
+
+def layout_modules() -> set[str]:
+    """The modules docs/development.md's "Code layout" table names, as paths (``bridge/web/
+    app.py``): a cell's ``bridge/PKG/`` names the folder of the files after it, ``sub/ (...)``
+    a subfolder of the files in its parentheses."""
+    text = (ROOT / "docs" / "development.md").read_text(encoding="utf-8")
+    section = text.split("## Code layout", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    found: set[str] = set()
+    for row in rows[1:]:
+        stack = [""]
+        for m in _TOKEN.finditer(row.split("|")[2]):
+            token, opens = m.group(1), m.group(2)
+            if token is None:
+                stack.pop()
+            elif token.startswith("bridge/") and token.endswith("/"):
+                stack = [token]
+            elif token.endswith("/") and opens:
+                stack.append(stack[-1] + token)
+            elif token.endswith(".py"):
+                found.add(token if token.startswith("bridge/") else stack[-1] + token)
+    return found
+
+
+def test_layout_table_matches_the_tree() -> None:
+    tree = {str(p.relative_to(ROOT)) for p in (ROOT / "bridge").rglob("*.py")}
+    named = layout_modules()
+    assert sorted(named - tree) == [], "named in docs/development.md but not in bridge/"
+    missing = sorted(p for p in tree - named if not p.endswith("/__init__.py"))
+    assert missing == [], "in bridge/ but not in docs/development.md's layout table"
