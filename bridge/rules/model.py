@@ -148,6 +148,11 @@ class _OneProvider(_Strict):
             raise ValueError("name exactly one provider: aliyun or tencent")
         return self
 
+    @property
+    def provider(self) -> str:
+        """``"aliyun"`` or ``"tencent"``: the one named."""
+        return "aliyun" if getattr(self, "aliyun", None) is not None else "tencent"
+
 
 class Fallback(_OneProvider):
     """``fallback:`` of a template: the same SMS through Aliyun or Tencent Cloud when Juhe
@@ -155,11 +160,6 @@ class Fallback(_OneProvider):
 
     aliyun: AliyunSms | None = None
     tencent: TencentSms | None = None
-
-    @property
-    def provider(self) -> str:
-        """``"aliyun"`` or ``"tencent"``."""
-        return "aliyun" if self.aliyun is not None else "tencent"
 
 
 class AliyunVoice(_Strict):
@@ -183,11 +183,6 @@ class Voice(_OneProvider):
 
     aliyun: AliyunVoice | None = None
     tencent: TencentVoice | None = None
-
-    @property
-    def provider(self) -> str:
-        """``"aliyun"`` or ``"tencent"``."""
-        return "aliyun" if self.aliyun is not None else "tencent"
 
 
 class Template(_Strict):
