@@ -212,6 +212,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     ``ValueError`` for unreadable settings or an unusable ``BRIDGE_STORE``.
     """
     from bridge import ack, page
+    from bridge.web.calendar import calendar
 
     settings = settings or Settings.from_env()
     b = Bridge(settings, store=store, client=client,
@@ -225,6 +226,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     app.register_blueprint(api)
     page.init_app(app, settings)
     app.register_blueprint(ack.ack)
+    app.register_blueprint(calendar)
     return app
 
 

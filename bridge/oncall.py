@@ -57,6 +57,7 @@ __all__ = [
     "OnCall",
     "next_shifts",
     "oncall_at",
+    "shifts_between",
     "oncall_view",
     "parse_local_time",
     "rotation_shift",
@@ -355,6 +356,21 @@ def next_shifts(schedule: Schedule, t: datetime, n: int) -> list[Shift]:
     for _ in range(max(n, 0)):
         current = oncall_at(schedule, current.end)
         out.append(current)
+    return out
+
+
+def shifts_between(schedule: Schedule, since: datetime, until: datetime) -> list[Shift]:
+    """The pieces of the final view that overlap ``[since, until)`` (aware times), in time
+    order: the one containing ``since`` (it may begin before), then each that begins before
+    ``until``. Empty when ``until <= since``. Raises ``ValueError`` for a naive time."""
+    out: list[Shift] = []
+    until = _utc(until)
+    if until <= _utc(since):
+        return out
+    current = oncall_at(schedule, since)
+    while current.start < until:
+        out.append(current)
+        current = oncall_at(schedule, current.end)
     return out
 
 
