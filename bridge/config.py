@@ -219,6 +219,10 @@ class Settings:
     delivery_interval: float = 0.5
     redis_wait: int = 0
     redis_wait_timeout: float = 1.0
+    #: Alertmanager's base URL: acknowledging silences the alert there (docs/oncall.md)
+    alertmanager_url: str | None = None
+    #: how long such a silence lasts, seconds
+    ack_silence: float = 4 * 3600.0
     warnings: tuple[str, ...] = ()
 
     @property
@@ -265,6 +269,11 @@ class Settings:
         if log_level not in ("debug", "info", "warning", "error"):
             raise ValueError("BRIDGE_LOG_LEVEL: must be debug, info, warning or error, not "
                              f"{log_level!r}")
+        alertmanager_url = (e.get("BRIDGE_ALERTMANAGER_URL") or "").strip().rstrip("/") or None
+        if alertmanager_url is not None and not re.match(r"^https?://[^/\s]+",
+                                                         alertmanager_url):
+            raise ValueError("BRIDGE_ALERTMANAGER_URL: expected http(s)://host:port, got "
+                             f"{redact_url(alertmanager_url)!r}")
         bind = (e.get("BRIDGE_BIND") or "0.0.0.0").strip()
         check_bind(bind, "BRIDGE_BIND")
         warnings = []
@@ -298,6 +307,8 @@ class Settings:
             delivery_interval=dur("BRIDGE_DELIVERY_INTERVAL", "0.5s", positive=True),
             redis_wait=redis_wait,
             redis_wait_timeout=redis_wait_timeout,
+            alertmanager_url=alertmanager_url,
+            ack_silence=dur("BRIDGE_ACK_SILENCE", "4h", positive=True),
         )
 
 

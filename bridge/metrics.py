@@ -43,6 +43,12 @@ JUHE_SECONDS = Histogram("bridge_juhe_send_seconds", "Latency of one Juhe send, 
 ESCALATIONS = Counter("bridge_escalations_total",
                       "Escalation steps run (done), by route and step index.", ["route", "step"])
 ACKS = Counter("bridge_acks_total", "Episodes acknowledged, by way (link, page, api).", ["via"])
+SILENCE_ERRORS = Counter("bridge_silence_errors_total",
+                         "Alertmanager silences given up on after 10 minutes of retries, by "
+                         "operation (create, expire).", ["op"])
+SHIFT_NOTICES = Counter("bridge_shift_notices_total",
+                        "Shift notices recorded, by schedule and outcome state.",
+                        ["schedule", "state"])
 SKIPPED_MOBILES = Counter("bridge_mobiles_skipped_total",
                           "Invalid mobile numbers found through mobiles_from, skipped.")
 MOBILES_OVER_LIMIT = Counter("bridge_mobiles_from_over_limit_total",

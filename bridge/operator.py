@@ -104,7 +104,8 @@ def oncall(b: Bridge, next_n: int = 3, at: float | None = None) -> list[dict[str
 def episode_json(b: Bridge, episode: Episode) -> dict[str, Any]:
     """One episode as ``/api/episodes`` and the pages show it (SPEC "Episodes"): ``id``,
     ``alertname``, ``fingerprint``, ``labels``, ``summary``, ``starts_at``, ``state``,
-    ``acknowledged_by``/``_at``, ``resolved_at``, ``silence_url``, ``paged`` (``person``,
+    ``acknowledged_by``/``_at``, ``resolved_at``, ``silence_url``, ``silence_id`` (the
+    Alertmanager silence its acknowledgement created, else ``None``), ``paged`` (``person``,
     ``mobile`` masked, ``at``, ``state`` of its notification or ``None``, ``level``) and
     ``escalation`` (``index``, ``after`` seconds and as ``after_text`` (``10m``),
     ``receiver``, ``due_at``, ``state``, ``reason``); each time also as ``*_local`` in
@@ -123,7 +124,7 @@ def episode_json(b: Bridge, episode: Episode) -> dict[str, Any]:
         "acknowledged_at_local": local_time(b, episode.acknowledged_at),
         "acknowledged_via": episode.acknowledged_via,
         "resolved_at": episode.resolved_at, "resolved_at_local": local_time(b, episode.resolved_at),
-        "silence_url": episode.silence_url,
+        "silence_url": episode.silence_url, "silence_id": episode.silence_id,
         "paged": [{"person": rules.person_of(p.mobile), "mobile": mask_mobile(p.mobile),
                    "at": p.at, "at_local": local_time(b, p.at), "level": p.level,
                    "route": p.route,

@@ -219,7 +219,8 @@ def episode_info(alert: Alert, batch: Batch) -> EpisodeInfo:
         alertname=alert.name, labels=dict(alert.labels),
         summary=alert.annotations.get("summary") or alert.annotations.get("description") or "",
         starts_at=alert.starts_at.timestamp() if alert.starts_at is not None else None,
-        silence_url=silence_url(alert, batch), annotations=dict(alert.annotations))
+        silence_url=silence_url(alert, batch), annotations=dict(alert.annotations),
+        source=alert.source)
 
 
 def step_specs(r: Route) -> tuple[StepSpec, ...]:

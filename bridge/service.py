@@ -8,8 +8,10 @@ import time
 from datetime import UTC, datetime
 
 from bridge import metrics
-from bridge.alert import Batch
+from bridge.alert import Alert, Batch
 from bridge.config import Settings
+from bridge.deliver.jobs import Handler, JobRunner
+from bridge.deliver.silences import Silencer
 from bridge.delivery import (
     STATUS_JUHE_CONFIG,
     Deliverer,
@@ -20,6 +22,7 @@ from bridge.delivery import (
     juhe_config_note,
 )
 from bridge.episodes import EPISODE_STATES, Episode, Paged, valid_code
+from bridge.errors import StoreUnavailable
 from bridge.escalation import Escalator
 from bridge.juhe import JuheClient
 from bridge.observe import IntakeResult, observe_before, observe_intake
@@ -54,12 +57,35 @@ class Bridge:
         #: names the Juhe configuration in force (never the key), for the juhe_config note
         self.config_id = config_id(settings)
         self.started_at = time.time()
+        #: the Alertmanager silences of acknowledgements, when BRIDGE_ALERTMANAGER_URL is set
+        self.silencer = (Silencer(self.store, settings.alertmanager_url, settings.ack_silence,
+                                  resolve=self.resolved_in_alertmanager)
+                         if settings.alertmanager_url else None)
 
     def deliverer(self) -> Deliverer:
         """A deliverer sharing this bridge's store, sender and rules; its loop also runs the
-        due escalation steps (:meth:`escalator`)."""
+        due escalation steps (:meth:`escalator`) and background jobs (:meth:`jobs`)."""
+        escalator, jobs = self.escalator(), self.jobs()
+
+        def sidecar() -> int:
+            return escalator.run_once() + jobs.run_once()
+
         return Deliverer(self.store, self.sender, lambda: self.holder.rules, self.delivery_policy,
-                         config=self.config_id, sidecar=self.escalator().run_once)
+                         config=self.config_id, sidecar=sidecar)
+
+    def jobs(self) -> JobRunner:
+        """The runner of background jobs on this bridge's store: Alertmanager silences (in a
+        thread pool: outside calls never hold up the SMS)."""
+        handlers: dict[str, Handler] = {}
+        background: set[str] = set()
+        if self.silencer is not None:
+            from bridge.deliver import silences
+
+            handlers.update({silences.CREATE: self.silencer.create,
+                             silences.EXPIRE: self.silencer.expire,
+                             silences.WATCH: self.silencer.watch})
+            background.update((silences.CREATE, silences.EXPIRE, silences.WATCH))
+        return JobRunner(self.store, handlers, background=frozenset(background))
 
     def escalator(self) -> Escalator:
         """The runner of due escalation steps on this bridge's store and rules."""
@@ -103,7 +129,31 @@ class Bridge:
             log.info("episode %s (%s) acknowledged by %s via %s; pending steps cancelled",
                      episode.id, episode.alertname or episode.fingerprint, episode.acknowledged_by,
                      via)
+            self._silence(episode, time.time() if now is None else now)
         return episode, done
+
+    def _silence(self, episode: Episode, now: float) -> None:
+        """Add the Alertmanager silence job of a first acknowledgement (docs/oncall.md); the
+        acknowledgement stands whatever happens here."""
+        if self.silencer is None:
+            return
+        try:
+            self.silencer.on_acknowledged(episode, now)
+        except StoreUnavailable as exc:
+            log.error("episode %s: acknowledged, but its alertmanager silence could not be "
+                      "queued: %s", episode.id, exc)
+
+
+    def resolved_in_alertmanager(self, episode: Episode, now: float) -> None:
+        """Take the resolve of ``episode``'s alert that its Alertmanager silence held back, as
+        the webhook would have brought it (docs/oncall.md, "Silences in Alertmanager"): the
+        resolved SMS to who was paged, the episode resolved, the silence expired. Raises
+        :class:`StoreUnavailable`."""
+        starts = datetime.fromisoformat(episode.episode) if episode.episode else None
+        alert = Alert(labels=dict(episode.labels), annotations=dict(episode.annotations),
+                      status="resolved", fingerprint=episode.fingerprint, source="alertmanager",
+                      starts_at=starts, ends_at=datetime.fromtimestamp(now, UTC))
+        self.intake(Batch(source="alertmanager", alerts=[alert]), now)
 
     def unknown_code_hit(self, client: str, now: float | None = None) -> int:
         """Count an unknown-code try of ``client`` in the current minute (shared by every
@@ -182,7 +232,18 @@ class Bridge:
                                      now, plan.episodes, plan.resolved)
         result = IntakeResult(batch, plan, outcomes)
         observe_intake(result, rules)
+        if self.silencer is not None and plan.resolved:
+            self._expire_silences(self.silencer, [k for k in keys if k[1]], now)
         return result
+
+    def _expire_silences(self, silencer: Silencer, keys: list[tuple[str, str]],
+                         now: float) -> None:
+        """After the record step: the silences of the episodes resolved here are expired in
+        the background (read again now, so that a silence created meanwhile is seen)."""
+        try:
+            silencer.on_resolved(self.store.episodes_for(keys).values(), now)
+        except StoreUnavailable as exc:
+            log.error("silences of resolved episodes not queued for expiry: %s", exc)
 
     # -- health ---------------------------------------------------------------------------
     def readiness(self) -> list[str]:

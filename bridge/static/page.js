@@ -112,6 +112,10 @@
                  " at " + e.acknowledged_at_local + " (via " + e.acknowledged_via + ")"));
     }
     if (e.resolved_at) a.appendChild(el("p", "ep-resolved", "Resolved at " + e.resolved_at_local));
+    if (e.silence_id) {
+      add(a, add(el("p", "ep-silence"), "Silenced in Alertmanager: ", el("code", null, e.silence_id),
+                 e.state === "resolved" ? " (expired at resolve)" : ""));
+    }
     var ul = el("ul");
     (e.paged || []).forEach(function (p) {
       var li = add(el("li"), el("b", null, p.person || "-"), " " + p.mobile + " ",

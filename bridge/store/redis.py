@@ -65,7 +65,7 @@ finish_step, mark_sent/retry/failed and ping are followed by ``WAIT``)::
                                            (legacy Grafana), as text (base.episode_text)
     {prefix}ep:{eid}               string  one alert episode (bridge/episodes.py) as JSON text:
                                            id fp ep alertname labels annotations summary
-                                           starts_at
+                                           starts_at source silence_id
                                            silence_url route state ack_by ack_at ack_via
                                            resolved_at created_at paged[] steps[]; times are
                                            text ("" for none); paged: mobile route rt at level
@@ -78,6 +78,12 @@ finish_step, mark_sent/retry/failed and ping are followed by ``WAIT``)::
     {prefix}epresolved             zset    resolved episode ids, score = resolved_at (prune)
     {prefix}steps                  zset    ``{eid}|{index}`` of pending steps, score = when
                                            claimable = max(due_at, lease)   (claim_steps)
+    {prefix}job:{key}              hash    one background job (base.Job): kind payload (JSON text)
+                                           state due_at since keep_until attempts error
+                                           lease token
+    {prefix}jobs                   zset    pending job keys, score = when claimable =
+                                           max(due_at, lease)                  (claim_jobs)
+    {prefix}jobskept               zset    finished job keys, score = keep_until (prune)
     {prefix}unknown:{client}:{min} string  unknown ack codes tried by a client in one minute
                                            (min = now // 60); expires after 120 s
     {prefix}status                 hash    shared status notes (e.g. ``juhe_config``)
@@ -136,6 +142,9 @@ from bridge.store.base import (
     STATES,
     Claim,
     Item,
+    Job,
+    JobClaim,
+    JobState,
     Outcome,
     Policy,
     State,
@@ -357,6 +366,7 @@ local function episode_upsert(n)
   local e = {id = eid, fp = n.fp, ep = n.ep, alertname = n.an, labels = info.labels or {},
     summary = info.summary or '', starts_at = info.starts_at or '',
     silence_url = info.silence_url or '', annotations = info.annotations or {},
+    source = info.source or '', silence_id = '',
     route = n.route, state = 'firing', ack_by = '',
     ack_at = '', ack_via = '', resolved_at = '', created_at = now_s, paged = {}, steps = {}}
   for i, st in ipairs(n.steps or {}) do
@@ -994,6 +1004,89 @@ end
 return #ids
 """
 
+SET_SILENCE_LUA = _EPISODE_LUA + """
+-- set_silence: keep an Alertmanager silence id with an episode ('' clears it).
+-- ARGV[1] prefix, ARGV[2] episode id, ARGV[3] silence id. Returns 1 when the episode exists.
+local e = load_episode(ARGV[1], ARGV[2])
+if not e then
+  return 0
+end
+e.silence_id = ARGV[3]
+redis.call('SET', ARGV[1] .. 'ep:' .. ARGV[2], cjson.encode(e))
+return 1
+"""
+
+ADD_JOB_LUA = """
+-- add_job: a pending job, unless one of that key exists (pending or kept).
+-- KEYS[1] {prefix}jobs; ARGV[1] prefix, ARGV[2] key, ARGV[3] kind, ARGV[4] payload (JSON),
+-- ARGV[5] due_at, ARGV[6] keep_until, ARGV[7] now. Returns 1 when added, else 0.
+local jk = ARGV[1] .. 'job:' .. ARGV[2]
+if redis.call('EXISTS', jk) == 1 then
+  return 0
+end
+redis.call('HSET', jk, 'key', ARGV[2], 'kind', ARGV[3], 'payload', ARGV[4], 'state', 'pending',
+  'due_at', ARGV[5], 'since', ARGV[7], 'keep_until', ARGV[6], 'attempts', 0, 'error', '',
+  'lease', 0, 'token', '')
+redis.call('ZADD', KEYS[1], ARGV[5], ARGV[2])
+return 1
+"""
+
+CLAIM_JOBS_LUA = """
+-- claim_jobs: lease pending jobs due at now.
+-- KEYS[1] {prefix}jobs; ARGV[1] prefix, ARGV[2] now, ARGV[3] lease_until (text),
+-- ARGV[4] limit, ARGV[5..] fresh tokens (at least limit)
+-- Returns a list of {token, job hash as HGETALL list}.
+local out = {}
+local keys = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, ARGV[4])
+for _, key in ipairs(keys) do
+  local jk = ARGV[1] .. 'job:' .. key
+  if redis.call('HGET', jk, 'state') == 'pending' then
+    local token = ARGV[5 + #out]
+    redis.call('HSET', jk, 'lease', ARGV[3], 'token', token)
+    redis.call('ZADD', KEYS[1], ARGV[3], key)
+    out[#out + 1] = {token, redis.call('HGETALL', jk)}
+  else
+    redis.call('ZREM', KEYS[1], key)
+  end
+end
+return out
+"""
+
+SETTLE_JOB_LUA = """
+-- settle_job: end a claimed job's lease, fenced by its token: 'pending' again at due_at (one
+-- more attempt), or finished 'done' / 'failed' (kept until keep_until).
+-- KEYS[1] {prefix}jobs; KEYS[2] {prefix}jobskept; ARGV[1] prefix, ARGV[2] key, ARGV[3] token,
+-- ARGV[4] state, ARGV[5] due_at, ARGV[6] error. Returns 1 when changed, else 0.
+local jk = ARGV[1] .. 'job:' .. ARGV[2]
+local row = redis.call('HMGET', jk, 'state', 'token', 'keep_until')
+if row[1] ~= 'pending' or row[2] ~= ARGV[3] then
+  return 0
+end
+redis.call('HSET', jk, 'lease', 0, 'token', '', 'error', ARGV[6])
+if ARGV[4] == 'pending' then
+  redis.call('HSET', jk, 'due_at', ARGV[5])
+  redis.call('HINCRBY', jk, 'attempts', 1)
+  redis.call('ZADD', KEYS[1], ARGV[5], ARGV[2])
+else
+  redis.call('HSET', jk, 'state', ARGV[4])
+  redis.call('ZREM', KEYS[1], ARGV[2])
+  redis.call('ZADD', KEYS[2], row[3], ARGV[2])
+end
+return 1
+"""
+
+PRUNE_JOBS_LUA = """
+-- prune jobs: one bounded step deleting finished jobs kept until before `before`.
+-- KEYS[1] {prefix}jobskept; ARGV[1] prefix, ARGV[2] '(' .. before, ARGV[3] batch.
+-- Returns how many were deleted.
+local keys = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])
+for _, key in ipairs(keys) do
+  redis.call('DEL', ARGV[1] .. 'job:' .. key)
+  redis.call('ZREM', KEYS[1], key)
+end
+return #keys
+"""
+
 
 def _opt_t(x: Any) -> float | None:
     """A time stored as text ("" for none) as a float or ``None``."""
@@ -1023,7 +1116,17 @@ def _episode(raw: str) -> Episode:
                          receiver=st["receiver"], template=st["template"] or None,
                          due_at=float(st["due_at"]), state=st["state"], reason=st["reason"])
                     for st in _list(e["steps"])),
-        annotations=dict(e.get("annotations") or {}))
+        annotations=dict(e.get("annotations") or {}), source=e.get("source") or "",
+        silence_id=e.get("silence_id") or None)
+
+
+def _job(flat: Sequence[str]) -> Job:
+    """A :class:`Job` from an HGETALL reply of ``{prefix}job:{key}`` (its key in ``key``)."""
+    h = dict(zip(flat[::2], flat[1::2], strict=True))
+    return Job(key=h["key"], kind=h["kind"], payload=json.loads(h["payload"]),
+               state=cast(JobState, h["state"]), due_at=float(h["due_at"]),
+               since=float(h["since"]), keep_until=float(h["keep_until"]),
+               attempts=int(h.get("attempts", "0")), error=h.get("error", ""))
 
 
 def _t(x: float) -> str:
@@ -1167,6 +1270,11 @@ class RedisStore(Store):
         self._lua_claim_steps = _Lua(CLAIM_STEPS_LUA)
         self._lua_finish_step = _Lua(FINISH_STEP_LUA)
         self._lua_prune_episodes = _Lua(PRUNE_EPISODES_LUA)
+        self._lua_set_silence = _Lua(SET_SILENCE_LUA)
+        self._lua_add_job = _Lua(ADD_JOB_LUA)
+        self._lua_claim_jobs = _Lua(CLAIM_JOBS_LUA)
+        self._lua_settle_job = _Lua(SETTLE_JOB_LUA)
+        self._lua_prune_jobs = _Lua(PRUNE_JOBS_LUA)
 
     # -- plumbing ---------------------------------------------------------------------------
     def _k(self, name: str) -> str:
@@ -1307,7 +1415,7 @@ class RedisStore(Store):
                  "labels": dict(n.info.labels), "summary": n.info.summary,
                  "starts_at": "" if n.info.starts_at is None else _t(n.info.starts_at),
                  "silence_url": n.info.silence_url or "",
-                 "annotations": dict(n.info.annotations)}}
+                 "annotations": dict(n.info.annotations), "source": n.info.source}}
             for n in notes])
         marks = dumps_vars([{"fp": m.fingerprint, "f": 1 if m.firing else 0} for m in episodes])
         keys = [self._k(k) for k in ("seq", "items", "due", "pace", "dedup", "done", "storms")]
@@ -1398,6 +1506,37 @@ class RedisStore(Store):
         return bool(self._run(self._lua_finish_step, [self._k("steps")], [
             self.prefix, claim.episode_id, str(claim.index), claim.token, state, reason]))
 
+    def set_silence(self, id: str, silence_id: str | None) -> None:
+        self._run(self._lua_set_silence, [self._k(f"ep:{id}")],
+                  [self.prefix, id, silence_id or ""])
+
+    # -- jobs -------------------------------------------------------------------------------
+    def add_job(self, key: str, kind: str, payload: dict[str, Any], due_at: float,
+                keep_until: float, now: float) -> bool:
+        return bool(self._run(self._lua_add_job, [self._k("jobs")], [
+            self.prefix, key, kind, dumps_vars(payload), _t(due_at), _t(keep_until), _t(now)]))
+
+    def claim_jobs(self, now: float, lease: float, limit: int = 20) -> list[JobClaim]:
+        lease_until = now + lease
+        tokens = [secrets.token_hex(8) for _ in range(max(int(limit), 1))]
+        rows = self._run(self._lua_claim_jobs, [self._k("jobs")],
+                         [self.prefix, _t(now), _t(lease_until), int(limit), *tokens],
+                         confirm=False)
+        return [JobClaim(_job(flat), str(token), lease_until) for token, flat in rows]
+
+    def settle_job(self, claim: JobClaim, state: JobState, now: float, *,
+                   due_at: float | None = None, error: str = "") -> bool:
+        return bool(self._run(self._lua_settle_job, [self._k("jobs"), self._k("jobskept")], [
+            self.prefix, claim.job.key, claim.token, state,
+            _t(now if due_at is None else due_at), error]))
+
+    def job(self, key: str) -> Job | None:
+        with self._errors():
+            h = _untyped(self._node().hgetall)(self._k(f"job:{key}"))
+        if not h:
+            return None
+        return _job([str(x) for kv in dict(h).items() for x in kv])
+
     def claim(self, now: float, lease: float, max_mobiles: int,
               max_items: int = 0) -> list[Claim]:
         lease_until = now + lease
@@ -1475,6 +1614,10 @@ class RedisStore(Store):
                             [self._k("epresolved"), self._k("episodes")],
                             [self.prefix, "(" + _t(before), int(batch),
                              "(" + _t(before - EPISODE_STALE)], confirm=False)) >= batch:
+            pass
+        while int(self._run(self._lua_prune_jobs, [self._k("jobskept")],
+                            [self.prefix, "(" + _t(before), int(batch)],
+                            confirm=False)) >= batch:
             pass
         return total
 

@@ -233,7 +233,8 @@ class RecordStep:
             ep_id, n.fingerprint, n.episode, n.alertname,
             dumps_vars(dict(info.labels) if info else {}), info.summary if info else "",
             info.starts_at if info else None, info.silence_url if info else None, n.route,
-            self.now, dumps_vars(dict(info.annotations) if info else {})))
+            self.now, dumps_vars(dict(info.annotations) if info else {}),
+            info.source if info else ""))
         self.new_steps.extend((ep_id, i, s.after, s.receiver, s.template, self.now + s.after)
                               for i, s in enumerate(n.steps, start=1))
         return ep_id
@@ -324,8 +325,8 @@ class RecordStep:
         if self.new_episodes:
             db.executemany(
                 "INSERT INTO alert_episodes (id, fingerprint, episode, alertname, labels, summary,"
-                " starts_at, silence_url, route, state, created_at, annotations)"
-                " VALUES (?,?,?,?,?,?,?,?,?,'firing',?,?)", self.new_episodes)
+                " starts_at, silence_url, route, state, created_at, annotations, source)"
+                " VALUES (?,?,?,?,?,?,?,?,?,'firing',?,?,?)", self.new_episodes)
             self.new_episodes.clear()
         if self.new_steps:
             db.executemany(

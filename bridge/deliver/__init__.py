@@ -1,0 +1,1 @@
+"""What runs from the delivery loop: delivery, escalation steps and other leased timers."""
