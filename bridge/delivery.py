@@ -357,7 +357,8 @@ class Deliverer:
                  note)
         # the gap starts at the send; before the last SMS of the claim the mobile stays held
         self._fenced(claim, ids, "sent", lambda: self.store.mark_sent(
-            ids, result.sid, result.fee, now, reason="dry-run" if dry else note,
+            ids, result.sid, result.fee, now,
+            reason="dry-run" if dry else note or _notice_reason(items),
             token=claim.token, pace_until=now + rules.limits.min_gap if last else None))
         if time.monotonic() >= self._clear_config_at:
             self.store.set_status(STATUS_JUHE_CONFIG, None)
@@ -406,6 +407,11 @@ class Deliverer:
         self._fenced(claim, ids, "failed", lambda: self.store.mark_failed(
             ids, reason, now, token=claim.token, pace_until=pace_until))
         metrics.DELIVERIES.labels("failed").inc(len(ids))
+
+
+def _notice_reason(items: list[Item]) -> str:
+    """The reason a sent shift notice keeps (docs/oncall.md, "Shift notices"), else ``""``."""
+    return "shift notice" if items and all(i.status == "notice" for i in items) else ""
 
 
 def juhe_config_note(raw: str | None, config: str, since: float) -> str | None:

@@ -57,7 +57,8 @@ class Notification:
 
     mobile: str
     fingerprint: str
-    status: Literal["firing", "resolved"]
+    #: ``notice`` for a shift notice (docs/oncall.md): deduplicated like a firing, no episode
+    status: Literal["firing", "resolved", "notice"]
     episode: str
     route: str
     alertname: str

@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 from bridge import metrics
 from bridge.alert import Alert, Batch
 from bridge.config import Settings
+from bridge.deliver import notices
 from bridge.deliver.jobs import Handler, JobRunner
+from bridge.deliver.notices import Notifier
 from bridge.deliver.silences import Silencer
 from bridge.delivery import (
     STATUS_JUHE_CONFIG,
@@ -65,18 +67,24 @@ class Bridge:
     def deliverer(self) -> Deliverer:
         """A deliverer sharing this bridge's store, sender and rules; its loop also runs the
         due escalation steps (:meth:`escalator`) and background jobs (:meth:`jobs`)."""
-        escalator, jobs = self.escalator(), self.jobs()
+        escalator, notifier = self.escalator(), self.notifier()
+        jobs = self.jobs(notifier)
 
         def sidecar() -> int:
-            return escalator.run_once() + jobs.run_once()
+            return escalator.run_once() + notifier.run_once() + jobs.run_once()
 
         return Deliverer(self.store, self.sender, lambda: self.holder.rules, self.delivery_policy,
                          config=self.config_id, sidecar=sidecar)
 
-    def jobs(self) -> JobRunner:
-        """The runner of background jobs on this bridge's store: Alertmanager silences (in a
-        thread pool: outside calls never hold up the SMS)."""
-        handlers: dict[str, Handler] = {}
+    def notifier(self) -> Notifier:
+        """What adds and sends the shift notices of this bridge's schedules."""
+        return Notifier(self.store, lambda: self.holder.rules, self.settings.zone)
+
+    def jobs(self, notifier: Notifier | None = None) -> JobRunner:
+        """The runner of background jobs on this bridge's store: shift notices (``notifier``'s,
+        in the delivery loop) and Alertmanager silences (in a thread pool: outside calls never
+        hold up the SMS)."""
+        handlers: dict[str, Handler] = {notices.KIND: (notifier or self.notifier()).send}
         background: set[str] = set()
         if self.silencer is not None:
             from bridge.deliver import silences

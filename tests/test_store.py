@@ -1248,3 +1248,19 @@ def test_a_job_runs_once_per_key_leased_and_fenced(store: Store) -> None:
     store.prune(T0 + 601)
     assert store.job("silence:e1") is None
     assert store.add_job("silence:e1", "silence", {}, T0, T0, T0 + 700)
+
+
+def test_a_shift_notice_is_recorded_once_with_its_reason_and_no_episode(store: Store) -> None:
+    n = note(fp="notice:sre", status="notice", episode="2026-09-21T01:00:00+00:00",
+             reason="shift notice", repeat_interval=3600.0)
+    [o] = store.record([n], NO_LIMITS, T0)
+    assert (o.state, o.reason, o.episode_id) == ("queued", "shift notice", None)
+    [again] = store.record([n], NO_LIMITS, T0 + 100)   # its job run again after a crash
+    assert (again.state, again.reason, again.id) == ("suppressed", "duplicate", None)
+    assert store.episodes() == []
+    [item] = store.recent()
+    assert (item.mobile, item.status, item.state, item.reason) == (
+        M1, "notice", "queued", "shift notice")
+    [limited] = store.record([note(fp="notice:sre", status="notice", episode="other",
+                                   reason="shift notice")], Policy(per_mobile_per_hour=1), T0)
+    assert (limited.state, limited.reason) == ("suppressed", "per_mobile_per_hour limit")

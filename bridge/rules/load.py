@@ -489,6 +489,10 @@ def _check_people(m: _Merged) -> list[str]:
         for place, who in spec.people():
             if who not in people:
                 problems.append(f"{where}.{place}: unknown person {who!r} (not in people:)")
+        if spec.notify is not None and spec.notify.template not in m.names("templates",
+                                                                           m.templates):
+            problems.append(f"{where}.notify.template: unknown template "
+                            f"{spec.notify.template!r}")
         if name in receivers:
             other = m.origin.get(("receivers", name))
             problems.append(f"{where}: {name!r} is also a receiver"

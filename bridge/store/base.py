@@ -95,7 +95,9 @@ PAGING_POLICY: tuple[PolicyRow, ...] = (
               "storm", True,
               effect="the window counts every notification that reaches this row; a held one"
                      " is due when the window ends"),
-    PolicyRow("queued", "otherwise", "queued", "", True,
+    PolicyRow("queued", "otherwise (a shift notice, status notice, keeps its reason 'shift"
+              " notice'; it is deduplicated like a firing and pairs with nothing)", "queued",
+              "", True,
               effect="counts for per_day and per_mobile_per_hour; due now"),
 )
 

@@ -535,7 +535,7 @@ local function decide(n)
       return 'suppressed', 'acknowledged', store(n, 'suppressed', 'acknowledged', now_s)
     end
     n.known_eid = eid or false
-  else
+  elseif n.st == 'resolved' then
     -- policy row: resolved_pairing
     local paged = redis.call('HGET', P .. 'dedup:' .. key_of(n, 'firing'), 'paged')
     if not paged or paged == '0' then
@@ -555,11 +555,15 @@ local function decide(n)
   if held then
     return 'held', 'storm', store_paging(n, 'held', 'storm', held)
   end
-  -- policy row: queued
+  -- policy row: queued (a shift notice keeps its reason, 'shift notice')
   if day ~= '' then
     day_added = day_added + 1
   end
-  return 'queued', '', store_paging(n, 'queued', '', now_s)
+  local why = ''
+  if n.st == 'notice' then
+    why = n.reason
+  end
+  return 'queued', why, store_paging(n, 'queued', why, now_s)
 end
 
 -- sub-step episodes: settle the episode of alerts without startsAt
