@@ -398,18 +398,18 @@ SPY_STAGES = (
     ("SQLITE_BEGIN", "waiting for the SQLite write lock (BEGIN IMMEDIATE)"),
     ("SQLITE_COMMIT", "SQLite COMMIT"),
     ("read_response (redis", "waiting for Redis (script round trip)"),
-    ("send (bridge/juhe.py", "Juhe HTTP request (fake)"),
+    ("send (bridge/providers/juhe.py", "Juhe HTTP request (fake)"),
     ("mark_sent", "store.mark_sent"),
     ("claim (bridge/store", "store.claim"),
     ("release (bridge/store", "store.release"),
     ("set_status", "store.set_status"),
-    ("decide (bridge/plan.py", "decide: route + render"),
+    ("decide (bridge/decide/plan.py", "decide: route + render"),
     ("record (bridge/store", "store.record (own work)"),
     ("without_lone_surrogates", "without_lone_surrogates"),
     ("(logging/", "logging"),
     ("(prometheus_client/", "metrics"),
     ("parse_body (bridge/sources", "read + parse the body"),
-    ("parse (bridge/service.py", "read + parse the body"),
+    ("parse (bridge/intake/service.py", "read + parse the body"),
     ("loads (json/", "json.loads"),
     ("(flask/", "flask/werkzeug"),
     ("(werkzeug/", "flask/werkzeug"),
@@ -419,7 +419,7 @@ SPY_STAGES = (
 
 def _sqlite_lines() -> tuple[int, int]:
     """Line numbers of BEGIN IMMEDIATE and COMMIT in the SQLite store (read, not assumed)."""
-    import bridge.store.sqlite as mod
+    import bridge.store.sqlite.store as mod
 
     begin = commit = -1
     for no, line in enumerate(Path(mod.__file__).read_text().splitlines(), 1):
@@ -456,7 +456,7 @@ def spy(pid: int, seconds: float, out: Path, rate: int = 200) -> dict[str, Any] 
             "request thread" if thread == "MainThread" else thread)
         leaf = frames[-1]
         text = stack
-        if "_tx (bridge/store/sqlite.py" in leaf:
+        if "_tx (bridge/store/sqlite/store.py" in leaf:
             if f"sqlite.py:{begin})" in leaf:
                 text = "SQLITE_BEGIN;" + stack
             elif f"sqlite.py:{commit})" in leaf:

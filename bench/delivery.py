@@ -1,10 +1,10 @@
 """Delivery throughput: SMS/s from a store to the fake Juhe, against a bare ``requests`` loop.
 
-:func:`bare_rate` posts the forms a :class:`bridge.juhe.JuheClient` would post (same mobiles,
-tpl_id, encoded ``tpl_value``, key) to the same fake, one after another over one keep-alive
+:func:`bare_rate` posts the forms a :class:`bridge.providers.juhe.JuheClient` would post (same
+mobiles, tpl_id, encoded ``tpl_value``, key) to the same fake, one after another over one keep-alive
 ``requests.Session``: the most one sending thread can do. :func:`deliverer_rate` records ``n``
 queued notifications for ``n`` distinct mobiles (so pacing never holds one back; min_gap 0)
-with ``Store.record``, then runs one :class:`bridge.delivery.Deliverer` in this thread,
+with ``Store.record``, then runs one :class:`bridge.deliver.deliverer.Deliverer` in this thread,
 ``run_once`` after ``run_once``, until all are handled, and checks they are ``sent``.
 """
 
@@ -35,7 +35,7 @@ def mobile(i: int) -> str:
 
 def bare_rate(url: str, n: int) -> float:
     """SMS/s of a bare ``requests.Session`` loop posting ``n`` forms."""
-    from bridge.juhe import encode_tpl_value
+    from bridge.providers.juhe import encode_tpl_value
 
     forms = [[("mobile", mobile(i)), ("tpl_id", str(TPL_ID)),
               ("tpl_value", encode_tpl_value(variables(i))), ("key", KEY)] for i in range(n)]
@@ -74,8 +74,8 @@ def deliverer_rate(store_url: str, juhe_url: str, rules: Path, n: int) -> tuple[
     (counted as they are claimed, so that anything else pending counts too); returns (rate,
     how many more the store has ``sent`` afterwards)."""
     from bridge.config import Settings
-    from bridge.delivery import Deliverer, DeliveryPolicy
-    from bridge.juhe import JuheClient
+    from bridge.deliver.deliverer import Deliverer, DeliveryPolicy
+    from bridge.providers.juhe import JuheClient
     from bridge.rules.load import load_rules
     from bridge.store import open_store
 

@@ -8,7 +8,7 @@ processes' periodic prune nor the Redis store's own dedup-index trimming touches
 during the benchmark; ``prune(before=now - 5 d)`` then removes all of it.
 
 * SQLite: direct ``INSERT`` s of ``items`` and ``dedup`` rows in batches (one transaction each);
-* Redis: a Lua script run in batches that writes the keys :mod:`bridge.store.redis` documents
+* Redis: a Lua script run in batches that writes the keys :mod:`bridge.store.redis.store` documents
   (``item:{id}`` hash, ``items``, ``state:sent``, ``done``, ``mobile:{m}:items``,
   ``dedup:{key}`` with its TTL, the ``dedup`` index, ``pace``, ``seq``).
 """
@@ -92,7 +92,7 @@ def fill_sqlite(path: str, total: int, batch: int = 50_000,
 
 
 FILL_LUA = """
--- fill: write ARGV[3] sent items with ids ARGV[2].. in bridge.store.redis's key layout.
+-- fill: write ARGV[3] sent items with ids ARGV[2].. in bridge.store.redis.store's key layout.
 -- ARGV[1] prefix; ARGV[2] first id; ARGV[3] count; ARGV[4] total (for the time spread);
 -- ARGV[5] oldest time; ARGV[6] span (s); ARGV[7] mobiles; ARGV[8] episode; ARGV[9] variables;
 -- ARGV[10] dedup TTL left (s). Returns the last id written.

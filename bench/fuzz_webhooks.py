@@ -206,8 +206,8 @@ def judge(status: int, content_type: str | None, data: bytes) -> str:
 def make_client(workdir: Path, **env: str) -> Any:
     """A Flask test client on ``create_app(settings)``: SQLite in ``workdir``, dry-run
     (no ``JUHE_KEY``), no token, :data:`RULES`. ``env`` adds or overrides variables."""
-    from bridge.app import create_app
     from bridge.config import Settings
+    from bridge.web.app import create_app
 
     rules = workdir / "rules.yaml"
     rules.write_text(RULES, encoding="utf-8")

@@ -41,11 +41,11 @@ from support import INTAKE_RULES_ONE_ROUTE  # noqa: E402  (benchlib put tests/ o
 #: names of the same step are listed together, so the table survives refactoring.
 STAGES: dict[str, tuple[tuple[str, str], ...]] = {
     "read + parse the body": (("parse_body", "bridge/sources/"),
-                              ("parse", "bridge/service.py")),
+                              ("parse", "bridge/intake/service.py")),
     "  read_body: json.loads + surrogates": (("read_body", "bridge/sources/"),
-                                             ("without_lone_surrogates", "bridge/app.py")),
-    "decide (route + render)": (("decide", "bridge/plan.py"),),
-    "  Renderer.render (Jinja2)": (("render", "bridge/render.py"),),
+                                             ("without_lone_surrogates", "bridge/web/app.py")),
+    "decide (route + render)": (("decide", "bridge/decide/plan.py"),),
+    "  Renderer.render (Jinja2)": (("render", "bridge/rules/render.py"),),
     "store.record": (("record", "bridge/store/"),),
     "logging (intake lines)": (("info", "logging/__init__.py"),),
     "metrics (prometheus)": (("inc", "prometheus_client/"),),
@@ -154,9 +154,9 @@ def make_app(args: argparse.Namespace, tmp: Path) -> Any:
                      encoding="utf-8")
     store = f"sqlite:///{tmp / 'bridge.db'}" if args.store == "sqlite" else args.store
 
-    from bridge.app import create_app
     from bridge.config import Settings
     from bridge.logs import setup
+    from bridge.web.app import create_app
 
     setup("text", ["k"])
     handler = logging.getLogger().handlers[0]

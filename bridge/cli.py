@@ -20,14 +20,14 @@ from dotenv import load_dotenv
 
 from bridge import __version__
 from bridge.config import Settings, check_bind
+from bridge.deliveryproc import stop_on_signals
 from bridge.errors import JuheError, PayloadError, RulesError, StoreUnavailable
-from bridge.juhe import JuheClient, encode_tpl_value
 from bridge.logs import setup as setup_logging
-from bridge.oncall import OnCall, Shift, oncall_view, parse_local_time
 from bridge.privacy import mask_mobile
+from bridge.providers.juhe import JuheClient, encode_tpl_value
 from bridge.rules.load import RuleSet, load_rules
+from bridge.rules.schedules import OnCall, Shift, oncall_view, parse_local_time
 from bridge.sources import SOURCES
-from bridge.supervise import stop_on_signals
 
 log = logging.getLogger("bridge")
 
@@ -65,7 +65,7 @@ def _at_or_exit(text: str | None, settings: Settings) -> datetime:
 def _retention_or_exit(rules: RuleSet, settings: Settings) -> None:
     """Stop when a route's ``repeat_interval`` outlives ``BRIDGE_RETENTION`` (dedup would
     silently break), naming both values."""
-    from bridge.reload import retention_problems
+    from bridge.intake.reload import retention_problems
 
     problems = retention_problems(rules, settings.retention)
     if problems:
@@ -141,7 +141,7 @@ def worker() -> None:
     settings = _settings()
     setup_logging(settings.log_format, [settings.juhe_key, settings.token,
                                         settings.grafana_hmac_secret], settings.log_level.upper())
-    from bridge.service import Bridge
+    from bridge.intake.service import Bridge
 
     try:
         b = Bridge(settings)
@@ -194,7 +194,7 @@ def check(rules: str | None) -> None:
 def render(payload: str, rules_path: str | None, source: str | None, at: str | None) -> None:
     """Print every SMS a webhook body would cause now (or --at), without sending or storing
     anything; for an alert that pages nobody, what each route made of it."""
-    from bridge.preview import preview, render_lines
+    from bridge.decide.preview import preview, render_lines
 
     settings = _settings()
     rules = _rules_or_exit(rules_path or settings.rules_path, settings.tz)
@@ -202,7 +202,7 @@ def render(payload: str, rules_path: str | None, source: str | None, at: str | N
         p = preview(Path(payload).read_bytes(), source, rules, _at_or_exit(at, settings))
     except PayloadError as exc:
         raise click.ClickException(f"{payload}: {exc}") from None
-    for line in render_lines(p, rules, payload):
+    for line in render_lines(p, rules, payload, encode_tpl_value):
         click.echo(line)
 
 

@@ -217,6 +217,8 @@ class Settings:
     juhe_timeout: float = 10.0
     retry_base: float = 2.0
     delivery_interval: float = 0.5
+    #: a delivery loop with no finished pass for this long is hung (docs/operations.md)
+    delivery_stall: float = 60.0
     redis_wait: int = 0
     redis_wait_timeout: float = 1.0
     #: Alertmanager's base URL: acknowledging silences the alert there (docs/oncall.md)
@@ -305,6 +307,7 @@ class Settings:
             juhe_timeout=dur("BRIDGE_JUHE_TIMEOUT", "10s", positive=True),
             retry_base=dur("BRIDGE_RETRY_BASE", "2s", positive=True),
             delivery_interval=dur("BRIDGE_DELIVERY_INTERVAL", "0.5s", positive=True),
+            delivery_stall=dur("BRIDGE_DELIVERY_STALL", "60s", positive=True),
             redis_wait=redis_wait,
             redis_wait_timeout=redis_wait_timeout,
             alertmanager_url=alertmanager_url,

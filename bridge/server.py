@@ -1,9 +1,9 @@
 """``bridge serve``: gunicorn run in-process, with the bridge's hooks.
 
-* each web worker builds its own :class:`bridge.service.Bridge` after the fork (no connection
+* each web worker builds its own :class:`bridge.intake.service.Bridge` after the fork (no connection
   is shared across a fork) and takes webhooks; it does not deliver;
 * the master (:class:`BridgeArbiter`) also forks and supervises one delivery process beside the
-  workers (:mod:`bridge.supervise`; not with ``--no-delivery``): started after the workers,
+  workers (:mod:`bridge.deliveryproc`; not with ``--no-delivery``): started after the workers,
   started again (with a backoff) when it dies, stopped with them: on ``SIGTERM``/``SIGINT`` it
   finishes the SMS in hand and gives the rest of its claim back, within ``graceful_timeout``
   (then ``SIGKILL``); on ``SIGQUIT`` it is killed at once;
@@ -33,9 +33,9 @@ from gunicorn.glogging import Logger as GunicornBaseLogger
 from gunicorn.workers.gthread import ThreadWorker
 
 from bridge.config import Settings
+from bridge.deliveryproc import DeliveryProcess, signals_blocked, unblock_signals
 from bridge.errors import StoreUnavailable
-from bridge.reload import RulesHolder
-from bridge.supervise import DeliveryProcess, signals_blocked, unblock_signals
+from bridge.intake.reload import RulesHolder
 
 log = logging.getLogger("bridge")
 
@@ -150,7 +150,7 @@ class BridgeApplication(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        from bridge.app import create_app
+        from bridge.web.app import create_app
 
         return create_app(self.settings, state_dir=self.runtime)
 
@@ -161,7 +161,7 @@ class BridgeApplication(BaseApplication):  # type: ignore[misc]
         BridgeArbiter.holder = holder
         BridgeArbiter.delivery = (DeliveryProcess(self.settings, self.runtime) if self.deliver
                                   else None)
-        from bridge.service import Bridge
+        from bridge.intake.service import Bridge
 
         probe = Bridge(self.settings, state_dir=self.runtime)
         for line in probe.describe():

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from conftest import free_port
 
-from bridge.app import bridge_of, create_app
 from bridge.config import Settings
+from bridge.web.app import create_app
+from bridge.web.guard import bridge_of
 
 RULES = """\
 people: {zhang: "13800138000"}

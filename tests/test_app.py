@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 from conftest import SPEC_RULES, fixture_bytes
 
-from bridge.app import bridge_of, create_app
 from bridge.config import Settings
-from bridge.page import CSP, session_key
+from bridge.web.app import create_app
+from bridge.web.guard import bridge_of, session_key
+from bridge.web.page import CSP
 
 TOKEN = "page-token-7d1"
 FIRING = {"version": "4", "status": "firing", "alerts": [
@@ -224,7 +225,7 @@ def test_page_acknowledge_needs_login_and_csrf_and_defaults_to_operator(app: Any
 
 
 def test_duration_text() -> None:
-    from bridge.operator import duration_text
+    from bridge.intake.readside import duration_text
 
     assert [duration_text(s) for s in (0, 30, 90, 600, 7200, 86400, 1.5)] == [
         "0s", "30s", "90s", "10m", "2h", "1d", "1s"]

@@ -18,7 +18,7 @@ import pytest
 import requests
 from icalendar import Calendar
 
-from bridge.oncall import Schedule, ScheduleSpec, oncall_at
+from bridge.rules.schedules import Schedule, ScheduleSpec, oncall_at
 from bridge.web.calendar import feed, feed_key, feed_path, shift_uid
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

@@ -12,12 +12,11 @@ from conftest import CATCH_ALL, KEY, free_port, wait_until
 from fakejuhe import FakeJuhe
 
 from bridge.config import Settings
-from bridge.delivery import Deliverer, DeliveryPolicy
-from bridge.juhe import JuheClient
-from bridge.plan import Notification
+from bridge.decide.types import Notification, Policy
+from bridge.deliver.deliverer import Deliverer, DeliveryPolicy, delivery_problems
+from bridge.providers.juhe import JuheClient
 from bridge.rules.load import RuleSet, load_rules
-from bridge.store.base import Policy
-from bridge.store.sqlite import SqliteStore
+from bridge.store.sqlite.store import SqliteStore
 
 
 def backlog(store: SqliteStore, n: int) -> None:
@@ -279,3 +278,31 @@ def test_the_delivery_loop_checkpoints_the_wal(tmp_path: Path, fake_juhe: FakeJu
             stop.set()
             t.join(5)
     assert sorted(m["vars"]["name"] for m in fake_juhe.messages) == [f"A{i}" for i in range(10)]
+
+
+S = 60.0  # BRIDGE_DELIVERY_STALL
+NOW = 1_790_000_000.0
+
+
+@pytest.mark.parametrize(("last_pass", "started", "oldest_due", "expected"), [
+    (NOW - 1, NOW - 600, None, []),
+    (NOW - 59.9, NOW - 600, NOW - 59.9, []),
+    (NOW - 60, NOW - 600, None,
+     ["delivery: no deliverer has finished a pass of its loop for 60.0s "
+      "(BRIDGE_DELIVERY_STALL 60s)"]),
+    (NOW - 1, NOW - 600, NOW - 60,
+     ["delivery: an SMS has been due and unsent for 60.0s (BRIDGE_DELIVERY_STALL 60s)"]),
+    (None, NOW - 59, None, []),
+    (None, NOW - 61, None,
+     ["delivery: no deliverer has finished a pass of its loop since this process started "
+      "61.0s ago (BRIDGE_DELIVERY_STALL 60s)"]),
+    (NOW - 3600, NOW - 10, None, []),
+    (NOW - 3600, NOW - 70, NOW - 65,
+     ["delivery: no deliverer has finished a pass of its loop for 3600.0s "
+      "(BRIDGE_DELIVERY_STALL 60s)",
+      "delivery: an SMS has been due and unsent for 65.0s (BRIDGE_DELIVERY_STALL 60s)"]),
+], ids=["fine", "just-under", "no-pass-at-the-edge", "due-at-the-edge", "never-young",
+        "never-past-stall", "old-pass-young-process", "both"])
+def test_delivery_problems_at_the_edges(last_pass: float | None, started: float,
+                                        oldest_due: float | None, expected: list[str]) -> None:
+    assert delivery_problems(NOW, last_pass, started, oldest_due, S) == expected

@@ -266,7 +266,7 @@ def test_readyz_forgets_a_config_error_at_reload_and_the_retry_brings_it_back(
 
 
 def test_juhe_config_note_is_tied_to_the_configuration_and_the_time() -> None:
-    from bridge.delivery import juhe_config_note
+    from bridge.deliver.deliverer import juhe_config_note
 
     note = '{"reason": "juhe config error 10001: x", "config": "abc", "at": 100.0}'
     assert juhe_config_note(note, "abc", 99.0) == "juhe config error 10001: x"

@@ -20,7 +20,7 @@ from test_escalation_e2e import LI, WANG, ZHANG
 from test_escalation_e2e import alert as critical
 from test_escalation_e2e import rules as escalation_rules
 
-from bridge.supervise import Backoff, describe_status
+from bridge.deliveryproc import Backoff, describe_status
 
 MOBILE = "13800138000"
 
@@ -198,7 +198,7 @@ def test_a_stop_signal_while_the_main_thread_holds_the_stop_lock_still_stops() -
     code = textwrap.dedent("""\
         import os, signal, threading, time
         import logging
-        from bridge.supervise import stop_on_signals
+        from bridge.deliveryproc import stop_on_signals
         logging.basicConfig(level=logging.INFO)
         stop = threading.Event()
         stop_on_signals(stop)
@@ -247,3 +247,150 @@ def test_exit_status_in_words() -> None:
     assert describe_status(3 << 8) == "exit code 3"
     assert describe_status(signal.SIGKILL) == "killed by SIGKILL"
 
+
+
+def pause_and_resume(pid: int) -> None:
+    """``kill -STOP``, then ``kill -CONT`` after longer than the signal thread's 1 s wait (as
+    ``docker pause``/``unpause``, a debugger or Ctrl-Z + ``fg`` do)."""
+    os.kill(pid, signal.SIGSTOP)
+    time.sleep(1.5)
+    os.kill(pid, signal.SIGCONT)
+    time.sleep(0.5)
+
+
+@pytest.mark.parametrize("how", ["sigterm", "kill9_master"])
+def test_a_paused_and_resumed_delivery_process_still_delivers_and_stops(
+        make_bridge: Any, fake_juhe: FakeJuhe, how: str) -> None:
+    """Issue 22: one pause and resume crashed the delivery process's signal thread
+    (``ValueError: 1263049536 is not a valid Signals``: CPython's ``sigtimedwait`` answers an
+    uninitialised siginfo when a SIGCONT interrupts it after its timeout); after that SIGTERM
+    to the master waited 20 s and SIGKILLed it, and a ``kill -9`` of the master left it running
+    under PID 1."""
+    bridge = make_bridge(CATCH_ALL)
+    delivery = one_delivery_pid(bridge)
+    pause_and_resume(delivery)
+    assert bridge.post("/webhook/alertmanager", alert("Resumed")).json()["queued"] == 1
+    fake_juhe.wait_for(1, timeout=10)
+    assert bridge.delivery_pids() == [delivery]
+    t0 = time.monotonic()
+    if how == "sigterm":
+        bridge.signal(signal.SIGTERM)
+        assert bridge.proc.wait(15) == 0
+        assert f"delivery process {delivery} stopped (exit code 0)" in bridge.log()
+    else:
+        os.kill(bridge.proc.pid, signal.SIGKILL)
+        bridge.proc.wait(5)
+        assert wait_until(lambda: not alive(delivery), 10)
+        assert f"the master (pid {bridge.proc.pid}) is gone; stopping" in bridge.log()
+    assert time.monotonic() - t0 < 5
+    assert not alive(delivery)
+    log = bridge.log()
+    assert "Traceback" not in log and "did not stop in time" not in log, log[-3000:]
+    assert [m["vars"]["name"] for m in fake_juhe.messages] == ["Resumed"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG)")
+def test_the_kernel_stops_the_child_when_its_master_is_killed(tmp_path: Any) -> None:
+    """``stop_with_parent``: with the ``getppid()`` check slowed to once a minute, the child
+    still stops within a second of a ``kill -9`` of its parent (the kernel's SIGTERM)."""
+    out = tmp_path / "child.txt"
+    code = textwrap.dedent(f"""\
+        import logging, os, signal, threading, time
+        from bridge.deliveryproc import signals_blocked, stop_on_signals, stop_with_parent
+        logging.basicConfig(level=logging.INFO)
+        parent = os.getpid()
+        with signals_blocked():
+            pid = os.fork()
+            if pid == 0:
+                assert stop_with_parent(parent)
+                stop = threading.Event()
+                stop_on_signals(stop, parent=parent, every=60.0)
+                open({str(out)!r} + ".ready", "w").close()
+                t0 = time.monotonic()
+                stopped = stop.wait(20)
+                open({str(out)!r}, "w").write(f"{{stopped}} {{time.monotonic() - t0:.3f}}")
+                os._exit(0)
+        while not os.path.exists({str(out)!r} + ".ready"):
+            time.sleep(0.01)
+        time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=30, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == -signal.SIGKILL
+    assert wait_until(out.exists, 10), r.stderr
+    stopped, waited = out.read_text().split()
+    assert stopped == "True" and float(waited) < 1.5, r.stderr
+
+
+def metric(bridge: Any, name: str) -> float:
+    m = re.search(rf"^{name} (\S+)$", bridge.get("/metrics").text, re.M)
+    assert m, name
+    return float(m.group(1))
+
+
+def test_a_hung_delivery_process_is_named_by_readyz_killed_and_replaced(
+        make_bridge: Any, fake_juhe: FakeJuhe) -> None:
+    """Issue 22: ``kill -STOP`` of the delivery process left the service "ready" for 90 s with
+    nobody paged. Now: /readyz answers 503 naming delivery within the stall time, the master
+    kills the hung process and starts a new one, which sends the SMS stored meanwhile once."""
+    bridge = make_bridge(CATCH_ALL, BRIDGE_DELIVERY_STALL="3s")
+    old = one_delivery_pid(bridge)
+    assert wait_until(lambda: bridge.get("/readyz").status_code == 200, 10)
+    assert metric(bridge, "bridge_delivery_lag_seconds") == 0.0
+    assert metric(bridge, "bridge_delivery_last_pass_timestamp_seconds") > time.time() - 10
+    os.kill(old, signal.SIGSTOP)
+    t0 = time.monotonic()
+    assert bridge.post("/webhook/alertmanager", alert("Stuck")).json()["queued"] == 1
+    assert wait_until(lambda: bridge.get("/readyz").status_code == 503, 6, 0.05), \
+        bridge.get("/readyz").text
+    assert time.monotonic() - t0 < 4.5
+    problems = bridge.get("/readyz").json()["problems"]
+    assert problems and all(p.startswith("delivery: ") for p in problems), problems
+    assert metric(bridge, "bridge_delivery_lag_seconds") >= 2.5
+    assert wait_until(lambda: bridge.delivery_pids() not in ([], [old]), 10), bridge.children()
+    [new] = bridge.delivery_pids()
+    [msg] = fake_juhe.wait_for(1, timeout=10)
+    assert msg["vars"]["name"] == "Stuck"
+    assert wait_until(lambda: bridge.get("/readyz").status_code == 200, 10), \
+        bridge.get("/readyz").text
+    time.sleep(1.0)
+    assert len(fake_juhe.messages) == 1
+    assert states(bridge) == [("Stuck", "sent")]
+    log = bridge.log()
+    assert re.search(rf"delivery process {old} finished no pass of its loop for 3\.\d+s "
+                     r"\(BRIDGE_DELIVERY_STALL 3s\): killed", log), log[-3000:]
+    assert f"delivery process {old} died (killed by SIGKILL)" in log
+    assert f"delivery: restarted in process {new}" in log
+    assert re.findall(r"\[(\d+)\] bridge\.delivery: sent to ", log) == [str(new)]
+    assert not alive(old)
+
+
+def test_readyz_of_a_no_delivery_instance_follows_any_deliverer_on_redis(
+        make_bridge: Any, fake_juhe: FakeJuhe, redis_url: str) -> None:
+    """Issue 22: ``/readyz`` judges delivery by any deliverer sharing the store, so a
+    ``--no-delivery`` instance is ready while a ``bridge worker`` delivers, and not while
+    none does."""
+    serve = make_bridge(CATCH_ALL, start=False, BRIDGE_STORE=redis_url,
+                        BRIDGE_DELIVERY_STALL="3s")
+    serve.command_args = ["--no-delivery"]
+    serve.start()
+    assert serve.get("/readyz").status_code == 200  # young: nobody is blamed yet
+    assert wait_until(lambda: serve.get("/readyz").status_code == 503, 8, 0.1)
+    [problem] = serve.get("/readyz").json()["problems"]
+    assert problem.startswith("delivery: no deliverer has finished a pass of its loop since "
+                              "this process started")
+    worker = make_bridge(CATCH_ALL, command="worker", BRIDGE_STORE=redis_url,
+                         BRIDGE_DELIVERY_STALL="3s")
+    assert wait_until(lambda: serve.get("/readyz").status_code == 200, 10), \
+        serve.get("/readyz").text
+    assert worker.proc is not None
+    worker.proc.send_signal(signal.SIGSTOP)
+    try:
+        assert wait_until(lambda: serve.get("/readyz").status_code == 503, 8, 0.1)
+        [problem] = serve.get("/readyz").json()["problems"]
+        assert re.fullmatch(r"delivery: no deliverer has finished a pass of its loop for "
+                            r"\d+\.\ds \(BRIDGE_DELIVERY_STALL 3s\)", problem), problem
+    finally:
+        worker.proc.send_signal(signal.SIGCONT)
+    assert wait_until(lambda: serve.get("/readyz").status_code == 200, 10)

@@ -1,6 +1,6 @@
-"""Escalation as functions of ``now`` (table tests of :func:`bridge.episodes.step_action`),
+"""Escalation as functions of ``now`` (table tests of :func:`bridge.decide.episodes.step_action`),
 ack codes in templates (never cut), the rules' ``escalate:`` checks with places, and the
-:class:`bridge.escalation.Escalator` in-process on a real SQLite store with an injected
+:class:`bridge.deliver.escalation.Escalator` in-process on a real SQLite store with an injected
 clock."""
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge.alert import Alert, Batch
-from bridge.app import answer
-from bridge.episodes import (
+from bridge.decide.episodes import (
     ACK_PLACEHOLDER,
     CODE_LEN,
     Episode,
@@ -24,12 +23,13 @@ from bridge.episodes import (
     step_action,
     valid_code,
 )
+from bridge.decide.plan import decide, store_policy
+from bridge.deliver.escalation import Escalator
 from bridge.errors import RulesError
-from bridge.escalation import Escalator
-from bridge.plan import decide, store_policy
-from bridge.render import fold_and_cut
 from bridge.rules.load import load_rules
-from bridge.store.sqlite import SqliteStore
+from bridge.rules.render import fold_and_cut
+from bridge.store.sqlite.store import SqliteStore
+from bridge.web.api import answer
 
 T0 = 1_790_000_000.0
 ZHANG, LI, WANG = "13800138000", "13800138001", "13900139000"
@@ -207,7 +207,7 @@ def test_service_api_acknowledge_by_code_metric_and_log(tmp_path: Path,
     from bridge import metrics
     from bridge.alert import Alert
     from bridge.config import Settings
-    from bridge.service import Bridge
+    from bridge.intake.service import Bridge
 
     (tmp_path / "r.yaml").write_text(RULES, encoding="utf-8")
     settings = Settings.from_env({"BRIDGE_RULES": str(tmp_path / "r.yaml"),
@@ -280,7 +280,7 @@ def test_cli_check_warns_and_render_shows_steps_and_the_code_slot(tmp_path: Path
 
 
 def test_episode_info_keeps_the_silence_link() -> None:
-    from bridge.plan import episode_info
+    from bridge.decide.plan import episode_info
 
     batch = Batch("alertmanager", firing().alerts,
                                   external_url="http://am.example:9093/")
@@ -315,7 +315,7 @@ def test_silence_url_quotes_like_urllib(labels: dict[str, str]) -> None:
     # give what quote(..., safe="") gives
     from urllib.parse import quote
 
-    from bridge.plan import silence_url
+    from bridge.decide.plan import silence_url
 
     alert = Alert(labels=labels, annotations={}, status="firing", fingerprint="f",
                   source="alertmanager")

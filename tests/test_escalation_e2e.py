@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from conftest import wait_until
 from fakejuhe import FakeJuhe
 
-from bridge.episodes import Episode, valid_code
+from bridge.decide.episodes import Episode, valid_code
 from bridge.store import open_store
 from bridge.store.base import Store
 

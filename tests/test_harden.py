@@ -207,7 +207,7 @@ def test_max_mobiles_from_is_checked(tmp_path: Path) -> None:
     "{% for i in range(10000) %}{{ labels.alertname }}{% endfor %}",
 ])
 def test_a_costly_variable_renders_as_a_marker(source: str) -> None:
-    from bridge.render import OVER_BUDGET, Renderer
+    from bridge.rules.render import OVER_BUDGET, Renderer
 
     r = Renderer()
     tpl = r.compile(source)
@@ -223,7 +223,7 @@ def test_a_costly_variable_renders_as_a_marker(source: str) -> None:
     "{{ '%05d' % 42 }}", "{{ labels.alertname | center(30) }}",
 ])
 def test_a_cheap_variable_still_renders(source: str) -> None:
-    from bridge.render import Renderer
+    from bridge.rules.render import Renderer
 
     r = Renderer()
     out = r.render({"v": r.compile(source)}, {"labels": {"alertname": "Ab"}}, 40)
@@ -398,20 +398,20 @@ def test_full_disk_answers_503_loses_nothing_and_recovers(make_bridge: Any, fake
         bp.stop()
 
 
-# -- the README's quick start ----------------------------------------------------------------------
+# -- the README's five-minute walk ---------------------------------------------------------------
 
 def test_readme_quick_start_curl_pages_at_any_hour(make_bridge: Any) -> None:
     import json
     import re
 
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    block = readme.split("Then post a webhook.", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    block = next(b for b in readme.split("```sh")[1:] if "--data-binary" in b).split("```", 1)[0]
     assert "--data-binary" in block
     body = json.loads(re.search(r"--data-binary '(.*)'", block, re.S).group(1))  # type: ignore[union-attr]
     bp = make_bridge(BRIDGE_RULES=str(ROOT / "rules.yaml"), JUHE_KEY="", start=True)
     from datetime import UTC, datetime
 
-    from bridge.plan import muted
+    from bridge.decide.plan import muted
     from bridge.rules.load import load_rules
 
     rules = load_rules(ROOT / "rules.yaml")

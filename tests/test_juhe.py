@@ -1,4 +1,5 @@
-"""bridge.juhe against FakeJuhe, a real HTTP server on 127.0.0.1 (nothing of ours is mocked)."""
+"""bridge.providers.juhe against FakeJuhe, a real HTTP server on 127.0.0.1 (nothing of ours is
+mocked)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge.errors import ConfigError, JuheError, PermanentError, TransientError
-from bridge.juhe import (
+from bridge.providers.juhe import (
     CODES,
     RETRY_AFTER_205405,
     JuheClient,

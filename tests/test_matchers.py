@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.matchers import Matcher, matches_all, parse_matcher, parse_matchers
+from bridge.rules.matchers import Matcher, matches_all, parse_matcher, parse_matchers
 
 # --- parse_matcher: valid input -> (name, op, value) ------------------------------------------
 

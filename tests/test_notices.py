@@ -15,7 +15,7 @@ from conftest import wait_until
 from fakejuhe import FakeJuhe
 
 from bridge.deliver.notices import notices_due
-from bridge.oncall import Schedule, ScheduleSpec
+from bridge.rules.schedules import Schedule, ScheduleSpec
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 DAILY = {"members": ["zhang", "li", ["wang", "zhao"]], "shift": "1d", "start": "2026-12-01",

@@ -12,10 +12,10 @@ import pytest
 from test_rules import problems_of
 
 from bridge.alert import Alert, Batch
+from bridge.decide.plan import decide
 from bridge.errors import RulesError
-from bridge.oncall import Schedule, ScheduleSpec, next_shifts, oncall_at, oncall_view
-from bridge.plan import decide
 from bridge.rules.load import load_rules
+from bridge.rules.schedules import Schedule, ScheduleSpec, next_shifts, oncall_at, oncall_view
 
 SH = ZoneInfo("Asia/Shanghai")
 NY = ZoneInfo("America/New_York")
@@ -381,8 +381,9 @@ def test_cli_render_at_a_time_names_the_person(tmp_path: Path) -> None:
 
 # -- the view, in-process (Flask test client over a real SQLite file) ----------------------
 def test_api_oncall_view_and_metric(tmp_path: Path) -> None:
-    from bridge.app import bridge_of, create_app
     from bridge.config import Settings
+    from bridge.web.app import create_app
+    from bridge.web.guard import bridge_of
 
     (tmp_path / "rules.yaml").write_text(CLI_RULES.replace(BASE, BASE.split("\n", 1)[1]),
                                          encoding="utf-8")

@@ -37,12 +37,12 @@ from conftest import (
 from fakejuhe import FakeJuhe
 
 from bridge.config import Settings
-from bridge.delivery import Deliverer, DeliveryPolicy
+from bridge.decide.types import Notification, Policy
+from bridge.deliver.deliverer import Deliverer, DeliveryPolicy
 from bridge.errors import StoreUnavailable, StoreUnconfirmed
-from bridge.juhe import JuheClient
+from bridge.providers.juhe import JuheClient
 from bridge.rules.load import load_rules
-from bridge.store.base import Notification, Policy
-from bridge.store.redis import RedisStore
+from bridge.store.redis.store import RedisStore
 
 T0 = 1_790_000_000.125
 M1 = "13800138000"

@@ -1,4 +1,4 @@
-"""bridge.routing.explain: what each route made of an alert, as a table of cases (pure)."""
+"""bridge.decide.routing.explain: what each route made of an alert, as a table of cases (pure)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from bridge.routing import RouteVerdict, explain
+from bridge.decide.routing import RouteVerdict, explain
 from bridge.rules.model import Route
-from bridge.timeintervals import NamedTimeInterval
+from bridge.rules.timeintervals import NamedTimeInterval
 
 NOW = datetime(2026, 12, 1, 15, 30, tzinfo=UTC)  # 23:30 in Asia/Shanghai
 INTERVALS = {

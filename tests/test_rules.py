@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge.alert import Alert, Batch
+from bridge.decide.plan import decide
 from bridge.errors import RulesError
-from bridge.plan import decide
-from bridge.render import fold_and_cut
 from bridge.rules.load import load_rules
+from bridge.rules.render import fold_and_cut
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "rules.d"
 NOW = datetime(2026, 11, 29, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai
@@ -381,7 +381,7 @@ routes:
 def test_fold_and_cut_fast_path_changes_nothing(value: str, max_len: int) -> None:
     # issue 14: fold_and_cut skips its three substitutions when one scan finds nothing to
     # change; the result is what the substitutions give
-    from bridge import render
+    from bridge.rules import render
 
     folded = render._CONTROL.sub(" ", render._STRAY_ZWJ.sub("", render._INVISIBLE.sub("", value)))
     assert fold_and_cut(value, max_len) == fold_and_cut(folded, max_len)

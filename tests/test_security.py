@@ -30,9 +30,9 @@ from hypothesis import HealthCheck, given, settings
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import fuzz_webhooks as fw  # noqa: E402
 
-from bridge import auth  # noqa: E402
 from bridge.errors import JuheError  # noqa: E402
-from bridge.juhe import JuheClient  # noqa: E402
+from bridge.providers.juhe import JuheClient  # noqa: E402
+from bridge.web import guard  # noqa: E402
 
 TOKEN = "tok-9c1e77"
 HMAC_SECRET = "hmac-secret-31d4"
@@ -195,7 +195,7 @@ def test_grafana_hmac_of_body(hmac_client: Any, headers: Any, status: int,
     ("Basic not*base64", False), ("Basic", False),
 ])
 def test_token_ok(header: str, ok: bool) -> None:
-    assert auth.token_ok(header, TOKEN) is ok
+    assert guard.token_ok(header, TOKEN) is ok
 
 
 def test_comparisons_are_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -207,11 +207,11 @@ def test_comparisons_are_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(auth.hmac, "compare_digest", spy)
-    assert auth.token_ok(f"Bearer {TOKEN}", TOKEN)
-    assert auth.token_ok(basic("u", TOKEN)["Authorization"], TOKEN)
+    monkeypatch.setattr(guard.hmac, "compare_digest", spy)
+    assert guard.token_ok(f"Bearer {TOKEN}", TOKEN)
+    assert guard.token_ok(basic("u", TOKEN)["Authorization"], TOKEN)
     body = b"{}"
-    assert auth.grafana_signature_problem(body, signed(body, None), HMAC_SECRET, None) == ""
+    assert guard.grafana_signature_problem(body, signed(body, None), HMAC_SECRET, None) == ""
     assert [c[1] for c in calls[:2]] == [TOKEN.encode(), TOKEN.encode()]
     assert calls[2][1] == signed(body, None)[SIG_HEADER].encode()
     assert len(calls) == 3

@@ -26,7 +26,7 @@ from test_store import INFO, NO_LIMITS, T0, paging
 from bridge import metrics
 from bridge.deliver.silences import CREATE, GIVE_UP_AFTER, Silencer, retry_delay, silence_body
 from bridge.store.base import Job
-from bridge.store.sqlite import SqliteStore
+from bridge.store.sqlite.store import SqliteStore
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

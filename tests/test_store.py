@@ -18,13 +18,14 @@ from typing import Any
 
 import pytest
 
-from bridge.episodes import ACK_PLACEHOLDER, EpisodeInfo, StepSpec, valid_code
+from bridge.decide.episodes import EpisodeInfo, StepSpec, valid_code
+from bridge.decide.types import EpisodeMark, Notification
 from bridge.errors import StoreUnavailable
-from bridge.plan import EpisodeMark, Notification
+from bridge.rules.render import ACK_PLACEHOLDER
 from bridge.store import PAGING_POLICY, Claim, Item, Outcome, Policy, PolicyRow, Store, open_store
 from bridge.store.base import STATES, episode_text
-from bridge.store.redis import RedisStore
-from bridge.store.sqlite import SqliteStore
+from bridge.store.redis.store import RedisStore
+from bridge.store.sqlite.store import SqliteStore
 
 #: A fixed "now" with a fraction, to check that times come back exactly.
 T0 = 1_790_000_000.125
@@ -1199,6 +1200,29 @@ def test_sqlite_checkpoints_are_left_to_maintain(tmp_path: Path) -> None:
     assert states(s.record([note(fp="fp0-0")], NO_LIMITS, T0 + 200)) == [
         ("suppressed", "duplicate")]
     s.close()
+
+
+def test_oldest_due_counts_only_what_a_deliverer_could_claim(store: Store) -> None:
+    """Issue 22 (the delivery lag): an SMS is due from the later of its due_at, its lease's end
+    and its mobile's gap or hold; not while in a claim, backing off or paced."""
+    assert store.oldest_due(T0) is None
+    [a] = store.record([note(fp="a")], NO_LIMITS, T0)
+    assert store.oldest_due(T0 + 5) == T0
+    [cl] = store.claim(T0 + 5, 30, 10)
+    assert store.oldest_due(T0 + 6) is None  # being sent
+    store.mark_retry([str(a.id)], T0 + 20, "juhe transient error", T0 + 6, token=cl.token,
+                     pace_until=T0 + 5)
+    assert store.oldest_due(T0 + 10) is None  # backing off
+    assert store.oldest_due(T0 + 25) == T0 + 20
+    [cl] = store.claim(T0 + 25, 30, 10)
+    store.mark_sent([str(a.id)], "sid", 1, T0 + 25, token=cl.token, pace_until=T0 + 85)
+    [b] = store.record([note(fp="b")], NO_LIMITS, T0 + 30)
+    assert store.oldest_due(T0 + 60) is None  # its mobile's gap runs
+    assert store.oldest_due(T0 + 90) == T0 + 85
+    [cl] = store.claim(T0 + 90, 30, 10)
+    assert ids_of([cl]) == {M1: [b.id]}
+    assert store.oldest_due(T0 + 100) is None
+    assert store.oldest_due(T0 + 125) == T0 + 120  # a hung deliverer's lease has lapsed
 
 
 # -- issue 25: the alert's source and silence on the episode, background jobs ----------------

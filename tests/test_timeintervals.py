@@ -15,7 +15,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from bridge.timeintervals import (
+from bridge.rules.timeintervals import (
     DayOfMonthRange,
     MonthRange,
     NamedTimeInterval,

@@ -26,10 +26,11 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from bridge import metrics
+from bridge.decide.plan import store_policy
+from bridge.decide.types import Notification
 from bridge.deliver.jobs import JobResult
-from bridge.oncall import Schedule, Shift, oncall_at, shifts_between
-from bridge.plan import Notification, store_policy
 from bridge.rules.load import RuleSet
+from bridge.rules.schedules import Schedule, Shift, oncall_at, shifts_between
 from bridge.store.base import Job, Store
 
 log = logging.getLogger(__name__)

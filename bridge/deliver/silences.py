@@ -30,8 +30,8 @@ from typing import Any
 import requests
 
 from bridge import metrics
+from bridge.decide.episodes import Episode
 from bridge.deliver.jobs import JobResult
-from bridge.episodes import Episode
 from bridge.store.base import Job, Store
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,3 @@
-"""The rules file: models (:mod:`.model`) and loading/merging/checking (:mod:`.load`)."""
-
-from bridge.rules.load import RuleSet, load_rules
-
-__all__ = ["RuleSet", "load_rules"]
+"""The rules file: models (:mod:`.model`), loading/merging/checking (:mod:`.load`), matchers,
+time intervals, schedules (who is on call at T) and the template sandbox (:mod:`.render`, its
+templates compile when the rules load)."""

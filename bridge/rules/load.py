@@ -26,11 +26,11 @@ from jinja2.environment import Template as JinjaTemplate
 from pydantic import ValidationError
 
 from bridge.errors import RulesError
-from bridge.oncall import Schedule, ScheduleSpec, oncall_at
 from bridge.privacy import mask_mobile
-from bridge.render import Renderer
 from bridge.rules.model import Limits, Route, RulesFile, Template, valid_mobile
-from bridge.timeintervals import NamedTimeInterval
+from bridge.rules.render import Renderer
+from bridge.rules.schedules import Schedule, ScheduleSpec, oncall_at
+from bridge.rules.timeintervals import NamedTimeInterval
 
 DEFAULT_MAX_VAR_LEN = 20
 #: Numbers one alert's ``mobiles_from`` may page per route unless the rules say otherwise.
@@ -81,7 +81,7 @@ class RuleSet:
     """The merged, checked rules, ready to route and render.
 
     ``receivers[name]`` are the receiver's mobiles (people resolved); ``people[name]`` a
-    person's mobile; ``schedules[name]`` a compiled :class:`~bridge.oncall.Schedule`.
+    person's mobile; ``schedules[name]`` a compiled :class:`~bridge.rules.schedules.Schedule`.
     ``route_ids[i]`` is where route i is written and ``route_names[i]`` its ``name`` or, when
     unnamed, ``str(route_ids[i])``; ``compiled[template][var]`` is the compiled Jinja2
     template of one variable and ``uses[template]`` the names its variables read (e.g.
@@ -133,7 +133,8 @@ class RuleSet:
 
     def mobiles_for(self, name: str, at: datetime) -> list[str]:
         """The mobiles a receiver or schedule ``name`` pages at the aware time ``at``: the
-        receiver's numbers, or those of the people on call (:func:`bridge.oncall.oncall_at`).
+        receiver's numbers, or those of the people on call
+        (:func:`bridge.rules.schedules.oncall_at`).
         Raises ``KeyError`` for a name that is neither (the loader refuses such routes)."""
         if name in self.receivers:
             return self.receivers[name]

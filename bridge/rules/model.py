@@ -22,9 +22,9 @@ from pydantic import (
 )
 
 from bridge.config import parse_duration
-from bridge.matchers import Matcher, parse_matcher
-from bridge.oncall import ScheduleSpec
-from bridge.timeintervals import NamedTimeInterval
+from bridge.rules.matchers import Matcher, parse_matcher
+from bridge.rules.schedules import ScheduleSpec
+from bridge.rules.timeintervals import NamedTimeInterval
 
 MOBILE_RE = re.compile(r"^1[3-9]\d{9}$")
 VAR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

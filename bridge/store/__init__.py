@@ -2,22 +2,22 @@
 place that knows them all (``base`` imports no implementation)."""
 
 from bridge.config import REDIS_SCHEMES
-from bridge.plan import EpisodeMark, Notification
-from bridge.store.base import PAGING_POLICY, Claim, Item, Outcome, Policy, PolicyRow, Store
+from bridge.decide.types import PAGING_POLICY, EpisodeMark, Notification, Policy, PolicyRow
+from bridge.store.base import Claim, Item, Outcome, Store
 
 
 def open_store(url: str, *, redis_wait: int = 0, redis_wait_timeout: float = 1.0) -> Store:
     """Open the store a ``BRIDGE_STORE`` URL names: ``sqlite:///PATH``, or Redis
     (``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://``, ``redis+cluster://``; see
-    :class:`bridge.store.redis.RedisStore`) with ``redis_wait`` replicas confirming each write
+    :class:`bridge.store.redis.store.RedisStore`) with ``redis_wait`` replicas confirming each write
     within ``redis_wait_timeout`` seconds (``BRIDGE_REDIS_WAIT``). Raises ``ValueError``
     otherwise."""
     if url.startswith("sqlite:///"):
-        from bridge.store.sqlite import SqliteStore
+        from bridge.store.sqlite.store import SqliteStore
 
         return SqliteStore(url[len("sqlite:///"):])
     if url.startswith(REDIS_SCHEMES):
-        from bridge.store.redis import RedisStore
+        from bridge.store.redis.store import RedisStore
 
         return RedisStore(url, wait=redis_wait, wait_timeout=redis_wait_timeout)
     scheme = url.split(":", 1)[0]

@@ -1,8 +1,9 @@
 """The store: dedup state and the durable outbox, behind one interface.
 
 Two implementations share this contract and one test suite (``tests/test_store.py``):
-:class:`bridge.store.sqlite.SqliteStore` and :class:`bridge.store.redis.RedisStore`. Every method
-raises :class:`bridge.errors.StoreUnavailable` when the backend cannot be reached or written.
+:class:`bridge.store.sqlite.store.SqliteStore` and :class:`bridge.store.redis.store.RedisStore`.
+Every method raises :class:`bridge.errors.StoreUnavailable` when the backend cannot be reached or
+written.
 Times are UNIX seconds (float); durations are seconds.
 
 Methods documented as **atomic** must be all-or-nothing and safe against any number of
@@ -19,11 +20,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from bridge.episodes import Episode, Paged, StepClaim, StepState
-from bridge.plan import EpisodeMark, Notification
+from bridge.decide.episodes import Episode, Paged, StepClaim, StepState
+from bridge.decide.types import EpisodeMark, Notification, Policy, State
 from bridge.privacy import redact_url
 
-State = Literal["queued", "sent", "retrying", "failed", "suppressed", "held"]
 STATES: tuple[State, ...] = ("queued", "sent", "retrying", "failed", "suppressed", "held")
 #: States whose SMS may still be sent.
 PENDING: tuple[State, ...] = ("queued", "retrying", "held")
@@ -41,80 +41,8 @@ def dedup_key(mobile: str, fingerprint: str, status: str, episode: str) -> str:
 
 def episode_text(start: float) -> str:
     """The episode string of an episode that began at ``start`` (UNIX seconds): its UTC ISO
-    form, as :func:`bridge.plan.episode_from_start` writes a ``startsAt``."""
+    form, as :func:`bridge.decide.plan.episode_from_start` writes a ``startsAt``."""
     return datetime.fromtimestamp(start, UTC).isoformat()
-
-
-@dataclass(frozen=True)
-class PolicyRow:
-    """One row of the paging policy: in sub-step ``step``, when ``condition`` holds, the
-    notification ends ``state`` with ``reason`` (``None``: the plan's own reason); ``stored``
-    says whether a row is written (else it is only counted); ``effect`` is what the sub-step
-    writes whether or not its condition held (the state later rows and later webhooks read)."""
-
-    step: str
-    condition: str
-    state: State
-    reason: str | None
-    stored: bool
-    effect: str = ""
-
-
-#: The paging policy of :meth:`Store.record`, the one place it is written down (issue 16).
-#: Before the rows, sub-step ``episodes`` settles the episode of alerts without ``startsAt``:
-#: for each :class:`bridge.plan.EpisodeMark` that is firing the stored start, else ``now``
-#: stored as the start; an ``untimed`` notification's episode becomes the stored start's
-#: :func:`episode_text` (``""`` when none: a resolved never seen firing). After the rows, the
-#: episodes of resolved marks are closed. Then each notification, in order, goes down the rows
-#: and stops at the first whose condition holds; the dedup keys are computed inside the step
-#: from the settled episode (:func:`dedup_key`). Both implementations name these sub-steps in
-#: the same order (``sqlite_record.py`` ``RecordStep.decide``, ``redis.py`` ``RECORD_LUA``: comments
-#: ``policy row: <step>``); a third store is written from this table alone.
-PAGING_POLICY: tuple[PolicyRow, ...] = (
-    PolicyRow("planned", "the plan decided it suppressed (muted)", "suppressed", None, True),
-    PolicyRow("dedup", "firing whose dedup key was recorded less than its repeat_interval ago,"
-              " or resolved whose dedup key was recorded at all", "suppressed", "duplicate",
-              False),
-    PolicyRow("already_resolved", "firing whose episode was already resolved for that mobile"
-              " (a stale or out-of-order redelivery)", "suppressed", "already resolved",
-              False),
-    PolicyRow("acknowledged", "firing of an episode that was acknowledged (repeats and"
-              " escalation pages)", "suppressed", "acknowledged", True),
-    PolicyRow("resolved_pairing", "resolved whose firing of the same episode was not paged to"
-              " that mobile", "suppressed", "not paged", False,
-              effect="its dedup key is recorded not paged, so a late firing of the episode is"
-                     " 'already resolved'"),
-    PolicyRow("per_day", "per_day SMS were already queued on policy.day (all mobiles)",
-              "suppressed", "per_day limit", True,
-              effect="from here on the dedup key is recorded at now, paged only when no limit"
-                     " row holds (a limited firing never pairs a resolved)"),
-    PolicyRow("per_mobile_per_hour", "per_mobile_per_hour SMS to that mobile were queued in the"
-              " last 3600 s", "suppressed", "per_mobile_per_hour limit", True),
-    PolicyRow("storm", "more than storm_threshold SMS for that mobile in its storm window (one"
-              " opens at the first SMS past a closed window, lasting storm_window)", "held",
-              "storm", True,
-              effect="the window counts every notification that reaches this row; a held one"
-                     " is due when the window ends"),
-    PolicyRow("queued", "otherwise (a shift notice, status notice, keeps its reason 'shift"
-              " notice'; it is deduplicated like a firing and pairs with nothing)", "queued",
-              "", True,
-              effect="counts for per_day and per_mobile_per_hour; due now"),
-)
-
-
-@dataclass(frozen=True)
-class Policy:
-    """The limits the store enforces atomically while recording (rules file ``limits:``).
-
-    ``None`` means no limit. ``storm_window`` is seconds. ``day`` names the current day in
-    ``BRIDGE_TZ`` (e.g. ``2026-11-29``), the unit of ``per_day``.
-    """
-
-    per_mobile_per_hour: int | None = None
-    per_day: int | None = None
-    storm_threshold: int | None = None
-    storm_window: float = 0.0
-    day: str = ""
 
 
 @dataclass(frozen=True)
@@ -261,7 +189,7 @@ class Store(abc.ABC):
         the settled episode.
         """
 
-    # -- episodes (EPISODES.md; bridge/episodes.py) -----------------------------------------
+    # -- episodes (EPISODES.md; bridge/decide/episodes.py) -----------------------------------------
     # Inside record's one atomic step, after a notification's policy rows (sub-steps named
     # ``episode: <name>`` in both stores): ``upsert`` (a firing that ends queued or held creates
     # its episode when missing, with the notification's info and steps due at now + after),
@@ -410,6 +338,14 @@ class Store(abc.ABC):
         EPISODE_STALE`` (with their Paged entries, codes and steps), and finished jobs kept
         until before ``before``; returns how many items were deleted. Never blocks webhooks
         long."""
+
+    @abc.abstractmethod
+    def oldest_due(self, now: float) -> float | None:
+        """Since when (UNIX seconds) the longest-waiting due SMS has been claimable, among
+        those claimable at ``now`` (see :meth:`claim`): the later of its ``due_at``, the end of
+        its last lease and the end of its mobile's pacing gap or hold; ``None`` when nothing is
+        claimable. An SMS in a claim (being sent), backing off before a retry, or waiting for
+        its mobile's gap or storm window is not due (docs/operations.md, "Watched delivery")."""
 
     @abc.abstractmethod
     def set_status(self, key: str, value: str | None) -> None:

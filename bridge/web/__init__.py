@@ -1,1 +1,3 @@
-"""The web layer: Flask views over the intake and read-side use cases (docs/design.md)."""
+"""HTTP: the app factory (:mod:`.app`) composing the webhook/API views, the operator page
+(:mod:`.page`), the acknowledgement views (:mod:`.ack`), the calendar feeds
+(:mod:`.calendar`) and their guard (:mod:`.guard`: auth, CSRF, session)."""

@@ -31,7 +31,7 @@ from urllib.parse import quote
 from flask import Blueprint, Response, request
 from icalendar import Calendar, Event
 
-from bridge.oncall import Schedule, Shift, shifts_between
+from bridge.rules.schedules import Schedule, Shift, shifts_between
 
 __all__ = ["AHEAD", "PAST", "calendar", "feed", "feed_key", "feed_path"]
 
@@ -112,7 +112,7 @@ def feed(schedule: Schedule, now: datetime) -> Calendar:
 
 
 def _not_found() -> tuple[Response, int]:
-    from bridge.app import error
+    from bridge.web.guard import error
 
     return error("no such calendar (check the schedule's name and the key the operator "
                  "page shows)", 404)
@@ -124,7 +124,7 @@ def schedule_feed(name: str) -> Any:
     set, ``?key=`` must be :func:`feed_key`; a missing or wrong key, like an unknown
     schedule, gets 404 ``{"error": ...}``. The key is the only credential, so that a calendar
     application can subscribe."""
-    from bridge.app import bridge
+    from bridge.web.guard import bridge
 
     b = bridge()
     schedule = b.holder.rules.schedules.get(name)

@@ -1,0 +1,507 @@
+"""Delivery: claim due SMS from the store, send them through a :class:`Sender`, record the
+outcome.
+
+Runs in the delivery process of ``bridge serve`` (forked and supervised by its master, beside the
+web workers: :mod:`bridge.deliveryproc`) and as ``bridge worker``. Claims are leased atomically by
+the store, so deliverers never send the same SMS at once; an SMS whose sender died goes out again
+when its lease ends (at least once). Every mark carries the claim's lease token: a deliverer whose
+lease lapsed (a long pause, a stalled request) and whose items were claimed again changes nothing,
+and logs it.
+
+Policy (SPEC "Sending through Juhe", "Delivery guarantees", JUHE.md):
+
+* transient failure -> ``retrying`` with exponential backoff and jitter (``retry_base`` *
+  2**attempts, at most ``retry_max``, at least Juhe's ``retry_after``), until ``retry_for``
+  seconds after the first attempt, then ``failed``;
+* configuration failure (key, account, template) -> ``retrying`` likewise but at least every
+  :data:`CONFIG_RETRY_EVERY` seconds, so the SMS goes out once the key or account is fixed; it
+  is reported to ``/readyz`` (store status ``juhe_config``, tied to the configuration that met
+  it) until a send succeeds;
+* permanent failure -> ``failed`` at once. A ``failed`` SMS did not page: the store forgets its
+  dedup record, so a later re-send of the alert pages again;
+* pacing -> at most one SMS per mobile per ``min_gap``, booked by a send that may have gone out
+  (sent, or a timeout/10014), never by a claim or a send that surely did not go out; what piled
+  up meanwhile goes out when the gap ends, as one storm SMS when a storm template is set, else
+  one by one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from bridge import metrics
+from bridge.config import Settings
+from bridge.errors import (
+    ConfigError,
+    JuheError,
+    StoreUnavailable,
+    StoreUnconfirmed,
+    TransientError,
+)
+from bridge.privacy import mask_mobile, mask_mobiles_in
+from bridge.providers.juhe import SendResult, encode_tpl_value
+from bridge.rules.load import RuleSet
+from bridge.store.base import Claim, Item, Store
+
+log = logging.getLogger("bridge.delivery")  # stable log name (not the module path)
+
+STATUS_JUHE_CONFIG = "juhe_config"
+#: Items of one mobile loaded per claim when nothing can fold them (no storm template).
+CLAIM_MAX_ITEMS = 20
+#: A configuration error is tried again at least this often (seconds; SPEC).
+CONFIG_RETRY_EVERY = 60.0
+#: Seconds between two :meth:`Store.maintain` calls of a delivery loop.
+MAINTAIN_EVERY = 1.0
+#: The status note (:meth:`Store.set_status`) holding when a deliverer of any process or
+#: instance last finished a pass of its loop (UNIX seconds, as text): what ``/readyz`` reads.
+STATUS_DELIVERY_PASS = "delivery_pass"
+#: A deliverer writes :data:`STATUS_DELIVERY_PASS` at most this often (seconds; a quarter of
+#: ``BRIDGE_DELIVERY_STALL`` when that is shorter), not on every pass: on SQLite each write
+#: takes the write lock the webhooks need.
+PASS_RECORD_EVERY = 5.0
+
+
+class Sender(Protocol):
+    """What delivery sends through (sachet's ``Provider``): one SMS per call.
+
+    Returns :class:`bridge.providers.juhe.SendResult`; raises :class:`bridge.errors.JuheError`
+    (``TransientError``, ``PermanentError``, ``ConfigError``) for a refused or failed send, and
+    ``ValueError``/``TypeError`` for variables that cannot be encoded.
+    """
+
+    def send(self, mobile: str, tpl_id: int, variables: Mapping[str, str]) -> SendResult:
+        """Send one SMS of template ``tpl_id`` with ``variables`` to ``mobile``."""
+        ...
+
+
+class DryRunSender:
+    """The sender without ``JUHE_KEY``: sends nothing, logs each SMS that would be sent
+    (mobile masked) and answers ``SendResult(sid="dry-run", fee=0, outcome="dry_run")``."""
+
+    def send(self, mobile: str, tpl_id: int, variables: Mapping[str, str]) -> SendResult:
+        """See :class:`Sender`; raises only for variables that cannot be encoded."""
+        encode_tpl_value(variables)
+        log.warning("DRY-RUN (no JUHE_KEY): would send to %s tpl_id=%s vars=%s",
+                    mask_mobile(mobile), tpl_id,
+                    mask_mobiles_in(json.dumps(dict(variables), ensure_ascii=False)))
+        return SendResult(sid="dry-run", fee=0, outcome="dry_run")
+
+
+def config_id(settings: Settings) -> str:
+    """A short hash naming the Juhe configuration in force (URL and key; never the key
+    itself), which a ``juhe_config`` note is tied to."""
+    raw = f"{settings.juhe_url}\0{settings.juhe_key or ''}".encode()
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    """Delivery timing, seconds: lease per claim, backoff base and cap, total retry time,
+    retention of finished records and how often they are pruned, ``stall``
+    (``BRIDGE_DELIVERY_STALL``: a loop with no finished pass for that long is hung);
+    ``max_mobiles``: mobiles per claim. Build it with :meth:`from_settings`: what the
+    environment configures has its default only in :class:`bridge.config.Settings`."""
+
+    retention: float
+    retry_base: float
+    retry_for: float
+    lease: float = 120.0
+    #: how long storing a send's result is retried while the store is unavailable (long
+    #: enough for a Redis failover, well within the lease)
+    mark_retry_for: float = 30.0
+    prune_every: float = 600.0
+    retry_max: float = 600.0
+    max_mobiles: int = 20
+    stall: float = 60.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **fixed: Any) -> DeliveryPolicy:
+        """The policy ``settings`` configure; ``fixed`` sets the other fields (e.g. ``lease``)."""
+        return cls(retention=settings.retention, retry_base=settings.retry_base,
+                   retry_for=settings.retry_for, stall=settings.delivery_stall, **fixed)
+
+
+def backoff(attempts: int, policy: DeliveryPolicy, minimum: float | None = None,
+            cap: float | None = None) -> float:
+    """Seconds to wait after ``attempts`` failed attempts (1-based): exponential with ±20 %
+    jitter, capped at ``retry_max`` (and ``cap``), never below ``minimum``."""
+    delay = min(policy.retry_base * (2 ** max(attempts - 1, 0)), policy.retry_max)
+    delay *= random.uniform(0.8, 1.2)
+    if cap is not None:
+        delay = min(delay, cap)
+    return float(max(delay, minimum or 0.0))
+
+
+class Deliverer:
+    """Sends what the store has due. ``rules()`` returns the rules in force (storm template,
+    ``min_gap``); it is called on each pass so that a reload takes effect. ``clock`` gives UNIX
+    seconds (injected by tests); ``config`` is :func:`config_id` of the sender's configuration.
+
+    Marks are not batched: each SMS sent is marked in a store transaction of its own before the
+    next one of the claim is sent, so a crash between two sends re-sends at most the one in
+    hand. One transaction for a claim's results would have to wait for its last send, and a
+    crash before it would send every SMS of the claim again after its lease. What is already
+    one step stays one: a storm SMS marks all it folded, the rest of a claim goes back in one
+    release.
+
+    Watched (docs/operations.md, "Watched delivery"): after each finished pass of
+    :meth:`run_forever`, and after each SMS marked within a long pass, ``on_pass()`` is called
+    (the supervisor's heartbeat of ``bridge serve``'s delivery process) and, at most every
+    :data:`PASS_RECORD_EVERY` seconds, the time is stored as :data:`STATUS_DELIVERY_PASS`.
+    """
+
+    def __init__(self, store: Store, sender: Sender, rules: Callable[[], RuleSet],
+                 policy: DeliveryPolicy | None = None, *, config: str = "",
+                 clock: Callable[[], float] = time.time,
+                 sidecar: Callable[[], int] | None = None,
+                 on_pass: Callable[[], object] | None = None) -> None:
+        self.store = store
+        self.on_pass = on_pass
+        #: run on every pass of :meth:`run_forever` before delivering (the escalation
+        #: steps, :meth:`bridge.deliver.escalation.Escalator.run_once`); returns how much it did
+        self.sidecar = sidecar
+        self.sender = sender
+        self.rules = rules
+        self.policy = policy or DeliveryPolicy.from_settings(Settings())
+        self.config = config
+        self.clock = clock
+        #: when (monotonic) a successful send next clears the shared juhe_config note: at most
+        #: once a second, and at once after this deliverer saw a configuration error
+        self._clear_config_at = 0.0
+        self.stopping = threading.Event()
+        #: set when a mark of the claim in hand was fenced or needed the store back (see
+        #: _settle): the claim may be lost, so no more of it is sent
+        self._interrupted = False
+        self._next_prune = 0.0
+        self._next_maintain = 0.0
+        self._next_record = 0.0
+
+    def run_once(self, now: float | None = None) -> int:
+        """Claim and deliver one batch of due mobiles; returns how many claims were handled.
+
+        Raises :class:`StoreUnavailable` when the store cannot be reached.
+        """
+        rules = self.rules()
+        now = self.clock() if now is None else now
+        # load no more of a mobile's backlog than one claim can send (a storm template folds
+        # all of it into one SMS, so then all of it)
+        cap = 0 if rules.limits.storm is not None else CLAIM_MAX_ITEMS
+        claims = self.store.claim(now, self.policy.lease, self.policy.max_mobiles, cap)
+        for n, claim in enumerate(claims):
+            self._interrupted = False
+            if self.stopping.is_set():  # shutting down: give the rest back at once, unpaced
+                for rest in claims[n:]:
+                    at = self.clock()
+                    self._release(rest, rest.items, at, pace_until=at)
+                break
+            self._deliver(claim, rules)
+        return len(claims)
+
+    def prune(self, now: float | None = None) -> int:
+        """Delete finished notifications older than the retention period; returns how many."""
+        now = self.clock() if now is None else now
+        n = self.store.prune(now - self.policy.retention)
+        if n:
+            log.info("pruned %d finished notifications older than %.0f days", n,
+                     self.policy.retention / 86400)
+        return n
+
+    def run_forever(self, stop: threading.Event, interval: float = 0.5) -> None:
+        """Deliver until ``stop`` is set, polling every ``interval`` seconds when idle (at
+        most a quarter of ``policy.stall``, so that an idle loop is never taken for a hung
+        one), and prune old records every ``prune_every`` seconds (in batches, between
+        deliveries). Once ``stop`` is set, the SMS in hand is finished and the rest of the
+        claim is given back to the store at once (not left to its lease)."""
+        self.stopping = stop
+        self._next_prune = self.clock() + random.uniform(0, self.policy.prune_every / 10)
+        interval = min(interval, self.policy.stall / 4)
+        while not stop.is_set():
+            try:
+                self._chores()
+                busy = self.sidecar() if self.sidecar is not None else 0
+                busy += self.run_once()
+                self._progress()
+            except StoreUnavailable as exc:
+                log.error("delivery paused: store unavailable: %s", exc)
+                busy = 0
+                self._beat()  # alive, only the store is not: not a hung loop
+                stop.wait(min(5.0, interval * 10, self.policy.stall / 4))
+            except Exception:  # a bug must not stop delivery for good
+                log.exception("delivery pass failed")
+                busy = 0
+                self._beat()
+                stop.wait(interval)
+            if not busy:
+                stop.wait(interval)
+
+    def _beat(self) -> None:
+        """Tell the supervisor (``on_pass``) that the loop is not hung."""
+        if self.on_pass is not None:
+            self.on_pass()
+
+    def _progress(self) -> None:
+        """A pass (or one SMS of a long pass) has finished: :meth:`_beat`, and store the time
+        as :data:`STATUS_DELIVERY_PASS` when the last one stored is older than
+        :data:`PASS_RECORD_EVERY` (or a quarter of the stall time). A store that cannot take
+        it is skipped: the next pass tries again."""
+        self._beat()
+        now = self.clock()
+        if now < self._next_record:
+            return
+        self._next_record = now + min(PASS_RECORD_EVERY, self.policy.stall / 4)
+        try:
+            self.store.set_status(STATUS_DELIVERY_PASS, repr(now))
+        except StoreUnavailable as exc:
+            log.debug("recording the delivery pass failed: %s", exc)
+            self._next_record = 0.0
+
+    def _chores(self) -> None:
+        """Between deliveries: prune every ``prune_every`` seconds, and let the store do its
+        upkeep every :data:`MAINTAIN_EVERY` seconds (:meth:`Store.maintain`: SQLite's WAL
+        checkpoint, done here so that no webhook waits for it)."""
+        now = self.clock()
+        if now >= self._next_prune:
+            self._next_prune = now + self.policy.prune_every
+            self.prune()
+        if now >= self._next_maintain:
+            self._next_maintain = now + MAINTAIN_EVERY
+            self.store.maintain()
+
+    # -- one mobile's claim ---------------------------------------------------------------
+    def _deliver(self, claim: Claim, rules: RuleSet) -> None:
+        items = claim.items
+        storm = rules.limits.storm
+        gap = rules.limits.min_gap
+        held = [i for i in items if i.state == "held"]
+        fold = storm is not None and len(items) > 1 and (bool(held) or claim.gapped)
+        if fold and storm is not None:
+            variables = self._storm_vars(items, rules, storm.template)
+            tpl_id = rules.templates[storm.template].tpl_id
+            self._send(claim, items, tpl_id, variables, f"folded {len(items)} into one storm SMS",
+                       rules, last=True)
+            return
+        if gap > 0 and len(items) > 1:
+            # the rest waits for the gap; the mobile stays held until the first one's mark
+            first, rest = items[:1], items[1:]
+            self._release(claim, rest, self.clock() + gap, pace_until=None)
+            items = first
+        # without pacing a backlog of one mobile goes out one by one; past half the lease (or
+        # when stopping) the rest is given back, so no other deliverer claims what is still
+        # being sent
+        deadline = claim.lease_until - self.policy.lease / 2
+        for n, item in enumerate(items):
+            if self._interrupted:  # see _fenced and _settle: send no more of it
+                # give back what this claim still holds (the release is fenced by the claim's
+                # token: what another deliverer claimed since is left alone), so that a Redis
+                # failover delays the rest by seconds, not by the lease
+                log.warning("claim on %s may be lost: %d SMS of it given back unsent",
+                            mask_mobile(claim.mobile), len(items) - n)
+                at = self.clock()
+                self._release(claim, items[n:], at, pace_until=at + gap if n else at)
+                return
+            if self.stopping.is_set() or (n and self.clock() > deadline):
+                at = self.clock()
+                self._release(claim, items[n:], at, pace_until=at + gap)
+                return
+            self._send(claim, [item], item.tpl_id, item.variables, "", rules,
+                       last=n == len(items) - 1)
+
+    def _storm_vars(self, items: list[Item], rules: RuleSet, template: str) -> dict[str, str]:
+        names = list(dict.fromkeys(i.alertname or "?" for i in items))
+        context = {
+            "count": len(items),
+            "firing": sum(1 for i in items if i.status == "firing"),
+            "resolved": sum(1 for i in items if i.status == "resolved"),
+            "alertnames": ",".join(names),
+            "mobile": items[0].mobile,
+            "window_start": datetime.fromtimestamp(min(i.created_at for i in items), UTC),
+            "window_end": datetime.fromtimestamp(max(max(i.due_at for i in items), self.clock()),
+                                                 UTC),
+        }
+        return rules.renderer.render(rules.compiled[template], context, rules.var_len(template))
+
+    def _release(self, claim: Claim, items: list[Item], due_at: float,
+                 pace_until: float | None) -> None:
+        ids = [i.id for i in items]
+        self._fenced(claim, ids, "release", lambda: self.store.release(
+            ids, due_at, token=claim.token, pace_until=pace_until))
+
+    def _fenced(self, claim: Claim, ids: list[str], what: str, mark: Callable[[], int]) -> None:
+        """Store a mark (:meth:`_settle`) and log the marks a lapsed lease made void (another
+        deliverer holds those items now, or a Redis failover lost the claim); then no more of
+        the claim is sent."""
+        changed = self._settle(mask_mobile(claim.mobile), mark)
+        self._progress()
+        if changed < len(ids):
+            self._interrupted = True
+            log.warning("lease on %s lapsed: mark %s ignored for %d of %d items (claimed again"
+                        " since)", mask_mobile(claim.mobile), what, len(ids) - changed, len(ids))
+
+    def _settle(self, masked: str, mark: Callable[[], int]) -> int:
+        """Store the result of a send (``mark``; returns how many items it changed), retrying
+        while the store is briefly unavailable, e.g. a Redis failover: a result that is not
+        stored lets the SMS go out again when its lease ends.
+
+        Unreachable: retried with backoff (0.1 s doubling to 2 s) for up to
+        ``policy.mark_retry_for`` seconds (5 s once stopping), then :class:`StoreUnavailable`
+        is raised and delivery pauses (at least once: the SMS may go again after its lease).
+        Written but not confirmed by enough replicas (:class:`StoreUnconfirmed`, after the
+        ``WAIT`` already waited): accepted with a warning (counted as changing every item),
+        since the result stands on the master and delivery must go on while replicas are away.
+        After an unreachable store the rest of the claim is not sent (a failover may have lost
+        it).
+        """
+        started = time.monotonic()
+        delay = 0.1
+        while True:
+            try:
+                return mark()
+            except StoreUnconfirmed as exc:
+                log.warning("result for %s stored on the redis master only: %s", masked, exc)
+                return 1 << 30
+            except StoreUnavailable as exc:
+                # a failover may have lost this deliverer's claim, so another may be sending
+                # the rest of it now: send no more of it (its lease, if kept, ends normally)
+                self._interrupted = True
+                budget = 5.0 if self.stopping.is_set() else self.policy.mark_retry_for
+                if time.monotonic() - started + delay > budget:
+                    raise
+                log.warning("storing the result for %s failed, retrying in %.1fs: %s", masked,
+                            delay, exc)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def _send(self, claim: Claim, items: list[Item], tpl_id: int, variables: dict[str, str],
+              note: str, rules: RuleSet, last: bool) -> None:
+        ids = [i.id for i in items]
+        masked = rules.who(items[0].mobile)  # "zhang 138****8000"
+        started = self.clock()
+        try:
+            result: SendResult = self.sender.send(items[0].mobile, tpl_id, variables)
+        except JuheError as exc:
+            metrics.JUHE_SECONDS.observe(max(self.clock() - started, 0.0))
+            self._failed(claim, items, exc, rules)
+            return
+        now = self.clock()
+        metrics.JUHE_SECONDS.observe(max(now - started, 0.0))
+        metrics.JUHE_REQUESTS.labels(result.outcome, "0").inc()
+        dry = result.outcome == "dry_run"
+        log.info("%s to %s (%s) tpl_id=%s sid=%s fee=%s ids=%s%s %s",
+                 "dry-run, not sent" if dry else "sent", masked, items[0].alertname or "-",
+                 tpl_id, result.sid, result.fee, ",".join(ids[:5]), "…" if len(ids) > 5 else "",
+                 note)
+        # the gap starts at the send; before the last SMS of the claim the mobile stays held
+        self._fenced(claim, ids, "sent", lambda: self.store.mark_sent(
+            ids, result.sid, result.fee, now,
+            reason="dry-run" if dry else note or _notice_reason(items),
+            token=claim.token, pace_until=now + rules.limits.min_gap if last else None))
+        if time.monotonic() >= self._clear_config_at:
+            self.store.set_status(STATUS_JUHE_CONFIG, None)
+            self._clear_config_at = time.monotonic() + 1.0
+        metrics.DELIVERIES.labels("sent").inc(len(ids))
+
+    def _failed(self, claim: Claim, items: list[Item], exc: JuheError, rules: RuleSet) -> None:
+        now = self.clock()
+        ids = [i.id for i in items]
+        masked = (f"{rules.who(items[0].mobile)} ({items[0].alertname or '-'}, "
+                  f"id {','.join(ids[:5])}{'…' if len(ids) > 5 else ''})")
+        kind = "transient" if isinstance(exc, TransientError) else (
+            "config" if isinstance(exc, ConfigError) else "permanent")
+        metrics.JUHE_REQUESTS.labels(kind, str(exc.code)).inc()
+        reason = mask_mobiles_in(f"juhe {kind} error {exc.code}: {exc.reason}")
+        # only a send that may have gone out books the carrier's gap for that number
+        pace_until = now + rules.limits.min_gap if exc.maybe_sent else now
+        if isinstance(exc, ConfigError):
+            log.error("CONFIGURATION ERROR from Juhe (check JUHE_KEY, account and tpl_id) "
+                      "sending to %s: %s", masked, reason)
+            self.store.set_status(STATUS_JUHE_CONFIG, json.dumps(
+                {"reason": reason, "config": self.config, "at": now}, ensure_ascii=False))
+            self._clear_config_at = 0.0
+        if isinstance(exc, TransientError | ConfigError):
+            first = min((i.first_attempt_at or now) for i in items)
+            attempts = max(i.attempts for i in items) + 1
+            if now - first >= self.policy.retry_for:
+                log.error("giving up on %s after %.0fs and %d attempts: %s", masked,
+                          now - first, attempts, reason)
+                self._fenced(claim, ids, "failed", lambda: self.store.mark_failed(
+                    ids, f"gave up after {attempts} attempts: {reason}", now,
+                    token=claim.token, pace_until=pace_until))
+                metrics.DELIVERIES.labels("failed").inc(len(ids))
+                return
+            floor = max(exc.retry_after or 0.0,
+                        rules.limits.min_gap if exc.maybe_sent else 0.0)
+            cap = CONFIG_RETRY_EVERY if isinstance(exc, ConfigError) else None
+            delay = backoff(attempts, self.policy, floor or None, cap)
+            log.warning("send to %s failed (%s), retry %d in %.1fs", masked, reason, attempts,
+                        delay)
+            self._fenced(claim, ids, "retrying", lambda: self.store.mark_retry(
+                ids, now + delay, reason, now, token=claim.token, pace_until=pace_until))
+            metrics.DELIVERIES.labels("retrying").inc(len(ids))
+            return
+        log.error("send to %s failed permanently: %s", masked, reason)
+        self._fenced(claim, ids, "failed", lambda: self.store.mark_failed(
+            ids, reason, now, token=claim.token, pace_until=pace_until))
+        metrics.DELIVERIES.labels("failed").inc(len(ids))
+
+
+def _notice_reason(items: list[Item]) -> str:
+    """The reason a sent shift notice keeps (docs/oncall.md, "Shift notices"), else ``""``."""
+    return "shift notice" if items and all(i.status == "notice" for i in items) else ""
+
+
+def delivery_problems(now: float, last_pass: float | None, started_at: float,
+                      oldest_due: float | None, stall: float) -> list[str]:
+    """Why ``/readyz`` names delivery (docs/operations.md, "Watched delivery"); empty when
+    delivery is fine. Times are UNIX seconds: ``last_pass`` when any deliverer last finished
+    a pass (:data:`STATUS_DELIVERY_PASS`; ``None`` if never), ``started_at`` when the asking
+    process started (no deliverer is blamed for the time before it), ``oldest_due`` since when
+    the longest-waiting due SMS has been due (:meth:`Store.oldest_due`; ``None``: none due);
+    ``stall`` is ``BRIDGE_DELIVERY_STALL``. Each problem is reported once it has lasted
+    ``stall`` seconds."""
+    problems = []
+    if now - max(last_pass or 0.0, started_at) >= stall:
+        since = (f"for {now - last_pass:.1f}s" if last_pass
+                 else f"since this process started {now - started_at:.1f}s ago")
+        problems.append(f"delivery: no deliverer has finished a pass of its loop {since} "
+                        f"(BRIDGE_DELIVERY_STALL {stall:g}s)")
+    if oldest_due is not None and now - oldest_due >= stall:
+        problems.append(f"delivery: an SMS has been due and unsent for {now - oldest_due:.1f}s "
+                        f"(BRIDGE_DELIVERY_STALL {stall:g}s)")
+    return problems
+
+
+def recorded_pass(raw: str | None) -> float | None:
+    """:data:`STATUS_DELIVERY_PASS` as UNIX seconds (``None`` when missing or unreadable)."""
+    try:
+        return float(raw) if raw else None
+    except ValueError:
+        return None
+
+
+def juhe_config_note(raw: str | None, config: str, since: float) -> str | None:
+    """The ``juhe_config`` note as ``/readyz`` shows it: its reason when the configuration in
+    force (``config``, see :func:`config_id`) met it since ``since`` (this process's start or
+    its last rules reload, UNIX seconds), else ``None``. A note in the old plain-text form is
+    shown as it is only when ``config`` is empty."""
+    if not raw:
+        return None
+    try:
+        note = json.loads(raw)
+    except ValueError:
+        note = None
+    if not isinstance(note, dict):
+        return raw if not config else None
+    if note.get("config") != config or float(note.get("at") or 0) < since:
+        return None
+    return str(note.get("reason") or "")
+
+

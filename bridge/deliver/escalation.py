@@ -1,0 +1,170 @@
+"""Running due escalation steps (SPEC "On call": escalation; EPISODES.md "Engine").
+
+Steps are durable timers in the store (:meth:`bridge.store.base.Store.claim_steps`), leased
+like outbox items, so each step is decided once per episode across workers, instances and
+restarts; one that fell due while the bridge was down is claimed at the first pass after
+start. :class:`Escalator` runs inside the delivery loop (:meth:`bridge.deliver.deliverer.Deliverer.
+run_forever` calls :meth:`Escalator.run_once` on every pass, at most ``delivery_interval``
+apart, 0.5 s by default), so a step runs within about a second of falling due.
+
+What a due step does is :func:`bridge.decide.episodes.step_action` (pure, a function of ``now``):
+an acknowledged or resolved episode cancels it; otherwise the step's receiver (a schedule is
+resolved at ``now``) is paged, without the mobiles already paged for the episode, as firing
+notifications recorded like any other (pacing, limits, storms and the route's mute intervals
+apply; an acknowledgement that lands meanwhile suppresses them in the record step, reason
+``acknowledged``). A crash between the record and the finish leaves the step pending: its lease
+lapses, it runs again and finds its people already paged (``nobody new to page``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+
+from bridge import metrics
+from bridge.decide.episodes import Episode, Step, StepClaim, step_action
+from bridge.decide.plan import muted, store_policy
+from bridge.decide.types import Notification
+from bridge.rules.load import RuleSet
+from bridge.rules.render import ACK_PLACEHOLDER
+from bridge.store.base import Store
+
+log = logging.getLogger("bridge.escalation")  # stable log name (not the module path)
+
+#: Seconds a claimed step is leased to one runner.
+STEP_LEASE = 60.0
+
+
+def episode_context(episode: Episode, escalation: int) -> dict[str, Any]:
+    """What a step's template sees: the alert as the episode recorded it (labels,
+    annotations, ``starts_at``, fingerprint; group fields empty), ``escalation`` (the step's
+    index) and ``ack_code`` (filled per mobile by the record step)."""
+    starts = (datetime.fromtimestamp(episode.starts_at, UTC)
+              if episode.starts_at is not None else None)
+    return {
+        "labels": dict(episode.labels), "annotations": dict(episode.annotations),
+        "status": "firing", "starts_at": starts, "ends_at": None,
+        "fingerprint": episode.fingerprint, "source": "", "generator_url": "", "values": {},
+        "receiver": "", "external_url": "", "common_labels": {}, "group_labels": {},
+        "escalation": escalation, "ack_code": ACK_PLACEHOLDER,
+    }
+
+
+class Escalator:
+    """Claims and runs due escalation steps. ``rules()`` gives the rules in force; ``zone``
+    is ``BRIDGE_TZ`` (the day of ``per_day``); ``clock`` gives UNIX seconds."""
+
+    def __init__(self, store: Store, rules: Callable[[], RuleSet], zone: tzinfo, *,
+                 clock: Callable[[], float] = time.time, lease: float = STEP_LEASE) -> None:
+        self.store = store
+        self.rules = rules
+        self.zone = zone
+        self.clock = clock
+        self.lease = lease
+
+    def run_once(self, now: float | None = None) -> int:
+        """Claim the steps due at ``now`` (default the clock) and run each; returns how many
+        were claimed. Raises :class:`bridge.errors.StoreUnavailable`."""
+        now = self.clock() if now is None else now
+        claims = self.store.claim_steps(now, self.lease)
+        for claim in claims:
+            self._run(claim, now)
+        return len(claims)
+
+    def _run(self, claim: StepClaim, now: float) -> None:
+        episode = self.store.episode(claim.episode_id)
+        if episode is None or not 0 < claim.index <= len(episode.steps):
+            return
+        step = episode.steps[claim.index - 1]
+        action, reason = step_action(episode, step, now)
+        if action == "wait":
+            return
+        if action == "cancel":
+            if reason:
+                self._finish(claim, episode, step, "cancelled", reason, now)
+            return
+        rules = self.rules()
+        problem = self._unusable(rules, step)
+        if problem:
+            log.warning("episode %s (%s) step %d: %s: cancelled", episode.id,
+                        episode.alertname or episode.fingerprint, step.index, problem)
+            self._finish(claim, episode, step, "cancelled", problem, now)
+            return
+        self._finish(claim, episode, step, "done", self._page(episode, step, rules, now), now)
+
+    @staticmethod
+    def _unusable(rules: RuleSet, step: Step) -> str:
+        """Why the step cannot page under the rules in force (a reload removed its receiver
+        or template), or ``""``."""
+        if step.receiver not in rules.receivers and step.receiver not in rules.schedules:
+            return f"receiver {step.receiver!r} is no longer in the rules"
+        if step.template is None or step.template not in rules.templates:
+            return f"template {step.template!r} is no longer in the rules"
+        return ""
+
+    def _page(self, episode: Episode, step: Step, rules: RuleSet, now: float) -> str:
+        """Record the step's notifications; returns the step's reason (whom it paged)."""
+        at = datetime.fromtimestamp(now, UTC)
+        already = episode.paged_mobiles()
+        mobiles = [m for m in dict.fromkeys(rules.mobiles_for(step.receiver, at))
+                   if m not in already]
+        if not mobiles:
+            log.info("episode %s (%s) escalation step %d: %s: nobody new to page", episode.id,
+                     episode.alertname or episode.fingerprint, step.index, step.receiver)
+            return "nobody new to page"
+        tpl = str(step.template)
+        i = rules.route_index(episode.route)
+        route = rules.routes[i] if i is not None else None
+        is_muted = route is not None and muted(route, rules, at)
+        own = next((p for p in episode.paged if p.level == 0), None)
+        resolved_template = (route.resolved_template if route is not None
+                             else own.resolved_template if own is not None else None)
+        context = episode_context(episode, step.index)
+        shared = None
+        notes = []
+        for m in mobiles:
+            if "person" in rules.uses.get(tpl, ()):
+                person = rules.person_of(m)
+                variables = rules.renderer.render(
+                    rules.compiled[tpl], {**context, "person": person} if person else context,
+                    rules.var_len(tpl))
+            else:
+                if shared is None:
+                    shared = rules.renderer.render(rules.compiled[tpl], context,
+                                                   rules.var_len(tpl))
+                variables = shared
+            notes.append(Notification(
+                mobile=m, fingerprint=episode.fingerprint, status="firing",
+                episode=episode.episode, route=episode.route, alertname=episode.alertname,
+                tpl_id=rules.templates[tpl].tpl_id, variables=variables,
+                repeat_interval=route.repeat_interval if route is not None else 4 * 3600.0,
+                state="suppressed" if is_muted else "queued",
+                reason="muted" if is_muted else "", level=step.index,
+                resolved_template=resolved_template))
+        outcomes = self.store.record(notes, store_policy(rules, self.zone, now), now)
+        parts = []
+        for o in outcomes:
+            who = rules.who(o.notification.mobile)
+            parts.append(who if o.state in ("queued", "held") else f"{who} ({o.reason})")
+            log.info("episode %s (%s) escalation step %d via %s: %s -> %s%s", episode.id,
+                     episode.alertname or episode.fingerprint, step.index, step.receiver, who,
+                     o.state, f" ({o.reason})" if o.reason else "")
+        paged = sum(1 for o in outcomes if o.state in ("queued", "held"))
+        return f"paged {paged}: " + ", ".join(parts)
+
+    def _finish(self, claim: StepClaim, episode: Episode, step: Step, state: str, reason: str,
+                now: float) -> None:
+        done = self.store.finish_step(claim, "done" if state == "done" else "cancelled",
+                                      reason, now)
+        if not done:
+            log.info("episode %s step %d: changed meanwhile (lease lapsed or cancelled)",
+                     episode.id, step.index)
+            return
+        if state == "done":
+            metrics.ESCALATIONS.labels(episode.route, str(step.index)).inc()
+        else:
+            log.info("episode %s (%s) escalation step %d cancelled: %s", episode.id,
+                     episode.alertname or episode.fingerprint, step.index, reason)

@@ -1,0 +1,288 @@
+"""The bridge as one object: settings, rules, store and Juhe client, and the intake of one
+webhook (parse -> plan -> record). Flask views and the CLI call this; it knows no HTTP."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from bridge import metrics
+from bridge.alert import Alert, Batch
+from bridge.config import Settings
+from bridge.decide.episodes import EPISODE_STATES, Episode, Paged, valid_code
+from bridge.decide.plan import decide, episode_from_start, store_policy
+from bridge.deliver import notices
+from bridge.deliver.deliverer import (
+    STATUS_DELIVERY_PASS,
+    STATUS_JUHE_CONFIG,
+    Deliverer,
+    DeliveryPolicy,
+    DryRunSender,
+    Sender,
+    config_id,
+    delivery_problems,
+    juhe_config_note,
+    recorded_pass,
+)
+from bridge.deliver.escalation import Escalator
+from bridge.deliver.jobs import Handler, JobRunner
+from bridge.deliver.notices import Notifier
+from bridge.deliver.silences import Silencer
+from bridge.errors import StoreUnavailable
+from bridge.intake.observe import IntakeResult, observe_before, observe_intake
+from bridge.intake.reload import RulesHolder
+from bridge.privacy import mask_mobile
+from bridge.providers.juhe import JuheClient
+from bridge.rules.schedules import OnCall, oncall_view
+from bridge.store import open_store
+from bridge.store.base import Store
+
+log = logging.getLogger("bridge.service")  # stable log name (not the module path)
+
+
+class Bridge:
+    """Everything one process needs to take webhooks and deliver SMS.
+
+    Raises :class:`bridge.errors.RulesError` when the rules fail their checks and
+    ``ValueError`` for an unusable ``BRIDGE_STORE``.
+    """
+
+    def __init__(self, settings: Settings, store: Store | None = None,
+                 state_dir: str | None = None, client: Sender | None = None) -> None:
+        self.settings = settings
+        self.holder = RulesHolder(settings.rules_path, settings.tz, state_dir,
+                                  retention=settings.retention)
+        self.store = store or open_store(settings.store, redis_wait=settings.redis_wait,
+                                         redis_wait_timeout=settings.redis_wait_timeout)
+        self.sender: Sender = client if client is not None else (
+            DryRunSender() if settings.dry_run else JuheClient(
+                settings.juhe_key, settings.juhe_url, timeout=settings.juhe_timeout))
+        self.delivery_policy = DeliveryPolicy.from_settings(settings)
+        #: names the Juhe configuration in force (never the key), for the juhe_config note
+        self.config_id = config_id(settings)
+        self.started_at = time.time()
+        #: the Alertmanager silences of acknowledgements, when BRIDGE_ALERTMANAGER_URL is set
+        self.silencer = (Silencer(self.store, settings.alertmanager_url, settings.ack_silence,
+                                  resolve=self.resolved_in_alertmanager)
+                         if settings.alertmanager_url else None)
+
+    def deliverer(self, on_pass: Callable[[], object] | None = None) -> Deliverer:
+        """A deliverer sharing this bridge's store, sender and rules; its loop also runs the
+        due escalation steps (:meth:`escalator`) and background jobs (:meth:`jobs`), and calls
+        ``on_pass`` after each pass (see :class:`~bridge.deliver.deliverer.Deliverer`)."""
+        escalator, notifier = self.escalator(), self.notifier()
+        jobs = self.jobs(notifier)
+
+        def sidecar() -> int:
+            return escalator.run_once() + notifier.run_once() + jobs.run_once()
+
+        return Deliverer(self.store, self.sender, lambda: self.holder.rules, self.delivery_policy,
+                         config=self.config_id, sidecar=sidecar, on_pass=on_pass)
+
+    def notifier(self) -> Notifier:
+        """What adds and sends the shift notices of this bridge's schedules."""
+        return Notifier(self.store, lambda: self.holder.rules, self.settings.zone)
+
+    def jobs(self, notifier: Notifier | None = None) -> JobRunner:
+        """The runner of background jobs on this bridge's store: shift notices (``notifier``'s,
+        in the delivery loop) and Alertmanager silences (in a thread pool: outside calls never
+        hold up the SMS)."""
+        handlers: dict[str, Handler] = {notices.KIND: (notifier or self.notifier()).send}
+        background: set[str] = set()
+        if self.silencer is not None:
+            from bridge.deliver import silences
+
+            handlers.update({silences.CREATE: self.silencer.create,
+                             silences.EXPIRE: self.silencer.expire,
+                             silences.WATCH: self.silencer.watch})
+            background.update((silences.CREATE, silences.EXPIRE, silences.WATCH))
+        return JobRunner(self.store, handlers, background=frozenset(background))
+
+    def escalator(self) -> Escalator:
+        """The runner of due escalation steps on this bridge's store and rules."""
+        return Escalator(self.store, lambda: self.holder.rules, self.settings.zone)
+
+    # -- episodes (EPISODES.md "Service") ----------------------------------------------------
+    def episodes(self, state: str | None = None, limit: int = 50) -> list[Episode]:
+        """Stored episodes, newest first, optionally of one state (``firing``,
+        ``acknowledged``, ``resolved``). Raises ``ValueError`` for another state and
+        :class:`StoreUnavailable`."""
+        if state is not None and state not in EPISODE_STATES:
+            raise ValueError(f"state must be one of {', '.join(EPISODE_STATES)}")
+        return self.store.episodes(state, limit)
+
+    def episode(self, id: str) -> Episode | None:
+        """The episode ``id``, or ``None``. Raises :class:`StoreUnavailable`."""
+        return self.store.episode(id)
+
+    def episode_by_code(self, code: str, now: float | None = None) -> tuple[Episode, Paged] | None:
+        """The episode and Paged entry of an ack code; ``None`` when the code is malformed,
+        unknown or expired. Raises :class:`StoreUnavailable`."""
+        if not valid_code(code):
+            return None
+        return self.store.episode_by_code(code, time.time() if now is None else now)
+
+    def acknowledge(self, id: str, by: str, via: str,
+                    now: float | None = None) -> tuple[Episode, bool]:
+        """Acknowledge episode ``id`` as ``by`` (a person's name, or a masked mobile) ``via``
+        ``link``/``page``/``api``; the bool says whether this call acknowledged it (False:
+        already acknowledged or resolved; the Episode says by whom and when). Counts
+        ``bridge_acks_total{via}`` and logs one INFO line. Raises ``KeyError`` for an unknown
+        id, ``ValueError`` for another ``via`` or an empty ``by``, :class:`StoreUnavailable`."""
+        if via not in ("link", "page", "api"):
+            raise ValueError("via must be link, page or api")
+        if not by.strip():
+            raise ValueError("by must name who acknowledges")
+        episode, done = self.store.acknowledge(id, by.strip(), via,
+                                               time.time() if now is None else now)
+        if done:
+            metrics.ACKS.labels(via).inc()
+            log.info("episode %s (%s) acknowledged by %s via %s; pending steps cancelled",
+                     episode.id, episode.alertname or episode.fingerprint, episode.acknowledged_by,
+                     via)
+            self._silence(episode, time.time() if now is None else now)
+        return episode, done
+
+    def _silence(self, episode: Episode, now: float) -> None:
+        """Add the Alertmanager silence job of a first acknowledgement (docs/oncall.md); the
+        acknowledgement stands whatever happens here."""
+        if self.silencer is None:
+            return
+        try:
+            self.silencer.on_acknowledged(episode, now)
+        except StoreUnavailable as exc:
+            log.error("episode %s: acknowledged, but its alertmanager silence could not be "
+                      "queued: %s", episode.id, exc)
+
+
+    def resolved_in_alertmanager(self, episode: Episode, now: float) -> None:
+        """Take the resolve of ``episode``'s alert that its Alertmanager silence held back, as
+        the webhook would have brought it (docs/oncall.md, "Silences in Alertmanager"): the
+        resolved SMS to who was paged, the episode resolved, the silence expired. Raises
+        :class:`StoreUnavailable`."""
+        starts = datetime.fromisoformat(episode.episode) if episode.episode else None
+        alert = Alert(labels=dict(episode.labels), annotations=dict(episode.annotations),
+                      status="resolved", fingerprint=episode.fingerprint, source="alertmanager",
+                      starts_at=starts, ends_at=datetime.fromtimestamp(now, UTC))
+        self.intake(Batch(source="alertmanager", alerts=[alert]), now)
+
+    def unknown_code_hit(self, client: str, now: float | None = None) -> int:
+        """Count an unknown-code try of ``client`` in the current minute (shared by every
+        process on the store); returns the count (the web answers 429 above
+        :data:`bridge.decide.episodes.UNKNOWN_CODE_LIMIT`)."""
+        return self.store.unknown_code_hit(client, time.time() if now is None else now)
+
+    def by_of(self, paged: Paged) -> str:
+        """Who acknowledges with the code sent to ``paged``: the person's name, else the
+        masked mobile (SPEC)."""
+        return self.holder.rules.person_of(paged.mobile) or mask_mobile(paged.mobile)
+
+    def describe(self) -> list[str]:
+        """Start-up lines: what is in force (never the key)."""
+        s = self.settings
+        lines = [
+            f"store: {self.store.describe()}",
+            f"rules: {self.holder.rules.summary()}",
+            "juhe: " + ("DRY-RUN: JUHE_KEY is not set, nothing will be sent" if s.dry_run
+                        else s.juhe_url),
+            f"auth: {'bearer/basic token required' if s.token else 'OPEN: BRIDGE_TOKEN is not set'}"
+            f"; grafana hmac: {'on' if s.grafana_hmac_secret else 'off'}",
+            f"time zone: {s.tz}; retry for {s.retry_for:.0f}s; max body {s.max_body_bytes} bytes",
+            *(f"WARNING: {w}" for w in s.warnings),
+            *self.oncall_lines(),
+        ]
+        return lines
+
+    # -- on call --------------------------------------------------------------------------
+    def oncall(self, next_n: int = 3, at: float | None = None,
+               only: str | None = None) -> list[OnCall]:
+        """Who is on call in every schedule of the rules in force at ``at`` (UNIX seconds,
+        default now) and the ``next_n`` shifts after (:func:`bridge.rules.schedules.oncall_view`).
+        Raises ``KeyError`` for an unknown ``only``."""
+        rules = self.holder.rules
+        when = datetime.fromtimestamp(time.time() if at is None else at, UTC)
+        return oncall_view(rules.schedules, rules.people, when, next_n, only)
+
+    def oncall_lines(self) -> list[str]:
+        """One start-up line per schedule naming who is on call now (mobiles masked)."""
+        lines = []
+        for view in self.oncall(next_n=0):
+            shift = view.now
+            who = ", ".join(f"{p} {mask_mobile(view.mobiles.get(p, ''))}" for p in shift.people)
+            lines.append(f"on call: {view.schedule.name}: {who} until "
+                         f"{shift.end:%Y-%m-%d %H:%M %Z}"
+                         + (" (override)" if shift.override else ""))
+        return lines
+
+    # -- intake ---------------------------------------------------------------------------
+    def intake(self, batch: Batch, now: float | None = None) -> IntakeResult:
+        """Decide and durably store the notifications of one batch, in one atomic store step,
+        and report them (metrics and log lines: :mod:`bridge.intake.observe`).
+
+        Before deciding, two reads (no writes, so a webhook answered 503 changes nothing): the
+        stored episode start of alerts without ``startsAt`` (what templates see as
+        ``starts_at``), and who was paged for the episodes that resolve here. Returns the typed
+        :class:`~bridge.intake.observe.IntakeResult` (the webhook's JSON is built from it by
+        :func:`bridge.web.app.answer`). Raises :class:`StoreUnavailable`.
+        """
+        now = time.time() if now is None else now
+        rules = self.holder.rules
+        observe_before(batch)
+        untimed = [a.fingerprint for a in batch.alerts if a.starts_at is None]
+        stored = self.store.episodes_of(untimed) if untimed else {}
+        starts = {fp: stored.get(fp) for fp in untimed}
+        keys = [(a.fingerprint, episode_from_start(a) if a.starts_at is not None
+                 else starts.get(a.fingerprint) or "")
+                for a in batch.alerts if a.status == "resolved"]
+        paged = self.store.episodes_for([k for k in keys if k[1]]) if keys else {}
+        plan = decide(batch, rules, datetime.fromtimestamp(now, UTC),
+                      {fp: None if s is None else datetime.fromisoformat(s)
+                       for fp, s in starts.items()}, paged)
+        outcomes = self.store.record(plan.notifications, store_policy(rules, self.settings.zone,
+                                                                      now),
+                                     now, plan.episodes, plan.resolved)
+        result = IntakeResult(batch, plan, outcomes)
+        observe_intake(result, rules)
+        if self.silencer is not None and plan.resolved:
+            self._expire_silences(self.silencer, [k for k in keys if k[1]], now)
+        return result
+
+    def _expire_silences(self, silencer: Silencer, keys: list[tuple[str, str]],
+                         now: float) -> None:
+        """After the record step: the silences of the episodes resolved here are expired in
+        the background (read again now, so that a silence created meanwhile is seen)."""
+        try:
+            silencer.on_resolved(self.store.episodes_for(keys).values(), now)
+        except StoreUnavailable as exc:
+            log.error("silences of resolved episodes not queued for expiry: %s", exc)
+
+    # -- health ---------------------------------------------------------------------------
+    def delivery_state(self, now: float) -> tuple[float | None, float | None]:
+        """``(last_pass, oldest_due)``, UNIX seconds or ``None``: when any deliverer last
+        finished a pass, and since when the longest-waiting due SMS has been due
+        (:meth:`Store.oldest_due`). Raises :class:`StoreUnavailable`."""
+        return (recorded_pass(self.store.get_status(STATUS_DELIVERY_PASS)),
+                self.store.oldest_due(now))
+
+    def readiness(self) -> list[str]:
+        """Why the service is not ready (empty when ready): store, rules, a Juhe
+        configuration error met by the configuration in force since this process started or
+        the rules were last reloaded (see :func:`bridge.deliver.deliverer.juhe_config_note`),
+        and a hung or absent deliverer (:func:`bridge.deliver.deliverer.delivery_problems`)."""
+        problems = []
+        try:
+            self.store.ping()
+            since = max(self.started_at, float(self.holder.state.get("success_ts") or 0))
+            juhe = juhe_config_note(self.store.get_status(STATUS_JUHE_CONFIG), self.config_id,
+                                    since)
+            if juhe:
+                problems.append(f"juhe configuration error: {juhe}")
+            now = time.time()
+            last_pass, oldest_due = self.delivery_state(now)
+            problems += delivery_problems(now, last_pass, self.started_at, oldest_due,
+                                          self.settings.delivery_stall)
+        except Exception as exc:  # StoreUnavailable or a driver error: not ready, say why
+            problems.append(f"store unavailable: {exc}")
+        return problems

@@ -1,0 +1,1 @@
+"""The SQLite store (:mod:`.store`) and its record step (:mod:`.record`)."""
