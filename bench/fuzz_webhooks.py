@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Throw arbitrary JSON and arbitrary bytes at both webhooks through the real Flask app.
 
-The property (SPEC "HTTP endpoints"): whatever the body, a webhook never answers 5xx; it answers
+The property (docs/api.md): whatever the body, a webhook never answers 5xx; it answers
 ``200`` with a JSON object of counts, or a 4xx (400, 413) with ``{"error": "..."}``. The app is
 ``create_app(settings)`` on a SQLite store in a temporary folder (dry-run, no delivery
 thread), driven through Flask's test client, so thousands of bodies run in a few minutes.

@@ -3,7 +3,8 @@
 Data flows one way::
 
     webhook body --sources--> Batch[Alert] --routing/plan--> Notification --store--> outbox
-    outbox --delivery--> Sender (juhe.JuheClient, or DryRunSender without JUHE_KEY) --> SMS
+    outbox --delivery--> Sender (providers.juhe.JuheClient, or providers.base.DryRunSender
+                             without JUHE_KEY) --> SMS
 """
 
 __version__ = "0.1.0"

@@ -14,6 +14,7 @@ import tempfile
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 from dotenv import load_dotenv
@@ -25,7 +26,8 @@ from bridge.errors import JuheError, PayloadError, RulesError, StoreUnavailable
 from bridge.logs import setup as setup_logging
 from bridge.privacy import mask_mobile
 from bridge.providers.juhe import JuheClient, encode_tpl_value
-from bridge.rules.load import RuleSet, load_rules
+from bridge.rules.load import load_rules
+from bridge.rules.ruleset import RuleSet
 from bridge.rules.schedules import OnCall, Shift, oncall_view, parse_local_time
 from bridge.sources import SOURCES
 
@@ -88,9 +90,9 @@ def main() -> None:
 @click.option("--bind", "bind", metavar="ADDRESS",
               help="address to listen on (default $BRIDGE_BIND, else 0.0.0.0); the port is $PORT")
 def serve(no_delivery: bool, bind: str | None) -> None:
-    """Run the service under gunicorn on $BRIDGE_BIND:$PORT (0.0.0.0:8000) with
-    $WEB_CONCURRENCY workers of $BRIDGE_THREADS threads, each also delivering SMS from the
-    store."""
+    """Run the service under gunicorn on $BRIDGE_BIND:$PORT (0.0.0.0:8000): $WEB_CONCURRENCY
+    web workers of $BRIDGE_THREADS threads take the webhooks, and one delivery process beside
+    them sends the SMS from the store (none with --no-delivery)."""
     settings = _settings()
     if bind:
         try:
@@ -193,17 +195,36 @@ def check(rules: str | None) -> None:
               help="decide as at this time in BRIDGE_TZ (default now): mutes, who is on call")
 def render(payload: str, rules_path: str | None, source: str | None, at: str | None) -> None:
     """Print every SMS a webhook body would cause now (or --at), without sending or storing
-    anything; for an alert that pages nobody, what each route made of it."""
+    anything; for an alert that pages nobody, what each route made of it; a resolved alert
+    goes to those paged for its episode in $BRIDGE_STORE, as the service would send it."""
     from bridge.decide.preview import preview, render_lines
 
     settings = _settings()
     rules = _rules_or_exit(rules_path or settings.rules_path, settings.tz)
+    store, why = _store_to_read(settings.store)
     try:
-        p = preview(Path(payload).read_bytes(), source, rules, _at_or_exit(at, settings))
+        p = preview(Path(payload).read_bytes(), source, rules, _at_or_exit(at, settings),
+                    store, why)
     except PayloadError as exc:
         raise click.ClickException(f"{payload}: {exc}") from None
+    finally:
+        if store is not None:
+            store.close()
     for line in render_lines(p, rules, payload, encode_tpl_value):
         click.echo(line)
+
+
+def _store_to_read(url: str) -> tuple[Any, str]:
+    """The store ``bridge render`` reads stored episodes from (``BRIDGE_STORE``), or ``None``
+    and why not: a SQLite file that does not exist is not created."""
+    from bridge.store import open_store
+
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
+        return None, f" ({url[len('sqlite:///'):]} does not exist)"
+    try:
+        return open_store(url), ""
+    except (ValueError, StoreUnavailable) as exc:
+        return None, f" ({exc})"
 
 
 def _shift_line(view: OnCall, shift: Shift) -> str:

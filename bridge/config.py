@@ -1,4 +1,4 @@
-"""Settings read from the environment (SPEC "Configuration").
+"""Settings read from the environment (docs/configuration.md).
 
 :func:`load_dotenv` is called only by the entry points (``bridge.cli``), never on import, and it
 never overrides what the environment already has. :class:`Settings` holds the Juhe key and never
@@ -54,7 +54,7 @@ def parse_duration(text: str | int | float) -> float:
 
 def store_url(env: Mapping[str, str]) -> str:
     """The store URL: ``BRIDGE_STORE``, else ``REDIS_URL`` (PaaS add-ons), else SQLite."""
-    return env.get("BRIDGE_STORE") or env.get("REDIS_URL") or "sqlite:///bridge.db"
+    return env.get("BRIDGE_STORE") or env.get("REDIS_URL") or Settings.store
 
 
 def check_bind(address: str, where: str) -> None:
@@ -111,7 +111,7 @@ def _host_port(text: str, default_port: int) -> tuple[str, int]:
 
 
 def parse_redis_url(url: str) -> RedisURL:
-    """Read a Redis store URL (SPEC ``BRIDGE_STORE``).
+    """Read a Redis store URL (``BRIDGE_STORE``, docs/configuration.md, Rules and store).
 
     * ``redis://[[user]:password@]host:port/db``, ``rediss://`` (TLS), ``unix:///path?db=N``;
     * ``redis+sentinel://[[user]:password@]host:port[,host:port...]/SERVICE[/db]``: the
@@ -244,30 +244,31 @@ class Settings:
         Raises ``ValueError`` naming the variable when a value cannot be read.
         """
         e = os.environ if env is None else env
+        d = cls()  # the defaults: written once, in the fields above
 
-        def num(name: str, default: str, low: int, high: int = 2**31) -> int:
+        def num(name: str, default: int | str, low: int, high: int = 2**31) -> int:
             return _whole_number(e, name, default, low, high)
 
-        def dur(name: str, default: str, positive: bool = False) -> float:
+        def dur(name: str, default: float | str, positive: bool = False) -> float:
             return _duration(e, name, default, positive)
 
         store = store_url(e)
         _check_store(store, "BRIDGE_STORE" if e.get("BRIDGE_STORE") else "REDIS_URL")
-        redis_wait = num("BRIDGE_REDIS_WAIT", "0", 0, 64)
-        redis_wait_timeout = dur("BRIDGE_REDIS_WAIT_TIMEOUT", "1s", positive=True)
-        juhe_url = e.get("JUHE_URL") or "http://v.juhe.cn/sms/send"
+        redis_wait = num("BRIDGE_REDIS_WAIT", d.redis_wait, 0, 64)
+        redis_wait_timeout = dur("BRIDGE_REDIS_WAIT_TIMEOUT", d.redis_wait_timeout, positive=True)
+        juhe_url = e.get("JUHE_URL") or d.juhe_url
         if not re.match(r"^https?://[^/\s]+", juhe_url):
             raise ValueError(f"JUHE_URL: expected http(s)://host/path, got {juhe_url!r}")
 
-        tz = e.get("BRIDGE_TZ") or "Asia/Shanghai"
+        tz = e.get("BRIDGE_TZ") or d.tz
         try:
             ZoneInfo(tz)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"BRIDGE_TZ: unknown time zone {tz!r}") from None
-        log_format = (e.get("BRIDGE_LOG_FORMAT") or "text").lower()
+        log_format = (e.get("BRIDGE_LOG_FORMAT") or d.log_format).lower()
         if log_format not in ("text", "json"):
             raise ValueError(f"BRIDGE_LOG_FORMAT: must be text or json, not {log_format!r}")
-        log_level = (e.get("BRIDGE_LOG_LEVEL") or "info").lower()
+        log_level = (e.get("BRIDGE_LOG_LEVEL") or d.log_level).lower()
         if log_level not in ("debug", "info", "warning", "error"):
             raise ValueError("BRIDGE_LOG_LEVEL: must be debug, info, warning or error, not "
                              f"{log_level!r}")
@@ -276,7 +277,7 @@ class Settings:
                                                          alertmanager_url):
             raise ValueError("BRIDGE_ALERTMANAGER_URL: expected http(s)://host:port, got "
                              f"{redact_url(alertmanager_url)!r}")
-        bind = (e.get("BRIDGE_BIND") or "0.0.0.0").strip()
+        bind = (e.get("BRIDGE_BIND") or d.bind).strip()
         check_bind(bind, "BRIDGE_BIND")
         warnings = []
         if e.get("REDIS_URL") and e.get("BRIDGE_STORE") and e["BRIDGE_STORE"] != e["REDIS_URL"]:
@@ -289,33 +290,34 @@ class Settings:
             warnings=tuple(warnings),
             juhe_key=e.get("JUHE_KEY") or None,
             juhe_url=juhe_url,
-            rules_path=e.get("BRIDGE_RULES") or "rules.yaml",
+            rules_path=e.get("BRIDGE_RULES") or d.rules_path,
             store=store,
             token=e.get("BRIDGE_TOKEN") or None,
             grafana_hmac_secret=e.get("BRIDGE_GRAFANA_HMAC_SECRET") or None,
             grafana_hmac_timestamp_header=e.get("BRIDGE_GRAFANA_HMAC_TIMESTAMP_HEADER") or None,
             tz=tz,
-            port=num("PORT", "8000", 1, 65535),
+            port=num("PORT", d.port, 1, 65535),
             bind=bind,
-            workers=num("WEB_CONCURRENCY", "2", 1, 64),
-            threads=num("BRIDGE_THREADS", "32", 1, 1024),
-            max_body_bytes=num("BRIDGE_MAX_BODY_BYTES", "1048576", 1),
-            retry_for=dur("BRIDGE_RETRY_FOR", "1h"),
+            workers=num("WEB_CONCURRENCY", d.workers, 1, 64),
+            threads=num("BRIDGE_THREADS", d.threads, 1, 1024),
+            max_body_bytes=num("BRIDGE_MAX_BODY_BYTES", d.max_body_bytes, 1),
+            retry_for=dur("BRIDGE_RETRY_FOR", d.retry_for),
             log_format=log_format,
             log_level=log_level,
-            retention=dur("BRIDGE_RETENTION", "7d"),
-            juhe_timeout=dur("BRIDGE_JUHE_TIMEOUT", "10s", positive=True),
-            retry_base=dur("BRIDGE_RETRY_BASE", "2s", positive=True),
-            delivery_interval=dur("BRIDGE_DELIVERY_INTERVAL", "0.5s", positive=True),
-            delivery_stall=dur("BRIDGE_DELIVERY_STALL", "60s", positive=True),
+            retention=dur("BRIDGE_RETENTION", d.retention),
+            juhe_timeout=dur("BRIDGE_JUHE_TIMEOUT", d.juhe_timeout, positive=True),
+            retry_base=dur("BRIDGE_RETRY_BASE", d.retry_base, positive=True),
+            delivery_interval=dur("BRIDGE_DELIVERY_INTERVAL", d.delivery_interval, positive=True),
+            delivery_stall=dur("BRIDGE_DELIVERY_STALL", d.delivery_stall, positive=True),
             redis_wait=redis_wait,
             redis_wait_timeout=redis_wait_timeout,
             alertmanager_url=alertmanager_url,
-            ack_silence=dur("BRIDGE_ACK_SILENCE", "4h", positive=True),
+            ack_silence=dur("BRIDGE_ACK_SILENCE", d.ack_silence, positive=True),
         )
 
 
-def _whole_number(e: Mapping[str, str], name: str, default: str, low: int, high: int) -> int:
+def _whole_number(e: Mapping[str, str], name: str, default: int | str, low: int,
+                  high: int) -> int:
     """``e[name]`` (or ``default``) as an int from ``low`` to ``high``; ValueError naming
     ``name`` otherwise."""
     try:
@@ -327,7 +329,7 @@ def _whole_number(e: Mapping[str, str], name: str, default: str, low: int, high:
     return value
 
 
-def _duration(e: Mapping[str, str], name: str, default: str, positive: bool) -> float:
+def _duration(e: Mapping[str, str], name: str, default: float | str, positive: bool) -> float:
     """``e[name]`` (or ``default``) as seconds (:func:`parse_duration`); ValueError naming
     ``name`` when unreadable, or not more than 0 where ``positive``."""
     try:

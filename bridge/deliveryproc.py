@@ -3,7 +3,7 @@ supervised by gunicorn's master (:class:`bridge.server.BridgeArbiter`).
 
 Delivery used to be a thread in every web worker, sharing its GIL and its SQLite write lock with
 the webhooks; in a process of its own it delays no request. One ``bridge serve`` still runs
-everything (SPEC "Delivery runs inside the served processes").
+everything (docs/deployment.md, The delivery process).
 
 * The master forks it after the web workers; the child drops what it inherited from the master
   (signal handlers, listening sockets, the workers' heartbeat files), builds its own

@@ -10,7 +10,8 @@
     └── JuheError           a send through Juhe did not succeed
         ├── TransientError  retry later with backoff
         ├── PermanentError  never retry this SMS
-        └── ConfigError     permanent, and the operator's key, account or template is wrong
+        └── ConfigError     the operator's key, account or template is wrong: retried at
+                            least once a minute until fixed, shown on /readyz
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ class BridgeError(Exception):
 
 
 class PayloadError(BridgeError):
-    """Raised when a webhook body is not what the SPEC accepts; the message names the place,
-    e.g. ``alerts[0]: missing labels``."""
+    """Raised when a webhook body is not what a webhook accepts (docs/api.md); the message
+    names the place, e.g. ``alerts[0]: missing labels``."""
 
 
 class RulesError(BridgeError):
@@ -81,6 +82,8 @@ class PermanentError(JuheError):
     """Raised for failures that retrying cannot fix for this SMS (e.g. 205401 wrong mobile)."""
 
 
-class ConfigError(PermanentError):
-    """Raised when Juhe says the key, account, quota or template is wrong (e.g. 10001, 205402);
-    shown on ``/readyz`` until a send succeeds again."""
+class ConfigError(JuheError):
+    """Raised when Juhe says the key, account, quota or template is wrong (e.g. 10001, 205402):
+    no fault of the SMS, so delivery retries it (at least every minute, within
+    ``BRIDGE_RETRY_FOR``) while the operator fixes it; shown on ``/readyz`` until a send
+    succeeds again (docs/juhe.md, Answers and error classes)."""

@@ -1,7 +1,7 @@
 """What may show of a mobile number or a secret outside the process: one home for the masks.
 
-SPEC "Configuration": mobile numbers appear masked (``138****8000``) in logs and in the API; a
-password in a store URL never appears in a log line or an error.
+Mobile numbers appear masked (``138****8000``) in logs and in the API; a password in a store URL
+never appears in a log line or an error (docs/design.md, Privacy and logs).
 """
 
 from __future__ import annotations

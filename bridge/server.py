@@ -132,7 +132,8 @@ class BridgeApplication(BaseApplication):  # type: ignore[misc]
             "bind": f"{bind_host(s.bind)}:{s.port}",
             "workers": s.workers,
             # Threads, so that slow or idle clients hold a thread each rather than the whole
-            # worker (SPEC: 16 stalled connections must not delay a webhook past 1 s).
+            # worker: 16 stalled connections must not delay a webhook past 1 s (docs/deployment.md,
+            # Slow clients and malformed requests).
             "worker_class": "bridge.server.BridgeThreadWorker",
             "threads": s.threads,
             "worker_connections": max(1000, 4 * s.threads),

@@ -474,7 +474,7 @@ class BridgeProcess:
                 self.proc.wait(10)
 
 
-#: One firing alert that the SPEC's rules page to three mobiles (dba twice, ops once).
+#: One firing alert that the example rules page to three mobiles (dba twice, ops once).
 DB_DOWN = {"alerts": [{"status": "firing", "startsAt": "2026-11-29T01:00:00Z",
                        "labels": {"alertname": "DBDown", "severity": "critical", "team": "db"}}]}
 

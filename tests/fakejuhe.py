@@ -2,7 +2,7 @@
 """A fake Juhe SMS API (``/sms/send``) for the test suite, benches and manual runs.
 
 A real HTTP/1.1 keep-alive server (``ThreadingHTTPServer`` on 127.0.0.1, port 0 by default) in
-a background thread. Like the shared strict fake (``fake_juhe.py`` beside SPEC.md) it takes
+a background thread. Like a strict fake of Juhe (docs/juhe.md) it takes
 GET and POST (form), checks the key, the mobile (``1[3-9]`` + 9 digits) and the ``tpl_id``,
 and decodes ``tpl_value`` exactly as Juhe does (form-decode, split on ``&``, each pair on its
 first ``=``, ``unquote_plus`` name and value, strip the ``#``); an undecodable ``tpl_value``

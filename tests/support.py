@@ -70,14 +70,14 @@ RESOLVED = """\
       name: "{{ labels.alertname }}"
 """
 
-#: Receivers of the SPEC's example: two DBAs and ops.
+#: Receivers of the example rules (docs/rules.md, A complete example): two DBAs and ops.
 SPEC_RECEIVERS = """\
 receivers:
   dba: ["13800138000", "13800138001"]
   ops: ["13900139000"]
 """
 
-#: The firing template of the SPEC's example, ``summary`` as given (empty when missing).
+#: The firing template of the example, ``summary`` as given (empty when missing).
 SPEC_FIRING = """\
   firing:
     tpl_id: 111
@@ -120,7 +120,7 @@ routes:
 """)
 
 def db_route(team: str = "team=~\"db|mysql\"", extra: str = "") -> str:
-    """The SPEC's ``db-critical`` route (to ``dba``, resolved paged too, then ``continue``);
+    """The example's ``db-critical`` route (to ``dba``, resolved paged too, then ``continue``);
     ``team`` is its team matcher, ``extra`` more indented lines before ``continue``."""
     return f"""\
   - name: db-critical
@@ -142,7 +142,7 @@ def ops_route(name: str) -> str:
 """
 
 
-#: The SPEC's example rules (without the night mute, so tests do not depend on the hour).
+#: The example rules (without the night mute, so tests do not depend on the hour).
 SPEC_RULES = (SPEC_RECEIVERS + "templates:\n" + SPEC_FIRING + RESOLVED + NO_GAP + "routes:\n"
               + db_route(extra="    repeat_interval: 4h\n") + ops_route("everything-else"))
 

@@ -229,3 +229,23 @@ def test_duration_text() -> None:
 
     assert [duration_text(s) for s in (0, 30, 90, 600, 7200, 86400, 1.5)] == [
         "0s", "30s", "90s", "10m", "2h", "1d", "1s"]
+
+
+def test_playground_sends_a_resolved_alert_to_those_paged_for_its_episode(tmp_path: Path) -> None:
+    """Issue 20 item 8: the playground sent a resolved alert to today's routes."""
+    app = create_app(settings(tmp_path))
+    c = app.test_client()
+    csrf = csrf_of(c.get("/").get_data(as_text=True))
+    resolved = json.loads(json.dumps(FIRING))
+    resolved["alerts"][0]["status"] = "resolved"
+    form = {"csrf": csrf, "body": json.dumps(resolved), "source": "detect"}
+    html = c.post("/playground", data=form).get_data(as_text=True)
+    assert ("resolved DiskFull <code>fp1</code>: no episode of it is stored: nobody was paged "
+            "for it, so intake sends no resolved SMS") in html
+    assert c.post("/webhook/alertmanager", json=FIRING).status_code == 200
+    [episode] = bridge_of(app).episodes("firing", 10)
+    html = c.post("/playground", data=form).get_data(as_text=True)
+    assert (f"resolved DiskFull <code>fp1</code>: goes to those paged for its stored episode "
+            f"{episode.id} (138****8000, 138****8001, 139****9000), as intake sends "
+            f"it") in html
+    bridge_of(app).store.close()

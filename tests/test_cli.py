@@ -161,3 +161,124 @@ def test_render_says_why_an_alert_pages_nobody(tmp_path: Path) -> None:
         '    route everything-else: no match: severity=~"critical|warning" against '
         'severity="info"',
     ]
+
+
+# -- issue 20 ------------------------------------------------------------------------------------
+
+ISSUE20_RULES = """\
+people: {zhang: "13800138000", li: "13800138001", wang: "13900139000", zhao: "13900139001"}
+receivers: {primary: [zhang], secondary: [li]}
+templates:
+  page: {tpl_id: 111, vars: {name: "{{ labels.alertname }}", ack: "ACK"}}
+  ok: {tpl_id: 333, vars: {name: "{{ labels.alertname }}"}}
+routes:
+  - name: db
+    receiver: primary
+    template: page
+    resolved_template: ok
+    escalate: [{after: 10s, receiver: secondary}]
+"""
+
+
+def test_check_refuses_ack_code_through_a_filter_and_duplicate_keys(tmp_path: Path) -> None:
+    """Issue 20 items 1 and 2, as `bridge check` shows them."""
+    f = tmp_path / "rules.yaml"
+    f.write_text(ISSUE20_RULES.replace("ACK", "{{ ack_code | upper }}")
+                 + "routes:\n  - {receiver: secondary, template: page}\n", encoding="utf-8")
+    r = bridge("check", str(f), cwd=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr.splitlines() == [
+        f"{f}: 2 problem(s):",
+        "  line 12: key 'routes' is written twice in one mapping (first on line 6): the second "
+        "would silently replace the first",
+        "  templates.page.vars.ack: ack_code goes in as it is ({{ ack_code }}); the filter "
+        "'upper' on it would send a code nobody can acknowledge with (line 1)",
+    ]
+
+
+def test_check_warns_and_counts_mobiles_per_receiver(tmp_path: Path) -> None:
+    """Issue 20 items 3 and 7: no warning for a step within min_gap or a misspelt name, and
+    "1 receivers (4 mobiles)" for one person."""
+    f = tmp_path / "rules.yaml"
+    f.write_text(ISSUE20_RULES.replace("ACK", "{{ ack_url }}").replace(
+        "receivers: {primary: [zhang], secondary: [li]}", "receivers: {primary: [zhang]}")
+        .replace("receiver: secondary", "receiver: primary"), encoding="utf-8")
+    r = bridge("check", str(f), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "OK: 1 routes, 1 receivers (1 mobiles), 0 schedules, 4 people" in r.stdout
+    warnings = [line for line in r.stdout.splitlines() if line.startswith("WARNING")]
+    assert warnings[1:] == [
+        "WARNING: routes[0].escalate[0].after: 10s is shorter than min_gap (60s): the step pages "
+        "the next person before the first could even be paged again; give the first person at "
+        "least min_gap to acknowledge",
+        "WARNING: templates.page.vars.ack: 'ack_url' is not a name an alert provides: it "
+        "renders empty (provided: ack_code, annotations, common_labels, ends_at, escalation, "
+        "external_url, fingerprint, generator_url, group_labels, labels, person, receiver, "
+        "source, starts_at, status, values)",
+    ]
+
+
+def _body(status: str, starts: str = "2026-09-21T12:00:00Z") -> bytes:
+    import json
+
+    return json.dumps({"version": "4", "alerts": [{
+        "status": status, "fingerprint": "fp1", "startsAt": starts,
+        "labels": {"alertname": "DiskFull"}}]}).encode()
+
+
+def test_render_sends_a_resolved_alert_to_those_paged_for_its_episode(tmp_path: Path) -> None:
+    """Issue 20 item 8: render sent a resolved alert to today's routes; intake sends it to
+    whoever was paged for the stored episode."""
+    from bridge.config import Settings
+    from bridge.intake.service import Bridge
+    from bridge.sources import parse_body
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(ISSUE20_RULES.replace("ACK", "{{ ack_code }}"), encoding="utf-8")
+    db = tmp_path / "bridge.db"
+    b = Bridge(Settings.from_env({"BRIDGE_RULES": str(rules), "BRIDGE_STORE": f"sqlite:///{db}"}))
+    b.intake(parse_body("alertmanager", _body("firing")))
+    [episode] = b.episodes("firing", 10)
+    b.store.close()
+    # today the route pages li: the resolved SMS still goes to zhang, who was paged
+    rules.write_text(ISSUE20_RULES.replace("ACK", "{{ ack_code }}").replace(
+        "receiver: primary", "receiver: secondary"), encoding="utf-8")
+    (tmp_path / "resolved.json").write_bytes(_body("resolved"))
+    (tmp_path / "other.json").write_bytes(_body("resolved", "2026-09-22T12:00:00Z"))
+    env = {"BRIDGE_STORE": f"sqlite:///{db}"}
+    r = bridge("render", "resolved.json", "--rules", str(rules), cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[1:4] == [
+        "- route db: resolved DiskFull -> zhang 13800138000 tpl_id 333 [queued]",
+        "    name = DiskFull",
+        "    tpl_value: #name#=DiskFull",
+    ]
+    assert (f"- resolved DiskFull [fp1]: goes to those paged for its stored episode "
+            f"{episode.id} (zhang 138****8000), as intake sends it") in r.stdout.splitlines()
+    r = bridge("render", "other.json", "--rules", str(rules), cwd=tmp_path, env=env)
+    assert r.stdout.splitlines()[1] == ("- route db: resolved DiskFull -> li 13800138001 "
+                                        "tpl_id 333 [suppressed (not paged)]")
+    assert ("- resolved DiskFull [fp1]: no episode of it is stored: nobody was paged for it, "
+            "so intake sends no resolved SMS") in r.stdout.splitlines()
+    r = bridge("render", "resolved.json", "--rules", str(rules), cwd=tmp_path,
+               env={"BRIDGE_STORE": "sqlite:///none.db"})
+    assert r.stdout.splitlines()[1] == ("- route db: resolved DiskFull -> li 13800138001 "
+                                        "tpl_id 333 [queued]")
+    assert ("- resolved DiskFull [fp1]: no store read (none.db does not exist): shown going to "
+            "the routes as they are now; intake sends it only to the mobiles paged for its "
+            "episode") in r.stdout.splitlines()
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_render_prints_no_none_limits_and_whom_a_step_pages(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(ISSUE20_RULES.replace("ACK", "{{ ack_code }}"), encoding="utf-8")
+    (tmp_path / "firing.json").write_bytes(_body("firing"))
+    r = bridge("render", "firing.json", "--rules", str(rules), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "None" not in r.stdout
+    assert ("    escalates: step 1 after 10s -> secondary: li 13800138001 (template page) unless "
+            "acknowledged or resolved") in r.stdout.splitlines()
+    assert r.stdout.splitlines()[-1] == (
+        "(dedup, repeat_interval and limits are decided by the store when served: min_gap 60s, "
+        "no per_mobile_per_hour limit, no per_day limit, storm off)")

@@ -15,7 +15,8 @@ from bridge.config import Settings
 from bridge.decide.types import Notification, Policy
 from bridge.deliver.deliverer import Deliverer, DeliveryPolicy, delivery_problems
 from bridge.providers.juhe import JuheClient
-from bridge.rules.load import RuleSet, load_rules
+from bridge.rules.load import load_rules
+from bridge.rules.ruleset import RuleSet
 from bridge.store.sqlite.store import SqliteStore
 
 

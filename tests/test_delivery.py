@@ -1,5 +1,5 @@
 """Delivery guarantees through the real ``bridge serve``: retries, permanent failures, crash
-safety, repeat_interval and resolved pairing (SPEC "Delivery guarantees")."""
+safety, repeat_interval and resolved pairing (docs/design.md, Delivery and Juhe)."""
 
 from __future__ import annotations
 

@@ -112,7 +112,8 @@ def test_escalation_checks_with_places(tmp_path: Path) -> None:
     (tmp_path / "r.yaml").write_text(bad, encoding="utf-8")
     with pytest.raises(RulesError) as exc:
         load_rules(tmp_path / "r.yaml")
-    assert exc.value.problems == ["routes[0].escalate[0].after: Input should be greater than 0"]
+    assert exc.value.problems == [
+        "routes[0].escalate[0].after: must be greater than 0, got the number 0"]
     (tmp_path / "r.yaml").write_text(RULES.replace("after: 2s", "after: 1s").replace(
         "receiver: secondary}", "receiver: nobody}").replace("template: lead}",
                                                               "template: nope}"), "utf-8")
@@ -172,7 +173,7 @@ def test_escalator_pages_each_step_once_at_its_time(tmp_path: Path) -> None:
     assert [(s.state, s.reason) for s in e.steps] == [
         ("done", "paged 1: li 138****8001"), ("done", "paged 1: wang 139****9000")]
     # resolved goes to the three paged, with the resolved template of the route
-    paged = store.episodes_for([("fp1", e.episode)])
+    paged = store.episodes_by_key([("fp1", e.episode)])
     plan = decide(firing("resolved"), rules, datetime.fromtimestamp(T0 + 20, UTC), {}, paged)
     assert sorted((n.mobile, n.tpl_id) for n in plan.notifications) == [
         (ZHANG, 333), (LI, 333), (WANG, 333)]
@@ -273,10 +274,11 @@ def test_cli_check_warns_and_render_shows_steps_and_the_code_slot(tmp_path: Path
     assert r.returncode == 0, r.stderr
     assert ("    name = DiskFull\n    esc = 0\n    ack = <ack_code>\n"
             "    tpl_value: #name#=DiskFull&#esc#=0&#ack#=%3Cack_code%3E\n"
-            "    escalates: step 1 after 2s -> secondary (template page) unless acknowledged or"
-            " resolved\n"
-            "    escalates: step 2 after 5s -> lead (template lead) unless acknowledged or"
-            " resolved\n") in r.stdout, r.stdout
+            "    escalates: step 1 after 2s -> secondary: li 13800138001 (template page) unless"
+            " acknowledged or resolved\n"
+            "    escalates: step 2 after 5s -> lead: wang 13900139000, zhang 13800138000 (already"
+            " paged: not again) (template lead) unless acknowledged or resolved\n") in r.stdout, \
+        r.stdout
 
 
 def test_episode_info_keeps_the_silence_link() -> None:

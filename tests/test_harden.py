@@ -13,7 +13,7 @@ import pytest
 import requests
 from conftest import CATCH_ALL, ROOT, fixture_bytes, wait_until
 
-# -- slow or idle clients (SPEC "HTTP endpoints") ------------------------------------------------
+# -- slow or idle clients (docs/deployment.md, Slow clients and malformed requests) ------------
 
 PARTIAL = [
     b"POST /webhook/alertmanager HT",                                    # request line
@@ -122,7 +122,7 @@ def test_text_log_escapes_nul_and_bidi_from_alert_text(make_bridge: Any, fake_ju
     assert b"\x00" not in raw and "\u202e".encode() not in raw and b"\x07" not in raw
 
 
-# -- max_mobiles_from (SPEC "Rules file") ---------------------------------------------------------
+# -- max_mobiles_from (docs/rules.md, Routing) ----------------------------------------------------
 
 MOBILES_RULES = """\
 receivers:
@@ -186,9 +186,8 @@ def test_max_mobiles_from_is_checked(tmp_path: Path) -> None:
     with pytest.raises(RulesError) as info:
         load_rules(str(path), "Asia/Shanghai")
     assert info.value.problems == [
-        "max_mobiles_from: Input should be greater than or equal to 1",
-        "routes[1].max_mobiles_from: Input should be a valid integer, unable to parse string "
-        "as an integer"]
+        "max_mobiles_from: must be at least 1, got the number 0",
+        "routes[1].max_mobiles_from: expected a whole number, got the text 'many'"]
 
 
 # -- what one template variable may cost (issue 10, item 11) --------------------------------------

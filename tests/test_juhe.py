@@ -36,7 +36,7 @@ KEY_FORMS = (KEY, quote_plus(KEY), quote(KEY, safe=""))
 MOBILE = "13800138000"
 TPL = 111
 
-# JUHE.md's worked example.
+# The worked example of docs/juhe.md, Encoding tpl_value.
 EXAMPLE_VARS = {"host": "web-01", "msg": "CPU#1 负载=95% & +5"}
 EXAMPLE_TPL_VALUE = "#host#=web-01&#msg#=CPU%231%20%E8%B4%9F%E8%BD%BD%3D95%25%20%26%20%2B5"
 EXAMPLE_BODY = (

@@ -141,8 +141,8 @@ routes:
 """)
     assert problems == [
         "schedules.b.notify.before: not a duration (like 90s, 5m, 1h30m): '-5m'",
-        "schedules.c.notify.template: Field required",
-        "schedules.d.notify.after: unknown field",
+        "schedules.c.notify.template: missing: this field is required",
+        "schedules.d.notify.after: unknown field (expected one of: template, before)",
         "schedules.a.notify.template: unknown template 'nosuch'",
     ]
 

@@ -90,7 +90,7 @@ def utc(text: str) -> datetime:
                  "2026-03-03 00:00", False, id="2d-last-minute"),
     pytest.param(TWO_DAYS, utc("2026-03-07 00:00"), ("a",), "2026-03-07 00:00",
                  "2026-03-09 00:00", False, id="2d-wraps"),
-    # the SPEC's holiday override, its edges (end excluded) and the rotation cut around it
+    # the example's holiday override, its edges (end excluded) and the rotation cut around it
     pytest.param(SPEC_SRE, local(SH, "2026-12-24 10:00"), ("wang",), "2026-12-24 10:00",
                  "2026-12-26 10:00", True, id="override-begins"),
     pytest.param(SPEC_SRE, local(SH, "2026-12-26 09:59"), ("wang",), "2026-12-24 10:00",
@@ -208,10 +208,11 @@ routes:
   - {receiver: [ok, sre, nosuch], template: t}
 """)
     assert problems == [
-        "schedules.empty.members: List should have at least 1 item after validation, not 0",
+        "schedules.empty.members: needs at least 1 member (a person's name, or a list of "
+        "names sharing the shift), has none",
         "schedules.odd.shift: shift must be a whole number of days, like 1d, 2d, 1w: '36h'",
-        "schedules.times.handover: couldn't parse timestamp 25:00, invalid format (expected "
-        "HH:MM from 00:00 to 24:00)",
+        "schedules.times.handover: handover must be a time \"HH:MM\" from 00:00 to 23:59, got "
+        "'25:00'",
         "schedules.times.start: start must be a date YYYY-MM-DD, e.g. 2026-01-05: '2026-13-01'",
         "schedules.over.time_zone: unknown location 'Mars/Base': expected an IANA time zone, "
         "e.g. Asia/Shanghai or UTC",

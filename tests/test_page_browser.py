@@ -291,7 +291,7 @@ def test_episodes_in_chromium(browser: Any, make_bridge: Any, fake_juhe: FakeJuh
     page.locator("#episodes").scroll_into_view_if_needed()
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     shoot(page, "episodes")
-    page.set_viewport_size({"width": 1280, "height": 900})  # the README's picture
+    page.set_viewport_size({"width": 1280, "height": 900})  # the picture in docs/operator-page.md
     page.screenshot(path=str(ARTIFACTS / "page-episodes-1280.png"), full_page=True)
     page.set_viewport_size({"width": 390, "height": 844})
 

@@ -1,6 +1,6 @@
-"""Highly available Redis (SPEC ``BRIDGE_STORE``, ``BRIDGE_REDIS_WAIT``, "Deployment"): a master
-with two replicas watched by three real sentinels, and a real three-master Redis Cluster, both
-started once for this module (``conftest.SentinelSet``, ``conftest.ClusterSet``).
+"""Highly available Redis (``BRIDGE_STORE``, ``BRIDGE_REDIS_WAIT``; docs/deployment.md, Redis): a
+master with two replicas watched by three real sentinels, and a real three-master Redis Cluster,
+both started once for this module (``conftest.SentinelSet``, ``conftest.ClusterSet``).
 
 The failover tests kill the master with SIGKILL, as when its machine dies, and wait (bounded)
 for the sentinels to promote a replica; the ``sentinel_url`` fixture then brings the killed node

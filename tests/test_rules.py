@@ -340,7 +340,7 @@ routes:
 """)
     assert problems == [
         "receivers.dba[0]: not an 11-digit mainland China mobile number: '1380013800'",
-        "templates.broken.tpl_id: Input should be greater than 0",
+        "templates.broken.tpl_id: must be greater than 0, got the number 0",
         "templates.firing.vars.a: template syntax error: unexpected end of template, expected "
         "'end of print statement'. (line 1)",
         "routes[0].template: unknown template 'nope'",
@@ -386,3 +386,202 @@ def test_fold_and_cut_fast_path_changes_nothing(value: str, max_len: int) -> Non
     folded = render._CONTROL.sub(" ", render._STRAY_ZWJ.sub("", render._INVISIBLE.sub("", value)))
     assert fold_and_cut(value, max_len) == fold_and_cut(folded, max_len)
     assert fold_and_cut(value, 1000) == folded.strip()
+
+
+# -- issue 20: checks an on-call engineer tripped over ---------------------------------------------
+
+ACK_RULES = """\
+receivers: {r: ['13800138000']}
+templates: {t: {tpl_id: 1, vars: {a: "SOURCE"}}}
+routes: [{receiver: r, template: t}]
+"""
+
+
+@pytest.mark.parametrize(("source", "why"), [
+    pytest.param("{{ ack_code | upper }}", "the filter 'upper' on it", id="filter"),
+    pytest.param("{{ ack_code[:6] }}", "a slice or index of it", id="slice"),
+    pytest.param("{{ ack_code | truncate(5) }}", "the filter 'truncate' on it", id="truncate"),
+    pytest.param("{{ ack_code.upper() }}", "the attribute or method .upper of it", id="method"),
+    pytest.param("{{ ack_code ~ 'x' }}", "an operator on it", id="concat"),
+    pytest.param("{{ ack_code + 'x' }}", "an operator on it", id="plus"),
+    pytest.param("{{ 'x' | replace('x', ack_code) }}", "passing it to the filter 'replace'",
+                 id="filter-argument"),
+    pytest.param("{% filter upper %}{{ ack_code }}{% endfilter %}",
+                 "putting it inside a {% filter %} block", id="filter-block"),
+    pytest.param("{% set c = ack_code %}{{ c | lower }}",
+                 "giving it another name or putting it in a collection", id="alias"),
+])
+def test_ack_code_through_anything_is_refused_with_its_place(tmp_path: Path, source: str,
+                                                             why: str) -> None:
+    """Issue 20 item 1: `{{ ack_code | upper }}` sent Juhe the placeholder; check said OK."""
+    assert problems_of(tmp_path, ACK_RULES.replace("SOURCE", source)) == [
+        f"templates.t.vars.a: ack_code goes in as it is ({{{{ ack_code }}}}); {why} would send "
+        "a code nobody can acknowledge with (line 1)"]
+
+
+@pytest.mark.parametrize("source", [
+    pytest.param("确认 {{ ack_code }} 回复", id="text-around"),
+    pytest.param("{{ ack_code if escalation else '-' }}", id="branch"),
+    pytest.param("{% if escalation %}{{ ack_code }}{% endif %}", id="in-if"),
+])
+def test_ack_code_as_it_is_loads(tmp_path: Path, source: str) -> None:
+    f = tmp_path / "rules.yaml"
+    f.write_text(ACK_RULES.replace("SOURCE", source), encoding="utf-8")
+    assert load_rules(f).uses_ack_code("t")
+
+
+def test_a_changed_ack_code_never_reaches_the_sms() -> None:
+    """The runtime guard behind the check: a value carrying a piece of the placeholder (here a
+    template compiled without the check) renders as `?`, never the marker."""
+    from bridge.rules.render import ACK_PLACEHOLDER, Renderer
+
+    r = Renderer()
+    tpls = {"upper": r.compile("{{ ack_code | upper }}"), "cut": r.compile("{{ ack_code[:6] }}"),
+            "ok": r.compile("ack {{ ack_code }}"), "plain": r.compile("{{ labels.a }}")}
+    out = r.render(tpls, {"ack_code": ACK_PLACEHOLDER, "labels": {"a": "x\ue000y"}}, 40)
+    assert out == {"upper": "?", "cut": "?", "ok": f"ack {ACK_PLACEHOLDER}", "plain": "?"}
+
+
+def test_a_key_written_twice_is_an_error_naming_both_lines(tmp_path: Path) -> None:
+    """Issue 20 item 2: a second `routes:` replaced the first; check said OK."""
+    text = ("receivers: {r: ['13800138000']}\n"
+            "templates: {t: {tpl_id: 1, vars: {a: x}}}\n"
+            "routes:\n  - {receiver: r, template: t, matchers: ['severity=\"critical\"']}\n"
+            "routes:\n  - {receiver: r, template: t}\n")
+    assert problems_of(tmp_path, text) == [
+        "line 5: key 'routes' is written twice in one mapping (first on line 3): the second "
+        "would silently replace the first"]
+    nested = text.replace("vars: {a: x}", "vars: {a: x, a: y}")
+    assert problems_of(tmp_path, nested)[0] == (
+        "line 2: key 'a' is written twice in one mapping (first on line 2): the second would "
+        "silently replace the first")
+    # a key a merge brings in may be overridden, as YAML intends
+    f = tmp_path / "merge.yaml"
+    f.write_text("receivers: {r: ['13800138000']}\n"
+                 "templates:\n  t: &t {tpl_id: 1, vars: {a: x}}\n  u: {<<: *t, tpl_id: 2}\n"
+                 "routes: [{receiver: r, template: u}]\n", encoding="utf-8")
+    assert load_rules(f).templates["u"].tpl_id == 2
+
+
+def test_a_key_written_twice_in_a_folder_names_the_file(tmp_path: Path) -> None:
+    shutil.copytree(EXAMPLES, tmp_path / "d")
+    (tmp_path / "d" / "zz.yaml").write_text("people:\n  a: '13800138000'\n  a: '13800138001'\n",
+                                            encoding="utf-8")
+    with pytest.raises(RulesError) as info:
+        load_rules(tmp_path / "d")
+    assert info.value.problems == [
+        "zz.yaml: line 3: key 'a' is written twice in one mapping (first on line 2): the second "
+        "would silently replace the first"]
+
+
+SRE_RULES = """\
+people: {zhang: "13800138000", li: "13800138001", wang: "13900139000", zhao: "13900139001"}
+receivers: {dba: [zhang]}
+schedules:
+  sre:
+    members: [zhang, li]
+    shift: 1w
+    start: 2026-01-05
+    handover: HANDOVER
+    overrides:
+      - {start: "2026-12-24 10:00", end: "2026-12-26 10:00", people: [nobody]}
+      - {start: "2026-12-28 10:00", end: "2026-12-27 10:00", people: [li]}
+  empty: {members: [], shift: 1d, start: 2026-01-05}
+templates: {t: {tpl_id: 1, vars: {a: "{{ ack_code }}"}}}
+routes: [{receiver: sre, template: t}]
+"""
+
+
+@pytest.mark.parametrize(("handover", "message"), [
+    pytest.param('"24:00"', "handover must be a time \"HH:MM\" from 00:00 to 23:59, got '24:00'"
+                 " (24:00 is the next day's 00:00)", id="24:00"),
+    pytest.param('"9:00"', "handover must be a time \"HH:MM\" from 00:00 to 23:59, got '9:00'",
+                 id="one-digit-hour"),
+])
+def test_every_problem_at_once_in_the_bridges_words(tmp_path: Path, handover: str,
+                                                    message: str) -> None:
+    """Issue 20 item 6: the override whose end is before its start hid the unknown person in
+    the override before it; pydantic's words; the handover message offered 24:00."""
+    assert problems_of(tmp_path, SRE_RULES.replace("HANDOVER", handover)) == [
+        f"schedules.sre.handover: {message}",
+        "schedules.sre.overrides[1]: end 2026-12-27 10:00 is not after start 2026-12-28 10:00",
+        "schedules.empty.members: needs at least 1 member (a person's name, or a list of names "
+        "sharing the shift), has none",
+        "schedules.sre.overrides[0].people[0]: unknown person 'nobody' (not in people:)",
+    ]
+
+
+def test_a_bad_template_still_has_its_variables_checked(tmp_path: Path) -> None:
+    assert problems_of(tmp_path, ACK_RULES.replace("tpl_id: 1", "tpl_id: 0").replace(
+        "SOURCE", "{{ ack_code | upper }}")) == [
+        "templates.t.tpl_id: must be greater than 0, got the number 0",
+        "templates.t.vars.a: ack_code goes in as it is ({{ ack_code }}); the filter 'upper' on "
+        "it would send a code nobody can acknowledge with (line 1)"]
+
+
+def test_a_value_that_fits_no_branch_is_one_problem(tmp_path: Path) -> None:
+    problems = problems_of(tmp_path, ACK_RULES.replace("SOURCE", "x").replace(
+        "receiver: r, template", "receiver: [5], template"))
+    assert problems == ["routes[0].receiver: expected text or a list of text, got a list"]
+
+
+def test_warnings_for_names_no_alert_provides_and_steps_within_min_gap(tmp_path: Path) -> None:
+    """Issue 20 items 3 and 7: a misspelt `{{ ack_url }}` rendered empty; a step after 10s
+    paged the secondary before the primary's SMS went out."""
+    f = tmp_path / "rules.yaml"
+    f.write_text("""\
+people: {zhang: "13800138000", li: "13800138001"}
+receivers: {primary: [zhang], secondary: [li]}
+templates:
+  page: {tpl_id: 1, vars: {ack: "{{ ack_code }}", url: "{{ ack_url }}",
+                           who: "{{ person }} {{ escalation }} {% set n = 1 %}{{ n }}"}}
+  storm: {tpl_id: 2, vars: {n: "{{ count }} {{ alertnames }}", x: "{{ labels.a }}"}}
+  unused: {tpl_id: 3, vars: {s: "{{ schedule }}"}}  # what it sees depends on its user
+limits: {min_gap: 30s, storm: {threshold: 3, window: 2m, template: storm}}
+routes:
+  - receiver: primary
+    template: page
+    escalate: [{after: 10s, receiver: secondary}, {after: 30s, receiver: secondary}]
+""", encoding="utf-8")
+    rules = load_rules(f)
+    alert_names = ("ack_code, annotations, common_labels, ends_at, escalation, external_url, "
+                   "fingerprint, generator_url, group_labels, labels, person, receiver, source, "
+                   "starts_at, status, values")
+    assert rules.warnings() == [
+        "routes[0].escalate[0].after: 10s is shorter than min_gap (30s): the step pages the next "
+        "person before the first could even be paged again; give the first person at least "
+        "min_gap to acknowledge",
+        f"templates.page.vars.url: 'ack_url' is not a name an alert provides: it renders empty "
+        f"(provided: {alert_names})",
+        "templates.storm.vars.x: 'labels' is not a name the storm template provides: it renders "
+        "empty (provided: alertnames, count, firing, mobile, resolved, window_end, "
+        "window_start)",
+    ]
+    assert "1 routes, 2 receivers (2 mobiles), 0 schedules, 2 people" in rules.summary()
+
+
+def test_alert_names_are_what_templates_see() -> None:
+    from bridge.decide.plan import base_context
+    from bridge.rules.checks import ALERT_NAMES
+
+    context = base_context(_alert({"a": "b"}), Batch("alertmanager", []))
+    assert ALERT_NAMES == {*context, "person"}
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    pytest.param("routes:\n  - {reciever: r, template: t}\n",
+                 "routes[0].reciever: unknown field (did you mean 'receiver'? expected one of: "
+                 "name, matchers, receiver, mobiles_from, max_mobiles_from, template, "
+                 "resolved_template, repeat_interval, continue, mute_time_intervals, "
+                 "active_time_intervals, escalate)", id="route"),
+    pytest.param("schedules:\n  s: {members: [a], shift: 1d, start: 2026-01-01, overides: []}\n",
+                 "schedules.s.overides: unknown field (did you mean 'overrides'? expected one "
+                 "of: members, shift, handover, start, time_zone, overrides, notify)",
+                 id="schedule"),
+    pytest.param("limits: {storm: {threshold: 1, window: 1m, template: t, size: 2}}\n",
+                 "limits.storm.size: unknown field (expected one of: threshold, window, "
+                 "template)", id="storm"),
+])
+def test_an_unknown_field_names_what_is_expected(tmp_path: Path, text: str,
+                                                 expected: str) -> None:
+    assert expected in problems_of(tmp_path, text)

@@ -1,8 +1,8 @@
 """Tests of the payload parsers (bridge.sources) against the real webhook bodies in fixtures/.
 
-Expected values come from reading each fixture (see fixtures/README.md in the shared folder);
-computed fingerprints are Alertmanager's algorithm, itself checked against prometheus/common's
-own test vectors below.
+Expected values come from reading each fixture (tests/fixtures/, as Alertmanager and Grafana send
+them); computed fingerprints are Alertmanager's algorithm, itself checked against
+prometheus/common's own test vectors below.
 """
 
 from __future__ import annotations

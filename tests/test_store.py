@@ -546,27 +546,27 @@ def untimed(status: str = "firing", fp: str = "legacy", **kw: Any) -> Notificati
 def test_episodes_of_alerts_without_starts_at_are_settled_in_record(store: Store) -> None:
     fire, close = EpisodeMark("legacy", True), EpisodeMark("legacy", False)
     first = episode_text(T0)
-    assert store.episode_of("legacy") is None
+    assert store.untimed_start("legacy") is None
     # resolved never seen firing: no episode, nothing paged, nothing opened
     [o] = store.record([untimed("resolved")], NO_LIMITS, T0 - 5, [close])
     assert (o.state, o.reason, o.notification.episode) == ("suppressed", "not paged", "")
     [o] = store.record([untimed()], NO_LIMITS, T0, [fire])
     assert (o.state, o.notification.episode) == ("queued", first)
-    assert store.episode_of("legacy") == first
+    assert store.untimed_start("legacy") == first
     # the same episode later: a duplicate; an alert that paged nobody still opens its episode
     [o] = store.record([untimed()], NO_LIMITS, T0 + 5, [fire, EpisodeMark("other", True)])
     assert (o.state, o.reason, o.notification.episode) == ("suppressed", "duplicate", first)
-    assert store.episode_of("other") == episode_text(T0 + 5)
+    assert store.untimed_start("other") == episode_text(T0 + 5)
     # two mobiles resolved in one webhook both pair with the episode, then it closes
     store.record([untimed(mobile=M2)], NO_LIMITS, T0 + 6, [fire])
     out = store.record([untimed("resolved"), untimed("resolved", mobile=M2)], NO_LIMITS,
                        T0 + 10, [close])
     assert states(out) == [("queued", "")] * 2
     assert {o.notification.episode for o in out} == {first}
-    assert store.episode_of("legacy") is None
+    assert store.untimed_start("legacy") is None
     # a resolved alert routed nowhere closes its episode too; the next firing is a new one
     store.record([], NO_LIMITS, T0 + 11, [EpisodeMark("other", False)])
-    assert store.episode_of("other") is None
+    assert store.untimed_start("other") is None
     [o] = store.record([untimed()], NO_LIMITS, T0 + 20, [fire])
     assert (o.state, o.notification.episode) == ("queued", episode_text(T0 + 20))
 
@@ -606,7 +606,7 @@ def test_a_failed_record_leaves_the_episode_as_it_was(store: Store) -> None:
             store.record([untimed("resolved")], NO_LIMITS, T0 + 10, [close])
     finally:
         undo()
-    assert store.episode_of("legacy") == episode_text(T0)
+    assert store.untimed_start("legacy") == episode_text(T0)
     [o] = store.record([untimed("resolved")], NO_LIMITS, T0 + 11, [close])
     assert (o.state, o.reason, o.notification.episode) == ("queued", "", episode_text(T0))
 
@@ -969,7 +969,7 @@ def test_claim_max_items_leaves_the_rest_due(store: Store) -> None:
     assert [i.fingerprint for i in third.items] == ["fp6"]  # fp3-5 given back, due at T0 + 1
 
 
-# -- episodes, ack codes, escalation steps (EPISODES.md) ----------------------------------------
+# -- episodes, ack codes, escalation steps (docs/oncall.md) ----------------------------------
 STEPS = (StepSpec(2.0, "dba-secondary", "page"), StepSpec(5.0, "lead", "page-lead"))
 INFO = EpisodeInfo("DiskFull", {"alertname": "DiskFull", "host": "db1"}, "磁盘 95%",
                    T0 - 60, "http://am/#/silences/new")
@@ -1005,7 +1005,7 @@ def test_a_paging_firing_creates_its_episode_with_steps_and_codes(store: Store) 
             for s in e.steps] == [(1, 2.0, "dba-secondary", "page", T0 + 2.0, "pending", ""),
                                   (2, 5.0, "lead", "page-lead", T0 + 5.0, "pending", "")]
     assert store.episode(e.id) == e
-    assert store.episodes_for([("fp-disk", EP), ("nope", EP)]) == {("fp-disk", EP): e}
+    assert store.episodes_by_key([("fp-disk", EP), ("nope", EP)]) == {("fp-disk", EP): e}
     assert store.episode_by_code(code, T0) == (e, e.paged[0])
     assert store.episode_by_code("Unknown12345", T0) is None
 
@@ -1131,7 +1131,7 @@ def test_prune_deletes_resolved_episodes_with_their_codes(store: Store) -> None:
     assert store.episode(ea.id) is None and store.episode_by_code(ea.paged[0].code or "",
                                                                   T0 + 11) is None
     assert [e.id for e in store.episodes()] == [b.episode_id]
-    assert store.episodes_for([("a", EP)]) == {}
+    assert store.episodes_by_key([("a", EP)]) == {}
 
 
 def _paging_worker(url: str, barrier: Any, results: Any) -> None:
@@ -1236,7 +1236,7 @@ def test_an_episode_keeps_its_source_and_silence_id(store: Store) -> None:
     store.set_silence(eid, "9f3c-silence")
     e = store.episode(eid)
     assert e is not None and e.silence_id == "9f3c-silence"
-    assert store.episodes_for([("fp-disk", EP)])[("fp-disk", EP)].silence_id == "9f3c-silence"
+    assert store.episodes_by_key([("fp-disk", EP)])[("fp-disk", EP)].silence_id == "9f3c-silence"
     store.set_silence(eid, None)
     e = store.episode(eid)
     assert e is not None and e.silence_id is None

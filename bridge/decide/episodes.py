@@ -1,12 +1,21 @@
-"""Episodes, ack codes and escalation steps as data (EPISODES.md, SPEC "On call").
+"""Episodes, ack codes and escalation steps as data (docs/oncall.md, Episodes, Escalation).
 
 Pure: dataclasses and functions of ``now``; the stores keep these records
 (:class:`bridge.store.base.Store`) and :mod:`bridge.deliver.escalation` runs the due steps.
 
-An **episode** is one firing episode of one alert, ``(fingerprint, episode)`` with ``episode``
-the dedup key's episode text (``startsAt`` as UTC ISO), that paged somebody: the record step
-creates it with the first firing notification that ends ``queued`` or ``held``. Times are UNIX
-seconds.
+The words, one meaning each:
+
+- an **episode** is one firing episode of one alert, named by ``(fingerprint, episode text)``;
+- its **episode text** is the alert's ``startsAt`` as UTC ISO, the last part of a dedup key
+  (``Notification.episode``);
+- an **untimed start** is what stands in for ``startsAt`` for an alert without one (legacy
+  Grafana): when the store first saw it firing (:meth:`bridge.store.base.Store.untimed_starts`);
+  its episode text is that start's;
+- an :class:`Episode` is the stored record of an episode that paged somebody (ack codes,
+  acknowledgement, escalation steps): the record step creates it with the first firing
+  notification of the episode that ends ``queued`` or ``held``.
+
+Times are UNIX seconds.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ EPISODE_STATES: tuple[EpisodeState, ...] = ("firing", "acknowledged", "resolved"
 
 #: Letters and digits an ack code is drawn from.
 CODE_ALPHABET = string.ascii_letters + string.digits
-#: Characters in an ack code (SPEC: 8 to 16).
+#: Characters in an ack code (docs/oncall.md, Ack codes: 8 to 16).
 CODE_LEN = 12
 #: A code stays valid this long after its episode resolved (seconds).
 CODE_TTL_AFTER_RESOLVED = 24 * 3600.0
@@ -94,7 +103,7 @@ class EpisodeInfo:
 
 @dataclass(frozen=True)
 class Paged:
-    """One mobile paged for an episode (EPISODES.md)."""
+    """One mobile paged for an episode (docs/oncall.md, Episodes)."""
 
     mobile: str
     route: str
@@ -107,8 +116,8 @@ class Paged:
 
 @dataclass(frozen=True)
 class Step:
-    """One escalation step of the route that started the episode (EPISODES.md); ``index`` is
-    1-based, as ``escalation`` in templates."""
+    """One escalation step of the route that started the episode (docs/oncall.md,
+    Escalation); ``index`` is 1-based, as ``escalation`` in templates."""
 
     index: int
     after: float
@@ -121,7 +130,7 @@ class Step:
 
 @dataclass(frozen=True)
 class Episode:
-    """One firing episode that paged somebody (EPISODES.md)."""
+    """One firing episode that paged somebody (docs/oncall.md, Episodes)."""
 
     id: str
     fingerprint: str

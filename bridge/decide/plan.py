@@ -13,8 +13,8 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, tzinfo
-from typing import Any
+from datetime import UTC, datetime, tzinfo
+from typing import Any, Literal
 from urllib.parse import quote
 
 from bridge.alert import Alert, Batch
@@ -22,9 +22,10 @@ from bridge.decide.episodes import Episode, EpisodeInfo, StepSpec
 from bridge.decide.routing import mute_reason, route
 from bridge.decide.types import EpisodeMark, Notification, Policy
 from bridge.privacy import mask_mobile
-from bridge.rules.load import RuleSet
+from bridge.rules.defaults import DEFAULT_REPEAT_INTERVAL
 from bridge.rules.model import Route, valid_mobile
-from bridge.rules.render import ACK_PLACEHOLDER, alert_context
+from bridge.rules.render import ACK_PLACEHOLDER, alert_context, template_context
+from bridge.rules.ruleset import RuleSet
 
 log = logging.getLogger("bridge.plan")  # stable log name (not the module path)
 
@@ -186,6 +187,19 @@ def base_context(alert: Alert, batch: Batch, escalation: int = 0) -> dict[str, A
             "ack_code": ACK_PLACEHOLDER}
 
 
+def episode_context(episode: Episode, escalation: int) -> dict[str, Any]:
+    """What an escalation step's template sees (docs/oncall.md, Escalation): the alert as the
+    episode recorded it (labels, annotations, ``starts_at``, fingerprint; status ``firing``;
+    the rest empty), ``escalation`` (the step's index) and ``ack_code`` as in
+    :func:`base_context`."""
+    starts = (datetime.fromtimestamp(episode.starts_at, UTC)
+              if episode.starts_at is not None else None)
+    return {**template_context(labels=episode.labels, annotations=episode.annotations,
+                               status="firing", fingerprint=episode.fingerprint,
+                               starts_at=starts),
+            "escalation": escalation, "ack_code": ACK_PLACEHOLDER}
+
+
 def _variables(rules: RuleSet, tpl_name: str, context: dict[str, Any],
                rendered: dict[str, dict[str, str]], mobile: str) -> dict[str, str]:
     """A template's variables for one mobile. A template that reads ``person`` sees the name
@@ -200,6 +214,28 @@ def _variables(rules: RuleSet, tpl_name: str, context: dict[str, Any],
         rendered[tpl_name] = rules.renderer.render(rules.compiled[tpl_name], context,
                                                    rules.var_len(tpl_name))
     return rendered[tpl_name]
+
+
+def notification(rules: RuleSet, tpl_name: str, context: dict[str, Any],
+                 rendered: dict[str, dict[str, str]], mobile: str, *, fingerprint: str,
+                 status: Literal["firing", "resolved"], episode: str, route: str,
+                 alertname: str, is_muted: bool, repeat_interval: float | None = None,
+                 untimed: bool = False, resolved_template: str | None = None, level: int = 0,
+                 steps: tuple[StepSpec, ...] = (), info: EpisodeInfo | None = None
+                 ) -> Notification:
+    """The one way a notification is built, for a route's page, a resolved SMS and an
+    escalation step alike: template ``tpl_name``'s ``tpl_id`` and its variables rendered with
+    ``context`` for ``mobile`` (:func:`_variables`; ``rendered`` caches per template),
+    ``suppressed`` with reason ``muted`` when ``is_muted``. ``repeat_interval`` ``None``: the
+    rules file's default (:data:`bridge.rules.defaults.DEFAULT_REPEAT_INTERVAL`)."""
+    return Notification(
+        mobile=mobile, fingerprint=fingerprint, status=status, episode=episode, route=route,
+        alertname=alertname, tpl_id=rules.templates[tpl_name].tpl_id,
+        variables=_variables(rules, tpl_name, context, rendered, mobile),
+        repeat_interval=DEFAULT_REPEAT_INTERVAL if repeat_interval is None else repeat_interval,
+        state="suppressed" if is_muted else "queued", reason="muted" if is_muted else "",
+        untimed=untimed, resolved_template=resolved_template, level=level, steps=steps,
+        info=info)
 
 
 def _resolved_to_paged(alert: Alert, batch: Batch, episode: Episode, rules: RuleSet,
@@ -228,12 +264,10 @@ def _resolved_to_paged(alert: Alert, batch: Batch, episode: Episode, rules: Rule
         i = rules.route_index(p.route)
         r = rules.routes[i] if i is not None else None
         is_muted = r is not None and muted(r, rules, now)
-        plan.notifications.append(Notification(
-            mobile=p.mobile, fingerprint=alert.fingerprint, status="resolved",
-            episode=episode.episode, route=p.route, alertname=alert.name,
-            tpl_id=rules.templates[p.resolved_template].tpl_id,
-            variables=_variables(rules, p.resolved_template, context, rendered, p.mobile),
-            state="suppressed" if is_muted else "queued", reason="muted" if is_muted else "",
+        plan.notifications.append(notification(
+            rules, p.resolved_template, context, rendered, p.mobile,
+            fingerprint=alert.fingerprint, status="resolved", episode=episode.episode,
+            route=p.route, alertname=alert.name, is_muted=is_muted,
             untimed=alert.starts_at is None, resolved_template=p.resolved_template))
 
 
@@ -298,18 +332,13 @@ def decide(batch: Batch, rules: RuleSet, now: datetime,
             is_muted = muted(r, rules, now)
             episode = episode_from_start(alert)
             for m in mobiles:
-                plan.notifications.append(Notification(
-                    mobile=m, fingerprint=alert.fingerprint, status=alert.status,
-                    episode=episode, route=rules.route_names[i], alertname=alert.name,
-                    tpl_id=rules.templates[tpl_name].tpl_id,
-                    variables=_variables(rules, tpl_name, context, rendered, m),
-                    repeat_interval=r.repeat_interval,
-                    state="suppressed" if is_muted else "queued",
-                    reason="muted" if is_muted else "", untimed=untimed,
-                    resolved_template=r.resolved_template,
+                plan.notifications.append(notification(
+                    rules, tpl_name, context, rendered, m, fingerprint=alert.fingerprint,
+                    status=alert.status, episode=episode, route=rules.route_names[i],
+                    alertname=alert.name, is_muted=is_muted, repeat_interval=r.repeat_interval,
+                    untimed=untimed, resolved_template=r.resolved_template,
                     steps=step_specs(r) if alert.status == "firing" else (),
-                    info=episode_info(alert, batch) if alert.status == "firing" else None,
-                ))
+                    info=episode_info(alert, batch) if alert.status == "firing" else None))
         if alert.status == "firing" and len(plan.notifications) == before:
             # routes matched, but none named a mobile (e.g. mobiles_from without the label)
             plan.unrouted += 1

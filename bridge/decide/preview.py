@@ -4,21 +4,25 @@ operator page's playground give this same answer.
 :func:`preview` parses the body (naming or detecting its source), plans every alert under the
 rules at ``now`` and, per alert, says what each route made of it
 (:func:`bridge.decide.routing.explain`). :func:`render_lines` is the text ``bridge render`` prints.
-Pure apart from parsing: nothing is stored, nothing is sent.
+A resolved alert goes, as intake sends it, to those paged for its stored episode, read from
+the store when one is given (docs/operator-page.md, "Playground"). Nothing is stored, nothing
+is sent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Protocol
 
 from bridge.alert import Alert, Batch
-from bridge.decide.episodes import fill_code
-from bridge.decide.plan import decide
+from bridge.decide.episodes import Episode, fill_code
+from bridge.decide.plan import decide, episode_from_start
 from bridge.decide.routing import RouteVerdict, explain
 from bridge.decide.types import Notification
-from bridge.rules.load import RuleSet
+from bridge.errors import StoreUnavailable
+from bridge.rules.ruleset import RuleSet
 from bridge.sources import detect, parse_body, read_body
 
 
@@ -31,6 +35,8 @@ class AlertPreview:
     alert: Alert
     notifications: list[Notification]
     verdicts: list[RouteVerdict]
+    #: for a resolved alert, whom its resolved SMS goes to and why (see :func:`preview`)
+    note: str = ""
 
     @property
     def pages_nobody(self) -> bool:
@@ -47,6 +53,8 @@ class Preview:
     batch: Batch
     alerts: list[AlertPreview]
     skipped_mobiles: list[str] = field(default_factory=list)
+    #: the time it was planned at (aware): when escalation steps would fall due
+    at: datetime | None = None
 
     @property
     def notifications(self) -> list[Notification]:
@@ -65,21 +73,104 @@ def shown_variables(n: Notification) -> dict[str, str]:
     return fill_code(n.variables, "<ack_code>")
 
 
-def preview(body: bytes, source: str | None, rules: RuleSet, now: datetime) -> Preview:
+class EpisodeReader(Protocol):
+    """The two reads of the store intake makes before planning a resolved alert
+    (:class:`bridge.store.base.Store` has them)."""
+
+    def untimed_starts(self, fingerprints: Sequence[str]) -> dict[str, str]:
+        """The stored episode start of alerts without ``startsAt``."""
+
+    def episodes_by_key(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Episode]:
+        """The stored episodes of ``(fingerprint, episode)`` keys."""
+
+
+#: What a preview says of a resolved alert when no store was read.
+NO_STORE = ("no store read{why}: shown going to the routes as they are now; intake sends it "
+            "only to the mobiles paged for its episode")
+
+
+def _stored_episode(alert: Alert, store: EpisodeReader) -> tuple[str, Episode | None]:
+    """The episode text of a resolved ``alert`` (the stored start for one without
+    ``startsAt``) and its stored episode, as intake reads them. Raises StoreUnavailable."""
+    if alert.starts_at is None:
+        episode = store.untimed_starts([alert.fingerprint]).get(alert.fingerprint) or ""
+    else:
+        episode = episode_from_start(alert)
+    if not episode:
+        return episode, None
+    return episode, store.episodes_by_key([(alert.fingerprint, episode)]).get(
+        (alert.fingerprint, episode))
+
+
+def _plan_resolved(batch: Batch, alert: Alert, rules: RuleSet, now: datetime,
+                   store: EpisodeReader | None, why: str) -> tuple[list[Notification], str]:
+    """The notifications of a resolved ``alert`` as intake decides them, and the note
+    saying whom they go to."""
+    one = replace(batch, alerts=[alert])
+    if store is None:
+        return decide(one, rules, now).notifications, NO_STORE.format(why=why)
+    try:
+        episode, stored = _stored_episode(alert, store)
+    except StoreUnavailable as exc:
+        return decide(one, rules, now).notifications, NO_STORE.format(
+            why=f" (the store could not be read: {exc})")
+    if stored is None:
+        plan = decide(one, rules, now)
+        return ([replace(n, state="suppressed", reason="not paged") for n in plan.notifications],
+                "no episode of it is stored: nobody was paged for it, so intake sends no "
+                "resolved SMS")
+    start = datetime.fromisoformat(episode) if alert.starts_at is None else None
+    plan = decide(one, rules, now, {alert.fingerprint: start} if start else None,
+                  {(alert.fingerprint, episode): stored})
+    paged = ", ".join(dict.fromkeys(rules.who(p.mobile) for p in stored.paged))
+    return plan.notifications, (f"goes to those paged for its stored episode {stored.id} "
+                                f"({paged}), as intake sends it")
+
+
+def preview(body: bytes, source: str | None, rules: RuleSet, now: datetime,
+            store: EpisodeReader | None = None, no_store_why: str = "") -> Preview:
     """Read ``body`` as ``source`` (``None``: detected from its fields) and plan it under
-    ``rules`` at ``now`` (aware). Raises :class:`~bridge.errors.PayloadError` for a body the
-    webhook would refuse with 400 (also for an unknown source)."""
+    ``rules`` at ``now`` (aware). A resolved alert is planned as intake plans it: to the
+    mobiles paged for its episode as ``store`` holds it (none stored: nobody, the
+    notifications shown ``suppressed``, reason ``not paged``); without a ``store`` (or one
+    that cannot be read) to the routes as they are now, and its note says so
+    (``no_store_why`` says why there is none). Raises :class:`~bridge.errors.PayloadError`
+    for a body the webhook would refuse with 400 (also for an unknown source)."""
     src = source or detect(read_body(body))
     batch = parse_body(src, body)
     alerts, skipped = [], []
     for alert in batch.alerts:
-        plan = decide(replace(batch, alerts=[alert]), rules, now)
-        skipped.extend(plan.skipped_mobiles)
+        note = ""
+        if alert.status == "resolved":
+            notes, note = _plan_resolved(batch, alert, rules, now, store, no_store_why)
+        else:
+            plan = decide(replace(batch, alerts=[alert]), rules, now)
+            skipped.extend(plan.skipped_mobiles)
+            notes = plan.notifications
         verdicts = explain(alert.labels, alert.status, rules.routes, rules.route_names,
                            rules.time_intervals, now)
-        shown = [replace(n, variables=shown_variables(n)) for n in plan.notifications]
-        alerts.append(AlertPreview(alert, shown, verdicts))
-    return Preview(src, batch, alerts, skipped)
+        shown = [replace(n, variables=shown_variables(n)) for n in notes]
+        alerts.append(AlertPreview(alert, shown, verdicts, note))
+    return Preview(src, batch, alerts, skipped, now)
+
+
+def _limit(name: str, value: int | None) -> str:
+    return f"{name} {value}" if value is not None else f"no {name} limit"
+
+
+def _step_pages(rules: RuleSet, receiver: str, at: datetime | None, paged: set[str]) -> str:
+    """Whom a step's ``receiver`` would page at ``at`` (a schedule: who is on call then):
+    ``secondary: li 13800138001``; a mobile in ``paged`` (already paged for the alert) is
+    marked, since a step does not page it again."""
+    if at is None:
+        return receiver
+    try:
+        mobiles = rules.mobiles_for(receiver, at)
+    except KeyError:
+        return receiver
+    who = [" ".join(x for x in (rules.person_of(m), m) if x)
+           + (" (already paged: not again)" if m in paged else "") for m in mobiles]
+    return f"{receiver}: {', '.join(who) or 'nobody'}"
 
 
 def render_lines(p: Preview, rules: RuleSet, name: str,
@@ -97,9 +188,13 @@ def render_lines(p: Preview, rules: RuleSet, name: str,
                    f"{person + ' ' if person else ''}{n.mobile} tpl_id {n.tpl_id} [{state}]")
         out.extend(f"    {k} = {v}" for k, v in shown_variables(n).items())
         out.append(f"    tpl_value: {encode(shown_variables(n))}")
-        out.extend(f"    escalates: step {i} after {st.after:g}s -> {st.receiver} (template "
+        paged = {x.mobile for x in p.notifications if x.fingerprint == n.fingerprint}
+        out.extend(f"    escalates: step {i} after {st.after:g}s -> "
+                   f"{_step_pages(rules, st.receiver, _due(p.at, st.after), paged)} (template "
                    f"{st.template}) unless acknowledged or resolved"
                    for i, st in enumerate(n.steps, start=1))
+    out.extend(f"- {a.alert.status} {a.alert.name or '-'} [{a.alert.fingerprint}]: {a.note}"
+               for a in p.alerts if a.note)
     for m in p.skipped_mobiles:
         out.append(f"- skipped invalid mobile {m} from mobiles_from")
     for a in p.alerts:
@@ -110,7 +205,14 @@ def render_lines(p: Preview, rules: RuleSet, name: str,
         out.extend(f"    route {v.route}: {v.outcome}" + (f": {v.why}" if v.why else "")
                    for v in a.verdicts)
     lim = rules.limits
+    hourly = _limit("per_mobile_per_hour", lim.per_mobile_per_hour)
     out.append(f"(dedup, repeat_interval and limits are decided by the store when served: "
-               f"min_gap {lim.min_gap:.0f}s, per_mobile_per_hour {lim.per_mobile_per_hour}, "
-               f"per_day {lim.per_day}, storm {'on' if lim.storm else 'off'})")
+               f"min_gap {lim.min_gap:.0f}s, {hourly}, {_limit('per_day', lim.per_day)}, "
+               f"storm {'on' if lim.storm else 'off'})")
     return out
+
+
+def _due(at: datetime | None, after: float) -> datetime | None:
+    """When a step ``after`` seconds would fall due, counted from ``at`` (the earliest the
+    route's first SMS could go out)."""
+    return None if at is None else at + timedelta(seconds=after)

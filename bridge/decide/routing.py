@@ -64,7 +64,7 @@ def explain(labels: Mapping[str, str], status: str, routes: Sequence[Route],
     """One :class:`RouteVerdict` per route, in order, for an alert with ``labels`` and
     ``status`` (``firing``/``resolved``) at ``now`` (aware); ``names[i]`` names route i.
 
-    A missing label is shown as ``""`` (it matches as the empty string, SPEC "Rules file").
+    A missing label is shown as ``""`` (it matches as the empty string, docs/rules.md, Matchers).
     """
     out: list[RouteVerdict] = []
     stopped = False

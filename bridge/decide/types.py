@@ -1,9 +1,9 @@
 """The values the decide stage hands the store: what the plan decided (:class:`Notification`,
 :class:`EpisodeMark`) and how the store records it (:class:`Policy`, :data:`PAGING_POLICY`).
 
-A leaf: it imports only :mod:`bridge.decide.episodes` (itself standard library only), so the
-store contract (:mod:`bridge.store.base`) and the plan (:mod:`bridge.decide.plan`) both import
-it and neither imports the other.
+A leaf: it imports only :mod:`bridge.decide.episodes` and :mod:`bridge.rules.defaults` (no rules
+loading, pydantic or YAML behind either), so the store contract (:mod:`bridge.store.base`) and
+the plan (:mod:`bridge.decide.plan`) both import it and neither imports the other.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bridge.decide.episodes import EpisodeInfo, StepSpec
+from bridge.rules.defaults import DEFAULT_REPEAT_INTERVAL
 
 #: The state of a stored notification.
 State = Literal["queued", "sent", "retrying", "failed", "suppressed", "held"]
@@ -39,7 +40,7 @@ class Notification:
     alertname: str
     tpl_id: int
     variables: dict[str, str]
-    repeat_interval: float = 4 * 3600.0
+    repeat_interval: float = DEFAULT_REPEAT_INTERVAL
     state: Literal["queued", "suppressed"] = "queued"
     reason: str = ""
     untimed: bool = False

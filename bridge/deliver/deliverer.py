@@ -8,7 +8,7 @@ when its lease ends (at least once). Every mark carries the claim's lease token:
 lease lapsed (a long pause, a stalled request) and whose items were claimed again changes nothing,
 and logs it.
 
-Policy (SPEC "Sending through Juhe", "Delivery guarantees", JUHE.md):
+Policy (docs/juhe.md, Answers and error classes; docs/design.md, Delivery and Juhe):
 
 * transient failure -> ``retrying`` with exponential backoff and jitter (``retry_base`` *
   2**attempts, at most ``retry_max``, at least Juhe's ``retry_after``), until ``retry_for``
@@ -33,10 +33,10 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from bridge import metrics
 from bridge.config import Settings
@@ -48,8 +48,8 @@ from bridge.errors import (
     TransientError,
 )
 from bridge.privacy import mask_mobile, mask_mobiles_in
-from bridge.providers.juhe import SendResult, encode_tpl_value
-from bridge.rules.load import RuleSet
+from bridge.providers.base import Sender, SendResult
+from bridge.rules.ruleset import RuleSet
 from bridge.store.base import Claim, Item, Store
 
 log = logging.getLogger("bridge.delivery")  # stable log name (not the module path)
@@ -57,7 +57,8 @@ log = logging.getLogger("bridge.delivery")  # stable log name (not the module pa
 STATUS_JUHE_CONFIG = "juhe_config"
 #: Items of one mobile loaded per claim when nothing can fold them (no storm template).
 CLAIM_MAX_ITEMS = 20
-#: A configuration error is tried again at least this often (seconds; SPEC).
+#: A configuration error is tried again at least this often (seconds; docs/juhe.md, Answers
+#: and error classes).
 CONFIG_RETRY_EVERY = 60.0
 #: Seconds between two :meth:`Store.maintain` calls of a delivery loop.
 MAINTAIN_EVERY = 1.0
@@ -68,32 +69,6 @@ STATUS_DELIVERY_PASS = "delivery_pass"
 #: ``BRIDGE_DELIVERY_STALL`` when that is shorter), not on every pass: on SQLite each write
 #: takes the write lock the webhooks need.
 PASS_RECORD_EVERY = 5.0
-
-
-class Sender(Protocol):
-    """What delivery sends through (sachet's ``Provider``): one SMS per call.
-
-    Returns :class:`bridge.providers.juhe.SendResult`; raises :class:`bridge.errors.JuheError`
-    (``TransientError``, ``PermanentError``, ``ConfigError``) for a refused or failed send, and
-    ``ValueError``/``TypeError`` for variables that cannot be encoded.
-    """
-
-    def send(self, mobile: str, tpl_id: int, variables: Mapping[str, str]) -> SendResult:
-        """Send one SMS of template ``tpl_id`` with ``variables`` to ``mobile``."""
-        ...
-
-
-class DryRunSender:
-    """The sender without ``JUHE_KEY``: sends nothing, logs each SMS that would be sent
-    (mobile masked) and answers ``SendResult(sid="dry-run", fee=0, outcome="dry_run")``."""
-
-    def send(self, mobile: str, tpl_id: int, variables: Mapping[str, str]) -> SendResult:
-        """See :class:`Sender`; raises only for variables that cannot be encoded."""
-        encode_tpl_value(variables)
-        log.warning("DRY-RUN (no JUHE_KEY): would send to %s tpl_id=%s vars=%s",
-                    mask_mobile(mobile), tpl_id,
-                    mask_mobiles_in(json.dumps(dict(variables), ensure_ascii=False)))
-        return SendResult(sid="dry-run", fee=0, outcome="dry_run")
 
 
 def config_id(settings: Settings) -> str:
@@ -215,7 +190,8 @@ class Deliverer:
                      self.policy.retention / 86400)
         return n
 
-    def run_forever(self, stop: threading.Event, interval: float = 0.5) -> None:
+    def run_forever(self, stop: threading.Event,
+                    interval: float = Settings.delivery_interval) -> None:
         """Deliver until ``stop`` is set, polling every ``interval`` seconds when idle (at
         most a quarter of ``policy.stall``, so that an idle loop is never taken for a hung
         one), and prune old records every ``prune_every`` seconds (in batches, between

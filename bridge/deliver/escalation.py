@@ -1,11 +1,11 @@
-"""Running due escalation steps (SPEC "On call": escalation; EPISODES.md "Engine").
+"""Running due escalation steps (docs/oncall.md, Escalation).
 
 Steps are durable timers in the store (:meth:`bridge.store.base.Store.claim_steps`), leased
 like outbox items, so each step is decided once per episode across workers, instances and
 restarts; one that fell due while the bridge was down is claimed at the first pass after
 start. :class:`Escalator` runs inside the delivery loop (:meth:`bridge.deliver.deliverer.Deliverer.
-run_forever` calls :meth:`Escalator.run_once` on every pass, at most ``delivery_interval``
-apart, 0.5 s by default), so a step runs within about a second of falling due.
+run_forever` calls :meth:`Escalator.run_once` on every pass, at most ``BRIDGE_DELIVERY_INTERVAL``
+apart), so a step runs within about a second of falling due.
 
 What a due step does is :func:`bridge.decide.episodes.step_action` (pure, a function of ``now``):
 an acknowledged or resolved episode cancels it; otherwise the step's receiver (a schedule is
@@ -22,35 +22,17 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, tzinfo
-from typing import Any
 
 from bridge import metrics
 from bridge.decide.episodes import Episode, Step, StepClaim, step_action
-from bridge.decide.plan import muted, store_policy
-from bridge.decide.types import Notification
-from bridge.rules.load import RuleSet
-from bridge.rules.render import ACK_PLACEHOLDER
+from bridge.decide.plan import episode_context, muted, notification, store_policy
+from bridge.rules.ruleset import RuleSet
 from bridge.store.base import Store
 
 log = logging.getLogger("bridge.escalation")  # stable log name (not the module path)
 
 #: Seconds a claimed step is leased to one runner.
 STEP_LEASE = 60.0
-
-
-def episode_context(episode: Episode, escalation: int) -> dict[str, Any]:
-    """What a step's template sees: the alert as the episode recorded it (labels,
-    annotations, ``starts_at``, fingerprint; group fields empty), ``escalation`` (the step's
-    index) and ``ack_code`` (filled per mobile by the record step)."""
-    starts = (datetime.fromtimestamp(episode.starts_at, UTC)
-              if episode.starts_at is not None else None)
-    return {
-        "labels": dict(episode.labels), "annotations": dict(episode.annotations),
-        "status": "firing", "starts_at": starts, "ends_at": None,
-        "fingerprint": episode.fingerprint, "source": "", "generator_url": "", "values": {},
-        "receiver": "", "external_url": "", "common_labels": {}, "group_labels": {},
-        "escalation": escalation, "ack_code": ACK_PLACEHOLDER,
-    }
 
 
 class Escalator:
@@ -123,27 +105,12 @@ class Escalator:
         resolved_template = (route.resolved_template if route is not None
                              else own.resolved_template if own is not None else None)
         context = episode_context(episode, step.index)
-        shared = None
-        notes = []
-        for m in mobiles:
-            if "person" in rules.uses.get(tpl, ()):
-                person = rules.person_of(m)
-                variables = rules.renderer.render(
-                    rules.compiled[tpl], {**context, "person": person} if person else context,
-                    rules.var_len(tpl))
-            else:
-                if shared is None:
-                    shared = rules.renderer.render(rules.compiled[tpl], context,
-                                                   rules.var_len(tpl))
-                variables = shared
-            notes.append(Notification(
-                mobile=m, fingerprint=episode.fingerprint, status="firing",
-                episode=episode.episode, route=episode.route, alertname=episode.alertname,
-                tpl_id=rules.templates[tpl].tpl_id, variables=variables,
-                repeat_interval=route.repeat_interval if route is not None else 4 * 3600.0,
-                state="suppressed" if is_muted else "queued",
-                reason="muted" if is_muted else "", level=step.index,
-                resolved_template=resolved_template))
+        rendered: dict[str, dict[str, str]] = {}
+        notes = [notification(
+            rules, tpl, context, rendered, m, fingerprint=episode.fingerprint, status="firing",
+            episode=episode.episode, route=episode.route, alertname=episode.alertname,
+            is_muted=is_muted, repeat_interval=route.repeat_interval if route else None,
+            level=step.index, resolved_template=resolved_template) for m in mobiles]
         outcomes = self.store.record(notes, store_policy(rules, self.zone, now), now)
         parts = []
         for o in outcomes:

@@ -29,7 +29,7 @@ from bridge import metrics
 from bridge.decide.plan import store_policy
 from bridge.decide.types import Notification
 from bridge.deliver.jobs import JobResult
-from bridge.rules.load import RuleSet
+from bridge.rules.ruleset import RuleSet
 from bridge.rules.schedules import Schedule, Shift, oncall_at, shifts_between
 from bridge.store.base import Job, Store
 

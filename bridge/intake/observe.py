@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from bridge import metrics
 from bridge.alert import Batch
 from bridge.decide.plan import Plan
-from bridge.rules.load import RuleSet
+from bridge.rules.ruleset import RuleSet
 from bridge.store.base import Outcome
 
 log = logging.getLogger("bridge.service")

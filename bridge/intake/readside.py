@@ -102,8 +102,8 @@ def oncall(b: Bridge, next_n: int = 3, at: float | None = None) -> list[dict[str
 
 
 def episode_json(b: Bridge, episode: Episode) -> dict[str, Any]:
-    """One episode as ``/api/episodes`` and the pages show it (SPEC "Episodes"): ``id``,
-    ``alertname``, ``fingerprint``, ``labels``, ``summary``, ``starts_at``, ``state``,
+    """One episode as ``/api/episodes`` and the pages show it (docs/api.md, GET /api/episodes):
+    ``id``, ``alertname``, ``fingerprint``, ``labels``, ``summary``, ``starts_at``, ``state``,
     ``acknowledged_by``/``_at``, ``resolved_at``, ``silence_url``, ``silence_id`` (the
     Alertmanager silence its acknowledgement created, else ``None``), ``paged`` (``person``,
     ``mobile`` masked, ``at``, ``state`` of its notification or ``None``, ``level``) and

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from bridge.errors import RulesError
-from bridge.rules.load import RuleSet, load_rules, rules_files
+from bridge.rules.load import load_rules, rules_files
+from bridge.rules.ruleset import RuleSet
 
 log = logging.getLogger("bridge.reload")  # stable log name (not the module path)
 

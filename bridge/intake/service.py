@@ -1,5 +1,6 @@
-"""The bridge as one object: settings, rules, store and Juhe client, and the intake of one
-webhook (parse -> plan -> record). Flask views and the CLI call this; it knows no HTTP."""
+"""The bridge as one object: settings, rules, store and SMS sender, and the intake of one
+webhook's batch, already read and parsed by the caller (plan -> record -> report). Flask views
+and the CLI call this; it knows no HTTP."""
 
 from __future__ import annotations
 
@@ -19,8 +20,6 @@ from bridge.deliver.deliverer import (
     STATUS_JUHE_CONFIG,
     Deliverer,
     DeliveryPolicy,
-    DryRunSender,
-    Sender,
     config_id,
     delivery_problems,
     juhe_config_note,
@@ -34,7 +33,8 @@ from bridge.errors import StoreUnavailable
 from bridge.intake.observe import IntakeResult, observe_before, observe_intake
 from bridge.intake.reload import RulesHolder
 from bridge.privacy import mask_mobile
-from bridge.providers.juhe import JuheClient
+from bridge.providers.base import DryRunSender, Sender
+from bridge.providers.juhe import JuheClient, encode_tpl_value
 from bridge.rules.schedules import OnCall, oncall_view
 from bridge.store import open_store
 from bridge.store.base import Store
@@ -57,7 +57,7 @@ class Bridge:
         self.store = store or open_store(settings.store, redis_wait=settings.redis_wait,
                                          redis_wait_timeout=settings.redis_wait_timeout)
         self.sender: Sender = client if client is not None else (
-            DryRunSender() if settings.dry_run else JuheClient(
+            DryRunSender(encode_tpl_value) if settings.dry_run else JuheClient(
                 settings.juhe_key, settings.juhe_url, timeout=settings.juhe_timeout))
         self.delivery_policy = DeliveryPolicy.from_settings(settings)
         #: names the Juhe configuration in force (never the key), for the juhe_config note
@@ -104,7 +104,7 @@ class Bridge:
         """The runner of due escalation steps on this bridge's store and rules."""
         return Escalator(self.store, lambda: self.holder.rules, self.settings.zone)
 
-    # -- episodes (EPISODES.md "Service") ----------------------------------------------------
+    # -- episodes (docs/oncall.md, Episodes) -----------------------------------------------
     def episodes(self, state: str | None = None, limit: int = 50) -> list[Episode]:
         """Stored episodes, newest first, optionally of one state (``firing``,
         ``acknowledged``, ``resolved``). Raises ``ValueError`` for another state and
@@ -176,7 +176,7 @@ class Bridge:
 
     def by_of(self, paged: Paged) -> str:
         """Who acknowledges with the code sent to ``paged``: the person's name, else the
-        masked mobile (SPEC)."""
+        masked mobile (docs/design.md, Privacy and logs)."""
         return self.holder.rules.person_of(paged.mobile) or mask_mobile(paged.mobile)
 
     def describe(self) -> list[str]:
@@ -225,18 +225,18 @@ class Bridge:
         stored episode start of alerts without ``startsAt`` (what templates see as
         ``starts_at``), and who was paged for the episodes that resolve here. Returns the typed
         :class:`~bridge.intake.observe.IntakeResult` (the webhook's JSON is built from it by
-        :func:`bridge.web.app.answer`). Raises :class:`StoreUnavailable`.
+        :func:`bridge.web.api.answer`). Raises :class:`StoreUnavailable`.
         """
         now = time.time() if now is None else now
         rules = self.holder.rules
         observe_before(batch)
         untimed = [a.fingerprint for a in batch.alerts if a.starts_at is None]
-        stored = self.store.episodes_of(untimed) if untimed else {}
+        stored = self.store.untimed_starts(untimed) if untimed else {}
         starts = {fp: stored.get(fp) for fp in untimed}
         keys = [(a.fingerprint, episode_from_start(a) if a.starts_at is not None
                  else starts.get(a.fingerprint) or "")
                 for a in batch.alerts if a.status == "resolved"]
-        paged = self.store.episodes_for([k for k in keys if k[1]]) if keys else {}
+        paged = self.store.episodes_by_key([k for k in keys if k[1]]) if keys else {}
         plan = decide(batch, rules, datetime.fromtimestamp(now, UTC),
                       {fp: None if s is None else datetime.fromisoformat(s)
                        for fp, s in starts.items()}, paged)
@@ -254,7 +254,7 @@ class Bridge:
         """After the record step: the silences of the episodes resolved here are expired in
         the background (read again now, so that a silence created meanwhile is seen)."""
         try:
-            silencer.on_resolved(self.store.episodes_for(keys).values(), now)
+            silencer.on_resolved(self.store.episodes_by_key(keys).values(), now)
         except StoreUnavailable as exc:
             log.error("silences of resolved episodes not queued for expiry: %s", exc)
 

@@ -1,4 +1,4 @@
-"""Sending one SMS through Juhe's ``sms/send`` API (see ``JUHE.md`` beside ``SPEC.md``).
+"""Sending one SMS through Juhe's ``sms/send`` API (docs/juhe.md).
 
 Encoding ``tpl_value``
 ----------------------
@@ -10,7 +10,8 @@ literal (Juhe refuses encoded markers with 模板变量不符合规范), so name
 identifiers. The pairs are joined with ``&`` and the whole string is form-encoded once more by
 the POST (``requests`` does that; never encode the whole string by hand as well).
 
-Worked example from JUHE.md, variables ``host = "web-01"``, ``msg = "CPU#1 负载=95% & +5"``::
+Worked example (docs/juhe.md, Encoding tpl_value), variables ``host = "web-01"``,
+``msg = "CPU#1 负载=95% & +5"``::
 
     tpl_value (before the form encoding):
     #host#=web-01&#msg#=CPU%231%20%E8%B4%9F%E8%BD%BD%3D95%25%20%26%20%2B5
@@ -25,8 +26,8 @@ its first ``=`` and url-decoding name and value (:func:`decode_tpl_value` does t
 Outcomes
 --------
 
-The error-code table (:data:`CODES`, used by :func:`classify`) is JUHE.md's "Error codes and what
-to do"; an unknown non-zero code is permanent. :meth:`JuheClient.send` maps every outcome to
+The error-code table (:data:`CODES`, used by :func:`classify`) is docs/juhe.md, Error codes;
+an unknown non-zero code is permanent. :meth:`JuheClient.send` maps every outcome to
 :class:`SendResult` or to one of :mod:`bridge.errors`' ``TransientError`` / ``PermanentError`` /
 ``ConfigError``:
 
@@ -61,7 +62,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from http.client import HTTPException
 from time import time
@@ -73,11 +73,12 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
+from bridge.config import Settings
 from bridge.errors import ConfigError, JuheError, PermanentError, TransientError
+from bridge.providers.base import SendResult
 
 __all__ = [
     "CODES",
-    "DEFAULT_URL",
     "RETRY_AFTER_205405",
     "JuheClient",
     "Kind",
@@ -89,8 +90,6 @@ __all__ = [
 
 Kind = Literal["ok", "transient", "permanent", "config"]
 
-DEFAULT_URL: Final = "http://v.juhe.cn/sms/send"
-
 #: Minimum wait (seconds) before retrying after 205405 (the carrier's per-number limit: about
 #: one SMS a minute to one number). The caller lengthens it on further tries.
 RETRY_AFTER_205405: Final = 60.0
@@ -98,7 +97,8 @@ RETRY_AFTER_205405: Final = 60.0
 #: Connections kept per host in the client's pool (one send uses one connection at a time).
 POOL_MAXSIZE: Final = 10
 
-#: Juhe ``error_code`` -> (class, meaning), from JUHE.md's table. Codes not listed are permanent.
+#: Juhe ``error_code`` -> (class, meaning), as docs/juhe.md (Error codes) lists them.
+#: Codes not listed are permanent.
 CODES: Final[Mapping[int, tuple[Kind, str]]] = MappingProxyType(
     {
         205401: ("permanent", "wrong mobile number"),
@@ -188,20 +188,6 @@ def classify(code: int) -> Kind:
     return entry[0] if entry is not None else "permanent"
 
 
-@dataclass(frozen=True)
-class SendResult:
-    """Juhe accepted the SMS (not: the phone received it).
-
-    ``sid``: Juhe's message id, always a string (``""`` if Juhe sent none; ``"dry-run"`` when
-    nothing was sent); ``fee``: billed units (0 if Juhe sent none, and in dry-run);
-    ``outcome``: the ``bridge_juhe_requests_total`` outcome, ``ok`` or ``dry_run``.
-    """
-
-    sid: str
-    fee: int
-    outcome: str = "ok"
-
-
 def _as_int(value: object) -> int | None:
     """``error_code``/``fee`` as an int: ints, integral floats and digit strings; else None."""
     if isinstance(value, bool):
@@ -265,8 +251,8 @@ class JuheClient:
     def __init__(
         self,
         key: str | None,
-        url: str = DEFAULT_URL,
-        timeout: float = 10.0,
+        url: str = Settings.juhe_url,
+        timeout: float = Settings.juhe_timeout,
         session: requests.Session | None = None,
     ) -> None:
         parts = urlsplit(url)
@@ -324,7 +310,8 @@ class JuheClient:
 
         Raises ``ValueError``/``TypeError`` for bad variables (also in dry-run);
         ``TransientError`` (retry later; ``retry_after`` seconds is a minimum wait, if set),
-        ``PermanentError`` or its subclass ``ConfigError`` otherwise: see the module docstring.
+        ``PermanentError`` (never retried) or ``ConfigError`` (the operator's configuration)
+        otherwise: see the module docstring.
         ``code`` is Juhe's ``error_code``, 0 when there was none. No message holds the key.
         """
         tpl_value = encode_tpl_value(variables)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,25 +24,43 @@ from jinja2 import TemplateSyntaxError, meta
 from jinja2.environment import Template as JinjaTemplate
 from pydantic import ValidationError
 
+from bridge.config import Settings
 from bridge.errors import RulesError
-from bridge.privacy import mask_mobile
-from bridge.rules.model import Limits, Route, RulesFile, Template, valid_mobile
+from bridge.rules.checks import (
+    _BRANCHES,
+    DuplicateKeyLoader,
+    ack_code_problems,
+    duplicate_problems,
+    fields_at,
+    own_words,
+    union_words,
+    unknown_field,
+    unknown_name_warnings,
+)
+from bridge.rules.defaults import DEFAULT_MAX_MOBILES_FROM, DEFAULT_MAX_VAR_LEN
+from bridge.rules.model import (
+    _LOOKS_LIKE_NUMBER,
+    Limits,
+    Route,
+    RulesFile,
+    Template,
+    valid_mobile,
+)
 from bridge.rules.render import Renderer
-from bridge.rules.schedules import Schedule, ScheduleSpec, oncall_at
+from bridge.rules.ruleset import RouteId, RuleSet
+from bridge.rules.schedules import Schedule, ScheduleSpec
 from bridge.rules.timeintervals import NamedTimeInterval
 
-DEFAULT_MAX_VAR_LEN = 20
-#: Numbers one alert's ``mobiles_from`` may page per route unless the rules say otherwise.
-DEFAULT_MAX_MOBILES_FROM = 10
 #: The blocks merged by name across a folder (``time_intervals`` too, kept as a list).
 _NAMED = ("people", "receivers", "schedules", "templates")
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(DuplicateKeyLoader):
     """YAML 1.1 safe loader without base-60 numbers, so that ``start_time: 23:00`` written
     unquoted (as Alertmanager configs usually are) stays the string ``"23:00"``, and without
     timestamps, so that a date such as ``start: 2026-02-30`` reaches the rules' own checks as
-    text (and is refused with its place) instead of failing inside the YAML parser."""
+    text (and is refused with its place) instead of failing inside the YAML parser. A key
+    written twice in one mapping is noted (:class:`~bridge.rules.checks.DuplicateKeyLoader`)."""
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -63,120 +80,6 @@ _Loader.add_implicit_resolver(
     list("-+0123456789."))
 
 
-@dataclass(frozen=True)
-class RouteId:
-    """Where a route is written: its file (``""`` for a single file) and its index in that
-    file's ``routes``. ``str()`` gives the place that problems, ``bridge check`` and the log
-    name an unnamed route by: ``routes[2]``, or ``team-db.yaml: routes[0]`` in a folder."""
-
-    file: str
-    index: int
-
-    def __str__(self) -> str:
-        return f"{self.file}: routes[{self.index}]" if self.file else f"routes[{self.index}]"
-
-
-@dataclass
-class RuleSet:
-    """The merged, checked rules, ready to route and render.
-
-    ``receivers[name]`` are the receiver's mobiles (people resolved); ``people[name]`` a
-    person's mobile; ``schedules[name]`` a compiled :class:`~bridge.rules.schedules.Schedule`.
-    ``route_ids[i]`` is where route i is written and ``route_names[i]`` its ``name`` or, when
-    unnamed, ``str(route_ids[i])``; ``compiled[template][var]`` is the compiled Jinja2
-    template of one variable and ``uses[template]`` the names its variables read (e.g.
-    ``person``); ``version`` is a short hash of the sources.
-    """
-
-    receivers: dict[str, list[str]]
-    templates: dict[str, Template]
-    time_intervals: dict[str, NamedTimeInterval]
-    limits: Limits
-    max_var_len: int
-    routes: list[Route]
-    route_names: list[str]
-    compiled: dict[str, dict[str, JinjaTemplate]]
-    renderer: Renderer
-    files: list[str] = field(default_factory=list)
-    version: str = ""
-    people: dict[str, str] = field(default_factory=dict)
-    schedules: dict[str, Schedule] = field(default_factory=dict)
-    route_ids: list[RouteId] = field(default_factory=list)
-    uses: dict[str, frozenset[str]] = field(default_factory=dict)
-    max_mobiles_from: int = DEFAULT_MAX_MOBILES_FROM
-
-    def __post_init__(self) -> None:
-        self._person_by_mobile: dict[str, str] = {}
-        for name, mobile in self.people.items():
-            self._person_by_mobile.setdefault(mobile, name)
-
-    def mobiles_from_limit(self, route: Route) -> int:
-        """How many numbers ``route`` takes from ``mobiles_from`` per alert: its own
-        ``max_mobiles_from``, else the file's, else 10 (SPEC "Rules file")."""
-        return route.max_mobiles_from or self.max_mobiles_from
-
-    def var_len(self, template: str) -> int:
-        """The ``max_var_len`` in force for one template (characters)."""
-        own = self.templates[template].max_var_len
-        return own if own is not None else self.max_var_len
-
-    def person_of(self, mobile: str) -> str | None:
-        """The name of the person whose number ``mobile`` is (the first listed in ``people:``
-        when several share it), or ``None``."""
-        return self._person_by_mobile.get(mobile)
-
-    def who(self, mobile: str) -> str:
-        """A mobile as logs show it: ``zhang 138****8000``, or ``138****8000`` for a number
-        that belongs to nobody in ``people:``."""
-        person = self.person_of(mobile)
-        return f"{person} {mask_mobile(mobile)}" if person else mask_mobile(mobile)
-
-    def mobiles_for(self, name: str, at: datetime) -> list[str]:
-        """The mobiles a receiver or schedule ``name`` pages at the aware time ``at``: the
-        receiver's numbers, or those of the people on call
-        (:func:`bridge.rules.schedules.oncall_at`).
-        Raises ``KeyError`` for a name that is neither (the loader refuses such routes)."""
-        if name in self.receivers:
-            return self.receivers[name]
-        shift = oncall_at(self.schedules[name], at)
-        return [self.people[p] for p in shift.people]
-
-    def route_index(self, name: str) -> int | None:
-        """The index of the route named (or placed) ``name``, or ``None``."""
-        try:
-            return self.route_names.index(name)
-        except ValueError:
-            return None
-
-    def uses_ack_code(self, template: str | None) -> bool:
-        """True when ``template`` exists and one of its variables reads ``ack_code``."""
-        return template is not None and "ack_code" in self.uses.get(template, ())
-
-    def warnings(self) -> list[str]:
-        """What is legal but probably a mistake, with places: a route that escalates while
-        none of its templates uses ``ack_code`` (nobody could acknowledge from the SMS)."""
-        out = []
-        for i, r in enumerate(self.routes):
-            if not r.escalate:
-                continue
-            names = [r.template, r.resolved_template, *(s.template for s in r.escalate)]
-            if not any(self.uses_ack_code(t) for t in names):
-                where = self.route_ids[i] if i < len(self.route_ids) else self.route_names[i]
-                out.append(f"{where}.escalate: the route escalates but none of its templates "
-                           "uses ack_code: nobody can acknowledge from the SMS")
-        return out
-
-    def summary(self) -> str:
-        """One line for logs and ``bridge check``."""
-        mobiles = {m for ms in self.receivers.values() for m in ms} | set(self.people.values())
-        oncall = (f", {len(self.schedules)} schedules, {len(self.people)} people"
-                  if self.schedules or self.people else "")
-        return (f"{len(self.routes)} routes, {len(self.receivers)} receivers "
-                f"({len(mobiles)} mobiles){oncall}, {len(self.templates)} templates, "
-                f"{len(self.time_intervals)} time intervals from {', '.join(self.files)}"
-                f" (version {self.version})")
-
-
 def format_loc(loc: tuple[int | str, ...]) -> str:
     """``("routes", 2, "matchers", 0)`` -> ``routes[2].matchers[0]``."""
     out = ""
@@ -188,16 +91,42 @@ def format_loc(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def _pydantic_problems(exc: ValidationError) -> list[str]:
-    problems = []
+def _pydantic_problems(exc: ValidationError, doc: Any = None) -> list[str]:
+    """Every error of ``exc`` with its place, in the bridge's words
+    (:func:`~bridge.rules.checks.own_words`); the errors of one value that fits none of a
+    union's branches (``receiver: [5]``) become one (``doc`` gives the value as written)."""
+    problems: list[str] = []
+    unions: dict[tuple[int | str, ...], list[str]] = {}
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if p not in ("function-plain", "function-after",
                                                         "function-before", "[key]"))
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field"
-        problems.append(f"{format_loc(loc)}: {msg}")
+        branch = next((i for i, p in enumerate(loc) if isinstance(p, str) and p in _BRANCHES),
+                      None)
+        if branch is not None:
+            place = loc[:branch]
+            if place not in unions:
+                problems.append(format_loc(place))
+            unions.setdefault(place, []).append(str(loc[branch]))
+            continue
+        if err["type"] == "extra_forbidden" and loc:
+            problems.append(f"{format_loc(loc)}: "
+                            f"{unknown_field(str(loc[-1]), fields_at(RulesFile, loc[:-1]))}")
+            continue
+        problems.append(f"{format_loc(loc)}: {own_words(err)}")
+    for place, branches in unions.items():
+        i = problems.index(format_loc(place))
+        problems[i] += f": {union_words(branches, _at(doc, place))}"
     return problems
+
+
+def _at(doc: Any, loc: tuple[int | str, ...]) -> Any:
+    """The value at ``loc`` in the raw document (``None`` where there is none)."""
+    for part in loc:
+        try:
+            doc = doc[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return doc
 
 
 def rules_files(path: Path) -> list[Path]:
@@ -210,7 +139,7 @@ def rules_files(path: Path) -> list[Path]:
     return [path]
 
 
-def load_rules(path: str | Path, tz: str = "Asia/Shanghai") -> RuleSet:
+def load_rules(path: str | Path, tz: str = Settings.tz) -> RuleSet:
     """Read, validate and compile the rules at ``path`` (a file or a folder of ``*.yaml``).
 
     Raises :class:`RulesError` listing every problem, each prefixed by its file when ``path``
@@ -232,7 +161,11 @@ def load_rules(path: str | Path, tz: str = "Asia/Shanghai") -> RuleSet:
         try:
             text = f.read_bytes()
             digest.update(f.name.encode() + b"\0" + text)
-            doc: Any = yaml.load(text.decode("utf-8"), Loader=_Loader)  # noqa: S506
+            loader = _Loader(text.decode("utf-8"))
+            try:
+                doc: Any = loader.get_single_data()
+            finally:
+                loader.dispose()
         except (OSError, UnicodeDecodeError) as exc:
             problems.append(f"{f}: cannot read: {exc}")
             continue
@@ -241,6 +174,7 @@ def load_rules(path: str | Path, tz: str = "Asia/Shanghai") -> RuleSet:
             where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
             problems.append(f"{prefix}{where}invalid YAML: {getattr(exc, 'problem', exc)}")
             continue
+        problems.extend(prefix + p for p in duplicate_problems(loader.duplicates))
         if doc is None:
             doc = {}
         if not isinstance(doc, dict):
@@ -251,7 +185,7 @@ def load_rules(path: str | Path, tz: str = "Asia/Shanghai") -> RuleSet:
             rf = RulesFile.model_validate(doc)
             parts.append(Part(label, rf, list(range(len(rf.routes)))))
         except ValidationError as exc:
-            problems.extend(prefix + p for p in _pydantic_problems(exc))
+            problems.extend(prefix + p for p in _pydantic_problems(exc, doc))
             parts.append(_salvage(label, doc))
     merge_problems, rules = _build(parts, folder, tz, digest.hexdigest()[:12])
     problems.extend(merge_problems)
@@ -265,26 +199,30 @@ class Part:
     """One file's share of the rules. ``route_index[i]`` is route i's index in its file; a file
     with structural problems is *salvaged*: its valid pieces are kept so that the reference
     checks can still run, and ``known`` holds the names its invalid pieces define (so that a
-    route naming them is not also reported as naming an unknown receiver)."""
+    route naming them is not also reported as naming an unknown receiver); ``refs`` are the
+    people named by its invalid receivers and schedules, ``(place, name)``, so that an unknown
+    person there is reported beside the structural problem (docs/rules.md, "Checks")."""
 
     label: str
     rules: RulesFile
     route_index: list[int]
     known: dict[str, set[str]] = field(default_factory=dict)
     raw_routes: int = 0
+    refs: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _salvage(label: str, doc: dict[str, Any]) -> Part:
     """The valid pieces of a file whose whole failed validation (see :class:`Part`)."""
     good: dict[str, Any] = {}
     known: dict[str, set[str]] = {}
+    refs: list[tuple[str, str]] = []
     for key in _NAMED:
         section = doc.get(key)
         if isinstance(section, dict):
             known[key] = {str(k) for k in section}
             good[key] = {k: v for k, v in section.items() if _valid({key: {k: v}})}
-            if key == "schedules":
-                good[key].update((k, v) for k, v in _schedule_stand_ins(section).items())
+            good[key].update(_STAND_INS.get(key, _no_stand_ins)(section))
+            refs.extend(_raw_refs(key, {k: v for k, v in section.items() if k not in good[key]}))
     intervals = doc.get("time_intervals")
     if isinstance(intervals, list):
         known["time_intervals"] = {str(t.get("name")) for t in intervals if isinstance(t, dict)}
@@ -302,7 +240,53 @@ def _salvage(label: str, doc: dict[str, Any]) -> Part:
                 good["routes"].append(kept)
                 index.append(i)
     return Part(label, RulesFile.model_validate(good), index, known,
-                len(routes) if isinstance(routes, list) else 0)
+                len(routes) if isinstance(routes, list) else 0, refs)
+
+
+def _no_stand_ins(section: dict[Any, Any]) -> dict[Any, Any]:
+    return {}
+
+
+def _names_in(value: Any) -> list[str]:
+    """The names in one raw member or ``people`` entry (a name or a list of names)."""
+    group = value if isinstance(value, list) else [value]
+    return [w.strip() for w in group if isinstance(w, str) and w.strip()]
+
+
+def _raw_refs(key: str, invalid: dict[Any, Any]) -> list[tuple[str, str]]:
+    """``(place, name)`` of the people that invalid receivers or schedules name, read from
+    the raw YAML (numbers left out: the model reports a bad one)."""
+    out: list[tuple[str, str]] = []
+    for name, spec in invalid.items():
+        if key == "receivers" and isinstance(spec, list):
+            out += [(f"receivers.{name}[{j}]", e.strip()) for j, e in enumerate(spec)
+                    if isinstance(e, str) and e.strip() and not _LOOKS_LIKE_NUMBER.fullmatch(
+                        e.strip())]
+        if key != "schedules" or not isinstance(spec, dict):
+            continue
+        members = spec.get("members")
+        for i, member in enumerate(members if isinstance(members, list) else []):
+            who = _names_in(member)
+            out += [(f"schedules.{name}.members[{i}]" + (f"[{j}]" if len(who) > 1 else ""), w)
+                    for j, w in enumerate(who)]
+        overrides = spec.get("overrides")
+        for i, o in enumerate(overrides if isinstance(overrides, list) else []):
+            if isinstance(o, dict):
+                out += [(f"schedules.{name}.overrides[{i}].people[{j}]", w)
+                        for j, w in enumerate(dict.fromkeys(_names_in(o.get("people"))))]
+    return out
+
+
+def _template_stand_ins(section: dict[Any, Any]) -> dict[Any, Any]:
+    """Invalid templates whose ``vars`` are valid, with a stand-in ``tpl_id`` and no
+    ``max_var_len``, so that their variables are still compiled and checked."""
+    out: dict[Any, Any] = {}
+    for name, spec in section.items():
+        if isinstance(spec, dict) and not _valid({"templates": {name: spec}}):
+            stand_in = {"tpl_id": 1, "vars": spec.get("vars")}
+            if _valid({"templates": {name: stand_in}}):
+                out[name] = stand_in
+    return out
 
 
 #: Neutral values standing in for a schedule's bad settings, so that its people are still
@@ -329,6 +313,11 @@ def _schedule_stand_ins(section: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: Per named block, what stands in for its invalid entries so that the rest of them is still
+#: checked.
+_STAND_INS = {"schedules": _schedule_stand_ins, "templates": _template_stand_ins}
+
+
 def _without_bad_fields(route: Any) -> dict[str, Any] | None:
     """An invalid route without its invalid fields, so that its other fields can still be
     checked against the rest (``None`` when that leaves nothing checkable)."""
@@ -341,6 +330,10 @@ def _without_bad_fields(route: Any) -> dict[str, Any] | None:
         if not bad or "template" in bad:
             return None
         stripped = {k: v for k, v in route.items() if k not in bad}
+        if "receiver" in bad and not stripped.get("mobiles_from"):
+            # stands in for the bad receiver (already reported), so that the route is not
+            # also reported as having none; a salvaged route never pages
+            stripped["mobiles_from"] = "(invalid receiver)"
         return stripped if _valid({"routes": [stripped]}) else None
     return route
 
@@ -373,6 +366,8 @@ class _Merged:
     origin: dict[tuple[str, str], str] = field(default_factory=dict)
     known: dict[str, set[str]] = field(default_factory=dict)
     raw_routes: bool = False
+    #: (file, place, name) of people named by invalid receivers and schedules (Part.refs)
+    refs: list[tuple[str, str, str]] = field(default_factory=list)
 
     def pre(self, kind: str, name: str = "") -> str:
         """``"team-db.yaml: "`` for what that file defined, ``""`` for a single file."""
@@ -432,6 +427,7 @@ def _merge(parts: list[Part], folder: bool) -> tuple[_Merged, list[str]]:
         file = label if folder else ""
         m.routes.extend((RouteId(file, p.route_index[i]), r) for i, r in enumerate(part.routes))
         m.raw_routes = m.raw_routes or bool(p.raw_routes)
+        m.refs.extend((label, place, who) for place, who in p.refs)
     return m, problems
 
 
@@ -454,10 +450,12 @@ def _compile(m: _Merged, renderer: Renderer, tz: str) -> tuple[_Compiled, list[s
     for name, tpl in m.templates.items():
         out.templates[name] = {}
         for var, source in tpl.vars.items():
+            where = f"{m.pre('templates', name)}templates.{name}.vars.{var}"
             try:
                 out.templates[name][var] = renderer.compile(source)
             except ValueError as exc:
-                problems.append(f"{m.pre('templates', name)}templates.{name}.vars.{var}: {exc}")
+                problems.append(f"{where}: {exc}")
+            problems.extend(f"{where}: {p}" for p in ack_code_problems(renderer.env, source))
         out.uses[name] = frozenset().union(*(_names_read(renderer, s) for s in tpl.vars.values()))
     for name, spec in m.schedules.items():
         out.schedules[name] = spec.compile(name, tz)
@@ -475,6 +473,15 @@ def _names_read(renderer: Renderer, source: str) -> set[str]:
         return set()  # reported by compiling
 
 
+def _check_notify(m: _Merged) -> list[str]:
+    """Schedules' ``notify.template`` that is not a template (docs/oncall.md, Shift
+    notices)."""
+    templates = m.names("templates", m.templates)
+    return [f"{m.pre('schedules', name)}schedules.{name}.notify.template: unknown template "
+            f"{spec.notify.template!r}" for name, spec in m.schedules.items()
+            if spec.notify is not None and spec.notify.template not in templates]
+
+
 def _check_people(m: _Merged) -> list[str]:
     """Receivers' and schedules' names that are not people; schedules named like receivers."""
     problems: list[str] = []
@@ -490,15 +497,16 @@ def _check_people(m: _Merged) -> list[str]:
         for place, who in spec.people():
             if who not in people:
                 problems.append(f"{where}.{place}: unknown person {who!r} (not in people:)")
-        if spec.notify is not None and spec.notify.template not in m.names("templates",
-                                                                           m.templates):
-            problems.append(f"{where}.notify.template: unknown template "
-                            f"{spec.notify.template!r}")
         if name in receivers:
             other = m.origin.get(("receivers", name))
             problems.append(f"{where}: {name!r} is also a receiver"
                             + (f" (in {other})" if m.folder and other else "")
                             + ": schedules and receivers share one namespace")
+    for label, place, who in m.refs:
+        if who not in people:
+            problems.append(f"{label + ': ' if m.folder else ''}{place}: unknown person {who!r}"
+                            + (" (not in people:, not a mobile number)"
+                               if place.startswith("receivers.") else " (not in people:)"))
     return problems
 
 
@@ -550,6 +558,7 @@ def _check_references(m: _Merged) -> list[str]:
         problems.append(f"{m.pre('limits')}limits.storm.template: unknown template "
                         f"{limits.storm.template!r}")
     problems.extend(_check_people(m))
+    problems.extend(_check_notify(m))
     if not m.routes and not m.raw_routes:
         problems.append("routes: no routes: no alert would ever page anyone")
     names: dict[str, str] = {}
@@ -575,6 +584,11 @@ def _build(parts: list[Part], folder: bool, tz: str,
         return problems, None
     ids = [rid for rid, _ in merged.routes]
     routes = [r for _, r in merged.routes]
+    storm = merged.limits.storm.template if merged.limits and merged.limits.storm else None
+    routed = {t for r in routes for t in (r.template, r.resolved_template,
+                                          *(s.template for s in r.escalate)) if t}
+    warnings = [merged.pre("templates", name) + w for name, tpl in merged.templates.items()
+                for w in unknown_name_warnings(renderer.env, {name: tpl.vars}, storm, routed)]
     return [], RuleSet(
         receivers=compiled.receivers, templates=merged.templates,
         time_intervals=merged.intervals, limits=merged.limits or Limits(),
@@ -584,4 +598,5 @@ def _build(parts: list[Part], folder: bool, tz: str,
         version=version, people=dict(merged.people), schedules=compiled.schedules,
         route_ids=ids, uses=compiled.uses,
         max_mobiles_from=merged.max_mobiles_from or DEFAULT_MAX_MOBILES_FROM,
+        template_warnings=warnings,
     )

@@ -1,4 +1,4 @@
-"""The rules file as pydantic models (SPEC "Rules file").
+"""The rules file as pydantic models (docs/rules.md).
 
 Validation here is per file and structural: types, durations, mobile numbers, matcher syntax,
 variable names, time interval and schedule syntax. Cross-references (a route naming a receiver,
@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from bridge.config import parse_duration
+from bridge.rules.defaults import DEFAULT_REPEAT_INTERVAL
 from bridge.rules.matchers import Matcher, parse_matcher
 from bridge.rules.schedules import ScheduleSpec
 from bridge.rules.timeintervals import NamedTimeInterval
@@ -141,7 +142,7 @@ class Route(_Strict):
     max_mobiles_from: int | None = Field(default=None, ge=1, le=1000)
     template: str
     resolved_template: str | None = None
-    repeat_interval: Duration = Field(default=4 * 3600.0, gt=0)
+    repeat_interval: Duration = Field(default=DEFAULT_REPEAT_INTERVAL, gt=0)
     continue_: bool = Field(default=False, alias="continue")
     mute_time_intervals: list[str] = Field(default_factory=list)
     active_time_intervals: list[str] = Field(default_factory=list)

@@ -24,6 +24,7 @@ from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from bridge.alert import Alert, Batch
+from bridge.config import Settings
 
 log = logging.getLogger("bridge.render")  # stable log name (not the module path)
 
@@ -44,6 +45,8 @@ _EMOJI = "\u00a9\u00ae\u203c-\u2bff\u3030\u303d\u3297\u3299\U0001F000-\U0001FAFF
 #: A zero-width joiner outside an emoji sequence (it stays inside one: 👨‍👩‍👧 is one glyph).
 _STRAY_ZWJ = re.compile(rf"(?<![{_EMOJI}\ufe0f])\u200d|\u200d(?![{_EMOJI}])")
 RENDER_ERROR = "?"
+#: The private-use characters that open and close :data:`ACK_PLACEHOLDER`.
+_MARK_OPEN, _MARK_CLOSE = ACK_PLACEHOLDER[0], ACK_PLACEHOLDER[-1]
 #: Any character one of the three patterns above may change.
 _ODD = re.compile("|".join((_CONTROL.pattern, _INVISIBLE.pattern, "\u200d")))
 
@@ -78,7 +81,20 @@ def _cut_around_code(value: str, max_len: int) -> str:
     return head + ACK_PLACEHOLDER + tail
 
 
-def _localtime(value: Any, fmt: str = "%Y-%m-%d %H:%M:%S", tz: str = "Asia/Shanghai") -> str:
+def _guard_code(name: str, value: str) -> str:
+    """``value`` unless it carries a piece of :data:`ACK_PLACEHOLDER` that is not the whole
+    placeholder (something was done to ``ack_code``, which the rules check refuses, or an
+    alert carried the marker characters): then :data:`RENDER_ERROR`, logged, so that no SMS
+    carries the marker where the code belongs (docs/oncall.md, "Ack codes")."""
+    rest = value.replace(ACK_PLACEHOLDER, "")
+    if _MARK_OPEN not in rest and _MARK_CLOSE not in rest:
+        return value
+    log.warning("variable %s carries a changed ack code (a filter, slice, method or operator on "
+                "ack_code?), rendered as %s", name, RENDER_ERROR)
+    return RENDER_ERROR
+
+
+def _localtime(value: Any, fmt: str, tz: str) -> str:
     """Jinja2 filter ``localtime(fmt)``: an aware datetime (or UNIX seconds) shown in
     ``BRIDGE_TZ``; anything else (e.g. a missing time) renders as ``-``."""
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -310,7 +326,7 @@ class Renderer:
     time (``bridge check``).
     """
 
-    def __init__(self, tz: str = "Asia/Shanghai") -> None:
+    def __init__(self, tz: str = Settings.tz) -> None:
         self.tz = tz
         self.env = _BudgetEnvironment(autoescape=False, undefined=ChainableUndefined)
         self.env.globals["range"] = _range
@@ -364,24 +380,43 @@ class Renderer:
                     AttributeError, LookupError) as exc:
                 log.warning("variable %s failed to render: %s", name, exc)
                 value = RENDER_ERROR
+            if _MARK_OPEN in value or _MARK_CLOSE in value:
+                value = _guard_code(name, value)
             out[name] = fold_and_cut(value, max_len)
         return out
 
 
-def alert_context(alert: Alert, batch: Batch) -> dict[str, Any]:
-    """What a template variable sees of an alert (SPEC "Rules file")."""
+def template_context(*, labels: Mapping[str, str], annotations: Mapping[str, str],
+                     status: str, fingerprint: str, starts_at: datetime | None,
+                     ends_at: datetime | None = None, source: str = "", generator_url: str = "",
+                     values: Mapping[str, Any] | None = None, receiver: str = "",
+                     external_url: str = "", common_labels: Mapping[str, str] | None = None,
+                     group_labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """What a template variable sees of an alert (docs/rules.md, Templates and their
+    variables): every key, written once. The group fields (``receiver`` ... ``group_labels``)
+    are empty where there is no webhook (an escalation step)."""
     return {
-        "labels": dict(alert.labels),
-        "annotations": dict(alert.annotations),
-        "status": alert.status,
-        "starts_at": alert.starts_at,
-        "ends_at": alert.ends_at,
-        "fingerprint": alert.fingerprint,
-        "source": alert.source,
-        "generator_url": alert.generator_url,
-        "values": dict(alert.values),
-        "receiver": batch.receiver,
-        "external_url": batch.external_url,
-        "common_labels": dict(batch.common_labels),
-        "group_labels": dict(batch.group_labels),
+        "labels": dict(labels),
+        "annotations": dict(annotations),
+        "status": status,
+        "starts_at": starts_at,
+        "ends_at": ends_at,
+        "fingerprint": fingerprint,
+        "source": source,
+        "generator_url": generator_url,
+        "values": dict(values or {}),
+        "receiver": receiver,
+        "external_url": external_url,
+        "common_labels": dict(common_labels or {}),
+        "group_labels": dict(group_labels or {}),
     }
+
+
+def alert_context(alert: Alert, batch: Batch) -> dict[str, Any]:
+    """:func:`template_context` of an alert of a webhook's ``batch``."""
+    return template_context(
+        labels=alert.labels, annotations=alert.annotations, status=alert.status,
+        fingerprint=alert.fingerprint, starts_at=alert.starts_at, ends_at=alert.ends_at,
+        source=alert.source, generator_url=alert.generator_url, values=alert.values,
+        receiver=batch.receiver, external_url=batch.external_url,
+        common_labels=batch.common_labels, group_labels=batch.group_labels)

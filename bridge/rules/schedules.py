@@ -1,4 +1,4 @@
-"""On-call schedules: who is on call at a time (SPEC "On call").
+"""On-call schedules: who is on call at a time (docs/oncall.md, Schedules).
 
 A schedule is a rotation of members plus dated overrides, shaped as pydantic v2 models so
 that the rules loader can embed them and report each problem at its place::
@@ -116,9 +116,13 @@ def _handover(value: Any) -> time:
         raise ValueError(f'handover must be a time "HH:MM", got the number {value}{hint}')
     if not isinstance(value, str):
         raise ValueError('handover must be a time "HH:MM"')
-    minutes = parse_time_of_day(value)
+    accepted = 'handover must be a time "HH:MM" from 00:00 to 23:59'
+    try:
+        minutes = parse_time_of_day(value)
+    except ValueError:
+        raise ValueError(f"{accepted}, got {value!r}") from None
     if minutes >= 1440:
-        raise ValueError("handover must be from 00:00 to 23:59 (24:00 is the next day's 00:00)")
+        raise ValueError(f"{accepted}, got {value!r} (24:00 is the next day's 00:00)")
     return time(minutes // 60, minutes % 60)
 
 

@@ -2,7 +2,7 @@
 
 Source: Alertmanager's webhook notifier (``notify/webhook``, ``"version": "4"``), documented in
 prometheus/alertmanager ``docs/configuration.md`` under ``<webhook_config>``. The older
-``"version": "3"`` body and a body without ``version`` are read the same way (SPEC "Payloads").
+``"version": "3"`` body and a body without ``version`` are read the same way (docs/api.md).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Helpers shared by the payload parsers.
 
-The checks every webhook body must pass (SPEC "Payloads": an object with an ``alerts`` list whose
-items have ``labels``), RFC 3339 times, label maps, and the Alertmanager-shaped group body that
-Alertmanager and Grafana unified alerting both send. Pure functions: no I/O, no clock.
+The checks every webhook body must pass (an object with an ``alerts`` list whose items have
+``labels``: docs/api.md, POST /webhook/alertmanager, POST /webhook/grafana), RFC 3339 times, label
+maps, and the Alertmanager-shaped group body that Alertmanager and Grafana unified alerting both
+send. Pure functions: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ def require_object(payload: Any) -> dict[str, Any]:
 
 
 def alert_objects(body: dict[str, Any]) -> list[dict[str, Any]]:
-    """Return ``body["alerts"]`` after checking what SPEC "Payloads" requires of it.
+    """Return ``body["alerts"]`` after checking what a webhook body must hold (docs/api.md).
 
     Raises :class:`PayloadError` with one of ``"missing alerts"``, ``"alerts is not a list"``,
     ``"alerts[i]: not an object"``, ``"alerts[i]: missing labels"`` and
@@ -174,7 +175,7 @@ def parse_group(payload: Any, source: Source, *, with_values: bool = False) -> B
     "commonLabels"?, "groupLabels"?, "truncatedAlerts"?}``; ``version`` is not checked and
     unknown fields are ignored.
 
-    Each alert is judged by its own ``status`` (SPEC "Payloads"); when it has none, the group's
+    Each alert is judged by its own ``status`` (docs/api.md); when it has none, the group's
     ``status`` if that is ``"resolved"``, else ``"firing"``. The fingerprint is the one sent, or
     Alertmanager's :func:`labels_fingerprint` of the labels when missing or empty, so a firing
     and a resolved body of the same labels agree. ``values`` are read only when

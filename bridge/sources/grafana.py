@@ -4,7 +4,7 @@ Sources: Grafana's webhook contact point (``"version": "1"``, Alertmanager-shape
 ``values``), documented in grafana/grafana ``docs/sources/alerting/configure-notifications/
 manage-contact-points/integrations/webhook-notifier.md``; and the legacy dashboard-alert
 webhook (``ruleId``, ``ruleName``, ``ruleUrl``, ``state``, ``evalMatches``, ``tags``,
-``message``, ``title``) of Grafana before unified alerting. SPEC "Payloads" says how the legacy
+``message``, ``title``) of Grafana before unified alerting. docs/api.md says how the legacy
 body maps onto an alert.
 """
 

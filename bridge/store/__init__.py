@@ -1,12 +1,13 @@
 """Store implementations behind :class:`bridge.store.base.Store`, and :func:`open_store`, the one
 place that knows them all (``base`` imports no implementation)."""
 
-from bridge.config import REDIS_SCHEMES
+from bridge.config import REDIS_SCHEMES, Settings
 from bridge.decide.types import PAGING_POLICY, EpisodeMark, Notification, Policy, PolicyRow
 from bridge.store.base import Claim, Item, Outcome, Store
 
 
-def open_store(url: str, *, redis_wait: int = 0, redis_wait_timeout: float = 1.0) -> Store:
+def open_store(url: str, *, redis_wait: int = Settings.redis_wait,
+               redis_wait_timeout: float = Settings.redis_wait_timeout) -> Store:
     """Open the store a ``BRIDGE_STORE`` URL names: ``sqlite:///PATH``, or Redis
     (``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://``, ``redis+cluster://``; see
     :class:`bridge.store.redis.store.RedisStore`) with ``redis_wait`` replicas confirming each write

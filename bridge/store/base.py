@@ -189,7 +189,7 @@ class Store(abc.ABC):
         the settled episode.
         """
 
-    # -- episodes (EPISODES.md; bridge/decide/episodes.py) -----------------------------------------
+    # -- episodes (docs/oncall.md, Episodes; bridge/decide/episodes.py) ----------------------------
     # Inside record's one atomic step, after a notification's policy rows (sub-steps named
     # ``episode: <name>`` in both stores): ``upsert`` (a firing that ends queued or held creates
     # its episode when missing, with the notification's info and steps due at now + after),
@@ -200,9 +200,9 @@ class Store(abc.ABC):
     # episode's state.
 
     @abc.abstractmethod
-    def episodes_for(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Episode]:
-        """The stored episodes of ``(fingerprint, episode)`` keys (those that have one); reads
-        only."""
+    def episodes_by_key(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Episode]:
+        """The stored :class:`Episode` records of ``(fingerprint, episode text)`` keys (those
+        that have one); reads only."""
 
     @abc.abstractmethod
     def episodes(self, state: str | None = None, limit: int = 50) -> list[Episode]:
@@ -313,14 +313,16 @@ class Store(abc.ABC):
         """Give leased items back unchanged, due again at ``due_at``; ends their lease."""
 
     @abc.abstractmethod
-    def episodes_of(self, fingerprints: Sequence[str]) -> dict[str, str]:
-        """The stored episodes (:func:`episode_text`) of alerts without ``startsAt``, by
-        fingerprint (absent: none stored), in one read; reads only (what templates see;
-        :meth:`record` settles them)."""
+    def untimed_starts(self, fingerprints: Sequence[str]) -> dict[str, str]:
+        """The untimed starts of alerts without ``startsAt``: when the store first saw each one
+        firing, as episode text (:func:`episode_text`), by fingerprint (absent: none stored),
+        in one read; reads only (what templates see as ``starts_at``; :meth:`record` settles
+        them)."""
 
-    def episode_of(self, fingerprint: str) -> str | None:
-        """:meth:`episodes_of` for one alert: its stored episode, or ``None``."""
-        return self.episodes_of([fingerprint]).get(fingerprint)
+    def untimed_start(self, fingerprint: str) -> str | None:
+        """:meth:`untimed_starts` for one alert: its stored start as episode text, or
+        ``None``."""
+        return self.untimed_starts([fingerprint]).get(fingerprint)
 
     @abc.abstractmethod
     def recent(self, limit: int = 50, state: str | None = None,

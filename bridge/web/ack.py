@@ -1,10 +1,11 @@
-"""Acknowledging (SPEC "On call"): the page an SMS links to, ``GET``/``POST /a/<code>``, and
-the JSON ``GET /api/episodes`` and ``POST /api/episodes/<id>/ack`` behind ``BRIDGE_TOKEN``.
+"""Acknowledging (docs/oncall.md, The acknowledgement page, Acknowledging): the page an SMS links
+to, ``GET``/``POST /a/<code>``, and the JSON ``GET /api/episodes`` and
+``POST /api/episodes/<id>/ack`` behind ``BRIDGE_TOKEN``.
 
 Views only: they read through :mod:`bridge.intake.readside` (the same functions as the operator
 page) and acknowledge through :meth:`bridge.intake.service.Bridge.acknowledge`.
 
-Choices where the SPEC is silent:
+Choices made here (docs/design.md, Acknowledgement):
 
 - **Client address** for the unknown-code limit is ``request.remote_addr`` as gunicorn gives
   it: the TCP peer. gunicorn never rewrites it from ``X-Forwarded-For`` (its
@@ -68,7 +69,7 @@ def _unknown_code() -> Any:
 @ack.route("/a/<code>", methods=["GET", "POST"])
 def ack_page(code: str) -> Any:
     """The acknowledgement page: ``GET`` shows the episode and changes nothing; ``POST``
-    acknowledges as the person the code was sent to (SPEC "On call")."""
+    acknowledges as the person the code was sent to (docs/oncall.md, Acknowledging)."""
     b = bridge()
     found = b.episode_by_code(code)
     if found is None:

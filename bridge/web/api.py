@@ -90,7 +90,7 @@ def reload() -> Any:
 @api.get("/api/notifications")
 @protected
 def notifications() -> Any:
-    """``?limit=``, ``?state=`` (``?status=`` is the SPEC's name for it, also accepted),
+    """``?limit=``, ``?state=`` (or ``?status=``, as docs/api.md names it),
     ``?mobile=``, ``?alertname=``: see :func:`bridge.intake.readside.notifications`."""
     try:
         limit = int(request.args.get("limit", "50"))
@@ -198,9 +198,9 @@ def snapshot(b: Bridge) -> list[Any]:
 
 
 def answer(result: IntakeResult) -> dict[str, Any]:
-    """The webhook's JSON answer (README "Endpoints"): ``alerts``, ``queued``, ``suppressed``,
-    ``held`` always; ``unrouted``, ``truncated``, ``ignored``, ``skipped`` when not zero;
-    ``warnings`` (what was read leniently or skipped, with its place) when any."""
+    """The webhook's JSON answer (docs/api.md, POST /webhook/...): ``alerts``, ``queued``,
+    ``suppressed``, ``held`` always; ``unrouted``, ``truncated``, ``ignored``, ``skipped`` when not
+    zero; ``warnings`` (what was read leniently or skipped, with its place) when any."""
     batch, plan = result.batch, result.plan
     counts: dict[str, Any] = {"alerts": len(batch.alerts), "queued": 0, "suppressed": 0,
                               "held": 0}

@@ -11,8 +11,8 @@ import os
 from flask import Flask
 
 from bridge.config import Settings
-from bridge.deliver.deliverer import Sender
 from bridge.intake.service import Bridge
+from bridge.providers.base import Sender
 from bridge.store.base import Store
 from bridge.web import ack, api, page
 from bridge.web.calendar import calendar

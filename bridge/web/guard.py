@@ -37,7 +37,7 @@ log = logging.getLogger("bridge.app")
 P = ParamSpec("P")
 R = TypeVar("R")
 
-#: How long a login lasts (SPEC: 12 h).
+#: How long a login lasts, hours (docs/operator-page.md, Login and session).
 SESSION_HOURS = 12
 #: How old (or how far in the future) a signed Grafana timestamp may be, seconds.
 HMAC_MAX_AGE = 300.0

@@ -1,4 +1,4 @@
-"""The operator's page (SPEC "Operator page"): ``GET /``, ``/login``, ``/logout``, the
+"""The operator's page (docs/operator-page.md): ``GET /``, ``/login``, ``/logout``, the
 playground, and the security headers of every answer.
 
 Server-rendered Jinja2 templates with autoescape (``bridge/web/templates/``) and a little plain
@@ -244,7 +244,7 @@ def playground() -> Any:
     try:
         result: Preview = preview(body.encode("utf-8"),
                                   source if source in SOURCES else None, rules,
-                                  readside.now_utc())
+                                  readside.now_utc(), b.store)
     except PayloadError as exc:
         return _index(400, pg_body=body, pg_source=source, pg_error=str(exc))
     return _index(pg_body=body, pg_source=source, pg=result)

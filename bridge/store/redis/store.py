@@ -36,6 +36,7 @@ from redis.exceptions import (
     RedisClusterException,
 )
 
+from bridge.config import Settings
 from bridge.decide.episodes import (
     Episode,
     Paged,
@@ -101,8 +102,8 @@ def _codes_needed(notes: Sequence[Notification]) -> int:
 
 
 class RedisStore(Store):
-    """:class:`Store` on the Redis named by ``url`` (SPEC ``BRIDGE_STORE``, read by
-    :func:`bridge.config.parse_redis_url`); every key starts with ``prefix``, which must hold a
+    """:class:`Store` on the Redis named by ``url`` (``BRIDGE_STORE``, docs/configuration.md; read
+    by :func:`bridge.config.parse_redis_url`); every key starts with ``prefix``, which must hold a
     hash tag (``{bridge}:`` by default) so that every key lives in one Redis Cluster slot.
 
     * ``redis://[[user]:password@]host:port/db``, ``rediss://`` (TLS), ``unix:///path?db=N``:
@@ -136,8 +137,8 @@ class RedisStore(Store):
     """
 
     def __init__(self, url: str, prefix: str = DEFAULT_PREFIX, *, socket_timeout: float = 3.0,
-                 dedup_ttl: int = DEFAULT_DEDUP_TTL, wait: int = 0,
-                 wait_timeout: float = 1.0) -> None:
+                 dedup_ttl: int = DEFAULT_DEDUP_TTL, wait: int = Settings.redis_wait,
+                 wait_timeout: float = Settings.redis_wait_timeout) -> None:
         if not HASH_TAG.match(prefix):
             raise ValueError(f"the key prefix must start with a hash tag like {{bridge}}:, "
                              f"not {prefix!r}")
@@ -249,7 +250,7 @@ class RedisStore(Store):
             text = f"redis {redact_url(self.url)}"
         if self.wait:
             text += f", wait {self.wait} replica{'s' if self.wait != 1 else ''}"
-            if self.wait_timeout != 1.0:
+            if self.wait_timeout != Settings.redis_wait_timeout:  # not the default
                 text += f" within {self.wait_timeout:g}s"
         return text
 
@@ -305,7 +306,7 @@ class RedisStore(Store):
             raws = self._node().mget([self._k(f"ep:{i}") for i in ids])
         return [decode_episode(str(r)) for r in raws if r is not None]
 
-    def episodes_for(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Episode]:
+    def episodes_by_key(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Episode]:
         wanted = list(dict.fromkeys(keys))
         if not wanted:
             return {}
@@ -436,7 +437,7 @@ class RedisStore(Store):
                 pace_until: float | None = None) -> int:
         return self._mark("release", ids, token, pace_until, None, due_at)
 
-    def episodes_of(self, fingerprints: Sequence[str]) -> dict[str, str]:
+    def untimed_starts(self, fingerprints: Sequence[str]) -> dict[str, str]:
         wanted = list(dict.fromkeys(fingerprints))
         if not wanted:
             return {}

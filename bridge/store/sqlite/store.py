@@ -456,7 +456,7 @@ class SqliteStore(Store):
                 pace_until: float | None = None) -> int:
         return self._update(ids, token, pace_until, "due_at=?", (due_at,))
 
-    def episodes_of(self, fingerprints: Sequence[str]) -> dict[str, str]:
+    def untimed_starts(self, fingerprints: Sequence[str]) -> dict[str, str]:
         out: dict[str, str] = {}
         for part in chunks(sorted(set(fingerprints))):
             for fp, start in self._read("SELECT fingerprint, started_at FROM episodes WHERE"
@@ -554,7 +554,7 @@ class SqliteStore(Store):
             self._drop()
             raise StoreUnavailable(f"sqlite {self.path}: {exc}") from None
 
-    def episodes_for(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Episode]:
+    def episodes_by_key(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Episode]:
         out: dict[tuple[str, str], Episode] = {}
         for fp, ep in dict.fromkeys(keys):
             for e in self._read_episodes("fingerprint=? AND episode=?", (fp, ep)):
