@@ -146,3 +146,26 @@ routes:
         "schedules.a.notify.template: unknown template 'nosuch'",
     ]
 
+
+
+def test_check_warns_about_names_a_notice_does_not_provide(tmp_path: Path) -> None:
+    from test_oncall import BASE
+
+    from bridge.rules.load import load_rules
+
+    f = tmp_path / "rules.yaml"
+    f.write_text(BASE.split("templates:")[0] + """\
+templates:
+  t: {tpl_id: 1, vars: {who: "{{ person | default('-') }}"}}
+  both: {tpl_id: 2, vars: {a: "{{ person }} {{ schedule }} {{ labels.x }}"}}
+  notice: {tpl_id: 3, vars: {a: "{{ person }} {{ schedule }} {{ start }} {{ end }} {{ next }}",
+                               b: "{{ labels.alertname }}"}}
+schedules:
+  a: {members: [zhang], shift: 1d, start: 2026-01-05, notify: {template: notice}}
+  b: {members: [li], shift: 1d, start: 2026-01-05, notify: {template: both}}
+routes:
+  - {receiver: a, template: both}
+""", encoding="utf-8")
+    assert load_rules(f).warnings() == [
+        "templates.notice.vars.b: 'labels' is not a name a shift notice provides: it renders "
+        "empty (provided: end, next, person, schedule, start)"]

@@ -587,8 +587,10 @@ def _build(parts: list[Part], folder: bool, tz: str,
     storm = merged.limits.storm.template if merged.limits and merged.limits.storm else None
     routed = {t for r in routes for t in (r.template, r.resolved_template,
                                           *(s.template for s in r.escalate)) if t}
+    noticed = frozenset(s.notify.template for s in merged.schedules.values() if s.notify)
     warnings = [merged.pre("templates", name) + w for name, tpl in merged.templates.items()
-                for w in unknown_name_warnings(renderer.env, {name: tpl.vars}, storm, routed)]
+                for w in unknown_name_warnings(renderer.env, {name: tpl.vars}, storm, routed,
+                                               noticed)]
     return [], RuleSet(
         receivers=compiled.receivers, templates=merged.templates,
         time_intervals=merged.intervals, limits=merged.limits or Limits(),

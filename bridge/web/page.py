@@ -60,7 +60,7 @@ ACTIVE_LIMIT = 50
 #: ... and this many recently resolved ones (page.js asks /api/episodes for the same).
 RESOLVED_LIMIT = 10
 #: The Load section reads at most this many sent notifications ...
-LOAD_ITEMS = 20000
+LOAD_ITEMS = 5000
 #: ... and this many episodes (newest first).
 LOAD_EPISODES = 2000
 #: Who an Acknowledge from the page is recorded as when its name field is left empty.
