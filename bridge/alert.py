@@ -12,7 +12,8 @@ from datetime import datetime
 from typing import Any, Literal
 
 Status = Literal["firing", "resolved"]
-Source = Literal["alertmanager", "grafana"]
+#: where an alert came from; ``bridge`` for the bridge's own (``HeartbeatMissing``)
+Source = Literal["alertmanager", "grafana", "bridge"]
 
 _FNV_OFFSET = 14695981039346656037
 _FNV_PRIME = 1099511628211

@@ -21,6 +21,7 @@ from dotenv import load_dotenv
 
 from bridge import __version__
 from bridge.config import Settings, check_bind
+from bridge.decide.heartbeats import HeartbeatRecord
 from bridge.deliveryproc import stop_on_signals
 from bridge.errors import JuheError, PayloadError, RulesError, StoreUnavailable
 from bridge.logs import setup as setup_logging
@@ -184,6 +185,63 @@ def check(rules: str | None) -> None:
                    f"{sch.start} at {sch.handover:%H:%M} {sch.zone.key}"
                    f"{f', overrides: {len(sch.overrides)}' if sch.overrides else ''}; "
                    f"on call now: {', '.join(view.now.people)}")
+    _check_heartbeats(rs, settings)
+
+
+def _heartbeat_records(settings: Settings) -> tuple[dict[str, HeartbeatRecord], str]:
+    """The heartbeat records stored in ``BRIDGE_STORE``, and ``""`` or why they could not be
+    read. A SQLite file that does not exist yet holds none (and is not created)."""
+    from bridge.store import open_store
+
+    url = settings.store
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+        return {}, ""
+    try:
+        store = open_store(url)
+        try:
+            return store.heartbeats(), ""
+        finally:
+            store.close()
+    except (StoreUnavailable, ValueError) as exc:
+        return {}, str(exc)
+
+
+def _check_heartbeats(rs: RuleSet, settings: Settings) -> None:
+    """``bridge check``'s heartbeat lines: each heartbeat and its state as ``BRIDGE_STORE``
+    holds it (``waiting`` without a beat, ``up`` or ``missing`` as the service last recorded
+    it), then which are waiting for a first beat (docs/heartbeats.md)."""
+    if not rs.heartbeats:
+        return
+    from bridge.intake.readside import duration_text
+
+    records, problem = _heartbeat_records(settings)
+    waiting = []
+
+    def at(ts: float) -> str:
+        return f"{datetime.fromtimestamp(ts, settings.zone):%Y-%m-%d %H:%M:%S}"
+
+    for name, hb in rs.heartbeats.items():
+        record = records.get(name)
+        if problem:
+            state = "state unknown"
+        elif record is None:
+            waiting.append(name)
+            state = "waiting (no beat yet)"
+        elif record.state == "missing" and record.missing_since is not None:
+            state = f"missing since {at(record.missing_since)}, last beat {at(record.last_seen)}"
+        else:
+            state = f"up, last beat {at(record.last_seen)}"
+        beats = f"{len(hb.matchers)} matchers" if hb.matchers else f"/heartbeat/{name} only"
+        click.echo(f"  heartbeat {name}: {beats}, expect {duration_text(hb.expect)} -> "
+                   f"{', '.join(hb.receivers)}, template {hb.template}"
+                   + (f", resolved {hb.resolved_template}" if hb.resolved_template else "")
+                   + "".join(f"; after {s.after:g}s -> {s.receiver}" for s in hb.escalate)
+                   + f": {state}")
+    if problem:
+        click.echo(f"  heartbeats: cannot read their state from the store: {problem}")
+    elif waiting:
+        click.echo(f"  heartbeats waiting for a first beat (nothing is paged for them until "
+                   f"then): {', '.join(waiting)}")
 
 
 @main.command()

@@ -58,8 +58,8 @@ def test_link_get_changes_nothing_post_acks_once_and_text_is_escaped(
     bridge = make_bridge(RULES, BRIDGE_TOKEN=TOKEN)
     code = page_and_code(bridge, fake_juhe, "DiskFull", "<script>alert(1)</script> & more")
     store = open_store(f"sqlite:///{tmp_path / 'bridge.db'}")
-    # the fake has the SMS a moment before the deliverer stores it sent: wait for that first
-    assert wait_until(lambda: all(i.state == "sent" for i in store.recent(100)), 10)
+    # the fake has the SMS before the deliverer stores its outcome: wait for that mark too
+    assert wait_until(lambda: [i.state for i in store.recent(100)] == ["sent"], 10)
     [before] = store.episodes(limit=10)
     rows_before = [i.to_json() for i in store.recent(100)]
     for _ in range(4):  # link scanners open links: nothing may change

@@ -25,6 +25,7 @@ from datetime import UTC, datetime, tzinfo
 
 from bridge import metrics
 from bridge.decide.episodes import Episode, Step, StepClaim, step_action
+from bridge.decide.heartbeats import step_context
 from bridge.decide.plan import episode_context, muted, notification, store_policy
 from bridge.rules.ruleset import RuleSet
 from bridge.store.base import Store
@@ -104,7 +105,8 @@ class Escalator:
         own = next((p for p in episode.paged if p.level == 0), None)
         resolved_template = (route.resolved_template if route is not None
                              else own.resolved_template if own is not None else None)
-        context = episode_context(episode, step.index)
+        # a missing heartbeat's steps also see name, expect and last_seen (docs/heartbeats.md)
+        context = {**episode_context(episode, step.index), **step_context(episode, rules)}
         rendered: dict[str, dict[str, str]] = {}
         notes = [notification(
             rules, tpl, context, rendered, m, fingerprint=episode.fingerprint, status="firing",

@@ -33,11 +33,13 @@ DECISIONS_PER_LINE = 50
 class IntakeResult:
     """What intake decided for one webhook: the parsed ``batch``, its ``plan`` (notifications
     and what was dropped on the way) and the store's ``outcomes``, one per notification in
-    order (state and reason)."""
+    order (state and reason); ``heartbeats``, how many of its alerts were beats."""
 
     batch: Batch
     plan: Plan
     outcomes: list[Outcome]
+    #: alerts of ``batch`` that were heartbeat beats (not routed; docs/heartbeats.md)
+    heartbeats: int = 0
 
 
 def observe_before(batch: Batch) -> None:

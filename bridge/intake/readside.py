@@ -147,6 +147,28 @@ def episodes(b: Bridge, state: str | None = None,
     return [episode_json(b, e) for e in b.episodes(state, limit)]
 
 
+def heartbeats(b: Bridge, now: float | None = None) -> list[dict[str, Any]]:
+    """Every heartbeat of the rules in force at ``now`` (UNIX seconds, default now), as
+    ``/api/heartbeats`` answers (``heartbeats``) and the page shows it (docs/heartbeats.md):
+    ``name``, ``state`` (``waiting``, ``up``, ``missing``), ``expect`` (seconds) and
+    ``expect_text`` (``5m``), ``last_seen``, ``missing_since``, ``due_at`` (UNIX seconds or
+    ``None``; ``due_at``: when it counts as missing without another beat), each also as
+    ``*_local`` in ``BRIDGE_TZ``, ``matchers`` (text; none: it beats only through its URL) and
+    ``receiver`` (names). Raises :class:`~bridge.errors.StoreUnavailable`."""
+    out = []
+    for name, hb, view in b.heartbeat_views(now):
+        out.append({
+            "name": name, "state": view.state, "expect": hb.expect,
+            "expect_text": duration_text(hb.expect),
+            "last_seen": view.last_seen, "last_seen_local": local_time(b, view.last_seen),
+            "missing_since": view.missing_since,
+            "missing_since_local": local_time(b, view.missing_since),
+            "due_at": view.due_at, "due_at_local": local_time(b, view.due_at),
+            "matchers": [str(m) for m in hb.matchers], "receiver": hb.receivers,
+        })
+    return out
+
+
 def duration_text(seconds: float) -> str:
     """``seconds`` as the rules write a duration: ``30s``, ``10m``, ``2h``, ``1d``, else
     ``90s``-style whole seconds (the page's escalation ``after``)."""

@@ -92,9 +92,12 @@ class RulesHolder:
             self._rules = load_rules(path, tz)
             if problems := retention_problems(self._rules, retention):
                 raise RulesError(problems)
+            # started_at: the service's start, which every later state carries on (a
+            # heartbeat never counts as missing sooner than its expect after it)
+            now = time.time()
             self._state = {"generation": 0, "ok": True, "problems": [],
-                           "success_ts": time.time(), "version": self._rules.version,
-                           "snapshot": None}
+                           "success_ts": now, "version": self._rules.version,
+                           "snapshot": None, "started_at": now}
         self._generation = int(self._state.get("generation", 0))
 
     def publish(self) -> None:
@@ -113,8 +116,9 @@ class RulesHolder:
 
     @property
     def state(self) -> dict[str, Any]:
-        """``{"generation", "ok", "problems", "success_ts", "version", "snapshot"}`` of the last
-        load or reload."""
+        """``{"generation", "ok", "problems", "success_ts", "version", "snapshot",
+        "started_at"}`` of the last load or reload (``started_at``: the first load's time,
+        kept by every reload)."""
         _ = self.rules
         return dict(self._state)
 

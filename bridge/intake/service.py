@@ -13,6 +13,7 @@ from bridge import metrics
 from bridge.alert import Alert, Batch
 from bridge.config import Settings
 from bridge.decide.episodes import EPISODE_STATES, Episode, Paged, valid_code
+from bridge.decide.heartbeats import HeartbeatView, heartbeat_view, split_beats
 from bridge.decide.plan import decide, episode_from_start, store_policy
 from bridge.deliver import notices
 from bridge.deliver.deliverer import (
@@ -26,6 +27,7 @@ from bridge.deliver.deliverer import (
     recorded_pass,
 )
 from bridge.deliver.escalation import Escalator
+from bridge.deliver.heartbeats import HeartbeatWatch
 from bridge.deliver.jobs import Handler, JobRunner
 from bridge.deliver.notices import Notifier
 from bridge.deliver.silences import Silencer
@@ -35,6 +37,7 @@ from bridge.intake.reload import RulesHolder
 from bridge.privacy import mask_mobile
 from bridge.providers.base import DryRunSender, Sender
 from bridge.providers.juhe import JuheClient, encode_tpl_value
+from bridge.rules.model import Heartbeat
 from bridge.rules.schedules import OnCall, oncall_view
 from bridge.store import open_store
 from bridge.store.base import Store
@@ -70,13 +73,15 @@ class Bridge:
 
     def deliverer(self, on_pass: Callable[[], object] | None = None) -> Deliverer:
         """A deliverer sharing this bridge's store, sender and rules; its loop also runs the
-        due escalation steps (:meth:`escalator`) and background jobs (:meth:`jobs`), and calls
-        ``on_pass`` after each pass (see :class:`~bridge.deliver.deliverer.Deliverer`)."""
-        escalator, notifier = self.escalator(), self.notifier()
+        due escalation steps (:meth:`escalator`), the heartbeats' timer (:meth:`heartbeat_watch`)
+        and background jobs (:meth:`jobs`), and calls ``on_pass`` after each pass (see
+        :class:`~bridge.deliver.deliverer.Deliverer`)."""
+        escalator, watch, notifier = self.escalator(), self.heartbeat_watch(), self.notifier()
         jobs = self.jobs(notifier)
 
         def sidecar() -> int:
-            return escalator.run_once() + notifier.run_once() + jobs.run_once()
+            return (escalator.run_once() + watch.run_once() + notifier.run_once()
+                    + jobs.run_once())
 
         return Deliverer(self.store, self.sender, lambda: self.holder.rules, self.delivery_policy,
                          config=self.config_id, sidecar=sidecar, on_pass=on_pass)
@@ -103,6 +108,56 @@ class Bridge:
     def escalator(self) -> Escalator:
         """The runner of due escalation steps on this bridge's store and rules."""
         return Escalator(self.store, lambda: self.holder.rules, self.settings.zone)
+
+    # -- heartbeats (docs/heartbeats.md) ---------------------------------------------------
+    @property
+    def service_started_at(self) -> float:
+        """When the service started (UNIX seconds): the first load of the rules by the
+        ``bridge serve`` master (shared with its workers through the runtime folder), else by
+        this process. No heartbeat counts as missing sooner than its ``expect`` after it."""
+        return float(self.holder.state.get("started_at") or self.started_at)
+
+    def heartbeat_watch(self) -> HeartbeatWatch:
+        """The heartbeats' timer on this bridge's store and rules (run by the delivery loop)."""
+        return HeartbeatWatch(self.store, lambda: self.holder.rules, self.settings.zone,
+                              self.service_started_at)
+
+    def heartbeat_views(self, now: float | None = None) -> list[tuple[str, Heartbeat,
+                                                                      HeartbeatView]]:
+        """Every heartbeat of the rules in force, in rules order, with its state at ``now``
+        (:func:`bridge.decide.heartbeats.heartbeat_view`). Raises :class:`StoreUnavailable`."""
+        heartbeats = self.holder.rules.heartbeats
+        if not heartbeats:
+            return []
+        now = time.time() if now is None else now
+        records = self.store.heartbeats()
+        started = self.service_started_at
+        return [(name, hb, heartbeat_view(records.get(name), hb.expect, started, now))
+                for name, hb in heartbeats.items()]
+
+    def beat(self, name: str, now: float | None = None) -> HeartbeatView:
+        """A beat of heartbeat ``name`` now (``/heartbeat/<name>``); returns its state after.
+        Raises ``KeyError`` for a name the rules do not declare, :class:`StoreUnavailable`."""
+        hb = self.holder.rules.heartbeats[name]
+        now = time.time() if now is None else now
+        self.store.beat([name], now)
+        record = self.store.heartbeats().get(name)
+        return heartbeat_view(record, hb.expect, self.service_started_at, now)
+
+    def heartbeat_lines(self) -> list[str]:
+        """Start-up lines: how many heartbeats are watched and which are waiting (never beat:
+        nothing is paged for them until they do)."""
+        if not self.holder.rules.heartbeats:
+            return []
+        try:
+            views = self.heartbeat_views()
+        except StoreUnavailable as exc:
+            return [f"heartbeats: {len(self.holder.rules.heartbeats)}, state unknown: {exc}"]
+        waiting = [n for n, _, v in views if v.state == "waiting"]
+        others = ", ".join(f"{n} {v.state}" for n, _, v in views if v.state != "waiting")
+        return [f"heartbeats: {len(views)}"
+                + (f"; waiting for a first beat (nothing paged until then): {', '.join(waiting)}"
+                   if waiting else "") + (f"; {others}" if others else "")]
 
     # -- episodes (docs/oncall.md, Episodes) -----------------------------------------------
     def episodes(self, state: str | None = None, limit: int = 50) -> list[Episode]:
@@ -192,6 +247,7 @@ class Bridge:
             f"time zone: {s.tz}; retry for {s.retry_for:.0f}s; max body {s.max_body_bytes} bytes",
             *(f"WARNING: {w}" for w in s.warnings),
             *self.oncall_lines(),
+            *self.heartbeat_lines(),
         ]
         return lines
 
@@ -221,29 +277,36 @@ class Bridge:
         """Decide and durably store the notifications of one batch, in one atomic store step,
         and report them (metrics and log lines: :mod:`bridge.intake.observe`).
 
-        Before deciding, two reads (no writes, so a webhook answered 503 changes nothing): the
-        stored episode start of alerts without ``startsAt`` (what templates see as
-        ``starts_at``), and who was paged for the episodes that resolve here. Returns the typed
-        :class:`~bridge.intake.observe.IntakeResult` (the webhook's JSON is built from it by
-        :func:`bridge.web.api.answer`). Raises :class:`StoreUnavailable`.
+        First the batch's heartbeat beats are recorded (:meth:`Store.beat`; they are not
+        routed: docs/heartbeats.md; a beat recorded twice, when a webhook answered 503 comes
+        again, changes nothing). Before deciding, two reads (no writes, so a webhook answered
+        503 records no notification): the stored episode start of alerts without ``startsAt``
+        (what templates see as ``starts_at``), and who was paged for the episodes that resolve
+        here. Returns the typed :class:`~bridge.intake.observe.IntakeResult` (the webhook's
+        JSON is built from it by :func:`bridge.web.api.answer`). Raises
+        :class:`StoreUnavailable`.
         """
         now = time.time() if now is None else now
         rules = self.holder.rules
         observe_before(batch)
-        untimed = [a.fingerprint for a in batch.alerts if a.starts_at is None]
+        routed, beaten, beats = split_beats(batch, rules.heartbeats)
+        if beaten:
+            self.store.beat(beaten, now)
+            log.debug("%s webhook: beat of %s", batch.source, ", ".join(beaten))
+        untimed = [a.fingerprint for a in routed.alerts if a.starts_at is None]
         stored = self.store.untimed_starts(untimed) if untimed else {}
         starts = {fp: stored.get(fp) for fp in untimed}
         keys = [(a.fingerprint, episode_from_start(a) if a.starts_at is not None
                  else starts.get(a.fingerprint) or "")
-                for a in batch.alerts if a.status == "resolved"]
+                for a in routed.alerts if a.status == "resolved"]
         paged = self.store.episodes_by_key([k for k in keys if k[1]]) if keys else {}
-        plan = decide(batch, rules, datetime.fromtimestamp(now, UTC),
+        plan = decide(routed, rules, datetime.fromtimestamp(now, UTC),
                       {fp: None if s is None else datetime.fromisoformat(s)
                        for fp, s in starts.items()}, paged)
         outcomes = self.store.record(plan.notifications, store_policy(rules, self.settings.zone,
                                                                       now),
                                      now, plan.episodes, plan.resolved)
-        result = IntakeResult(batch, plan, outcomes)
+        result = IntakeResult(batch, plan, outcomes, beats)
         observe_intake(result, rules)
         if self.silencer is not None and plan.resolved:
             self._expire_silences(self.silencer, [k for k in keys if k[1]], now)

@@ -40,6 +40,7 @@ from bridge.rules.checks import (
 from bridge.rules.defaults import DEFAULT_MAX_MOBILES_FROM, DEFAULT_MAX_VAR_LEN
 from bridge.rules.model import (
     _LOOKS_LIKE_NUMBER,
+    Heartbeat,
     Limits,
     Route,
     RulesFile,
@@ -52,7 +53,7 @@ from bridge.rules.schedules import Schedule, ScheduleSpec
 from bridge.rules.timeintervals import NamedTimeInterval
 
 #: The blocks merged by name across a folder (``time_intervals`` too, kept as a list).
-_NAMED = ("people", "receivers", "schedules", "templates")
+_NAMED = ("people", "receivers", "schedules", "templates", "heartbeats")
 
 
 class _Loader(DuplicateKeyLoader):
@@ -358,6 +359,7 @@ class _Merged:
     receivers: dict[str, list[str]] = field(default_factory=dict)
     schedules: dict[str, ScheduleSpec] = field(default_factory=dict)
     templates: dict[str, Template] = field(default_factory=dict)
+    heartbeats: dict[str, Heartbeat] = field(default_factory=dict)
     intervals: dict[str, NamedTimeInterval] = field(default_factory=dict)
     limits: Limits | None = None
     max_var_len: int | None = None
@@ -534,9 +536,10 @@ def _check_route(m: _Merged, rid: RouteId, route: Route) -> list[str]:
     return problems
 
 
-def _check_escalation(where: str, route: Route, pageable: set[str],
+def _check_escalation(where: str, route: Route | Heartbeat, pageable: set[str],
                       templates: set[str]) -> list[str]:
-    """The references of a route's ``escalate`` steps: receiver or schedule, template."""
+    """The references of a route's (or heartbeat's) ``escalate`` steps: receiver or schedule,
+    template."""
     problems: list[str] = []
     for j, step in enumerate(route.escalate):
         if step.receiver not in pageable:
@@ -546,6 +549,27 @@ def _check_escalation(where: str, route: Route, pageable: set[str],
             problems.append(f"{where}.escalate[{j}].template: unknown template "
                             f"{step.template!r}")
     return problems
+
+
+def _check_heartbeat(m: _Merged, name: str, hb: Heartbeat) -> list[str]:
+    """One heartbeat's references (docs/heartbeats.md): it needs a receiver (receivers or
+    schedules) and a template; every name it gives must exist."""
+    where = f"{m.pre('heartbeats', name)}heartbeats.{name}"
+    pageable = m.names("receivers", m.receivers) | m.names("schedules", m.schedules)
+    templates = m.names("templates", m.templates)
+    problems: list[str] = []
+    if not hb.receivers:
+        problems.append(f"{where}.receiver: a heartbeat needs a receiver (a receiver or "
+                        "schedule, or a list of them) to page when it goes missing")
+    problems += [f"{where}.receiver: unknown receiver or schedule {r!r}"
+                 for r in hb.receivers if r not in pageable]
+    if hb.template is None:
+        problems.append(f"{where}.template: a heartbeat needs a template for its page")
+    for key in ("template", "resolved_template"):
+        t = getattr(hb, key)
+        if t is not None and t not in templates:
+            problems.append(f"{where}.{key}: unknown template {t!r}")
+    return problems + _check_escalation(where, hb, pageable, templates)
 
 
 def _check_references(m: _Merged) -> list[str]:
@@ -569,6 +593,8 @@ def _check_references(m: _Merged) -> list[str]:
                                 f"{names[route.name]}")
             names.setdefault(route.name, str(rid))
         problems.extend(_check_route(m, rid, route))
+    for name, hb in m.heartbeats.items():
+        problems.extend(_check_heartbeat(m, name, hb))
     return problems
 
 
@@ -587,10 +613,13 @@ def _build(parts: list[Part], folder: bool, tz: str,
     storm = merged.limits.storm.template if merged.limits and merged.limits.storm else None
     routed = {t for r in routes for t in (r.template, r.resolved_template,
                                           *(s.template for s in r.escalate)) if t}
+    beating = {t for hb in merged.heartbeats.values()
+               for t in (hb.template, hb.resolved_template, *(s.template for s in hb.escalate))
+               if t}
     noticed = frozenset(s.notify.template for s in merged.schedules.values() if s.notify)
     warnings = [merged.pre("templates", name) + w for name, tpl in merged.templates.items()
                 for w in unknown_name_warnings(renderer.env, {name: tpl.vars}, storm, routed,
-                                               noticed)]
+                                               beating, noticed)]
     return [], RuleSet(
         receivers=compiled.receivers, templates=merged.templates,
         time_intervals=merged.intervals, limits=merged.limits or Limits(),
@@ -600,5 +629,6 @@ def _build(parts: list[Part], folder: bool, tz: str,
         version=version, people=dict(merged.people), schedules=compiled.schedules,
         route_ids=ids, uses=compiled.uses,
         max_mobiles_from=merged.max_mobiles_from or DEFAULT_MAX_MOBILES_FROM,
+        heartbeats=dict(merged.heartbeats),
         template_warnings=warnings,
     )

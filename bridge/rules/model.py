@@ -29,6 +29,10 @@ from bridge.rules.timeintervals import NamedTimeInterval
 
 MOBILE_RE = re.compile(r"^1[3-9]\d{9}$")
 VAR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: A heartbeat's name is one segment of ``/heartbeat/<name>``.
+HEARTBEAT_NAME_RE = re.compile(r"^[^/\s\x00-\x1f\x7f]+$")
+#: The shortest ``expect`` of a heartbeat, seconds (docs/heartbeats.md).
+MIN_EXPECT = 30.0
 
 
 def valid_mobile(value: str) -> bool:
@@ -156,6 +160,37 @@ class Route(_Strict):
         return [self.receiver] if isinstance(self.receiver, str) else list(self.receiver)
 
 
+class Heartbeat(_Strict):
+    """One ``heartbeats:`` entry (docs/heartbeats.md): a firing alert matching every one of
+    ``matchers`` (none: only ``/heartbeat/<name>`` beats) is a beat; with no beat for
+    ``expect`` seconds (at least :data:`MIN_EXPECT`) it is missing and pages ``receiver``
+    (receivers or schedules, one or a list) with ``template``, as an episode of the alert
+    ``HeartbeatMissing``; ``resolved_template`` goes to those paged when beats come back;
+    ``escalate`` as for routes. ``receiver`` and ``template`` are optional here only so that
+    the loader can say that they are missing in its own words, with their place."""
+
+    matchers: list[MatcherField] = Field(default_factory=list)
+    expect: Duration
+    receiver: str | list[str] | None = None
+    template: str | None = None
+    resolved_template: str | None = None
+    escalate: list[EscalationStep] = Field(default_factory=list)
+
+    @field_validator("expect")
+    @classmethod
+    def _expect_long_enough(cls, value: float) -> float:
+        if value < MIN_EXPECT:
+            raise ValueError(f"expect must be at least {MIN_EXPECT:g}s (got {value:g}s)")
+        return value
+
+    @property
+    def receivers(self) -> list[str]:
+        """``receiver`` as a list (empty when none is given)."""
+        if self.receiver is None:
+            return []
+        return [self.receiver] if isinstance(self.receiver, str) else list(self.receiver)
+
+
 class RulesFile(_Strict):
     """One rules file; in a folder each file holds a part of the whole."""
 
@@ -168,6 +203,16 @@ class RulesFile(_Strict):
     max_var_len: int | None = Field(default=None, ge=2, le=500)
     max_mobiles_from: int | None = Field(default=None, ge=1, le=1000)
     routes: list[Route] = Field(default_factory=list)
+    heartbeats: dict[str, Heartbeat] = Field(default_factory=dict)
+
+    @field_validator("heartbeats")
+    @classmethod
+    def _heartbeat_names(cls, value: dict[str, Heartbeat]) -> dict[str, Heartbeat]:
+        for name in value:
+            if not HEARTBEAT_NAME_RE.match(name):
+                raise ValueError(f"heartbeat name {name!r} cannot be part of a URL path "
+                                 "(/heartbeat/<name>): no '/', spaces or control characters")
+        return value
 
     @field_validator("receivers")
     @classmethod

@@ -13,7 +13,7 @@ from jinja2.environment import Template as JinjaTemplate
 from bridge.privacy import mask_mobile
 from bridge.rules.checks import step_gap_warning
 from bridge.rules.defaults import DEFAULT_MAX_MOBILES_FROM
-from bridge.rules.model import Limits, Route, Template
+from bridge.rules.model import Heartbeat, Limits, Route, Template
 from bridge.rules.render import Renderer
 from bridge.rules.schedules import Schedule, oncall_at
 from bridge.rules.timeintervals import NamedTimeInterval
@@ -41,7 +41,8 @@ class RuleSet:
     ``route_ids[i]`` is where route i is written and ``route_names[i]`` its ``name`` or, when
     unnamed, ``str(route_ids[i])``; ``compiled[template][var]`` is the compiled Jinja2
     template of one variable and ``uses[template]`` the names its variables read (e.g.
-    ``person``); ``version`` is a short hash of the sources.
+    ``person``); ``version`` is a short hash of the sources; ``heartbeats[name]`` is a
+    heartbeat (docs/heartbeats.md).
     """
 
     receivers: dict[str, list[str]]
@@ -62,6 +63,7 @@ class RuleSet:
     max_mobiles_from: int = DEFAULT_MAX_MOBILES_FROM
     #: names templates read that no alert (or storm) provides, with places (``bridge check``)
     template_warnings: list[str] = field(default_factory=list)
+    heartbeats: dict[str, Heartbeat] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._person_by_mobile: dict[str, str] = {}
@@ -134,7 +136,8 @@ class RuleSet:
         mobiles = {m for ms in self.receivers.values() for m in ms}  # of receivers only
         oncall = (f", {len(self.schedules)} schedules, {len(self.people)} people"
                   if self.schedules or self.people else "")
+        beats = f", {len(self.heartbeats)} heartbeats" if self.heartbeats else ""
         return (f"{len(self.routes)} routes, {len(self.receivers)} receivers "
-                f"({len(mobiles)} mobiles){oncall}, {len(self.templates)} templates, "
+                f"({len(mobiles)} mobiles){oncall}{beats}, {len(self.templates)} templates, "
                 f"{len(self.time_intervals)} time intervals from {', '.join(self.files)}"
                 f" (version {self.version})")

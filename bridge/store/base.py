@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from bridge.decide.episodes import Episode, Paged, StepClaim, StepState
+from bridge.decide.heartbeats import Action, HeartbeatClaim, HeartbeatRecord
 from bridge.decide.types import EpisodeMark, Notification, Policy, State
 from bridge.privacy import redact_url
 
@@ -241,6 +242,34 @@ class Store(abc.ABC):
         """**Atomically** end a claimed step ``done`` or ``cancelled`` with ``reason``; false
         (nothing changed) when the lease lapsed and the step was claimed again, or it is no
         longer pending (e.g. cancelled by an acknowledgement meanwhile)."""
+
+    # -- heartbeats (docs/heartbeats.md; bridge/decide/heartbeats.py) -----------------------
+    @abc.abstractmethod
+    def beat(self, names: Sequence[str], now: float) -> None:
+        """**Atomically** record a beat of each heartbeat in ``names`` at ``now``: its last
+        beat becomes ``now`` (never earlier than it was); a first beat makes its record, state
+        ``up``."""
+
+    @abc.abstractmethod
+    def heartbeats(self) -> dict[str, HeartbeatRecord]:
+        """Every stored heartbeat record by name (a heartbeat that never beat has none)."""
+
+    @abc.abstractmethod
+    def claim_heartbeat(self, name: str, action: Action, last_seen: float, since: float,
+                        now: float, lease: float) -> HeartbeatClaim | None:
+        """**Atomically** lease a transition of heartbeat ``name`` until ``now + lease`` when
+        no unexpired lease holds it and it is still as the caller read it: ``miss`` when its
+        state is ``up`` and its last beat is ``last_seen`` (the miss begins at ``since``, or
+        at the stored ``missing_since`` when a lapsed miss left one later than the last
+        beat; refused while a lapsed miss earlier than the last beat awaits ``back``);
+        ``back`` when ``missing_since`` is set and a beat came after it (the claim carries
+        that ``missing_since``). ``None`` otherwise."""
+
+    @abc.abstractmethod
+    def finish_heartbeat(self, claim: HeartbeatClaim, now: float) -> bool:
+        """**Atomically** end a leased transition, fenced by its token: ``miss`` makes the
+        state ``missing``; ``back`` makes it ``up`` and clears ``missing_since``. False
+        (nothing changed) when the lease lapsed and the transition was claimed again."""
 
     @abc.abstractmethod
     def set_silence(self, id: str, silence_id: str | None) -> None:

@@ -159,7 +159,7 @@ def count(resp: Response) -> Response:
 
 def snapshot(b: Bridge) -> list[Any]:
     """Scrape-time gauges: stored notifications per state, delivery lag and last pass, who is
-    on call, and the rules reload state."""
+    on call, the heartbeats and the rules reload state."""
     out = []
     try:
         counts = b.store.counts()
@@ -187,6 +187,7 @@ def snapshot(b: Bridge) -> list[Any]:
             " UNIX seconds (0 when never).", {"": last_pass or 0.0}))
     except StoreUnavailable:
         pass
+    out.extend(heartbeat_gauges(b))
     state = b.holder.state
     out.append(metrics.gauge("bridge_rules_last_reload_successful",
                              "1 when the last rules reload succeeded.",
@@ -197,16 +198,37 @@ def snapshot(b: Bridge) -> list[Any]:
     return out
 
 
+def heartbeat_gauges(b: Bridge) -> list[Any]:
+    """``bridge_heartbeat_up{name}`` (1 up, 0 missing, absent while waiting) and
+    ``bridge_heartbeat_last_seen_timestamp_seconds{name}`` (docs/heartbeats.md); none when
+    the store cannot be read."""
+    try:
+        views = b.heartbeat_views()
+    except StoreUnavailable:
+        return []
+    seen = [(n, v) for n, _, v in views if v.state != "waiting"]
+    return [
+        metrics.gauge("bridge_heartbeat_up", "1 while a heartbeat is up, 0 while missing "
+                      "(absent while waiting for its first beat).",
+                      {n: 1.0 if v.state == "up" else 0.0 for n, v in seen}, "name"),
+        metrics.gauge("bridge_heartbeat_last_seen_timestamp_seconds",
+                      "When a heartbeat last beat, UNIX seconds.",
+                      {n: float(v.last_seen or 0) for n, v in seen}, "name"),
+    ]
+
+
 def answer(result: IntakeResult) -> dict[str, Any]:
     """The webhook's JSON answer (docs/api.md, POST /webhook/...): ``alerts``, ``queued``,
-    ``suppressed``, ``held`` always; ``unrouted``, ``truncated``, ``ignored``, ``skipped`` when not
-    zero; ``warnings`` (what was read leniently or skipped, with its place) when any."""
+    ``suppressed``, ``held`` always; ``heartbeats`` (beats: docs/heartbeats.md), ``unrouted``,
+    ``truncated``, ``ignored``, ``skipped`` when not zero; ``warnings`` (what was read
+    leniently or skipped, with its place) when any."""
     batch, plan = result.batch, result.plan
     counts: dict[str, Any] = {"alerts": len(batch.alerts), "queued": 0, "suppressed": 0,
                               "held": 0}
     for o in result.outcomes:
         counts[o.state] = counts.get(o.state, 0) + 1
-    extra = {"unrouted": plan.unrouted, "truncated": batch.truncated_alerts,
+    extra = {"heartbeats": result.heartbeats, "unrouted": plan.unrouted,
+             "truncated": batch.truncated_alerts,
              "ignored": batch.ignored, "skipped": batch.skipped}
     counts.update({k: v for k, v in extra.items() if v})
     if batch.warnings or plan.warnings:

@@ -1,7 +1,8 @@
 """The Flask application factory, as in Flask's tutorial: :func:`create_app` builds the bridge
 (or takes the parts a test hands it) and composes the blueprints: the webhooks and JSON API
-(:mod:`bridge.web.api`, with the error handlers), the operator page (:mod:`bridge.web.page`)
-and acknowledgement (:mod:`bridge.web.ack`). It defines no view.
+(:mod:`bridge.web.api`, with the error handlers), the operator page (:mod:`bridge.web.page`),
+acknowledgement (:mod:`bridge.web.ack`) and heartbeats (:mod:`bridge.web.heartbeat`). It
+defines no view.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from bridge.config import Settings
 from bridge.intake.service import Bridge
 from bridge.providers.base import Sender
 from bridge.store.base import Store
-from bridge.web import ack, api, page
+from bridge.web import ack, api, heartbeat, page
 from bridge.web.calendar import calendar
 
 
@@ -39,5 +40,6 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     app.register_blueprint(api.api)
     page.init_app(app, settings)
     app.register_blueprint(ack.ack)
+    app.register_blueprint(heartbeat.views)
     app.register_blueprint(calendar)
     return app

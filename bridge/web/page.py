@@ -158,6 +158,7 @@ def _index(status: int = 200, **playground: Any) -> Any:
     return _render(
         "index.html", status, status_=readside.status(b), oncall=readside.oncall(b),
         person_of=b.holder.rules.person_of, **_pictures(b),
+        heartbeats=readside.heartbeats(b),
         firing=readside.episodes(b, "firing", ACTIVE_LIMIT),
         acknowledged=readside.episodes(b, "acknowledged", ACTIVE_LIMIT),
         resolved=readside.episodes(b, "resolved", RESOLVED_LIMIT), resolved_limit=RESOLVED_LIMIT,

@@ -62,6 +62,10 @@ finish_step, mark_sent/retry/failed and ping are followed by ``WAIT``)::
     {prefix}jobskept               zset    finished job keys, score = keep_until (prune)
     {prefix}unknown:{client}:{min} string  unknown ack codes tried by a client in one minute
                                            (min = now // 60); expires after 120 s
+    {prefix}heartbeats             hash    heartbeat name -> JSON text (docs/heartbeats.md):
+                                           seen (last beat) state (up/missing) since
+                                           (missing_since, "" for none) lease token; times
+                                           are text; no field before the first beat
     {prefix}status                 hash    shared status notes (e.g. ``juhe_config``)
     {prefix}ping                   string  written by ``RedisStore.ping``
 

@@ -947,3 +947,87 @@ for _, key in ipairs(keys) do
 end
 return #keys
 """
+
+BEAT_LUA = """
+-- beat: the last beat of each named heartbeat becomes now (never earlier), atomically; a first
+-- beat makes its record, state up.
+-- KEYS[1] {prefix}heartbeats; ARGV[1] now (text), ARGV[2..] names
+-- Returns how many names.
+for i = 2, #ARGV do
+  local raw = redis.call('HGET', KEYS[1], ARGV[i])
+  local h
+  if raw then
+    h = cjson.decode(raw)
+    if tonumber(ARGV[1]) > tonumber(h.seen) then
+      h.seen = ARGV[1]
+    end
+  else
+    h = {seen = ARGV[1], state = 'up', since = '', lease = '0', token = ''}
+  end
+  redis.call('HSET', KEYS[1], ARGV[i], cjson.encode(h))
+end
+return #ARGV - 1
+"""
+
+CLAIM_HEARTBEAT_LUA = """
+-- claim_heartbeat: lease a heartbeat's transition (miss or back) when it is still as the
+-- caller read it and no unexpired lease holds it, atomically (base.Store.claim_heartbeat).
+-- KEYS[1] {prefix}heartbeats; ARGV[1] name, ARGV[2] action, ARGV[3] last beat as read (text),
+-- ARGV[4] since (text), ARGV[5] now, ARGV[6] lease_until (text), ARGV[7] fresh token
+-- Returns {missing_since, last beat} (text), or false.
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then
+  return false
+end
+local h = cjson.decode(raw)
+if tonumber(h.lease) > tonumber(ARGV[5]) then
+  return false
+end
+local since = ARGV[4]
+local pending = nil
+if h.since ~= '' then
+  pending = tonumber(h.since)
+end
+if ARGV[2] == 'miss' then
+  if h.state ~= 'up' or h.seen ~= ARGV[3] then
+    return false
+  end
+  if pending and pending <= tonumber(h.seen) then
+    return false  -- a lapsed miss to resolve first
+  end
+  if pending then
+    since = h.since  -- a lapsed miss: the same moment
+  end
+else
+  if not pending or tonumber(h.seen) <= pending then
+    return false
+  end
+  since = h.since
+end
+h.since, h.lease, h.token = since, ARGV[6], ARGV[7]
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(h))
+return {since, h.seen}
+"""
+
+FINISH_HEARTBEAT_LUA = """
+-- finish_heartbeat: a leased transition ends, fenced by its token: miss -> state missing;
+-- back -> state up, since cleared.
+-- KEYS[1] {prefix}heartbeats; ARGV[1] name, ARGV[2] action, ARGV[3] token
+-- Returns 1 when changed, else 0.
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then
+  return 0
+end
+local h = cjson.decode(raw)
+if h.token ~= ARGV[3] then
+  return 0
+end
+if ARGV[2] == 'miss' then
+  h.state = 'missing'
+else
+  h.state, h.since = 'up', ''
+end
+h.lease, h.token = '0', ''
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(h))
+return 1
+"""

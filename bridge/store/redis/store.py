@@ -47,6 +47,7 @@ from bridge.decide.episodes import (
     new_code,
     new_id,
 )
+from bridge.decide.heartbeats import Action, HeartbeatClaim, HeartbeatRecord
 from bridge.decide.types import EpisodeMark, Notification, Policy, State
 from bridge.errors import StoreUnavailable, StoreUnconfirmed
 from bridge.privacy import redact_url
@@ -72,14 +73,18 @@ from bridge.store.redis.keys import (
     decode_item,
     decode_job,
     limit_arg,
+    opt_time,
     time_arg,
 )
 from bridge.store.redis.lua import (
     ACK_LUA,
     ADD_JOB_LUA,
+    BEAT_LUA,
+    CLAIM_HEARTBEAT_LUA,
     CLAIM_JOBS_LUA,
     CLAIM_LUA,
     CLAIM_STEPS_LUA,
+    FINISH_HEARTBEAT_LUA,
     FINISH_STEP_LUA,
     MARK_LUA,
     PRUNE_EPISODES_LUA,
@@ -168,6 +173,9 @@ class RedisStore(Store):
         self._lua_claim_jobs = Script(CLAIM_JOBS_LUA)
         self._lua_settle_job = Script(SETTLE_JOB_LUA)
         self._lua_prune_jobs = Script(PRUNE_JOBS_LUA)
+        self._lua_beat = Script(BEAT_LUA)
+        self._lua_claim_heartbeat = Script(CLAIM_HEARTBEAT_LUA)
+        self._lua_finish_heartbeat = Script(FINISH_HEARTBEAT_LUA)
 
     # -- plumbing ---------------------------------------------------------------------------
     def _k(self, name: str) -> str:
@@ -397,6 +405,36 @@ class RedisStore(Store):
         if not h:
             return None
         return decode_job([str(x) for kv in dict(h).items() for x in kv])
+
+    # -- heartbeats -------------------------------------------------------------------------
+    def beat(self, names: Sequence[str], now: float) -> None:
+        if names:
+            self._run(self._lua_beat, [self._k("heartbeats")],
+                      [time_arg(now), *dict.fromkeys(names)])
+
+    def heartbeats(self) -> dict[str, HeartbeatRecord]:
+        with self._errors():
+            raw = self._node().hgetall(self._k("heartbeats"))
+        out = {}
+        for name, text in dict(raw).items():
+            h = json.loads(text)
+            out[str(name)] = HeartbeatRecord(str(name), float(h["seen"]), h["state"],
+                                             opt_time(h["since"]), float(h["lease"]))
+        return out
+
+    def claim_heartbeat(self, name: str, action: Action, last_seen: float, since: float,
+                        now: float, lease: float) -> HeartbeatClaim | None:
+        token = secrets.token_hex(8)
+        row = self._run(self._lua_claim_heartbeat, [self._k("heartbeats")],
+                        [name, action, time_arg(last_seen), time_arg(since), time_arg(now),
+                         time_arg(now + lease), token], confirm="soft")
+        if not row:
+            return None
+        return HeartbeatClaim(name, action, token, now + lease, float(row[0]), float(row[1]))
+
+    def finish_heartbeat(self, claim: HeartbeatClaim, now: float) -> bool:
+        return bool(self._run(self._lua_finish_heartbeat, [self._k("heartbeats")],
+                              [claim.name, claim.action, claim.token]))
 
     def claim(self, now: float, lease: float, max_mobiles: int,
               max_items: int = 0) -> list[Claim]:

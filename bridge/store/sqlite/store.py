@@ -29,6 +29,7 @@ from bridge.decide.episodes import (
     StepState,
     code_expired,
 )
+from bridge.decide.heartbeats import Action, HeartbeatClaim, HeartbeatRecord
 from bridge.decide.types import EpisodeMark, Notification, Policy
 from bridge.errors import StoreUnavailable
 from bridge.store.base import (
@@ -118,6 +119,11 @@ CREATE INDEX IF NOT EXISTS episode_steps_due ON episode_steps(due_at) WHERE stat
 CREATE TABLE IF NOT EXISTS unknown_codes (
     client TEXT NOT NULL, minute INTEGER NOT NULL, n INTEGER NOT NULL,
     PRIMARY KEY (client, minute)
+) WITHOUT ROWID;
+-- heartbeats (docs/heartbeats.md): one row from a heartbeat's first beat
+CREATE TABLE IF NOT EXISTS heartbeats (
+    name TEXT PRIMARY KEY, last_seen REAL NOT NULL, state TEXT NOT NULL, missing_since REAL,
+    lease_until REAL NOT NULL DEFAULT 0, lease_token TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
 -- durable background jobs (base.Job): silences in Alertmanager, shift notices
@@ -688,6 +694,50 @@ class SqliteStore(Store):
             " AND i.due_at <= ? AND i.lease_until <= ? AND coalesce(p.next_at, 0) <= ?",
             (now, now, now))
         return None if not rows or rows[0][0] is None else float(rows[0][0])
+
+    # -- heartbeats -------------------------------------------------------------------------
+    def beat(self, names: Sequence[str], now: float) -> None:
+        with self._tx() as db:
+            db.executemany("INSERT INTO heartbeats (name, last_seen, state) VALUES (?,?,'up')"
+                           " ON CONFLICT(name) DO UPDATE SET"
+                           " last_seen=max(last_seen, excluded.last_seen)",
+                           [(n, now) for n in dict.fromkeys(names)])
+
+    def heartbeats(self) -> dict[str, HeartbeatRecord]:
+        return {r[0]: HeartbeatRecord(r[0], r[1], r[2], r[3], r[4]) for r in self._read(
+            "SELECT name, last_seen, state, missing_since, lease_until FROM heartbeats")}
+
+    def claim_heartbeat(self, name: str, action: Action, last_seen: float, since: float,
+                        now: float, lease: float) -> HeartbeatClaim | None:
+        with self._tx() as db:
+            row = db.execute("SELECT last_seen, state, missing_since, lease_until FROM"
+                             " heartbeats WHERE name=?", (name,)).fetchone()
+            if row is None or row[3] > now:
+                return None
+            seen, state, pending = float(row[0]), str(row[1]), row[2]
+            if action == "miss":
+                if state != "up" or seen != last_seen:
+                    return None
+                if pending is not None and pending <= seen:  # a lapsed miss to resolve first
+                    return None
+                if pending is not None:  # a lapsed miss: the same moment
+                    since = float(pending)
+            elif pending is None or seen <= pending:
+                return None
+            else:
+                since = float(pending)
+            token = secrets.token_hex(8)
+            db.execute("UPDATE heartbeats SET missing_since=?, lease_until=?, lease_token=?"
+                       " WHERE name=?", (since, now + lease, token, name))
+            return HeartbeatClaim(name, action, token, now + lease, since, seen)
+
+    def finish_heartbeat(self, claim: HeartbeatClaim, now: float) -> bool:
+        sets = ("state='missing'" if claim.action == "miss"
+                else "state='up', missing_since=NULL")
+        with self._tx() as db:
+            return bool(db.execute(f"UPDATE heartbeats SET {sets}, lease_until=0,"
+                                   " lease_token='' WHERE name=? AND lease_token=?",
+                                   (claim.name, claim.token)).rowcount)
 
     def set_status(self, key: str, value: str | None) -> None:
         if value is None:
