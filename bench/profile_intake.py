@@ -156,7 +156,10 @@ def make_app(args: argparse.Namespace, tmp: Path) -> Any:
 
     from bridge.config import Settings
     from bridge.logs import setup
-    from bridge.web.app import create_app
+    try:
+        from bridge.web.app import create_app
+    except ImportError:  # a bridge/ from before issue 21's layout (bench/ab.py --revs)
+        from bridge.app import create_app  # type: ignore[no-redef]
 
     setup("text", ["k"])
     handler = logging.getLogger().handlers[0]

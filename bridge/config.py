@@ -72,6 +72,9 @@ def check_bind(address: str, where: str) -> None:
                          f"(the port is PORT), got {address!r}")
 
 
+#: The shortest ``BRIDGE_TOKEN`` accepted at start, in characters (docs/configuration.md).
+TOKEN_MIN = 16
+
 #: URL schemes of a Redis store (``unix://`` is a local socket).
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "redis+cluster://")
 
@@ -272,11 +275,14 @@ class Settings:
         if log_level not in ("debug", "info", "warning", "error"):
             raise ValueError("BRIDGE_LOG_LEVEL: must be debug, info, warning or error, not "
                              f"{log_level!r}")
-        alertmanager_url = (e.get("BRIDGE_ALERTMANAGER_URL") or "").strip().rstrip("/") or None
-        if alertmanager_url is not None and not re.match(r"^https?://[^/\s]+",
-                                                         alertmanager_url):
-            raise ValueError("BRIDGE_ALERTMANAGER_URL: expected http(s)://host:port, got "
-                             f"{redact_url(alertmanager_url)!r}")
+        token = e.get("BRIDGE_TOKEN") or None
+        if token is not None and len(token) < TOKEN_MIN:
+            raise ValueError(
+                f"BRIDGE_TOKEN: must be at least {TOKEN_MIN} characters, not {len(token)}: a"
+                " short token can be guessed, and the log scrubber masks the token wherever it"
+                " appears, so a short one garbles every log line (make one with"
+                " `openssl rand -hex 16`)")
+        alertmanager_url = _alertmanager_url(e)
         bind = (e.get("BRIDGE_BIND") or d.bind).strip()
         check_bind(bind, "BRIDGE_BIND")
         warnings = []
@@ -292,7 +298,7 @@ class Settings:
             juhe_url=juhe_url,
             rules_path=e.get("BRIDGE_RULES") or d.rules_path,
             store=store,
-            token=e.get("BRIDGE_TOKEN") or None,
+            token=token,
             grafana_hmac_secret=e.get("BRIDGE_GRAFANA_HMAC_SECRET") or None,
             grafana_hmac_timestamp_header=e.get("BRIDGE_GRAFANA_HMAC_TIMESTAMP_HEADER") or None,
             tz=tz,
@@ -314,6 +320,16 @@ class Settings:
             alertmanager_url=alertmanager_url,
             ack_silence=dur("BRIDGE_ACK_SILENCE", d.ack_silence, positive=True),
         )
+
+
+def _alertmanager_url(e: Mapping[str, str]) -> str | None:
+    """``BRIDGE_ALERTMANAGER_URL`` without a trailing slash, or ``None`` when unset; ValueError
+    naming it when it is not an http(s) URL (docs/oncall.md, Silences in Alertmanager)."""
+    url = (e.get("BRIDGE_ALERTMANAGER_URL") or "").strip().rstrip("/") or None
+    if url is not None and not re.match(r"^https?://[^/\s]+", url):
+        raise ValueError("BRIDGE_ALERTMANAGER_URL: expected http(s)://host:port, got "
+                         f"{redact_url(url)!r}")
+    return url
 
 
 def _whole_number(e: Mapping[str, str], name: str, default: int | str, low: int,

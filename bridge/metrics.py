@@ -42,6 +42,8 @@ JUHE_SECONDS = Histogram("bridge_juhe_send_seconds", "Latency of one Juhe send, 
                          buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 ESCALATIONS = Counter("bridge_escalations_total",
                       "Escalation steps run (done), by route and step index.", ["route", "step"])
+LOGIN_FAILURES = Counter("bridge_login_failures_total",
+                         "Wrong tokens posted to the operator page's /login.")
 ACKS = Counter("bridge_acks_total", "Episodes acknowledged, by way (link, page, api).", ["via"])
 SILENCE_ERRORS = Counter("bridge_silence_errors_total",
                          "Alertmanager silences given up on after 10 minutes of retries, by "

@@ -7,8 +7,10 @@ on the page, and ``/api/episodes`` with its ``ack`` behind the token."""
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import requests
@@ -18,7 +20,7 @@ from fakejuhe import FakeJuhe
 from bridge.store import open_store
 
 ZHANG, LI = "13800138000", "13800138001"
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-5d1e8a"
 RULES = f"""\
 people: {{zhang: "{ZHANG}", li: "{LI}"}}
 receivers: {{oncall: [zhang], secondary: [li]}}
@@ -101,6 +103,18 @@ def test_link_get_changes_nothing_post_acks_once_and_text_is_escaped(
     assert store.episodes(limit=10) == [after]
     r = requests.get(f"{bridge.base}/a/{code}", timeout=10)
     assert "acknowledged by zhang" in r.text and 'id="ack"' not in r.text
+    # issue 20.14: the cancelled step is still shown, as cancelled; when the SMS was sent
+    assert '<li>step 1: secondary: cancelled (acknowledged by zhang)</li>' in r.text, r.text
+    [paged] = after.paged
+    [item] = [i for i in store.recent(10) if i.id == paged.item_id]
+    sent = datetime.fromtimestamp(item.updated_at, ZoneInfo("Asia/Shanghai"))
+    assert f", sent {sent:%Y-%m-%d %H:%M:%S}: sent</li>" in r.text, r.text
+    # issue 20.14: the icon is the package's, linked from the page (no 404 on every load)
+    assert '<link rel="icon" href="/favicon.ico">' in r.text
+    icon = requests.get(f"{bridge.base}/favicon.ico", timeout=10)
+    assert (icon.status_code, icon.headers["Content-Type"]) == (200, "image/vnd.microsoft.icon")
+    assert icon.content[:4] == b"\x00\x00\x01\x00" and "max-age=86400" in icon.headers[
+        "Cache-Control"]
     store.close()
 
 
@@ -147,10 +161,14 @@ def test_api_episodes_shapes_state_filter_and_ack_behind_the_token(
     assert wait_until(lambda: requests.get(f"{bridge.base}/api/episodes", headers=auth,
                                            timeout=10).json()["episodes"][1]["paged"][0][
         "state"] == "sent", 10)
+    disk = requests.get(f"{bridge.base}/api/episodes", headers=auth,
+                        timeout=10).json()["episodes"][1]
+    [paged] = disk["paged"]
     [step] = disk["escalation"]
-    assert (step["index"], step["after"], step["receiver"], step["state"], step["reason"]) == (
-        1, 3600.0, "secondary", "pending", "")
-    assert abs(step["due_at"] - (paged["at"] + 3600)) < 5
+    assert (step["index"], step["after"], step["receiver"], step["state"], step["reason"],
+            step["ran_at"]) == (1, 3600.0, "secondary", "pending", "", None)
+    # the clock started when the page went out (issue 20.3)
+    assert step["due_at"] == paged["sent_at"] + 3600 and paged["sent_at"] >= paged["at"]
     # ack via API
     url = f"{bridge.base}/api/episodes/{disk['id']}/ack"
     assert requests.post(url, json={"by": "li"}, timeout=10).status_code == 401
@@ -163,6 +181,17 @@ def test_api_episodes_shapes_state_filter_and_ack_behind_the_token(
     assert r.json()["episode"]["acknowledged_by"] == "li"
     r = requests.post(url, json={"by": "zhang"}, headers=auth, timeout=10)
     assert r.json()["acknowledged"] is False and r.json()["episode"]["acknowledged_by"] == "li"
+    # issue 20.5: it says why, as the link page does (BRIDGE_TZ, to the minute)
+    at = r.json()["episode"]["acknowledged_at_local"][:16]
+    assert r.json()["reason"] == f"already acknowledged by li at {at}"
+    # issue 20.11: a name that could spoof "Acknowledged by" is refused, saying why
+    other = f"{bridge.base}/api/episodes/{latency['id']}/ack"
+    for bad, why in [("x" * 65, "the name is longer than 64 characters"),
+                     ("li\u202eetirw", "the name contains a bidirectional control character"
+                                       " (U+202E)"),
+                     ("li\x00", "the name contains a control character (U+0000)")]:
+        r = requests.post(other, json={"by": bad}, headers=auth, timeout=10)
+        assert (r.status_code, r.json()) == (400, {"error": f'"by": {why}'})
 
     def names(state: str) -> list[str]:
         r = requests.get(f"{bridge.base}/api/episodes?state={state}", headers=auth, timeout=10)
@@ -176,3 +205,11 @@ def test_api_episodes_shapes_state_filter_and_ack_behind_the_token(
     assert [e["alertname"] for e in requests.get(f"{bridge.base}/api/episodes?limit=1",
                                                  headers=auth, timeout=10).json()[
         "episodes"]] == ["Latency"]
+    # issue 20.5: an acknowledgement of a resolved episode says when it resolved
+    body = alert("Latency")
+    body["alerts"][0]["status"] = "resolved"
+    assert bridge.post("/webhook/alertmanager", body, headers=auth).status_code == 200
+    r = requests.post(other, json={"by": "zhang"}, headers=auth, timeout=10)
+    assert r.status_code == 200 and r.json()["acknowledged"] is False, r.text
+    at = r.json()["episode"]["resolved_at_local"][:16]
+    assert r.json()["reason"] == f"already resolved at {at}"

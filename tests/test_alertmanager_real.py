@@ -22,7 +22,7 @@ from conftest import CATCH_ALL, free_port, wait_until
 from fakejuhe import FakeJuhe
 
 AM_BIN = shutil.which("prometheus-alertmanager")
-TOKEN = "am-token-7c1e"
+TOKEN = "am-token-7c1e94f2b0"
 MOBILE = "13800138000"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

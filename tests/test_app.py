@@ -17,7 +17,7 @@ from bridge.web.app import create_app
 from bridge.web.guard import bridge_of, session_key
 from bridge.web.page import CSP
 
-TOKEN = "page-token-7d1"
+TOKEN = "page-token-7d1c40e9"
 FIRING = {"version": "4", "status": "firing", "alerts": [
     {"status": "firing", "labels": {"alertname": "DiskFull", "severity": "critical",
                                     "team": "db", "instance": "db1"},
@@ -149,7 +149,7 @@ def test_changed_token_ends_the_session(tmp_path: Path) -> None:
     c2 = other.test_client()
     c2.set_cookie("bridge_session", cookie.value)
     assert c2.get("/").status_code == 200
-    changed = create_app(settings(tmp_path, BRIDGE_TOKEN="new-token"))
+    changed = create_app(settings(tmp_path, BRIDGE_TOKEN="new-token-0b3c9e71"))
     c3 = changed.test_client()
     c3.set_cookie("bridge_session", cookie.value)
     assert c3.get("/").status_code == 302
@@ -211,8 +211,12 @@ def test_page_acknowledge_needs_login_and_csrf_and_defaults_to_operator(app: Any
     assert r.status_code == 400 and "CSRF" in r.get_json()["error"]
     r = c.post("/episodes/nosuchid/ack", data={"csrf": csrf})
     assert r.status_code == 404 and r.get_json() == {"error": "no episode 'nosuchid'"}
-    r = c.post(url, data={"csrf": csrf, "by": "x" * 101})
-    assert r.status_code == 400
+    for bad, why in [("x" * 65, "the name is longer than 64 characters"),
+                     ("li\u202eetirw", "the name contains a bidirectional control character"
+                                       " (U+202E)"),
+                     ("li\x00", "the name contains a control character (U+0000)")]:
+        r = c.post(url, data={"csrf": csrf, "by": bad})
+        assert (r.status_code, r.get_json()) == (400, {"error": why})
     assert c.get("/api/episodes?state=firing", headers=auth).get_json()["episodes"] != []
     r = c.post(url, data={"csrf": csrf, "by": "  "})
     assert r.status_code == 303 and r.headers["Location"].endswith("/#episodes")
@@ -249,3 +253,14 @@ def test_playground_sends_a_resolved_alert_to_those_paged_for_its_episode(tmp_pa
             f"{episode.id} (138****8000, 138****8001, 139****9000), as intake sends "
             f"it") in html
     bridge_of(app).store.close()
+
+
+def test_status_rules_line_names_the_version_once(app: Any) -> None:
+    """Issue 20.14: "version 3f2a...; 5 routes, ... (version 3f2a...)"."""
+    c = app.test_client()
+    assert login(c).status_code == 303
+    html = c.get("/").get_data(as_text=True)
+    version = bridge_of(app).holder.rules.version
+    [line] = re.findall(r"<dt>Rules</dt><dd>(.*?)</dd>", html)
+    assert line.count(version) == 1 and line.endswith(f"(version {version})"), line
+    assert '<link rel="icon" href="/favicon.ico">' in html

@@ -20,7 +20,8 @@ def test_defaults() -> None:
         None, "http://v.juhe.cn/sms/send", "rules.yaml", "sqlite:///bridge.db", None,
         "Asia/Shanghai", 8000, 2, 1048576, 3600.0, "text", True)
     assert (s.bind, s.threads) == ("0.0.0.0", 32)
-    assert "sekrit" not in repr(Settings.from_env({"JUHE_KEY": "sekrit", "BRIDGE_TOKEN": "sekrit"}))
+    assert "sekrit" not in repr(Settings.from_env({"JUHE_KEY": "sekrit",
+                                                   "BRIDGE_TOKEN": "sekrit-sekrit-sekrit"}))
 
 
 def test_redis_url_is_used_unless_bridge_store_wins() -> None:
@@ -73,6 +74,9 @@ def test_redis_url_is_used_unless_bridge_store_wins() -> None:
      "BRIDGE_STORE: the folder /nonexistent/dir does not exist (sqlite:////nonexistent/dir/x.db)"),
     ({"BRIDGE_BIND": "0.0.0.0:80"}, "BRIDGE_BIND: expected an address such as 0.0.0.0"),
     ({"BRIDGE_THREADS": "0"}, "BRIDGE_THREADS: must be from 1 to 1024, not 0"),
+    ({"BRIDGE_TOKEN": "pw"}, "BRIDGE_TOKEN: must be at least 16 characters, not 2: a short"
+     " token can be guessed, and the log scrubber masks the token wherever it appears"),
+    ({"BRIDGE_TOKEN": "pw" * 7 + "x"}, "BRIDGE_TOKEN: must be at least 16 characters, not 15"),
 ])
 def test_bad_values_name_the_variable(env: dict[str, str], error: str) -> None:
     with pytest.raises(ValueError) as info:

@@ -307,3 +307,56 @@ NOW = 1_790_000_000.0
 def test_delivery_problems_at_the_edges(last_pass: float | None, started: float,
                                         oldest_due: float | None, expected: list[str]) -> None:
     assert delivery_problems(NOW, last_pass, started, oldest_due, S) == expected
+
+# -- issue 20.4: no firing SMS of an acknowledged or resolved episode goes out ------------------
+def _stop(store: SqliteStore, how: str, name: str, at: float) -> None:
+    """Acknowledge, or resolve (with its resolved SMS paired), the episode of alert ``name``."""
+    if how == "acknowledged":
+        [e] = [e for e in store.episodes() if e.fingerprint == f"fp-{name}"]
+        store.acknowledge(e.id, "zhang", "api", at)
+        return
+    resolved = Notification(mobile=M1, fingerprint=f"fp-{name}", status="resolved",
+                            episode="e", route="r", alertname=name, tpl_id=222,
+                            variables={"name": name})
+    store.record([resolved], Policy(), at, resolved=[(f"fp-{name}", "e")])
+
+
+def _hold(store: SqliteStore, d: Deliverer, clock: Clock, fake: FakeJuhe, held: str) -> None:
+    """Put alert B's firing SMS in the state ``held`` names: waiting for pacing behind A, due
+    for a retry after a transient error, or claimed by a deliverer that then crashed."""
+    if held == "pacing":
+        store.record([note_for(M1, "A"), note_for(M1, "B")], Policy(), clock.at)
+        assert d.run_once() == 1 and [m["vars"]["name"] for m in fake.messages] == ["A"]
+    elif held == "retry":
+        store.record([note_for(M1, "B")], Policy(), clock.at)
+        fake.fail_next(10012)  # a transient error: retried later
+        assert d.run_once() == 1 and store.recent()[0].state == "retrying"
+    else:  # a claim whose deliverer crashed mid-send: its lease lapses, then a re-send
+        store.record([note_for(M1, "B")], Policy(), clock.at)
+        assert len(store.claim(clock.at, 30, 10)) == 1
+
+
+@pytest.mark.parametrize("how", ["acknowledged", "resolved"])
+@pytest.mark.parametrize("held", ["pacing", "retry", "crash"])
+def test_a_firing_sms_of_a_stopped_episode_ends_suppressed(
+        tmp_path: Path, fake_juhe: FakeJuhe, held: str, how: str) -> None:
+    rules = paced_rules(tmp_path, PACED.replace("min_gap: 60s", "min_gap: 20s"))
+    store = SqliteStore(str(tmp_path / "b.db"))
+    clock = Clock()
+    with JuheClient(KEY, fake_juhe.url, timeout=2) as client:
+        d = Deliverer(store, client, lambda: rules, clock=clock)
+        _hold(store, d, clock, fake_juhe, held)
+        sent_before = len(fake_juhe.messages)
+        _stop(store, how, "B", clock.at + 1)
+        clock.at += 3600  # past the gap, the backoff and the lease
+        while d.run_once():
+            pass
+    firing_b = [i for i in store.recent() if i.alertname == "B" and i.status == "firing"]
+    assert [(i.state, i.reason) for i in firing_b] == [("suppressed", how)]
+    after = [(m["tpl_id"], m["vars"]["name"]) for m in fake_juhe.messages[sent_before:]]
+    # a resolved SMS still goes out; the firing one never does
+    assert after == ([("222", "B")] if how == "resolved" else [])
+    # nothing sent: no gap booked for the mobile
+    store.record([note_for(M1, "C")], Policy(), clock.at)
+    assert [c.mobile for c in store.claim(clock.at, 30, 10)] == ([] if how == "resolved"
+                                                                  else [M1])

@@ -18,7 +18,9 @@ from bridge.decide.episodes import (
     CODE_LEN,
     Episode,
     Step,
+    already_reason,
     fill_code,
+    name_problem,
     new_code,
     step_action,
     valid_code,
@@ -45,7 +47,7 @@ def episode(state: str = "firing", **kw: Any) -> Episode:
     return Episode(**fields)
 
 
-def step(state: str = "pending", due: float = T0 + 60) -> Step:
+def step(state: str = "pending", due: float | None = T0 + 60) -> Step:
     return Step(index=1, after=60, receiver="b", template="t", due_at=due,
                 state=state, reason="")  # type: ignore[arg-type]
 
@@ -55,6 +57,9 @@ def step(state: str = "pending", due: float = T0 + 60) -> Step:
     (episode(), step(), T0 + 59.999, ("wait", "")),
     (episode(), step(), T0 + 60, ("page", "")),
     (episode(), step(), T0 + 3600, ("page", "")),          # due while down: runs at start
+    (episode(), step(due=None), T0 + 86400, ("wait", "")),  # no SMS out yet: not started
+    (episode("acknowledged", acknowledged_by="li"), step(due=None), T0,
+     ("cancel", "acknowledged by li")),
     (episode("acknowledged", acknowledged_by="li"), step(), T0 + 60,
      ("cancel", "acknowledged by li")),
     (episode("acknowledged", acknowledged_by="li"), step(), T0, ("cancel", "acknowledged by li")),
@@ -64,6 +69,35 @@ def step(state: str = "pending", due: float = T0 + 60) -> Step:
 ])
 def test_step_action_table(ep: Episode, st: Step, now: float, expected: tuple[str, str]) -> None:
     assert step_action(ep, st, now) == expected
+
+
+@pytest.mark.parametrize(("by", "problem"), [
+    ("zhang", None),
+    ("张伟 (DBA on call)", None),
+    ("x" * 64, None),
+    ("x" * 65, "the name is longer than 64 characters"),
+    ("li\x00", "the name contains a control character (U+0000)"),
+    ("li\nwang", "the name contains a control character (U+000A)"),
+    ("li\u2028", "the name contains a control character (U+2028)"),
+    ("li\u202eetirw", "the name contains a bidirectional control character (U+202E)"),
+    ("\u2066li\u2069", "the name contains a bidirectional control character (U+2066)"),
+    ("li\u200f", "the name contains a bidirectional control character (U+200F)"),
+], ids=["plain", "cjk", "64", "65", "nul", "newline", "line-sep", "rlo", "lri", "rlm"])
+def test_name_problem_table(by: str, problem: str | None) -> None:
+    assert name_problem(by) == problem
+
+
+@pytest.mark.parametrize(("state", "fields", "reason"), [
+    ("acknowledged", {"acknowledged_by": "zhang", "acknowledged_at": 1796671440.0},
+     "already acknowledged by zhang at 2026-12-08 03:24"),
+    ("resolved", {"resolved_at": 1796671500.0}, "already resolved at 2026-12-08 03:25"),
+    ("resolved", {"acknowledged_by": "li", "acknowledged_at": 1796671440.0,
+                  "resolved_at": 1796671500.0}, "already resolved at 2026-12-08 03:25"),
+    ("firing", {}, ""),
+], ids=["acknowledged", "resolved", "acked-then-resolved", "firing"])
+def test_already_reason_table(state: str, fields: dict[str, Any], reason: str) -> None:
+    from zoneinfo import ZoneInfo
+    assert already_reason(episode(state, **fields), ZoneInfo("Asia/Shanghai")) == reason
 
 
 def test_codes_are_letters_and_digits_and_never_cut() -> None:
@@ -143,6 +177,12 @@ def firing(status: str = "firing") -> Batch:
         starts_at=datetime(2026, 9, 21, 12, 0, tzinfo=UTC))])
 
 
+def went_out(store: SqliteStore, at: float) -> None:
+    """Send every due SMS at ``at`` (as delivery marks them): starts the escalation clock."""
+    for c in store.claim(at, 30, 10):
+        store.mark_sent([i.id for i in c.items], "sid", 1, at, token=c.token, pace_until=at)
+
+
 def test_escalator_pages_each_step_once_at_its_time(tmp_path: Path) -> None:
     from datetime import UTC, datetime
     from zoneinfo import ZoneInfo
@@ -155,6 +195,8 @@ def test_escalator_pages_each_step_once_at_its_time(tmp_path: Path) -> None:
     assert valid_code(code) and o.notification.variables == {"name": "DiskFull", "esc": "0",
                                                              "ack": code}
     esc = Escalator(store, lambda: rules, ZoneInfo("UTC"))
+    assert esc.run_once(T0 + 100) == 0  # the route's SMS has not gone out: no clock yet
+    went_out(store, T0)
     assert esc.run_once(T0 + 1.9) == 0
     assert esc.run_once(T0 + 2.0) == 1
     assert esc.run_once(T0 + 4.9) == 0
@@ -165,7 +207,7 @@ def test_escalator_pages_each_step_once_at_its_time(tmp_path: Path) -> None:
     assert e is not None
     codes = {p.mobile: p.code for p in e.paged}
     assert [(i.mobile, i.tpl_id, i.variables, i.state) for i in items] == [
-        (ZHANG, 111, {"name": "DiskFull", "esc": "0", "ack": code}, "queued"),
+        (ZHANG, 111, {"name": "DiskFull", "esc": "0", "ack": code}, "sent"),
         (LI, 111, {"name": "DiskFull", "esc": "1", "ack": codes[LI]}, "queued"),
         (WANG, 222, {"name": "DiskFull", "who": "wang", "esc": "2"}, "queued")]
     assert [(p.mobile, p.level, p.resolved_template) for p in e.paged] == [
@@ -188,6 +230,7 @@ def test_escalator_cancels_a_step_whose_template_a_reload_removed(tmp_path: Path
     store = SqliteStore(str(tmp_path / "b.db"))
     plan = decide(firing(), rules, datetime.fromtimestamp(T0, UTC))
     [o] = store.record(plan.notifications, store_policy(rules, ZoneInfo("UTC"), T0), T0)
+    went_out(store, T0)
     (tmp_path / "r.yaml").write_text(RULES.replace("  lead:\n    tpl_id: 222", "  lead2:\n"
                                                    "    tpl_id: 222").replace(
         "template: lead}", "template: lead2}"), encoding="utf-8")

@@ -178,6 +178,8 @@ def test_resolved_goes_to_who_was_paged_after_a_reload_rotated_the_schedule(
         "    resolved_template: ok\n", ""), encoding="utf-8")
     assert bridge.post("/-/reload", b"").status_code == 200
     assert bridge.post("/webhook/alertmanager", alert("Latency")).json()["queued"] == 1
+    # (once its page went out: a firing SMS still waiting when the episode resolves is not sent)
+    assert wait_until(lambda: len(fake_juhe.messages) == 3, 20)
     r = bridge.post("/webhook/alertmanager", alert("Latency", "resolved"))
     assert (r.json()["queued"], r.json()["suppressed"]) == (0, 0), r.text
     assert len(settle(fake_juhe, 3)) == 3
@@ -234,5 +236,44 @@ def test_resolved_to_who_was_paged_on_redis_across_two_instances(
     assert settle(fake_juhe, 2)[1:] == [(ZHANG, "222", {"name": "DiskFull", "who": "zhang"})]
     # the new person on call is paged by a new alert, and its resolved goes to them alone
     assert b.post("/webhook/alertmanager", alert("Latency")).json()["queued"] == 1
+    # (once its page went out: a firing SMS still waiting when the episode resolves is not sent)
+    assert wait_until(lambda: len(fake_juhe.messages) == 3, 20)
     assert a.post("/webhook/alertmanager", alert("Latency", "resolved")).json()["queued"] == 1
     assert [(m, t) for m, t, _ in settle(fake_juhe, 4)[2:]] == [(LI, "111"), (LI, "222")]
+
+
+def test_the_clock_starts_when_the_first_sms_went_out_and_an_ack_stops_a_paced_sms(
+        make_bridge: Any, fake_juhe: FakeJuhe, tmp_path: Path) -> None:
+    """Issue 20.3 and 20.4: pacing (min_gap 3 s) holds zhang's page of Second behind a page of
+    First; its step (after 2 s) runs 2 s after that page went out, not 2 s after it was
+    queued (li paged before zhang). Third, queued behind Second and acknowledged while it
+    waits, never goes out: suppressed, reason acknowledged."""
+    text = rules(steps="[{after: 2s, receiver: secondary}]").replace(
+        "limits: {min_gap: 0s}", "limits: {min_gap: 3s}") + (
+        "  - {name: info, matchers: ['severity=\"warning\"'], receiver: sre, template: page}\n")
+    bridge = make_bridge(text)
+    store = open_store(f"sqlite:///{tmp_path / 'bridge.db'}")
+    first = alert("First")
+    first["alerts"][0]["labels"]["severity"] = "warning"
+    for body in (first, alert("Second"), alert("Third")):
+        assert bridge.post("/webhook/alertmanager", body).json()["queued"] == 1
+    third = only_episode(store, "Third")
+    r = bridge.post(f"/api/episodes/{third.id}/ack", {"by": "wang"})
+    assert r.status_code == 200 and r.json()["acknowledged"] is True, r.text
+    got = settle(fake_juhe, 3, 4.0)  # Third would have gone out 3 s after Second
+    assert [(m, v["name"], v["esc"]) for m, _, v in got] == [
+        (ZHANG, "First", "0"), (ZHANG, "Second", "0"), (LI, "Second", "1")]
+    at = {(m["mobile"], m["vars"]["name"]): m["t"] for m in fake_juhe.messages}
+    assert at[(ZHANG, "Second")] - at[(ZHANG, "First")] >= 2.9  # held by pacing
+    assert 1.9 <= at[(LI, "Second")] - at[(ZHANG, "Second")] <= 4, at
+    rows = bridge.get("/api/notifications").json()["notifications"]
+    assert [(r["state"], r["reason"]) for r in rows if r["alertname"] == "Third"] == [
+        ("suppressed", "acknowledged")]
+    [second] = [e for e in bridge.get("/api/episodes").json()["episodes"]
+                if e["alertname"] == "Second"]
+    zhang = next(p for p in second["paged"] if p["level"] == 0)
+    [step] = second["escalation"]
+    assert step["due_at"] == zhang["sent_at"] + 2 and zhang["sent_at"] - zhang["at"] >= 2.5
+    assert step["state"] == "done" and step["due_at"] <= step["ran_at"] <= step["due_at"] + 3
+    assert step["ran_at_local"] and zhang["sent_at_local"]
+    store.close()

@@ -27,7 +27,7 @@ from conftest import (
 from fakejuhe import FakeJuhe
 from prometheus_client.parser import text_string_to_metric_families
 
-TOKEN = "tok-metrics-4e1"
+TOKEN = "tok-metrics-4e1a8f0"
 MASKED = "138****8000"
 N = 20
 

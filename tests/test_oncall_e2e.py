@@ -62,9 +62,9 @@ def settle(fake: FakeJuhe, n: int) -> list[tuple[str, str, str, str]]:
 
 def test_schedule_pages_who_is_on_call_and_reload_rotates(make_bridge: Any, fake_juhe: FakeJuhe,
                                                           tmp_path: Path) -> None:
-    bridge = make_bridge(rules("[zhang, li]"), BRIDGE_TOKEN="s3cret")
+    bridge = make_bridge(rules("[zhang, li]"), BRIDGE_TOKEN="s3cret-4f0a9d2e71")
     assert requests.get(bridge.base + "/api/oncall", timeout=10).status_code == 401
-    bridge.session.headers["Authorization"] = "Bearer s3cret"
+    bridge.session.headers["Authorization"] = "Bearer s3cret-4f0a9d2e71"
     assert re.search(r"on call: sre: zhang 138\*\*\*\*8000 until ", bridge.log()), bridge.log()
 
     r = bridge.post("/webhook/alertmanager", alert("DiskFull"))

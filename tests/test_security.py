@@ -34,7 +34,7 @@ from bridge.errors import JuheError  # noqa: E402
 from bridge.providers.juhe import JuheClient  # noqa: E402
 from bridge.web import guard  # noqa: E402
 
-TOKEN = "tok-9c1e77"
+TOKEN = "tok-9c1e77-5b20d4ae"
 HMAC_SECRET = "hmac-secret-31d4"
 TS_HEADER = "X-Grafana-Alerting-Timestamp"
 SIG_HEADER = "X-Grafana-Alerting-Signature"
@@ -509,3 +509,72 @@ def test_log_scrub_is_the_last_guard(fmt: str, capsys: pytest.CaptureFixture[str
         records = [json.loads(line) for line in err.splitlines()]
         assert [r["msg"] for r in records] == ["send failed, key *** token ***", "plain line"]
         assert "requests.exceptions.ConnectionError" in records[0]["exc"]
+
+
+def test_a_short_token_stops_the_service_at_start_saying_why(make_bridge: Any) -> None:
+    """Issue 20.10: ``BRIDGE_TOKEN=a`` started without a word, and the log scrubber then masked
+    every ``a`` of every line. A token shorter than 16 characters stops ``bridge serve``."""
+    bp = make_bridge(CATCH_ALL, start=False, BRIDGE_TOKEN="a")
+    bp.start(wait=False)
+    assert bp.proc is not None
+    assert bp.proc.wait(60) != 0
+    assert ("Error: BRIDGE_TOKEN: must be at least 16 characters, not 1: a short token can be"
+            " guessed, and the log scrubber masks the token wherever it appears, so a short one"
+            " garbles every log line") in bp.log()
+
+
+def test_login_wrong_tokens_429_after_10_a_minute_across_instances_logged_and_counted(
+        make_bridge: Any, tmp_path: Path) -> None:
+    """Issue 20.9: 200 wrong tokens in 0.9 s, no log line, no metric. Two instances on one
+    store (two workers each): the 11th wrong token within a minute from one address gets 429,
+    and so does the right one until the minute ends; each failure is logged (address, never
+    the token) and counted."""
+    import re
+
+    a = make_bridge(CATCH_ALL, BRIDGE_TOKEN=TOKEN)
+    b = make_bridge(CATCH_ALL, BRIDGE_TOKEN=TOKEN)
+    if time.time() % 60 > 50:  # all tries within one fixed minute
+        time.sleep(60.5 - time.time() % 60)
+
+    def attempt(bp: Any, token: str) -> requests.Response:
+        with requests.Session() as s:
+            form = s.get(f"{bp.base}/login", timeout=10).text
+            m = re.search(r'name="csrf" value="([^"]+)"', form)
+            assert m, form
+            return s.post(f"{bp.base}/login", data={"csrf": m.group(1), "token": token},
+                          allow_redirects=False, timeout=10)
+
+    codes = [attempt(a if i % 2 else b, f"guess-{i:04d}-guess-guess").status_code
+             for i in range(11)]
+    assert codes == [401] * 10 + [429]
+    late = attempt(a, TOKEN)  # the right token, but too late in this minute
+    assert late.status_code == 429 and 0 < int(late.headers["Retry-After"]) <= 60
+    assert "too many wrong tokens from 127.0.0.1: try again in" in late.text
+    for bp, n in ((a, 5), (b, 6)):
+        assert wait_until(lambda bp=bp, n=n: bp.log().count(
+            "wrong token on POST /login from 127.0.0.1") == n, 5), bp.log()
+        assert "guess-" not in bp.log()
+        metrics = bp.get("/metrics").text
+        assert re.search(rf"^bridge_login_failures_total {n}\.0$", metrics, re.M), metrics
+    assert "wrong token on POST /login from 127.0.0.1: 429 for" in b.log()
+
+
+@pytest.mark.parametrize(("wrong", "at", "wait"), [
+    (0, 0.0, 0.0),
+    (10, 59.0, 0.0),      # ten wrong tokens are allowed
+    (11, 15.0, 45.0),     # the eleventh locks the address until the minute ends
+    (11, 59.5, 0.5),
+    (11, 60.0, 0.0),      # a new minute: a fresh count
+    (30, 75.0, 0.0),
+], ids=["none", "ten", "eleven", "eleven-late", "next-minute", "next-minute-after-30"])
+def test_login_wait_table(tmp_path: Path, wrong: int, at: float, wait: float) -> None:
+    from bridge.store.sqlite.store import SqliteStore
+
+    store = SqliteStore(str(tmp_path / "b.db"))
+    minute = 60 * 29_833_333.0
+    for i in range(wrong):
+        guard.login_failed(store, "10.0.0.1", minute + i * 0.01)
+    assert guard.login_wait(store, "10.0.0.1", minute + at) == wait
+    assert guard.login_wait(store, "10.0.0.2", minute + at) == 0.0  # per address
+    assert store.unknown_code_hit("10.0.0.1", minute) == 1  # apart from unknown ack codes
+    store.close()

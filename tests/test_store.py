@@ -434,6 +434,26 @@ def test_mark_retry_sent_failed_and_release(store: Store) -> None:
     assert len(store.recent(limit=-1)) == 2
 
 
+def test_mark_suppressed_sends_nothing_and_counts_no_attempt(store: Store) -> None:
+    """Issue 20.4: the deliverer's mark for a firing SMS whose episode was acknowledged or
+    resolved before it went out: suppressed, no attempt, fenced, the gap as given."""
+    out = store.record([note(fp="a"), note(mobile=M2, fp="b")], NO_LIMITS, T0)
+    a, b = (str(o.id) for o in out)
+    lease = lease_all(store)
+    assert store.mark_suppressed([a], "acknowledged", T0 + 3, token="other", pace_until=T0) == 0
+    assert store.mark_suppressed([a], "acknowledged", T0 + 3, token=lease[a],
+                                 pace_until=T0 + 3) == 1
+    item = by_id(store, a)
+    assert (item.state, item.reason, item.attempts, item.first_attempt_at, item.updated_at,
+            item.sid) == ("suppressed", "acknowledged", 0, None, T0 + 3, None)
+    store.mark_suppressed([b], "resolved", T0 + 3, token=lease[b], pace_until=None)
+    assert by_id(store, b).reason == "resolved"
+    assert store.counts() == {**dict.fromkeys(STATES, 0), "suppressed": 2}
+    # no gap booked for M1; M2 is still held by its claim
+    store.record([note(fp="c"), note(mobile=M2, fp="d")], NO_LIMITS, T0 + 4)
+    assert list(ids_of(store.claim(T0 + 4, 30, 10))) == [M1]
+
+
 def test_release_ends_the_lease_and_changes_only_due_at(store: Store) -> None:
     [o] = store.record([note()], NO_LIMITS, T0)
     i = str(o.id)
@@ -1002,8 +1022,8 @@ def test_a_paging_firing_creates_its_episode_with_steps_and_codes(store: Store) 
     assert by_id(store, out[0].id or "").variables == {"name": "DiskFull", "ack": code}
     assert out[0].notification.variables["ack"] == code
     assert [(s.index, s.after, s.receiver, s.template, s.due_at, s.state, s.reason)
-            for s in e.steps] == [(1, 2.0, "dba-secondary", "page", T0 + 2.0, "pending", ""),
-                                  (2, 5.0, "lead", "page-lead", T0 + 5.0, "pending", "")]
+            for s in e.steps] == [(1, 2.0, "dba-secondary", "page", None, "pending", ""),
+                                  (2, 5.0, "lead", "page-lead", None, "pending", "")]
     assert store.episode(e.id) == e
     assert store.episodes_by_key([("fp-disk", EP), ("nope", EP)]) == {("fp-disk", EP): e}
     assert store.episode_by_code(code, T0) == (e, e.paged[0])
@@ -1083,9 +1103,57 @@ def test_repeats_of_an_acknowledged_episode_are_suppressed(store: Store) -> None
     assert r.state == "queued"
 
 
+def went_out(store: Store, at: float, how: str = "sent") -> None:
+    """Deliver every due SMS at ``at``: sent (or, with ``how``, failed or retrying)."""
+    for c in store.claim(at, 30, 10):
+        ids = [i.id for i in c.items]
+        if how == "sent":
+            store.mark_sent(ids, "sid", 1, at, token=c.token, pace_until=at)
+        elif how == "failed":
+            store.mark_failed(ids, "juhe permanent error", at, token=c.token, pace_until=at)
+        else:
+            store.mark_retry(ids, at + 5, "juhe transient error", at, token=c.token,
+                             pace_until=at)
+
+
+@pytest.mark.parametrize("how", ["sent", "failed"])
+def test_the_escalation_clock_starts_when_the_routes_first_sms_went_out(
+        store: Store, how: str) -> None:
+    """Issue 20.3: steps are due ``after`` the route's first SMS went out (sent, or ended
+    failed), not when it was queued: pacing held it from T0 to T0 + 40, a retry to T0 + 45."""
+    [o] = store.record([paging()], NO_LIMITS, T0)
+    eid = o.episode_id or ""
+    assert store.claim_steps(T0 + 1000, 60) == []  # not started while nothing went out
+    went_out(store, T0 + 40, "retrying")
+    assert store.claim_steps(T0 + 1000, 60) == []  # a retry is not out
+    went_out(store, T0 + 45, how)
+    e = store.episode(eid)
+    assert e is not None and [s.due_at for s in e.steps] == [T0 + 47, T0 + 50]
+    assert store.claim_steps(T0 + 46.9, 60) == []
+    [c] = store.claim_steps(T0 + 47, 60)
+    assert store.finish_step(c, "done", "paged 1", T0 + 47.5)
+    # the step's page (level 1) going out, and a repeat of the route's page, move nothing
+    store.record([paging(M2, level=1)], NO_LIMITS, T0 + 47.5)
+    went_out(store, T0 + 48)
+    store.record([paging(repeat_interval=1.0)], NO_LIMITS, T0 + 60)
+    went_out(store, T0 + 61)
+    e = store.episode(eid)
+    assert e is not None and [(s.due_at, s.state, s.ran_at) for s in e.steps] == [
+        (T0 + 47, "done", T0 + 47.5), (T0 + 50, "pending", None)]
+
+
+def test_an_escalation_page_going_out_starts_no_clock(store: Store) -> None:
+    """Only the route's own page (level 0) starts the chain."""
+    [o] = store.record([paging(M2, level=1)], NO_LIMITS, T0)
+    went_out(store, T0 + 1)
+    e = store.episode(o.episode_id or "")
+    assert e is not None and [s.due_at for s in e.steps] == [None, None]
+
+
 def test_steps_are_claimed_with_a_lease_once_and_finished_fenced(store: Store) -> None:
     [o] = store.record([paging()], NO_LIMITS, T0)
     eid = o.episode_id or ""
+    went_out(store, T0)
     assert store.claim_steps(T0 + 1.9, 60) == []
     [c] = store.claim_steps(T0 + 2.0, 60)
     assert (c.episode_id, c.index, c.lease_until) == (eid, 1, T0 + 62.0)
@@ -1105,6 +1173,7 @@ def test_steps_are_claimed_with_a_lease_once_and_finished_fenced(store: Store) -
 
 def test_a_step_cancelled_while_claimed_cannot_be_finished(store: Store) -> None:
     [o] = store.record([paging()], NO_LIMITS, T0)
+    went_out(store, T0)
     [c] = store.claim_steps(T0 + 2, 60)
     store.acknowledge(o.episode_id or "", "li", "api", T0 + 2.5)
     assert not store.finish_step(c, "done", "paged 1", T0 + 3)
@@ -1117,6 +1186,10 @@ def test_unknown_code_hits_count_per_client_and_minute(store: Store) -> None:
     assert [store.unknown_code_hit("1.2.3.4", minute + i) for i in range(3)] == [1, 2, 3]
     assert store.unknown_code_hit("5.6.7.8", minute + 3) == 1
     assert store.unknown_code_hit("1.2.3.4", minute + 60) == 1
+    # the count read back without counting (the login throttle's read)
+    assert [store.unknown_code_hits(c, minute + 59) for c in ("1.2.3.4", "5.6.7.8", "9.9")] == [
+        3, 1, 0]
+    assert store.unknown_code_hits("1.2.3.4", minute + 60) == 1
 
 
 def test_prune_deletes_resolved_episodes_with_their_codes(store: Store) -> None:

@@ -56,6 +56,8 @@ def test_fixtures_on_redis(make_bridge: Any, fake_juhe: FakeJuhe, redis_url: str
     assert bridge.post("/webhook/grafana", body).json()["suppressed"] == 3
     legacy = fixture_bytes("22-gf-legacy-alerting-evalmatches.json")
     assert bridge.post("/webhook/grafana", legacy).json()["queued"] == 1
+    # its page goes out first (a firing SMS still waiting when its episode resolves is not sent)
+    fake_juhe.wait_for(4, timeout=10)
     assert bridge.post("/webhook/grafana",
                        fixture_bytes("23-gf-legacy-ok.json")).json()["queued"] == 1
     msgs = fake_juhe.wait_for(5, timeout=10)
@@ -110,3 +112,17 @@ def test_sqlite_locked_gives_503_then_recovers(make_bridge: Any, fake_juhe: Fake
     [msg] = fake_juhe.wait_for(1, timeout=15)
     assert msg["vars"]["name"] == "DBDown"
     assert stat.S_ISREG(os.stat(tmp_path / "bridge.db").st_mode)
+
+
+def test_redis_dedup_records_live_as_long_as_bridge_retention(
+        make_bridge: Any, fake_juhe: FakeJuhe, redis_url: str, redis_server: RedisServer) -> None:
+    """Issue 20.12: dedup records on Redis lived max(7 days, repeat_interval) whatever
+    BRIDGE_RETENTION said; they live BRIDGE_RETENTION (at least the longest repeat_interval,
+    which start-up checks), as on SQLite."""
+    bridge = make_bridge(CATCH_ALL, BRIDGE_STORE=redis_url, BRIDGE_RETENTION="5h")
+    assert bridge.post("/webhook/alertmanager", DB_DOWN).json()["queued"] == 1
+    client = redis_server.client()
+    keys = client.keys("{bridge}:dedup:*")
+    assert len(keys) == 1
+    assert 5 * 3600 - 30 <= client.ttl(keys[0]) <= 5 * 3600
+    client.close()

@@ -23,7 +23,9 @@ from __future__ import annotations
 import secrets
 import string
 import time
+import unicodedata
 from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
 from typing import Any, Literal
 
 from bridge.rules.render import ACK_PLACEHOLDER
@@ -114,18 +116,29 @@ class Paged:
     code: str | None
 
 
+#: What a store keeps as ``due_at`` of a step whose clock has not started (SQLite: a REAL).
+NOT_STARTED = float("inf")
+
+
 @dataclass(frozen=True)
 class Step:
     """One escalation step of the route that started the episode (docs/oncall.md,
-    Escalation); ``index`` is 1-based, as ``escalation`` in templates."""
+    Escalation); ``index`` is 1-based, as ``escalation`` in templates.
+
+    ``due_at`` is ``None`` until the route's first SMS for the episode went out (sent, or
+    ended failed), then that moment + ``after`` (docs/oncall.md, Escalation: nobody is
+    escalated over before the first person could see the page, however long pacing held it).
+    ``ran_at`` is when the escalation runner ended the step (``done``, or ``cancelled`` by it),
+    else ``None``."""
 
     index: int
     after: float
     receiver: str
     template: str | None
-    due_at: float
+    due_at: float | None
     state: StepState
     reason: str
+    ran_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -177,7 +190,7 @@ class Episode:
                       for p in self.paged],
             "escalation": [{"index": s.index, "after": s.after, "receiver": s.receiver,
                             "template": s.template, "due_at": s.due_at, "state": s.state,
-                            "reason": s.reason} for s in self.steps],
+                            "reason": s.reason, "ran_at": s.ran_at} for s in self.steps],
         }
 
 
@@ -198,16 +211,54 @@ StepAction = Literal["wait", "cancel", "page"]
 def step_action(episode: Episode, step: Step, now: float) -> tuple[StepAction, str]:
     """What to do with ``step`` of ``episode`` at ``now``: ``wait`` (pending, not due yet),
     ``cancel`` (the episode was acknowledged or resolved: the reason says so; also a step
-    no longer pending, reason ``""``) or ``page`` (due and the episode still firing)."""
+    no longer pending, reason ``""``) or ``page`` (due and the episode still firing). A step
+    whose clock has not started (``due_at`` ``None``) waits."""
     if step.state != "pending":
         return "cancel", ""
     if episode.state == "acknowledged":
         return "cancel", f"acknowledged by {episode.acknowledged_by}"
     if episode.state == "resolved":
         return "cancel", "resolved"
-    if now < step.due_at:
+    if step.due_at is None or now < step.due_at:
         return "wait", ""
     return "page", ""
+
+
+#: The longest acknowledger name (``by``) accepted, in characters (docs/oncall.md).
+NAME_MAX = 64
+#: Characters that reorder text (bidirectional embeddings, overrides, isolates and marks): an
+#: acknowledger name with one could make "Acknowledged by" read as somebody else.
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                          "\u2066\u2067\u2068\u2069")
+
+
+def name_problem(by: str) -> str | None:
+    """Why ``by`` cannot name an acknowledger, or ``None`` when it can: more than
+    :data:`NAME_MAX` characters, a control character (Unicode categories Cc, Zl, Zp: NUL, tab,
+    newline ...) or one of :data:`BIDI_CONTROLS` (docs/oncall.md, "Acknowledging")."""
+    if len(by) > NAME_MAX:
+        return f"the name is longer than {NAME_MAX} characters"
+    for c in by:
+        if c in BIDI_CONTROLS:
+            return f"the name contains a bidirectional control character (U+{ord(c):04X})"
+        if unicodedata.category(c) in ("Cc", "Zl", "Zp"):
+            return f"the name contains a control character (U+{ord(c):04X})"
+    return None
+
+
+def already_reason(episode: Episode, zone: tzinfo) -> str:
+    """Why an acknowledgement of ``episode`` changed nothing, times in ``zone``
+    (``BRIDGE_TZ``) to the minute: ``already acknowledged by zhang at 2026-12-08 03:24`` or
+    ``already resolved at 2026-12-08 03:24`` (docs/api.md, acknowledging); ``""`` for a
+    firing episode."""
+    def at(ts: float | None) -> str:
+        return "?" if ts is None else datetime.fromtimestamp(ts, zone).strftime("%Y-%m-%d %H:%M")
+
+    if episode.state == "acknowledged":
+        return f"already acknowledged by {episode.acknowledged_by} at {at(episode.acknowledged_at)}"
+    if episode.state == "resolved":
+        return f"already resolved at {at(episode.resolved_at)}"
+    return ""
 
 
 def code_expired(episode: Episode, now: float) -> bool:

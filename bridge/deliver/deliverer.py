@@ -22,7 +22,12 @@ Policy (docs/juhe.md, Answers and error classes; docs/design.md, Delivery and Ju
 * pacing -> at most one SMS per mobile per ``min_gap``, booked by a send that may have gone out
   (sent, or a timeout/10014), never by a claim or a send that surely did not go out; what piled
   up meanwhile goes out when the gap ends, as one storm SMS when a storm template is set, else
-  one by one.
+  one by one;
+* acknowledged or resolved -> ``suppressed``: before every send (and every re-send after a
+  crash: a re-claimed SMS passes here again) the episode of each firing SMS in hand is read,
+  and one that is acknowledged or resolved by then ends ``suppressed`` with reason
+  ``acknowledged`` / ``resolved`` instead of going out (docs/oncall.md, "What acknowledgement
+  stops"). Resolved SMS and SMS of no episode are sent as they are.
 """
 
 from __future__ import annotations
@@ -254,7 +259,13 @@ class Deliverer:
 
     # -- one mobile's claim ---------------------------------------------------------------
     def _deliver(self, claim: Claim, rules: RuleSet) -> None:
-        items = claim.items
+        items = self._unstopped(claim, claim.items, last=True)
+        if not items:
+            return
+        if self._interrupted:  # the suppress mark was fenced: the claim may be lost
+            at = self.clock()
+            self._release(claim, items, at, pace_until=at)
+            return
         storm = rules.limits.storm
         gap = rules.limits.min_gap
         held = [i for i in items if i.state == "held"]
@@ -288,8 +299,45 @@ class Deliverer:
                 at = self.clock()
                 self._release(claim, items[n:], at, pace_until=at + gap)
                 return
+            if n and not self._unstopped(claim, [item], last=n == len(items) - 1):
+                continue
             self._send(claim, [item], item.tpl_id, item.variables, "", rules,
                        last=n == len(items) - 1)
+
+    def _unstopped(self, claim: Claim, items: list[Item], last: bool) -> list[Item]:
+        """``items`` without the firing SMS whose episode is acknowledged or resolved by now:
+        those are marked ``suppressed`` (reason ``acknowledged`` / ``resolved``), fenced by the
+        claim's token. When none is left and ``last``, the mark ends the mobile's hold without a
+        gap (nothing went out). Raises :class:`StoreUnavailable`."""
+        keys = {(i.fingerprint, i.episode) for i in items if i.status == "firing"}
+        if not keys:
+            return items
+        episodes = self.store.episodes_by_key(sorted(keys))
+        stopped: dict[str, list[Item]] = {}
+        for i in items:
+            e = episodes.get((i.fingerprint, i.episode)) if i.status == "firing" else None
+            if e is not None and e.state != "firing":
+                stopped.setdefault(e.state, []).append(i)
+        if not stopped:
+            return items
+        gone_ids = {i.id for g in stopped.values() for i in g}
+        rest = [i for i in items if i.id not in gone_ids]
+        now = self.clock()
+        for n, (reason, gone) in enumerate(sorted(stopped.items())):
+            ids = [i.id for i in gone]
+            final = last and not rest and n == len(stopped) - 1
+            log.info("not sent to %s (%s): episode %s by now, ids=%s", mask_mobile(gone[0].mobile),
+                     gone[0].alertname or "-", reason, ",".join(ids[:5]))
+            pace = now if final else None
+
+            def mark(ids: list[str] = ids, reason: str = reason,
+                     pace: float | None = pace) -> int:
+                return self.store.mark_suppressed(ids, reason, now, token=claim.token,
+                                                  pace_until=pace)
+
+            self._fenced(claim, ids, "suppressed", mark)
+            metrics.DELIVERIES.labels("suppressed").inc(len(ids))
+        return rest
 
     def _storm_vars(self, items: list[Item], rules: RuleSet, template: str) -> dict[str, str]:
         names = list(dict.fromkeys(i.alertname or "?" for i in items))

@@ -102,19 +102,24 @@ def oncall(b: Bridge, next_n: int = 3, at: float | None = None) -> list[dict[str
 
 
 def episode_json(b: Bridge, episode: Episode) -> dict[str, Any]:
-    """One episode as ``/api/episodes`` and the pages show it (docs/api.md, GET /api/episodes):
-    ``id``, ``alertname``, ``fingerprint``, ``labels``, ``summary``, ``starts_at``, ``state``,
-    ``acknowledged_by``/``_at``, ``resolved_at``, ``silence_url``, ``silence_id`` (the
-    Alertmanager silence its acknowledgement created, else ``None``), ``paged`` (``person``,
-    ``mobile`` masked, ``at``, ``state`` of its notification or ``None``, ``level``) and
-    ``escalation`` (``index``, ``after`` seconds and as ``after_text`` (``10m``),
-    ``receiver``, ``due_at``, ``state``, ``reason``); each time also as ``*_local`` in
-    ``BRIDGE_TZ``. Raises :class:`~bridge.errors.StoreUnavailable`."""
+    """One episode as ``/api/episodes`` and the pages show it (docs/api.md, GET
+    /api/episodes): ``id``, ``alertname``, ``fingerprint``, ``labels``, ``summary``,
+    ``starts_at``, ``state``, ``acknowledged_by``/``_at``, ``resolved_at``, ``silence_url``,
+    ``silence_id`` (the Alertmanager silence its acknowledgement created, else ``None``),
+    ``paged`` (``person``, ``mobile`` masked, ``at`` (queued), ``state`` of its notification or
+    ``None``, ``sent_at`` (when it was sent, or ended failed; else ``None``), ``level``) and
+    ``escalation`` (``index``, ``after`` seconds and as ``after_text`` (``10m``), ``receiver``,
+    ``due_at`` (``None`` until the route's first SMS went out), ``ran_at`` (when the step ran,
+    else ``None``), ``state``, ``reason``); each time also as ``*_local`` in ``BRIDGE_TZ``.
+    Raises :class:`~bridge.errors.StoreUnavailable`."""
     rules = b.holder.rules
     states: dict[str, str] = {}
+    sent_at: dict[str, float] = {}
     for mobile in {p.mobile for p in episode.paged if p.item_id}:
         for item in b.store.recent(200, None, mobile):
             states[item.id] = item.state
+            if item.state in ("sent", "failed"):
+                sent_at[item.id] = item.updated_at
     return {
         "id": episode.id, "alertname": episode.alertname, "fingerprint": episode.fingerprint,
         "labels": dict(episode.labels), "summary": episode.summary,
@@ -128,11 +133,14 @@ def episode_json(b: Bridge, episode: Episode) -> dict[str, Any]:
         "paged": [{"person": rules.person_of(p.mobile), "mobile": mask_mobile(p.mobile),
                    "at": p.at, "at_local": local_time(b, p.at), "level": p.level,
                    "route": p.route,
-                   "state": states.get(p.item_id) if p.item_id else None}
+                   "state": states.get(p.item_id) if p.item_id else None,
+                   "sent_at": sent_at.get(p.item_id or ""),
+                   "sent_at_local": local_time(b, sent_at.get(p.item_id or ""))}
                   for p in episode.paged],
         "escalation": [{"index": s.index, "after": s.after,
                         "after_text": duration_text(s.after), "receiver": s.receiver,
                         "due_at": s.due_at, "due_at_local": local_time(b, s.due_at),
+                        "ran_at": s.ran_at, "ran_at_local": local_time(b, s.ran_at),
                         "state": s.state, "reason": s.reason} for s in episode.steps],
     }
 

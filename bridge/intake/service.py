@@ -58,7 +58,8 @@ class Bridge:
         self.holder = RulesHolder(settings.rules_path, settings.tz, state_dir,
                                   retention=settings.retention)
         self.store = store or open_store(settings.store, redis_wait=settings.redis_wait,
-                                         redis_wait_timeout=settings.redis_wait_timeout)
+                                         redis_wait_timeout=settings.redis_wait_timeout,
+                                         retention=settings.retention)
         self.sender: Sender = client if client is not None else (
             DryRunSender(encode_tpl_value) if settings.dry_run else JuheClient(
                 settings.juhe_key, settings.juhe_url, timeout=settings.juhe_timeout))

@@ -193,7 +193,9 @@ class Store(abc.ABC):
     # -- episodes (docs/oncall.md, Episodes; bridge/decide/episodes.py) ----------------------------
     # Inside record's one atomic step, after a notification's policy rows (sub-steps named
     # ``episode: <name>`` in both stores): ``upsert`` (a firing that ends queued or held creates
-    # its episode when missing, with the notification's info and steps due at now + after),
+    # its episode when missing, with the notification's info and its steps not started: a
+    # step's ``due_at`` is set by mark_sent / mark_failed of a firing SMS to a mobile the
+    # route paged itself (level 0), at that moment + after; docs/oncall.md, Escalation),
     # ``paged`` (adds the mobile's Paged entry once, and fills its ack code: the one stored for
     # the (episode, mobile), else a new unique one), ``resolved close`` (after the batch: each
     # (fingerprint, episode) of ``resolved`` marks its episode resolved at now and cancels
@@ -232,6 +234,11 @@ class Store(abc.ABC):
         ``now``; returns the count so far in that minute."""
 
     @abc.abstractmethod
+    def unknown_code_hits(self, client: str, now: float) -> int:
+        """How many tries :meth:`unknown_code_hit` counted for ``client`` in the fixed minute
+        of ``now`` (0 when none); reads only."""
+
+    @abc.abstractmethod
     def claim_steps(self, now: float, lease: float, limit: int = 20) -> list[StepClaim]:
         """**Atomically** lease pending steps due at ``now`` (``due_at <= now``, no unexpired
         lease) until ``now + lease``, at most ``limit``, oldest due first."""
@@ -239,7 +246,8 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def finish_step(self, claim: StepClaim, state: StepState, reason: str,
                     now: float) -> bool:
-        """**Atomically** end a claimed step ``done`` or ``cancelled`` with ``reason``; false
+        """**Atomically** end a claimed step ``done`` or ``cancelled`` with ``reason``, ``ran_at``
+        ``now``; false
         (nothing changed) when the lease lapsed and the step was claimed again, or it is no
         longer pending (e.g. cancelled by an acknowledgement meanwhile)."""
 
@@ -322,7 +330,9 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def mark_sent(self, ids: Sequence[str], sid: str, fee: int, now: float, reason: str = "",
                   *, token: str, pace_until: float | None) -> int:
-        """Mark items sent with Juhe's ``sid`` and ``fee``; counts an attempt; ends the lease."""
+        """Mark items sent with Juhe's ``sid`` and ``fee``; counts an attempt; ends the lease;
+        a firing SMS of its route's own page starts its episode's escalation clock (see
+        "episodes" above)."""
 
     @abc.abstractmethod
     def mark_retry(self, ids: Sequence[str], due_at: float, reason: str, now: float, *,
@@ -334,7 +344,15 @@ class Store(abc.ABC):
                     pace_until: float | None) -> int:
         """Mark items ``failed`` for good with ``reason``; counts an attempt; ends the lease.
         A failed SMS did not page: its dedup record is deleted, so a later re-send of the same
-        alert pages again (and a resolved is not paired with a failed firing)."""
+        alert pages again (and a resolved is not paired with a failed firing). Like
+        :meth:`mark_sent`, it starts the escalation clock."""
+
+    @abc.abstractmethod
+    def mark_suppressed(self, ids: Sequence[str], reason: str, now: float, *, token: str,
+                        pace_until: float | None) -> int:
+        """Mark items ``suppressed`` with ``reason`` without sending them (their episode was
+        acknowledged or resolved meanwhile: docs/oncall.md, "What acknowledgement stops");
+        counts no attempt; keeps their dedup records; ends the lease."""
 
     @abc.abstractmethod
     def release(self, ids: Sequence[str], due_at: float, *, token: str,

@@ -27,7 +27,12 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, jsonify, render_template, request
 
-from bridge.decide.episodes import EPISODE_STATES, UNKNOWN_CODE_LIMIT
+from bridge.decide.episodes import (
+    EPISODE_STATES,
+    UNKNOWN_CODE_LIMIT,
+    already_reason,
+    name_problem,
+)
 from bridge.intake import readside
 from bridge.web.guard import bridge, error, protected
 
@@ -84,8 +89,9 @@ def ack_page(code: str) -> Any:
         episode, done = b.acknowledge(episode.id, b.by_of(paged), "link")
     view = readside.episode_json(b, episode)
     pending = [s for s in view["escalation"] if s["state"] == "pending"]
-    return _page("episode.html", e=view, tz=b.settings.tz, done=done, pending=pending, code=code,
-                 me=b.by_of(paged))
+    ended = [s for s in view["escalation"] if s["state"] != "pending"]
+    return _page("episode.html", e=view, tz=b.settings.tz, done=done, pending=pending,
+                 ended=ended, code=code, me=b.by_of(paged))
 
 
 @ack.get("/api/episodes")
@@ -107,19 +113,24 @@ def api_episodes() -> Any:
 @protected
 def api_ack(id: str) -> Any:
     """Acknowledge episode ``id`` with JSON ``{"by": "name"}`` -> 200 ``{"acknowledged":
-    true|false, "episode": {...}}`` (false: it already was, or resolved; the episode says by
-    whom and when); 400 bad body, 404 unknown id, 503 store down."""
+    true|false, "episode": {...}}``; when false (it already was, or resolved) also ``reason``
+    (:func:`already_reason`: by whom and when); 400 bad body or a name :func:`name_problem`
+    refuses, 404 unknown id, 503 store down (docs/api.md)."""
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         return error('body must be a JSON object {"by": "name"}', 400)
     by = body.get("by")
     if not isinstance(by, str) or not by.strip():
         return error('"by" must be a non-empty string naming who acknowledges', 400)
-    if len(by) > 100:
-        return error('"by" is longer than 100 characters', 400)
+    problem = name_problem(by)
+    if problem:
+        return error(f'"by": {problem}', 400)
     b = bridge()
     try:
         episode, done = b.acknowledge(id, by, "api")
     except KeyError:
         return error(f"no episode {id!r}", 404)
-    return jsonify({"acknowledged": done, "episode": readside.episode_json(b, episode)})
+    answer = {"acknowledged": done, "episode": readside.episode_json(b, episode)}
+    if not done:
+        answer["reason"] = already_reason(episode, b.settings.zone)
+    return jsonify(answer)

@@ -188,3 +188,39 @@ def check_csrf() -> None:
     if not isinstance(expected, str) or not expected or not hmac.compare_digest(
             sent.encode(), expected.encode()):
         abort(400, description="missing or stale form token (CSRF): reload the page")
+
+
+# -- the login throttle (docs/operator-page.md, "Logging in") --------------------------------
+#: Wrong tokens one client address may post to ``/login`` within one fixed minute; past it,
+#: every ``POST /login`` from that address gets 429 until the minute ends.
+LOGIN_LIMIT = 10
+
+
+class MinuteCounter(Protocol):
+    """What the throttle needs of the store (:class:`bridge.store.base.Store`): its per-client
+    fixed-minute counter, shared by every worker and instance on the store."""
+
+    def unknown_code_hit(self, client: str, now: float) -> int: ...
+
+    def unknown_code_hits(self, client: str, now: float) -> int: ...
+
+
+def _login_key(client: str) -> str:
+    """The counter's name for ``client``'s wrong tokens (apart from its unknown ack codes)."""
+    return f"login|{client}"
+
+
+def login_wait(store: MinuteCounter, client: str, now: float) -> float:
+    """Seconds until ``client`` may try a token again (the rest of the minute) when it posted
+    more than :data:`LOGIN_LIMIT` wrong ones in the minute of ``now``, else 0. Raises
+    :class:`bridge.errors.StoreUnavailable`."""
+    if store.unknown_code_hits(_login_key(client), now) <= LOGIN_LIMIT:
+        return 0.0
+    return 60.0 - now % 60
+
+
+def login_failed(store: MinuteCounter, client: str, now: float) -> float:
+    """Count one wrong token of ``client`` at ``now``; returns :func:`login_wait` after it."""
+    if store.unknown_code_hit(_login_key(client), now) <= LOGIN_LIMIT:
+        return 0.0
+    return 60.0 - now % 60

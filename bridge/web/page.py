@@ -17,6 +17,8 @@ neither read nor send (SameSite=Strict).
 from __future__ import annotations
 
 import hmac
+import logging
+import math
 import secrets
 import time
 from datetime import UTC, datetime, timedelta
@@ -34,7 +36,9 @@ from flask import (
     url_for,
 )
 
+from bridge import metrics
 from bridge.config import Settings
+from bridge.decide.episodes import name_problem
 from bridge.decide.preview import Preview, preview, shown_variables
 from bridge.decide.types import Notification
 from bridge.errors import PayloadError
@@ -43,7 +47,7 @@ from bridge.privacy import mask_mobile
 from bridge.providers.juhe import encode_tpl_value
 from bridge.sources import SOURCES
 from bridge.store.base import STATES
-from bridge.web import pictures
+from bridge.web import guard, pictures
 from bridge.web.calendar import feed_path
 from bridge.web.guard import (
     SESSION_HOURS,
@@ -54,6 +58,8 @@ from bridge.web.guard import (
     logged_in,
     session_key,
 )
+
+log = logging.getLogger(__name__)
 
 #: Episodes section: at most this many firing and as many acknowledged episodes ...
 ACTIVE_LIMIT = 50
@@ -176,6 +182,17 @@ def index() -> Any:
     return _index()
 
 
+@page.get("/favicon.ico")
+def favicon() -> Any:
+    """The bridge's icon from the package (browsers ask for it on every page: no 404), open
+    like the page's styles, cached for a day."""
+    resp = page.send_static_file("favicon.ico")
+    resp.mimetype = "image/vnd.microsoft.icon"
+    resp.cache_control.max_age = 86400
+    resp.cache_control.public = True
+    return resp
+
+
 @page.get("/login")
 def login_form() -> Any:
     if not bridge().settings.token or logged_in():
@@ -186,13 +203,35 @@ def login_form() -> Any:
 @page.post("/login")
 def login() -> Any:
     """Log in with ``BRIDGE_TOKEN`` (form field ``token``); 401 with the form again when it is
-    wrong."""
+    wrong (logged with the client address, never the token; ``bridge_login_failures_total``).
+    A client address that posted more than :data:`guard.LOGIN_LIMIT` wrong tokens within the
+    current minute gets 429 (``Retry-After``) until the minute ends, right token or not
+    (counted in the store, across workers and instances; docs/operator-page.md)."""
     check_csrf()
-    token = bridge().settings.token
+    b = bridge()
+    token = b.settings.token
     if not token:
         return redirect(url_for("page.index"))
-    if not hmac.compare_digest(request.form.get("token", "").encode(), token.encode()):
-        return _render("login.html", 401, error="wrong token")
+    client = request.remote_addr or "-"
+    now = time.time()
+    wait = guard.login_wait(b.store, client, now)
+    if not wait:
+        if hmac.compare_digest(request.form.get("token", "").encode(), token.encode()):
+            return _logged_in()
+        metrics.LOGIN_FAILURES.inc()
+        wait = guard.login_failed(b.store, client, now)
+        log.warning("wrong token on POST /login from %s%s", client,
+                    f": 429 for {wait:.0f}s" if wait else "")
+        if not wait:
+            return _render("login.html", 401, error="wrong token")
+    body, status = _render("login.html", 429,
+                           error=f"too many wrong tokens from {client}: try again in"
+                                 f" {math.ceil(wait)} s")
+    return body, status, {"Retry-After": str(math.ceil(wait))}
+
+
+def _logged_in() -> Any:
+    """Start a session (12 h, with its CSRF token) and go to the page."""
     session.clear()
     session.permanent = True
     session["login_at"] = time.time()
@@ -210,17 +249,20 @@ def logout() -> Any:
 
 @page.post("/episodes/<id>/ack")
 def acknowledge(id: str) -> Any:
-    """The page's Acknowledge button (form ``csrf``, optional ``by``: who acknowledges, at
-    most 100 characters, :data:`DEFAULT_ACK_BY` when empty): acknowledges ``via=page`` through
-    :meth:`bridge.intake.service.Bridge.acknowledge` and answers 303 back to the episodes. The first
-    acknowledgement stands; a later one changes nothing (the episode shows who and when).
-    404 for an unknown episode, 400 for a missing CSRF token or a too long name."""
+    """The page's Acknowledge button (form ``csrf``, optional ``by``: who acknowledges, as
+    :func:`bridge.decide.episodes.name_problem` allows, :data:`DEFAULT_ACK_BY` when empty):
+    acknowledges ``via=page`` through :meth:`bridge.intake.service.Bridge.acknowledge` and
+    answers 303 back to the episodes. The first acknowledgement stands; a later one changes
+    nothing (the episode shows who and when).
+    404 for an unknown episode, 400 for a missing CSRF token or a name refused."""
     if not logged_in():
         return redirect(url_for("page.login_form"))
     check_csrf()
-    by = " ".join(request.form.get("by", "").split()) or DEFAULT_ACK_BY
-    if len(by) > 100:
-        abort(400, description="the name is longer than 100 characters")
+    raw = request.form.get("by", "")
+    problem = name_problem(raw)
+    if problem:
+        abort(400, description=problem)
+    by = " ".join(raw.split()) or DEFAULT_ACK_BY
     try:
         bridge().acknowledge(id, by, "page")
     except KeyError:

@@ -46,7 +46,9 @@ finish_step, mark_sent/retry/failed and ping are followed by ``WAIT``)::
                                            resolved_at created_at paged[] steps[]; times are
                                            text ("" for none); paged: mobile route rt at level
                                            item code; steps: index after receiver template
-                                           due_at state reason lease token
+                                           due_at ("" until the route's first SMS for the
+                                           episode went out: sent or failed, see MARK_LUA)
+                                           state reason lease token ran_at
     {prefix}epkey:{fp}|{episode}   string  the episode id of (fingerprint, episode)
     {prefix}epcode:{code}          string  the episode id an ack code was sent for
     {prefix}episodes               zset    episode ids, score = created_at   (episodes())
@@ -92,7 +94,7 @@ DEFAULT_PREFIX = "{bridge}:"
 #: A prefix must start with a hash tag (``{...}``, not empty): Redis hashes only what is inside.
 HASH_TAG = re.compile(r"^[^{]*(\{[^}]+\})")
 #: Seconds a dedup record lives in Redis at least (longer when its repeat_interval is longer).
-DEFAULT_DEDUP_TTL = 7 * 86400
+DEFAULT_DEDUP_TTL = 7 * 86400  # when opened without a retention; open_store passes BRIDGE_RETENTION
 
 
 def opt_time(x: Any) -> float | None:
@@ -121,7 +123,8 @@ def decode_episode(raw: str) -> Episode:
                           code=p["code"] or None) for p in lua_list(e["paged"])),
         steps=tuple(Step(index=int(st["index"]), after=float(st["after"]),
                          receiver=st["receiver"], template=st["template"] or None,
-                         due_at=float(st["due_at"]), state=st["state"], reason=st["reason"])
+                         due_at=opt_time(st["due_at"]), state=st["state"], reason=st["reason"],
+                         ran_at=opt_time(st.get("ran_at")))
                     for st in lua_list(e["steps"])),
         annotations=dict(e.get("annotations") or {}), source=e.get("source") or "",
         silence_id=e.get("silence_id") or None)

@@ -90,7 +90,7 @@ RECORD_LUA = _LUA_HELPERS + _EPISODE_LUA + """
 -- ARGV[17] JSON list of fresh episode ids (used in order)
 -- ARGV[18] JSON list of resolved alerts' {fingerprint, episode ('' = settled here)}
 -- A notification also carries: rt (resolved_template, '' none), lv (level), steps (list of
--- {after, receiver, template, due (text)}), info ({labels, summary, starts_at (text or
+-- {after, receiver, template}), info ({labels, summary, starts_at (text or
 -- ''), silence_url}) for firing ones.
 -- Returns one {state, reason, id, episode, episode id, variables} per notification, in order;
 -- id is '' when nothing was stored (duplicate, not paged), episode id '' when it paged for
@@ -206,7 +206,8 @@ local function paged_entry(e, m)
   return nil
 end
 
--- episode sub-step upsert: the notification's episode, created (steps due at now + after)
+-- episode sub-step upsert: the notification's episode, created (steps not started: due once
+-- the route's first SMS went out, see MARK_LUA)
 -- when missing
 local function episode_upsert(n)
   local eid = n.known_eid
@@ -227,8 +228,7 @@ local function episode_upsert(n)
     ack_at = '', ack_via = '', resolved_at = '', created_at = now_s, paged = {}, steps = {}}
   for i, st in ipairs(n.steps or {}) do
     e.steps[i] = {index = i, after = st.after, receiver = st.receiver, template = st.template,
-      due_at = st.due, state = 'pending', reason = '', lease = '0', token = ''}
-    zadd(P .. 'steps', st.due, eid .. '|' .. i)
+      due_at = '', state = 'pending', reason = '', lease = '0', token = '', ran_at = ''}
   end
   redis.call('SET', P .. 'epkey:' .. n.fp .. '|' .. n.ep, eid)
   zadd(P .. 'episodes', now_s, eid)
@@ -572,7 +572,7 @@ end
 return claims
 """
 
-MARK_LUA = _LUA_HELPERS + """
+MARK_LUA = _LUA_HELPERS + _EPISODE_LUA + """
 -- mark: one delivery outcome for some items of one claim, atomically; fenced by the claim's
 -- lease token (items leased under another token are left alone); ends the items' lease.
 -- KEYS[1]  {prefix}due       zset mobile -> claimable at
@@ -581,8 +581,8 @@ MARK_LUA = _LUA_HELPERS + """
 -- KEYS[4]  {prefix}dedup     zset dedup key -> at
 -- ARGV[1]  prefix
 -- ARGV[2]  op: 'sent', 'retrying', 'failed' (new state; counts an attempt; 'failed' also
---          deletes the items' dedup records: a failed SMS did not page) or 'release'
---          (state unchanged, due again at ARGV[4])
+--          deletes the items' dedup records: a failed SMS did not page), 'suppressed' (new
+--          state, not sent: no attempt) or 'release' (state unchanged, due again at ARGV[4])
 -- ARGV[3]  now: updated_at, and first_attempt_at when unset (ignored by release)
 -- ARGV[4]  due_at (retrying, release; '' otherwise)
 -- ARGV[5]  reason (ignored by release)
@@ -596,6 +596,34 @@ local P = ARGV[1]
 local op = ARGV[2]
 local touched = {}
 local changed = 0
+
+-- A firing SMS that went out ('sent' or 'failed') to a mobile the episode's route paged itself
+-- (level 0) starts the escalation clock: the steps not started yet are due at now + after
+-- (docs/oncall.md, Escalation), formatted %.17g so that the time stays exact.
+local function start_steps(m, fp, ep)
+  local eid = redis.call('GET', P .. 'epkey:' .. fp .. '|' .. ep)
+  local e = eid and load_episode(P, eid)
+  if not e then
+    return
+  end
+  local own = false
+  for _, p in ipairs(e.paged) do
+    if p.mobile == m and tonumber(p.level) == 0 then
+      own = true
+    end
+  end
+  local started = false
+  for _, st in ipairs(e.steps) do
+    if own and st.state == 'pending' and st.due_at == '' then
+      st.due_at = string.format('%.17g', tonumber(ARGV[3]) + tonumber(st.after))
+      redis.call('ZADD', P .. 'steps', st.due_at, eid .. '|' .. st.index)
+      started = true
+    end
+  end
+  if started then
+    redis.call('SET', P .. 'ep:' .. eid, cjson.encode(e))
+  end
+end
 for i = 10, #ARGV do
   local id = ARGV[i]
   local key = P .. 'item:' .. id
@@ -612,9 +640,11 @@ for i = 10, #ARGV do
     else
       redis.call('HSET', key, 'state', op, 'reason', ARGV[5], 'updated_at', ARGV[3],
         'lease_until', 0, 'lease_token', '')
-      redis.call('HINCRBY', key, 'attempts', 1)
-      if not row[4] then
-        redis.call('HSET', key, 'first_attempt_at', ARGV[3])
+      if op ~= 'suppressed' then
+        redis.call('HINCRBY', key, 'attempts', 1)
+        if not row[4] then
+          redis.call('HSET', key, 'first_attempt_at', ARGV[3])
+        end
       end
       if op == 'sent' then
         redis.call('HSET', key, 'sid', ARGV[6], 'fee', ARGV[7])
@@ -628,6 +658,9 @@ for i = 10, #ARGV do
       else
         redis.call('ZREM', pk, id)
         redis.call('ZADD', KEYS[3], ARGV[3], id)
+      end
+      if (op == 'sent' or op == 'failed') and row[6] == 'firing' then
+        start_steps(m, row[5], row[7])
       end
       if op == 'failed' then
         local dk = m .. '|' .. row[5] .. '|' .. row[6] .. '|' .. row[7]
@@ -817,7 +850,7 @@ return out
 FINISH_STEP_LUA = _EPISODE_LUA + """
 -- finish_step: a leased pending step ends done or cancelled, fenced by its token.
 -- KEYS[1] {prefix}steps; ARGV[1] prefix, ARGV[2] episode id, ARGV[3] index, ARGV[4] token,
--- ARGV[5] state, ARGV[6] reason
+-- ARGV[5] state, ARGV[6] reason, ARGV[7] now (text: ran_at)
 -- Returns 1 when changed, else 0.
 local P, eid, idx = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local e = load_episode(P, eid)
@@ -825,7 +858,7 @@ local st = e and e.steps[idx]
 if not st or st.state ~= 'pending' or st.token ~= ARGV[4] then
   return 0
 end
-st.state, st.reason, st.token, st.lease = ARGV[5], ARGV[6], '', '0'
+st.state, st.reason, st.token, st.lease, st.ran_at = ARGV[5], ARGV[6], '', '0', ARGV[7]
 redis.call('SET', P .. 'ep:' .. eid, cjson.encode(e))
 redis.call('ZREM', KEYS[1], eid .. '|' .. idx)
 return 1

@@ -276,7 +276,7 @@ class RedisStore(Store):
              "ri": float(n.repeat_interval), "state": n.state, "reason": n.reason,
              "ut": 1 if n.untimed else 0, "rt": n.resolved_template or "", "lv": int(n.level),
              "steps": [{"after": time_arg(st.after), "receiver": st.receiver,
-                        "template": st.template, "due": time_arg(now + st.after)}
+                        "template": st.template}
                        for st in n.steps],
              "info": {} if n.info is None else {
                  "labels": dict(n.info.labels), "summary": n.info.summary,
@@ -360,6 +360,11 @@ class RedisStore(Store):
             n, _ = pipe.execute()
         return int(n)
 
+    def unknown_code_hits(self, client: str, now: float) -> int:
+        with self._errors():
+            n = self._node().get(self._k(f"unknown:{client}:{int(now // 60)}"))
+        return int(n or 0)
+
     def claim_steps(self, now: float, lease: float, limit: int = 20) -> list[StepClaim]:
         lease_until = now + lease
         tokens = [secrets.token_hex(8) for _ in range(max(int(limit), 1))]
@@ -372,7 +377,8 @@ class RedisStore(Store):
     def finish_step(self, claim: StepClaim, state: StepState, reason: str,
                     now: float) -> bool:
         return bool(self._run(self._lua_finish_step, [self._k("steps")], [
-            self.prefix, claim.episode_id, str(claim.index), claim.token, state, reason]))
+            self.prefix, claim.episode_id, str(claim.index), claim.token, state, reason,
+            time_arg(now)]))
 
     def set_silence(self, id: str, silence_id: str | None) -> None:
         self._run(self._lua_set_silence, [self._k(f"ep:{id}")],
@@ -470,6 +476,10 @@ class RedisStore(Store):
     def mark_failed(self, ids: Sequence[str], reason: str, now: float, *, token: str,
                     pace_until: float | None) -> int:
         return self._mark("failed", ids, token, pace_until, now, None, reason)
+
+    def mark_suppressed(self, ids: Sequence[str], reason: str, now: float, *, token: str,
+                        pace_until: float | None) -> int:
+        return self._mark("suppressed", ids, token, pace_until, now, None, reason)
 
     def release(self, ids: Sequence[str], due_at: float, *, token: str,
                 pace_until: float | None = None) -> int:

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from bridge.decide.episodes import fill_code, has_placeholder, new_code, new_id
+from bridge.decide.episodes import NOT_STARTED, fill_code, has_placeholder, new_code, new_id
 from bridge.decide.types import Notification, Policy, State
 from bridge.store.base import dedup_key, dumps_vars
 
@@ -231,7 +231,7 @@ class RecordStep:
 
     def episode_upsert(self, n: Notification) -> str:
         """Episode sub-step ``upsert``: the id of the notification's episode, created (with its
-        steps, due at now + after) when missing."""
+        steps, not started: due once the route's first SMS went out) when missing."""
         known = self.episodes.get((n.fingerprint, n.episode))
         if known is not None:
             return known[0]
@@ -244,7 +244,7 @@ class RecordStep:
             info.starts_at if info else None, info.silence_url if info else None, n.route,
             self.now, dumps_vars(dict(info.annotations) if info else {}),
             info.source if info else ""))
-        self.new_steps.extend((ep_id, i, s.after, s.receiver, s.template, self.now + s.after)
+        self.new_steps.extend((ep_id, i, s.after, s.receiver, s.template, NOT_STARTED)
                               for i, s in enumerate(n.steps, start=1))
         return ep_id
 

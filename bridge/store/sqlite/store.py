@@ -22,6 +22,7 @@ from dataclasses import replace
 from typing import Any
 
 from bridge.decide.episodes import (
+    NOT_STARTED,
     Episode,
     Paged,
     Step,
@@ -112,7 +113,7 @@ CREATE TABLE IF NOT EXISTS episode_paged (
 CREATE TABLE IF NOT EXISTS episode_steps (
     episode_id TEXT NOT NULL, idx INTEGER NOT NULL, after REAL NOT NULL, receiver TEXT NOT NULL,
     template TEXT, due_at REAL NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
-    lease_until REAL NOT NULL DEFAULT 0, lease_token TEXT NOT NULL DEFAULT '',
+    lease_until REAL NOT NULL DEFAULT 0, lease_token TEXT NOT NULL DEFAULT '', ran_at REAL,
     PRIMARY KEY (episode_id, idx)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS episode_steps_due ON episode_steps(due_at) WHERE state = 'pending';
@@ -241,6 +242,9 @@ class SqliteStore(Store):
                                  " DEFAULT ''")
                 if "silence_id" not in columns:
                     conn.execute("ALTER TABLE alert_episodes ADD COLUMN silence_id TEXT")
+                steps = {r[1] for r in conn.execute("PRAGMA table_info(episode_steps)")}
+                if "ran_at" not in steps:  # a file from before issue 20
+                    conn.execute("ALTER TABLE episode_steps ADD COLUMN ran_at REAL")
                 self._schema_ready = True
         except BaseException:
             conn.close()
@@ -414,9 +418,12 @@ class SqliteStore(Store):
         return claims
 
     def _update(self, ids: Sequence[str], token: str, pace_until: float | None, sets: str,
-                args: Sequence[Any], forget: bool = False) -> int:
+                args: Sequence[Any], forget: bool = False,
+                went_out: float | None = None) -> int:
         """One mark: ``sets`` on the items of ``ids`` still leased under ``token``; ends their
-        lease; books ``pace_until``; with ``forget`` deletes their dedup records."""
+        lease; books ``pace_until``; with ``forget`` deletes their dedup records; with
+        ``went_out`` (the SMS were sent or ended failed then) starts escalation clocks
+        (:meth:`_start_steps`)."""
         if not ids or not token:  # an unleased item carries no token: nothing may mark it
             return 0
         with self._tx() as db:
@@ -435,14 +442,30 @@ class SqliteStore(Store):
             if forget:
                 db.executemany("DELETE FROM dedup WHERE key=?",
                                [(dedup_key(*tuple(r)),) for r in rows])
+            if went_out is not None:
+                self._start_steps(db, rows, went_out)
             return len(rows)
+
+    @staticmethod
+    def _start_steps(db: sqlite3.Connection, rows: Sequence[sqlite3.Row], at: float) -> None:
+        """Start the escalation clock of the episodes whose route's own page (level 0) to a
+        mobile of ``rows`` went out at ``at``: their steps not started yet are due at ``at`` +
+        ``after`` (docs/oncall.md, Escalation)."""
+        for mobile, fingerprint, status, episode in rows:
+            if status != "firing":
+                continue
+            db.execute(
+                "UPDATE episode_steps SET due_at=?+after WHERE due_at=? AND state='pending'"
+                " AND episode_id IN (SELECT e.id FROM alert_episodes e JOIN episode_paged p"
+                " ON p.episode_id=e.id WHERE e.fingerprint=? AND e.episode=? AND p.mobile=?"
+                " AND p.level=0)", (at, NOT_STARTED, fingerprint, episode, mobile))
 
     def mark_sent(self, ids: Sequence[str], sid: str, fee: int, now: float, reason: str = "",
                   *, token: str, pace_until: float | None) -> int:
         return self._update(ids, token, pace_until,
                             "state='sent', sid=?, fee=?, reason=?, updated_at=?,"
                             " attempts=attempts+1, first_attempt_at=coalesce(first_attempt_at, ?)",
-                            (sid, fee, reason, now, now))
+                            (sid, fee, reason, now, now), went_out=now)
 
     def mark_retry(self, ids: Sequence[str], due_at: float, reason: str, now: float, *,
                    token: str, pace_until: float | None) -> int:
@@ -456,7 +479,12 @@ class SqliteStore(Store):
         return self._update(ids, token, pace_until,
                             "state='failed', reason=?, updated_at=?, attempts=attempts+1,"
                             " first_attempt_at=coalesce(first_attempt_at, ?)", (reason, now, now),
-                            forget=True)
+                            forget=True, went_out=now)
+
+    def mark_suppressed(self, ids: Sequence[str], reason: str, now: float, *, token: str,
+                        pace_until: float | None) -> int:
+        return self._update(ids, token, pace_until, "state='suppressed', reason=?, updated_at=?",
+                            (reason, now))
 
     def release(self, ids: Sequence[str], due_at: float, *, token: str,
                 pace_until: float | None = None) -> int:
@@ -530,8 +558,9 @@ class SqliteStore(Store):
                                     " ORDER BY at, level, mobile", (r["id"],)))
             steps = tuple(
                 Step(index=s["idx"], after=s["after"], receiver=s["receiver"],
-                     template=s["template"], due_at=s["due_at"], state=s["state"],
-                     reason=s["reason"])
+                     template=s["template"],
+                     due_at=None if s["due_at"] == NOT_STARTED else s["due_at"],
+                     state=s["state"], reason=s["reason"], ran_at=s["ran_at"])
                 for s in db.execute("SELECT * FROM episode_steps WHERE episode_id=?"
                                     " ORDER BY idx", (r["id"],)))
             out.append(Episode(
@@ -611,6 +640,11 @@ class SqliteStore(Store):
                              (client, minute)).fetchone()
             return int(row[0])
 
+    def unknown_code_hits(self, client: str, now: float) -> int:
+        rows = self._read("SELECT n FROM unknown_codes WHERE client=? AND minute=?",
+                          (client, int(now // 60)))
+        return int(rows[0][0]) if rows else 0
+
     def claim_steps(self, now: float, lease: float, limit: int = 20) -> list[StepClaim]:
         out: list[StepClaim] = []
         # polled every delivery pass: a read first, the write lock only when something is due
@@ -631,10 +665,11 @@ class SqliteStore(Store):
     def finish_step(self, claim: StepClaim, state: StepState, reason: str,
                     now: float) -> bool:
         with self._tx() as db:
-            n = db.execute("UPDATE episode_steps SET state=?, reason=?, lease_until=0,"
+            n = db.execute("UPDATE episode_steps SET state=?, reason=?, ran_at=?, lease_until=0,"
                            " lease_token='' WHERE episode_id=? AND idx=? AND lease_token=?"
                            " AND state='pending'",
-                           (state, reason, claim.episode_id, claim.index, claim.token)).rowcount
+                           (state, reason, now, claim.episode_id, claim.index,
+                            claim.token)).rowcount
             return bool(n)
 
     def set_silence(self, id: str, silence_id: str | None) -> None:

@@ -121,7 +121,9 @@
     var ul = el("ul");
     (e.paged || []).forEach(function (p) {
       var li = add(el("li"), el("b", null, p.person || "-"), " " + p.mobile + " ",
-                   el("span", "muted", "at " + p.at_local + ", " +
+                   el("span", "muted", "queued " + p.at_local +
+                      (p.sent_at_local ? ", " + (p.state === "failed" ? "failed " : "sent ") +
+                       p.sent_at_local : "") + ", " +
                       (p.level === 0 ? "route " + p.route : "step " + p.level)));
       if (p.state) add(li, " ", el("span", "state " + p.state, p.state));
       ul.appendChild(li);
@@ -132,7 +134,9 @@
       var ol = el("ol");
       e.escalation.forEach(function (s) {
         var li = add(el("li"), "after " + s.after_text + " \u2192 " + s.receiver + ": due " +
-                     s.due_at_local + " ", el("span", "state " + s.state, s.state));
+                     (s.due_at_local || "after the first SMS goes out") +
+                     (s.ran_at_local ? ", ran " + s.ran_at_local : "") + " ",
+                     el("span", "state " + s.state, s.state));
         li.setAttribute("data-index", s.index);
         if (s.reason) add(li, " ", el("span", "muted", "(" + s.reason + ")"));
         ol.appendChild(li);
@@ -144,7 +148,7 @@
       f.method = "post";
       f.action = "/episodes/" + encodeURIComponent(e.id) + "/ack";
       var t = el("input"); t.type = "hidden"; t.name = "csrf"; t.value = csrf;
-      var by = el("input"); by.name = "by"; by.maxLength = 100;
+      var by = el("input"); by.name = "by"; by.maxLength = 64;
       by.placeholder = "your name (else operator)"; by.setAttribute("aria-label", "acknowledge as");
       var btn = el("button", "ack-button", "Acknowledge"); btn.type = "submit";
       add(f, t, by, " ", btn);
