@@ -1361,3 +1361,22 @@ def test_a_shift_notice_is_recorded_once_with_its_reason_and_no_episode(store: S
     [limited] = store.record([note(fp="notice:sre", status="notice", episode="other",
                                    reason="shift notice")], Policy(per_mobile_per_hour=1), T0)
     assert (limited.state, limited.reason) == ("suppressed", "per_mobile_per_hour limit")
+
+
+def test_a_sqlite_file_from_before_silences_gets_their_columns(tmp_path: Path) -> None:
+    import sqlite3
+    from dataclasses import replace as with_
+
+    path = tmp_path / "old.db"
+    fresh = SqliteStore(str(path))
+    fresh.ping()  # makes the schema
+    fresh.close()
+    with sqlite3.connect(path) as db:   # as a file written by a version before issue 25
+        db.execute("ALTER TABLE alert_episodes DROP COLUMN silence_id")
+        db.execute("ALTER TABLE alert_episodes DROP COLUMN source")
+    store = SqliteStore(str(path))
+    [o] = store.record([paging(info=with_(INFO, source="alertmanager"))], NO_LIMITS, T0)
+    store.set_silence(o.episode_id or "", "s1")
+    e = store.episode(o.episode_id or "")
+    assert e is not None and (e.source, e.silence_id) == ("alertmanager", "s1")
+    store.close()

@@ -100,7 +100,8 @@ CREATE TABLE IF NOT EXISTS alert_episodes (
     alertname TEXT NOT NULL, labels TEXT NOT NULL, summary TEXT NOT NULL, starts_at REAL,
     silence_url TEXT, route TEXT NOT NULL, state TEXT NOT NULL, acknowledged_by TEXT,
     acknowledged_at REAL, acknowledged_via TEXT, resolved_at REAL, created_at REAL NOT NULL,
-    annotations TEXT NOT NULL DEFAULT '{}', UNIQUE (fingerprint, episode)
+    annotations TEXT NOT NULL DEFAULT '{}', source TEXT NOT NULL DEFAULT '', silence_id TEXT,
+    UNIQUE (fingerprint, episode)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS alert_episodes_created ON alert_episodes(created_at);
 CREATE INDEX IF NOT EXISTS alert_episodes_resolved ON alert_episodes(resolved_at)
@@ -236,12 +237,8 @@ class SqliteStore(Store):
                 if "lease_token" not in columns:  # a file from before lease fencing
                     conn.execute("ALTER TABLE items ADD COLUMN lease_token TEXT NOT NULL"
                                  " DEFAULT ''")
-                columns = {r[1] for r in conn.execute("PRAGMA table_info(alert_episodes)")}
-                if "source" not in columns:  # a file from before silences (issue 25)
-                    conn.execute("ALTER TABLE alert_episodes ADD COLUMN source TEXT NOT NULL"
-                                 " DEFAULT ''")
-                if "silence_id" not in columns:
-                    conn.execute("ALTER TABLE alert_episodes ADD COLUMN silence_id TEXT")
+                self._add_columns(conn, "alert_episodes", {  # a file from before issue 25
+                    "source": "TEXT NOT NULL DEFAULT ''", "silence_id": "TEXT"})
                 steps = {r[1] for r in conn.execute("PRAGMA table_info(episode_steps)")}
                 if "ran_at" not in steps:  # a file from before issue 20
                     conn.execute("ALTER TABLE episode_steps ADD COLUMN ran_at REAL")
@@ -250,6 +247,20 @@ class SqliteStore(Store):
             conn.close()
             raise
         return conn
+
+    @staticmethod
+    def _add_columns(conn: sqlite3.Connection, table: str, columns: dict[str, str]) -> None:
+        """Add the ``columns`` (name -> type) a file made by an older version lacks; another
+        process adding one at the same moment is no error."""
+        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        for name, kind in columns.items():
+            if name in have:
+                continue
+            try:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):
+                    raise
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
