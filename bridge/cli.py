@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -28,6 +29,7 @@ from bridge.logs import setup as setup_logging
 from bridge.privacy import mask_mobile
 from bridge.providers.juhe import JuheClient, encode_tpl_value
 from bridge.rules.load import load_rules
+from bridge.rules.model import Voice
 from bridge.rules.ruleset import RuleSet
 from bridge.rules.schedules import OnCall, Shift, oncall_view, parse_local_time
 from bridge.sources import SOURCES
@@ -101,8 +103,7 @@ def serve(no_delivery: bool, bind: str | None) -> None:
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
         settings = dataclasses.replace(settings, bind=bind)
-    setup_logging(settings.log_format, [settings.juhe_key, settings.token,
-                                        settings.grafana_hmac_secret], settings.log_level.upper())
+    setup_logging(settings.log_format, settings.secrets, settings.log_level.upper())
     _retention_or_exit(_rules_or_exit(settings.rules_path, settings.tz), settings)
     _remove_stale_runtimes()
     runtime = tempfile.mkdtemp(prefix=f"bridge-run.{os.getpid()}.")
@@ -142,8 +143,7 @@ def _remove_stale_runtimes() -> None:
 def worker() -> None:
     """Run delivery alone, without the HTTP server (SIGHUP reloads the rules)."""
     settings = _settings()
-    setup_logging(settings.log_format, [settings.juhe_key, settings.token,
-                                        settings.grafana_hmac_secret], settings.log_level.upper())
+    setup_logging(settings.log_format, settings.secrets, settings.log_level.upper())
     from bridge.intake.service import Bridge
 
     try:
@@ -331,7 +331,7 @@ def send_test(mobile: str, template: str, variables: tuple[str, ...],
     from bridge.rules.model import valid_mobile
 
     settings = _settings()
-    setup_logging(settings.log_format, [settings.juhe_key], settings.log_level.upper())
+    setup_logging(settings.log_format, settings.secrets, settings.log_level.upper())
     rules = _rules_or_exit(rules_path or settings.rules_path, settings.tz)
     if not valid_mobile(mobile):
         raise click.ClickException(f"not an 11-digit mainland China mobile: {mask_mobile(mobile)}")
@@ -346,6 +346,10 @@ def send_test(mobile: str, template: str, variables: tuple[str, ...],
             raise click.ClickException(f"--var {k!r}: expected k=v with k one of "
                                        f"{', '.join(tpl.vars)}")
         values[k] = v
+    if tpl.voice is not None:
+        _test_call(settings, tpl.voice, mobile, values)
+        return
+    assert tpl.tpl_id is not None
     click.echo(f"tpl_id {tpl.tpl_id} to {mask_mobile(mobile)}: tpl_value "
                f"{encode_tpl_value(values)}")
     with JuheClient(settings.juhe_key, settings.juhe_url, settings.juhe_timeout) as client:
@@ -358,6 +362,27 @@ def send_test(mobile: str, template: str, variables: tuple[str, ...],
             raise click.ClickException(f"Juhe refused ({type(exc).__name__} {exc.code}): "
                                        f"{exc.reason}") from None
     click.echo(f"sent: sid {result.sid}, fee {result.fee}")
+
+
+def _test_call(settings: Settings, voice: Voice, mobile: str, values: dict[str, str]) -> None:
+    """``send-test`` of a voice template: one real call through its provider (dry-run: logged,
+    not made)."""
+    from bridge.providers.dispatch import Providers
+
+    click.echo(f"call {mask_mobile(mobile)} through {voice.provider}: vars "
+               f"{json.dumps(values, ensure_ascii=False)}")
+    providers = Providers.from_settings(settings)
+    try:
+        result = providers.call(voice, mobile, values)
+    except JuheError as exc:
+        raise click.ClickException(f"{exc.provider} refused ({type(exc).__name__} {exc.code}):"
+                                   f" {exc.reason}") from None
+    finally:
+        providers.close()
+    if result.outcome == "dry_run":
+        click.echo("DRY-RUN: JUHE_KEY is not set, no call made")
+        return
+    click.echo(f"called: call id {result.sid}")
 
 
 __all__ = ["main", "StoreUnavailable"]

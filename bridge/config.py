@@ -224,11 +224,31 @@ class Settings:
     delivery_stall: float = 60.0
     redis_wait: int = 0
     redis_wait_timeout: float = 1.0
+    #: Aliyun credentials and endpoints (docs/providers.md); never printed
+    aliyun_access_key_id: str | None = field(default=None, repr=False)
+    aliyun_access_key_secret: str | None = field(default=None, repr=False)
+    aliyun_sms_url: str = "https://dysmsapi.aliyuncs.com/"
+    aliyun_voice_url: str = "https://dyvmsapi.aliyuncs.com/"
+    #: Tencent Cloud credentials, region and endpoints (docs/providers.md); never printed
+    tencent_secret_id: str | None = field(default=None, repr=False)
+    tencent_secret_key: str | None = field(default=None, repr=False)
+    tencent_region: str = "ap-guangzhou"
+    tencent_sms_url: str = "https://sms.tencentcloudapi.com/"
+    tencent_vms_url: str = "https://vms.tencentcloudapi.com/"
+    #: seconds of transient failure of Juhe before an SMS goes through its template's fallback
+    failover_after: float = 120.0
     #: Alertmanager's base URL: acknowledging silences the alert there (docs/oncall.md)
     alertmanager_url: str | None = None
     #: how long such a silence lasts, seconds
     ack_silence: float = 4 * 3600.0
     warnings: tuple[str, ...] = ()
+
+    @property
+    def secrets(self) -> list[str | None]:
+        """Every secret the environment configures (Juhe key, token, HMAC secret, provider
+        credentials), for the log scrubber."""
+        return [self.juhe_key, self.token, self.grafana_hmac_secret, self.aliyun_access_key_id,
+                self.aliyun_access_key_secret, self.tencent_secret_id, self.tencent_secret_key]
 
     @property
     def dry_run(self) -> bool:
@@ -275,6 +295,11 @@ class Settings:
         if log_level not in ("debug", "info", "warning", "error"):
             raise ValueError("BRIDGE_LOG_LEVEL: must be debug, info, warning or error, not "
                              f"{log_level!r}")
+        urls = {name: _http_url(e, name, default) for name, default in (
+            ("ALIYUN_SMS_URL", "https://dysmsapi.aliyuncs.com/"),
+            ("ALIYUN_VOICE_URL", "https://dyvmsapi.aliyuncs.com/"),
+            ("TENCENT_SMS_URL", "https://sms.tencentcloudapi.com/"),
+            ("TENCENT_VMS_URL", "https://vms.tencentcloudapi.com/"))}
         token = e.get("BRIDGE_TOKEN") or None
         if token is not None and len(token) < TOKEN_MIN:
             raise ValueError(
@@ -317,9 +342,28 @@ class Settings:
             delivery_stall=dur("BRIDGE_DELIVERY_STALL", d.delivery_stall, positive=True),
             redis_wait=redis_wait,
             redis_wait_timeout=redis_wait_timeout,
+            aliyun_access_key_id=e.get("ALIYUN_ACCESS_KEY_ID") or None,
+            aliyun_access_key_secret=e.get("ALIYUN_ACCESS_KEY_SECRET") or None,
+            aliyun_sms_url=urls["ALIYUN_SMS_URL"],
+            aliyun_voice_url=urls["ALIYUN_VOICE_URL"],
+            tencent_secret_id=e.get("TENCENTCLOUD_SECRET_ID") or None,
+            tencent_secret_key=e.get("TENCENTCLOUD_SECRET_KEY") or None,
+            tencent_region=e.get("TENCENTCLOUD_REGION") or "ap-guangzhou",
+            tencent_sms_url=urls["TENCENT_SMS_URL"],
+            tencent_vms_url=urls["TENCENT_VMS_URL"],
+            failover_after=dur("BRIDGE_FAILOVER_AFTER", "2m"),
             alertmanager_url=alertmanager_url,
             ack_silence=dur("BRIDGE_ACK_SILENCE", d.ack_silence, positive=True),
         )
+
+
+def _http_url(e: Mapping[str, str], name: str, default: str) -> str:
+    """``e[name]`` (or ``default``) checked to be ``http(s)://host...``; ValueError naming
+    ``name`` otherwise."""
+    url = e.get(name) or default
+    if not re.match(r"^https?://[^/\s]+", url):
+        raise ValueError(f"{name}: expected http(s)://host/path, got {redact_url(url)!r}")
+    return url
 
 
 def _alertmanager_url(e: Mapping[str, str]) -> str | None:

@@ -7,8 +7,10 @@
     ├── RulesError          a rules file that fails the checks (every problem listed)
     ├── StoreUnavailable    the store cannot be read or written (-> 503)
     │   └── StoreUnconfirmed  written, but not confirmed by enough Redis replicas (-> 503)
-    └── JuheError           a send through Juhe did not succeed
+    └── ProviderError       a send through a provider (Juhe, Aliyun, Tencent Cloud) did not
+        │                   succeed (``JuheError`` is its old name)
         ├── TransientError  retry later with backoff
+        │   └── ThrottledError  the provider's flow control: retry after a minute
         ├── PermanentError  never retry this SMS
         └── ConfigError     the operator's key, account or template is wrong: retried at
                             least once a minute until fixed, shown on /readyz
@@ -22,8 +24,10 @@ __all__ = [
     "RulesError",
     "StoreUnavailable",
     "StoreUnconfirmed",
+    "ProviderError",
     "JuheError",
     "TransientError",
+    "ThrottledError",
     "PermanentError",
     "ConfigError",
 ]
@@ -59,26 +63,44 @@ class StoreUnconfirmed(StoreUnavailable):
     answer 503 (the sender retries; dedup keeps the retry from paging twice)."""
 
 
-class JuheError(BridgeError):
-    """Raised when Juhe did not accept an SMS. ``code`` is Juhe's ``error_code`` (0 when the
-    failure happened before an answer, e.g. a timeout); ``reason`` never contains the key."""
+class ProviderError(BridgeError):
+    """Raised when a provider did not accept an SMS or a call.
 
-    def __init__(self, reason: str, code: int = 0, retry_after: float | None = None,
-                 maybe_sent: bool = False) -> None:
+    ``code`` is the provider's own code (Juhe's integer ``error_code``; Aliyun's or Tencent
+    Cloud's string ``Code``, e.g. ``isv.AMOUNT_NOT_ENOUGH``), 0 when the failure happened before
+    an answer (e.g. a timeout); ``reason`` never contains a credential, in any encoding, and
+    shows mobile numbers masked; ``provider`` names the provider (``juhe``, ``aliyun``,
+    ``tencent``). ``retry_after`` (seconds) is a minimum wait before the next try, if any.
+    """
+
+    def __init__(self, reason: str, code: int | str = 0, retry_after: float | None = None,
+                 maybe_sent: bool = False, provider: str = "juhe") -> None:
         super().__init__(reason)
         self.reason = reason
         self.code = code
         self.retry_after = retry_after
         #: True when the SMS may have gone out all the same (a read timeout, Juhe's 10014)
         self.maybe_sent = maybe_sent
+        self.provider = provider
 
 
-class TransientError(JuheError):
+#: The old name of :class:`ProviderError`, from when Juhe was the only provider.
+JuheError = ProviderError
+
+
+class TransientError(ProviderError):
     """Raised for failures worth retrying: connection errors, timeouts, HTTP 5xx, a body that is
     not JSON, and Juhe's transient codes. ``retry_after`` (seconds) is a minimum wait, if any."""
 
 
-class PermanentError(JuheError):
+class ThrottledError(TransientError):
+    """Raised when the provider's flow control refused the send (Aliyun's
+    ``isv.BUSINESS_LIMIT_CONTROL``, Tencent Cloud's ``LimitExceeded.*``): retried after
+    ``retry_after`` (at least a minute), never a reason to send through another provider
+    (docs/providers.md, Errors)."""
+
+
+class PermanentError(ProviderError):
     """Raised for failures that retrying cannot fix for this SMS (e.g. 205401 wrong mobile)."""
 
 

@@ -3,6 +3,7 @@ scrubs secrets (the Juhe key, the token, the HMAC secret) from every record as a
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import sys
@@ -12,14 +13,18 @@ from urllib.parse import quote, quote_plus
 
 
 class Scrub(logging.Filter):
-    """Replaces every secret (raw and url-encoded) in a record's final message with ``***``."""
+    """Replaces every secret (raw, url-encoded and base64) in a record's final message with
+    ``***``."""
 
     def __init__(self, secrets: Iterable[str | None]) -> None:
         super().__init__()
         forms: set[str] = set()
         for s in secrets:
             if s:
-                forms.update({s, quote(s, safe=""), quote_plus(s)})
+                raw = s.encode("utf-8")
+                b64 = [base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()]
+                forms.update({s, quote(s, safe=""), quote_plus(s), *b64,
+                              *(b.rstrip("=") for b in b64)})
         self.secrets = sorted(forms, key=len, reverse=True)
 
     def filter(self, record: logging.LogRecord) -> bool:

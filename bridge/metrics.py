@@ -40,6 +40,12 @@ JUHE_REQUESTS = Counter("bridge_juhe_requests_total", "Requests to Juhe by outco
                         ["outcome", "code"])
 JUHE_SECONDS = Histogram("bridge_juhe_send_seconds", "Latency of one Juhe send, seconds.",
                          buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+SMS_SENT = Counter("bridge_sms_sent_total",
+                   "SMS accepted by a provider, by provider (juhe, aliyun, tencent).",
+                   ["provider"])
+CALLS_MADE = Counter("bridge_calls_total",
+                     "Phone calls accepted by a provider, by provider (aliyun, tencent).",
+                     ["provider"])
 ESCALATIONS = Counter("bridge_escalations_total",
                       "Escalation steps run (done), by route and step index.", ["route", "step"])
 LOGIN_FAILURES = Counter("bridge_login_failures_total",

@@ -23,7 +23,7 @@ from bridge.decide.routing import mute_reason, route
 from bridge.decide.types import EpisodeMark, Notification, Policy
 from bridge.privacy import mask_mobile
 from bridge.rules.defaults import DEFAULT_REPEAT_INTERVAL
-from bridge.rules.model import Route, valid_mobile
+from bridge.rules.model import Route, call_address, valid_mobile
 from bridge.rules.render import ACK_PLACEHOLDER, alert_context, template_context
 from bridge.rules.ruleset import RuleSet
 
@@ -38,6 +38,16 @@ _QUOTE_ASCII = {c: chr(c) if chr(c).isalnum() or chr(c) in "_.-~" else f"%{c:02X
                 for c in range(128)}
 #: China's country code in front of a mobile number (``+86``, ``0086``, ``86`` + 11 digits).
 _COUNTRY_CODE = re.compile(r"^(?:\+86|0086|86)(?=1\d{10}$)")
+
+#: A call's repeat_interval (seconds): a number called for an episode is not called again
+#: for it (docs/providers.md, Calls), as long as the dedup record is kept.
+CALL_REPEAT = 30 * 86400.0
+
+
+def address_for(rules: RuleSet, template: str, mobile: str) -> str:
+    """Where a notification of ``template`` to ``mobile`` goes: a call address for a voice
+    template, else the number."""
+    return call_address(mobile) if rules.templates[template].voice is not None else mobile
 
 
 
@@ -218,24 +228,32 @@ def _variables(rules: RuleSet, tpl_name: str, context: dict[str, Any],
 
 def notification(rules: RuleSet, tpl_name: str, context: dict[str, Any],
                  rendered: dict[str, dict[str, str]], mobile: str, *, fingerprint: str,
-                 status: Literal["firing", "resolved"], episode: str, route: str,
+                 status: Literal["firing", "resolved", "notice"], episode: str, route: str,
                  alertname: str, is_muted: bool, repeat_interval: float | None = None,
                  untimed: bool = False, resolved_template: str | None = None, level: int = 0,
                  steps: tuple[StepSpec, ...] = (), info: EpisodeInfo | None = None
                  ) -> Notification:
-    """The one way a notification is built, for a route's page, a resolved SMS and an
-    escalation step alike: template ``tpl_name``'s ``tpl_id`` and its variables rendered with
-    ``context`` for ``mobile`` (:func:`_variables`; ``rendered`` caches per template),
+    """The one way a notification is built, for a route's page, a resolved SMS, an escalation
+    step and a shift notice alike: template ``tpl_name``'s ``tpl_id`` and its variables
+    rendered with ``context`` for ``mobile`` (:func:`_variables`; ``rendered`` caches per template),
     ``suppressed`` with reason ``muted`` when ``is_muted``. ``repeat_interval`` ``None``: the
-    rules file's default (:data:`bridge.rules.defaults.DEFAULT_REPEAT_INTERVAL`)."""
+    rules file's default (:data:`bridge.rules.defaults.DEFAULT_REPEAT_INTERVAL`).
+
+    A voice template makes a call (docs/providers.md, Calls): addressed ``voice:<mobile>``,
+    ``tpl_id`` 0, repeated at most every :data:`CALL_REPEAT` (not again for the episode) and
+    with no resolved template (no resolved call)."""
+    call = rules.templates[tpl_name].voice is not None
+    if repeat_interval is None:
+        repeat_interval = DEFAULT_REPEAT_INTERVAL
     return Notification(
-        mobile=mobile, fingerprint=fingerprint, status=status, episode=episode, route=route,
-        alertname=alertname, tpl_id=rules.templates[tpl_name].tpl_id,
+        mobile=call_address(mobile) if call else mobile, fingerprint=fingerprint,
+        status=status, episode=episode, route=route, alertname=alertname,
+        tpl_id=rules.templates[tpl_name].tpl_id or 0,
         variables=_variables(rules, tpl_name, context, rendered, mobile),
-        repeat_interval=DEFAULT_REPEAT_INTERVAL if repeat_interval is None else repeat_interval,
+        repeat_interval=CALL_REPEAT if call else repeat_interval,
         state="suppressed" if is_muted else "queued", reason="muted" if is_muted else "",
-        untimed=untimed, resolved_template=resolved_template, level=level, steps=steps,
-        info=info)
+        untimed=untimed, resolved_template=None if call else resolved_template, level=level,
+        steps=steps, info=info, template=tpl_name)
 
 
 def _resolved_to_paged(alert: Alert, batch: Batch, episode: Episode, rules: RuleSet,

@@ -22,6 +22,7 @@ from bridge.decide.plan import decide, episode_from_start
 from bridge.decide.routing import RouteVerdict, explain
 from bridge.decide.types import Notification
 from bridge.errors import StoreUnavailable
+from bridge.rules.model import split_address
 from bridge.rules.ruleset import RuleSet
 from bridge.sources import detect, parse_body, read_body
 
@@ -183,11 +184,15 @@ def render_lines(p: Preview, rules: RuleSet, name: str,
            + (f", {p.unrouted} matched no route" if p.unrouted else "")]
     for n in p.notifications:
         state = n.state + (f" ({n.reason})" if n.reason else "")
-        person = rules.person_of(n.mobile)
+        channel, number = split_address(n.mobile)
+        person = rules.person_of(number)
+        what = (f"call (template {n.template})" if channel == "voice"
+                else f"tpl_id {n.tpl_id}")
         out.append(f"- route {n.route}: {n.status} {n.alertname or '-'} -> "
-                   f"{person + ' ' if person else ''}{n.mobile} tpl_id {n.tpl_id} [{state}]")
+                   f"{person + ' ' if person else ''}{number} {what} [{state}]")
         out.extend(f"    {k} = {v}" for k, v in shown_variables(n).items())
-        out.append(f"    tpl_value: {encode(shown_variables(n))}")
+        if channel == "sms":
+            out.append(f"    tpl_value: {encode(shown_variables(n))}")
         paged = {x.mobile for x in p.notifications if x.fingerprint == n.fingerprint}
         out.extend(f"    escalates: step {i} after {st.after:g}s -> "
                    f"{_step_pages(rules, st.receiver, _due(p.at, st.after), paged)} (template "

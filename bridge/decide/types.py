@@ -13,6 +13,7 @@ from typing import Literal
 
 from bridge.decide.episodes import EpisodeInfo, StepSpec
 from bridge.rules.defaults import DEFAULT_REPEAT_INTERVAL
+from bridge.rules.model import split_address
 
 #: The state of a stored notification.
 State = Literal["queued", "sent", "retrying", "failed", "suppressed", "held"]
@@ -52,6 +53,14 @@ class Notification:
     steps: tuple[StepSpec, ...] = ()
     #: what the episode records of the alert (firing notifications)
     info: EpisodeInfo | None = None
+    #: the name of the template (for its fallback provider or its call); ``tpl_id`` is 0 for
+    #: a call
+    template: str | None = None
+
+    @property
+    def channel(self) -> Literal["sms", "voice"]:
+        """``voice`` for a phone call (``mobile`` is ``voice:<number>``), else ``sms``."""
+        return split_address(self.mobile)[0]
 
 
 @dataclass(frozen=True)
@@ -104,13 +113,16 @@ PAGING_POLICY: tuple[PolicyRow, ...] = (
               " that mobile", "suppressed", "not paged", False,
               effect="its dedup key is recorded not paged, so a late firing of the episode is"
                      " 'already resolved'"),
-    PolicyRow("per_day", "per_day SMS were already queued on policy.day (all mobiles)",
+    PolicyRow("per_day", "an SMS (not a call: address voice:<mobile>) when per_day SMS were"
+              " already queued on policy.day (all mobiles)",
               "suppressed", "per_day limit", True,
               effect="from here on the dedup key is recorded at now, paged only when no limit"
                      " row holds (a limited firing never pairs a resolved)"),
-    PolicyRow("per_mobile_per_hour", "per_mobile_per_hour SMS to that mobile were queued in the"
-              " last 3600 s", "suppressed", "per_mobile_per_hour limit", True),
-    PolicyRow("storm", "more than storm_threshold SMS for that mobile in its storm window (one"
+    PolicyRow("per_mobile_per_hour", "an SMS (not a call) when per_mobile_per_hour SMS to that"
+              " mobile were queued in the last 3600 s", "suppressed",
+              "per_mobile_per_hour limit", True),
+    PolicyRow("storm", "an SMS (a call is never held for a storm) when more than"
+              " storm_threshold SMS for that mobile are in its storm window (one"
               " opens at the first SMS past a closed window, lasting storm_window)", "held",
               "storm", True,
               effect="the window counts every notification that reaches this row; a held one"
@@ -118,7 +130,7 @@ PAGING_POLICY: tuple[PolicyRow, ...] = (
     PolicyRow("queued", "otherwise (a shift notice, status notice, keeps its reason 'shift"
               " notice'; it is deduplicated like a firing and pairs with nothing)", "queued",
               "", True,
-              effect="counts for per_day and per_mobile_per_hour; due now"),
+              effect="an SMS counts for per_day and per_mobile_per_hour; due now"),
 )
 
 

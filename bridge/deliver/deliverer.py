@@ -28,6 +28,15 @@ Policy (docs/juhe.md, Answers and error classes; docs/design.md, Delivery and Ju
   and one that is acknowledged or resolved by then ends ``suppressed`` with reason
   ``acknowledged`` / ``resolved`` instead of going out (docs/oncall.md, "What acknowledgement
   stops"). Resolved SMS and SMS of no episode are sent as they are.
+* providers (docs/providers.md): an SMS whose template has a ``fallback`` goes through it once
+  Juhe answered a configuration/account error, or has failed transiently for
+  ``failover_after`` seconds (unless an attempt may have gone out); a throttled answer
+  (Aliyun's flow control, Tencent's ``LimitExceeded.*``, Juhe's 205405) waits a minute and
+  never fails over. The provider that accepted an SMS ends it (its message id is stored as
+  ``provider:id``); a fallback, once used, is kept for the SMS;
+* calls (address ``voice:<mobile>``): one per claim item, never folded, paced per number
+  (``limits.calls``: ``min_gap``, ``per_hour``, ``per_day``); a call whose episode was
+  acknowledged or resolved by then ends ``suppressed`` instead.
 """
 
 from __future__ import annotations
@@ -50,12 +59,15 @@ from bridge.errors import (
     JuheError,
     StoreUnavailable,
     StoreUnconfirmed,
+    ThrottledError,
     TransientError,
 )
 from bridge.privacy import mask_mobile, mask_mobiles_in
-from bridge.providers.base import Sender, SendResult
+from bridge.providers.base import Sender
+from bridge.providers.dispatch import STATUS_CONFIG, Providers
+from bridge.rules.model import VOICE_PREFIX, Fallback
 from bridge.rules.ruleset import RuleSet
-from bridge.store.base import Claim, Item, Store
+from bridge.store.base import Claim, Item, Store, stored_sid
 
 log = logging.getLogger("bridge.delivery")  # stable log name (not the module path)
 
@@ -102,12 +114,15 @@ class DeliveryPolicy:
     retry_max: float = 600.0
     max_mobiles: int = 20
     stall: float = 60.0
+    #: seconds of transient Juhe failure before an SMS goes through its template's fallback
+    failover_after: float = 120.0
 
     @classmethod
     def from_settings(cls, settings: Settings, **fixed: Any) -> DeliveryPolicy:
         """The policy ``settings`` configure; ``fixed`` sets the other fields (e.g. ``lease``)."""
         return cls(retention=settings.retention, retry_base=settings.retry_base,
-                   retry_for=settings.retry_for, stall=settings.delivery_stall, **fixed)
+                   retry_for=settings.retry_for, stall=settings.delivery_stall,
+                   failover_after=settings.failover_after, **fixed)
 
 
 def backoff(attempts: int, policy: DeliveryPolicy, minimum: float | None = None,
@@ -143,9 +158,13 @@ class Deliverer:
                  policy: DeliveryPolicy | None = None, *, config: str = "",
                  clock: Callable[[], float] = time.time,
                  sidecar: Callable[[], int] | None = None,
-                 on_pass: Callable[[], object] | None = None) -> None:
+                 on_pass: Callable[[], object] | None = None,
+                 providers: Providers | None = None) -> None:
         self.store = store
         self.on_pass = on_pass
+        #: Aliyun and Tencent Cloud, for fallback SMS and calls (none: those fail as
+        #: configuration errors)
+        self.providers = providers or Providers()
         #: run on every pass of :meth:`run_forever` before delivering (the escalation
         #: steps, :meth:`bridge.deliver.escalation.Escalator.run_once`); returns how much it did
         self.sidecar = sidecar
@@ -157,6 +176,8 @@ class Deliverer:
         #: when (monotonic) a successful send next clears the shared juhe_config note: at most
         #: once a second, and at once after this deliverer saw a configuration error
         self._clear_config_at = 0.0
+        #: providers other than Juhe whose configuration error this deliverer noted
+        self._provider_errors: set[str] = set()
         self.stopping = threading.Event()
         #: set when a mark of the claim in hand was fenced or needed the store back (see
         #: _settle): the claim may be lost, so no more of it is sent
@@ -259,6 +280,9 @@ class Deliverer:
 
     # -- one mobile's claim ---------------------------------------------------------------
     def _deliver(self, claim: Claim, rules: RuleSet) -> None:
+        if claim.mobile.startswith(VOICE_PREFIX):
+            self._calls(claim, rules)
+            return
         items = self._unstopped(claim, claim.items, last=True)
         if not items:
             return
@@ -272,9 +296,9 @@ class Deliverer:
         fold = storm is not None and len(items) > 1 and (bool(held) or claim.gapped)
         if fold and storm is not None:
             variables = self._storm_vars(items, rules, storm.template)
-            tpl_id = rules.templates[storm.template].tpl_id
+            tpl_id = rules.templates[storm.template].tpl_id or 0
             self._send(claim, items, tpl_id, variables, f"folded {len(items)} into one storm SMS",
-                       rules, last=True)
+                       rules, last=True, template=storm.template)
             return
         if gap > 0 and len(items) > 1:
             # the rest waits for the gap; the mobile stays held until the first one's mark
@@ -302,7 +326,7 @@ class Deliverer:
             if n and not self._unstopped(claim, [item], last=n == len(items) - 1):
                 continue
             self._send(claim, [item], item.tpl_id, item.variables, "", rules,
-                       last=n == len(items) - 1)
+                       last=n == len(items) - 1, template=item.template)
 
     def _unstopped(self, claim: Claim, items: list[Item], last: bool) -> list[Item]:
         """``items`` without the firing SMS whose episode is acknowledged or resolved by now:
@@ -404,13 +428,33 @@ class Deliverer:
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
 
+    def _provider(self, items: list[Item], rules: RuleSet,
+                  template: str | None) -> tuple[str, Fallback | None]:
+        """Which provider sends this SMS now: ``("juhe", None)``, or the template's fallback
+        when the last attempt went through it, or Juhe's last answer was a configuration or
+        account error, or Juhe has failed transiently for ``failover_after`` seconds (and no
+        attempt may have gone out). Read from the items' stored reasons (see :meth:`_failed`)."""
+        tpl = rules.templates.get(template) if template else None
+        fallback = tpl.fallback if tpl is not None else None
+        if fallback is None:
+            return "juhe", None
+        first = min((i.first_attempt_at for i in items if i.first_attempt_at), default=None)
+        if use_fallback([i.reason for i in items], first, self.clock(), fallback.provider,
+                        self.policy.failover_after):
+            return fallback.provider, fallback
+        return "juhe", None
+
     def _send(self, claim: Claim, items: list[Item], tpl_id: int, variables: dict[str, str],
-              note: str, rules: RuleSet, last: bool) -> None:
+              note: str, rules: RuleSet, last: bool, template: str | None = None) -> None:
         ids = [i.id for i in items]
         masked = rules.who(items[0].mobile)  # "zhang 138****8000"
+        provider, fallback = self._provider(items, rules, template)
         started = self.clock()
         try:
-            result: SendResult = self.sender.send(items[0].mobile, tpl_id, variables)
+            if fallback is not None:
+                result = self.providers.send_sms(fallback, items[0].mobile, variables)
+            else:
+                result = self.sender.send(items[0].mobile, tpl_id, variables)
         except JuheError as exc:
             metrics.JUHE_SECONDS.observe(max(self.clock() - started, 0.0))
             self._failed(claim, items, exc, rules)
@@ -419,37 +463,122 @@ class Deliverer:
         metrics.JUHE_SECONDS.observe(max(now - started, 0.0))
         metrics.JUHE_REQUESTS.labels(result.outcome, "0").inc()
         dry = result.outcome == "dry_run"
-        log.info("%s to %s (%s) tpl_id=%s sid=%s fee=%s ids=%s%s %s",
+        if not dry:
+            metrics.SMS_SENT.labels(provider).inc()
+        log.info("%s to %s (%s) tpl_id=%s sid=%s fee=%s via %s ids=%s%s %s",
                  "dry-run, not sent" if dry else "sent", masked, items[0].alertname or "-",
-                 tpl_id, result.sid, result.fee, ",".join(ids[:5]), "…" if len(ids) > 5 else "",
-                 note)
+                 tpl_id, result.sid, result.fee, provider, ",".join(ids[:5]),
+                 "…" if len(ids) > 5 else "", note)
         # the gap starts at the send; before the last SMS of the claim the mobile stays held
         self._fenced(claim, ids, "sent", lambda: self.store.mark_sent(
-            ids, result.sid, result.fee, now,
-            reason="dry-run" if dry else note or _notice_reason(items),
-            token=claim.token, pace_until=now + rules.limits.min_gap if last else None))
+            ids, stored_sid(provider, result.sid), result.fee, now,
+            reason="dry-run" if dry else note or _notice_reason(items), token=claim.token,
+            pace_until=now + rules.limits.min_gap if last else None))
+        self._config_ok(provider)
+        metrics.DELIVERIES.labels("sent").inc(len(ids))
+
+    def _config_ok(self, provider: str) -> None:
+        """A send through ``provider`` succeeded: its configuration note is cleared (Juhe's at
+        most once a second, at once after this deliverer saw an error)."""
+        if provider != "juhe":
+            if provider in self._provider_errors:
+                self.store.set_status(STATUS_CONFIG[provider], None)
+                self._provider_errors.discard(provider)
+            return
         if time.monotonic() >= self._clear_config_at:
             self.store.set_status(STATUS_JUHE_CONFIG, None)
             self._clear_config_at = time.monotonic() + 1.0
-        metrics.DELIVERIES.labels("sent").inc(len(ids))
 
-    def _failed(self, claim: Claim, items: list[Item], exc: JuheError, rules: RuleSet) -> None:
+    # -- calls ------------------------------------------------------------------------------
+    def _calls(self, claim: Claim, rules: RuleSet) -> None:
+        """A number's due calls: those whose episode was acknowledged or resolved meanwhile
+        end ``suppressed`` (:meth:`_unstopped`); the first of the rest is made (or held by the
+        pacing), the others given back until the gap ends (calls are never folded)."""
+        items = self._unstopped(claim, claim.items, last=True)
+        if not items:
+            return
+        now = self.clock()
+        if self._interrupted:  # the suppress mark was fenced: the claim may be lost
+            self._release(claim, items, now, pace_until=now)
+            return
+        calls = rules.limits.calls
+        first, rest = items[0], items[1:]
+        if rest:
+            self._release(claim, rest, now + calls.min_gap, pace_until=None)
+        wait = self._call_wait(claim.mobile, rules, now)
+        if wait > 0:
+            log.info("call to %s (%s) held %.0fs by the call limits", rules.who(claim.mobile),
+                     first.alertname or "-", wait)
+            self._fenced(claim, [first.id], "release", lambda: self.store.release(
+                [first.id], now + wait, token=claim.token, pace_until=now + wait))
+            return
+        self._call(claim, first, rules)
+
+    def _call_wait(self, address: str, rules: RuleSet, now: float) -> float:
+        """Seconds until one more call to ``address`` keeps within ``limits.calls`` (0: now),
+        from the calls made to it in the last day."""
+        calls = rules.limits.calls
+        made = sorted((i.updated_at for i in self.store.recent(
+            calls.per_day + 1, "sent", address) if now - i.updated_at < 86400), reverse=True)
+        waits = [0.0]
+        if made:
+            waits.append(made[0] + calls.min_gap - now)
+        hour = [t for t in made if now - t < 3600]
+        if len(hour) >= calls.per_hour:
+            waits.append(hour[calls.per_hour - 1] + 3600 - now)
+        if len(made) >= calls.per_day:
+            waits.append(made[calls.per_day - 1] + 86400 - now)
+        return max(waits)
+
+    def _call(self, claim: Claim, item: Item, rules: RuleSet) -> None:
+        tpl = rules.templates.get(item.template or "")
+        voice = tpl.voice if tpl is not None else None
+        if voice is None:
+            now = self.clock()
+            reason = f"template {item.template!r} is no longer a voice template in the rules"
+            log.error("call to %s failed: %s", rules.who(claim.mobile), reason)
+            self._fenced(claim, [item.id], "failed", lambda: self.store.mark_failed(
+                [item.id], reason, now, token=claim.token, pace_until=None))
+            metrics.DELIVERIES.labels("failed").inc()
+            return
+        try:
+            result = self.providers.call(voice, item.mobile, item.variables)
+        except JuheError as exc:
+            self._failed(claim, [item], exc, rules, gap=rules.limits.calls.min_gap)
+            return
+        now = self.clock()
+        dry = result.outcome == "dry_run"
+        if not dry:
+            metrics.CALLS_MADE.labels(voice.provider).inc()
+        log.info("%s %s (%s) via %s template=%s call_id=%s id=%s",
+                 "dry-run, not called:" if dry else "called", rules.who(claim.mobile),
+                 item.alertname or "-", voice.provider, item.template, result.sid, item.id)
+        self._fenced(claim, [item.id], "sent", lambda: self.store.mark_sent(
+            [item.id], stored_sid(voice.provider, result.sid), result.fee, now,
+            reason="dry-run" if dry else "", token=claim.token,
+            pace_until=now + rules.limits.calls.min_gap))
+        self._config_ok(voice.provider)
+        metrics.DELIVERIES.labels("sent").inc()
+
+    def _failed(self, claim: Claim, items: list[Item], exc: JuheError, rules: RuleSet,
+                gap: float | None = None) -> None:
         now = self.clock()
         ids = [i.id for i in items]
-        masked = (f"{rules.who(items[0].mobile)} ({items[0].alertname or '-'}, "
+        masked = (f"{rules.who(claim.mobile)} ({items[0].alertname or '-'}, "
                   f"id {','.join(ids[:5])}{'…' if len(ids) > 5 else ''})")
-        kind = "transient" if isinstance(exc, TransientError) else (
-            "config" if isinstance(exc, ConfigError) else "permanent")
-        metrics.JUHE_REQUESTS.labels(kind, str(exc.code)).inc()
-        reason = mask_mobiles_in(f"juhe {kind} error {exc.code}: {exc.reason}")
+        kind = "throttled" if isinstance(exc, ThrottledError) else (
+            "transient" if isinstance(exc, TransientError) else (
+                "config" if isinstance(exc, ConfigError) else "permanent"))
+        if exc.provider == "juhe":
+            metrics.JUHE_REQUESTS.labels(kind, str(exc.code)).inc()
+        # the stored reason names the provider and the class: the next attempt's provider is
+        # read from it (_provider)
+        reason = mask_mobiles_in(f"{exc.provider} {kind} error {exc.code}: {exc.reason}")
+        gap = rules.limits.min_gap if gap is None else gap
         # only a send that may have gone out books the carrier's gap for that number
-        pace_until = now + rules.limits.min_gap if exc.maybe_sent else now
+        pace_until = now + gap if exc.maybe_sent else now
         if isinstance(exc, ConfigError):
-            log.error("CONFIGURATION ERROR from Juhe (check JUHE_KEY, account and tpl_id) "
-                      "sending to %s: %s", masked, reason)
-            self.store.set_status(STATUS_JUHE_CONFIG, json.dumps(
-                {"reason": reason, "config": self.config, "at": now}, ensure_ascii=False))
-            self._clear_config_at = 0.0
+            self._config_error(exc.provider, masked, reason, now)
         if isinstance(exc, TransientError | ConfigError):
             first = min((i.first_attempt_at or now) for i in items)
             attempts = max(i.attempts for i in items) + 1
@@ -461,8 +590,7 @@ class Deliverer:
                     token=claim.token, pace_until=pace_until))
                 metrics.DELIVERIES.labels("failed").inc(len(ids))
                 return
-            floor = max(exc.retry_after or 0.0,
-                        rules.limits.min_gap if exc.maybe_sent else 0.0)
+            floor = max(exc.retry_after or 0.0, gap if exc.maybe_sent else 0.0)
             cap = CONFIG_RETRY_EVERY if isinstance(exc, ConfigError) else None
             delay = backoff(attempts, self.policy, floor or None, cap)
             log.warning("send to %s failed (%s), retry %d in %.1fs", masked, reason, attempts,
@@ -475,6 +603,22 @@ class Deliverer:
         self._fenced(claim, ids, "failed", lambda: self.store.mark_failed(
             ids, reason, now, token=claim.token, pace_until=pace_until))
         metrics.DELIVERIES.labels("failed").inc(len(ids))
+
+    def _config_error(self, provider: str, masked: str, reason: str, now: float) -> None:
+        """Log a configuration/account error and note it for ``/readyz``."""
+        if provider == "juhe":
+            log.error("CONFIGURATION ERROR from Juhe (check JUHE_KEY, account and tpl_id) "
+                      "sending to %s: %s", masked, reason)
+            self.store.set_status(STATUS_JUHE_CONFIG, json.dumps(
+                {"reason": reason, "config": self.config, "at": now}, ensure_ascii=False))
+            self._clear_config_at = 0.0
+            return
+        log.error("CONFIGURATION ERROR from %s (check its credentials, account, sign name and "
+                  "template) sending to %s: %s", provider, masked, reason)
+        self.store.set_status(STATUS_CONFIG[provider], json.dumps(
+            {"reason": reason, "config": self.providers.config_ids.get(provider, ""), "at": now},
+            ensure_ascii=False))
+        self._provider_errors.add(provider)
 
 
 def _notice_reason(items: list[Item]) -> str:
@@ -509,6 +653,31 @@ def recorded_pass(raw: str | None) -> float | None:
         return float(raw) if raw else None
     except ValueError:
         return None
+
+
+def use_fallback(reasons: list[str], first_attempt_at: float | None, now: float,
+                 fallback: str, failover_after: float) -> bool:
+    """Whether an SMS goes through its template's ``fallback`` provider now, from the stored
+    reasons of its last attempts (docs/providers.md, Fallback): yes once the fallback was
+    tried; no after an attempt that may have gone out (one provider at most); yes after Juhe's
+    configuration/account error, or after Juhe's transient failures since ``first_attempt_at``
+    lasting ``failover_after`` seconds by ``now``; no for throttling and otherwise."""
+    if any(r.startswith(f"{fallback} ") for r in reasons):
+        return True
+    if any(maybe_sent(r) for r in reasons):
+        return False
+    if any(r.startswith("juhe config error") for r in reasons):
+        return True
+    return (first_attempt_at is not None
+            and any(r.startswith("juhe transient error") for r in reasons)
+            and now - first_attempt_at >= failover_after)
+
+
+def maybe_sent(reason: str) -> bool:
+    """Whether a stored reason tells of an attempt that may have gone out (a read timeout:
+    "... may have been sent", or Juhe's 10014), after which no other provider sends that SMS
+    (docs/providers.md, Fallback)."""
+    return "may have been sent" in reason or reason.startswith("juhe transient error 10014:")
 
 
 def juhe_config_note(raw: str | None, config: str, since: float) -> str | None:

@@ -26,7 +26,7 @@ from datetime import UTC, datetime, tzinfo
 from bridge import metrics
 from bridge.decide.episodes import Episode, Step, StepClaim, step_action
 from bridge.decide.heartbeats import step_context
-from bridge.decide.plan import episode_context, muted, notification, store_policy
+from bridge.decide.plan import address_for, episode_context, muted, notification, store_policy
 from bridge.rules.ruleset import RuleSet
 from bridge.store.base import Store
 
@@ -91,14 +91,17 @@ class Escalator:
     def _page(self, episode: Episode, step: Step, rules: RuleSet, now: float) -> str:
         """Record the step's notifications; returns the step's reason (whom it paged)."""
         at = datetime.fromtimestamp(now, UTC)
+        tpl = str(step.template)
+        # a call step calls every number, also those paged by SMS (their SMS did not wake
+        # them), but no number already called for the episode: paged entries are kept per
+        # address, a call's being voice:<number> (docs/providers.md, Calls)
         already = episode.paged_mobiles()
         mobiles = [m for m in dict.fromkeys(rules.mobiles_for(step.receiver, at))
-                   if m not in already]
+                   if address_for(rules, tpl, m) not in already]
         if not mobiles:
             log.info("episode %s (%s) escalation step %d: %s: nobody new to page", episode.id,
                      episode.alertname or episode.fingerprint, step.index, step.receiver)
             return "nobody new to page"
-        tpl = str(step.template)
         i = rules.route_index(episode.route)
         route = rules.routes[i] if i is not None else None
         is_muted = route is not None and muted(route, rules, at)

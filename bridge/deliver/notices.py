@@ -21,13 +21,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from bridge import metrics
-from bridge.decide.plan import store_policy
-from bridge.decide.types import Notification
+from bridge.decide.plan import notification, store_policy
 from bridge.deliver.jobs import JobResult
 from bridge.rules.ruleset import RuleSet
 from bridge.rules.schedules import Schedule, Shift, oncall_at, shifts_between
@@ -141,14 +140,11 @@ class Notifier:
         if notice is None or mobile is None:
             return JobResult("done", "the shift changed (a reload) before its notice went out")
         tpl = schedule.notify_template
-        variables = rules.renderer.render(rules.compiled[tpl], notice_context(notice),
-                                          rules.var_len(tpl))
         start = notice.shift.start.astimezone(UTC).isoformat()
-        note = Notification(
-            mobile=mobile, fingerprint=f"{KIND}:{name}", status="notice", episode=start,
-            route=name, alertname=ALERTNAME, tpl_id=rules.templates[tpl].tpl_id,
-            variables=variables, repeat_interval=max(float(p["end"]) - now, 60.0),
-            reason=REASON)
+        note = replace(notification(
+            rules, tpl, notice_context(notice), {}, mobile, fingerprint=f"{KIND}:{name}",
+            status="notice", episode=start, route=name, alertname=ALERTNAME, is_muted=False,
+            repeat_interval=max(float(p["end"]) - now, 60.0)), reason=REASON)
         [outcome] = self.store.record([note], store_policy(rules, self.zone, now), now)
         metrics.SHIFT_NOTICES.labels(name, outcome.state).inc()
         log.info("shift notice %s: %s %s on call %s -> %s: %s%s", name, rules.who(mobile),

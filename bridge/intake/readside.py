@@ -16,6 +16,7 @@ from bridge.deliver.deliverer import STATUS_JUHE_CONFIG
 from bridge.intake.service import Bridge
 from bridge.privacy import mask_mobile, redact_url
 from bridge.providers.juhe import encode_tpl_value
+from bridge.rules.model import call_address, split_address
 from bridge.store.base import STATES, Item
 
 #: The most rows one read returns (``?limit=``).
@@ -47,7 +48,7 @@ def notifications(b: Bridge, limit: int = 50, state: str | None = None,
                   ) -> list[dict[str, Any]]:
     """The most recent notifications, newest first: at most ``limit`` (1 to
     :data:`MAX_LIMIT`), of one ``state`` (one of :data:`~bridge.store.base.STATES`), one
-    ``mobile`` (11 digits) and one ``alertname`` (exact) when given.
+    ``mobile`` (11 digits; its SMS and its calls) and one ``alertname`` (exact) when given.
 
     Raises ``ValueError`` for an unknown state and
     :class:`~bridge.errors.StoreUnavailable` when the store cannot be read.
@@ -57,6 +58,12 @@ def notifications(b: Bridge, limit: int = 50, state: str | None = None,
     limit = max(1, min(limit, MAX_LIMIT))
     # the store filters by state and mobile; an alert name is filtered here, in a wider read
     items = b.store.recent(MAX_LIMIT if alertname else limit, state, mobile)
+    if mobile is not None:
+        # a number's calls too: they are kept under its call address (docs/providers.md, Calls)
+        items += b.store.recent(MAX_LIMIT if alertname else limit, state, call_address(mobile))
+        items.sort(key=lambda i: (i.created_at, int(i.id) if i.id.isdigit() else 0),
+                   reverse=True)
+        items = items[:MAX_LIMIT if alertname else limit]
     if alertname:
         items = [i for i in items if i.alertname == alertname][:limit]
     return [notification_json(b, i) for i in items]
@@ -106,7 +113,8 @@ def episode_json(b: Bridge, episode: Episode) -> dict[str, Any]:
     /api/episodes): ``id``, ``alertname``, ``fingerprint``, ``labels``, ``summary``,
     ``starts_at``, ``state``, ``acknowledged_by``/``_at``, ``resolved_at``, ``silence_url``,
     ``silence_id`` (the Alertmanager silence its acknowledgement created, else ``None``),
-    ``paged`` (``person``, ``mobile`` masked, ``at`` (queued), ``state`` of its notification or
+    ``paged`` (``person``, ``mobile`` masked, ``channel`` (``voice`` for a call), ``at``
+    (queued), ``state`` of its notification or
     ``None``, ``sent_at`` (when it was sent, or ended failed; else ``None``), ``level``) and
     ``escalation`` (``index``, ``after`` seconds and as ``after_text`` (``10m``), ``receiver``,
     ``due_at`` (``None`` until the route's first SMS went out), ``ran_at`` (when the step ran,
@@ -130,13 +138,13 @@ def episode_json(b: Bridge, episode: Episode) -> dict[str, Any]:
         "acknowledged_via": episode.acknowledged_via,
         "resolved_at": episode.resolved_at, "resolved_at_local": local_time(b, episode.resolved_at),
         "silence_url": episode.silence_url, "silence_id": episode.silence_id,
-        "paged": [{"person": rules.person_of(p.mobile), "mobile": mask_mobile(p.mobile),
-                   "at": p.at, "at_local": local_time(b, p.at), "level": p.level,
-                   "route": p.route,
+        "paged": [{"person": rules.person_of(number), "mobile": mask_mobile(number),
+                   "channel": channel, "at": p.at, "at_local": local_time(b, p.at),
+                   "level": p.level, "route": p.route,
                    "state": states.get(p.item_id) if p.item_id else None,
                    "sent_at": sent_at.get(p.item_id or ""),
                    "sent_at_local": local_time(b, sent_at.get(p.item_id or ""))}
-                  for p in episode.paged],
+                  for p in episode.paged for channel, number in [split_address(p.mobile)]],
         "escalation": [{"index": s.index, "after": s.after,
                         "after_text": duration_text(s.after), "receiver": s.receiver,
                         "due_at": s.due_at, "due_at_local": local_time(b, s.due_at),

@@ -36,6 +36,7 @@ from bridge.intake.observe import IntakeResult, observe_before, observe_intake
 from bridge.intake.reload import RulesHolder
 from bridge.privacy import mask_mobile
 from bridge.providers.base import DryRunSender, Sender
+from bridge.providers.dispatch import STATUS_CONFIG, Providers
 from bridge.providers.juhe import JuheClient, encode_tpl_value
 from bridge.rules.model import Heartbeat
 from bridge.rules.schedules import OnCall, oncall_view
@@ -63,6 +64,8 @@ class Bridge:
         self.sender: Sender = client if client is not None else (
             DryRunSender(encode_tpl_value) if settings.dry_run else JuheClient(
                 settings.juhe_key, settings.juhe_url, timeout=settings.juhe_timeout))
+        #: Aliyun and Tencent Cloud, when their credentials are set (docs/providers.md)
+        self.providers = Providers.from_settings(settings)
         self.delivery_policy = DeliveryPolicy.from_settings(settings)
         #: names the Juhe configuration in force (never the key), for the juhe_config note
         self.config_id = config_id(settings)
@@ -85,7 +88,8 @@ class Bridge:
                     + jobs.run_once())
 
         return Deliverer(self.store, self.sender, lambda: self.holder.rules, self.delivery_policy,
-                         config=self.config_id, sidecar=sidecar, on_pass=on_pass)
+                         config=self.config_id, sidecar=sidecar, on_pass=on_pass,
+                         providers=self.providers)
 
     def notifier(self) -> Notifier:
         """What adds and sends the shift notices of this bridge's schedules."""
@@ -343,6 +347,11 @@ class Bridge:
                                     since)
             if juhe:
                 problems.append(f"juhe configuration error: {juhe}")
+            for provider, key in STATUS_CONFIG.items():
+                note = juhe_config_note(self.store.get_status(key),
+                                        self.providers.config_ids.get(provider, ""), since)
+                if note:
+                    problems.append(f"{provider} configuration error: {note}")
             now = time.time()
             last_pass, oldest_due = self.delivery_state(now)
             problems += delivery_problems(now, last_pass, self.started_at, oldest_due,

@@ -36,7 +36,8 @@ what happened                                 raised
 ============================================  =============================================
 ``error_code`` 0 (int or ``"0"``)             nothing; ``SendResult(sid, fee)``
 ``error_code`` transient (205403, 10014 ...)  ``TransientError(reason, code)``
-205405 (carrier refused, number too often)    ``TransientError``, ``retry_after`` >= 60 s
+205405 (carrier refused, number too often)    ``ThrottledError`` (a ``TransientError``),
+                                              ``retry_after`` >= 60 s
 ``error_code`` permanent / unknown            ``PermanentError(reason, code)``
 ``error_code`` config (10001, 205402 ...)     ``ConfigError(reason, code)``
 connection error, timeout                     ``TransientError(..., code=0)``
@@ -74,7 +75,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
 from bridge.config import Settings
-from bridge.errors import ConfigError, JuheError, PermanentError, TransientError
+from bridge.errors import ConfigError, JuheError, PermanentError, ThrottledError, TransientError
 from bridge.providers.base import SendResult
 
 __all__ = [
@@ -373,8 +374,9 @@ class JuheClient:
                 sid, fee = result.get("sid"), result.get("fee")
             return SendResult(sid="" if sid is None else str(sid), fee=_as_int(fee) or 0)
         if kind == "transient":
-            wait = RETRY_AFTER_205405 if code == 205405 else None
-            raise self._error(TransientError, reason, code, wait, maybe_sent=code == 10014)
+            if code == 205405:  # the carrier's per-number limit: throttled, not a failover
+                raise self._error(ThrottledError, reason, code, RETRY_AFTER_205405)
+            raise self._error(TransientError, reason, code, None, maybe_sent=code == 10014)
         if kind == "config":
             raise self._error(ConfigError, reason, code)
         raise self._error(PermanentError, reason, code)

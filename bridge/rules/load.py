@@ -14,7 +14,9 @@ A route is named by where it is written (:class:`RouteId`) wherever it has no ``
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,8 +142,13 @@ def rules_files(path: Path) -> list[Path]:
     return [path]
 
 
-def load_rules(path: str | Path, tz: str = Settings.tz) -> RuleSet:
+def load_rules(path: str | Path, tz: str = Settings.tz,
+               env: Mapping[str, str] | None = None) -> RuleSet:
     """Read, validate and compile the rules at ``path`` (a file or a folder of ``*.yaml``).
+
+    ``env`` (default ``os.environ``) says which providers have credentials: a template that
+    sends through Aliyun or Tencent Cloud without them is a problem unless ``JUHE_KEY`` is unset
+    (dry-run) (docs/providers.md, Configuration).
 
     Raises :class:`RulesError` listing every problem, each prefixed by its file when ``path``
     is a folder.
@@ -188,7 +195,8 @@ def load_rules(path: str | Path, tz: str = Settings.tz) -> RuleSet:
         except ValidationError as exc:
             problems.extend(prefix + p for p in _pydantic_problems(exc, doc))
             parts.append(_salvage(label, doc))
-    merge_problems, rules = _build(parts, folder, tz, digest.hexdigest()[:12])
+    merge_problems, rules = _build(parts, folder, tz, digest.hexdigest()[:12],
+                                   os.environ if env is None else env)
     problems.extend(merge_problems)
     if problems or rules is None:
         raise RulesError(problems)
@@ -598,14 +606,74 @@ def _check_references(m: _Merged) -> list[str]:
     return problems
 
 
-def _build(parts: list[Part], folder: bool, tz: str,
-           version: str) -> tuple[list[str], RuleSet | None]:
+#: The environment variables each provider needs (docs/providers.md, Configuration).
+CREDENTIALS = {"aliyun": ("ALIYUN_ACCESS_KEY_ID", "ALIYUN_ACCESS_KEY_SECRET"),
+               "tencent": ("TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_KEY")}
+#: Text in a voice variable's source, or a name it reads, that makes its value a link
+#: (carriers refuse links in calls).
+_URL_TEXT = re.compile(r"https?://|www\.|\.(?:com|cn|net|org|io)\b", re.IGNORECASE)
+_URL_NAMES = frozenset({"generator_url", "external_url", "silence_url"})
+
+
+def _check_providers(m: _Merged, uses: dict[str, frozenset[str]],
+                     env: Mapping[str, str]) -> list[str]:
+    """Templates that send through Aliyun or Tencent Cloud: credentials in ``env`` (unless
+    dry-run), no link in a voice template's variables, no call as a resolved or storm
+    template (docs/providers.md)."""
+    problems: list[str] = []
+    dry_run = not env.get("JUHE_KEY")
+    for name, tpl in m.templates.items():
+        where = f"{m.pre('templates', name)}templates.{name}"
+        for key, spec in (("fallback", tpl.fallback), ("voice", tpl.voice)):
+            if spec is None:
+                continue
+            missing = [v for v in CREDENTIALS[spec.provider] if not env.get(v)]
+            if missing and not dry_run:
+                problems.append(f"{where}.{key}.{spec.provider}: no {spec.provider} credentials "
+                                f"in the environment: set {' and '.join(missing)}")
+        if tpl.voice is None:
+            continue
+        for var, source in tpl.vars.items():
+            read = _URL_NAMES & _names_read_source(source, uses.get(name, frozenset()))
+            if _URL_TEXT.search(source) or read:
+                problems.append(f"{where}.vars.{var}: a call cannot read out a link "
+                                f"({', '.join(sorted(read)) or 'URL text'}): carriers refuse "
+                                "links in calls")
+    problems += _check_call_uses(m)
+    return problems
+
+
+def _names_read_source(source: str, uses: frozenset[str]) -> set[str]:
+    """The URL-valued names a variable's source mentions (a cheap textual test, narrowed by
+    what the template as a whole reads)."""
+    return {n for n in _URL_NAMES if n in uses and n in source}
+
+
+def _check_call_uses(m: _Merged) -> list[str]:
+    """A voice template is refused as a route's ``resolved_template`` (no resolved call) and
+    as the storm template (calls are never folded)."""
+    problems: list[str] = []
+    calls = {n for n, t in m.templates.items() if t.voice is not None}
+    for rid, route in m.routes:
+        if route.resolved_template in calls:
+            problems.append(f"{rid}.resolved_template: {route.resolved_template!r} is a voice "
+                            "template: a resolved alert gets no call")
+    storm = (m.limits or Limits()).storm
+    if storm is not None and storm.template in calls:
+        problems.append(f"{m.pre('limits')}limits.storm.template: {storm.template!r} is a voice"
+                        " template: calls are never folded into a storm SMS")
+    return problems
+
+
+def _build(parts: list[Part], folder: bool, tz: str, version: str,
+           env: Mapping[str, str]) -> tuple[list[str], RuleSet | None]:
     """Merge, compile and check the parts; returns the problems, and the rules when there
     are none."""
     merged, problems = _merge(parts, folder)
     renderer = Renderer(tz)
     compiled, compile_problems = _compile(merged, renderer, tz)
-    problems += compile_problems + _check_references(merged)
+    problems += (compile_problems + _check_references(merged)
+                 + _check_providers(merged, compiled.uses, env))
     if problems:
         return problems, None
     ids = [rid for rid, _ in merged.routes]

@@ -9,7 +9,7 @@ schedule, template or time interval; a receiver or schedule naming a person) are
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     PlainValidator,
     field_validator,
+    model_validator,
 )
 
 from bridge.config import parse_duration
@@ -33,6 +34,24 @@ VAR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 HEARTBEAT_NAME_RE = re.compile(r"^[^/\s\x00-\x1f\x7f]+$")
 #: The shortest ``expect`` of a heartbeat, seconds (docs/heartbeats.md).
 MIN_EXPECT = 30.0
+#: The prefix of a call's address. A notification's ``mobile`` is the number for an SMS and
+#: ``voice:<number>`` for a phone call, and the store keys everything by it (dedup key, pacing,
+#: claims, per-hour counts, the episode's paged entries), so that calls and SMS to one number
+#: are deduplicated, paced and paired per channel (docs/providers.md, Calls).
+VOICE_PREFIX = "voice:"
+
+
+def call_address(mobile: str) -> str:
+    """``13800138000`` -> ``voice:13800138000``, the address of a call to that number."""
+    return VOICE_PREFIX + mobile
+
+
+def split_address(address: str) -> tuple[Literal["sms", "voice"], str]:
+    """``voice:13800138000`` -> ``("voice", "13800138000")``; a plain number -> ``("sms",
+    number)``."""
+    if address.startswith(VOICE_PREFIX):
+        return "voice", address[len(VOICE_PREFIX):]
+    return "sms", address
 
 
 def valid_mobile(value: str) -> bool:
@@ -95,12 +114,107 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Template(_Strict):
-    """An SMS template registered at Juhe: its ``tpl_id`` and Juhe variable name -> Jinja2."""
+def _id_text(value: Any) -> Any:
+    """A provider's id written as a YAML number (``template_id: 1234567``) as text."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
-    tpl_id: int = Field(gt=0)
+
+IdText = Annotated[str, BeforeValidator(_id_text), Field(min_length=1, max_length=64)]
+
+
+class AliyunSms(_Strict):
+    """The same SMS through Aliyun ``SendSms``: the registered sign name and template code."""
+
+    sign_name: IdText
+    template_code: IdText
+
+
+class TencentSms(_Strict):
+    """The same SMS through Tencent Cloud ``SendSms``: sign name, template id and SMS app id
+    (``TemplateParamSet`` is ``vars`` in order: docs/providers.md, Templates)."""
+
+    sign_name: IdText
+    template_id: IdText
+    sdk_app_id: IdText
+
+
+class _OneProvider(_Strict):
+    """Exactly one of ``aliyun`` / ``tencent``."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> _OneProvider:
+        named = [k for k in ("aliyun", "tencent") if getattr(self, k) is not None]
+        if len(named) != 1:
+            raise ValueError("name exactly one provider: aliyun or tencent")
+        return self
+
+
+class Fallback(_OneProvider):
+    """``fallback:`` of a template: the same SMS through Aliyun or Tencent Cloud when Juhe
+    cannot send it (docs/providers.md, Fallback)."""
+
+    aliyun: AliyunSms | None = None
+    tencent: TencentSms | None = None
+
+    @property
+    def provider(self) -> str:
+        """``"aliyun"`` or ``"tencent"``."""
+        return "aliyun" if self.aliyun is not None else "tencent"
+
+
+class AliyunVoice(_Strict):
+    """A call through Aliyun ``SingleCallByTts``: the TTS template code, and the number shown
+    to the called person (optional: Aliyun's public pool when left out)."""
+
+    tts_code: IdText
+    called_show_number: IdText | None = None
+
+
+class TencentVoice(_Strict):
+    """A call through Tencent Cloud VMS ``SendTtsVoice``: template id and voice app id."""
+
+    template_id: IdText
+    voice_sdk_app_id: IdText
+
+
+class Voice(_OneProvider):
+    """``voice:`` of a template: a phone call that reads the variables out instead of an SMS
+    (docs/providers.md, Calls)."""
+
+    aliyun: AliyunVoice | None = None
+    tencent: TencentVoice | None = None
+
+    @property
+    def provider(self) -> str:
+        """``"aliyun"`` or ``"tencent"``."""
+        return "aliyun" if self.aliyun is not None else "tencent"
+
+
+class Template(_Strict):
+    """A template: an SMS registered at Juhe (``tpl_id``), optionally with a ``fallback``
+    through another provider, or a phone call (``voice``, no ``tpl_id``); its variable name
+    -> Jinja2 (for Tencent Cloud the order of ``vars`` is the order of the parameters)."""
+
+    tpl_id: int | None = Field(default=None, gt=0)
     vars: dict[VarName, str]
     max_var_len: int | None = Field(default=None, ge=2, le=500)
+    fallback: Fallback | None = None
+    voice: Voice | None = None
+
+    @model_validator(mode="after")
+    def _sms_or_call(self) -> Template:
+        if self.voice is not None and self.tpl_id is not None:
+            raise ValueError("a voice template is a call: it has no tpl_id")
+        if self.voice is not None and self.fallback is not None:
+            raise ValueError("a voice template has no fallback (a call is not an SMS)")
+        if self.voice is None and self.tpl_id is None:
+            raise ValueError("tpl_id: required (or voice: for a phone call)")
+        return self
+
+    @property
+    def channel(self) -> str:
+        """``"voice"`` for a call template, else ``"sms"``."""
+        return "voice" if self.voice is not None else "sms"
 
 
 class Storm(_Strict):
@@ -112,13 +226,25 @@ class Storm(_Strict):
     template: str
 
 
+class CallLimits(_Strict):
+    """``limits.calls``: calls to one number at most one per ``min_gap`` seconds, ``per_hour``
+    in any hour and ``per_day`` in any 24 hours. The defaults are Aliyun's flow control and
+    the most a rules file may allow (docs/providers.md, Calls)."""
+
+    min_gap: Duration = Field(default=60.0, ge=60.0)
+    per_hour: int = Field(default=5, ge=1, le=5)
+    per_day: int = Field(default=20, ge=1, le=20)
+
+
 class Limits(_Strict):
-    """Cost and pacing limits; ``None`` = no limit. ``min_gap`` is seconds (default 60)."""
+    """Cost and pacing limits; ``None`` = no limit. ``min_gap`` is seconds (default 60).
+    ``calls`` paces phone calls; calls do not count against the SMS limits."""
 
     min_gap: Duration = 60.0
     per_mobile_per_hour: int | None = Field(default=None, ge=1)
     per_day: int | None = Field(default=None, ge=1)
     storm: Storm | None = None
+    calls: CallLimits = Field(default_factory=CallLimits)
 
 
 class EscalationStep(_Strict):

@@ -13,7 +13,7 @@ from jinja2.environment import Template as JinjaTemplate
 from bridge.privacy import mask_mobile
 from bridge.rules.checks import step_gap_warning
 from bridge.rules.defaults import DEFAULT_MAX_MOBILES_FROM
-from bridge.rules.model import Heartbeat, Limits, Route, Template
+from bridge.rules.model import VOICE_PREFIX, Heartbeat, Limits, Route, Template
 from bridge.rules.render import Renderer
 from bridge.rules.schedules import Schedule, oncall_at
 from bridge.rules.timeintervals import NamedTimeInterval
@@ -87,7 +87,10 @@ class RuleSet:
 
     def who(self, mobile: str) -> str:
         """A mobile as logs show it: ``zhang 138****8000``, or ``138****8000`` for a number
-        that belongs to nobody in ``people:``."""
+        that belongs to nobody in ``people:``; a call's address (``voice:<number>``) as
+        ``zhang 138****8000 (call)``."""
+        if mobile.startswith(VOICE_PREFIX):
+            return f"{self.who(mobile[len(VOICE_PREFIX):])} (call)"
         person = self.person_of(mobile)
         return f"{person} {mask_mobile(mobile)}" if person else mask_mobile(mobile)
 

@@ -24,8 +24,19 @@ from bridge.decide.episodes import Episode, Paged, StepClaim, StepState
 from bridge.decide.heartbeats import Action, HeartbeatClaim, HeartbeatRecord
 from bridge.decide.types import EpisodeMark, Notification, Policy, State
 from bridge.privacy import redact_url
+from bridge.rules.model import call_address, split_address
 
 STATES: tuple[State, ...] = ("queued", "sent", "retrying", "failed", "suppressed", "held")
+#: Providers whose message id the store keeps as ``provider:id`` (a plain id is Juhe's).
+PROVIDER_IDS = frozenset({"aliyun", "tencent"})
+
+
+def stored_sid(provider: str, sid: str) -> str:
+    """The message id as the store keeps it: Juhe's as it is, another provider's as
+    ``provider:id`` (:class:`Item` splits it again)."""
+    return f"{provider}:{sid}" if provider in PROVIDER_IDS else sid
+
+
 #: States whose SMS may still be sent.
 PENDING: tuple[State, ...] = ("queued", "retrying", "held")
 
@@ -81,6 +92,28 @@ class Item:
     first_attempt_at: float | None = None
     sid: str | None = None
     fee: int | None = None
+    #: the template's name (``None`` for items stored before templates were kept)
+    template: str | None = None
+    #: ``sms`` or ``voice``; a call's stored address ``voice:<number>`` is split into this and
+    #: ``mobile`` when the item is made
+    channel: Literal["sms", "voice"] = "sms"
+    #: who sent it (``juhe``, ``aliyun``, ``tencent``); ``None`` until sent. A message id of
+    #: Aliyun or Tencent Cloud is stored as ``provider:id`` and split here
+    provider: str | None = None
+
+    def __post_init__(self) -> None:
+        self.channel, self.mobile = split_address(self.mobile)
+        if self.sid is not None and self.provider is None:
+            name, sep, rest = self.sid.partition(":")
+            if sep and name in PROVIDER_IDS:
+                self.provider, self.sid = name, rest
+            elif self.state == "sent":
+                self.provider = "juhe"
+
+    @property
+    def address(self) -> str:
+        """Where the store keys it: the mobile, or ``voice:<mobile>`` for a call."""
+        return call_address(self.mobile) if self.channel == "voice" else self.mobile
 
     def to_json(self) -> dict[str, Any]:
         """The API shape (mobile still in clear: the caller masks it)."""
@@ -99,6 +132,9 @@ class Item:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "sid": self.sid,
+            "channel": self.channel,
+            "provider": self.provider,
+            "template": self.template,
         }
 
 
@@ -351,7 +387,8 @@ class Store(abc.ABC):
     def mark_suppressed(self, ids: Sequence[str], reason: str, now: float, *, token: str,
                         pace_until: float | None) -> int:
         """Mark items ``suppressed`` with ``reason`` without sending them (their episode was
-        acknowledged or resolved meanwhile: docs/oncall.md, "What acknowledgement stops");
+        acknowledged or resolved meanwhile: docs/oncall.md, "What acknowledgement stops"; a held
+        call likewise: docs/providers.md, Calls);
         counts no attempt; keeps their dedup records; ends the lease."""
 
     @abc.abstractmethod

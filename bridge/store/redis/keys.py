@@ -162,5 +162,5 @@ def decode_item(flat: Sequence[str]) -> Item:
         created_at=float(h["created_at"]), updated_at=float(h["updated_at"]),
         due_at=float(h["due_at"]), attempts=int(h.get("attempts", "0")),
         first_attempt_at=None if first is None else float(first), sid=h.get("sid"),
-        fee=None if fee is None else int(fee),
+        fee=None if fee is None else int(fee), template=h.get("template") or None,
     )

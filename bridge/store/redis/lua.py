@@ -267,6 +267,12 @@ local function episode_paged(e, n, id, code)
   save_episode(e)
 end
 
+-- a call's address is voice:<mobile> (docs/providers.md, Calls): it counts for no SMS limit
+-- and is never held for a storm
+local function is_call(m)
+  return string.sub(m, 1, 6) == 'voice:'
+end
+
 local function store(n, state, reason, due)
   if string.find(n.vars, PH, 1, true) then
     -- a template reading ack_code that pages for no episode: the stored code, else ''
@@ -286,11 +292,11 @@ local function store(n, state, reason, due)
   redis.call('HSET', key, 'id', id, 'mobile', n.m, 'fingerprint', n.fp, 'status', n.st,
     'episode', n.ep, 'route', n.route, 'alertname', n.an, 'tpl_id', n.tpl,
     'variables', n.vars, 'state', state, 'reason', reason, 'created_at', now_s,
-    'updated_at', now_s, 'due_at', due, 'lease_until', 0, 'attempts', 0)
+    'updated_at', now_s, 'due_at', due, 'lease_until', 0, 'attempts', 0, 'template', n.tn)
   zadd(KEYS[2], id, id)
   zadd(P .. 'state:' .. state, id, id)
   zadd(P .. 'mobile:' .. n.m .. ':items', id, id)
-  if state == 'queued' then
+  if state == 'queued' and not is_call(n.m) then
     zadd(P .. 'mobile:' .. n.m .. ':hour', now_s, id)
     hour_added[n.m] = (hour_added[n.m] or 0) + 1
   end
@@ -399,20 +405,22 @@ local function decide(n)
       return 'suppressed', 'not paged', ''
     end
   end
-  -- policy rows: per_day, per_mobile_per_hour (the dedup record is written either way)
-  local limit = limited(n.m)
+  -- policy rows: per_day, per_mobile_per_hour (the dedup record is written either way;
+  -- a call counts for neither)
+  local call = is_call(n.m)
+  local limit = call and '' or limited(n.m)
   write_dedup(dk, limit == '', seen[2],
     math.min(math.max(dedup_ttl, math.ceil(n.ri)), 3153600000))
   if limit ~= '' then
     return 'suppressed', limit, store(n, 'suppressed', limit, now_s)
   end
-  -- policy row: storm
-  local held = storm_holds(n.m)
+  -- policy row: storm (never a call)
+  local held = (not call) and storm_holds(n.m)
   if held then
     return 'held', 'storm', store_paging(n, 'held', 'storm', held)
   end
   -- policy row: queued (a shift notice keeps its reason, 'shift notice')
-  if day ~= '' then
+  if day ~= '' and not call then
     day_added = day_added + 1
   end
   local why = ''

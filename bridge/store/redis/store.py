@@ -272,6 +272,7 @@ class RedisStore(Store):
         payload = dumps_vars([
             {"m": n.mobile, "fp": n.fingerprint, "st": n.status, "ep": n.episode,
              "route": n.route, "an": n.alertname, "tpl": int(n.tpl_id),
+             "tn": n.template or "",
              "vars": dumps_vars(n.variables),
              "ri": float(n.repeat_interval), "state": n.state, "reason": n.reason,
              "ut": 1 if n.untimed else 0, "rt": n.resolved_template or "", "lv": int(n.level),

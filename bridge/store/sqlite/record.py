@@ -24,6 +24,7 @@ from typing import Any
 
 from bridge.decide.episodes import NOT_STARTED, fill_code, has_placeholder, new_code, new_id
 from bridge.decide.types import Notification, Policy, State
+from bridge.rules.model import VOICE_PREFIX
 from bridge.store.base import dedup_key, dumps_vars
 
 #: Values per ``IN (...)`` list (SQLite allows 32,766 variables; a webhook may carry more).
@@ -154,16 +155,18 @@ class RecordStep:
         stop = self._episode_rows(n, key)
         if stop is not None:
             return stop
-        # policy rows: per_day, per_mobile_per_hour (the dedup record is written either way)
-        limit_reason = self._limited(n.mobile)
+        # policy rows: per_day, per_mobile_per_hour (the dedup record is written either way;
+        # a call counts for neither)
+        call = n.mobile.startswith(VOICE_PREFIX)
+        limit_reason = "" if call else self._limited(n.mobile)
         self._write_dedup(key, max(seen[1] if seen else 0, 0 if limit_reason else 1))
         if limit_reason:
             return "suppressed", limit_reason
-        # policy row: storm
-        if self._storm_holds(n.mobile):
+        # policy row: storm (never a call)
+        if not call and self._storm_holds(n.mobile):
             return "held", "storm"
         # policy row: queued (a shift notice keeps its reason, "shift notice")
-        if self.policy.day:
+        if self.policy.day and not call:
             self.day_added += 1
             self.day_count += 1
         return "queued", n.reason if n.status == "notice" else ""
@@ -222,10 +225,11 @@ class RecordStep:
         due = storm.end if storm is not None else self.now
         item_id = self.next_id
         self.next_id += 1
+        counted = state == "queued" and not n.mobile.startswith(VOICE_PREFIX)
         self.items.append((item_id, n.mobile, n.fingerprint, n.status, n.episode, n.route,
                            n.alertname, n.tpl_id, dumps_vars(n.variables), state, reason,
-                           self.now, self.now, due, 1 if state == "queued" else 0))
-        if state == "queued" and self.hour:
+                           self.now, self.now, due, 1 if counted else 0, n.template))
+        if counted and self.hour:
             self.hour[n.mobile] += 1
         return str(item_id)
 
@@ -345,8 +349,8 @@ class RecordStep:
         if self.items:
             db.executemany(
                 "INSERT INTO items (id, mobile, fingerprint, status, episode, route, alertname,"
-                " tpl_id, variables, state, reason, created_at, updated_at, due_at, counted)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", self.items)
+                " tpl_id, variables, state, reason, created_at, updated_at, due_at, counted,"
+                " template) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", self.items)
             self.items.clear()
         if self.paged:
             db.executemany(

@@ -71,7 +71,8 @@ CREATE TABLE IF NOT EXISTS items (
     first_attempt_at REAL,
     sid TEXT,
     fee INTEGER,
-    counted INTEGER NOT NULL DEFAULT 0
+    counted INTEGER NOT NULL DEFAULT 0,
+    template TEXT
 );
 CREATE INDEX IF NOT EXISTS items_pending ON items(due_at)
     WHERE state IN ('queued', 'retrying', 'held');
@@ -147,7 +148,8 @@ AUTOCHECKPOINT_PAGES = 20000
 WAL_SIZE_LIMIT = 16 * 1024 * 1024
 _PENDING_SQL = "('queued', 'retrying', 'held')"
 _COLUMNS = ("id, mobile, fingerprint, status, episode, route, alertname, tpl_id, variables, state,"
-            " reason, created_at, updated_at, due_at, attempts, first_attempt_at, sid, fee")
+            " reason, created_at, updated_at, due_at, attempts, first_attempt_at, sid, fee,"
+            " template")
 
 
 def _job(row: sqlite3.Row) -> Job:
@@ -164,6 +166,7 @@ def _item(row: sqlite3.Row) -> Item:
         state=row["state"], reason=row["reason"], created_at=row["created_at"],
         updated_at=row["updated_at"], due_at=row["due_at"], attempts=row["attempts"],
         first_attempt_at=row["first_attempt_at"], sid=row["sid"], fee=row["fee"],
+        template=row["template"],
     )
 
 
@@ -237,6 +240,8 @@ class SqliteStore(Store):
                 if "lease_token" not in columns:  # a file from before lease fencing
                     conn.execute("ALTER TABLE items ADD COLUMN lease_token TEXT NOT NULL"
                                  " DEFAULT ''")
+                if "template" not in columns:  # a file from before templates were kept
+                    conn.execute("ALTER TABLE items ADD COLUMN template TEXT")
                 self._add_columns(conn, "alert_episodes", {  # a file from before issue 25
                     "source": "TEXT NOT NULL DEFAULT ''", "silence_id": "TEXT"})
                 steps = {r[1] for r in conn.execute("PRAGMA table_info(episode_steps)")}
