@@ -138,6 +138,13 @@ class TencentSms(_Strict):
     sdk_app_id: IdText
 
 
+def names_of(receiver: str | list[str] | None) -> list[str]:
+    """A ``receiver`` field (one name, a list of names, or none) as a list of names."""
+    if receiver is None:
+        return []
+    return [receiver] if isinstance(receiver, str) else list(receiver)
+
+
 class _OneProvider(_Strict):
     """Exactly one of ``aliyun`` / ``tencent``."""
 
@@ -276,9 +283,7 @@ class Route(_Strict):
     @property
     def receivers(self) -> list[str]:
         """``receiver`` as a list (empty when only ``mobiles_from`` pages)."""
-        if self.receiver is None:
-            return []
-        return [self.receiver] if isinstance(self.receiver, str) else list(self.receiver)
+        return names_of(self.receiver)
 
 
 class Heartbeat(_Strict):
@@ -307,9 +312,7 @@ class Heartbeat(_Strict):
     @property
     def receivers(self) -> list[str]:
         """``receiver`` as a list (empty when none is given)."""
-        if self.receiver is None:
-            return []
-        return [self.receiver] if isinstance(self.receiver, str) else list(self.receiver)
+        return names_of(self.receiver)
 
 
 class RulesFile(_Strict):
