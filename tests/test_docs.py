@@ -204,3 +204,32 @@ def test_layout_table_matches_the_tree() -> None:
     assert sorted(named - tree) == [], "named in docs/development.md but not in bridge/"
     missing = sorted(p for p in tree - named if not p.endswith("/__init__.py"))
     assert missing == [], "in bridge/ but not in docs/development.md's layout table"
+
+
+_METRIC_MAKERS = {"Counter", "Gauge", "Histogram", "Summary", "GaugeMetricFamily",
+                  "CounterMetricFamily", "gauge"}
+
+
+def metric_names() -> set[str]:
+    """Every metric ``bridge/`` defines: the name a ``Counter``, ``Gauge``, ``Histogram``, a
+    metric family or ``metrics.gauge`` is made with."""
+    names: set[str] = set()
+    for path in (ROOT / "bridge").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Call) and node.args):
+                continue
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            first = node.args[0]
+            if (called in _METRIC_MAKERS and isinstance(first, ast.Constant)
+                    and isinstance(first.value, str) and first.value.startswith("bridge_")):
+                names.add(first.value)
+    return names
+
+
+def test_every_metric_is_in_operations_md() -> None:
+    names = metric_names()
+    assert {"bridge_webhooks_total", "bridge_queue_depth", "bridge_oncall"} <= names, names
+    text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    missing = sorted(n for n in names if f"`{n}" not in text)
+    assert missing == [], f"not in docs/operations.md, Metrics: {missing}"
