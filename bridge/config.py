@@ -237,6 +237,10 @@ class Settings:
     tencent_vms_url: str = "https://vms.tencentcloudapi.com/"
     #: seconds of transient failure of Juhe before an SMS goes through its template's fallback
     failover_after: float = 120.0
+    #: Alertmanager's base URL: acknowledging silences the alert there (docs/oncall.md)
+    alertmanager_url: str | None = None
+    #: how long such a silence lasts, seconds
+    ack_silence: float = 4 * 3600.0
     warnings: tuple[str, ...] = ()
 
     @property
@@ -291,11 +295,6 @@ class Settings:
         if log_level not in ("debug", "info", "warning", "error"):
             raise ValueError("BRIDGE_LOG_LEVEL: must be debug, info, warning or error, not "
                              f"{log_level!r}")
-        urls = {name: _http_url(e, name, default) for name, default in (
-            ("ALIYUN_SMS_URL", "https://dysmsapi.aliyuncs.com/"),
-            ("ALIYUN_VOICE_URL", "https://dyvmsapi.aliyuncs.com/"),
-            ("TENCENT_SMS_URL", "https://sms.tencentcloudapi.com/"),
-            ("TENCENT_VMS_URL", "https://vms.tencentcloudapi.com/"))}
         token = e.get("BRIDGE_TOKEN") or None
         if token is not None and len(token) < TOKEN_MIN:
             raise ValueError(
@@ -303,6 +302,7 @@ class Settings:
                 " short token can be guessed, and the log scrubber masks the token wherever it"
                 " appears, so a short one garbles every log line (make one with"
                 " `openssl rand -hex 16`)")
+        alertmanager_url = _alertmanager_url(e)
         bind = (e.get("BRIDGE_BIND") or d.bind).strip()
         check_bind(bind, "BRIDGE_BIND")
         warnings = []
@@ -339,14 +339,16 @@ class Settings:
             redis_wait_timeout=redis_wait_timeout,
             aliyun_access_key_id=e.get("ALIYUN_ACCESS_KEY_ID") or None,
             aliyun_access_key_secret=e.get("ALIYUN_ACCESS_KEY_SECRET") or None,
-            aliyun_sms_url=urls["ALIYUN_SMS_URL"],
-            aliyun_voice_url=urls["ALIYUN_VOICE_URL"],
+            aliyun_sms_url=_http_url(e, "ALIYUN_SMS_URL", d.aliyun_sms_url),
+            aliyun_voice_url=_http_url(e, "ALIYUN_VOICE_URL", d.aliyun_voice_url),
             tencent_secret_id=e.get("TENCENTCLOUD_SECRET_ID") or None,
             tencent_secret_key=e.get("TENCENTCLOUD_SECRET_KEY") or None,
-            tencent_region=e.get("TENCENTCLOUD_REGION") or "ap-guangzhou",
-            tencent_sms_url=urls["TENCENT_SMS_URL"],
-            tencent_vms_url=urls["TENCENT_VMS_URL"],
-            failover_after=dur("BRIDGE_FAILOVER_AFTER", "2m"),
+            tencent_region=e.get("TENCENTCLOUD_REGION") or d.tencent_region,
+            tencent_sms_url=_http_url(e, "TENCENT_SMS_URL", d.tencent_sms_url),
+            tencent_vms_url=_http_url(e, "TENCENT_VMS_URL", d.tencent_vms_url),
+            failover_after=dur("BRIDGE_FAILOVER_AFTER", d.failover_after),
+            alertmanager_url=alertmanager_url,
+            ack_silence=dur("BRIDGE_ACK_SILENCE", d.ack_silence, positive=True),
         )
 
 
@@ -356,6 +358,16 @@ def _http_url(e: Mapping[str, str], name: str, default: str) -> str:
     url = e.get(name) or default
     if not re.match(r"^https?://[^/\s]+", url):
         raise ValueError(f"{name}: expected http(s)://host/path, got {redact_url(url)!r}")
+    return url
+
+
+def _alertmanager_url(e: Mapping[str, str]) -> str | None:
+    """``BRIDGE_ALERTMANAGER_URL`` without a trailing slash, or ``None`` when unset; ValueError
+    naming it when it is not an http(s) URL (docs/oncall.md, Silences in Alertmanager)."""
+    url = (e.get("BRIDGE_ALERTMANAGER_URL") or "").strip().rstrip("/") or None
+    if url is not None and not re.match(r"^https?://[^/\s]+", url):
+        raise ValueError("BRIDGE_ALERTMANAGER_URL: expected http(s)://host:port, got "
+                         f"{redact_url(url)!r}")
     return url
 
 
