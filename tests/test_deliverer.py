@@ -354,9 +354,38 @@ def test_a_firing_sms_of_a_stopped_episode_ends_suppressed(
     firing_b = [i for i in store.recent() if i.alertname == "B" and i.status == "firing"]
     assert [(i.state, i.reason) for i in firing_b] == [("suppressed", how)]
     after = [(m["tpl_id"], m["vars"]["name"]) for m in fake_juhe.messages[sent_before:]]
-    # a resolved SMS still goes out; the firing one never does
-    assert after == ([("222", "B")] if how == "resolved" else [])
+    # neither the firing SMS nor, since M1 was never paged for B, a resolved one goes out
+    assert after == []
     # nothing sent: no gap booked for the mobile
     store.record([note_for(M1, "C")], Policy(), clock.at)
-    assert [c.mobile for c in store.claim(clock.at, 30, 10)] == ([] if how == "resolved"
-                                                                  else [M1])
+    assert [c.mobile for c in store.claim(clock.at, 30, 10)] == [M1]
+
+
+@pytest.mark.parametrize("held", ["pacing", "retry", "crash"])
+def test_no_resolved_sms_to_a_mobile_whose_firing_sms_was_suppressed(
+        tmp_path: Path, fake_juhe: FakeJuhe, held: str) -> None:
+    # B's firing SMS to M1 was stopped by an acknowledgement before it went out; when B then
+    # resolves, M1 (never paged for B) gets no resolved SMS of B (docs/oncall.md, Resolved goes
+    # to who was paged); with pacing, A's firing SMS went out, so A's resolved SMS still goes
+    rules = paced_rules(tmp_path, PACED.replace("min_gap: 60s", "min_gap: 20s"))
+    store = SqliteStore(str(tmp_path / "b.db"))
+    clock = Clock()
+    with JuheClient(KEY, fake_juhe.url, timeout=2) as client:
+        d = Deliverer(store, client, lambda: rules, clock=clock)
+        _hold(store, d, clock, fake_juhe, held)
+        sent_before = len(fake_juhe.messages)
+        _stop(store, "acknowledged", "B", clock.at + 1)
+        clock.at += 3600
+        while d.run_once():
+            pass
+        _stop(store, "resolved", "B", clock.at)
+        if held == "pacing":
+            _stop(store, "resolved", "A", clock.at)
+        clock.at += 3600
+        while d.run_once():
+            pass
+    after = [(m["tpl_id"], m["vars"]["name"]) for m in fake_juhe.messages[sent_before:]]
+    assert after == ([("222", "A")] if held == "pacing" else [])
+    resolved_b = [(i.state, i.reason) for i in store.recent()
+                  if i.alertname == "B" and i.status == "resolved"]
+    assert resolved_b == [("suppressed", "not paged")]

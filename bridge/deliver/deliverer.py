@@ -54,6 +54,7 @@ from typing import Any
 
 from bridge import metrics
 from bridge.config import Settings
+from bridge.decide.episodes import Episode
 from bridge.errors import (
     ConfigError,
     JuheError,
@@ -329,11 +330,13 @@ class Deliverer:
                        last=n == len(items) - 1, template=item.template)
 
     def _unstopped(self, claim: Claim, items: list[Item], last: bool) -> list[Item]:
-        """``items`` without the firing SMS whose episode is acknowledged or resolved by now:
-        those are marked ``suppressed`` (reason ``acknowledged`` / ``resolved``), fenced by the
-        claim's token. When none is left and ``last``, the mark ends the mobile's hold without a
-        gap (nothing went out). Raises :class:`StoreUnavailable`."""
-        keys = {(i.fingerprint, i.episode) for i in items if i.status == "firing"}
+        """``items`` without the firing SMS whose episode is acknowledged or resolved by now
+        (marked ``suppressed``, reason ``acknowledged`` / ``resolved``) and without the resolved
+        SMS to a mobile none of whose firing SMS of the episode went out (reason ``not paged``:
+        docs/oncall.md, Resolved goes to who was paged), fenced by the claim's token. When none
+        is left and ``last``, the mark ends the mobile's hold without a gap (nothing went out).
+        Raises :class:`StoreUnavailable`."""
+        keys = {(i.fingerprint, i.episode) for i in items}
         if not keys:
             return items
         episodes = self.store.episodes_by_key(sorted(keys))
@@ -342,6 +345,9 @@ class Deliverer:
             e = episodes.get((i.fingerprint, i.episode)) if i.status == "firing" else None
             if e is not None and e.state != "firing":
                 stopped.setdefault(e.state, []).append(i)
+        unpaged = self._unpaged(items, episodes, {i.id for g in stopped.values() for i in g})
+        if unpaged:
+            stopped["not paged"] = unpaged
         if not stopped:
             return items
         gone_ids = {i.id for g in stopped.values() for i in g}
@@ -350,8 +356,10 @@ class Deliverer:
         for n, (reason, gone) in enumerate(sorted(stopped.items())):
             ids = [i.id for i in gone]
             final = last and not rest and n == len(stopped) - 1
-            log.info("not sent to %s (%s): episode %s by now, ids=%s", mask_mobile(gone[0].mobile),
-                     gone[0].alertname or "-", reason, ",".join(ids[:5]))
+            why = ("no firing SMS of the episode went out to it" if reason == "not paged"
+                   else f"episode {reason} by now")
+            log.info("not sent to %s (%s): %s, ids=%s", mask_mobile(gone[0].mobile),
+                     gone[0].alertname or "-", why, ",".join(ids[:5]))
             pace = now if final else None
 
             def mark(ids: list[str] = ids, reason: str = reason,
@@ -362,6 +370,24 @@ class Deliverer:
             self._fenced(claim, ids, "suppressed", mark)
             metrics.DELIVERIES.labels("suppressed").inc(len(ids))
         return rest
+
+    def _unpaged(self, items: list[Item], episodes: dict[tuple[str, str], Episode],
+                 gone: set[str]) -> list[Item]:
+        """The resolved SMS of ``items`` (one mobile's) whose every firing SMS of the episode
+        ended ``suppressed`` (``gone``: being suppressed now) instead of going out. A paged
+        entry without a stored item (older, or pruned) counts as paged."""
+        out: list[Item] = []
+        suppressed: set[str] | None = None
+        for i in items:
+            e = episodes.get((i.fingerprint, i.episode)) if i.status == "resolved" else None
+            ids = [p.item_id for p in e.paged if p.mobile == i.address] if e else []
+            if not ids or None in ids:
+                continue
+            if suppressed is None and not set(ids) <= gone:
+                suppressed = {s.id for s in self.store.recent(200, "suppressed", i.address)}
+            if set(ids) <= gone | (suppressed or set()):
+                out.append(i)
+        return out
 
     def _storm_vars(self, items: list[Item], rules: RuleSet, template: str) -> dict[str, str]:
         names = list(dict.fromkeys(i.alertname or "?" for i in items))
