@@ -200,7 +200,14 @@ class Deliverer:
         claims = self.store.claim(now, self.policy.lease, self.policy.max_mobiles, cap)
         for n, claim in enumerate(claims):
             self._interrupted = False
-            if self.stopping.is_set():  # shutting down: give the rest back at once, unpaced
+            # shutting down, or past half the lease (a slow provider: the later mobiles' leases
+            # would lapse before their turn and another deliverer page them too): give the rest
+            # back at once, unpaced
+            late = n > 0 and self.clock() > claim.lease_until - self.policy.lease / 2
+            if self.stopping.is_set() or late:
+                if late:
+                    log.warning("past half the lease: %d mobiles of this pass given back unsent",
+                                len(claims) - n)
                 for rest in claims[n:]:
                     at = self.clock()
                     self._release(rest, rest.items, at, pace_until=at)
