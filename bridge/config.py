@@ -237,6 +237,10 @@ class Settings:
     tencent_vms_url: str = "https://vms.tencentcloudapi.com/"
     #: seconds of transient failure of Juhe before an SMS goes through its template's fallback
     failover_after: float = 120.0
+    #: Alertmanager's base URL: acknowledging silences the alert there (docs/oncall.md)
+    alertmanager_url: str | None = None
+    #: how long such a silence lasts, seconds
+    ack_silence: float = 4 * 3600.0
     warnings: tuple[str, ...] = ()
 
     @property
@@ -303,6 +307,7 @@ class Settings:
                 " short token can be guessed, and the log scrubber masks the token wherever it"
                 " appears, so a short one garbles every log line (make one with"
                 " `openssl rand -hex 16`)")
+        alertmanager_url = _alertmanager_url(e)
         bind = (e.get("BRIDGE_BIND") or d.bind).strip()
         check_bind(bind, "BRIDGE_BIND")
         warnings = []
@@ -347,6 +352,8 @@ class Settings:
             tencent_sms_url=urls["TENCENT_SMS_URL"],
             tencent_vms_url=urls["TENCENT_VMS_URL"],
             failover_after=dur("BRIDGE_FAILOVER_AFTER", "2m"),
+            alertmanager_url=alertmanager_url,
+            ack_silence=dur("BRIDGE_ACK_SILENCE", d.ack_silence, positive=True),
         )
 
 
@@ -356,6 +363,16 @@ def _http_url(e: Mapping[str, str], name: str, default: str) -> str:
     url = e.get(name) or default
     if not re.match(r"^https?://[^/\s]+", url):
         raise ValueError(f"{name}: expected http(s)://host/path, got {redact_url(url)!r}")
+    return url
+
+
+def _alertmanager_url(e: Mapping[str, str]) -> str | None:
+    """``BRIDGE_ALERTMANAGER_URL`` without a trailing slash, or ``None`` when unset; ValueError
+    naming it when it is not an http(s) URL (docs/oncall.md, Silences in Alertmanager)."""
+    url = (e.get("BRIDGE_ALERTMANAGER_URL") or "").strip().rstrip("/") or None
+    if url is not None and not re.match(r"^https?://[^/\s]+", url):
+        raise ValueError("BRIDGE_ALERTMANAGER_URL: expected http(s)://host:port, got "
+                         f"{redact_url(url)!r}")
     return url
 
 

@@ -51,6 +51,12 @@ ESCALATIONS = Counter("bridge_escalations_total",
 LOGIN_FAILURES = Counter("bridge_login_failures_total",
                          "Wrong tokens posted to the operator page's /login.")
 ACKS = Counter("bridge_acks_total", "Episodes acknowledged, by way (link, page, api).", ["via"])
+SILENCE_ERRORS = Counter("bridge_silence_errors_total",
+                         "Alertmanager silences given up on after 10 minutes of retries, by "
+                         "operation (create, expire).", ["op"])
+SHIFT_NOTICES = Counter("bridge_shift_notices_total",
+                        "Shift notices recorded, by schedule and outcome state.",
+                        ["schedule", "state"])
 SKIPPED_MOBILES = Counter("bridge_mobiles_skipped_total",
                           "Invalid mobile numbers found through mobiles_from, skipped.")
 MOBILES_OVER_LIMIT = Counter("bridge_mobiles_from_over_limit_total",

@@ -336,6 +336,10 @@ def test_an_escalation_step_of_a_miss_renders_the_heartbeats_names(tmp_path: Pat
     seen = datetime(2026, 12, 7, 13, 58, tzinfo=UTC).timestamp()  # 21:58 in Shanghai
     store.beat(["prometheus-main"], seen)
     assert HeartbeatWatch(store, lambda: rules, zone, seen, every=0).run_once(seen + 300) == 1
+    for c in store.claim(seen + 300, 30, 10):  # the miss's page goes out: the step clock starts
+        store.mark_sent([i.id for i in c.items], "sid", 1, seen + 300, token=c.token,
+                        pace_until=seen + 300)
+    assert Escalator(store, lambda: rules, zone).run_once(seen + 899) == 0
     assert Escalator(store, lambda: rules, zone).run_once(seen + 900) == 1
     [step] = [i for i in store.recent(100) if i.mobile == WANG]
     [episode] = store.episodes(limit=10)

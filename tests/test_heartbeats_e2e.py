@@ -142,8 +142,8 @@ def test_two_instances_on_redis_page_once_per_miss_on_time_and_resolve_once(
 
 def test_url_beats_auth_unknown_names_and_a_reload(make_bridge: Any, fake_juhe: FakeJuhe,
                                                    tmp_path: Path) -> None:
-    bridge = make_bridge(RULES, BRIDGE_TOKEN="hb-token")
-    auth = {"Authorization": "Bearer hb-token"}
+    bridge = make_bridge(RULES, BRIDGE_TOKEN="hb-token-0123456789")
+    auth = {"Authorization": "Bearer hb-token-0123456789"}
     assert bridge.post("/heartbeat/backup", b"").status_code == 401
     assert bridge.get("/api/heartbeats").status_code == 401
     assert bridge.get("/heartbeat/backup", headers=auth).json() == {"heartbeat": "backup",

@@ -576,7 +576,8 @@ def test_alert_names_are_what_templates_see() -> None:
                  "active_time_intervals, escalate)", id="route"),
     pytest.param("schedules:\n  s: {members: [a], shift: 1d, start: 2026-01-01, overides: []}\n",
                  "schedules.s.overides: unknown field (did you mean 'overrides'? expected one "
-                 "of: members, shift, handover, start, time_zone, overrides)", id="schedule"),
+                 "of: members, shift, handover, start, time_zone, overrides, notify)",
+                 id="schedule"),
     pytest.param("limits: {storm: {threshold: 1, window: 1m, template: t, size: 2}}\n",
                  "limits.storm.size: unknown field (expected one of: threshold, window, "
                  "template)", id="storm"),

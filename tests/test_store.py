@@ -1296,3 +1296,87 @@ def test_oldest_due_counts_only_what_a_deliverer_could_claim(store: Store) -> No
     assert ids_of([cl]) == {M1: [b.id]}
     assert store.oldest_due(T0 + 100) is None
     assert store.oldest_due(T0 + 125) == T0 + 120  # a hung deliverer's lease has lapsed
+
+
+# -- issue 25: the alert's source and silence on the episode, background jobs ----------------
+def test_an_episode_keeps_its_source_and_silence_id(store: Store) -> None:
+    from dataclasses import replace as with_
+
+    [o] = store.record([paging(info=with_(INFO, source="alertmanager"))], NO_LIMITS, T0)
+    eid = o.episode_id or ""
+    e = store.episode(eid)
+    assert e is not None and (e.source, e.silence_id) == ("alertmanager", None)
+    store.set_silence(eid, "9f3c-silence")
+    e = store.episode(eid)
+    assert e is not None and e.silence_id == "9f3c-silence"
+    assert store.episodes_by_key([("fp-disk", EP)])[("fp-disk", EP)].silence_id == "9f3c-silence"
+    store.set_silence(eid, None)
+    e = store.episode(eid)
+    assert e is not None and e.silence_id is None
+    store.set_silence("nope", "x")  # an unknown episode: nothing happens
+
+
+def test_a_job_runs_once_per_key_leased_and_fenced(store: Store) -> None:
+    assert store.add_job("silence:e1", "silence", {"episode": "e1", "n": 1}, T0 + 5, T0 + 600,
+                         T0)
+    assert not store.add_job("silence:e1", "silence", {"episode": "other"}, T0, T0, T0 + 1)
+    assert store.claim_jobs(T0 + 4.9, 60) == []
+    [c] = store.claim_jobs(T0 + 5, 60)
+    assert (c.job.key, c.job.kind, c.job.payload, c.job.state, c.job.since, c.job.attempts,
+            c.lease_until) == ("silence:e1", "silence", {"episode": "e1", "n": 1}, "pending",
+                               T0, 0, T0 + 65)
+    assert store.claim_jobs(T0 + 6, 60) == []              # leased
+    [c2] = store.claim_jobs(T0 + 66, 60)                   # lease lapsed
+    assert not store.settle_job(c, "done", T0 + 67)        # the lapsed lease's token
+    assert store.settle_job(c2, "pending", T0 + 67, due_at=T0 + 80, error="refused")
+    job = store.job("silence:e1")
+    assert job is not None and (job.state, job.due_at, job.attempts, job.error) == (
+        "pending", T0 + 80, 1, "refused")
+    assert store.claim_jobs(T0 + 79, 60) == []
+    [c3] = store.claim_jobs(T0 + 80, 60)
+    assert store.settle_job(c3, "done", T0 + 81)
+    assert not store.settle_job(c3, "failed", T0 + 82)
+    job = store.job("silence:e1")
+    assert job is not None and (job.state, job.error) == ("done", "")
+    assert store.claim_jobs(T0 + 10_000, 60) == []
+    assert not store.add_job("silence:e1", "silence", {}, T0, T0, T0 + 100)  # kept: not again
+    store.prune(T0 + 599)
+    assert store.job("silence:e1") is not None
+    store.prune(T0 + 601)
+    assert store.job("silence:e1") is None
+    assert store.add_job("silence:e1", "silence", {}, T0, T0, T0 + 700)
+
+
+def test_a_shift_notice_is_recorded_once_with_its_reason_and_no_episode(store: Store) -> None:
+    n = note(fp="notice:sre", status="notice", episode="2026-09-21T01:00:00+00:00",
+             reason="shift notice", repeat_interval=3600.0)
+    [o] = store.record([n], NO_LIMITS, T0)
+    assert (o.state, o.reason, o.episode_id) == ("queued", "shift notice", None)
+    [again] = store.record([n], NO_LIMITS, T0 + 100)   # its job run again after a crash
+    assert (again.state, again.reason, again.id) == ("suppressed", "duplicate", None)
+    assert store.episodes() == []
+    [item] = store.recent()
+    assert (item.mobile, item.status, item.state, item.reason) == (
+        M1, "notice", "queued", "shift notice")
+    [limited] = store.record([note(fp="notice:sre", status="notice", episode="other",
+                                   reason="shift notice")], Policy(per_mobile_per_hour=1), T0)
+    assert (limited.state, limited.reason) == ("suppressed", "per_mobile_per_hour limit")
+
+
+def test_a_sqlite_file_from_before_silences_gets_their_columns(tmp_path: Path) -> None:
+    import sqlite3
+    from dataclasses import replace as with_
+
+    path = tmp_path / "old.db"
+    fresh = SqliteStore(str(path))
+    fresh.ping()  # makes the schema
+    fresh.close()
+    with sqlite3.connect(path) as db:   # as a file written by a version before issue 25
+        db.execute("ALTER TABLE alert_episodes DROP COLUMN silence_id")
+        db.execute("ALTER TABLE alert_episodes DROP COLUMN source")
+    store = SqliteStore(str(path))
+    [o] = store.record([paging(info=with_(INFO, source="alertmanager"))], NO_LIMITS, T0)
+    store.set_silence(o.episode_id or "", "s1")
+    e = store.episode(o.episode_id or "")
+    assert e is not None and (e.source, e.silence_id) == ("alertmanager", "s1")
+    store.close()

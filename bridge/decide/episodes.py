@@ -98,6 +98,9 @@ class EpisodeInfo:
     starts_at: float | None
     silence_url: str | None
     annotations: dict[str, str] = field(default_factory=dict)
+    #: the alert's source (``alertmanager``, ``grafana``): an acknowledgement silences
+    #: Alertmanager's alerts there (docs/oncall.md, "Silences in Alertmanager")
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,11 @@ class Episode:
     steps: tuple[Step, ...]
     #: the alert's annotations at the first page (what escalation steps render with)
     annotations: dict[str, str] = field(default_factory=dict)
+    #: the alert's source (``alertmanager``, ``grafana``; ``""`` for episodes stored before
+    #: it was recorded)
+    source: str = ""
+    #: the id of the Alertmanager silence its acknowledgement created, else ``None``
+    silence_id: str | None = None
 
     def paged_mobiles(self) -> set[str]:
         """Every mobile paged for the episode."""
@@ -176,6 +184,7 @@ class Episode:
             "state": self.state, "acknowledged_by": self.acknowledged_by,
             "acknowledged_at": self.acknowledged_at, "acknowledged_via": self.acknowledged_via,
             "resolved_at": self.resolved_at, "created_at": self.created_at,
+            "source": self.source, "silence_id": self.silence_id,
             "paged": [{"mobile": p.mobile, "route": p.route, "at": p.at, "level": p.level,
                        "item_id": p.item_id, "resolved_template": p.resolved_template}
                       for p in self.paged],

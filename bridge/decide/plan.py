@@ -181,7 +181,8 @@ def episode_info(alert: Alert, batch: Batch) -> EpisodeInfo:
         alertname=alert.name, labels=dict(alert.labels),
         summary=alert.annotations.get("summary") or alert.annotations.get("description") or "",
         starts_at=alert.starts_at.timestamp() if alert.starts_at is not None else None,
-        silence_url=silence_url(alert, batch), annotations=dict(alert.annotations))
+        silence_url=silence_url(alert, batch), annotations=dict(alert.annotations),
+        source=alert.source)
 
 
 def step_specs(r: Route) -> tuple[StepSpec, ...]:
@@ -227,14 +228,14 @@ def _variables(rules: RuleSet, tpl_name: str, context: dict[str, Any],
 
 def notification(rules: RuleSet, tpl_name: str, context: dict[str, Any],
                  rendered: dict[str, dict[str, str]], mobile: str, *, fingerprint: str,
-                 status: Literal["firing", "resolved"], episode: str, route: str,
+                 status: Literal["firing", "resolved", "notice"], episode: str, route: str,
                  alertname: str, is_muted: bool, repeat_interval: float | None = None,
                  untimed: bool = False, resolved_template: str | None = None, level: int = 0,
                  steps: tuple[StepSpec, ...] = (), info: EpisodeInfo | None = None
                  ) -> Notification:
-    """The one way a notification is built, for a route's page, a resolved SMS and an
-    escalation step alike: template ``tpl_name``'s ``tpl_id`` and its variables rendered with
-    ``context`` for ``mobile`` (:func:`_variables`; ``rendered`` caches per template),
+    """The one way a notification is built, for a route's page, a resolved SMS, an escalation
+    step and a shift notice alike: template ``tpl_name``'s ``tpl_id`` and its variables
+    rendered with ``context`` for ``mobile`` (:func:`_variables`; ``rendered`` caches per template),
     ``suppressed`` with reason ``muted`` when ``is_muted``. ``repeat_interval`` ``None``: the
     rules file's default (:data:`bridge.rules.defaults.DEFAULT_REPEAT_INTERVAL`).
 

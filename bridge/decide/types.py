@@ -34,7 +34,8 @@ class Notification:
 
     mobile: str
     fingerprint: str
-    status: Literal["firing", "resolved"]
+    #: ``notice`` for a shift notice (docs/oncall.md): deduplicated like a firing, no episode
+    status: Literal["firing", "resolved", "notice"]
     episode: str
     route: str
     alertname: str
@@ -126,7 +127,9 @@ PAGING_POLICY: tuple[PolicyRow, ...] = (
               "storm", True,
               effect="the window counts every notification that reaches this row; a held one"
                      " is due when the window ends"),
-    PolicyRow("queued", "otherwise", "queued", "", True,
+    PolicyRow("queued", "otherwise (a shift notice, status notice, keeps its reason 'shift"
+              " notice'; it is deduplicated like a firing and pairs with nothing)", "queued",
+              "", True,
               effect="an SMS counts for per_day and per_mobile_per_hour; due now"),
 )
 

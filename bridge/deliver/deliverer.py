@@ -505,7 +505,7 @@ class Deliverer:
         # the gap starts at the send; before the last SMS of the claim the mobile stays held
         self._fenced(claim, ids, "sent", lambda: self.store.mark_sent(
             ids, stored_sid(provider, result.sid), result.fee, now,
-            reason="dry-run" if dry else note, token=claim.token,
+            reason="dry-run" if dry else note or _notice_reason(items), token=claim.token,
             pace_until=now + rules.limits.min_gap if last else None))
         self._config_ok(provider)
         metrics.DELIVERIES.labels("sent").inc(len(ids))
@@ -652,6 +652,11 @@ class Deliverer:
             {"reason": reason, "config": self.providers.config_ids.get(provider, ""), "at": now},
             ensure_ascii=False))
         self._provider_errors.add(provider)
+
+
+def _notice_reason(items: list[Item]) -> str:
+    """The reason a sent shift notice keeps (docs/oncall.md, "Shift notices"), else ``""``."""
+    return "shift notice" if items and all(i.status == "notice" for i in items) else ""
 
 
 def delivery_problems(now: float, last_pass: float | None, started_at: float,

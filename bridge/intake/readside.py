@@ -112,6 +112,7 @@ def episode_json(b: Bridge, episode: Episode) -> dict[str, Any]:
     """One episode as ``/api/episodes`` and the pages show it (docs/api.md, GET
     /api/episodes): ``id``, ``alertname``, ``fingerprint``, ``labels``, ``summary``,
     ``starts_at``, ``state``, ``acknowledged_by``/``_at``, ``resolved_at``, ``silence_url``,
+    ``silence_id`` (the Alertmanager silence its acknowledgement created, else ``None``),
     ``paged`` (``person``, ``mobile`` masked, ``channel`` (``voice`` for a call), ``at``
     (queued), ``state`` of its notification or
     ``None``, ``sent_at`` (when it was sent, or ended failed; else ``None``), ``level``) and
@@ -136,7 +137,7 @@ def episode_json(b: Bridge, episode: Episode) -> dict[str, Any]:
         "acknowledged_at_local": local_time(b, episode.acknowledged_at),
         "acknowledged_via": episode.acknowledged_via,
         "resolved_at": episode.resolved_at, "resolved_at_local": local_time(b, episode.resolved_at),
-        "silence_url": episode.silence_url,
+        "silence_url": episode.silence_url, "silence_id": episode.silence_id,
         "paged": [{"person": rules.person_of(number), "mobile": mask_mobile(number),
                    "channel": channel, "at": p.at, "at_local": local_time(b, p.at),
                    "level": p.level, "route": p.route,

@@ -10,11 +10,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from bridge import metrics
-from bridge.alert import Batch
+from bridge.alert import Alert, Batch
 from bridge.config import Settings
 from bridge.decide.episodes import EPISODE_STATES, Episode, Paged, valid_code
 from bridge.decide.heartbeats import HeartbeatView, heartbeat_view, split_beats
 from bridge.decide.plan import decide, episode_from_start, store_policy
+from bridge.deliver import notices
 from bridge.deliver.deliverer import (
     STATUS_DELIVERY_PASS,
     STATUS_JUHE_CONFIG,
@@ -27,6 +28,9 @@ from bridge.deliver.deliverer import (
 )
 from bridge.deliver.escalation import Escalator
 from bridge.deliver.heartbeats import HeartbeatWatch
+from bridge.deliver.jobs import Handler, JobRunner
+from bridge.deliver.notices import Notifier
+from bridge.deliver.silences import Silencer
 from bridge.errors import StoreUnavailable
 from bridge.intake.observe import IntakeResult, observe_before, observe_intake
 from bridge.intake.reload import RulesHolder
@@ -66,17 +70,45 @@ class Bridge:
         #: names the Juhe configuration in force (never the key), for the juhe_config note
         self.config_id = config_id(settings)
         self.started_at = time.time()
+        #: the Alertmanager silences of acknowledgements, when BRIDGE_ALERTMANAGER_URL is set
+        self.silencer = (Silencer(self.store, settings.alertmanager_url, settings.ack_silence,
+                                  resolve=self.resolved_in_alertmanager)
+                         if settings.alertmanager_url else None)
 
     def deliverer(self, on_pass: Callable[[], object] | None = None) -> Deliverer:
         """A deliverer sharing this bridge's store, sender and rules; its loop also runs the
-        due escalation steps (:meth:`escalator`) and the heartbeats' timer
-        (:meth:`heartbeat_watch`), and calls ``on_pass`` after each pass (see
+        due escalation steps (:meth:`escalator`), the heartbeats' timer (:meth:`heartbeat_watch`)
+        and background jobs (:meth:`jobs`), and calls ``on_pass`` after each pass (see
         :class:`~bridge.deliver.deliverer.Deliverer`)."""
-        escalator, watch = self.escalator(), self.heartbeat_watch()
+        escalator, watch, notifier = self.escalator(), self.heartbeat_watch(), self.notifier()
+        jobs = self.jobs(notifier)
+
+        def sidecar() -> int:
+            return (escalator.run_once() + watch.run_once() + notifier.run_once()
+                    + jobs.run_once())
+
         return Deliverer(self.store, self.sender, lambda: self.holder.rules, self.delivery_policy,
-                         config=self.config_id,
-                         sidecar=lambda: escalator.run_once() + watch.run_once(),
-                         on_pass=on_pass, providers=self.providers)
+                         config=self.config_id, sidecar=sidecar, on_pass=on_pass,
+                         providers=self.providers)
+
+    def notifier(self) -> Notifier:
+        """What adds and sends the shift notices of this bridge's schedules."""
+        return Notifier(self.store, lambda: self.holder.rules, self.settings.zone)
+
+    def jobs(self, notifier: Notifier | None = None) -> JobRunner:
+        """The runner of background jobs on this bridge's store: shift notices (``notifier``'s,
+        in the delivery loop) and Alertmanager silences (in a thread pool: outside calls never
+        hold up the SMS)."""
+        handlers: dict[str, Handler] = {notices.KIND: (notifier or self.notifier()).send}
+        background: set[str] = set()
+        if self.silencer is not None:
+            from bridge.deliver import silences
+
+            handlers.update({silences.CREATE: self.silencer.create,
+                             silences.EXPIRE: self.silencer.expire,
+                             silences.WATCH: self.silencer.watch})
+            background.update((silences.CREATE, silences.EXPIRE, silences.WATCH))
+        return JobRunner(self.store, handlers, background=frozenset(background))
 
     def escalator(self) -> Escalator:
         """The runner of due escalation steps on this bridge's store and rules."""
@@ -170,7 +202,31 @@ class Bridge:
             log.info("episode %s (%s) acknowledged by %s via %s; pending steps cancelled",
                      episode.id, episode.alertname or episode.fingerprint, episode.acknowledged_by,
                      via)
+            self._silence(episode, time.time() if now is None else now)
         return episode, done
+
+    def _silence(self, episode: Episode, now: float) -> None:
+        """Add the Alertmanager silence job of a first acknowledgement (docs/oncall.md); the
+        acknowledgement stands whatever happens here."""
+        if self.silencer is None:
+            return
+        try:
+            self.silencer.on_acknowledged(episode, now)
+        except StoreUnavailable as exc:
+            log.error("episode %s: acknowledged, but its alertmanager silence could not be "
+                      "queued: %s", episode.id, exc)
+
+
+    def resolved_in_alertmanager(self, episode: Episode, now: float) -> None:
+        """Take the resolve of ``episode``'s alert that its Alertmanager silence held back, as
+        the webhook would have brought it (docs/oncall.md, "Silences in Alertmanager"): the
+        resolved SMS to who was paged, the episode resolved, the silence expired. Raises
+        :class:`StoreUnavailable`."""
+        starts = datetime.fromisoformat(episode.episode) if episode.episode else None
+        alert = Alert(labels=dict(episode.labels), annotations=dict(episode.annotations),
+                      status="resolved", fingerprint=episode.fingerprint, source="alertmanager",
+                      starts_at=starts, ends_at=datetime.fromtimestamp(now, UTC))
+        self.intake(Batch(source="alertmanager", alerts=[alert]), now)
 
     def unknown_code_hit(self, client: str, now: float | None = None) -> int:
         """Count an unknown-code try of ``client`` in the current minute (shared by every
@@ -257,7 +313,18 @@ class Bridge:
                                      now, plan.episodes, plan.resolved)
         result = IntakeResult(batch, plan, outcomes, beats)
         observe_intake(result, rules)
+        if self.silencer is not None and plan.resolved:
+            self._expire_silences(self.silencer, [k for k in keys if k[1]], now)
         return result
+
+    def _expire_silences(self, silencer: Silencer, keys: list[tuple[str, str]],
+                         now: float) -> None:
+        """After the record step: the silences of the episodes resolved here are expired in
+        the background (read again now, so that a silence created meanwhile is seen)."""
+        try:
+            silencer.on_resolved(self.store.episodes_by_key(keys).values(), now)
+        except StoreUnavailable as exc:
+            log.error("silences of resolved episodes not queued for expiry: %s", exc)
 
     # -- health ---------------------------------------------------------------------------
     def delivery_state(self, now: float) -> tuple[float | None, float | None]:

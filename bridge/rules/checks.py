@@ -28,6 +28,8 @@ ALERT_NAMES = frozenset({
 #: What a heartbeat's templates see besides an alert's names (docs/heartbeats.md, Going
 #: missing).
 HEARTBEAT_NAMES = frozenset({"name", "expect", "last_seen"})
+#: What a shift notice's template sees (docs/oncall.md, "Shift notices").
+NOTICE_NAMES = frozenset({"person", "schedule", "start", "end", "next"})
 #: What the storm template sees (docs/rules.md, "Storms").
 STORM_NAMES = frozenset({"count", "firing", "resolved", "alertnames", "mobile", "window_start",
                          "window_end"})
@@ -126,14 +128,15 @@ def unknown_names(env: Environment, source: str, provided: Iterable[str]) -> lis
 
 def unknown_name_warnings(env: Environment, templates: Mapping[str, Mapping[str, str]],
                           storm: str | None, routed: set[str],
-                          beating: frozenset[str] | set[str] = frozenset()) -> list[str]:
+                          beating: frozenset[str] | set[str] = frozenset(),
+                          noticed: frozenset[str] = frozenset()) -> list[str]:
     """``templates.NAME.vars.VAR: ...`` for every name a variable reads that its template's
     users do not provide: routes and escalation steps give :data:`ALERT_NAMES`, the storm
     template (``storm``) :data:`STORM_NAMES`; a template both use gets either; ``routed``
     are the templates routes or steps name; ``beating`` those heartbeats name, which also
-    see :data:`HEARTBEAT_NAMES`. A template none of them names is not checked (what it
-    sees depends on its user, e.g. a shift notice). ``templates`` maps a template's name to its
-    variables' sources."""
+    see :data:`HEARTBEAT_NAMES`; ``noticed`` those schedules' ``notify`` names
+    (:data:`NOTICE_NAMES`). A template none of them names is not checked (what it sees
+    depends on its user). ``templates`` maps a template's name to its variables' sources."""
     out: list[str] = []
     for name, variables in templates.items():
         provided: set[str] = set()
@@ -143,15 +146,25 @@ def unknown_name_warnings(env: Environment, templates: Mapping[str, Mapping[str,
             provided |= ALERT_NAMES
         if name in beating:
             provided |= ALERT_NAMES | HEARTBEAT_NAMES
+        if name in noticed:
+            provided |= NOTICE_NAMES
         if not provided:
             continue
         for var, source in variables.items():
             for unknown in unknown_names(env, source, provided):
                 out.append(f"templates.{name}.vars.{var}: {unknown!r} is not a name "
-                           f"{'the storm template' if name == storm else 'an alert'} "
+                           f"{_user(name, storm, noticed - routed - set(beating))} "
                            f"provides: it renders empty (provided: "
                            f"{', '.join(sorted(provided))})")
     return out
+
+
+def _user(name: str, storm: str | None, only_noticed: Iterable[str]) -> str:
+    """Who gives a template its names, for a warning (``only_noticed``: the templates only
+    shift notices use)."""
+    if name == storm:
+        return "the storm template"
+    return "a shift notice" if name in only_noticed else "an alert"
 
 
 # -- escalation against min_gap -----------------------------------------------------------------

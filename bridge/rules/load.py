@@ -483,6 +483,15 @@ def _names_read(renderer: Renderer, source: str) -> set[str]:
         return set()  # reported by compiling
 
 
+def _check_notify(m: _Merged) -> list[str]:
+    """Schedules' ``notify.template`` that is not a template (docs/oncall.md, Shift
+    notices)."""
+    templates = m.names("templates", m.templates)
+    return [f"{m.pre('schedules', name)}schedules.{name}.notify.template: unknown template "
+            f"{spec.notify.template!r}" for name, spec in m.schedules.items()
+            if spec.notify is not None and spec.notify.template not in templates]
+
+
 def _check_people(m: _Merged) -> list[str]:
     """Receivers' and schedules' names that are not people; schedules named like receivers."""
     problems: list[str] = []
@@ -581,6 +590,7 @@ def _check_references(m: _Merged) -> list[str]:
         problems.append(f"{m.pre('limits')}limits.storm.template: unknown template "
                         f"{limits.storm.template!r}")
     problems.extend(_check_people(m))
+    problems.extend(_check_notify(m))
     if not m.routes and not m.raw_routes:
         problems.append("routes: no routes: no alert would ever page anyone")
     names: dict[str, str] = {}
@@ -674,9 +684,10 @@ def _build(parts: list[Part], folder: bool, tz: str, version: str,
     beating = {t for hb in merged.heartbeats.values()
                for t in (hb.template, hb.resolved_template, *(s.template for s in hb.escalate))
                if t}
+    noticed = frozenset(s.notify.template for s in merged.schedules.values() if s.notify)
     warnings = [merged.pre("templates", name) + w for name, tpl in merged.templates.items()
                 for w in unknown_name_warnings(renderer.env, {name: tpl.vars}, storm, routed,
-                                               beating)]
+                                               beating, noticed)]
     return [], RuleSet(
         receivers=compiled.receivers, templates=merged.templates,
         time_intervals=merged.intervals, limits=merged.limits or Limits(),

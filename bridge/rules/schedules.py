@@ -12,6 +12,7 @@ that the rules loader can embed them and report each problem at its place::
         time_zone: Asia/Shanghai             # default BRIDGE_TZ
         overrides:                           # local times, [start, end)
           - {start: "2026-12-24 10:00", end: "2026-12-26 10:00", people: [wang]}
+        notify: {template: shift-start, before: 15m}   # optional shift notices
 
 - **Rotation.** Shift ``k`` begins on the date ``start + k * shift`` at ``handover`` local time
   in ``time_zone`` and ends when shift ``k + 1`` begins; ``members[k mod len(members)]`` are on
@@ -49,6 +50,7 @@ from bridge.privacy import mask_mobile
 from bridge.rules.timeintervals import parse_location, parse_time_of_day
 
 __all__ = [
+    "NotifySpec",
     "Override",
     "OverrideSpec",
     "Schedule",
@@ -57,6 +59,7 @@ __all__ = [
     "OnCall",
     "next_shifts",
     "oncall_at",
+    "shifts_between",
     "oncall_view",
     "parse_local_time",
     "rotation_shift",
@@ -158,6 +161,13 @@ def _people(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(people))
 
 
+def _before(value: Any) -> float:
+    seconds = parse_duration(value)
+    if seconds < 0:
+        raise ValueError(f"before must not be negative: {value!r}")
+    return seconds
+
+
 def _zone_name(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("expected a time zone name, e.g. Asia/Shanghai")
@@ -192,6 +202,17 @@ class OverrideSpec(BaseModel):
         return self
 
 
+class NotifySpec(BaseModel):
+    """``notify: {template, before}``: tell each person going on call with one SMS of
+    ``template`` ``before`` seconds ahead of their shift (default 15 minutes; 0: at the
+    handover). See docs/oncall.md, "Shift notices"."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    template: str = Field(min_length=1)
+    before: Annotated[float, PlainValidator(_before)] = 900.0
+
+
 class ScheduleSpec(BaseModel):
     """One entry of ``schedules:`` as written (see the module docstring for the fields).
 
@@ -209,6 +230,7 @@ class ScheduleSpec(BaseModel):
     start: StartDate
     time_zone: ZoneName | None = None
     overrides: list[OverrideSpec] = Field(default_factory=list)
+    notify: NotifySpec | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -236,7 +258,9 @@ class ScheduleSpec(BaseModel):
             name=name, members=tuple(self.members), shift_days=self.shift,
             handover=self.handover, start=self.start, zone=zone,
             overrides=tuple(Override(_instant(o.start, zone), _instant(o.end, zone), o.people)
-                            for o in self.overrides))
+                            for o in self.overrides),
+            notify_template=self.notify.template if self.notify else None,
+            notify_before=self.notify.before if self.notify else 900.0)
 
 
 @dataclass(frozen=True)
@@ -262,6 +286,10 @@ class Schedule:
     start: date
     zone: ZoneInfo
     overrides: tuple[Override, ...] = ()
+    #: the template of shift notices (``notify.template``), ``None`` without ``notify``
+    notify_template: str | None = None
+    #: how long before a shift its notice goes out, seconds (``notify.before``)
+    notify_before: float = 900.0
 
 
 @dataclass(frozen=True)
@@ -359,6 +387,21 @@ def next_shifts(schedule: Schedule, t: datetime, n: int) -> list[Shift]:
     for _ in range(max(n, 0)):
         current = oncall_at(schedule, current.end)
         out.append(current)
+    return out
+
+
+def shifts_between(schedule: Schedule, since: datetime, until: datetime) -> list[Shift]:
+    """The pieces of the final view that overlap ``[since, until)`` (aware times), in time
+    order: the one containing ``since`` (it may begin before), then each that begins before
+    ``until``. Empty when ``until <= since``. Raises ``ValueError`` for a naive time."""
+    out: list[Shift] = []
+    until = _utc(until)
+    if until <= _utc(since):
+        return out
+    current = oncall_at(schedule, since)
+    while current.start < until:
+        out.append(current)
+        current = oncall_at(schedule, current.end)
     return out
 
 

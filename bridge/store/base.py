@@ -157,6 +157,40 @@ class Claim:
     token: str = ""
 
 
+JobState = Literal["pending", "done", "failed"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One durable background job (docs/oncall.md: silences in Alertmanager, shift notices):
+    ``key`` names it once across every process sharing the store (adding a key that exists
+    changes nothing), ``kind`` says which runner handles it, ``payload`` is JSON-able data.
+    ``since`` is when it was added (a runner gives up some time after it), ``due_at`` when it
+    runs next, ``attempts`` how often it ran and failed, ``error`` the last failure. A finished
+    job (``done``, ``failed``) is kept until ``keep_until``, so its key is not added again
+    before then; times are UNIX seconds."""
+
+    key: str
+    kind: str
+    payload: dict[str, Any]
+    state: JobState
+    due_at: float
+    since: float
+    keep_until: float
+    attempts: int = 0
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class JobClaim:
+    """A due job leased to one runner until ``lease_until``; :meth:`Store.settle_job` with
+    ``token`` (a lapsed lease's token changes nothing)."""
+
+    job: Job
+    token: str
+    lease_until: float
+
+
 #: One encoder for every store write (``json.dumps`` with options builds a new one per call).
 _COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
@@ -282,6 +316,35 @@ class Store(abc.ABC):
         (nothing changed) when the lease lapsed and the transition was claimed again."""
 
     @abc.abstractmethod
+    def set_silence(self, id: str, silence_id: str | None) -> None:
+        """Keep the Alertmanager silence ``silence_id`` with episode ``id`` (``None`` clears
+        it); an unknown id changes nothing."""
+
+    # -- jobs (durable background work with leases, like the steps) -------------------------
+    @abc.abstractmethod
+    def add_job(self, key: str, kind: str, payload: dict[str, Any], due_at: float,
+                keep_until: float, now: float) -> bool:
+        """**Atomically** add job ``key`` pending, due at ``due_at``, kept until at least
+        ``keep_until`` once finished; true when added, false when a job of that key exists
+        (pending or finished): each key runs once."""
+
+    @abc.abstractmethod
+    def claim_jobs(self, now: float, lease: float, limit: int = 20) -> list[JobClaim]:
+        """**Atomically** lease pending jobs due at ``now`` (no unexpired lease) until
+        ``now + lease``, at most ``limit``, oldest due first."""
+
+    @abc.abstractmethod
+    def settle_job(self, claim: JobClaim, state: JobState, now: float, *,
+                   due_at: float | None = None, error: str = "") -> bool:
+        """**Atomically** end a claimed job's lease: ``pending`` runs it again at ``due_at``
+        (one more attempt, ``error`` kept), ``done``/``failed`` finish it. False (nothing
+        changed) when the lease lapsed and the job was claimed again or finished."""
+
+    @abc.abstractmethod
+    def job(self, key: str) -> Job | None:
+        """The job ``key`` (pending or kept), or ``None``."""
+
+    @abc.abstractmethod
     def claim(self, now: float, lease: float, max_mobiles: int,
               max_items: int = 0) -> list[Claim]:
         """**Atomically** lease due items, grouped by mobile, to the caller.
@@ -358,8 +421,9 @@ class Store(abc.ABC):
     def prune(self, before: float) -> int:
         """Delete finished items (sent, failed, suppressed) and dedup records last touched
         before ``before``, and episodes resolved before ``before`` or created before ``before -
-        EPISODE_STALE`` (with their Paged entries, codes and steps); returns how many items
-        were deleted. Never blocks webhooks long."""
+        EPISODE_STALE`` (with their Paged entries, codes and steps), and finished jobs kept
+        until before ``before``; returns how many items were deleted. Never blocks webhooks
+        long."""
 
     @abc.abstractmethod
     def oldest_due(self, now: float) -> float | None:

@@ -16,6 +16,7 @@ from bridge.intake.service import Bridge
 from bridge.providers.base import Sender
 from bridge.store.base import Store
 from bridge.web import ack, api, heartbeat, page
+from bridge.web.calendar import calendar
 
 
 def create_app(settings: Settings | None = None, *, store: Store | None = None,
@@ -40,4 +41,5 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     page.init_app(app, settings)
     app.register_blueprint(ack.ack)
     app.register_blueprint(heartbeat.views)
+    app.register_blueprint(calendar)
     return app

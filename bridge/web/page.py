@@ -21,7 +21,7 @@ import logging
 import math
 import secrets
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import (
@@ -47,7 +47,8 @@ from bridge.privacy import mask_mobile
 from bridge.providers.juhe import encode_tpl_value
 from bridge.sources import SOURCES
 from bridge.store.base import STATES
-from bridge.web import guard
+from bridge.web import guard, pictures
+from bridge.web.calendar import feed_path
 from bridge.web.guard import (
     SESSION_HOURS,
     SessionInterface,
@@ -64,6 +65,10 @@ log = logging.getLogger(__name__)
 ACTIVE_LIMIT = 50
 #: ... and this many recently resolved ones (page.js asks /api/episodes for the same).
 RESOLVED_LIMIT = 10
+#: The Load section reads at most this many sent notifications ...
+LOAD_ITEMS = 5000
+#: ... and this many episodes (newest first).
+LOAD_EPISODES = 2000
 #: Who an Acknowledge from the page is recorded as when its name field is left empty.
 DEFAULT_ACK_BY = "operator"
 #: Content-Security-Policy of every answer: only the bridge's own scripts and styles.
@@ -119,11 +124,46 @@ def _filters() -> dict[str, str]:
             "alertname": args.get("alertname", "")}
 
 
+def _pictures(b: Any) -> dict[str, Any]:
+    """The On call and Load pictures (:mod:`bridge.web.pictures`) and each schedule's feed
+    URL. The load reads at most :data:`LOAD_ITEMS` sent notifications and
+    :data:`LOAD_EPISODES` episodes: as far back as ``BRIDGE_RETENTION`` keeps them."""
+    rules = b.holder.rules
+    zone = b.settings.zone
+    now = datetime.now(UTC)
+
+    def who(mobile: str) -> str:
+        return str(rules.person_of(mobile) or mask_mobile(mobile))
+
+    sent = [(i.updated_at, who(i.mobile)) for i in b.store.recent(LOAD_ITEMS, "sent")]
+    days, per_day = pictures.sent_per_day(sent, now, zone)
+    since = (now - timedelta(days=pictures.LOAD_DAYS)).timestamp()
+    loads = pictures.person_load(
+        (pictures.EpisodeLoad(tuple((who(p.mobile), p.at) for p in e.paged),
+                              e.acknowledged_by, e.acknowledged_at)
+         for e in b.store.episodes(None, LOAD_EPISODES)), since)
+    colours = pictures.colour_of([*rules.people, *per_day, *(r.person for r in loads)])
+    start = pictures.day_start(now, zone)
+    root = request.url_root.rstrip("/")
+    return {
+        "oncall_svg": pictures.oncall_svg(
+            pictures.oncall_rows(rules.schedules.values(), start), start, now, zone, colours),
+        "feeds": {name: root + feed_path(b.settings.token, name) for name in rules.schedules},
+        "sent_svg": pictures.sent_svg(days, per_day, colours),
+        "sent_totals": [(w, sum(c), colours[w]) for w, c in per_day.items()],
+        "load_svg": pictures.load_svg(loads, colours), "loads": loads,
+        "oncall_legend": [(p, colours[p]) for p in dict.fromkeys(
+            p for sch in rules.schedules.values() for m in sch.members for p in m)],
+        "duration_short": pictures.duration_short, "load_days": pictures.LOAD_DAYS,
+    }
+
+
 def _index(status: int = 200, **playground: Any) -> Any:
     b = bridge()
     f = _filters()
     return _render(
         "index.html", status, status_=readside.status(b), oncall=readside.oncall(b),
+        person_of=b.holder.rules.person_of, **_pictures(b),
         heartbeats=readside.heartbeats(b),
         firing=readside.episodes(b, "firing", ACTIVE_LIMIT),
         acknowledged=readside.episodes(b, "acknowledged", ACTIVE_LIMIT),

@@ -41,7 +41,7 @@ finish_step, mark_sent/retry/failed and ping are followed by ``WAIT``)::
                                            (legacy Grafana), as text (base.episode_text)
     {prefix}ep:{eid}               string  one alert episode (decide/episodes.py) as JSON text:
                                            id fp ep alertname labels annotations summary
-                                           starts_at
+                                           starts_at source silence_id
                                            silence_url route state ack_by ack_at ack_via
                                            resolved_at created_at paged[] steps[]; times are
                                            text ("" for none); paged: mobile route rt at level
@@ -56,6 +56,12 @@ finish_step, mark_sent/retry/failed and ping are followed by ``WAIT``)::
     {prefix}epresolved             zset    resolved episode ids, score = resolved_at (prune)
     {prefix}steps                  zset    ``{eid}|{index}`` of pending steps, score = when
                                            claimable = max(due_at, lease)   (claim_steps)
+    {prefix}job:{key}              hash    one background job (base.Job): key kind payload (JSON
+                                           text) state due_at since keep_until attempts error
+                                           lease token
+    {prefix}jobs                   zset    pending job keys, score = when claimable =
+                                           max(due_at, lease)                  (claim_jobs)
+    {prefix}jobskept               zset    finished job keys, score = keep_until (prune)
     {prefix}unknown:{client}:{min} string  unknown ack codes tried by a client in one minute
                                            (min = now // 60); expires after 120 s
     {prefix}heartbeats             hash    heartbeat name -> JSON text (docs/heartbeats.md):
@@ -81,7 +87,7 @@ from typing import Any, cast
 
 from bridge.decide.episodes import Episode, Paged, Step
 from bridge.decide.types import State
-from bridge.store.base import Item
+from bridge.store.base import Item, Job, JobState
 
 #: The default key prefix: one hash tag, so every key of the bridge is in one cluster slot.
 DEFAULT_PREFIX = "{bridge}:"
@@ -120,7 +126,17 @@ def decode_episode(raw: str) -> Episode:
                          due_at=opt_time(st["due_at"]), state=st["state"], reason=st["reason"],
                          ran_at=opt_time(st.get("ran_at")))
                     for st in lua_list(e["steps"])),
-        annotations=dict(e.get("annotations") or {}))
+        annotations=dict(e.get("annotations") or {}), source=e.get("source") or "",
+        silence_id=e.get("silence_id") or None)
+
+
+def decode_job(flat: Sequence[str]) -> Job:
+    """A :class:`Job` from an HGETALL reply of ``{prefix}job:{key}`` (its key in ``key``)."""
+    h = dict(zip(flat[::2], flat[1::2], strict=True))
+    return Job(key=h["key"], kind=h["kind"], payload=json.loads(h["payload"]),
+               state=cast(JobState, h["state"]), due_at=float(h["due_at"]),
+               since=float(h["since"]), keep_until=float(h["keep_until"]),
+               attempts=int(h.get("attempts", "0")), error=h.get("error", ""))
 
 
 def time_arg(x: float) -> str:

@@ -223,6 +223,7 @@ local function episode_upsert(n)
   local e = {id = eid, fp = n.fp, ep = n.ep, alertname = n.an, labels = info.labels or {},
     summary = info.summary or '', starts_at = info.starts_at or '',
     silence_url = info.silence_url or '', annotations = info.annotations or {},
+    source = info.source or '', silence_id = '',
     route = n.route, state = 'firing', ack_by = '',
     ack_at = '', ack_via = '', resolved_at = '', created_at = now_s, paged = {}, steps = {}}
   for i, st in ipairs(n.steps or {}) do
@@ -396,7 +397,7 @@ local function decide(n)
       return 'suppressed', 'acknowledged', store(n, 'suppressed', 'acknowledged', now_s)
     end
     n.known_eid = eid or false
-  else
+  elseif n.st == 'resolved' then
     -- policy row: resolved_pairing
     local paged = redis.call('HGET', P .. 'dedup:' .. key_of(n, 'firing'), 'paged')
     if not paged or paged == '0' then
@@ -418,11 +419,15 @@ local function decide(n)
   if held then
     return 'held', 'storm', store_paging(n, 'held', 'storm', held)
   end
-  -- policy row: queued
+  -- policy row: queued (a shift notice keeps its reason, 'shift notice')
   if day ~= '' and not call then
     day_added = day_added + 1
   end
-  return 'queued', '', store_paging(n, 'queued', '', now_s)
+  local why = ''
+  if n.st == 'notice' then
+    why = n.reason
+  end
+  return 'queued', why, store_paging(n, 'queued', why, now_s)
 end
 
 -- sub-step episodes: settle the episode of alerts without startsAt
@@ -900,6 +905,89 @@ end
 return #ids
 """
 
+
+SET_SILENCE_LUA = _EPISODE_LUA + """
+-- set_silence: keep an Alertmanager silence id with an episode ('' clears it).
+-- ARGV[1] prefix, ARGV[2] episode id, ARGV[3] silence id. Returns 1 when the episode exists.
+local e = load_episode(ARGV[1], ARGV[2])
+if not e then
+  return 0
+end
+e.silence_id = ARGV[3]
+redis.call('SET', ARGV[1] .. 'ep:' .. ARGV[2], cjson.encode(e))
+return 1
+"""
+
+ADD_JOB_LUA = """
+-- add_job: a pending job, unless one of that key exists (pending or kept).
+-- KEYS[1] {prefix}jobs; ARGV[1] prefix, ARGV[2] key, ARGV[3] kind, ARGV[4] payload (JSON),
+-- ARGV[5] due_at, ARGV[6] keep_until, ARGV[7] now. Returns 1 when added, else 0.
+local jk = ARGV[1] .. 'job:' .. ARGV[2]
+if redis.call('EXISTS', jk) == 1 then
+  return 0
+end
+redis.call('HSET', jk, 'key', ARGV[2], 'kind', ARGV[3], 'payload', ARGV[4], 'state', 'pending',
+  'due_at', ARGV[5], 'since', ARGV[7], 'keep_until', ARGV[6], 'attempts', 0, 'error', '',
+  'lease', 0, 'token', '')
+redis.call('ZADD', KEYS[1], ARGV[5], ARGV[2])
+return 1
+"""
+
+CLAIM_JOBS_LUA = """
+-- claim_jobs: lease pending jobs due at now.
+-- KEYS[1] {prefix}jobs; ARGV[1] prefix, ARGV[2] now, ARGV[3] lease_until (text),
+-- ARGV[4] limit, ARGV[5..] fresh tokens (at least limit)
+-- Returns a list of {token, job hash as HGETALL list}.
+local out = {}
+local keys = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, ARGV[4])
+for _, key in ipairs(keys) do
+  local jk = ARGV[1] .. 'job:' .. key
+  if redis.call('HGET', jk, 'state') == 'pending' then
+    local token = ARGV[5 + #out]
+    redis.call('HSET', jk, 'lease', ARGV[3], 'token', token)
+    redis.call('ZADD', KEYS[1], ARGV[3], key)
+    out[#out + 1] = {token, redis.call('HGETALL', jk)}
+  else
+    redis.call('ZREM', KEYS[1], key)
+  end
+end
+return out
+"""
+
+SETTLE_JOB_LUA = """
+-- settle_job: end a claimed job's lease, fenced by its token: 'pending' again at due_at (one
+-- more attempt), or finished 'done' / 'failed' (kept until keep_until).
+-- KEYS[1] {prefix}jobs; KEYS[2] {prefix}jobskept; ARGV[1] prefix, ARGV[2] key, ARGV[3] token,
+-- ARGV[4] state, ARGV[5] due_at, ARGV[6] error. Returns 1 when changed, else 0.
+local jk = ARGV[1] .. 'job:' .. ARGV[2]
+local row = redis.call('HMGET', jk, 'state', 'token', 'keep_until')
+if row[1] ~= 'pending' or row[2] ~= ARGV[3] then
+  return 0
+end
+redis.call('HSET', jk, 'lease', 0, 'token', '', 'error', ARGV[6])
+if ARGV[4] == 'pending' then
+  redis.call('HSET', jk, 'due_at', ARGV[5])
+  redis.call('HINCRBY', jk, 'attempts', 1)
+  redis.call('ZADD', KEYS[1], ARGV[5], ARGV[2])
+else
+  redis.call('HSET', jk, 'state', ARGV[4])
+  redis.call('ZREM', KEYS[1], ARGV[2])
+  redis.call('ZADD', KEYS[2], row[3], ARGV[2])
+end
+return 1
+"""
+
+PRUNE_JOBS_LUA = """
+-- prune jobs: one bounded step deleting finished jobs kept until before `before`.
+-- KEYS[1] {prefix}jobskept; ARGV[1] prefix, ARGV[2] '(' .. before, ARGV[3] batch.
+-- Returns how many were deleted.
+local keys = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])
+for _, key in ipairs(keys) do
+  redis.call('DEL', ARGV[1] .. 'job:' .. key)
+  redis.call('ZREM', KEYS[1], key)
+end
+return #keys
+"""
 
 BEAT_LUA = """
 -- beat: the last beat of each named heartbeat becomes now (never earlier), atomically; a first

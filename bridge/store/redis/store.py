@@ -57,6 +57,9 @@ from bridge.store.base import (
     STATES,
     Claim,
     Item,
+    Job,
+    JobClaim,
+    JobState,
     Outcome,
     Store,
     dumps_vars,
@@ -68,23 +71,29 @@ from bridge.store.redis.keys import (
     HASH_TAG,
     decode_episode,
     decode_item,
+    decode_job,
     limit_arg,
     opt_time,
     time_arg,
 )
 from bridge.store.redis.lua import (
     ACK_LUA,
+    ADD_JOB_LUA,
     BEAT_LUA,
     CLAIM_HEARTBEAT_LUA,
+    CLAIM_JOBS_LUA,
     CLAIM_LUA,
     CLAIM_STEPS_LUA,
     FINISH_HEARTBEAT_LUA,
     FINISH_STEP_LUA,
     MARK_LUA,
     PRUNE_EPISODES_LUA,
+    PRUNE_JOBS_LUA,
     PRUNE_LUA,
     RECENT_LUA,
     RECORD_LUA,
+    SET_SILENCE_LUA,
+    SETTLE_JOB_LUA,
     Script,
 )
 from bridge.store.redis.topology import RECONNECT, Topology
@@ -159,6 +168,11 @@ class RedisStore(Store):
         self._lua_claim_steps = Script(CLAIM_STEPS_LUA)
         self._lua_finish_step = Script(FINISH_STEP_LUA)
         self._lua_prune_episodes = Script(PRUNE_EPISODES_LUA)
+        self._lua_set_silence = Script(SET_SILENCE_LUA)
+        self._lua_add_job = Script(ADD_JOB_LUA)
+        self._lua_claim_jobs = Script(CLAIM_JOBS_LUA)
+        self._lua_settle_job = Script(SETTLE_JOB_LUA)
+        self._lua_prune_jobs = Script(PRUNE_JOBS_LUA)
         self._lua_beat = Script(BEAT_LUA)
         self._lua_claim_heartbeat = Script(CLAIM_HEARTBEAT_LUA)
         self._lua_finish_heartbeat = Script(FINISH_HEARTBEAT_LUA)
@@ -269,7 +283,7 @@ class RedisStore(Store):
                  "labels": dict(n.info.labels), "summary": n.info.summary,
                  "starts_at": "" if n.info.starts_at is None else time_arg(n.info.starts_at),
                  "silence_url": n.info.silence_url or "",
-                 "annotations": dict(n.info.annotations)}}
+                 "annotations": dict(n.info.annotations), "source": n.info.source}}
             for n in notes])
         marks = dumps_vars([{"fp": m.fingerprint, "f": 1 if m.firing else 0} for m in episodes])
         keys = [self._k(k) for k in ("seq", "items", "due", "pace", "dedup", "done", "storms")]
@@ -366,6 +380,38 @@ class RedisStore(Store):
         return bool(self._run(self._lua_finish_step, [self._k("steps")], [
             self.prefix, claim.episode_id, str(claim.index), claim.token, state, reason,
             time_arg(now)]))
+
+    def set_silence(self, id: str, silence_id: str | None) -> None:
+        self._run(self._lua_set_silence, [self._k(f"ep:{id}")],
+                  [self.prefix, id, silence_id or ""])
+
+    # -- jobs -------------------------------------------------------------------------------
+    def add_job(self, key: str, kind: str, payload: dict[str, Any], due_at: float,
+                keep_until: float, now: float) -> bool:
+        return bool(self._run(self._lua_add_job, [self._k("jobs")], [
+            self.prefix, key, kind, dumps_vars(payload), time_arg(due_at),
+            time_arg(keep_until), time_arg(now)]))
+
+    def claim_jobs(self, now: float, lease: float, limit: int = 20) -> list[JobClaim]:
+        lease_until = now + lease
+        tokens = [secrets.token_hex(8) for _ in range(max(int(limit), 1))]
+        rows = self._run(self._lua_claim_jobs, [self._k("jobs")],
+                         [self.prefix, time_arg(now), time_arg(lease_until), int(limit),
+                          *tokens], confirm=False)
+        return [JobClaim(decode_job(flat), str(token), lease_until) for token, flat in rows]
+
+    def settle_job(self, claim: JobClaim, state: JobState, now: float, *,
+                   due_at: float | None = None, error: str = "") -> bool:
+        return bool(self._run(self._lua_settle_job, [self._k("jobs"), self._k("jobskept")], [
+            self.prefix, claim.job.key, claim.token, state,
+            time_arg(now if due_at is None else due_at), error]))
+
+    def job(self, key: str) -> Job | None:
+        with self._errors():
+            h = cast(Any, self._node().hgetall)(self._k(f"job:{key}"))
+        if not h:
+            return None
+        return decode_job([str(x) for kv in dict(h).items() for x in kv])
 
     # -- heartbeats -------------------------------------------------------------------------
     def beat(self, names: Sequence[str], now: float) -> None:
@@ -480,6 +526,10 @@ class RedisStore(Store):
                             [self._k("epresolved"), self._k("episodes")],
                             [self.prefix, "(" + time_arg(before), int(batch),
                              "(" + time_arg(before - EPISODE_STALE)], confirm=False)) >= batch:
+            pass
+        while int(self._run(self._lua_prune_jobs, [self._k("jobskept")],
+                            [self.prefix, "(" + time_arg(before), int(batch)],
+                            confirm=False)) >= batch:
             pass
         return total
 

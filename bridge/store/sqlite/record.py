@@ -152,20 +152,9 @@ class RecordStep:
         if seen is not None and (n.status == "resolved"
                                  or self.now - seen[0] < n.repeat_interval):
             return None, "duplicate"
-        if n.status == "firing":
-            # policy row: already_resolved
-            if dedup_key(n.mobile, n.fingerprint, "resolved", n.episode) in self.dedup:
-                return None, "already resolved"
-            # policy row: acknowledged
-            episode = self.episodes.get((n.fingerprint, n.episode))
-            if episode is not None and episode[1] == "acknowledged":
-                return "suppressed", "acknowledged"
-        else:
-            # policy row: resolved_pairing
-            firing = self.dedup.get(dedup_key(n.mobile, n.fingerprint, "firing", n.episode))
-            if firing is None or not firing[1]:
-                self._write_dedup(key, 0)
-                return None, "not paged"
+        stop = self._episode_rows(n, key)
+        if stop is not None:
+            return stop
         # policy rows: per_day, per_mobile_per_hour (the dedup record is written either way;
         # a call counts for neither)
         call = n.mobile.startswith(VOICE_PREFIX)
@@ -176,11 +165,31 @@ class RecordStep:
         # policy row: storm (never a call)
         if not call and self._storm_holds(n.mobile):
             return "held", "storm"
-        # policy row: queued
+        # policy row: queued (a shift notice keeps its reason, "shift notice")
         if self.policy.day and not call:
             self.day_added += 1
             self.day_count += 1
-        return "queued", ""
+        return "queued", n.reason if n.status == "notice" else ""
+
+    def _episode_rows(self, n: Notification, key: str) -> tuple[State | None, str] | None:
+        """Policy rows ``already_resolved`` and ``acknowledged`` (a firing) and
+        ``resolved_pairing`` (a resolved): where the notification stops, or ``None`` (a shift
+        notice passes them all)."""
+        if n.status == "firing":
+            # policy row: already_resolved
+            if dedup_key(n.mobile, n.fingerprint, "resolved", n.episode) in self.dedup:
+                return None, "already resolved"
+            # policy row: acknowledged
+            episode = self.episodes.get((n.fingerprint, n.episode))
+            if episode is not None and episode[1] == "acknowledged":
+                return "suppressed", "acknowledged"
+        elif n.status == "resolved":
+            # policy row: resolved_pairing
+            firing = self.dedup.get(dedup_key(n.mobile, n.fingerprint, "firing", n.episode))
+            if firing is None or not firing[1]:
+                self._write_dedup(key, 0)
+                return None, "not paged"
+        return None
 
     def _write_dedup(self, key: str, paged: int) -> None:
         self.dedup[key] = self.dedup_writes[key] = (self.now, paged)
@@ -237,7 +246,8 @@ class RecordStep:
             ep_id, n.fingerprint, n.episode, n.alertname,
             dumps_vars(dict(info.labels) if info else {}), info.summary if info else "",
             info.starts_at if info else None, info.silence_url if info else None, n.route,
-            self.now, dumps_vars(dict(info.annotations) if info else {})))
+            self.now, dumps_vars(dict(info.annotations) if info else {}),
+            info.source if info else ""))
         self.new_steps.extend((ep_id, i, s.after, s.receiver, s.template, NOT_STARTED)
                               for i, s in enumerate(n.steps, start=1))
         return ep_id
@@ -328,8 +338,8 @@ class RecordStep:
         if self.new_episodes:
             db.executemany(
                 "INSERT INTO alert_episodes (id, fingerprint, episode, alertname, labels, summary,"
-                " starts_at, silence_url, route, state, created_at, annotations)"
-                " VALUES (?,?,?,?,?,?,?,?,?,'firing',?,?)", self.new_episodes)
+                " starts_at, silence_url, route, state, created_at, annotations, source)"
+                " VALUES (?,?,?,?,?,?,?,?,?,'firing',?,?,?)", self.new_episodes)
             self.new_episodes.clear()
         if self.new_steps:
             db.executemany(

@@ -38,9 +38,13 @@ from bridge.store.base import (
     STATES,
     Claim,
     Item,
+    Job,
+    JobClaim,
+    JobState,
     Outcome,
     Store,
     dedup_key,
+    dumps_vars,
     episode_text,
 )
 from bridge.store.sqlite.record import RecordStep, chunks, marks
@@ -97,7 +101,8 @@ CREATE TABLE IF NOT EXISTS alert_episodes (
     alertname TEXT NOT NULL, labels TEXT NOT NULL, summary TEXT NOT NULL, starts_at REAL,
     silence_url TEXT, route TEXT NOT NULL, state TEXT NOT NULL, acknowledged_by TEXT,
     acknowledged_at REAL, acknowledged_via TEXT, resolved_at REAL, created_at REAL NOT NULL,
-    annotations TEXT NOT NULL DEFAULT '{}', UNIQUE (fingerprint, episode)
+    annotations TEXT NOT NULL DEFAULT '{}', source TEXT NOT NULL DEFAULT '', silence_id TEXT,
+    UNIQUE (fingerprint, episode)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS alert_episodes_created ON alert_episodes(created_at);
 CREATE INDEX IF NOT EXISTS alert_episodes_resolved ON alert_episodes(resolved_at)
@@ -124,6 +129,15 @@ CREATE TABLE IF NOT EXISTS heartbeats (
     lease_until REAL NOT NULL DEFAULT 0, lease_token TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+-- durable background jobs (base.Job): silences in Alertmanager, shift notices
+CREATE TABLE IF NOT EXISTS jobs (
+    key TEXT PRIMARY KEY, kind TEXT NOT NULL, payload TEXT NOT NULL, state TEXT NOT NULL,
+    due_at REAL NOT NULL, since REAL NOT NULL, keep_until REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, error TEXT NOT NULL DEFAULT '',
+    lease_until REAL NOT NULL DEFAULT 0, lease_token TEXT NOT NULL DEFAULT ''
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs(due_at) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS jobs_kept ON jobs(keep_until) WHERE state != 'pending';
 CREATE TABLE IF NOT EXISTS status (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
 
@@ -136,6 +150,12 @@ _PENDING_SQL = "('queued', 'retrying', 'held')"
 _COLUMNS = ("id, mobile, fingerprint, status, episode, route, alertname, tpl_id, variables, state,"
             " reason, created_at, updated_at, due_at, attempts, first_attempt_at, sid, fee,"
             " template")
+
+
+def _job(row: sqlite3.Row) -> Job:
+    return Job(key=row["key"], kind=row["kind"], payload=json.loads(row["payload"]),
+               state=row["state"], due_at=row["due_at"], since=row["since"],
+               keep_until=row["keep_until"], attempts=row["attempts"], error=row["error"])
 
 
 def _item(row: sqlite3.Row) -> Item:
@@ -222,6 +242,8 @@ class SqliteStore(Store):
                                  " DEFAULT ''")
                 if "template" not in columns:  # a file from before templates were kept
                     conn.execute("ALTER TABLE items ADD COLUMN template TEXT")
+                self._add_columns(conn, "alert_episodes", {  # a file from before issue 25
+                    "source": "TEXT NOT NULL DEFAULT ''", "silence_id": "TEXT"})
                 steps = {r[1] for r in conn.execute("PRAGMA table_info(episode_steps)")}
                 if "ran_at" not in steps:  # a file from before issue 20
                     conn.execute("ALTER TABLE episode_steps ADD COLUMN ran_at REAL")
@@ -230,6 +252,20 @@ class SqliteStore(Store):
             conn.close()
             raise
         return conn
+
+    @staticmethod
+    def _add_columns(conn: sqlite3.Connection, table: str, columns: dict[str, str]) -> None:
+        """Add the ``columns`` (name -> type) a file made by an older version lacks; another
+        process adding one at the same moment is no error."""
+        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        for name, kind in columns.items():
+            if name in have:
+                continue
+            try:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):
+                    raise
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -511,6 +547,8 @@ class SqliteStore(Store):
                                " WHERE at < ? LIMIT ?)", (before, batch)).rowcount
                 db.execute("DELETE FROM pacing WHERE next_at < ?", (before,))
                 db.execute("DELETE FROM storms WHERE window_end < ?", (before,))
+                db.execute("DELETE FROM jobs WHERE key IN (SELECT key FROM jobs WHERE"
+                           " state != 'pending' AND keep_until < ? LIMIT ?)", (before, batch))
                 gone = [r[0] for r in db.execute(
                     "SELECT id FROM alert_episodes WHERE (state='resolved' AND resolved_at < ?)"
                     " OR created_at < ? LIMIT ?", (before, before - EPISODE_STALE, batch))]
@@ -548,7 +586,8 @@ class SqliteStore(Store):
                 state=r["state"], acknowledged_by=r["acknowledged_by"],
                 acknowledged_at=r["acknowledged_at"], acknowledged_via=r["acknowledged_via"],
                 resolved_at=r["resolved_at"], created_at=r["created_at"], paged=paged,
-                steps=steps, annotations=json.loads(r["annotations"])))
+                steps=steps, annotations=json.loads(r["annotations"]), source=r["source"],
+                silence_id=r["silence_id"]))
         return out
 
     def _read_episodes(self, where: str, args: Sequence[Any], tail: str = "") -> list[Episode]:
@@ -648,6 +687,56 @@ class SqliteStore(Store):
                            (state, reason, now, claim.episode_id, claim.index,
                             claim.token)).rowcount
             return bool(n)
+
+    def set_silence(self, id: str, silence_id: str | None) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE alert_episodes SET silence_id=? WHERE id=?", (silence_id, id))
+
+    # -- jobs -------------------------------------------------------------------------------
+    def add_job(self, key: str, kind: str, payload: dict[str, Any], due_at: float,
+                keep_until: float, now: float) -> bool:
+        with self._tx() as db:
+            return bool(db.execute(
+                "INSERT INTO jobs (key, kind, payload, state, due_at, since, keep_until)"
+                " VALUES (?,?,?,'pending',?,?,?) ON CONFLICT(key) DO NOTHING",
+                (key, kind, dumps_vars(payload), due_at, now, keep_until)).rowcount)
+
+    def claim_jobs(self, now: float, lease: float, limit: int = 20) -> list[JobClaim]:
+        # polled every delivery pass: a read first, the write lock only when something is due
+        if not self._read("SELECT 1 FROM jobs WHERE state='pending' AND due_at <= ?"
+                          " AND lease_until <= ? LIMIT 1", (now, now)):
+            return []
+        out: list[JobClaim] = []
+        with self._tx() as db:
+            rows = db.execute("SELECT * FROM jobs WHERE state='pending' AND due_at <= ?"
+                              " AND lease_until <= ? ORDER BY due_at LIMIT ?",
+                              (now, now, limit)).fetchall()
+            for r in rows:
+                token = secrets.token_hex(8)
+                db.execute("UPDATE jobs SET lease_until=?, lease_token=? WHERE key=?",
+                           (now + lease, token, r["key"]))
+                out.append(JobClaim(_job(r), token, now + lease))
+        return out
+
+    def settle_job(self, claim: JobClaim, state: JobState, now: float, *,
+                   due_at: float | None = None, error: str = "") -> bool:
+        with self._tx() as db:
+            if state == "pending":
+                n = db.execute("UPDATE jobs SET due_at=?, error=?, attempts=attempts+1,"
+                               " lease_until=0, lease_token='' WHERE key=? AND lease_token=?"
+                               " AND state='pending'",
+                               (now if due_at is None else due_at, error, claim.job.key,
+                                claim.token)).rowcount
+            else:
+                n = db.execute("UPDATE jobs SET state=?, error=?, lease_until=0,"
+                               " lease_token='' WHERE key=? AND lease_token=?"
+                               " AND state='pending'",
+                               (state, error, claim.job.key, claim.token)).rowcount
+            return bool(n)
+
+    def job(self, key: str) -> Job | None:
+        rows = self._read("SELECT * FROM jobs WHERE key=?", (key,))
+        return _job(rows[0]) if rows else None
 
     def oldest_due(self, now: float) -> float | None:
         rows = self._read(

@@ -31,7 +31,9 @@
     s.appendChild(el("span", "state " + n.state, n.state));
     s.appendChild(document.createTextNode(" "));
     s.appendChild(el("b", null, n.alertname || "-"));
-    s.appendChild(document.createTextNode(" " + n.status + " \u2192 " + n.mobile + " "));
+    s.appendChild(document.createTextNode(" " + n.status + " \u2192 "));
+    if (n.person) { s.appendChild(el("b", "who", n.person)); s.appendChild(document.createTextNode(" ")); }
+    s.appendChild(document.createTextNode(n.mobile + " "));
     s.appendChild(el("span", "muted", "via " + n.route));
     d.appendChild(s);
     var dl = el("dl", "kv");
@@ -112,6 +114,10 @@
                  " at " + e.acknowledged_at_local + " (via " + e.acknowledged_via + ")"));
     }
     if (e.resolved_at) a.appendChild(el("p", "ep-resolved", "Resolved at " + e.resolved_at_local));
+    if (e.silence_id) {
+      add(a, add(el("p", "ep-silence"), "Silenced in Alertmanager: ", el("code", null, e.silence_id),
+                 e.state === "resolved" ? " (expired at resolve)" : ""));
+    }
     var ul = el("ul");
     (e.paged || []).forEach(function (p) {
       var li = add(el("li"), el("b", null, p.person || "-"), " " + p.mobile + " ",
@@ -150,6 +156,16 @@
     }
     return a;
   }
+  // what fires first: the count in the title and the header badge
+  function firingCount(n) {
+    var badge = document.getElementById("firing-count");
+    if (badge) {
+      badge.textContent = n + " firing";
+      badge.setAttribute("data-count", String(n));
+      badge.className = "firing-count" + (n ? " hot" : "");
+    }
+    document.title = (n ? "(" + n + " firing) " : "") + "alert-sms bridge";
+  }
   function get(state, limit) {
     return fetch("/api/episodes?state=" + state + "&limit=" + limit,
                  {credentials: "same-origin", headers: {"Accept": "application/json"}})
@@ -169,6 +185,7 @@
       .then(function (r) {
         if (section.contains(document.activeElement) && document.activeElement.tagName === "INPUT") return;
         fill(active, r[0].concat(r[1]), "Nothing firing.");
+        firingCount(r[0].length);
         fill(resolved, r[2], "None.");
         section.removeAttribute("data-stale");
       })
