@@ -58,7 +58,9 @@ def test_reload_under_load_takes_effect_everywhere(make_bridge: Any, fake_juhe: 
     r = bridge.post("/-/reload", b"")
     assert r.status_code == 200, r.text
     reloaded_at = len(sent)
-    time.sleep(1.5)
+    # enough webhooks after the reload to reach both workers (a count, not a time: a loaded
+    # machine sends fewer a second)
+    assert wait_until(lambda: len(sent) > reloaded_at + 25, 30)
     stop.set()
     t.join(30)
     assert set(answers) == {200}
