@@ -382,7 +382,8 @@ class Deliverer:
                  gone: set[str]) -> list[Item]:
         """The resolved SMS of ``items`` (one mobile's) whose every firing SMS of the episode
         ended ``suppressed`` (``gone``: being suppressed now) instead of going out. A paged
-        entry without a stored item (older, or pruned) counts as paged."""
+        entry without an item id, or whose item is not among the mobile's newest 200 (older,
+        or pruned), counts as paged. Raises :class:`StoreUnavailable`."""
         out: list[Item] = []
         suppressed: set[str] | None = None
         for i in items:
@@ -391,7 +392,9 @@ class Deliverer:
             if not ids or None in ids:
                 continue
             if suppressed is None and not set(ids) <= gone:
-                suppressed = {s.id for s in self.store.recent(200, "suppressed", i.address)}
+                # the mobile's newest 200 (a bounded read): an older firing SMS counts as paged
+                suppressed = {s.id for s in self.store.recent(200, None, i.address)
+                              if s.state == "suppressed"}
             if set(ids) <= gone | (suppressed or set()):
                 out.append(i)
         return out
