@@ -114,9 +114,9 @@ class DeliveryPolicy:
     prune_every: float = 600.0
     retry_max: float = 600.0
     max_mobiles: int = 20
-    stall: float = 60.0
+    stall: float = Settings.delivery_stall
     #: seconds of transient Juhe failure before an SMS goes through its template's fallback
-    failover_after: float = 120.0
+    failover_after: float = Settings.failover_after
 
     @classmethod
     def from_settings(cls, settings: Settings, **fixed: Any) -> DeliveryPolicy:
