@@ -150,3 +150,107 @@ FALLBACK_CASES = [
 def test_when_an_sms_goes_through_its_fallback(reasons: list[str], first: float | None,
                                                now: float, expected: bool) -> None:
     assert use_fallback(reasons, first, now, "aliyun", 120.0) is expected
+
+
+# -- a storm of escalations calls once; a refused key still escalates ----------------------------
+ESCALATING = """\
+receivers: {team: ["13800138000"]}
+templates:
+  page: {tpl_id: 111, vars: {name: "{{ labels.alertname }}", ack: "{{ ack_code }}"}}
+  call:
+    voice: {aliyun: {tts_code: TTS_1}}
+    vars: {name: "{{ labels.alertname }}"}
+limits: {min_gap: 0s}
+routes:
+  - matchers: []
+    receiver: team
+    template: page
+    escalate: [{after: 10m, receiver: team, template: call}]
+"""
+
+
+def _fire(store: Store, rules: RuleSet, n: int, at: float, first: int = 1) -> None:
+    """Record ``n`` firing alerts (A<first> ...) at ``at`` as a webhook would."""
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from bridge.alert import Alert, Batch
+    from bridge.decide.plan import decide, store_policy
+    batch = Batch("alertmanager", [Alert(
+        labels={"alertname": f"A{i}"}, annotations={}, status="firing", fingerprint=f"fp{i}",
+        source="alertmanager", starts_at=datetime.fromtimestamp(at, UTC))
+        for i in range(first, first + n)])
+    plan = decide(batch, rules, datetime.fromtimestamp(at, UTC))
+    store.record(plan.notifications, store_policy(rules, ZoneInfo("UTC"), at), at)
+
+
+def _escalator(store: Store, rules: RuleSet) -> Any:
+    from zoneinfo import ZoneInfo
+
+    from bridge.deliver.escalation import Escalator
+    return Escalator(store, lambda: rules, ZoneInfo("UTC"))
+
+
+def test_escalations_of_a_storm_call_once_and_fold_the_rest(store: Store, tmp_path: Path,
+                                                            fake_juhe: FakeJuhe) -> None:
+    """5 episodes escalating to a call for one number at once: 1 call, 4 ``folded``
+    (docs/providers.md, Calls); a call that falls due after the gap is made as usual."""
+    (tmp_path / "esc.yaml").write_text(ESCALATING, encoding="utf-8")
+    rules = load_rules(tmp_path / "esc.yaml", env={})
+    clock = Clock()
+    esc = _escalator(store, rules)
+    _fire(store, rules, 5, T0)
+    with FakeAliyun(KEY_ID, SECRET) as fake, JuheClient(fake_juhe.valid_key, fake_juhe.url) as juhe:
+        d = _deliverer(store, rules, fake, juhe, clock)
+        while d.run_once():  # the 5 SMS go out at T0 (no gap): the clocks start
+            pass
+        assert len(fake_juhe.messages) == 5
+        assert esc.run_once(T0 + 599) == 0
+        assert esc.run_once(T0 + 600) == 5
+        clock.at = T0 + 600
+        d.run_once()
+        assert len(fake.messages) == 1
+        clock.at = T0 + 700  # after the gap: nothing is left to call
+        d.run_once()
+        assert len(fake.messages) == 1
+        assert sorted((s, r) for _, s, r in _states(store)) == [
+            ("sent", "")] + [("suppressed", "folded")] * 4
+        # a sixth alert escalates after the gap: called as usual
+        _fire(store, rules, 1, T0 + 700, first=6)
+        while d.run_once():
+            pass
+        assert esc.run_once(T0 + 1300) == 1
+        clock.at = T0 + 1300
+        d.run_once()
+        assert [m["vars"]["name"] for m in fake.messages][1:] == ["A6"]
+
+
+@pytest.mark.parametrize("code", [10001, 10012])
+def test_a_refused_key_starts_the_escalation_clock(store: Store, tmp_path: Path,
+                                                   fake_juhe: FakeJuhe, code: int) -> None:
+    """Juhe answers a configuration/account error and the route has no fallback: the first
+    SMS stays ``retrying``, but the step is due at that attempt + after, and runs
+    (docs/oncall.md, Escalation)."""
+    (tmp_path / "esc.yaml").write_text(ESCALATING, encoding="utf-8")
+    rules = load_rules(tmp_path / "esc.yaml", env={})
+    clock = Clock()
+    esc = _escalator(store, rules)
+    _fire(store, rules, 1, T0)
+    fake_juhe.fail_next(code, 100)
+    with FakeAliyun(KEY_ID, SECRET) as fake, JuheClient(fake_juhe.valid_key, fake_juhe.url) as juhe:
+        d = _deliverer(store, rules, fake, juhe, clock)
+        clock.at = T0 + 5
+        d.run_once()
+        [sms] = [i for i in store.recent(10) if i.channel == "sms"]
+        assert sms.state == "retrying" and sms.reason.startswith(f"juhe config error {code}")
+        # a later attempt does not move the clock (set once)
+        clock.at = sms.due_at
+        d.run_once()
+        [ep] = store.episodes()
+        assert [s.due_at for s in ep.steps] == [T0 + 5 + 600]
+        assert esc.run_once(T0 + 604) == 0
+        assert esc.run_once(T0 + 605) == 1
+        clock.at = T0 + 605
+        d.run_once()
+        assert [m["vars"]["name"] for m in fake.messages] == ["A1"]
+    assert _states(store) == [("A1", "sent", "")]
