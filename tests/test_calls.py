@@ -1,11 +1,14 @@
 """Calls in the deliverer on both stores (real SQLite file, real redis-server) and the fake
 Aliyun, with an injected clock (docs/providers.md, Calls): paced per number (one a minute,
 ``limits.calls.per_hour``), a held call of an episode acknowledged meanwhile is dropped
-(``suppressed``, reason ``acknowledged``), calls count for no SMS limit and are never folded
+(``suppressed``, reason ``acknowledged``), the calls waiting for a number when a call to it goes
+out are folded into it (``suppressed``, reason ``folded``), a refused Juhe key starts the
+escalation clock, calls count for no SMS limit and are never folded
 into a storm SMS, and the record step keeps calls and SMS apart (dedup per channel)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,7 @@ from bridge.providers.juhe import JuheClient
 from bridge.rules.load import load_rules
 from bridge.rules.model import call_address
 from bridge.rules.ruleset import RuleSet
-from bridge.store.base import Policy, Store
+from bridge.store.base import Policy, Store, folds_into_call
 
 ZHANG = "13800138000"
 KEY_ID, SECRET = "LTAI5tCallsKeyId1234", "calls/secret+="
@@ -84,13 +87,16 @@ def test_calls_are_paced_and_a_held_call_is_dropped_on_ack(store: Store, rules: 
                                                            fake_juhe: FakeJuhe) -> None:
     clock = Clock()
     policy = Policy(per_day=1, storm_threshold=1, storm_window=600.0, day="2026-11-29")
-    outcomes = store.record([_call(1), _call(2), _call(3)], policy, T0)
+    outcomes = store.record([_call(1)], policy, T0)
     # calls count for no SMS limit (per_day 1) and are never held for a storm (threshold 1)
-    assert [o.state for o in outcomes] == ["queued", "queued", "queued"]
+    assert [o.state for o in outcomes] == ["queued"]
     with FakeAliyun(KEY_ID, SECRET) as fake, JuheClient("k", fake_juhe.url) as juhe:
         d = _deliverer(store, rules, fake, juhe, clock)
         d.run_once()
         assert [m["vars"]["name"] for m in fake.messages] == ["A1"]
+        # calls that come after one went out are not folded into it: paced
+        outcomes = store.record([_call(2)], policy, T0 + 10)
+        assert [o.state for o in outcomes] == ["queued"]
         clock.at = T0 + 30  # within the minute: nothing
         d.run_once()
         assert len(fake.messages) == 1
@@ -99,6 +105,7 @@ def test_calls_are_paced_and_a_held_call_is_dropped_on_ack(store: Store, rules: 
         assert [m["vars"]["name"] for m in fake.messages] == ["A1", "A2"]
         # per_hour 2: the third waits for the hour since the first call; its episode is
         # acknowledged meanwhile, so it is dropped when it may go
+        store.record([_call(3)], policy, T0 + 70)
         clock.at = T0 + 130
         d.run_once()
         assert len(fake.messages) == 2
@@ -254,3 +261,46 @@ def test_a_refused_key_starts_the_escalation_clock(store: Store, tmp_path: Path,
         d.run_once()
         assert [m["vars"]["name"] for m in fake.messages] == ["A1"]
     assert _states(store) == [("A1", "sent", "")]
+
+
+FOLD_CASES = [
+    # (id, state, created_at, lease_until, lease_token, folds)
+    ("queued-due-in-the-same-pass", "queued", T0 - 5, 0.0, "", True),
+    ("held-by-call-pacing", "queued", T0 - 60, 0.0, "", True),
+    ("in-this-claim", "queued", T0 - 5, T0 + 30, "tok", True),
+    ("retrying", "retrying", T0 - 300, 0.0, "", True),
+    ("created-at-the-same-moment", "queued", T0, 0.0, "", True),
+    ("created-after-the-call", "queued", T0 + 0.001, 0.0, "", False),
+    ("leased-by-another-claim", "queued", T0 - 5, T0 + 30, "other", False),
+    ("lapsed-lease-of-another-claim", "queued", T0 - 5, T0, "other", True),
+    ("already-sent", "sent", T0 - 5, 0.0, "", False),
+    ("already-suppressed", "suppressed", T0 - 5, 0.0, "", False),
+    ("failed", "failed", T0 - 5, 0.0, "", False),
+]
+
+
+@pytest.mark.parametrize("state,created,lease_until,lease_token,expected",
+                         [c[1:] for c in FOLD_CASES], ids=[c[0] for c in FOLD_CASES])
+def test_which_waiting_calls_fold_into_a_call_that_went_out(
+        state: str, created: float, lease_until: float, lease_token: str,
+        expected: bool) -> None:
+    assert folds_into_call(state, created, lease_until, lease_token, sent_at=T0,
+                           token="tok") is expected
+
+
+def test_calls_beyond_one_claim_fold_too(store: Store, rules: RuleSet,
+                                         fake_juhe: FakeJuhe) -> None:
+    """25 calls to one number due at once (more than one claim loads): 1 call, 24 folded,
+    those not in the claim too."""
+    calls = [replace(_call(1), fingerprint=f"fp{i}", alertname=f"A{i}", variables={"name": f"A{i}"},
+                     episode=f"2026-11-29T01:{i:02d}:00+00:00") for i in range(25)]
+    store.record(calls, Policy(), T0)
+    clock = Clock()
+    with FakeAliyun(KEY_ID, SECRET) as fake, JuheClient("k", fake_juhe.url) as juhe:
+        d = _deliverer(store, rules, fake, juhe, clock)
+        d.run_once()
+        clock.at = T0 + 3600
+        d.run_once()
+        assert [m["vars"]["name"] for m in fake.messages] == ["A0"]
+    assert sorted((s, r) for _, s, r in _states(store)) == [
+        ("sent", "")] + [("suppressed", "folded")] * 24
