@@ -643,7 +643,8 @@ local function fold(m)
   end
 end
 
--- A firing SMS that went out ('sent' or 'failed') to a mobile the episode's route paged itself
+-- A firing SMS that went out ('sent' or 'failed', or 'retrying' after a configuration error:
+-- ARGV[10]) to a mobile the episode's route paged itself
 -- (level 0) starts the escalation clock: the steps not started yet are due at now + after
 -- (docs/oncall.md, Escalation), formatted %.17g so that the time stays exact.
 local function start_steps(m, fp, ep)

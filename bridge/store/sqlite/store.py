@@ -489,8 +489,8 @@ class SqliteStore(Store):
     @staticmethod
     def _start_steps(db: sqlite3.Connection, rows: Sequence[sqlite3.Row], at: float) -> None:
         """Start the escalation clock of the episodes whose route's own page (level 0) to a
-        mobile of ``rows`` went out at ``at``: their steps not started yet are due at ``at`` +
-        ``after`` (docs/oncall.md, Escalation)."""
+        mobile of ``rows`` went out (or met a configuration error) at ``at``: their steps not
+        started yet are due at ``at`` + ``after`` (docs/oncall.md, Escalation)."""
         for mobile, fingerprint, status, episode in rows:
             if status != "firing":
                 continue
