@@ -304,3 +304,21 @@ def test_calls_beyond_one_claim_fold_too(store: Store, rules: RuleSet,
         assert [m["vars"]["name"] for m in fake.messages] == ["A0"]
     assert sorted((s, r) for _, s, r in _states(store)) == [
         ("sent", "")] + [("suppressed", "folded")] * 24
+
+
+@pytest.mark.parametrize("code", [205403, 205405], ids=["transient", "throttled"])
+def test_transient_errors_and_throttling_keep_the_escalation_clock_waiting(
+        store: Store, tmp_path: Path, fake_juhe: FakeJuhe, code: int) -> None:
+    """They are retried soon: the step stays not started (docs/oncall.md, Escalation)."""
+    (tmp_path / "esc.yaml").write_text(ESCALATING, encoding="utf-8")
+    rules = load_rules(tmp_path / "esc.yaml", env={})
+    clock = Clock()
+    _fire(store, rules, 1, T0)
+    fake_juhe.fail_next(code, 100)
+    with FakeAliyun(KEY_ID, SECRET) as fake, JuheClient(fake_juhe.valid_key,
+                                                         fake_juhe.url) as juhe:
+        _deliverer(store, rules, fake, juhe, clock).run_once()
+    [sms] = [i for i in store.recent(10) if i.channel == "sms"]
+    assert sms.state == "retrying" and str(code) in sms.reason
+    [ep] = store.episodes()
+    assert [s.due_at for s in ep.steps] == [None]
