@@ -535,7 +535,9 @@ class Deliverer:
     def _calls(self, claim: Claim, rules: RuleSet) -> None:
         """A number's due calls: those whose episode was acknowledged or resolved meanwhile
         end ``suppressed`` (:meth:`_unstopped`); the first of the rest is made (or held by the
-        pacing), the others given back until the gap ends (calls are never folded)."""
+        pacing), the others given back until the gap ends; once a call went out, those (and
+        every other call then waiting for the number) end ``suppressed``, reason ``folded``, in
+        the store's sent mark (docs/providers.md, Calls)."""
         items = self._unstopped(claim, claim.items, last=True)
         if not items:
             return
