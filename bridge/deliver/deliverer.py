@@ -34,9 +34,14 @@ Policy (docs/juhe.md, Answers and error classes; docs/design.md, Delivery and Ju
   (Aliyun's flow control, Tencent's ``LimitExceeded.*``, Juhe's 205405) waits a minute and
   never fails over. The provider that accepted an SMS ends it (its message id is stored as
   ``provider:id``); a fallback, once used, is kept for the SMS;
-* calls (address ``voice:<mobile>``): one per claim item, never folded, paced per number
-  (``limits.calls``: ``min_gap``, ``per_hour``, ``per_day``); a call whose episode was
-  acknowledged or resolved by then ends ``suppressed`` instead.
+* calls (address ``voice:<mobile>``): one per claim item, never folded into a storm SMS,
+  paced per number (``limits.calls``: ``min_gap``, ``per_hour``, ``per_day``); a call whose
+  episode was acknowledged or resolved by then ends ``suppressed`` instead; when a call goes
+  out, every other call waiting for that number at that moment ends ``suppressed``, reason
+  ``folded`` (one call wakes the person for all of them);
+* escalation clock: a firing SMS that went out (sent, failed) or met a configuration/account
+  error starts its episode's escalation clock (in the store's mark; docs/oncall.md,
+  Escalation).
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ from typing import Any
 
 from bridge import metrics
 from bridge.config import Settings
+from bridge.decide.episodes import Episode
 from bridge.errors import (
     ConfigError,
     JuheError,
@@ -211,7 +217,14 @@ class Deliverer:
         claims = self.store.claim(now, self.policy.lease, self.policy.max_mobiles, cap)
         for n, claim in enumerate(claims):
             self._interrupted = False
-            if self.stopping.is_set():  # shutting down: give the rest back at once, unpaced
+            # shutting down, or past half the lease (a slow provider: the later mobiles' leases
+            # would lapse before their turn and another deliverer page them too): give the rest
+            # back at once, unpaced
+            late = n > 0 and self.clock() > claim.lease_until - self.policy.lease / 2
+            if self.stopping.is_set() or late:
+                if late:
+                    log.warning("past half the lease: %d mobiles of this pass given back unsent",
+                                len(claims) - n)
                 for rest in claims[n:]:
                     at = self.clock()
                     self._release(rest, rest.items, at, pace_until=at)
@@ -357,19 +370,28 @@ class Deliverer:
                        last=n == len(items) - 1, template=item.template)
 
     def _unstopped(self, claim: Claim, items: list[Item], last: bool) -> list[Item]:
-        """``items`` without the firing SMS whose episode is acknowledged or resolved by now:
-        those are marked ``suppressed`` (reason ``acknowledged`` / ``resolved``), fenced by the
-        claim's token. When none is left and ``last``, the mark ends the mobile's hold without a
-        gap (nothing went out). Raises :class:`StoreUnavailable`."""
-        keys = {(i.fingerprint, i.episode) for i in items if i.status == "firing"}
-        if not keys:
+        """``items`` without the firing SMS whose episode is acknowledged or resolved by now
+        (marked ``suppressed``, reason ``acknowledged`` / ``resolved``) and without the resolved
+        SMS to a mobile none of whose firing SMS of the episode went out (reason ``not paged``:
+        docs/oncall.md, Resolved goes to who was paged), fenced by the claim's token. When none
+        is left and ``last``, the mark ends the mobile's hold without a gap (nothing went out).
+        Raises :class:`StoreUnavailable`."""
+        firing = {(i.fingerprint, i.episode) for i in items if i.status == "firing"}
+        resolved = {(i.fingerprint, i.episode) for i in items if i.status == "resolved"}
+        if not firing and not resolved:
             return items
-        states = self.store.episode_states(sorted(keys))
+        # states only for the firing SMS (one cheap read before each send); whole episodes,
+        # with who was paged, only for the resolved ones
+        states = self.store.episode_states(sorted(firing)) if firing else {}
+        episodes = self.store.episodes_by_key(sorted(resolved)) if resolved else {}
         stopped: dict[str, list[Item]] = {}
         for i in items:
             state = states.get((i.fingerprint, i.episode)) if i.status == "firing" else None
             if state is not None and state != "firing":
                 stopped.setdefault(state, []).append(i)
+        unpaged = self._unpaged(items, episodes, {i.id for g in stopped.values() for i in g})
+        if unpaged:
+            stopped["not paged"] = unpaged
         if not stopped:
             return items
         gone_ids = {i.id for g in stopped.values() for i in g}
@@ -378,8 +400,10 @@ class Deliverer:
         for n, (reason, gone) in enumerate(sorted(stopped.items())):
             ids = [i.id for i in gone]
             final = last and not rest and n == len(stopped) - 1
-            log.info("not sent to %s (%s): episode %s by now, ids=%s", mask_mobile(gone[0].mobile),
-                     gone[0].alertname or "-", reason, ",".join(ids[:5]))
+            why = ("no firing SMS of the episode went out to it" if reason == "not paged"
+                   else f"episode {reason} by now")
+            log.info("not sent to %s (%s): %s, ids=%s", mask_mobile(gone[0].mobile),
+                     gone[0].alertname or "-", why, ",".join(ids[:5]))
             pace = now if final else None
 
             def mark(ids: list[str] = ids, reason: str = reason,
@@ -390,6 +414,27 @@ class Deliverer:
             self._fenced(claim, ids, "suppressed", mark)
             metrics.DELIVERIES.labels("suppressed").inc(len(ids))
         return rest
+
+    def _unpaged(self, items: list[Item], episodes: dict[tuple[str, str], Episode],
+                 gone: set[str]) -> list[Item]:
+        """The resolved SMS of ``items`` (one mobile's) whose every firing SMS of the episode
+        ended ``suppressed`` (``gone``: being suppressed now) instead of going out. A paged
+        entry without an item id, or whose item is not among the mobile's newest 200 (older,
+        or pruned), counts as paged. Raises :class:`StoreUnavailable`."""
+        out: list[Item] = []
+        suppressed: set[str] | None = None
+        for i in items:
+            e = episodes.get((i.fingerprint, i.episode)) if i.status == "resolved" else None
+            ids = [p.item_id for p in e.paged if p.mobile == i.address] if e else []
+            if not ids or None in ids:
+                continue
+            if suppressed is None and not set(ids) <= gone:
+                # the mobile's newest 200 (a bounded read): an older firing SMS counts as paged
+                suppressed = {s.id for s in self.store.recent(200, None, i.address)
+                              if s.state == "suppressed"}
+            if set(ids) <= gone | (suppressed or set()):
+                out.append(i)
+        return out
 
     def _storm_vars(self, items: list[Item], rules: RuleSet, template: str) -> dict[str, str]:
         names = list(dict.fromkeys(i.alertname or "?" for i in items))
@@ -411,16 +456,17 @@ class Deliverer:
         self._fenced(claim, ids, "release", lambda: self.store.release(
             ids, due_at, token=claim.token, pace_until=pace_until))
 
-    def _fenced(self, claim: Claim, ids: list[str], what: str, mark: Callable[[], int]) -> None:
+    def _fenced(self, claim: Claim, ids: list[str], what: str, mark: Callable[[], int]) -> int:
         """Store a mark (:meth:`_settle`) and log the marks a lapsed lease made void (another
         deliverer holds those items now, or a Redis failover lost the claim); then no more of
-        the claim is sent."""
+        the claim is sent. Returns what the mark returned (items changed)."""
         changed = self._settle(mask_mobile(claim.mobile), mark)
         self._progress()
         if changed < len(ids):
             self._interrupted = True
             log.warning("lease on %s lapsed: mark %s ignored for %d of %d items (claimed again"
                         " since)", mask_mobile(claim.mobile), what, len(ids) - changed, len(ids))
+        return changed
 
     def _settle(self, masked: str, mark: Callable[[], int]) -> int:
         """Store the result of a send (``mark``; returns how many items it changed), retrying
@@ -521,7 +567,9 @@ class Deliverer:
     def _calls(self, claim: Claim, rules: RuleSet) -> None:
         """A number's due calls: those whose episode was acknowledged or resolved meanwhile
         end ``suppressed`` (:meth:`_unstopped`); the first of the rest is made (or held by the
-        pacing), the others given back until the gap ends (calls are never folded)."""
+        pacing), the others given back until the gap ends; once a call went out, those (and
+        every other call then waiting for the number) end ``suppressed``, reason ``folded``, in
+        the store's sent mark (docs/providers.md, Calls)."""
         items = self._unstopped(claim, claim.items, last=True)
         if not items:
             return
@@ -581,12 +629,18 @@ class Deliverer:
         log.info("%s %s (%s) via %s template=%s call_id=%s id=%s",
                  "dry-run, not called:" if dry else "called", rules.who(claim.mobile),
                  item.alertname or "-", voice.provider, item.template, result.sid, item.id)
-        self._fenced(claim, [item.id], "sent", lambda: self.store.mark_sent(
+        # one call wakes the person for every call waiting for the number: those end
+        # suppressed, reason folded (docs/providers.md, Calls)
+        changed = self._fenced(claim, [item.id], "sent", lambda: self.store.mark_sent(
             [item.id], stored_sid(voice.provider, result.sid), result.fee, now,
             reason="dry-run" if dry else "", token=claim.token,
-            pace_until=now + rules.limits.calls.min_gap))
+            pace_until=now + rules.limits.calls.min_gap, fold=True))
         self._config_ok(voice.provider)
         metrics.DELIVERIES.labels("sent").inc()
+        if changed > 1:
+            log.info("%d more calls waiting for %s folded into this one", changed - 1,
+                     rules.who(claim.mobile))
+            metrics.DELIVERIES.labels("suppressed").inc(changed - 1)
 
     def _failed(self, claim: Claim, items: list[Item], exc: JuheError, rules: RuleSet,
                 gap: float | None = None) -> None:
@@ -623,8 +677,11 @@ class Deliverer:
             delay = backoff(attempts, self.policy, floor or None, cap)
             log.warning("send to %s failed (%s), retry %d in %.1fs", masked, reason, attempts,
                         delay)
+            # a configuration/account error starts the escalation clock: the page reaches
+            # nobody until someone fixes the provider (docs/oncall.md, Escalation)
             self._fenced(claim, ids, "retrying", lambda: self.store.mark_retry(
-                ids, now + delay, reason, now, token=claim.token, pace_until=pace_until))
+                ids, now + delay, reason, now, token=claim.token, pace_until=pace_until,
+                start_clock=isinstance(exc, ConfigError)))
             metrics.DELIVERIES.labels("retrying").inc(len(ids))
             return
         log.error("send to %s failed permanently: %s", masked, reason)
