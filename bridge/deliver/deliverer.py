@@ -27,7 +27,12 @@ Policy (docs/juhe.md, Answers and error classes; docs/design.md, Delivery and Ju
   crash: a re-claimed SMS passes here again) the episode of each firing SMS in hand is read,
   and one that is acknowledged or resolved by then ends ``suppressed`` with reason
   ``acknowledged`` / ``resolved`` instead of going out (docs/oncall.md, "What acknowledgement
-  stops"). Resolved SMS and SMS of no episode are sent as they are.
+  stops"). SMS of no episode are sent as they are;
+* resolved, not paged -> ``suppressed``: a resolved SMS goes only to a mobile whose firing SMS
+  of the episode was sent (its Paged entry's ``sent_at``); after a firing SMS that ended
+  ``suppressed`` or ``failed`` it ends ``suppressed`` with reason ``not paged``, decided after
+  that firing SMS: one still pending (a retry not due yet) is waited for (docs/oncall.md,
+  "Resolved goes to who was paged");
 * providers (docs/providers.md): an SMS whose template has a ``fallback`` goes through it once
   Juhe answered a configuration/account error, or has failed transiently for
   ``failover_after`` seconds (unless an attempt may have gone out); a throttled answer
@@ -54,6 +59,7 @@ from typing import Any
 
 from bridge import metrics
 from bridge.config import Settings
+from bridge.decide.episodes import Episode
 from bridge.errors import (
     ConfigError,
     JuheError,
@@ -77,6 +83,12 @@ CLAIM_MAX_ITEMS = 20
 #: A configuration error is tried again at least this often (seconds; docs/juhe.md, Answers
 #: and error classes).
 CONFIG_RETRY_EVERY = 60.0
+#: The reason of a resolved SMS whose firing SMS never went out (docs/oncall.md, "Resolved
+#: goes to who was paged"; the record step gives it to one whose firing was never paged).
+NOT_PAGED = "not paged"
+#: A resolved SMS waiting for its firing SMS to be decided is looked at again after at least
+#: this many seconds.
+RESOLVED_WAIT = 1.0
 #: Seconds between two :meth:`Store.maintain` calls of a delivery loop.
 MAINTAIN_EVERY = 1.0
 #: The status note (:meth:`Store.set_status`) holding when a deliverer of any process or
@@ -329,11 +341,14 @@ class Deliverer:
                        last=n == len(items) - 1, template=item.template)
 
     def _unstopped(self, claim: Claim, items: list[Item], last: bool) -> list[Item]:
-        """``items`` without the firing SMS whose episode is acknowledged or resolved by now:
-        those are marked ``suppressed`` (reason ``acknowledged`` / ``resolved``), fenced by the
-        claim's token. When none is left and ``last``, the mark ends the mobile's hold without a
-        gap (nothing went out). Raises :class:`StoreUnavailable`."""
-        keys = {(i.fingerprint, i.episode) for i in items if i.status == "firing"}
+        """``items`` without those that must not go out now, each marked fenced by the claim's
+        token: first the firing SMS whose episode is acknowledged or resolved by now end
+        ``suppressed`` (reason ``acknowledged`` / ``resolved``), then the resolved SMS whose
+        firing SMS never went out end ``suppressed`` (reason ``not paged``), and those whose
+        firing SMS is still to be decided are given back until it is (:meth:`_unpaged`).
+        When none is left and ``last``, the last mark ends the mobile's hold without a gap
+        (nothing went out). Raises :class:`StoreUnavailable`."""
+        keys = {(i.fingerprint, i.episode) for i in items if i.status in ("firing", "resolved")}
         if not keys:
             return items
         episodes = self.store.episodes_by_key(sorted(keys))
@@ -342,16 +357,22 @@ class Deliverer:
             e = episodes.get((i.fingerprint, i.episode)) if i.status == "firing" else None
             if e is not None and e.state != "firing":
                 stopped.setdefault(e.state, []).append(i)
-        if not stopped:
+        marks = sorted(stopped.items())
+        unpaged, waiting, until = self._unpaged(claim, items, episodes,
+                                                {i.id for _, g in marks for i in g})
+        if unpaged:
+            marks.append((NOT_PAGED, unpaged))
+        if not marks and not waiting:
             return items
-        gone_ids = {i.id for g in stopped.values() for i in g}
+        gone_ids = {i.id for _, g in marks for i in g} | {i.id for i in waiting}
         rest = [i for i in items if i.id not in gone_ids]
         now = self.clock()
-        for n, (reason, gone) in enumerate(sorted(stopped.items())):
+        for n, (reason, gone) in enumerate(marks):
             ids = [i.id for i in gone]
-            final = last and not rest and n == len(stopped) - 1
-            log.info("not sent to %s (%s): episode %s by now, ids=%s", mask_mobile(gone[0].mobile),
-                     gone[0].alertname or "-", reason, ",".join(ids[:5]))
+            final = last and not rest and not waiting and n == len(marks) - 1
+            log.info("not sent to %s (%s): %s, ids=%s", mask_mobile(gone[0].mobile),
+                     gone[0].alertname or "-", "its firing SMS never went out"
+                     if reason == NOT_PAGED else f"episode {reason} by now", ",".join(ids[:5]))
             pace = now if final else None
 
             def mark(ids: list[str] = ids, reason: str = reason,
@@ -361,7 +382,40 @@ class Deliverer:
 
             self._fenced(claim, ids, "suppressed", mark)
             metrics.DELIVERIES.labels("suppressed").inc(len(ids))
+        if waiting:
+            log.info("resolved SMS to %s (%s) waits %.0fs for its firing SMS, ids=%s",
+                     mask_mobile(claim.mobile), waiting[0].alertname or "-", until - now,
+                     ",".join(i.id for i in waiting[:5]))
+            self._release(claim, waiting, until, pace_until=now if last and not rest else None)
         return rest
+
+    def _unpaged(self, claim: Claim, items: list[Item], episodes: dict[tuple[str, str], Episode],
+                 stopped: set[str]) -> tuple[list[Item], list[Item], float]:
+        """The resolved SMS of ``items`` that must not go out now, as ``(unpaged, waiting,
+        until)`` (docs/oncall.md, "Resolved goes to who was paged": only to a mobile whose
+        firing SMS of the episode was sent). One whose Paged entry has no ``sent_at`` is
+        ``waiting`` while a firing SMS of its episode to the mobile is pending outside
+        ``items`` (a retry not due yet): it is due again at ``until``, when the last of those
+        is (at least :data:`RESOLVED_WAIT` from now); else it is ``unpaged``, unless a firing
+        SMS of its episode in ``items`` goes out before it (not among ``stopped``, the ids
+        suppressed now). One of no stored episode or no Paged entry (stored by an older
+        version) goes as it is."""
+        unsent = [i for i in items if i.status == "resolved" and not _firing_sent(i, episodes)]
+        going = {(i.fingerprint, i.episode) for i in items
+                 if i.status == "firing" and i.id not in stopped}
+        unsent = [i for i in unsent if (i.fingerprint, i.episode) not in going]
+        if not unsent:
+            return [], [], 0.0
+        hand = {i.id for i in items}
+        due: dict[tuple[str, str], float] = {}
+        for f in self.store.pending(claim.mobile):
+            if f.status == "firing" and f.id not in hand:
+                key = (f.fingerprint, f.episode)
+                due[key] = max(due.get(key, f.due_at), f.due_at)
+        waiting = [i for i in unsent if (i.fingerprint, i.episode) in due]
+        until = max([self.clock() + RESOLVED_WAIT,
+                     *(due[(i.fingerprint, i.episode)] for i in waiting)])
+        return [i for i in unsent if i not in waiting], waiting, until
 
     def _storm_vars(self, items: list[Item], rules: RuleSet, template: str) -> dict[str, str]:
         names = list(dict.fromkeys(i.alertname or "?" for i in items))
@@ -619,6 +673,15 @@ class Deliverer:
             {"reason": reason, "config": self.providers.config_ids.get(provider, ""), "at": now},
             ensure_ascii=False))
         self._provider_errors.add(provider)
+
+
+def _firing_sent(item: Item, episodes: dict[tuple[str, str], Episode]) -> bool:
+    """Whether ``item``'s mobile counts as told of its episode: its Paged entry there has a
+    ``sent_at``, or there is no stored episode or no Paged entry to tell (an alert stored by an
+    older version: sent as it was)."""
+    e = episodes.get((item.fingerprint, item.episode))
+    p = e.paged_to(item.address) if e is not None else None
+    return p is None or p.sent_at is not None
 
 
 def _notice_reason(items: list[Item]) -> str:
