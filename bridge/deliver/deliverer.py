@@ -415,7 +415,8 @@ class Deliverer:
         waiting = [i for i in unsent if (i.fingerprint, i.episode) in due]
         until = max([self.clock() + RESOLVED_WAIT,
                      *(due[(i.fingerprint, i.episode)] for i in waiting)])
-        return [i for i in unsent if i not in waiting], waiting, until
+        unpaged = [i for i in unsent if (i.fingerprint, i.episode) not in due]
+        return unpaged, waiting, until
 
     def _storm_vars(self, items: list[Item], rules: RuleSet, template: str) -> dict[str, str]:
         names = list(dict.fromkeys(i.alertname or "?" for i in items))
