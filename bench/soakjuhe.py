@@ -38,7 +38,7 @@ class FlakyJuhe(FakeJuhe):
         self._injected = {"permanent_205404": 0, "http_500": 0, "transient_205403": 0}
 
     def _begin(self) -> tuple[bool, Any, float]:
-        with self._lock:
+        with self.lock:
             r = self._rng.random()
         if r < self.fail_rate:
             share = r / self.fail_rate
@@ -51,13 +51,13 @@ class FlakyJuhe(FakeJuhe):
             else:
                 kind = "transient_205403"
                 self.fail_next(205403, 1, "网络错误,请重试 (injected)")
-            with self._lock:
+            with self.lock:
                 self._injected[kind] += 1
         return super()._begin()
 
     def stats(self) -> dict[str, Any]:
         out = super().stats()
-        with self._lock:
+        with self.lock:
             out["injected"] = dict(self._injected)
         return out
 

@@ -295,11 +295,6 @@ class Settings:
         if log_level not in ("debug", "info", "warning", "error"):
             raise ValueError("BRIDGE_LOG_LEVEL: must be debug, info, warning or error, not "
                              f"{log_level!r}")
-        urls = {name: _http_url(e, name, default) for name, default in (
-            ("ALIYUN_SMS_URL", "https://dysmsapi.aliyuncs.com/"),
-            ("ALIYUN_VOICE_URL", "https://dyvmsapi.aliyuncs.com/"),
-            ("TENCENT_SMS_URL", "https://sms.tencentcloudapi.com/"),
-            ("TENCENT_VMS_URL", "https://vms.tencentcloudapi.com/"))}
         token = e.get("BRIDGE_TOKEN") or None
         if token is not None and len(token) < TOKEN_MIN:
             raise ValueError(
@@ -344,14 +339,14 @@ class Settings:
             redis_wait_timeout=redis_wait_timeout,
             aliyun_access_key_id=e.get("ALIYUN_ACCESS_KEY_ID") or None,
             aliyun_access_key_secret=e.get("ALIYUN_ACCESS_KEY_SECRET") or None,
-            aliyun_sms_url=urls["ALIYUN_SMS_URL"],
-            aliyun_voice_url=urls["ALIYUN_VOICE_URL"],
+            aliyun_sms_url=_http_url(e, "ALIYUN_SMS_URL", d.aliyun_sms_url),
+            aliyun_voice_url=_http_url(e, "ALIYUN_VOICE_URL", d.aliyun_voice_url),
             tencent_secret_id=e.get("TENCENTCLOUD_SECRET_ID") or None,
             tencent_secret_key=e.get("TENCENTCLOUD_SECRET_KEY") or None,
-            tencent_region=e.get("TENCENTCLOUD_REGION") or "ap-guangzhou",
-            tencent_sms_url=urls["TENCENT_SMS_URL"],
-            tencent_vms_url=urls["TENCENT_VMS_URL"],
-            failover_after=dur("BRIDGE_FAILOVER_AFTER", "2m"),
+            tencent_region=e.get("TENCENTCLOUD_REGION") or d.tencent_region,
+            tencent_sms_url=_http_url(e, "TENCENT_SMS_URL", d.tencent_sms_url),
+            tencent_vms_url=_http_url(e, "TENCENT_VMS_URL", d.tencent_vms_url),
+            failover_after=dur("BRIDGE_FAILOVER_AFTER", d.failover_after),
             alertmanager_url=alertmanager_url,
             ack_silence=dur("BRIDGE_ACK_SILENCE", d.ack_silence, positive=True),
         )

@@ -29,6 +29,7 @@ from support import (  # noqa: E402,F401
     free_port,
     redis_argv,
     redis_ready,
+    stop_group,
     wait_until,
 )
 
@@ -385,6 +386,20 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
     client.close()
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A fresh store of each kind: a SQLite file in ``tmp_path`` and a flushed Redis database
+    (``redis_url``); closed after the test. tests/test_store.py overrides it with every Redis
+    topology."""
+    from bridge.store import open_store
+
+    url = (f"sqlite:///{tmp_path / 'bridge.db'}" if request.param == "sqlite"
+           else request.getfixturevalue("redis_url"))
+    s = open_store(url)
+    yield s
+    s.close()
+
+
 class BridgeProcess:
     """The real ``bridge serve`` (gunicorn) as a subprocess in its own process group."""
 
@@ -465,13 +480,7 @@ class BridgeProcess:
 
     def stop(self) -> None:
         self.session.close()
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        stop_group(self.proc, grace=20)
 
 
 #: One firing alert that the example rules page to three mobiles (dba twice, ops once).

@@ -41,7 +41,6 @@ import argparse
 import json
 import re
 import signal
-import socket
 import sys
 import threading
 import time
@@ -49,10 +48,10 @@ import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs, unquote_plus, urlsplit
+
+from fakeserver import FakeServer, Handler
 
 __all__ = ["FakeJuhe", "parse_tpl_value", "serve_until_stopped"]
 
@@ -94,7 +93,7 @@ def _json_bytes(obj: object) -> bytes:
     return json.dumps(obj, ensure_ascii=False).encode("utf-8")
 
 
-class FakeJuhe:
+class FakeJuhe(FakeServer):
     """A scriptable fake of ``http://v.juhe.cn/sms/send`` on a real socket.
 
     ``valid_key``: the one key accepted (else 10001). ``valid_tpl_ids``: accepted ``tpl_id``
@@ -108,6 +107,8 @@ class FakeJuhe:
     ``error_code_as_string`` (answer ``"error_code": "0"`` instead of ``0``).
     """
 
+    name = "fakejuhe"
+
     def __init__(
         self,
         valid_key: str = "testkey",
@@ -117,81 +118,15 @@ class FakeJuhe:
         port: int = 0,
         log_path: str | None = None,
     ) -> None:
-        self._lock = threading.Condition()
+        super().__init__(_Handler, host=host, port=port)
         self._valid_key = valid_key
         self._valid_tpl_ids = None if valid_tpl_ids is None else {str(t) for t in valid_tpl_ids}
-        self._host = host
-        self._port = port
         self._log_path = log_path
-        self._delay = 0.0
         self._fee = 1
         self._sid_as_number = False
         self._error_code_as_string = False
-        self._down = False
         self._script: deque[_Scripted] = deque()
-        self._messages: list[Message] = []
         self._requests = 0
-        self._connections = 0
-        self._open: set[socket.socket] = set()
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    def start(self) -> Self:
-        """Bind and serve in a daemon thread; returns self. Raises ``OSError`` if the port is
-        taken, ``RuntimeError`` if already started."""
-        if self._server is not None:
-            raise RuntimeError("FakeJuhe already started")
-        self._stopping.clear()
-        server = _Server((self._host, self._port), _Handler)
-        server.fake = self
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.01},
-            daemon=True,
-            name="fakejuhe",
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving, close every connection and the port (idempotent)."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._stopping.set()
-        server.shutdown()
-        self._close_open_connections()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        """The bound port (after :meth:`start`)."""
-        if self._server is None:
-            raise RuntimeError("FakeJuhe not started")
-        return int(self._server.server_address[1])
-
-    @property
-    def base_url(self) -> str:
-        """``http://127.0.0.1:PORT``."""
-        return f"http://{self._host}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -206,36 +141,18 @@ class FakeJuhe:
         ``tpl_id`` (str), ``vars`` (decoded as Juhe does), ``raw_tpl_value`` (form-decoded,
         before Juhe's own decoding), ``key``, ``t`` (epoch seconds), ``sid`` (str), ``method``
         (``"POST"``/``"GET"``), ``body`` (the raw form body, or the query for GET)."""
-        with self._lock:
+        with self.lock:
             return list(self._messages)
 
     @property
     def requests(self) -> int:
         """HTTP requests read on ``/sms/send`` (any answer, scripted, or dropped while down)."""
-        with self._lock:
+        with self.lock:
             return self._requests
-
-    @property
-    def connections(self) -> int:
-        """TCP connections accepted so far (keep-alive reuse keeps this low)."""
-        with self._lock:
-            return self._connections
-
-    def wait_for(self, n: int, timeout: float) -> list[Message]:
-        """Wait at most ``timeout`` seconds until at least ``n`` messages were accepted; returns
-        a copy of all messages (fewer than ``n`` if the time ran out)."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while len(self._messages) < n:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._lock.wait(left)
-            return list(self._messages)
 
     def clear(self) -> None:
         """Forget messages, counters and queued scripted answers; set ``up``, delay 0."""
-        with self._lock:
+        with self.lock:
             self._messages.clear()
             self._script.clear()
             self._requests = 0
@@ -272,88 +189,62 @@ class FakeJuhe:
         self._queue(_Scripted(status, raw, content_type, extra), n)
 
     def _queue(self, item: _Scripted, n: int) -> None:
-        with self._lock:
+        with self.lock:
             self._script.extend([item] * n)
-
-    def down(self) -> None:
-        """Become unreachable: close open connections, then drop each request unanswered."""
-        with self._lock:
-            self._down = True
-        self._close_open_connections()
-
-    def up(self) -> None:
-        """Answer requests again."""
-        with self._lock:
-            self._down = False
-
-    @property
-    def is_down(self) -> bool:
-        with self._lock:
-            return self._down
-
-    @property
-    def delay(self) -> float:
-        with self._lock:
-            return self._delay
-
-    @delay.setter
-    def delay(self, seconds: float) -> None:
-        with self._lock:
-            self._delay = float(seconds)
 
     @property
     def valid_key(self) -> str:
-        with self._lock:
+        with self.lock:
             return self._valid_key
 
     @valid_key.setter
     def valid_key(self, key: str) -> None:
-        with self._lock:
+        with self.lock:
             self._valid_key = key
 
     @property
     def valid_tpl_ids(self) -> set[str] | None:
-        with self._lock:
+        with self.lock:
             return None if self._valid_tpl_ids is None else set(self._valid_tpl_ids)
 
     @valid_tpl_ids.setter
     def valid_tpl_ids(self, ids: Iterable[str] | None) -> None:
-        with self._lock:
+        with self.lock:
             self._valid_tpl_ids = None if ids is None else {str(t) for t in ids}
 
     @property
     def fee(self) -> int:
-        with self._lock:
+        with self.lock:
             return self._fee
 
     @fee.setter
     def fee(self, units: int) -> None:
-        with self._lock:
+        with self.lock:
             self._fee = units
 
     @property
     def sid_as_number(self) -> bool:
-        with self._lock:
+        with self.lock:
             return self._sid_as_number
 
     @sid_as_number.setter
     def sid_as_number(self, on: bool) -> None:
-        with self._lock:
+        with self.lock:
             self._sid_as_number = on
 
     @property
     def error_code_as_string(self) -> bool:
-        with self._lock:
+        with self.lock:
             return self._error_code_as_string
 
     @error_code_as_string.setter
     def error_code_as_string(self, on: bool) -> None:
-        with self._lock:
+        with self.lock:
             self._error_code_as_string = on
 
     def stats(self) -> dict[str, Any]:
         """``{"requests", "messages", "connections", "down"}``."""
-        with self._lock:
+        with self.lock:
             return {
                 "requests": self._requests,
                 "messages": len(self._messages),
@@ -383,41 +274,19 @@ class FakeJuhe:
 
     # -- used by the handler -----------------------------------------------------------------
 
-    def _connected(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._connections += 1
-            self._open.add(sock)
-
-    def _disconnected(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._open.discard(sock)
-
-    def _close_open_connections(self) -> None:
-        with self._lock:
-            socks = list(self._open)
-        for sock in socks:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
     def _begin(self) -> tuple[bool, _Scripted | None, float]:
         """Count a request; returns (down, scripted answer or None, delay seconds)."""
-        with self._lock:
+        with self.lock:
             self._requests += 1
             if self._down:
                 return True, None, 0.0
             scripted = self._script.popleft() if self._script else None
             return False, scripted, self._delay
 
-    def _sleep(self, seconds: float) -> None:
-        if seconds > 0:
-            self._stopping.wait(seconds)
-
     def _judge(self, params: dict[str, list[str]], method: str, raw: str) -> tuple[int, bytes]:
         """Juhe's checks and answer for one unscripted request: (status, JSON body)."""
 
-        with self._lock:
+        with self.lock:
             valid_key, tpls = self._valid_key, self._valid_tpl_ids
             fee, numeric, ec_str = self._fee, self._sid_as_number, self._error_code_as_string
 
@@ -454,47 +323,23 @@ class FakeJuhe:
             "sid": str(sid_num),
             "body": raw,
         }
-        with self._lock:
+        with self.lock:
             self._messages.append(rec)
             if self._log_path:
                 with open(self._log_path, "a", encoding="utf-8") as f:
                     f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            self._lock.notify_all()
+            self.lock.notify_all()
         ok: int | str = "0" if ec_str else 0
         result = {"sid": sid, "fee": fee, "count": 1}
         return 200, _json_bytes({"reason": "操作成功", "result": result, "error_code": ok})
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    fake: FakeJuhe
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that gave up (timeout) or a connection closed by down()/stop() is expected.
-        exc = sys.exc_info()[1]
-        if isinstance(exc, OSError):
-            return
-        super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # else each keep-alive answer waits ~40 ms on delayed ACK
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.fake._connected(self.connection)
-
-    def finish(self) -> None:
-        self.server.fake._disconnected(self.connection)
-        try:
-            super().finish()
-        except OSError:
-            pass
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+class _Handler(Handler):
+    @property
+    def fake(self) -> FakeJuhe:
+        fake = self.server.fake
+        assert isinstance(fake, FakeJuhe)
+        return fake
 
     def _send(
         self,
@@ -503,13 +348,7 @@ class _Handler(BaseHTTPRequestHandler):
         ctype: str = "application/json;charset=utf-8",
         headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        for name, value in headers:
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.send_json(status, body, ctype, headers)
 
     def _read_body(self) -> str:
         n = int(self.headers.get("Content-Length") or 0)
@@ -517,7 +356,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _service(self, path: str, method: str, body: str) -> bool:
         """Serve the /_ paths; returns True if it did."""
-        fake = self.server.fake
+        fake = self.fake
         if path == "/_stats" and method == "GET":
             self._send(200, _json_bytes(fake.stats()))
         elif path == "/_messages" and method == "GET":
@@ -534,7 +373,7 @@ class _Handler(BaseHTTPRequestHandler):
         return True
 
     def _handle(self, method: str) -> None:
-        fake = self.server.fake
+        fake = self.fake
         u = urlsplit(self.path)
         body = self._read_body() if method == "POST" else ""
         if self._service(u.path, method, body):

@@ -14,15 +14,12 @@ the accepted sends (the subclass's shape), :meth:`wait_for` waits for them.
 from __future__ import annotations
 
 import json
-import socket
-import sys
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
+
+from fakeserver import FakeServer, Handler
 
 Message = dict[str, Any]
 Answer = tuple[int, dict[str, Any]]
@@ -52,7 +49,7 @@ class Request:
     body: bytes
 
 
-class FakeProvider:
+class FakeProvider(FakeServer):
     """Base of the fakes: lifecycle, recording and scripting. Subclasses implement
     :meth:`judge` (request -> (status, JSON body)) and may call :meth:`accept` to record an
     accepted send and :meth:`scripted` to take a queued answer."""
@@ -63,64 +60,14 @@ class FakeProvider:
     content_type = "application/json;charset=utf-8"
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.lock = threading.Condition()
-        self._host = host
-        self._port = port
-        self._delay = 0.0
-        self._down = False
+        super().__init__(_Handler, host=host, port=port)
         self._script: deque[Scripted] = deque()
-        self._messages: list[Message] = []
         self._requests: list[Message] = []
-        self._open: set[socket.socket] = set()
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> Self:
-        """Bind and serve in a daemon thread; returns self."""
-        if self._server is not None:
-            raise RuntimeError(f"{self.name} already started")
-        self._stopping.clear()
-        server = _Server((self._host, self._port), _Handler)
-        server.fake = self
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever,
-                                        kwargs={"poll_interval": 0.01}, daemon=True,
-                                        name=self.name)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close every connection and the port (idempotent)."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._stopping.set()
-        server.shutdown()
-        self._close_open_connections()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError(f"{self.name} not started")
-        return int(self._server.server_address[1])
 
     @property
     def url(self) -> str:
         """``http://127.0.0.1:PORT/``."""
-        return f"http://{self._host}:{self.port}/"
+        return f"{self.base_url}/"
 
     # -- observations ------------------------------------------------------------------------
     @property
@@ -134,17 +81,6 @@ class FakeProvider:
         """A copy of every request read, oldest first."""
         with self.lock:
             return list(self._requests)
-
-    def wait_for(self, n: int, timeout: float) -> list[Message]:
-        """Wait at most ``timeout`` seconds for ``n`` accepted sends; returns them all."""
-        deadline = time.monotonic() + timeout
-        with self.lock:
-            while len(self._messages) < n:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self.lock.wait(left)
-            return list(self._messages)
 
     def clear(self) -> None:
         """Forget messages, requests and queued answers; up, no delay."""
@@ -160,26 +96,6 @@ class FakeProvider:
         """Answer the next ``n`` well-signed requests with ``status`` and ``body``."""
         with self.lock:
             self._script.extend([Scripted(status, body)] * n)
-
-    def down(self) -> None:
-        """Close open connections and drop each request unanswered."""
-        with self.lock:
-            self._down = True
-        self._close_open_connections()
-
-    def up(self) -> None:
-        with self.lock:
-            self._down = False
-
-    @property
-    def delay(self) -> float:
-        with self.lock:
-            return self._delay
-
-    @delay.setter
-    def delay(self, seconds: float) -> None:
-        with self.lock:
-            self._delay = float(seconds)
 
     # -- for subclasses ----------------------------------------------------------------------
     def judge(self, req: Request) -> Answer:  # pragma: no cover - abstract
@@ -202,8 +118,7 @@ class FakeProvider:
             down, delay = self._down, self._delay
         if down:
             return None
-        if delay > 0:
-            self._stopping.wait(delay)
+        self._sleep(delay)
         status, body = self.judge(req)
         with self.lock:
             self._requests.append({"t": time.time(), "method": req.method, "path": req.path,
@@ -211,68 +126,19 @@ class FakeProvider:
                                    "answer": (status, body)})
         return status, body
 
-    def _connected(self, sock: socket.socket) -> None:
-        with self.lock:
-            self._open.add(sock)
-
-    def _disconnected(self, sock: socket.socket) -> None:
-        with self.lock:
-            self._open.discard(sock)
-
-    def _close_open_connections(self) -> None:
-        with self.lock:
-            socks = list(self._open)
-        for sock in socks:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    fake: FakeProvider
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if isinstance(sys.exc_info()[1], OSError):
-            return
-        super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.fake._connected(self.connection)
-
-    def finish(self) -> None:
-        self.server.fake._disconnected(self.connection)
-        try:
-            super().finish()
-        except OSError:
-            pass
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
+class _Handler(Handler):
     def _handle(self) -> None:
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n > 0 else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
-        answer = self.server.fake._serve(Request(self.command, self.path, headers, body))
+        fake = self.server.fake
+        assert isinstance(fake, FakeProvider)
+        answer = fake._serve(Request(self.command, self.path, headers, body))
         if answer is None:
             self.close_connection = True
             return
         status, obj = answer
-        raw = json_bytes(obj)
-        self.send_response(status)
-        self.send_header("Content-Type", self.server.fake.content_type)
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
+        self.send_json(status, json_bytes(obj), fake.content_type)
 
     do_GET = _handle
     do_POST = _handle

@@ -12,7 +12,10 @@ No pytest and no ``bridge`` import here, so ``bench/*.py`` can import it as a pl
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +44,19 @@ def wait_until(pred: Callable[[], Any], timeout: float, interval: float = 0.05, 
         if time.monotonic() > end:
             return False
         time.sleep(interval)
+
+
+def stop_group(proc: subprocess.Popen[bytes] | None, grace: float = 10) -> None:
+    """SIGTERM the process group of ``proc`` (started with ``start_new_session=True``), wait at
+    most ``grace`` seconds, then SIGKILL it; nothing when it already ended."""
+    if proc is None or proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
 
 
 def redis_argv(exe: str, port: int, workdir: Path) -> list[str]:

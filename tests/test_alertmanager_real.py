@@ -4,10 +4,8 @@ SMS and one resolved SMS per alert, although Alertmanager sends the group again 
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,6 +18,7 @@ import pytest
 import requests
 from conftest import CATCH_ALL, free_port, wait_until
 from fakejuhe import FakeJuhe
+from support import stop_group
 
 AM_BIN = shutil.which("prometheus-alertmanager")
 TOKEN = "am-token-7c1e94f2b0"
@@ -35,9 +34,9 @@ pytestmark = pytest.mark.skipif(
 AM_CONFIG = """\
 route:
   receiver: bridge
-  group_wait: 1s
+  group_wait: {group_wait}
   group_interval: 1s
-  repeat_interval: 1h
+  repeat_interval: {repeat_interval}
 receivers:
   - name: bridge
     webhook_configs:
@@ -53,11 +52,15 @@ receivers:
 class Alertmanager:
     """The real Alertmanager on a free loopback port, clustering off, state in ``workdir``."""
 
-    def __init__(self, workdir: Path, webhook_url: str) -> None:
+    def __init__(self, workdir: Path, webhook_url: str, *, group_wait: str = "1s",
+                 repeat_interval: str = "1h") -> None:
         self.workdir = workdir
         self.port = free_port()
         self.config = workdir / "alertmanager.yml"
-        self.config.write_text(AM_CONFIG.format(url=webhook_url, token=TOKEN), encoding="utf-8")
+        self.config.write_text(AM_CONFIG.format(url=webhook_url, token=TOKEN,
+                                                group_wait=group_wait,
+                                                repeat_interval=repeat_interval),
+                               encoding="utf-8")
         self.log_path = workdir / "alertmanager.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -91,13 +94,7 @@ class Alertmanager:
             return False
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        stop_group(self.proc)
         self.proc = None
 
     def post_alerts(self, alerts: list[dict[str, Any]]) -> None:

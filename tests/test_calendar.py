@@ -22,13 +22,13 @@ from bridge.rules.schedules import Schedule, ScheduleSpec, oncall_at
 from bridge.web.calendar import feed, feed_key, feed_path, shift_uid
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
-SPEC = {"members": ["zhang", "li", ["wang", "zhao"]], "shift": "1w", "handover": "10:00",
+SRE_SCHEDULE = {"members": ["zhang", "li", ["wang", "zhao"]], "shift": "1w", "handover": "10:00",
         "start": "2026-01-05",
         "overrides": [{"start": "2026-12-24 10:00", "end": "2026-12-26 10:00",
                        "people": ["wang"]}]}
 
 
-def schedule(spec: dict[str, Any] = SPEC, name: str = "sre") -> Schedule:
+def schedule(spec: dict[str, Any] = SRE_SCHEDULE, name: str = "sre") -> Schedule:
     return ScheduleSpec.model_validate(spec).compile(name, "Asia/Shanghai")
 
 

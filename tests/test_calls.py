@@ -6,7 +6,6 @@ into a storm SMS, and the record step keeps calls and SMS apart (dedup per chann
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,6 @@ from bridge.providers.juhe import JuheClient
 from bridge.rules.load import load_rules
 from bridge.rules.model import call_address
 from bridge.rules.ruleset import RuleSet
-from bridge.store import open_store
 from bridge.store.base import Policy, Store
 
 ZHANG = "13800138000"
@@ -54,15 +52,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.at
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    url = (f"sqlite:///{tmp_path / 'b.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("redis_url"))
-    s = open_store(url)
-    yield s
-    s.close()
 
 
 @pytest.fixture

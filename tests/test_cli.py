@@ -226,6 +226,26 @@ def _body(status: str, starts: str = "2026-09-21T12:00:00Z") -> bytes:
         "labels": {"alertname": "DiskFull"}}]}).encode()
 
 
+def test_render_shows_a_call_step_calling_those_already_paged_by_sms(tmp_path: Path) -> None:
+    # a voice step calls every number of its receiver, also those the route paged by SMS
+    # (docs/providers.md, Calls): render must not say "already paged: not again" for them
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(ISSUE20_RULES.replace("ACK", "{{ ack_code }}").replace(
+        "  ok: {", "  call: {voice: {aliyun: {tts_code: TTS_1}}, vars: {name: x}}\n  ok: {")
+        .replace("[{after: 10s, receiver: secondary}]",
+                 "[{after: 10s, receiver: primary, template: call}, "
+                 "{after: 20s, receiver: primary}]"), encoding="utf-8")
+    (tmp_path / "firing.json").write_bytes(_body("firing"))
+    r = bridge("render", "firing.json", "--rules", str(rules), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    steps = [line for line in r.stdout.splitlines() if "escalates:" in line]
+    assert steps == [
+        "    escalates: step 1 after 10s -> primary: zhang 13800138000 (template call) unless "
+        "acknowledged or resolved",
+        "    escalates: step 2 after 20s -> primary: zhang 13800138000 (already paged: not "
+        "again) (template page) unless acknowledged or resolved"]
+
+
 def test_render_sends_a_resolved_alert_to_those_paged_for_its_episode(tmp_path: Path) -> None:
     """Issue 20 item 8: render sent a resolved alert to today's routes; intake sends it to
     whoever was paged for the stored episode."""

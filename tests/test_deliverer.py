@@ -49,6 +49,41 @@ def test_a_backlog_goes_out_within_the_lease_once_each(tmp_path: Path,
     assert store.counts()["sent"] == 6
 
 
+def test_a_slow_provider_sends_no_mobile_twice_across_deliverers(
+        tmp_path: Path, fake_juhe: FakeJuhe) -> None:
+    # one claim of several mobiles, a provider slow enough that the last mobiles' lease lapses
+    # before their turn: another deliverer (another instance) claims them meanwhile. The first
+    # gives back what it has not begun past half the lease, so each mobile is paged once
+    (tmp_path / "r.yaml").write_text(CATCH_ALL)
+    rules = load_rules(tmp_path / "r.yaml")
+    store = SqliteStore(str(tmp_path / "b.db"))
+    mobiles = [f"1370000000{i}" for i in range(6)]
+    store.record([Notification(mobile=m, fingerprint="fp", status="firing", episode="e",
+                               route="r", alertname="A", tpl_id=111, variables={"name": m})
+                  for m in mobiles], Policy(), time.time())
+    fake_juhe.delay = 0.4
+    stop = threading.Event()
+    with JuheClient(KEY, fake_juhe.url, timeout=2) as c1, \
+            JuheClient(KEY, fake_juhe.url, timeout=2) as c2:
+        policy = DeliveryPolicy.from_settings(Settings(), lease=1.0)
+        first = Deliverer(store, c1, lambda: rules, policy)
+        other = Deliverer(store, c2, lambda: rules, policy)
+        passes: list[int] = []
+        t1 = threading.Thread(target=lambda: passes.append(first.run_once()))
+        t1.start()
+        time.sleep(0.2)  # the first pass holds every mobile's claim
+        t2 = threading.Thread(target=other.run_forever, args=(stop, 0.05))
+        t2.start()
+        try:
+            t1.join(10)
+            assert wait_until(lambda: store.counts()["sent"] == len(mobiles), 10)
+        finally:
+            stop.set()
+            t2.join(5)
+    assert passes == [len(mobiles)]
+    assert sorted(m["mobile"] for m in fake_juhe.messages) == mobiles
+
+
 def test_stop_gives_the_rest_back(tmp_path: Path, fake_juhe: FakeJuhe) -> None:
     (tmp_path / "r.yaml").write_text(CATCH_ALL)
     rules = load_rules(tmp_path / "r.yaml")
@@ -463,3 +498,33 @@ def test_a_resolved_sms_goes_once_its_firing_went_out(
     assert sorted((i.status, i.state) for i in store.recent()) == [
         ("firing", "sent"), ("resolved", "sent")]
     store.close()
+
+
+@pytest.mark.parametrize("held", ["pacing", "retry", "crash"])
+def test_no_resolved_sms_to_a_mobile_whose_firing_sms_was_suppressed(
+        tmp_path: Path, fake_juhe: FakeJuhe, held: str) -> None:
+    # B's firing SMS to M1 was stopped by an acknowledgement before it went out; when B then
+    # resolves, M1 (never paged for B) gets no resolved SMS of B (docs/oncall.md, Resolved goes
+    # to who was paged); with pacing, A's firing SMS went out, so A's resolved SMS still goes
+    rules = paced_rules(tmp_path, PACED.replace("min_gap: 60s", "min_gap: 20s"))
+    store = SqliteStore(str(tmp_path / "b.db"))
+    clock = Clock()
+    with JuheClient(KEY, fake_juhe.url, timeout=2) as client:
+        d = Deliverer(store, client, lambda: rules, clock=clock)
+        _hold(store, d, clock, fake_juhe, held)
+        sent_before = len(fake_juhe.messages)
+        _stop(store, "acknowledged", "B", clock.at + 1)
+        clock.at += 3600
+        while d.run_once():
+            pass
+        _stop(store, "resolved", "B", clock.at)
+        if held == "pacing":
+            _stop(store, "resolved", "A", clock.at)
+        clock.at += 3600
+        while d.run_once():
+            pass
+    after = [(m["tpl_id"], m["vars"]["name"]) for m in fake_juhe.messages[sent_before:]]
+    assert after == ([("222", "A")] if held == "pacing" else [])
+    resolved_b = [(i.state, i.reason) for i in store.recent()
+                  if i.alertname == "B" and i.status == "resolved"]
+    assert resolved_b == [("suppressed", "not paged")]

@@ -7,10 +7,8 @@ counts as missing before ``expect`` has passed since it."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 from datetime import datetime
@@ -21,6 +19,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from conftest import free_port, wait_until
 from fakejuhe import FakeJuhe
+from support import stop_group
 from test_alertmanager_real import AM_BIN, TOKEN, Alertmanager
 
 from bridge.decide.heartbeats import HeartbeatRecord
@@ -227,26 +226,6 @@ groups:
         labels: {severity: none}
         annotations: {summary: "always firing: the alerting pipeline works"}
 """
-# The recipe of docs/heartbeats.md with seconds for minutes: the Watchdog route sends at once,
-# and again every repeat_interval while it fires.
-AM_WATCHDOG = """\
-route:
-  receiver: bridge
-  group_wait: 0s
-  group_interval: 1s
-  repeat_interval: 2s
-receivers:
-  - name: bridge
-    webhook_configs:
-      - url: {url}
-        send_resolved: true
-        http_config:
-          authorization:
-            type: Bearer
-            credentials: {token}
-"""
-
-
 class Prometheus:
     """The real Prometheus (Debian's ``prometheus``) on a free loopback port, evaluating the
     Watchdog rule every second and sending to one Alertmanager; ``resend-delay`` 1 s, so that
@@ -276,13 +255,7 @@ class Prometheus:
                 cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        stop_group(self.proc)
         self.proc = None
 
     def log(self) -> str:
@@ -296,9 +269,10 @@ def test_real_prometheus_and_alertmanager_keep_it_up_and_a_stop_pages_on_time(
         make_bridge: Any, fake_juhe: FakeJuhe, tmp_path: Path) -> None:
     bridge = make_bridge(RULES, BRIDGE_TOKEN=TOKEN)
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    am = Alertmanager(tmp_path, bridge.base + "/webhook/alertmanager")
-    am.config.write_text(AM_WATCHDOG.format(url=bridge.base + "/webhook/alertmanager",
-                                            token=TOKEN), encoding="utf-8")
+    # the recipe of docs/heartbeats.md with seconds for minutes: the Watchdog route sends at
+    # once, and again every repeat_interval while it fires
+    am = Alertmanager(tmp_path, bridge.base + "/webhook/alertmanager", group_wait="0s",
+                      repeat_interval="2s")
     prom = Prometheus(tmp_path, f"127.0.0.1:{am.port}")
 
     def watchdog() -> dict[str, Any]:

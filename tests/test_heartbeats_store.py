@@ -6,24 +6,11 @@ injected."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from bridge.decide.heartbeats import HeartbeatClaim, HeartbeatRecord
 from bridge.store import Store, open_store
 
 T0 = 1_790_000_000.125
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    url = (f"sqlite:///{tmp_path / 'hb.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("redis_url"))
-    s = open_store(url)
-    yield s
-    s.close()
 
 
 def test_beats_keep_the_latest_and_make_a_record(store: Store) -> None:

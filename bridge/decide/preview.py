@@ -22,7 +22,7 @@ from bridge.decide.plan import decide, episode_from_start
 from bridge.decide.routing import RouteVerdict, explain
 from bridge.decide.types import Notification
 from bridge.errors import StoreUnavailable
-from bridge.rules.model import split_address
+from bridge.rules.model import call_address, split_address
 from bridge.rules.ruleset import RuleSet
 from bridge.sources import detect, parse_body, read_body
 
@@ -159,18 +159,24 @@ def _limit(name: str, value: int | None) -> str:
     return f"{name} {value}" if value is not None else f"no {name} limit"
 
 
-def _step_pages(rules: RuleSet, receiver: str, at: datetime | None, paged: set[str]) -> str:
+def _step_pages(rules: RuleSet, receiver: str, at: datetime | None, paged: set[str],
+                voice: bool = False) -> str:
     """Whom a step's ``receiver`` would page at ``at`` (a schedule: who is on call then):
-    ``secondary: li 13800138001``; a mobile in ``paged`` (already paged for the alert) is
-    marked, since a step does not page it again."""
+    ``secondary: li 13800138001``; a mobile whose address is in ``paged`` (already paged for
+    the alert: by SMS, or called when ``voice``) is marked, since a step does not page it again
+    (docs/providers.md, Calls: a call step calls those paged by SMS too). The addresses it
+    would page are added to ``paged``, for the later steps."""
     if at is None:
         return receiver
     try:
         mobiles = rules.mobiles_for(receiver, at)
     except KeyError:
         return receiver
+    addresses = [call_address(m) if voice else m for m in mobiles]
     who = [" ".join(x for x in (rules.person_of(m), m) if x)
-           + (" (already paged: not again)" if m in paged else "") for m in mobiles]
+           + (" (already paged: not again)" if a in paged else "")
+           for m, a in zip(mobiles, addresses, strict=True)]
+    paged.update(addresses)
     return f"{receiver}: {', '.join(who) or 'nobody'}"
 
 
@@ -194,10 +200,12 @@ def render_lines(p: Preview, rules: RuleSet, name: str,
         if channel == "sms":
             out.append(f"    tpl_value: {encode(shown_variables(n))}")
         paged = {x.mobile for x in p.notifications if x.fingerprint == n.fingerprint}
-        out.extend(f"    escalates: step {i} after {st.after:g}s -> "
-                   f"{_step_pages(rules, st.receiver, _due(p.at, st.after), paged)} (template "
-                   f"{st.template}) unless acknowledged or resolved"
-                   for i, st in enumerate(n.steps, start=1))
+        for i, st in enumerate(n.steps, start=1):
+            tpl = rules.templates.get(st.template or n.template or "")
+            pages = _step_pages(rules, st.receiver, _due(p.at, st.after), paged,
+                                voice=tpl is not None and tpl.channel == "voice")
+            out.append(f"    escalates: step {i} after {st.after:g}s -> {pages} (template "
+                       f"{st.template}) unless acknowledged or resolved")
     out.extend(f"- {a.alert.status} {a.alert.name or '-'} [{a.alert.fingerprint}]: {a.note}"
                for a in p.alerts if a.note)
     for m in p.skipped_mobiles:

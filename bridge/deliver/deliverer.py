@@ -125,9 +125,9 @@ class DeliveryPolicy:
     prune_every: float = 600.0
     retry_max: float = 600.0
     max_mobiles: int = 20
-    stall: float = 60.0
+    stall: float = Settings.delivery_stall
     #: seconds of transient Juhe failure before an SMS goes through its template's fallback
-    failover_after: float = 120.0
+    failover_after: float = Settings.failover_after
 
     @classmethod
     def from_settings(cls, settings: Settings, **fixed: Any) -> DeliveryPolicy:
@@ -211,7 +211,14 @@ class Deliverer:
         claims = self.store.claim(now, self.policy.lease, self.policy.max_mobiles, cap)
         for n, claim in enumerate(claims):
             self._interrupted = False
-            if self.stopping.is_set():  # shutting down: give the rest back at once, unpaced
+            # shutting down, or past half the lease (a slow provider: the later mobiles' leases
+            # would lapse before their turn and another deliverer page them too): give the rest
+            # back at once, unpaced
+            late = n > 0 and self.clock() > claim.lease_until - self.policy.lease / 2
+            if self.stopping.is_set() or late:
+                if late:
+                    log.warning("past half the lease: %d mobiles of this pass given back unsent",
+                                len(claims) - n)
                 for rest in claims[n:]:
                     at = self.clock()
                     self._release(rest, rest.items, at, pace_until=at)
@@ -371,7 +378,7 @@ class Deliverer:
             ids = [i.id for i in gone]
             final = last and not rest and not waiting and n == len(marks) - 1
             log.info("not sent to %s (%s): %s, ids=%s", mask_mobile(gone[0].mobile),
-                     gone[0].alertname or "-", "its firing SMS never went out"
+                     gone[0].alertname or "-", "no firing SMS of the episode went out to it"
                      if reason == NOT_PAGED else f"episode {reason} by now", ",".join(ids[:5]))
             pace = now if final else None
 

@@ -51,17 +51,14 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from types import MappingProxyType, TracebackType
-from typing import Any, Final, Literal, Self
+from types import MappingProxyType
+from typing import Any, Final
 from urllib.parse import quote
 
 import requests
 
+from bridge.config import Settings
 from bridge.errors import (
-    ConfigError,
-    PermanentError,
-    ProviderError,
-    ThrottledError,
     TransientError,
 )
 from bridge.providers import transport
@@ -82,10 +79,11 @@ __all__ = [
     "string_to_sign",
 ]
 
-Kind = Literal["ok", "transient", "throttled", "permanent", "config"]
+Kind = transport.Kind
 
-SMS_URL: Final = "https://dysmsapi.aliyuncs.com/"
-VOICE_URL: Final = "https://dyvmsapi.aliyuncs.com/"
+#: The endpoints when none is given: their defaults live in Settings (docs/configuration.md).
+SMS_URL: Final = Settings.aliyun_sms_url
+VOICE_URL: Final = Settings.aliyun_voice_url
 #: API version of both ``SendSms`` (dysmsapi) and ``SingleCallByTts`` (dyvmsapi).
 VERSION: Final = "2017-05-25"
 #: Aliyun's bound for one variable of a notification template (characters).
@@ -155,13 +153,7 @@ def classify(code: str) -> Kind:
     """Class of an Aliyun ``Code``: :data:`CODES`, else by prefix (``Throttling.*`` throttled,
     ``InvalidAccessKeyId*``/``Forbidden*``/``InvalidTimeStamp*`` configuration, ``isp.*``,
     ``InternalError*``, ``ServiceUnavailable*`` transient), else ``"permanent"``."""
-    kind = CODES.get(code)
-    if kind is not None:
-        return kind
-    for prefix, by_prefix in _PREFIXES:
-        if code.startswith(prefix):
-            return by_prefix
-    return "permanent"
+    return transport.by_table(code, CODES, _PREFIXES)
 
 
 def _enc(value: str) -> str:
@@ -188,14 +180,11 @@ def sign(method: str, params: Mapping[str, str], secret: str) -> str:
 
 
 def _as_json(variables: Mapping[str, str]) -> str:
-    for name, value in variables.items():
-        if not isinstance(value, str):
-            raise TypeError(f"template variable {name} must be a string, "
-                            f"not {type(value).__name__}")
+    transport.checked(variables)
     return json.dumps(dict(variables), ensure_ascii=False, separators=(",", ":"))
 
 
-class AliyunClient:
+class AliyunClient(transport.PooledClient):
     """Sends SMS and places calls through Aliyun, one per call, over a pooled session.
 
     ``access_key_id``/``access_key_secret``: ``ALIYUN_ACCESS_KEY_ID``/``_SECRET`` (both
@@ -206,6 +195,8 @@ class AliyunClient:
     Raises ``ValueError`` for a missing credential, a bad URL or a timeout <= 0. Safe to share
     between threads. ``repr()`` and every error it raises hold no credential.
     """
+
+    provider = "aliyun"
 
     def __init__(self, access_key_id: str, access_key_secret: str, *, sms_url: str = SMS_URL,
                  voice_url: str = VOICE_URL, timeout: float = 10.0,
@@ -219,14 +210,12 @@ class AliyunClient:
         self._sms = (sms_url, transport.check_url(sms_url, "ALIYUN_SMS_URL"), "ALIYUN_SMS_URL")
         self._voice = (voice_url, transport.check_url(voice_url, "ALIYUN_VOICE_URL"),
                        "ALIYUN_VOICE_URL")
+        super().__init__([access_key_id, access_key_secret], session)
         self._id = access_key_id
         self._secret = access_key_secret
-        self._scrubber = transport.Scrubber([access_key_id, access_key_secret])
         self._timeout = float(timeout)
         self._clock = clock
         self._nonce = nonce
-        self._own_session = session is None
-        self._session = session or transport.new_session()
 
     def __repr__(self) -> str:
         return f"AliyunClient(sms={self._sms[1]!r}, voice={self._voice[1]!r})"
@@ -294,10 +283,6 @@ class AliyunClient:
             raise self._scrubbed(exc) from None
         return self._outcome(resp, where, env, action)
 
-    def _scrubbed(self, exc: ProviderError) -> ProviderError:
-        return type(exc)(self._scrubber.scrub(exc.reason), exc.code, exc.retry_after,
-                         exc.maybe_sent, "aliyun")
-
     def _outcome(self, resp: requests.Response, where: str, env: str,
                  action: str) -> dict[str, Any]:
         body = transport.json_object(resp)
@@ -314,23 +299,5 @@ class AliyunClient:
         # scrubbed before it is cut, so that no part of a credential survives the cut
         message = self._scrubber.scrub(str(body.get("Message") or code))
         reason = f"{action} {code}: {message[: transport.MESSAGE_MAX]}"
-        if kind == "throttled":
-            raise ThrottledError(reason, code, transport.THROTTLE_WAIT, False, "aliyun")
-        if kind == "transient":
-            wait = transport.retry_after(resp.headers.get("Retry-After"))
-            raise TransientError(reason, code, wait, False, "aliyun")
-        if kind == "config":
-            raise ConfigError(reason, code, None, False, "aliyun")
-        raise PermanentError(reason, code, None, False, "aliyun")
-
-    def close(self) -> None:
-        """Close the pooled connections (only of a session the client made itself)."""
-        if self._own_session:
-            self._session.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
+        wait = transport.retry_after(resp.headers.get("Retry-After"))
+        raise transport.provider_error(kind, reason, code, "aliyun", wait)

@@ -63,20 +63,18 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from email.utils import parsedate_to_datetime
 from http.client import HTTPException
-from time import time
 from types import MappingProxyType, TracebackType
 from typing import Any, Final, Literal, Self
 from urllib.parse import quote, quote_plus, unquote_plus, urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
 from bridge.config import Settings
 from bridge.errors import ConfigError, JuheError, PermanentError, ThrottledError, TransientError
 from bridge.providers.base import SendResult
+from bridge.providers.transport import cause_names, new_session, retry_after
 
 __all__ = [
     "CODES",
@@ -94,9 +92,6 @@ Kind = Literal["ok", "transient", "permanent", "config"]
 #: Minimum wait (seconds) before retrying after 205405 (the carrier's per-number limit: about
 #: one SMS a minute to one number). The caller lengthens it on further tries.
 RETRY_AFTER_205405: Final = 60.0
-
-#: Connections kept per host in the client's pool (one send uses one connection at a time).
-POOL_MAXSIZE: Final = 10
 
 #: Juhe ``error_code`` -> (class, meaning), as docs/juhe.md (Error codes) lists them.
 #: Codes not listed are permanent.
@@ -202,48 +197,14 @@ def _as_int(value: object) -> int | None:
     return None
 
 
-def _retry_after(header: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date), or None."""
-    if not header:
-        return None
-    header = header.strip()
-    if header.isdigit():
-        return float(header)
-    try:
-        when = parsedate_to_datetime(header)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(0.0, when.timestamp() - time())
-
-
-def _cause_names(exc: BaseException) -> str:
-    """``"ConnectionError(NewConnectionError, ConnectionRefusedError)"``: the class names along
-    an exception's causes, never its text (which may hold the request)."""
-    names: list[str] = []
-    seen: set[int] = set()
-    todo: list[BaseException] = [exc]
-    while todo and len(names) < 6:
-        e = todo.pop(0)
-        if id(e) in seen:
-            continue
-        seen.add(id(e))
-        name = type(e).__name__
-        if name not in names and name != "MaxRetryError":
-            names.append(name)
-        nxt: list[object] = [getattr(e, "reason", None), e.__cause__, e.__context__, *e.args]
-        todo.extend(x for x in nxt if isinstance(x, BaseException))
-    head, rest = names[0], names[1:]
-    return f"{head}({', '.join(rest)})" if rest else head
-
-
 class JuheClient:
     """Sends one SMS per call through Juhe, over a pooled keep-alive HTTP session.
 
     ``key``: the Juhe AppKey; ``None`` or ``""`` means dry-run (nothing is sent). ``url``: the
     send endpoint (``JUHE_URL``). ``timeout``: seconds, applied to connecting and to each read
     (not a total). ``session``: an existing ``requests.Session`` to use as is (the caller
-    closes it); by default the client makes its own with an ``HTTPAdapter`` pool of
-    :data:`POOL_MAXSIZE` connections and no automatic retries, and :meth:`close` closes it.
+    closes it); by default the client makes its own (:func:`transport.new_session`: a pool of
+    ``POOL_MAXSIZE`` connections, no automatic retries), and :meth:`close` closes it.
 
     Raises ``ValueError`` for a URL that is not ``http(s)://host/...`` or a timeout <= 0.
     Safe to share between threads (``requests`` pools connections thread-safely).
@@ -271,10 +232,7 @@ class JuheClient:
         self._key_forms = sorted(forms, key=len, reverse=True)
         self._own_session = session is None
         if session is None:
-            session = requests.Session()
-            adapter = HTTPAdapter(pool_connections=2, pool_maxsize=POOL_MAXSIZE, max_retries=0)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
+            session = new_session()
         self._session = session
 
     def __repr__(self) -> str:
@@ -336,17 +294,17 @@ class JuheClient:
                 headers={"Accept": "application/json"},
             )
         except requests.ConnectTimeout as exc:
-            failure = f"connect timeout after {self._timeout:g} s: {_cause_names(exc)}"
+            failure = f"connect timeout after {self._timeout:g} s: {cause_names(exc)}"
         except requests.Timeout as exc:
             maybe_sent = True
             failure = (
                 f"read timeout after {self._timeout:g} s (the SMS may have been sent): "
-                f"{_cause_names(exc)}"
+                f"{cause_names(exc)}"
             )
         except requests.ConnectionError as exc:
-            failure = f"connection error: {_cause_names(exc)}"
+            failure = f"connection error: {cause_names(exc)}"
         except (requests.RequestException, OSError, HTTPException, Urllib3HTTPError) as exc:
-            failure = f"request failed: {_cause_names(exc)}"
+            failure = f"request failed: {cause_names(exc)}"
         # Raised outside the except blocks: no chained requests exception (which carries the
         # request and its body) in the traceback.
         if failure is not None or resp is None:
@@ -386,7 +344,7 @@ class JuheClient:
         status = resp.status_code
         where = self._where
         if status >= 500 or status in _TRANSIENT_HTTP:
-            wait = _retry_after(resp.headers.get("Retry-After"))
+            wait = retry_after(resp.headers.get("Retry-After"))
             raise self._error(TransientError, f"HTTP {status} from {where}", 0, wait)
         if 300 <= status < 400:
             raise self._error(

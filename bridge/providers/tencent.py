@@ -53,17 +53,15 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from types import MappingProxyType, TracebackType
-from typing import Any, Final, Literal, Self
+from types import MappingProxyType
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import requests
 
+from bridge.config import Settings
 from bridge.errors import (
-    ConfigError,
-    PermanentError,
     ProviderError,
-    ThrottledError,
     TransientError,
 )
 from bridge.providers import transport
@@ -81,11 +79,13 @@ __all__ = [
     "e164",
 ]
 
-Kind = Literal["ok", "transient", "throttled", "permanent", "config"]
+Kind = transport.Kind
 
-SMS_URL: Final = "https://sms.tencentcloudapi.com/"
-VMS_URL: Final = "https://vms.tencentcloudapi.com/"
-DEFAULT_REGION: Final = "ap-guangzhou"
+#: Endpoints and region when none is given: their defaults live in Settings
+#: (docs/configuration.md).
+SMS_URL: Final = Settings.tencent_sms_url
+VMS_URL: Final = Settings.tencent_vms_url
+DEFAULT_REGION: Final = Settings.tencent_region
 SMS_VERSION: Final = "2021-01-11"
 VMS_VERSION: Final = "2020-09-02"
 CONTENT_TYPE: Final = "application/json; charset=utf-8"
@@ -132,13 +132,7 @@ def classify(code: str) -> Kind:
     """Class of a Tencent Cloud ``Code``: :data:`CODES`, else by prefix (``LimitExceeded.*``
     throttled; ``AuthFailure*``, ``UnauthorizedOperation*`` configuration; ``InternalError*``,
     ``RequestLimitExceeded*``, ``ResourceUnavailable*`` transient), else ``"permanent"``."""
-    kind = CODES.get(code)
-    if kind is not None:
-        return kind
-    for prefix, by_prefix in _PREFIXES:
-        if code.startswith(prefix):
-            return by_prefix
-    return "permanent"
+    return transport.by_table(code, CODES, _PREFIXES)
 
 
 def e164(mobile: str) -> str:
@@ -169,16 +163,6 @@ def authorization(*, secret_id: str, secret_key: str, service: str, host: str, p
             f"SignedHeaders=content-type;host, Signature={signature}")
 
 
-def _values(variables: Mapping[str, str]) -> list[str]:
-    out: list[str] = []
-    for name, value in variables.items():
-        if not isinstance(value, str):
-            raise TypeError(f"template variable {name} must be a string, "
-                            f"not {type(value).__name__}")
-        out.append(value)
-    return out
-
-
 class _Api:
     """Where one API goes: URL, the URL for messages, its variable, service, version."""
 
@@ -193,7 +177,7 @@ class _Api:
         self.path = parts.path or "/"
 
 
-class TencentClient:
+class TencentClient(transport.PooledClient):
     """Sends SMS and places calls through Tencent Cloud, one per call, over a pooled session.
 
     ``secret_id``/``secret_key``: ``TENCENTCLOUD_SECRET_ID``/``_KEY`` (both required);
@@ -206,6 +190,8 @@ class TencentClient:
     between threads. ``repr()`` and every error it raises hold no credential.
     """
 
+    provider = "tencent"
+
     def __init__(self, secret_id: str, secret_key: str, *, region: str = DEFAULT_REGION,
                  sms_url: str = SMS_URL, vms_url: str = VMS_URL, timeout: float = 10.0,
                  session: requests.Session | None = None,
@@ -216,14 +202,12 @@ class TencentClient:
             raise ValueError(f"timeout must be > 0 seconds, not {timeout!r}")
         self._sms = _Api(sms_url, "TENCENT_SMS_URL", "sms", SMS_VERSION)
         self._vms = _Api(vms_url, "TENCENT_VMS_URL", "vms", VMS_VERSION)
+        super().__init__([secret_id, secret_key], session)
         self._id = secret_id
         self._key = secret_key
         self._region = region or DEFAULT_REGION
-        self._scrubber = transport.Scrubber([secret_id, secret_key])
         self._timeout = float(timeout)
         self._clock = clock
-        self._own_session = session is None
-        self._session = session or transport.new_session()
 
     def __repr__(self) -> str:
         return (f"TencentClient(region={self._region!r}, sms={self._sms.where!r}, "
@@ -242,7 +226,7 @@ class TencentClient:
         number = e164(mobile)
         payload = {"PhoneNumberSet": [number], "SmsSdkAppId": sdk_app_id,
                    "SignName": sign_name, "TemplateId": template_id,
-                   "TemplateParamSet": _values(variables)}
+                   "TemplateParamSet": transport.checked(variables)}
         answer = self._request(self._sms, "SendSms", payload)
         statuses = answer.get("SendStatusSet")
         status = None
@@ -269,7 +253,7 @@ class TencentClient:
         as :meth:`send_sms`."""
         fitted = transport.fit_total(variables, MAX_VOICE_TOTAL)
         payload = {"TemplateId": template_id, "CalledNumber": e164(mobile),
-                   "VoiceSdkAppid": voice_sdk_app_id, "TemplateParamSet": _values(fitted),
+                   "VoiceSdkAppid": voice_sdk_app_id, "TemplateParamSet": transport.checked(fitted),
                    "PlayTimes": PLAY_TIMES}
         answer = self._request(self._vms, "SendTtsVoice", payload)
         status = answer.get("SendStatus")
@@ -315,31 +299,8 @@ class TencentClient:
             raise self._scrubbed(failed)
         return answer
 
-    def _scrubbed(self, exc: ProviderError) -> ProviderError:
-        return type(exc)(self._scrubber.scrub(exc.reason), exc.code, exc.retry_after,
-                         exc.maybe_sent, "tencent")
-
     def _error(self, action: str, code: str, message: str) -> ProviderError:
         # scrubbed before it is cut, so that no part of a credential survives the cut
         text = self._scrubber.scrub(message)[: transport.MESSAGE_MAX]
-        reason = f"{action} {code}: {text}"
-        kind = classify(code)
-        if kind == "throttled":
-            return ThrottledError(reason, code, transport.THROTTLE_WAIT, False, "tencent")
-        if kind == "transient":
-            return TransientError(reason, code, None, False, "tencent")
-        if kind == "config":
-            return ConfigError(reason, code, None, False, "tencent")
-        return PermanentError(reason, code, None, False, "tencent")
-
-    def close(self) -> None:
-        """Close the pooled connections (only of a session the client made itself)."""
-        if self._own_session:
-            self._session.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
+        return transport.provider_error(classify(code), f"{action} {code}: {text}", code,
+                                        "tencent")

@@ -17,20 +17,31 @@ from collections.abc import Iterable, Mapping
 from email.utils import parsedate_to_datetime
 from http.client import HTTPException
 from time import time
-from typing import Any, Final
+from types import TracebackType
+from typing import Any, Final, Literal, Self
 from urllib.parse import quote, quote_plus, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
-from bridge.errors import ConfigError, PermanentError, ProviderError, TransientError
+from bridge.errors import (
+    ConfigError,
+    PermanentError,
+    ProviderError,
+    ThrottledError,
+    TransientError,
+)
 from bridge.privacy import mask_mobiles_in
 
 __all__ = [
     "POOL_MAXSIZE",
     "THROTTLE_WAIT",
+    "Kind",
+    "PooledClient",
     "Scrubber",
+    "by_table",
+    "checked",
     "cause_names",
     "cut",
     "check_url",
@@ -38,6 +49,7 @@ __all__ = [
     "json_object",
     "new_session",
     "post",
+    "provider_error",
     "retry_after",
     "status_error",
 ]
@@ -53,6 +65,78 @@ MESSAGE_MAX: Final = 300
 
 _CONFIG_HTTP: Final = frozenset({401, 403, 404, 405, 410})
 _TRANSIENT_HTTP: Final = frozenset({408, 429})
+
+#: The class of a provider's answer code (docs/providers.md, Errors).
+Kind = Literal["ok", "transient", "throttled", "permanent", "config"]
+
+
+def by_table(code: str, codes: Mapping[str, Kind],
+             prefixes: Iterable[tuple[str, Kind]]) -> Kind:
+    """Class of a provider's ``code``: ``codes[code]``, else the class of the first of
+    ``prefixes`` it starts with, else ``"permanent"``."""
+    kind = codes.get(code)
+    if kind is not None:
+        return kind
+    for prefix, by_prefix in prefixes:
+        if code.startswith(prefix):
+            return by_prefix
+    return "permanent"
+
+
+def provider_error(kind: Kind, reason: str, code: str, provider: str,
+                   wait: float | None = None) -> ProviderError:
+    """The error of a failed answer of class ``kind`` (not ``"ok"``): throttled waits
+    :data:`THROTTLE_WAIT`, transient ``wait`` (from ``Retry-After``, if any), configuration
+    and permanent errors wait nothing."""
+    if kind == "throttled":
+        return ThrottledError(reason, code, THROTTLE_WAIT, False, provider)
+    if kind == "transient":
+        return TransientError(reason, code, wait, False, provider)
+    if kind == "config":
+        return ConfigError(reason, code, None, False, provider)
+    return PermanentError(reason, code, None, False, provider)
+
+
+def checked(variables: Mapping[str, str]) -> list[str]:
+    """The values of ``variables`` in their order; ``TypeError`` naming the first variable
+    whose value is not a string."""
+    out: list[str] = []
+    for name, value in variables.items():
+        if not isinstance(value, str):
+            raise TypeError(f"template variable {name} must be a string, "
+                            f"not {type(value).__name__}")
+        out.append(value)
+    return out
+
+
+class PooledClient:
+    """What the Aliyun and Tencent Cloud clients share: a pooled session (their own unless one
+    is given, which the caller closes), a :class:`Scrubber` of their credentials, and the
+    provider's name put on every error they raise."""
+
+    provider = ""
+
+    def __init__(self, secrets: Iterable[str], session: requests.Session | None) -> None:
+        self._scrubber = Scrubber(secrets)
+        self._own_session = session is None
+        self._session = session or new_session()
+
+    def _scrubbed(self, exc: ProviderError) -> ProviderError:
+        """``exc`` again, its reason scrubbed and marked as this provider's."""
+        return type(exc)(self._scrubber.scrub(exc.reason), exc.code, exc.retry_after,
+                         exc.maybe_sent, self.provider)
+
+    def close(self) -> None:
+        """Close the pooled connections (only of a session the client made itself)."""
+        if self._own_session:
+            self._session.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
 
 
 class Scrubber:

@@ -138,6 +138,13 @@ class TencentSms(_Strict):
     sdk_app_id: IdText
 
 
+def names_of(receiver: str | list[str] | None) -> list[str]:
+    """A ``receiver`` field (one name, a list of names, or none) as a list of names."""
+    if receiver is None:
+        return []
+    return [receiver] if isinstance(receiver, str) else list(receiver)
+
+
 class _OneProvider(_Strict):
     """Exactly one of ``aliyun`` / ``tencent``."""
 
@@ -148,6 +155,11 @@ class _OneProvider(_Strict):
             raise ValueError("name exactly one provider: aliyun or tencent")
         return self
 
+    @property
+    def provider(self) -> str:
+        """``"aliyun"`` or ``"tencent"``: the one named."""
+        return "aliyun" if getattr(self, "aliyun", None) is not None else "tencent"
+
 
 class Fallback(_OneProvider):
     """``fallback:`` of a template: the same SMS through Aliyun or Tencent Cloud when Juhe
@@ -155,11 +167,6 @@ class Fallback(_OneProvider):
 
     aliyun: AliyunSms | None = None
     tencent: TencentSms | None = None
-
-    @property
-    def provider(self) -> str:
-        """``"aliyun"`` or ``"tencent"``."""
-        return "aliyun" if self.aliyun is not None else "tencent"
 
 
 class AliyunVoice(_Strict):
@@ -183,11 +190,6 @@ class Voice(_OneProvider):
 
     aliyun: AliyunVoice | None = None
     tencent: TencentVoice | None = None
-
-    @property
-    def provider(self) -> str:
-        """``"aliyun"`` or ``"tencent"``."""
-        return "aliyun" if self.aliyun is not None else "tencent"
 
 
 class Template(_Strict):
@@ -281,9 +283,7 @@ class Route(_Strict):
     @property
     def receivers(self) -> list[str]:
         """``receiver`` as a list (empty when only ``mobiles_from`` pages)."""
-        if self.receiver is None:
-            return []
-        return [self.receiver] if isinstance(self.receiver, str) else list(self.receiver)
+        return names_of(self.receiver)
 
 
 class Heartbeat(_Strict):
@@ -312,9 +312,7 @@ class Heartbeat(_Strict):
     @property
     def receivers(self) -> list[str]:
         """``receiver`` as a list (empty when none is given)."""
-        if self.receiver is None:
-            return []
-        return [self.receiver] if isinstance(self.receiver, str) else list(self.receiver)
+        return names_of(self.receiver)
 
 
 class RulesFile(_Strict):

@@ -2,7 +2,7 @@
 ``GET /calendar/<schedule>.ics?key=KEY``.
 
 :func:`feed` is pure, a function of the schedule and ``now``: one ``VEVENT`` per piece of the
-final view (:func:`bridge.oncall.shifts_between`: rotation shifts cut by overrides, each
+final view (:func:`bridge.rules.schedules.shifts_between`: rotation shifts cut by overrides, each
 override its own piece) from :data:`PAST` before ``now`` to :data:`AHEAD` after it, as
 Grafana OnCall's iCal export does. :func:`feed_key` derives the feed's key from
 ``BRIDGE_TOKEN`` and the schedule's name; :data:`calendar` is the view.
