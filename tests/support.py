@@ -13,6 +13,7 @@ No pytest and no ``bridge`` import here, so ``bench/*.py`` can import it as a pl
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -21,12 +22,34 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+_HANDED_OUT: set[int] = set()
+
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port that was free a moment ago on every address, never handed out before by this
+    process.
+
+    Drawn from 10000-19999, below the kernel's ephemeral range (32768-60999 on Linux), in a
+    block of 2,000 ports of this pytest-xdist worker's own (``PYTEST_XDIST_WORKER`` = ``gwN``):
+    a port that the kernel picks for ``bind(0)`` is one it also gives to outgoing connections,
+    so another test's HTTP client could take it before the server meant to have it binds it.
+    (A Redis Cluster node's bus port, port + 10000, stays below the ephemeral range too.)"""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    low = 10_000 + (index % 5) * 2_000
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(low, low + 2_000)
+        if port in _HANDED_OUT:
+            continue
+        try:
+            with socket.socket() as s:
+                s.bind(("0.0.0.0", port))
+        except OSError:
+            continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError(f"no free port in {low}-{low + 1_999}")
 
 
 def wait_until(pred: Callable[[], Any], timeout: float, interval: float = 0.05, *,

@@ -131,8 +131,10 @@ class Step:
     Escalation); ``index`` is 1-based, as ``escalation`` in templates.
 
     ``due_at`` is ``None`` until the route's first SMS for the episode went out (sent, or
-    ended failed), then that moment + ``after`` (docs/oncall.md, Escalation: nobody is
-    escalated over before the first person could see the page, however long pacing held it).
+    ended failed) or an attempt of it met a configuration/account error, then that moment +
+    ``after`` (docs/oncall.md, Escalation: nobody is escalated over before the first person
+    could see the page, however long pacing held it; nor left unescalated while a refused key
+    keeps the page from anyone).
     ``ran_at`` is when the escalation runner ended the step (``done``, or ``cancelled`` by it),
     else ``None``."""
 

@@ -39,9 +39,14 @@ Policy (docs/juhe.md, Answers and error classes; docs/design.md, Delivery and Ju
   (Aliyun's flow control, Tencent's ``LimitExceeded.*``, Juhe's 205405) waits a minute and
   never fails over. The provider that accepted an SMS ends it (its message id is stored as
   ``provider:id``); a fallback, once used, is kept for the SMS;
-* calls (address ``voice:<mobile>``): one per claim item, never folded, paced per number
-  (``limits.calls``: ``min_gap``, ``per_hour``, ``per_day``); a call whose episode was
-  acknowledged or resolved by then ends ``suppressed`` instead.
+* calls (address ``voice:<mobile>``): one per claim item, never folded into a storm SMS,
+  paced per number (``limits.calls``: ``min_gap``, ``per_hour``, ``per_day``); a call whose
+  episode was acknowledged or resolved by then ends ``suppressed`` instead; when a call goes
+  out, every other call waiting for that number at that moment ends ``suppressed``, reason
+  ``folded`` (one call wakes the person for all of them);
+* escalation clock: a firing SMS that went out (sent, failed) or met a configuration/account
+  error starts its episode's escalation clock (in the store's mark; docs/oncall.md,
+  Escalation).
 """
 
 from __future__ import annotations
@@ -445,16 +450,17 @@ class Deliverer:
         self._fenced(claim, ids, "release", lambda: self.store.release(
             ids, due_at, token=claim.token, pace_until=pace_until))
 
-    def _fenced(self, claim: Claim, ids: list[str], what: str, mark: Callable[[], int]) -> None:
+    def _fenced(self, claim: Claim, ids: list[str], what: str, mark: Callable[[], int]) -> int:
         """Store a mark (:meth:`_settle`) and log the marks a lapsed lease made void (another
         deliverer holds those items now, or a Redis failover lost the claim); then no more of
-        the claim is sent."""
+        the claim is sent. Returns what the mark returned (items changed)."""
         changed = self._settle(mask_mobile(claim.mobile), mark)
         self._progress()
         if changed < len(ids):
             self._interrupted = True
             log.warning("lease on %s lapsed: mark %s ignored for %d of %d items (claimed again"
                         " since)", mask_mobile(claim.mobile), what, len(ids) - changed, len(ids))
+        return changed
 
     def _settle(self, masked: str, mark: Callable[[], int]) -> int:
         """Store the result of a send (``mark``; returns how many items it changed), retrying
@@ -555,7 +561,9 @@ class Deliverer:
     def _calls(self, claim: Claim, rules: RuleSet) -> None:
         """A number's due calls: those whose episode was acknowledged or resolved meanwhile
         end ``suppressed`` (:meth:`_unstopped`); the first of the rest is made (or held by the
-        pacing), the others given back until the gap ends (calls are never folded)."""
+        pacing), the others given back until the gap ends; once a call went out, those (and
+        every other call then waiting for the number) end ``suppressed``, reason ``folded``, in
+        the store's sent mark (docs/providers.md, Calls)."""
         items = self._unstopped(claim, claim.items, last=True)
         if not items:
             return
@@ -615,12 +623,18 @@ class Deliverer:
         log.info("%s %s (%s) via %s template=%s call_id=%s id=%s",
                  "dry-run, not called:" if dry else "called", rules.who(claim.mobile),
                  item.alertname or "-", voice.provider, item.template, result.sid, item.id)
-        self._fenced(claim, [item.id], "sent", lambda: self.store.mark_sent(
+        # one call wakes the person for every call waiting for the number: those end
+        # suppressed, reason folded (docs/providers.md, Calls)
+        changed = self._fenced(claim, [item.id], "sent", lambda: self.store.mark_sent(
             [item.id], stored_sid(voice.provider, result.sid), result.fee, now,
             reason="dry-run" if dry else "", token=claim.token,
-            pace_until=now + rules.limits.calls.min_gap))
+            pace_until=now + rules.limits.calls.min_gap, fold=True))
         self._config_ok(voice.provider)
         metrics.DELIVERIES.labels("sent").inc()
+        if changed > 1:
+            log.info("%d more calls waiting for %s folded into this one", changed - 1,
+                     rules.who(claim.mobile))
+            metrics.DELIVERIES.labels("suppressed").inc(changed - 1)
 
     def _failed(self, claim: Claim, items: list[Item], exc: JuheError, rules: RuleSet,
                 gap: float | None = None) -> None:
@@ -657,8 +671,11 @@ class Deliverer:
             delay = backoff(attempts, self.policy, floor or None, cap)
             log.warning("send to %s failed (%s), retry %d in %.1fs", masked, reason, attempts,
                         delay)
+            # a configuration/account error starts the escalation clock: the page reaches
+            # nobody until someone fixes the provider (docs/oncall.md, Escalation)
             self._fenced(claim, ids, "retrying", lambda: self.store.mark_retry(
-                ids, now + delay, reason, now, token=claim.token, pace_until=pace_until))
+                ids, now + delay, reason, now, token=claim.token, pace_until=pace_until,
+                start_clock=isinstance(exc, ConfigError)))
             metrics.DELIVERIES.labels("retrying").inc(len(ids))
             return
         log.error("send to %s failed permanently: %s", masked, reason)

@@ -40,6 +40,23 @@ def stored_sid(provider: str, sid: str) -> str:
 #: States whose SMS may still be sent.
 PENDING: tuple[State, ...] = ("queued", "retrying", "held")
 
+#: The reason of a call that ended ``suppressed`` because another call to its number went out
+#: while it waited (docs/providers.md, Calls).
+FOLDED = "folded"
+
+
+def folds_into_call(state: str, created_at: float, lease_until: float, lease_token: str, *,
+                    sent_at: float, token: str) -> bool:
+    """Whether a call to a number ends ``suppressed`` (:data:`FOLDED`) because another call to
+    that number went out at ``sent_at`` (UNIX seconds) under claim ``token``
+    (docs/providers.md, Calls): yes when it was waiting at that moment, i.e. still pending
+    (held by the call pacing, due in the same pass, or retrying), created at or before
+    ``sent_at``, and not leased by another claim (no lease, a lapsed one, or this claim's).
+    A call created later is made as usual. The Redis store's MARK_LUA decides alike."""
+    if state not in PENDING or created_at > sent_at:
+        return False
+    return lease_until <= sent_at or lease_token == token
+
 
 #: An episode never resolved (its resolved webhook never came) is pruned this long after
 #: ``before`` (seconds): 30 days more than the retention.
@@ -230,8 +247,9 @@ class Store(abc.ABC):
     # Inside record's one atomic step, after a notification's policy rows (sub-steps named
     # ``episode: <name>`` in both stores): ``upsert`` (a firing that ends queued or held creates
     # its episode when missing, with the notification's info and its steps not started: a
-    # step's ``due_at`` is set by mark_sent / mark_failed of a firing SMS to a mobile the
-    # route paged itself (level 0), at that moment + after; docs/oncall.md, Escalation),
+    # step's ``due_at`` is set by mark_sent / mark_failed (or mark_retry with start_clock) of
+    # a firing SMS to a mobile the route paged itself (level 0), at that moment + after, once;
+    # docs/oncall.md, Escalation),
     # ``paged`` (adds the mobile's Paged entry once, and fills its ack code: the one stored for
     # the (episode, mobile), else a new unique one), ``resolved close`` (after the batch: each
     # (fingerprint, episode) of ``resolved`` marks its episode resolved at now and cancels
@@ -365,15 +383,21 @@ class Store(abc.ABC):
     # that may have gone out should book a gap.
     @abc.abstractmethod
     def mark_sent(self, ids: Sequence[str], sid: str, fee: int, now: float, reason: str = "",
-                  *, token: str, pace_until: float | None) -> int:
+                  *, token: str, pace_until: float | None, fold: bool = False) -> int:
         """Mark items sent with Juhe's ``sid`` and ``fee``; counts an attempt; ends the lease;
         a firing SMS of its route's own page starts its episode's escalation clock (see
-        "episodes" above)."""
+        "episodes" above). With ``fold`` (a call went out), in the same atomic step every
+        other item of the same address that :func:`folds_into_call` at ``now`` ends
+        ``suppressed`` with reason :data:`FOLDED` (counted in the result)."""
 
     @abc.abstractmethod
     def mark_retry(self, ids: Sequence[str], due_at: float, reason: str, now: float, *,
-                   token: str, pace_until: float | None) -> int:
-        """Mark items ``retrying``, due again at ``due_at``; counts an attempt; ends the lease."""
+                   token: str, pace_until: float | None, start_clock: bool = False) -> int:
+        """Mark items ``retrying``, due again at ``due_at``; counts an attempt; ends the lease.
+        With ``start_clock`` (the attempt met a configuration/account error: the page cannot
+        reach anyone until the provider is fixed) it starts the escalation clock like
+        :meth:`mark_sent` (set once: a clock already started stays; docs/oncall.md,
+        Escalation)."""
 
     @abc.abstractmethod
     def mark_failed(self, ids: Sequence[str], reason: str, now: float, *, token: str,

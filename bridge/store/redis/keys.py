@@ -50,7 +50,8 @@ finish_step, mark_sent/retry/failed and ping are followed by ``WAIT``)::
                                            before it was kept: sent at ``at``); steps: index
                                            after receiver template
                                            due_at ("" until the route's first SMS for the
-                                           episode went out: sent or failed, see MARK_LUA)
+                                           episode went out: sent or failed, or met a
+                                           configuration error; see MARK_LUA)
                                            state reason lease token ran_at
     {prefix}epkey:{fp}|{episode}   string  the episode id of (fingerprint, episode)
     {prefix}epcode:{code}          string  the episode id an ack code was sent for

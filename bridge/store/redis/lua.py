@@ -598,14 +598,53 @@ MARK_LUA = _LUA_HELPERS + _EPISODE_LUA + """
 -- ARGV[7]  fee (sent)
 -- ARGV[8]  lease token
 -- ARGV[9]  pace_until: the end of the mobile's pacing gap from now on; '' leaves it
--- ARGV[10..] item ids; unknown ids are skipped
+-- ARGV[10] '1': a 'retrying' firing SMS met a configuration/account error, which starts the
+--          escalation clock like 'sent' and 'failed' (docs/oncall.md, Escalation); else ''
+-- ARGV[11] '1': a call went out ('sent'): the other calls waiting for its number end
+--          'suppressed', reason 'folded' (folds_into_call in bridge/store/base.py; counted in
+--          the result; docs/providers.md, Calls); else ''
+-- ARGV[12..] item ids; unknown ids are skipped
 -- Returns the number of items changed.
 local P = ARGV[1]
 local op = ARGV[2]
 local touched = {}
 local changed = 0
+local marked = {}
 
--- A firing SMS that went out ('sent' or 'failed') to a mobile the episode's route paged itself
+-- folds_into_call (bridge/store/base.py): pending, created at or before now, not leased by
+-- another claim.
+local function folds(key, now)
+  local h = redis.call('HMGET', key, 'state', 'created_at', 'lease_until', 'lease_token')
+  if not (h[1] and PENDING[h[1]]) or tonumber(h[2]) > now then
+    return nil
+  end
+  if tonumber(h[3] or '0') <= now or h[4] == ARGV[8] then
+    return h[1]
+  end
+  return nil
+end
+
+-- a call to m went out at now: fold the other calls waiting for m
+local function fold(m)
+  local now = tonumber(ARGV[3])
+  local pk = P .. 'mobile:' .. m .. ':pending'
+  for _, id in ipairs(redis.call('ZRANGE', pk, 0, -1)) do
+    local key = P .. 'item:' .. id
+    local old = not marked[id] and folds(key, now)
+    if old then
+      redis.call('HSET', key, 'state', 'suppressed', 'reason', 'folded', 'updated_at', ARGV[3],
+        'lease_until', 0, 'lease_token', '')
+      redis.call('ZREM', P .. 'state:' .. old, id)
+      redis.call('ZADD', P .. 'state:suppressed', id, id)
+      redis.call('ZREM', pk, id)
+      redis.call('ZADD', KEYS[3], ARGV[3], id)
+      changed = changed + 1
+    end
+  end
+end
+
+-- A firing SMS that went out ('sent' or 'failed', or 'retrying' after a configuration error:
+-- ARGV[10]) to a mobile the episode's route paged itself
 -- (level 0) starts the escalation clock: the steps not started yet are due at now + after
 -- (docs/oncall.md, Escalation), formatted %.17g so that the time stays exact. One that was
 -- sent also notes it in the mobile's Paged entry (sent: now, the first send's; '' until then;
@@ -639,7 +678,10 @@ local function went_out(m, fp, ep, sent)
     redis.call('SET', P .. 'ep:' .. eid, cjson.encode(e))
   end
 end
-for i = 10, #ARGV do
+for i = 12, #ARGV do
+  marked[ARGV[i]] = true
+end
+for i = 12, #ARGV do
   local id = ARGV[i]
   local key = P .. 'item:' .. id
   local row = redis.call('HMGET', key, 'state', 'mobile', 'lease_token', 'first_attempt_at',
@@ -674,7 +716,8 @@ for i = 10, #ARGV do
         redis.call('ZREM', pk, id)
         redis.call('ZADD', KEYS[3], ARGV[3], id)
       end
-      if (op == 'sent' or op == 'failed') and row[6] == 'firing' then
+      local clock = op == 'sent' or op == 'failed' or (op == 'retrying' and ARGV[10] == '1')
+      if clock and row[6] == 'firing' then
         went_out(m, row[5], row[7], op == 'sent')
       end
       if op == 'failed' then
@@ -688,6 +731,9 @@ for i = 10, #ARGV do
   end
 end
 for m in pairs(touched) do
+  if op == 'sent' and ARGV[11] == '1' then
+    fold(m)
+  end
   if ARGV[9] ~= '' then
     redis.call('ZADD', KEYS[2], ARGV[9], m)
   end

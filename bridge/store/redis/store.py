@@ -458,7 +458,7 @@ class RedisStore(Store):
 
     def _mark(self, op: str, ids: Sequence[str], token: str, pace_until: float | None,
               now: float | None, due_at: float | None, reason: str = "", sid: str = "",
-              fee: int = 0) -> int:
+              fee: int = 0, start_clock: bool = False, fold: bool = False) -> int:
         if not ids or not token:  # an unleased item carries no token: nothing may mark it
             return 0
         keys = [self._k("due"), self._k("pace"), self._k("done"), self._k("dedup")]
@@ -466,15 +466,18 @@ class RedisStore(Store):
             self.prefix, op, "" if now is None else time_arg(now),
             "" if due_at is None else time_arg(due_at),
             reason, sid, str(int(fee)), token, "" if pace_until is None else time_arg(pace_until),
+            "1" if start_clock else "", "1" if fold else "",
             *[str(i) for i in ids]], confirm=op != "release"))
 
     def mark_sent(self, ids: Sequence[str], sid: str, fee: int, now: float, reason: str = "",
-                  *, token: str, pace_until: float | None) -> int:
-        return self._mark("sent", ids, token, pace_until, now, None, reason, sid, fee)
+                  *, token: str, pace_until: float | None, fold: bool = False) -> int:
+        return self._mark("sent", ids, token, pace_until, now, None, reason, sid, fee,
+                          fold=fold)
 
     def mark_retry(self, ids: Sequence[str], due_at: float, reason: str, now: float, *,
-                   token: str, pace_until: float | None) -> int:
-        return self._mark("retrying", ids, token, pace_until, now, due_at, reason)
+                   token: str, pace_until: float | None, start_clock: bool = False) -> int:
+        return self._mark("retrying", ids, token, pace_until, now, due_at, reason,
+                          start_clock=start_clock)
 
     def mark_failed(self, ids: Sequence[str], reason: str, now: float, *, token: str,
                     pace_until: float | None) -> int:

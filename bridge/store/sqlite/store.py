@@ -35,6 +35,7 @@ from bridge.decide.types import EpisodeMark, Notification, Policy
 from bridge.errors import StoreUnavailable
 from bridge.store.base import (
     EPISODE_STALE,
+    FOLDED,
     STATES,
     Claim,
     Item,
@@ -46,6 +47,7 @@ from bridge.store.base import (
     dedup_key,
     dumps_vars,
     episode_text,
+    folds_into_call,
 )
 from bridge.store.sqlite.record import RecordStep, chunks, marks
 
@@ -439,12 +441,14 @@ class SqliteStore(Store):
 
     def _update(self, ids: Sequence[str], token: str, pace_until: float | None, sets: str,
                 args: Sequence[Any], forget: bool = False,
-                went_out: float | None = None, sent: bool = False) -> int:
+                went_out: float | None = None, sent: bool = False,
+                fold_at: float | None = None) -> int:
         """One mark: ``sets`` on the items of ``ids`` still leased under ``token``; ends their
         lease; books ``pace_until``; with ``forget`` deletes their dedup records; with
-        ``went_out`` (the SMS were sent or ended failed then) starts escalation clocks
-        (:meth:`_start_steps`), and with ``sent`` too notes the firing SMS sent in their
-        mobiles' Paged entries (:meth:`_note_sent`)."""
+        ``went_out`` (the SMS were sent or ended failed then, or met a configuration error)
+        starts escalation clocks (:meth:`_start_steps`), and with ``sent`` too notes the firing
+        SMS sent in their mobiles' Paged entries (:meth:`_note_sent`); with ``fold_at`` (a call
+        went out then) folds the calls waiting for the same number (:meth:`_fold`)."""
         if not ids or not token:  # an unleased item carries no token: nothing may mark it
             return 0
         with self._tx() as db:
@@ -467,7 +471,28 @@ class SqliteStore(Store):
                 self._start_steps(db, rows, went_out)
                 if sent:
                     self._note_sent(db, rows, went_out)
+            if fold_at is not None:
+                return len(rows) + self._fold(db, ids, rows, token, fold_at)
             return len(rows)
+
+    @staticmethod
+    def _fold(db: sqlite3.Connection, ids: Sequence[str], rows: Sequence[sqlite3.Row],
+              token: str, at: float) -> int:
+        """A call to the addresses of ``rows`` went out at ``at``: their other items that
+        :func:`folds_into_call` end ``suppressed`` (:data:`FOLDED`); returns how many."""
+        sent = {int(i) for i in ids}
+        folded: list[int] = []
+        for mobile in {r[0] for r in rows}:
+            folded += [r[0] for r in db.execute(
+                "SELECT id, state, created_at, lease_until, lease_token FROM items"
+                f" WHERE mobile=? AND state IN {_PENDING_SQL}", (mobile,))
+                if r[0] not in sent and folds_into_call(r[1], r[2], r[3], r[4], sent_at=at,
+                                                        token=token)]
+        for part in chunks(folded):
+            db.execute("UPDATE items SET state='suppressed', reason=?, updated_at=?,"
+                       f" lease_until=0, lease_token='' WHERE id IN ({marks(len(part))})",
+                       (FOLDED, at, *part))
+        return len(folded)
 
     @staticmethod
     def _note_sent(db: sqlite3.Connection, rows: Sequence[sqlite3.Row], at: float) -> None:
@@ -484,8 +509,8 @@ class SqliteStore(Store):
     @staticmethod
     def _start_steps(db: sqlite3.Connection, rows: Sequence[sqlite3.Row], at: float) -> None:
         """Start the escalation clock of the episodes whose route's own page (level 0) to a
-        mobile of ``rows`` went out at ``at``: their steps not started yet are due at ``at`` +
-        ``after`` (docs/oncall.md, Escalation)."""
+        mobile of ``rows`` went out (or met a configuration error) at ``at``: their steps not
+        started yet are due at ``at`` + ``after`` (docs/oncall.md, Escalation)."""
         for mobile, fingerprint, status, episode in rows:
             if status != "firing":
                 continue
@@ -496,18 +521,19 @@ class SqliteStore(Store):
                 " AND p.level=0)", (at, NOT_STARTED, fingerprint, episode, mobile))
 
     def mark_sent(self, ids: Sequence[str], sid: str, fee: int, now: float, reason: str = "",
-                  *, token: str, pace_until: float | None) -> int:
+                  *, token: str, pace_until: float | None, fold: bool = False) -> int:
         return self._update(ids, token, pace_until,
                             "state='sent', sid=?, fee=?, reason=?, updated_at=?,"
                             " attempts=attempts+1, first_attempt_at=coalesce(first_attempt_at, ?)",
-                            (sid, fee, reason, now, now), went_out=now, sent=True)
+                            (sid, fee, reason, now, now), went_out=now, sent=True,
+                            fold_at=now if fold else None)
 
     def mark_retry(self, ids: Sequence[str], due_at: float, reason: str, now: float, *,
-                   token: str, pace_until: float | None) -> int:
+                   token: str, pace_until: float | None, start_clock: bool = False) -> int:
         return self._update(ids, token, pace_until,
                             "state='retrying', due_at=?, reason=?, updated_at=?,"
                             " attempts=attempts+1, first_attempt_at=coalesce(first_attempt_at, ?)",
-                            (due_at, reason, now, now))
+                            (due_at, reason, now, now), went_out=now if start_clock else None)
 
     def mark_failed(self, ids: Sequence[str], reason: str, now: float, *, token: str,
                     pace_until: float | None) -> int:
