@@ -528,3 +528,58 @@ def test_no_resolved_sms_to_a_mobile_whose_firing_sms_was_suppressed(
     resolved_b = [(i.state, i.reason) for i in store.recent()
                   if i.alertname == "B" and i.status == "resolved"]
     assert resolved_b == [("suppressed", "not paged")]
+
+
+STORM_RULES = """\
+receivers:
+  oncall: ["13800138000"]
+templates:
+  firing: {tpl_id: 111, vars: {name: "{{ labels.alertname }}"}}
+  resolved: {tpl_id: 222, vars: {name: "{{ labels.alertname }}"}}
+  storm: {tpl_id: 333, vars: {names: "{{ alertnames }}", fr: "{{ firing }}/{{ resolved }}"}}
+limits:
+  min_gap: 60s
+  storm: {threshold: 100, window: 1m, template: storm}
+routes:
+  - name: r
+    matchers: ['alertname=~".+"']
+    receiver: oncall
+    template: firing
+    resolved_template: resolved
+"""
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_a_storm_sms_folds_no_resolved_alert_whose_firing_never_went_out(
+        tmp_path: Path, fake_juhe: FakeJuhe, request: pytest.FixtureRequest, kind: str) -> None:
+    """While A's gap runs, B and C fire, B resolves and A resolves: the storm SMS at the gap's
+    end folds C's firing and A's resolved (A's firing went out); B's firing ends suppressed
+    (resolved) and B's resolved ``not paged``, neither folded."""
+    rules = paced_rules(tmp_path, STORM_RULES)
+    store = _store(kind, tmp_path, request)
+    clock = Clock()
+
+    def resolve(name: str) -> None:
+        store.record([Notification(mobile=M1, fingerprint=f"fp-{name}", status="resolved",
+                                   episode="e", route="r", alertname=name, tpl_id=222,
+                                   variables={"name": name})],
+                     Policy(), clock.at, resolved=[(f"fp-{name}", "e")])
+
+    with JuheClient(KEY, fake_juhe.url, timeout=2) as client:
+        d = Deliverer(store, client, lambda: rules, clock=clock)
+        store.record([note_for(M1, "A")], Policy(), clock.at)
+        assert d.run_once() == 1
+        clock.at += 1
+        store.record([note_for(M1, "B"), note_for(M1, "C")], Policy(), clock.at)
+        resolve("B")
+        resolve("A")
+        clock.at += 60
+        while d.run_once():
+            pass
+    assert [(m["tpl_id"], m["vars"]) for m in fake_juhe.messages] == [
+        ("111", {"name": "A"}), ("333", {"names": "C,A", "fr": "1/1"})]
+    assert sorted((i.alertname, i.status, i.state, i.reason) for i in store.recent()) == [
+        ("A", "firing", "sent", ""), ("A", "resolved", "sent", "folded 2 into one storm SMS"),
+        ("B", "firing", "suppressed", "resolved"), ("B", "resolved", "suppressed", "not paged"),
+        ("C", "firing", "sent", "folded 2 into one storm SMS")]
+    store.close()
