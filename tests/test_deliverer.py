@@ -17,6 +17,8 @@ from bridge.deliver.deliverer import Deliverer, DeliveryPolicy, delivery_problem
 from bridge.providers.juhe import JuheClient
 from bridge.rules.load import load_rules
 from bridge.rules.ruleset import RuleSet
+from bridge.store.base import Store
+from bridge.store.redis.store import RedisStore
 from bridge.store.sqlite.store import SqliteStore
 
 
@@ -386,14 +388,116 @@ def test_a_firing_sms_of_a_stopped_episode_ends_suppressed(
         clock.at += 3600  # past the gap, the backoff and the lease
         while d.run_once():
             pass
-    firing_b = [i for i in store.recent() if i.alertname == "B" and i.status == "firing"]
-    assert [(i.state, i.reason) for i in firing_b] == [("suppressed", how)]
-    after = [(m["tpl_id"], m["vars"]["name"]) for m in fake_juhe.messages[sent_before:]]
-    # neither the firing SMS nor, since M1 was never paged for B, a resolved one goes out
-    assert after == []
+    b = [(i.status, i.state, i.reason) for i in store.recent() if i.alertname == "B"]
+    # the firing SMS never goes out, and so neither does its resolved SMS (docs/oncall.md,
+    # "Resolved goes to who was paged")
+    assert sorted(b) == [("firing", "suppressed", how)] + (
+        [("resolved", "suppressed", "not paged")] if how == "resolved" else [])
+    assert fake_juhe.messages[sent_before:] == []
     # nothing sent: no gap booked for the mobile
     store.record([note_for(M1, "C")], Policy(), clock.at)
     assert [c.mobile for c in store.claim(clock.at, 30, 10)] == [M1]
+
+
+# -- a resolved SMS goes only to a mobile whose firing SMS went out (docs/oncall.md) ----------
+def _store(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Store:
+    if kind == "sqlite":
+        return SqliteStore(str(tmp_path / "b.db"))
+    return RedisStore(request.getfixturevalue("redis_url"))
+
+
+def _firing_then_resolved(store: Store, d: Deliverer, clock: Clock, fake: FakeJuhe,
+                          case: str) -> None:
+    """Alert B's firing SMS queued, then whatever ``case`` names happens to it, and its
+    resolved SMS is recorded (the episode resolved)."""
+    resolved = Notification(mobile=M1, fingerprint="fp-B", status="resolved", episode="e",
+                            route="r", alertname="B", tpl_id=222, variables={"name": "B"})
+
+    def resolve() -> None:
+        [out] = store.record([resolved], Policy(), clock.at + 1, resolved=[("fp-B", "e")])
+        assert out.state == "queued"
+
+    store.record([note_for(M1, "B")], Policy(), clock.at)
+    if case == "retrying":  # a transient error: the firing is due again in a while
+        fake.fail_next(10012)
+        assert d.run_once() == 1
+        assert [i.state for i in store.recent()] == ["retrying"]
+    elif case == "acknowledged":  # acknowledged before it went out: never sent
+        [e] = store.episodes()
+        store.acknowledge(e.id, "zhang", "api", clock.at)
+        assert d.run_once() == 1
+    elif case == "failed":  # the resolved is recorded while the firing is being sent
+        [claim] = store.claim(clock.at, 30, 10)
+        resolve()
+        assert store.mark_failed([claim.items[0].id], "juhe permanent error 10011: wrong",
+                                 clock.at + 1, token=claim.token, pace_until=clock.at + 1) == 1
+        return
+    resolve()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+@pytest.mark.parametrize("case, firing", [
+    ("queued", ("suppressed", "resolved")),
+    ("retrying", ("suppressed", "resolved")),
+    ("acknowledged", ("suppressed", "acknowledged")),
+    ("failed", ("failed", "juhe permanent error 10011: wrong")),
+], ids=["queued", "retrying", "acknowledged", "failed"])
+def test_no_resolved_sms_for_a_firing_that_never_went_out(
+        tmp_path: Path, fake_juhe: FakeJuhe, request: pytest.FixtureRequest, kind: str,
+        case: str, firing: tuple[str, str]) -> None:
+    """Found by a smoke run (min_gap 0s): a legacy Grafana alert resolved before its firing
+    SMS went out; the firing ended suppressed, but "resolved" still reached the on-call
+    engineer, about an alert they were never told of. Now the resolved SMS ends ``suppressed``
+    (``not paged``) too, decided after its firing: a firing still due for a retry is not
+    overtaken (the resolved waits for it)."""
+    rules = paced_rules(tmp_path, CATCH_ALL)
+    store = _store(kind, tmp_path, request)
+    clock = Clock()
+    policy = DeliveryPolicy.from_settings(Settings(retry_base=30.0))  # a retry 24 to 36 s on
+    with JuheClient(KEY, fake_juhe.url, timeout=2) as client:
+        d = Deliverer(store, client, lambda: rules, policy, clock=clock)
+        _firing_then_resolved(store, d, clock, fake_juhe, case)
+        sent_before = len(fake_juhe.messages)
+        clock.at += 2
+        d.run_once()
+        if case == "retrying":  # the firing is not due yet: the resolved waits for it
+            assert sorted((i.status, i.state) for i in store.recent()) == [
+                ("firing", "retrying"), ("resolved", "queued")]
+        clock.at += 3600  # past every backoff
+        while d.run_once():
+            pass
+    assert fake_juhe.messages[sent_before:] == []
+    assert {i.status: (i.state, i.reason) for i in store.recent()} == {
+        "firing": firing, "resolved": ("suppressed", "not paged")}
+    store.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_a_resolved_sms_goes_once_its_firing_went_out(
+        tmp_path: Path, fake_juhe: FakeJuhe, request: pytest.FixtureRequest, kind: str) -> None:
+    """The other side of the rule: the firing SMS was sent (then a repeat of it was suppressed
+    by the acknowledgement): the resolved SMS goes; and one recorded while its firing was in
+    the same claim goes after it (no pacing: one pass sends both)."""
+    rules = paced_rules(tmp_path, CATCH_ALL)
+    store = _store(kind, tmp_path, request)
+    clock = Clock()
+    with JuheClient(KEY, fake_juhe.url, timeout=2) as client:
+        d = Deliverer(store, client, lambda: rules, clock=clock)
+        store.record([note_for(M1, "B")], Policy(), clock.at)
+        assert d.run_once() == 1
+        [e] = store.episodes()
+        store.acknowledge(e.id, "zhang", "api", clock.at + 1)
+        resolved = Notification(mobile=M1, fingerprint="fp-B", status="resolved", episode="e",
+                                route="r", alertname="B", tpl_id=222, variables={"name": "B"})
+        store.record([resolved], Policy(), clock.at + 2, resolved=[("fp-B", "e")])
+        clock.at += 3
+        while d.run_once():
+            pass
+    assert [(m["tpl_id"], m["vars"]["name"]) for m in fake_juhe.messages] == [
+        ("111", "B"), ("222", "B")]
+    assert sorted((i.status, i.state) for i in store.recent()) == [
+        ("firing", "sent"), ("resolved", "sent")]
+    store.close()
 
 
 @pytest.mark.parametrize("held", ["pacing", "retry", "crash"])
@@ -424,3 +528,58 @@ def test_no_resolved_sms_to_a_mobile_whose_firing_sms_was_suppressed(
     resolved_b = [(i.state, i.reason) for i in store.recent()
                   if i.alertname == "B" and i.status == "resolved"]
     assert resolved_b == [("suppressed", "not paged")]
+
+
+STORM_RULES = """\
+receivers:
+  oncall: ["13800138000"]
+templates:
+  firing: {tpl_id: 111, vars: {name: "{{ labels.alertname }}"}}
+  resolved: {tpl_id: 222, vars: {name: "{{ labels.alertname }}"}}
+  storm: {tpl_id: 333, vars: {names: "{{ alertnames }}", fr: "{{ firing }}/{{ resolved }}"}}
+limits:
+  min_gap: 60s
+  storm: {threshold: 100, window: 1m, template: storm}
+routes:
+  - name: r
+    matchers: ['alertname=~".+"']
+    receiver: oncall
+    template: firing
+    resolved_template: resolved
+"""
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_a_storm_sms_folds_no_resolved_alert_whose_firing_never_went_out(
+        tmp_path: Path, fake_juhe: FakeJuhe, request: pytest.FixtureRequest, kind: str) -> None:
+    """While A's gap runs, B and C fire, B resolves and A resolves: the storm SMS at the gap's
+    end folds C's firing and A's resolved (A's firing went out); B's firing ends suppressed
+    (resolved) and B's resolved ``not paged``, neither folded."""
+    rules = paced_rules(tmp_path, STORM_RULES)
+    store = _store(kind, tmp_path, request)
+    clock = Clock()
+
+    def resolve(name: str) -> None:
+        store.record([Notification(mobile=M1, fingerprint=f"fp-{name}", status="resolved",
+                                   episode="e", route="r", alertname=name, tpl_id=222,
+                                   variables={"name": name})],
+                     Policy(), clock.at, resolved=[(f"fp-{name}", "e")])
+
+    with JuheClient(KEY, fake_juhe.url, timeout=2) as client:
+        d = Deliverer(store, client, lambda: rules, clock=clock)
+        store.record([note_for(M1, "A")], Policy(), clock.at)
+        assert d.run_once() == 1
+        clock.at += 1
+        store.record([note_for(M1, "B"), note_for(M1, "C")], Policy(), clock.at)
+        resolve("B")
+        resolve("A")
+        clock.at += 60
+        while d.run_once():
+            pass
+    assert [(m["tpl_id"], m["vars"]) for m in fake_juhe.messages] == [
+        ("111", {"name": "A"}), ("333", {"names": "C,A", "fr": "1/1"})]
+    assert sorted((i.alertname, i.status, i.state, i.reason) for i in store.recent()) == [
+        ("A", "firing", "sent", ""), ("A", "resolved", "sent", "folded 2 into one storm SMS"),
+        ("B", "firing", "suppressed", "resolved"), ("B", "resolved", "suppressed", "not paged"),
+        ("C", "firing", "sent", "folded 2 into one storm SMS")]
+    store.close()

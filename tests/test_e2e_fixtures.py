@@ -4,11 +4,12 @@ workers, SQLite) against the fake Juhe: which SMS arrive, to whom, with which va
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import time
 from typing import Any
 
 import pytest
-from conftest import CATCH_ALL, fixture_bytes
+from conftest import CATCH_ALL, fixture_bytes, wait_until
 from fakejuhe import FakeJuhe
 
 MOBILE = "13800138000"
@@ -231,3 +232,40 @@ def test_legacy_ok_whose_record_fails_once_still_pages_resolved_on_retry(
     msgs = settle(fake_juhe, 2)
     assert (msgs[1]["mobile"], msgs[1]["tpl_id"], msgs[1]["vars"]) == (MOBILE, "222",
                                                                          {"name": "Test rule"})
+
+
+def test_legacy_alerting_and_ok_back_to_back_page_nobody(make_bridge: Any, fake_juhe: FakeJuhe,
+                                                        redis_url: str) -> None:
+    """Found by a smoke run (min_gap 0s): a legacy Grafana alert that resolves before its
+    firing SMS went out got its resolved SMS sent, about an alert nobody was told of. The
+    delivery process is paused while both webhooks land (so they are back to back for it,
+    whatever the machine's load; Redis, so that the pause holds no lock a webhook needs): the
+    fake Juhe receives nothing. The next episode, whose firing SMS went out, gets exactly one
+    resolved SMS."""
+    import signal
+
+    bridge = make_bridge(CATCH_ALL, BRIDGE_STORE=redis_url)
+    [delivery] = bridge.delivery_pids()
+    legacy = fixture_bytes("22-gf-legacy-alerting-evalmatches.json")
+    ok = fixture_bytes("23-gf-legacy-ok.json")
+    os.kill(delivery, signal.SIGSTOP)
+    try:
+        assert bridge.post("/webhook/grafana", legacy).json()["queued"] == 1
+        assert bridge.post("/webhook/grafana", ok).json()["queued"] == 1
+    finally:
+        os.kill(delivery, signal.SIGCONT)
+
+    def outbox() -> list[tuple[str, str, str]]:
+        items = bridge.get("/api/notifications").json()["notifications"]
+        return sorted((i["status"], i["state"], i["reason"]) for i in items)
+
+    assert wait_until(lambda: outbox() == [("firing", "suppressed", "resolved"),
+                                           ("resolved", "suppressed", "not paged")], 15), outbox()
+    assert fake_juhe.messages == []
+    # the next episode: its firing SMS went out, so its resolved SMS goes, once
+    assert bridge.post("/webhook/grafana", legacy).json()["queued"] == 1
+    settle(fake_juhe, 1)
+    assert bridge.post("/webhook/grafana", ok).json()["queued"] == 1
+    msgs = settle(fake_juhe, 2)
+    assert [(m["tpl_id"], m["vars"]["name"]) for m in msgs] == [("111", "Test rule"),
+                                                                ("222", "Test rule")]

@@ -1142,6 +1142,76 @@ def test_the_escalation_clock_starts_when_the_routes_first_sms_went_out(
         (T0 + 47, "done", T0 + 47.5), (T0 + 50, "pending", None)]
 
 
+@pytest.mark.parametrize("how", ["failed", "retrying"])
+def test_paged_entries_note_when_a_firing_sms_was_first_sent(store: Store, how: str) -> None:
+    """docs/oncall.md, "Resolved goes to who was paged": a Paged entry's ``sent_at`` is the
+    first send of a firing SMS of the episode to that mobile (a repeat, an escalation page
+    alike); an SMS that failed, is retried or was suppressed sets none."""
+    [o] = store.record([paging(repeat_interval=10.0)], NO_LIMITS, T0)
+    eid = o.episode_id or ""
+
+    def sent_at() -> dict[str, float | None]:
+        e = store.episode(eid)
+        assert e is not None
+        return {p.mobile: p.sent_at for p in e.paged}
+
+    assert sent_at() == {M1: None}
+    went_out(store, T0 + 1, how)
+    assert sent_at() == {M1: None}
+    store.record([paging(repeat_interval=10.0), paging(M2, level=1)], NO_LIMITS, T0 + 20)
+    claims = {c.mobile: c for c in store.claim(T0 + 21, 30, 10)}
+    store.mark_suppressed([i.id for i in claims[M2].items], "resolved", T0 + 21,
+                          token=claims[M2].token, pace_until=T0 + 21)
+    # M1's repeat (with its retry, if any) is sent
+    assert store.mark_sent([i.id for i in claims[M1].items], "sid", 1, T0 + 22.5,
+                           token=claims[M1].token, pace_until=T0 + 22.5) >= 1
+    assert sent_at() == {M1: T0 + 22.5, M2: None}
+    store.record([paging(repeat_interval=10.0)], NO_LIMITS, T0 + 40)
+    went_out(store, T0 + 41)  # a later send keeps the first one's time
+    assert sent_at() == {M1: T0 + 22.5, M2: None}
+
+
+def test_pending_lists_an_addresss_undecided_items_due_or_not(store: Store) -> None:
+    store.record([note(fp="a"), note(fp="b"), note(fp="c"), note(mobile=M2)], NO_LIMITS, T0)
+    [c] = [c for c in store.claim(T0, 30, 10) if c.mobile == M1]
+    a, b, _ = c.items
+    store.mark_retry([a.id], T0 + 600, "juhe transient error", T0, token=c.token,
+                     pace_until=None)
+    store.mark_sent([b.id], "sid", 1, T0, token=c.token, pace_until=None)
+    # "c" stays leased by the claim: pending still
+    got = store.pending(M1)
+    assert [(i.fingerprint, i.state, i.due_at) for i in got] == [
+        ("a", "retrying", T0 + 600), ("c", "queued", T0)]
+    assert [i.mobile for i in store.pending(M2)] == [M2]
+    assert store.pending(M3) == []
+
+
+def test_a_paged_entry_from_before_sent_at_counts_as_sent(store: Store) -> None:
+    """An entry stored by a version that kept no ``sent_at`` reads as sent when it was paged
+    (as every paged mobile got the resolved SMS then)."""
+    import json
+    import sqlite3
+
+    [o] = store.record([paging()], NO_LIMITS, T0)
+    eid = o.episode_id or ""
+    if isinstance(store, SqliteStore):
+        store.close()
+        with sqlite3.connect(store.path) as db:   # as an older version's file
+            db.execute("ALTER TABLE episode_paged DROP COLUMN sent_at")
+        store = SqliteStore(store.path)
+        e = store.episode(eid)
+        store.close()
+    else:
+        assert isinstance(store, RedisStore)
+        client = store._node()
+        raw = json.loads(client.get(store._k(f"ep:{eid}")))
+        for p in raw["paged"]:
+            del p["sent"]
+        client.set(store._k(f"ep:{eid}"), json.dumps(raw))
+        e = store.episode(eid)
+    assert e is not None and [(p.mobile, p.sent_at) for p in e.paged] == [(M1, T0)]
+
+
 def test_an_escalation_page_going_out_starts_no_clock(store: Store) -> None:
     """Only the route's own page (level 0) starts the chain."""
     [o] = store.record([paging(M2, level=1)], NO_LIMITS, T0)

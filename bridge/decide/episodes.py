@@ -105,7 +105,11 @@ class EpisodeInfo:
 
 @dataclass(frozen=True)
 class Paged:
-    """One mobile paged for an episode (docs/oncall.md, Episodes)."""
+    """One mobile paged for an episode (docs/oncall.md, Episodes). ``at`` is when it was
+    paged (its firing SMS queued); ``sent_at`` when a firing SMS of the episode to it was
+    first sent (UNIX seconds), ``None`` while none was: its resolved SMS goes only once one
+    was (docs/oncall.md, "Resolved goes to who was paged"). An entry stored before the stores
+    kept ``sent_at`` has ``at`` there (it counts as sent, as it did)."""
 
     mobile: str
     route: str
@@ -114,6 +118,7 @@ class Paged:
     level: int
     item_id: str | None
     code: str | None
+    sent_at: float | None = None
 
 
 #: What a store keeps as ``due_at`` of a step whose clock has not started (SQLite: a REAL).
@@ -175,6 +180,10 @@ class Episode:
     def paged_mobiles(self) -> set[str]:
         """Every mobile paged for the episode."""
         return {p.mobile for p in self.paged}
+
+    def paged_to(self, address: str) -> Paged | None:
+        """The Paged entry of ``address`` (a mobile, or ``voice:<mobile>``), else ``None``."""
+        return next((p for p in self.paged if p.mobile == address), None)
 
     def to_json(self) -> dict[str, Any]:
         """The plain shape (mobiles still in clear: the caller masks them)."""

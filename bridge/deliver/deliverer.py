@@ -27,7 +27,12 @@ Policy (docs/juhe.md, Answers and error classes; docs/design.md, Delivery and Ju
   crash: a re-claimed SMS passes here again) the episode of each firing SMS in hand is read,
   and one that is acknowledged or resolved by then ends ``suppressed`` with reason
   ``acknowledged`` / ``resolved`` instead of going out (docs/oncall.md, "What acknowledgement
-  stops"). Resolved SMS and SMS of no episode are sent as they are.
+  stops"). SMS of no episode are sent as they are;
+* resolved, not paged -> ``suppressed``: a resolved SMS goes only to a mobile whose firing SMS
+  of the episode was sent (its Paged entry's ``sent_at``); after a firing SMS that ended
+  ``suppressed`` or ``failed`` it ends ``suppressed`` with reason ``not paged``, decided after
+  that firing SMS: one still pending (a retry not due yet) is waited for (docs/oncall.md,
+  "Resolved goes to who was paged");
 * providers (docs/providers.md): an SMS whose template has a ``fallback`` goes through it once
   Juhe answered a configuration/account error, or has failed transiently for
   ``failover_after`` seconds (unless an attempt may have gone out); a throttled answer
@@ -83,6 +88,12 @@ CLAIM_MAX_ITEMS = 20
 #: A configuration error is tried again at least this often (seconds; docs/juhe.md, Answers
 #: and error classes).
 CONFIG_RETRY_EVERY = 60.0
+#: The reason of a resolved SMS whose firing SMS never went out (docs/oncall.md, "Resolved
+#: goes to who was paged"; the record step gives it to one whose firing was never paged).
+NOT_PAGED = "not paged"
+#: A resolved SMS waiting for its firing SMS to be decided is looked at again after at least
+#: this many seconds.
+RESOLVED_WAIT = 1.0
 #: Seconds between two :meth:`Store.maintain` calls of a delivery loop.
 MAINTAIN_EVERY = 1.0
 #: The longest wait (seconds) between two passes while the rules have heartbeats, whose timer
@@ -370,12 +381,13 @@ class Deliverer:
                        last=n == len(items) - 1, template=item.template)
 
     def _unstopped(self, claim: Claim, items: list[Item], last: bool) -> list[Item]:
-        """``items`` without the firing SMS whose episode is acknowledged or resolved by now
-        (marked ``suppressed``, reason ``acknowledged`` / ``resolved``) and without the resolved
-        SMS to a mobile none of whose firing SMS of the episode went out (reason ``not paged``:
-        docs/oncall.md, Resolved goes to who was paged), fenced by the claim's token. When none
-        is left and ``last``, the mark ends the mobile's hold without a gap (nothing went out).
-        Raises :class:`StoreUnavailable`."""
+        """``items`` without those that must not go out now, each marked fenced by the claim's
+        token: first the firing SMS whose episode is acknowledged or resolved by now end
+        ``suppressed`` (reason ``acknowledged`` / ``resolved``), then the resolved SMS whose
+        firing SMS never went out end ``suppressed`` (reason ``not paged``), and those whose
+        firing SMS is still to be decided are given back until it is (:meth:`_unpaged`).
+        When none is left and ``last``, the last mark ends the mobile's hold without a gap
+        (nothing went out). Raises :class:`StoreUnavailable`."""
         firing = {(i.fingerprint, i.episode) for i in items if i.status == "firing"}
         resolved = {(i.fingerprint, i.episode) for i in items if i.status == "resolved"}
         if not firing and not resolved:
@@ -389,21 +401,22 @@ class Deliverer:
             state = states.get((i.fingerprint, i.episode)) if i.status == "firing" else None
             if state is not None and state != "firing":
                 stopped.setdefault(state, []).append(i)
-        unpaged = self._unpaged(items, episodes, {i.id for g in stopped.values() for i in g})
+        marks = sorted(stopped.items())
+        unpaged, waiting, until = self._unpaged(claim, items, episodes,
+                                                {i.id for _, g in marks for i in g})
         if unpaged:
-            stopped["not paged"] = unpaged
-        if not stopped:
+            marks.append((NOT_PAGED, unpaged))
+        if not marks and not waiting:
             return items
-        gone_ids = {i.id for g in stopped.values() for i in g}
+        gone_ids = {i.id for _, g in marks for i in g} | {i.id for i in waiting}
         rest = [i for i in items if i.id not in gone_ids]
         now = self.clock()
-        for n, (reason, gone) in enumerate(sorted(stopped.items())):
+        for n, (reason, gone) in enumerate(marks):
             ids = [i.id for i in gone]
-            final = last and not rest and n == len(stopped) - 1
-            why = ("no firing SMS of the episode went out to it" if reason == "not paged"
-                   else f"episode {reason} by now")
+            final = last and not rest and not waiting and n == len(marks) - 1
             log.info("not sent to %s (%s): %s, ids=%s", mask_mobile(gone[0].mobile),
-                     gone[0].alertname or "-", why, ",".join(ids[:5]))
+                     gone[0].alertname or "-", "no firing SMS of the episode went out to it"
+                     if reason == NOT_PAGED else f"episode {reason} by now", ",".join(ids[:5]))
             pace = now if final else None
 
             def mark(ids: list[str] = ids, reason: str = reason,
@@ -413,28 +426,41 @@ class Deliverer:
 
             self._fenced(claim, ids, "suppressed", mark)
             metrics.DELIVERIES.labels("suppressed").inc(len(ids))
+        if waiting:
+            log.info("resolved SMS to %s (%s) waits %.0fs for its firing SMS, ids=%s",
+                     mask_mobile(claim.mobile), waiting[0].alertname or "-", until - now,
+                     ",".join(i.id for i in waiting[:5]))
+            self._release(claim, waiting, until, pace_until=now if last and not rest else None)
         return rest
 
-    def _unpaged(self, items: list[Item], episodes: dict[tuple[str, str], Episode],
-                 gone: set[str]) -> list[Item]:
-        """The resolved SMS of ``items`` (one mobile's) whose every firing SMS of the episode
-        ended ``suppressed`` (``gone``: being suppressed now) instead of going out. A paged
-        entry without an item id, or whose item is not among the mobile's newest 200 (older,
-        or pruned), counts as paged. Raises :class:`StoreUnavailable`."""
-        out: list[Item] = []
-        suppressed: set[str] | None = None
-        for i in items:
-            e = episodes.get((i.fingerprint, i.episode)) if i.status == "resolved" else None
-            ids = [p.item_id for p in e.paged if p.mobile == i.address] if e else []
-            if not ids or None in ids:
-                continue
-            if suppressed is None and not set(ids) <= gone:
-                # the mobile's newest 200 (a bounded read): an older firing SMS counts as paged
-                suppressed = {s.id for s in self.store.recent(200, None, i.address)
-                              if s.state == "suppressed"}
-            if set(ids) <= gone | (suppressed or set()):
-                out.append(i)
-        return out
+    def _unpaged(self, claim: Claim, items: list[Item], episodes: dict[tuple[str, str], Episode],
+                 stopped: set[str]) -> tuple[list[Item], list[Item], float]:
+        """The resolved SMS of ``items`` that must not go out now, as ``(unpaged, waiting,
+        until)`` (docs/oncall.md, "Resolved goes to who was paged": only to a mobile whose
+        firing SMS of the episode was sent). One whose Paged entry has no ``sent_at`` is
+        ``waiting`` while a firing SMS of its episode to the mobile is pending outside
+        ``items`` (a retry not due yet): it is due again at ``until``, when the last of those
+        is (at least :data:`RESOLVED_WAIT` from now); else it is ``unpaged``, unless a firing
+        SMS of its episode in ``items`` goes out before it (not among ``stopped``, the ids
+        suppressed now). One of no stored episode or no Paged entry (stored by an older
+        version) goes as it is."""
+        unsent = [i for i in items if i.status == "resolved" and not _firing_sent(i, episodes)]
+        going = {(i.fingerprint, i.episode) for i in items
+                 if i.status == "firing" and i.id not in stopped}
+        unsent = [i for i in unsent if (i.fingerprint, i.episode) not in going]
+        if not unsent:
+            return [], [], 0.0
+        hand = {i.id for i in items}
+        due: dict[tuple[str, str], float] = {}
+        for f in self.store.pending(claim.mobile):
+            if f.status == "firing" and f.id not in hand:
+                key = (f.fingerprint, f.episode)
+                due[key] = max(due.get(key, f.due_at), f.due_at)
+        waiting = [i for i in unsent if (i.fingerprint, i.episode) in due]
+        until = max([self.clock() + RESOLVED_WAIT,
+                     *(due[(i.fingerprint, i.episode)] for i in waiting)])
+        unpaged = [i for i in unsent if (i.fingerprint, i.episode) not in due]
+        return unpaged, waiting, until
 
     def _storm_vars(self, items: list[Item], rules: RuleSet, template: str) -> dict[str, str]:
         names = list(dict.fromkeys(i.alertname or "?" for i in items))
@@ -704,6 +730,15 @@ class Deliverer:
             {"reason": reason, "config": self.providers.config_ids.get(provider, ""), "at": now},
             ensure_ascii=False))
         self._provider_errors.add(provider)
+
+
+def _firing_sent(item: Item, episodes: dict[tuple[str, str], Episode]) -> bool:
+    """Whether ``item``'s mobile counts as told of its episode: its Paged entry there has a
+    ``sent_at``, or there is no stored episode or no Paged entry to tell (an alert stored by an
+    older version: sent as it was)."""
+    e = episodes.get((item.fingerprint, item.episode))
+    p = e.paged_to(item.address) if e is not None else None
+    return p is None or p.sent_at is not None
 
 
 def _notice_reason(items: list[Item]) -> str:

@@ -452,6 +452,11 @@ class Store(abc.ABC):
         return self.untimed_starts([fingerprint]).get(fingerprint)
 
     @abc.abstractmethod
+    def pending(self, address: str) -> list[Item]:
+        """The pending (queued, retrying, held) items of ``address`` (a mobile, or
+        ``voice:<mobile>``), oldest first, due or not, leased or not; reads only."""
+
+    @abc.abstractmethod
     def recent(self, limit: int = 50, state: str | None = None,
                mobile: str | None = None) -> list[Item]:
         """The most recent stored items, newest first, optionally of one state or mobile."""

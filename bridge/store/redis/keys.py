@@ -45,7 +45,10 @@ finish_step, mark_sent/retry/failed and ping are followed by ``WAIT``)::
                                            silence_url route state ack_by ack_at ack_via
                                            resolved_at created_at paged[] steps[]; times are
                                            text ("" for none); paged: mobile route rt at level
-                                           item code; steps: index after receiver template
+                                           item code sent (when a firing SMS to it was first
+                                           sent, "" until then; missing in an entry from
+                                           before it was kept: sent at ``at``); steps: index
+                                           after receiver template
                                            due_at ("" until the route's first SMS for the
                                            episode went out: sent or failed, or met a
                                            configuration error; see MARK_LUA)
@@ -124,7 +127,9 @@ def decode_episode(raw: str) -> Episode:
         paged=tuple(Paged(mobile=p["mobile"], route=p["route"],
                           resolved_template=p["rt"] or None, at=float(p["at"]),
                           level=int(p["level"]), item_id=p["item"] or None,
-                          code=p["code"] or None) for p in lua_list(e["paged"])),
+                          code=p["code"] or None,
+                          sent_at=float(p["at"]) if "sent" not in p else opt_time(p["sent"]))
+                for p in lua_list(e["paged"])),
         steps=tuple(Step(index=int(st["index"]), after=float(st["after"]),
                          receiver=st["receiver"], template=st["template"] or None,
                          due_at=opt_time(st["due_at"]), state=st["state"], reason=st["reason"],

@@ -257,7 +257,7 @@ local function episode_paged(e, n, id, code)
   local p = paged_entry(e, n.m)
   if p == nil then
     e.paged[#e.paged + 1] = {mobile = n.m, route = n.route, rt = n.rt or '', at = now_s,
-      level = n.lv or 0, item = id, code = code or ''}
+      level = n.lv or 0, item = id, code = code or '', sent = ''}
   elseif p.code == '' and code then
     p.code = code
   end
@@ -650,28 +650,35 @@ end
 -- A firing SMS that went out ('sent' or 'failed', or 'retrying' after a configuration error:
 -- ARGV[10]) to a mobile the episode's route paged itself
 -- (level 0) starts the escalation clock: the steps not started yet are due at now + after
--- (docs/oncall.md, Escalation), formatted %.17g so that the time stays exact.
-local function start_steps(m, fp, ep)
+-- (docs/oncall.md, Escalation), formatted %.17g so that the time stays exact. One that was
+-- sent also notes it in the mobile's Paged entry (sent: now, the first send's; '' until then;
+-- an entry stored before it was kept has no sent and counts as sent): its resolved SMS goes
+-- only then (docs/oncall.md, "Resolved goes to who was paged").
+local function went_out(m, fp, ep, sent)
   local eid = redis.call('GET', P .. 'epkey:' .. fp .. '|' .. ep)
   local e = eid and load_episode(P, eid)
   if not e then
     return
   end
   local own = false
+  local changed = false
   for _, p in ipairs(e.paged) do
     if p.mobile == m and tonumber(p.level) == 0 then
       own = true
     end
+    if sent and p.mobile == m and p.sent == '' then
+      p.sent = ARGV[3]
+      changed = true
+    end
   end
-  local started = false
   for _, st in ipairs(e.steps) do
     if own and st.state == 'pending' and st.due_at == '' then
       st.due_at = string.format('%.17g', tonumber(ARGV[3]) + tonumber(st.after))
       redis.call('ZADD', P .. 'steps', st.due_at, eid .. '|' .. st.index)
-      started = true
+      changed = true
     end
   end
-  if started then
+  if changed then
     redis.call('SET', P .. 'ep:' .. eid, cjson.encode(e))
   end
 end
@@ -715,7 +722,7 @@ for i = 12, #ARGV do
       end
       local clock = op == 'sent' or op == 'failed' or (op == 'retrying' and ARGV[10] == '1')
       if clock and row[6] == 'firing' then
-        start_steps(m, row[5], row[7])
+        went_out(m, row[5], row[7], op == 'sent')
       end
       if op == 'failed' then
         local dk = m .. '|' .. row[5] .. '|' .. row[6] .. '|' .. row[7]
@@ -737,6 +744,21 @@ for m in pairs(touched) do
   refresh(P, KEYS[1], KEYS[2], m)
 end
 return changed
+"""
+
+PENDING_LUA = """
+-- pending: one address's pending (queued/retrying/held) items, due or not (read only).
+-- KEYS[1]  {prefix}mobile:{m}:pending
+-- ARGV[1]  prefix
+-- Returns a list of item hashes (HGETALL lists), in no order.
+local out = {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local h = redis.call('HGETALL', ARGV[1] .. 'item:' .. id)
+  if #h > 0 then
+    out[#out + 1] = h
+  end
+end
+return out
 """
 
 RECENT_LUA = """

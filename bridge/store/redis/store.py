@@ -89,6 +89,7 @@ from bridge.store.redis.lua import (
     FINISH_HEARTBEAT_LUA,
     FINISH_STEP_LUA,
     MARK_LUA,
+    PENDING_LUA,
     PRUNE_EPISODES_LUA,
     PRUNE_JOBS_LUA,
     PRUNE_LUA,
@@ -208,6 +209,7 @@ class RedisStore(Store):
         self._lua_claim = Script(CLAIM_LUA)
         self._lua_mark = Script(MARK_LUA)
         self._lua_recent = Script(RECENT_LUA)
+        self._lua_pending = Script(PENDING_LUA)
         self._lua_prune = Script(PRUNE_LUA)
         self._lua_ack = Script(ACK_LUA)
         self._lua_claim_steps = Script(CLAIM_STEPS_LUA)
@@ -554,6 +556,11 @@ class RedisStore(Store):
         # (a value without 'T' is a start from before episodes were stored as text)
         return {fp: str(v) for fp, v in zip(wanted, values, strict=True)
                 if v is not None and "T" in str(v)}
+
+    def pending(self, address: str) -> list[Item]:
+        rows = self._run(self._lua_pending, [self._k(f"mobile:{address}:pending")],
+                         [self.prefix], confirm=False)
+        return sorted((decode_item(flat) for flat in rows), key=lambda i: int(i.id))
 
     def recent(self, limit: int = 50, state: str | None = None,
                mobile: str | None = None) -> list[Item]:

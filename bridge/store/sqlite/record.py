@@ -355,6 +355,7 @@ class RecordStep:
         if self.paged:
             db.executemany(
                 "INSERT INTO episode_paged (episode_id, mobile, route, resolved_template, at,"
-                " level, item_id, code) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(episode_id, mobile)"
+                " level, item_id, code, sent_at) VALUES (?,?,?,?,?,?,?,?,0)"
+                " ON CONFLICT(episode_id, mobile)"
                 " DO UPDATE SET code=coalesce(code, excluded.code)", self.paged)
             self.paged.clear()

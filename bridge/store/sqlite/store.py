@@ -109,10 +109,12 @@ CREATE TABLE IF NOT EXISTS alert_episodes (
 CREATE INDEX IF NOT EXISTS alert_episodes_created ON alert_episodes(created_at);
 CREATE INDEX IF NOT EXISTS alert_episodes_resolved ON alert_episodes(resolved_at)
     WHERE state = 'resolved';
+-- sent_at: when a firing SMS of the episode to the mobile was first sent; 0 while none was,
+-- NULL in a row stored before it was kept (counts as sent at `at`: Paged.sent_at)
 CREATE TABLE IF NOT EXISTS episode_paged (
     episode_id TEXT NOT NULL, mobile TEXT NOT NULL, route TEXT NOT NULL,
     resolved_template TEXT, at REAL NOT NULL, level INTEGER NOT NULL, item_id TEXT,
-    code TEXT UNIQUE, PRIMARY KEY (episode_id, mobile)
+    code TEXT UNIQUE, sent_at REAL, PRIMARY KEY (episode_id, mobile)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS episode_steps (
     episode_id TEXT NOT NULL, idx INTEGER NOT NULL, after REAL NOT NULL, receiver TEXT NOT NULL,
@@ -273,6 +275,8 @@ class SqliteStore(Store):
                     conn.execute("ALTER TABLE items ADD COLUMN template TEXT")
                 self._add_columns(conn, "alert_episodes", {  # a file from before issue 25
                     "source": "TEXT NOT NULL DEFAULT ''", "silence_id": "TEXT"})
+                # a file from before sent_at was kept: its rows stay NULL (sent, as they were)
+                self._add_columns(conn, "episode_paged", {"sent_at": "REAL"})
                 steps = {r[1] for r in conn.execute("PRAGMA table_info(episode_steps)")}
                 if "ran_at" not in steps:  # a file from before issue 20
                     conn.execute("ALTER TABLE episode_steps ADD COLUMN ran_at REAL")
@@ -475,12 +479,14 @@ class SqliteStore(Store):
 
     def _update(self, ids: Sequence[str], token: str, pace_until: float | None, sets: str,
                 args: Sequence[Any], forget: bool = False,
-                went_out: float | None = None, fold_at: float | None = None) -> int:
+                went_out: float | None = None, sent: bool = False,
+                fold_at: float | None = None) -> int:
         """One mark: ``sets`` on the items of ``ids`` still leased under ``token``; ends their
         lease; books ``pace_until``; with ``forget`` deletes their dedup records; with
         ``went_out`` (the SMS were sent or ended failed then, or met a configuration error)
-        starts escalation clocks (:meth:`_start_steps`); with ``fold_at`` (a call went out
-        then) folds the calls waiting for the same number (:meth:`_fold`)."""
+        starts escalation clocks (:meth:`_start_steps`), and with ``sent`` too notes the firing
+        SMS sent in their mobiles' Paged entries (:meth:`_note_sent`); with ``fold_at`` (a call
+        went out then) folds the calls waiting for the same number (:meth:`_fold`)."""
         if not ids or not token:  # an unleased item carries no token: nothing may mark it
             return 0
         with self._tx() as db:
@@ -501,6 +507,8 @@ class SqliteStore(Store):
                                [(dedup_key(*tuple(r)),) for r in rows])
             if went_out is not None:
                 self._start_steps(db, rows, went_out)
+                if sent:
+                    self._note_sent(db, rows, went_out)
             if fold_at is not None:
                 return len(rows) + self._fold(db, ids, rows, token, fold_at)
             return len(rows)
@@ -525,6 +533,18 @@ class SqliteStore(Store):
         return len(folded)
 
     @staticmethod
+    def _note_sent(db: sqlite3.Connection, rows: Sequence[sqlite3.Row], at: float) -> None:
+        """A firing SMS of ``rows`` was sent at ``at``: the Paged entry of its mobile for its
+        episode gets ``sent_at`` (the first send's; docs/oncall.md, "Resolved goes to who was
+        paged")."""
+        for mobile, fingerprint, status, episode in rows:
+            if status == "firing":
+                db.execute(
+                    "UPDATE episode_paged SET sent_at=? WHERE sent_at=0 AND mobile=? AND"
+                    " episode_id IN (SELECT id FROM alert_episodes WHERE fingerprint=? AND"
+                    " episode=?)", (at, mobile, fingerprint, episode))
+
+    @staticmethod
     def _start_steps(db: sqlite3.Connection, rows: Sequence[sqlite3.Row], at: float) -> None:
         """Start the escalation clock of the episodes whose route's own page (level 0) to a
         mobile of ``rows`` went out (or met a configuration error) at ``at``: their steps not
@@ -543,7 +563,7 @@ class SqliteStore(Store):
         return self._update(ids, token, pace_until,
                             "state='sent', sid=?, fee=?, reason=?, updated_at=?,"
                             " attempts=attempts+1, first_attempt_at=coalesce(first_attempt_at, ?)",
-                            (sid, fee, reason, now, now), went_out=now,
+                            (sid, fee, reason, now, now), went_out=now, sent=True,
                             fold_at=now if fold else None)
 
     def mark_retry(self, ids: Sequence[str], due_at: float, reason: str, now: float, *,
@@ -576,6 +596,11 @@ class SqliteStore(Store):
                                         f" fingerprint IN ({marks(len(part))})", part):
                 out[str(fp)] = episode_text(float(start))
         return out
+
+    def pending(self, address: str) -> list[Item]:
+        return [_item(r) for r in self._read(
+            f"SELECT {_COLUMNS} FROM items WHERE mobile=? AND state IN {_PENDING_SQL}"
+            " ORDER BY id", (address,))]
 
     def recent(self, limit: int = 50, state: str | None = None,
                mobile: str | None = None) -> list[Item]:
@@ -632,7 +657,8 @@ class SqliteStore(Store):
             paged = tuple(
                 Paged(mobile=p["mobile"], route=p["route"],
                       resolved_template=p["resolved_template"], at=p["at"], level=p["level"],
-                      item_id=p["item_id"], code=p["code"])
+                      item_id=p["item_id"], code=p["code"],
+                      sent_at=p["at"] if p["sent_at"] is None else p["sent_at"] or None)
                 for p in db.execute("SELECT * FROM episode_paged WHERE episode_id=?"
                                     " ORDER BY at, level, mobile", (r["id"],)))
             steps = tuple(
