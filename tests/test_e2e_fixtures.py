@@ -245,6 +245,8 @@ def test_legacy_alerting_and_ok_back_to_back_page_nobody(make_bridge: Any, fake_
     import signal
 
     bridge = make_bridge(CATCH_ALL, BRIDGE_STORE=redis_url)
+    # the web workers answer before the delivery process has always started: wait for it
+    assert wait_until(lambda: len(bridge.delivery_pids()) == 1, 10), bridge.children()
     [delivery] = bridge.delivery_pids()
     legacy = fixture_bytes("22-gf-legacy-alerting-evalmatches.json")
     ok = fixture_bytes("23-gf-legacy-ok.json")
