@@ -67,7 +67,6 @@ from bridge.providers.base import SendResult
 __all__ = [
     "CODES",
     "MAX_SMS_VAR",
-    "MAX_VOICE_TOTAL",
     "SMS_URL",
     "VERSION",
     "VOICE_URL",
@@ -88,10 +87,6 @@ VOICE_URL: Final = Settings.aliyun_voice_url
 VERSION: Final = "2017-05-25"
 #: Aliyun's bound for one variable of a notification template (characters).
 MAX_SMS_VAR: Final = 35
-#: A call's variables together stay under this many characters (Aliyun's bound for TTS).
-MAX_VOICE_TOTAL: Final = 250
-#: How often a call reads its template out.
-PLAY_TIMES: Final = 2
 
 #: Aliyun ``Code`` -> class, from Aliyun's SMS and voice error-code pages. Codes not listed are
 #: sorted by :func:`classify`'s prefixes, else permanent.
@@ -241,11 +236,11 @@ class AliyunClient(transport.PooledClient):
              called_show_number: str | None = None) -> SendResult:
         """Call ``mobile`` and read TTS template ``tts_code`` out (``PlayTimes`` 2) through
         ``SingleCallByTts``, showing ``called_show_number`` when given; the values together are
-        kept under :data:`MAX_VOICE_TOTAL` characters (:func:`transport.fit_total`). Returns
-        ``SendResult(sid=CallId, fee=0)``. Raises as :meth:`send_sms`."""
-        fitted = transport.fit_total(variables, MAX_VOICE_TOTAL)
+        kept under :data:`transport.MAX_VOICE_TOTAL` characters (:func:`transport.fit_total`).
+        Returns ``SendResult(sid=CallId, fee=0)``. Raises as :meth:`send_sms`."""
+        fitted = transport.fit_total(variables, transport.MAX_VOICE_TOTAL)
         params = {"CalledNumber": mobile, "TtsCode": tts_code, "TtsParam": _as_json(fitted),
-                  "PlayTimes": str(PLAY_TIMES)}
+                  "PlayTimes": str(transport.PLAY_TIMES)}
         if called_show_number:
             params["CalledShowNumber"] = called_show_number
         body = self._request(self._voice, "SingleCallByTts", params)

@@ -89,10 +89,6 @@ DEFAULT_REGION: Final = Settings.tencent_region
 SMS_VERSION: Final = "2021-01-11"
 VMS_VERSION: Final = "2020-09-02"
 CONTENT_TYPE: Final = "application/json; charset=utf-8"
-#: A call's variables together stay under this many characters (as for Aliyun).
-MAX_VOICE_TOTAL: Final = 250
-#: How often a call reads its template out.
-PLAY_TIMES: Final = 2
 
 #: Tencent Cloud ``Code`` -> class, from the SMS and VMS error-code lists. Codes not listed are
 #: sorted by :func:`classify`'s prefixes, else permanent.
@@ -249,12 +245,12 @@ class TencentClient(transport.PooledClient):
              variables: Mapping[str, str]) -> SendResult:
         """Call ``mobile`` (sent as ``+86...``) and read template ``template_id`` of app
         ``voice_sdk_app_id`` out (``PlayTimes`` 2); the values together are kept under
-        :data:`MAX_VOICE_TOTAL` characters. Returns ``SendResult(sid=CallId, fee=0)``. Raises
-        as :meth:`send_sms`."""
-        fitted = transport.fit_total(variables, MAX_VOICE_TOTAL)
+        :data:`transport.MAX_VOICE_TOTAL` characters. Returns ``SendResult(sid=CallId, fee=0)``.
+        Raises as :meth:`send_sms`."""
+        fitted = transport.fit_total(variables, transport.MAX_VOICE_TOTAL)
         payload = {"TemplateId": template_id, "CalledNumber": e164(mobile),
                    "VoiceSdkAppid": voice_sdk_app_id, "TemplateParamSet": transport.checked(fitted),
-                   "PlayTimes": PLAY_TIMES}
+                   "PlayTimes": transport.PLAY_TIMES}
         answer = self._request(self._vms, "SendTtsVoice", payload)
         status = answer.get("SendStatus")
         call_id = status.get("CallId") if isinstance(status, dict) else None

@@ -62,6 +62,11 @@ THROTTLE_WAIT: Final = 60.0
 
 #: The longest provider message kept in a reason (Aliyun's signature error echoes the request).
 MESSAGE_MAX: Final = 300
+#: A call's variables together stay under this many characters (Aliyun's bound for TTS; the
+#: Tencent client keeps to it too).
+MAX_VOICE_TOTAL: Final = 250
+#: How often a call reads its template out (both providers' ``PlayTimes``).
+PLAY_TIMES: Final = 2
 
 _CONFIG_HTTP: Final = frozenset({401, 403, 404, 405, 410})
 _TRANSIENT_HTTP: Final = frozenset({408, 429})
