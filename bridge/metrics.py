@@ -8,6 +8,7 @@ worker``), the default registry of the one process is used. Numbers that live in
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Callable, Iterator
 
@@ -73,6 +74,31 @@ class _Snapshot(Collector):
         yield from self.fn()
 
 
+class _SizedFiles(MultiProcessCollector):
+    """prometheus_client's multiprocess collector, minus files too short to hold a header.
+
+    A process creates its metrics file empty and sizes it a moment later (client_python issue
+    #1199, open in 0.26.0); read in that window, or left so by a process killed in it, the
+    upstream collector raises ``struct.error`` and the whole scrape fails. Such a file holds
+    no samples yet, so it is skipped. A file only grows, so a size read first bounds the read.
+    """
+
+    def collect(self) -> Iterator[Metric]:
+        files = [f for f in glob.glob(os.path.join(self._path, "*.db")) if _size(f) >= _HEADER]
+        return self.merge(files, accumulate=True)  # type: ignore[no-untyped-call,no-any-return]
+
+
+_HEADER = 8  # bytes: the used-length int and its padding at the start of every file
+
+
+def _size(path: str) -> int:
+    """The file's size in bytes, -1 when it is gone (a dead process's live gauge)."""
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return -1
+
+
 def gauge(name: str, doc: str, values: dict[str, float], label: str | None = None) -> Metric:
     """A gauge family; ``values`` maps a label value (or ``""`` without label) to the value."""
     g = GaugeMetricFamily(name, doc, labels=[label] if label else None)
@@ -85,7 +111,7 @@ def render(snapshot: Callable[[], list[Metric]]) -> tuple[bytes, str]:
     """The ``/metrics`` body and content type: all processes' samples plus ``snapshot()``."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        _SizedFiles(registry)  # type: ignore[no-untyped-call]
     else:
         registry = CollectorRegistry()
         for collector in list(REGISTRY._collector_to_names):  # noqa: SLF001
