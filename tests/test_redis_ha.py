@@ -83,6 +83,7 @@ def test_wait_confirms_each_write_step(sentinel_url: str, redis_url: str) -> Non
     assert o.state == "queued"
     both.ping()
     [claim] = both.claim(T0, 60, 10)
+    assert claim.confirmed
     assert both.mark_sent([i.id for i in claim.items], "sid-1", 1, T0 + 1, token=claim.token,
                           pace_until=T0 + 1) == 1
     assert both.config_warnings() == []
@@ -98,8 +99,10 @@ def test_wait_confirms_each_write_step(sentinel_url: str, redis_url: str) -> Non
     assert three.config_warnings() == [
         "the redis master has 2 connected replicas but BRIDGE_REDIS_WAIT=3: webhooks get 503 "
         "until enough connect"]
-    # a claim is waited for but not refused; releases and reads are not waited for
+    # a claim is waited for but not refused (the deliverer decides); releases and reads are
+    # not waited for
     [claim] = three.claim(T0 + 2, 60, 10)
+    assert not claim.confirmed
     assert three.release([i.id for i in claim.items], T0, token=claim.token,
                          pace_until=T0 + 2) == 1
     assert three.counts()["queued"] == 1
@@ -128,6 +131,78 @@ def test_a_wait_longer_than_the_socket_timeout_is_not_cut_off(redis_url: str) ->
     assert time.monotonic() - started >= 0.6
     assert [i.alertname for i in s.recent()] == ["a"]
     s.close()
+
+
+def test_a_write_to_the_master_the_sentinels_replaced_is_not_taken_as_stored(
+        sentinel_url: str, redis_sentinel: SentinelSet) -> None:
+    """After a failover the old master, when it is still running, takes writes until the
+    sentinels turn it into a replica (about 10 s later), which drops them. A waited step that
+    lands there falls short of confirmations; it is not taken as stored (a send result taken
+    there let the SMS go out again from the new master): the store asks the sentinels, drops
+    its connections to the old master and its retry reaches the new one."""
+    store = RedisStore(sentinel_url, wait=1)
+    late = RedisStore(sentinel_url, wait=1)  # each holds a connection to the old master
+    stale = RedisStore(sentinel_url, wait=1)
+    store.record([note("a")], Policy(), T0)
+    late.ping()
+    stale.ping()
+    [claim] = store.claim(T0, 60, 10)
+    assert claim.confirmed
+    old = redis_sentinel.master()
+    with redis_sentinel.sentinel() as s:
+        s.sentinel_failover(SentinelSet.SERVICE)
+    new = redis_sentinel.wait_for_new_master(old.port, 30)
+    with old.client() as c:
+        assert c.info("replication")["role"] == "master"  # not told yet
+    moved = f"the sentinels name 127.0.0.1:{new.port} as the master now"
+    ids = [i.id for i in claim.items]
+    with pytest.raises(StoreUnavailable, match=moved) as info:
+        store.mark_sent(ids, "sid-1", 1, T0 + 1, token=claim.token, pace_until=T0 + 1)
+    assert not isinstance(info.value, StoreUnconfirmed)
+    # the claim was confirmed, so the new master has it: the retry stores the result there
+    assert store.mark_sent(ids, "sid-1", 1, T0 + 1, token=claim.token, pace_until=T0 + 1) == 1
+    # a claim on the old master (its lease lapsed there) is not handed out either
+    with pytest.raises(StoreUnavailable, match=moved):
+        late.claim(T0 + 61, 60, 10)
+    assert late.claim(T0 + 61, 60, 10) == []
+    # once the old master is a replica (as the sentinels make it), its refusal of WAIT sends
+    # the store to the new master too, instead of failing every step on the old connection
+    with old.client() as c:
+        c.replicaof("127.0.0.1", str(new.port))
+        assert wait_until(lambda: c.info("replication").get("master_link_status") == "up", 10)
+    with pytest.raises(StoreUnavailable, match="WAIT cannot be used with replica"):
+        stale.claim(T0 + 61, 60, 10)
+    assert stale.claim(T0 + 61, 60, 10) == []
+    [item] = store.recent()
+    assert (item.state, item.sid) == ("sent", "sid-1")
+    for s in (store, late, stale):
+        s.close()
+
+
+def test_a_claim_too_few_replicas_confirmed_is_given_back_for_a_while(
+        redis_url: str, fake_juhe: FakeJuhe, tmp_path: Path) -> None:
+    """``BRIDGE_REDIS_WAIT``: the deliverer sends nothing of a claim too few replicas confirmed
+    (a failover under way may drop it) for up to ``confirm_wait`` seconds: it gives it back at
+    once and waits; replicas away for longer do not stop delivery."""
+    (tmp_path / "r.yaml").write_text(CATCH_ALL)
+    rules = load_rules(tmp_path / "r.yaml")
+    store = RedisStore(redis_url, wait=1, wait_timeout=0.05)  # no replica at all
+    with pytest.raises(StoreUnconfirmed):
+        store.record([note("a")], Policy(), time.time())
+    with JuheClient(KEY, fake_juhe.url, timeout=2) as client:
+        d = Deliverer(store, client, lambda: rules,
+                      DeliveryPolicy.from_settings(Settings(), confirm_wait=0.5))
+        with pytest.raises(StoreUnconfirmed, match="given back unsent"):
+            d.run_once()
+        assert fake_juhe.requests == 0
+        [claim] = store.claim(time.time(), 60, 10)  # given back: claimable at once
+        assert not claim.confirmed
+        store.release([i.id for i in claim.items], time.time(), token=claim.token,
+                      pace_until=time.time())
+        time.sleep(0.5)
+        assert d.run_once() == 1
+    assert names(fake_juhe) == {"a": 1}
+    store.close()
 
 
 def test_sentinel_without_wait_is_warned_about(sentinel_url: str) -> None:
@@ -246,6 +321,40 @@ def test_a_result_stored_during_a_failover_is_retried_not_sent_again(
     store.close()
 
 
+def test_a_result_taken_by_a_replaced_master_is_stored_again_on_the_new_one(
+        tmp_path: Path, fake_juhe: FakeJuhe, sentinel_url: str,
+        redis_sentinel: SentinelSet) -> None:
+    """A failover while an SMS is being sent, the old master still running (a second failover
+    right after a first, a partition): the result must not stay on the old master, which
+    drops it when it is made a replica, or the SMS goes out again from the new master when its
+    lease ends. The deliverer stores it again until the new master has it."""
+    (tmp_path / "r.yaml").write_text(CATCH_ALL)
+    rules = load_rules(tmp_path / "r.yaml")
+    store = RedisStore(sentinel_url, wait=1)
+    store.record([note("Mid")], Policy(), time.time())
+    fake_juhe.delay = 3.0
+    passes: list[int] = []
+    with JuheClient(KEY, fake_juhe.url, timeout=10) as client:
+        d = Deliverer(store, client, lambda: rules,
+                      DeliveryPolicy.from_settings(Settings(), lease=60.0))
+        t = threading.Thread(target=lambda: passes.append(d.run_once()))
+        t.start()
+        assert wait_until(lambda: fake_juhe.requests == 1, 10)
+        old = redis_sentinel.master()
+        with redis_sentinel.sentinel() as s:
+            s.sentinel_failover(SentinelSet.SERVICE)
+        new = redis_sentinel.wait_for_new_master(old.port, 30)
+        t.join(60)
+        assert not t.is_alive() and passes == [1]
+    with old.client() as c:  # as the sentinels do about 10 s later: it drops what it took
+        c.replicaof("127.0.0.1", str(new.port))
+        assert wait_until(lambda: c.info("replication").get("master_link_status") == "up", 10)
+    with new.client() as c:
+        assert c.hmget("{bridge}:item:1", "state", "lease_token") == ["sent", ""]
+    assert names(fake_juhe) == {"Mid": 1}
+    store.close()
+
+
 @pytest.mark.timeout(300)
 def test_failover_loses_no_page_and_pages_nobody_twice(
         make_bridge: Any, fake_juhe: FakeJuhe, sentinel_url: str,
@@ -304,12 +413,7 @@ def test_failover_loses_no_page_and_pages_nobody_twice(
         set(answered) - set(names(fake_juhe)))
     time.sleep(2.0)
     sent = names(fake_juhe)
-    twice = sorted(name for name in answered if sent[name] != 1)
-    if twice:
-        # Known defect, seen in about 1 run in 4 since this round's merges and not yet found:
-        # SMS of a claim stranded by the failover are sent again once its lease ends. Loss
-        # (above) stays a hard failure; this one is reported, not hidden.
-        pytest.xfail(f"sent twice after the failover (known defect): {twice}")
+    assert all(sent[name] == 1 for name in answered), sent
     # written but never confirmed may still go out, once
     assert set(sent) <= set(answered) | refused and all(sent[n] == 1 for n in refused & set(sent))
     # the remaining replica follows the new master within a few seconds; until it confirms

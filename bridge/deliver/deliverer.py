@@ -132,6 +132,10 @@ class DeliveryPolicy:
     #: how long storing a send's result is retried while the store is unavailable (long
     #: enough for a Redis failover, well within the lease)
     mark_retry_for: float = 30.0
+    #: how long delivery sends nothing of a claim too few Redis replicas confirmed
+    #: (``BRIDGE_REDIS_WAIT``; long enough for a failover, after which the replicas follow the
+    #: new master): past it, replicas away for longer do not stop delivery
+    confirm_wait: float = 30.0
     prune_every: float = 600.0
     retry_max: float = 600.0
     max_mobiles: int = 20
@@ -211,6 +215,9 @@ class Deliverer:
         #: set when a mark of the claim in hand was fenced or needed the store back (see
         #: _settle): the claim may be lost, so no more of it is sent
         self._interrupted = False
+        #: since when (monotonic) the store's replicas have not confirmed this deliverer's
+        #: claims or results (None: they did); see _await_replicas
+        self._short_since: float | None = None
         self._next_prune = 0.0
         self._next_maintain = 0.0
         self._next_record = 0.0
@@ -218,7 +225,9 @@ class Deliverer:
     def run_once(self, now: float | None = None) -> int:
         """Claim and deliver one batch of due mobiles; returns how many claims were handled.
 
-        Raises :class:`StoreUnavailable` when the store cannot be reached.
+        Raises :class:`StoreUnavailable` when the store cannot be reached, and
+        :class:`StoreUnconfirmed` when it gave the batch back unsent because too few replicas
+        confirmed the claim (:meth:`_await_replicas`).
         """
         rules = self.rules()
         now = self.clock() if now is None else now
@@ -226,6 +235,10 @@ class Deliverer:
         # all of it into one SMS, so then all of it)
         cap = 0 if rules.limits.storm is not None else CLAIM_MAX_ITEMS
         claims = self.store.claim(now, self.policy.lease, self.policy.max_mobiles, cap)
+        if claims and all(c.confirmed for c in claims):
+            self._short_since = None
+        elif claims and self._await_replicas():
+            self._give_back(claims)
         for n, claim in enumerate(claims):
             self._interrupted = False
             # shutting down, or past half the lease (a slow provider: the later mobiles' leases
@@ -242,6 +255,31 @@ class Deliverer:
                 break
             self._deliver(claim, rules)
         return len(claims)
+
+    def _await_replicas(self) -> bool:
+        """The store took a claim or a result that fewer replicas confirmed than
+        ``BRIDGE_REDIS_WAIT`` asks: whether delivery waits for them. It does for
+        ``policy.confirm_wait`` seconds from the first such answer since a claim was last
+        confirmed: a failover may be under way, and a claim or result on a master that a
+        failover replaces is dropped, so its SMS would go out again. Replicas away for longer
+        do not stop delivery (a result then stands on the master alone; docs/design.md,
+        Redis)."""
+        now = time.monotonic()
+        if self._short_since is None:
+            self._short_since = now
+        return now - self._short_since < self.policy.confirm_wait
+
+    def _give_back(self, claims: list[Claim]) -> None:
+        """Give ``claims`` back unsent at once (too few replicas confirmed them; see
+        :meth:`_await_replicas`) and raise :class:`StoreUnconfirmed`, so that delivery pauses
+        as for a store outage."""
+        for claim in claims:
+            at = self.clock()
+            self._release(claim, claim.items, at, pace_until=at)
+        raise StoreUnconfirmed(
+            f"{sum(len(c.items) for c in claims)} SMS of {len(claims)} claims given back unsent: "
+            "too few redis replicas confirmed the claim (BRIDGE_REDIS_WAIT; a failover may be "
+            f"under way); delivery waits for them up to {self.policy.confirm_wait:g}s")
 
     def prune(self, now: float | None = None) -> int:
         """Delete finished notifications older than the retention period; returns how many."""
@@ -503,25 +541,41 @@ class Deliverer:
         ``policy.mark_retry_for`` seconds (5 s once stopping), then :class:`StoreUnavailable`
         is raised and delivery pauses (at least once: the SMS may go again after its lease).
         Written but not confirmed by enough replicas (:class:`StoreUnconfirmed`, after the
-        ``WAIT`` already waited): accepted with a warning (counted as changing every item),
-        since the result stands on the master and delivery must go on while replicas are away.
-        After an unreachable store the rest of the claim is not sent (a failover may have lost
+        ``WAIT`` already waited): while delivery waits for replicas (:meth:`_await_replicas`:
+        a failover may be under way, and a master that is replaced drops what it took) it is
+        stored again likewise until they confirm it (a mark is fenced by the claim's token, so
+        storing it twice changes nothing more); then, or once they are away for longer, it is
+        accepted with a warning (counted as changing every item), since the result stands on
+        the master and delivery must go on while replicas are away. After an unreachable store
+        or an unconfirmed result the rest of the claim is not sent (a failover may have lost
         it).
         """
         started = time.monotonic()
         delay = 0.1
+        stood = False  # an attempt was written but not confirmed
+
+        def late() -> bool:  # no time left for another attempt
+            budget = 5.0 if self.stopping.is_set() else self.policy.mark_retry_for
+            return time.monotonic() - started + delay > budget
+
         while True:
             try:
-                return mark()
+                changed = mark()
+                return 1 << 30 if stood else changed
             except StoreUnconfirmed as exc:
-                log.warning("result for %s stored on the redis master only: %s", masked, exc)
-                return 1 << 30
+                stood = True
+                if not self._await_replicas() or late():
+                    log.warning("result for %s stored on the redis master only: %s", masked,
+                                exc)
+                    return 1 << 30
+                self._interrupted = True  # a failover may be under way: send no more of it
+                log.warning("result for %s not confirmed by the redis replicas, storing it "
+                            "again in %.1fs: %s", masked, delay, exc)
             except StoreUnavailable as exc:
                 # a failover may have lost this deliverer's claim, so another may be sending
                 # the rest of it now: send no more of it (its lease, if kept, ends normally)
                 self._interrupted = True
-                budget = 5.0 if self.stopping.is_set() else self.policy.mark_retry_for
-                if time.monotonic() - started + delay > budget:
+                if late():
                     raise
                 log.warning("storing the result for %s failed, retrying in %.1fs: %s", masked,
                             delay, exc)

@@ -164,7 +164,9 @@ class Claim:
     ``token``: the lease's fence (a mark carrying another token changes nothing). While the
     claim is held the mobile is held too (no other claim of it until a mark ends the hold).
     ``gapped`` is true when some of the items arrived while the mobile's pacing gap ran, i.e.
-    they piled up and may be folded into one storm SMS.
+    they piled up and may be folded into one storm SMS. ``confirmed`` is false when the store
+    took the claim but fewer replicas confirmed it than ``BRIDGE_REDIS_WAIT`` asks (Redis): a
+    failover under way may drop it (docs/design.md, Redis).
     """
 
     mobile: str
@@ -172,6 +174,7 @@ class Claim:
     lease_until: float = 0.0
     gapped: bool = False
     token: str = ""
+    confirmed: bool = True
 
 
 JobState = Literal["pending", "done", "failed"]

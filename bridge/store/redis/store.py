@@ -99,7 +99,7 @@ from bridge.store.redis.lua import (
     SETTLE_JOB_LUA,
     Script,
 )
-from bridge.store.redis.topology import RECONNECT, Topology
+from bridge.store.redis.topology import RECONNECT, Topology, from_replica
 
 
 def _codes_needed(notes: Sequence[Notification]) -> int:
@@ -160,7 +160,10 @@ class RedisStore(Store):
     * ``redis+sentinel://[:password@]host:port[,host:port...]/SERVICE[/db]``: the master that
       the sentinels name for SERVICE, through ``redis.sentinel.Sentinel(...).master_for``: every
       new connection asks the sentinels, so after a failover the next call reaches the new
-      master (a demoted master's ``READONLY`` drops the connection);
+      master (a demoted master's ``READONLY`` or refused ``WAIT`` drops the connections; so
+      does a write too few replicas confirmed while the sentinels name another master: the
+      old master, still running, takes writes until it is made a replica, and then drops
+      them, so that write raises :class:`StoreUnavailable`, see :meth:`_confirmed`);
     * ``redis+cluster://[:password@]host:port[,...]``: ``redis.cluster.RedisCluster`` finds the
       master of the bridge's slot and every step runs there; after a connection error,
       ``MOVED`` or ``CLUSTERDOWN`` the slot map is read again (on the next call).
@@ -169,10 +172,11 @@ class RedisStore(Store):
     result depends on (record, acknowledge, finish_step, mark_sent/retry/failed, ping) is
     followed on the same connection by ``WAIT wait wait_timeout``; fewer confirmations raise
     :class:`StoreUnconfirmed` (a :class:`StoreUnavailable`: the write stands on the master but a
-    failover may lose it). A claim is waited for too but never refused for too few
-    confirmations: a claim lost in a failover would let a second deliverer send what the first
-    is sending (its lease token is unknown to the new master, so the first one's marks change
-    nothing and the items come due again); with the replica's confirmation the claim survives.
+    failover may lose it). A claim is waited for too but not refused for too few
+    confirmations: it comes back with ``confirmed`` false and the deliverer decides. A claim
+    lost in a failover would let a second deliverer send what the first is sending (its lease
+    token is unknown to the new master, so the first one's marks change nothing and the items
+    come due again); with the replica's confirmation the claim survives.
     Releases, pruning and status notes are not waited for: losing one only keeps a mobile held
     until its lease lapses or an old record a little longer.
 
@@ -244,7 +248,7 @@ class RedisStore(Store):
         try:
             yield
         except (redis.RedisError, RedisClusterException) as exc:
-            if isinstance(exc, RECONNECT):
+            if isinstance(exc, RECONNECT) or from_replica(exc):
                 self._topology.renew()
             raise StoreUnavailable(
                 f"redis {redact_url(self.url)}: {self._scrub(f'{type(exc).__name__}: {exc}')}"
@@ -252,15 +256,25 @@ class RedisStore(Store):
 
     def _run(self, script: Script, keys: Sequence[str], args: Sequence[str | int],
              confirm: bool | str = True) -> Any:
-        """Run ``script`` on the master; with ``confirm`` and ``wait`` > 0 followed on the same
-        connection by ``WAIT`` (``confirm="soft"``: waited for, but too few confirmations are
-        not an error). ``keys`` must hold at least one key of the bridge: a cluster
+        """Run ``script`` on the master (:meth:`_execute`); with ``confirm`` and ``wait`` > 0
+        followed on the same connection by ``WAIT``, and too few confirmations raise
+        :class:`StoreUnconfirmed` (``confirm="soft"``: waited for, but too few confirmations
+        are not an error; either way a master the sentinels replaced raises, see
+        :meth:`_confirmed`). Raises :class:`StoreUnavailable` / :class:`StoreUnconfirmed`."""
+        reply, acks = self._execute(script, keys, args, bool(confirm) and self.wait > 0)
+        if acks is not None:
+            self._confirmed(acks, strict=confirm != "soft")
+        return reply
+
+    def _execute(self, script: Script, keys: Sequence[str], args: Sequence[str | int],
+                 waiting: bool) -> tuple[Any, int | None]:
+        """Run ``script`` on the master; with ``waiting`` followed on the same connection by
+        ``WAIT``. Returns the script's reply and how many replicas confirmed it (``None``
+        without ``waiting``). ``keys`` must hold at least one key of the bridge: a cluster
         routes the script by it (every key shares the prefix's slot). A ``NOSCRIPT`` answer
-        loads the script and runs it again. Raises :class:`StoreUnavailable` /
-        :class:`StoreUnconfirmed`."""
+        loads the script and runs it again. Raises :class:`StoreUnavailable`."""
         if not keys:
             raise ValueError("a script needs at least one key to be routed by")
-        waiting = confirm and self.wait > 0
         with self._errors():
             for attempt in range(3):
                 client = self._node()
@@ -278,18 +292,28 @@ class RedisStore(Store):
                 for reply in replies:
                     if isinstance(reply, Exception):
                         raise reply
-                if waiting and confirm != "soft":
-                    self._confirmed(replies[1])
-                return replies[0]
+                return replies[0], (int(replies[1]) if waiting else None)
         raise StoreUnavailable(f"redis {redact_url(self.url)}: script kept failing")
 
-    def _confirmed(self, acks: Any) -> None:
-        """Raise :class:`StoreUnconfirmed` when fewer than ``wait`` replicas confirmed."""
-        if int(acks) < self.wait:
-            raise StoreUnconfirmed(
-                f"redis {redact_url(self.url)}: {int(acks)} of {self.wait} replicas confirmed "
-                f"the write within {self.wait_timeout:g}s (BRIDGE_REDIS_WAIT); it stands on "
-                "the master, which may lose it in a failover")
+    def _confirmed(self, acks: Any, strict: bool = True) -> bool:
+        """Whether ``wait`` replicas confirmed a write (``acks`` of them did). Fewer: when the
+        sentinels name another master now, the write went to the old one, which drops it once
+        it is made a replica, so it is not stored: :class:`StoreUnavailable` (the connections
+        are renewed, a retry reaches the new master; :meth:`Topology.master_moved`). Else,
+        with ``strict``, :class:`StoreUnconfirmed`; without, ``False``."""
+        if int(acks) >= self.wait:
+            return True
+        moved = self._topology.master_moved()
+        if moved is not None:
+            raise StoreUnavailable(
+                f"redis {redact_url(self.url)}: the sentinels name {moved} as the master now; "
+                "this write went to the old master, which drops it when it is made a replica")
+        if not strict:
+            return False
+        raise StoreUnconfirmed(
+            f"redis {redact_url(self.url)}: {int(acks)} of {self.wait} replicas confirmed "
+            f"the write within {self.wait_timeout:g}s (BRIDGE_REDIS_WAIT); it stands on "
+            "the master, which may lose it in a failover")
 
     def describe(self) -> str:
         """The topology in use, for the start-up line, e.g. ``redis sentinel mymaster via 3
@@ -505,11 +529,14 @@ class RedisStore(Store):
               max_items: int = 0) -> list[Claim]:
         lease_until = now + lease
         tokens = [secrets.token_hex(8) for _ in range(max(int(max_mobiles), 1))]
-        rows = self._run(self._lua_claim, [self._k("due"), self._k("pace")],
-                         [self.prefix, time_arg(now), time_arg(lease_until), int(max_mobiles),
-                          max(int(max_items), 0), *tokens], confirm="soft")
+        rows, acks = self._execute(
+            self._lua_claim, [self._k("due"), self._k("pace")],
+            [self.prefix, time_arg(now), time_arg(lease_until), int(max_mobiles),
+             max(int(max_items), 0), *tokens], self.wait > 0)
+        # waited for but not refused: the deliverer decides (bridge.deliver.deliverer)
+        confirmed = acks is None or self._confirmed(acks, strict=False)
         return [Claim(mobile, [decode_item(flat) for flat in items], lease_until, bool(gapped),
-                      token)
+                      token, confirmed)
                 for mobile, gapped, token, items in rows]
 
     def _mark(self, op: str, ids: Sequence[str], token: str, pace_until: float | None,

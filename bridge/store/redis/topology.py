@@ -28,9 +28,33 @@ RECONNECT = (redis.ConnectionError, redis.TimeoutError, ClusterError, AskError,
              TryAgainError, RedisClusterException)
 
 
+def from_replica(exc: BaseException) -> bool:
+    """Whether ``exc`` is a replica refusing a master's work (``READONLY``, or ``WAIT cannot be
+    used with replica instances``): the connection is to a master that a failover turned into a
+    replica, so the connections are renewed too. redis-py reconnects by itself after
+    ``READONLY`` on a Sentinel connection, not after a refused ``WAIT`` (of a step that wrote
+    nothing), which would otherwise fail every step on that connection."""
+    return isinstance(exc, redis.ReadOnlyError) or (
+        isinstance(exc, redis.ResponseError)
+        and str(exc).startswith("WAIT cannot be used with replica"))
+
+
 def _untyped(f: Any) -> Any:
     """``f`` for a call mypy cannot check (redis-py leaves these functions unannotated)."""
     return f
+
+
+class _Sentinel(Sentinel):
+    """redis-py's :class:`~redis.sentinel.Sentinel`, except that a sentinel leading a failover
+    is not taken at its word: until the failover ends (its replicas reconfigured) its
+    ``SENTINEL MASTERS`` still names the old master, flagged ``failover_in_progress``, while the
+    replica it promoted takes the writes and the other sentinels may name it already. The
+    next sentinel is asked instead."""
+
+    def check_master_state(self, state: Any, service_name: str) -> bool:
+        flags = str(state.get("flags", "")).split(",")
+        return "failover_in_progress" not in flags and bool(
+            _untyped(super().check_master_state)(state, service_name))
 
 
 class Topology:
@@ -62,7 +86,7 @@ class Topology:
             self._client = redis.Redis.from_url(url, retry=retry, retry_on_error=[
                 redis.ConnectionError, redis.TimeoutError], **self._options)
         elif t.topology == "sentinel":
-            self._sentinel = _untyped(Sentinel)(
+            self._sentinel = _untyped(_Sentinel)(
                 list(t.hosts), sentinel_kwargs={
                     "socket_timeout": min(socket_timeout, 1.0),
                     "socket_connect_timeout": min(socket_timeout, 1.0),
@@ -96,6 +120,29 @@ class Topology:
             cluster = self._cluster
         node = _untyped(cluster.get_node_from_key)(self.route_key)
         return cluster.get_redis_connection(node)
+
+    def master_moved(self) -> str | None:
+        """Sentinel only, after a write fell short of replica confirmations: ask the sentinels
+        which node is the master now. When it is not the one this client last connected to
+        (a failover moved it, and the old master, still running, takes writes until the
+        sentinels turn it into a replica, which then drops them), the idle connections are
+        dropped, so the next call reaches the new master, and the new master is returned as
+        ``host:port``. ``None``: unchanged, not known (no sentinel answers) or not Sentinel.
+
+        The client's last connection stands for the node written to: this process's other
+        threads may have reconnected meanwhile, so a write of theirs on the old master may
+        be missed here (their connections to it are dropped when given back)."""
+        if self._sentinel is None or self._client is None:
+            return None
+        pool: Any = self._client.connection_pool
+        before = pool.master_address
+        try:
+            now = pool.get_master_address()  # drops the idle connections when it changed
+        except (redis.RedisError, OSError):
+            return None
+        if before is None or tuple(now) == tuple(before):
+            return None
+        return f"{now[0]}:{now[1]}"
 
     def renew(self) -> None:
         """Drop idle pooled connections (after a restart or failover they are all dead), or
