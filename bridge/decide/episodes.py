@@ -246,7 +246,8 @@ BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
 def name_problem(by: str) -> str | None:
     """Why ``by`` cannot name an acknowledger, or ``None`` when it can: more than
     :data:`NAME_MAX` characters, a control character (Unicode categories Cc, Zl, Zp: NUL, tab,
-    newline ...) or one of :data:`BIDI_CONTROLS` (docs/oncall.md, "Acknowledging")."""
+    newline ...), one of :data:`BIDI_CONTROLS` or a lone surrogate (JSON's ``"\\ud800"``,
+    which no UTF-8 store can keep) (docs/oncall.md, "Acknowledging")."""
     if len(by) > NAME_MAX:
         return f"the name is longer than {NAME_MAX} characters"
     for c in by:
@@ -254,6 +255,8 @@ def name_problem(by: str) -> str | None:
             return f"the name contains a bidirectional control character (U+{ord(c):04X})"
         if unicodedata.category(c) in ("Cc", "Zl", "Zp"):
             return f"the name contains a control character (U+{ord(c):04X})"
+        if unicodedata.category(c) == "Cs":
+            return f"the name contains a lone surrogate (U+{ord(c):04X})"
     return None
 
 
