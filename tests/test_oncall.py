@@ -349,6 +349,12 @@ def test_cli_oncall_at_a_time(tmp_path: Path) -> None:
     assert r.returncode == 1 and "unknown schedule 'nope'; the rules have sre, db" in r.stderr
     r = cli("oncall", "--rules", "rules.yaml", "--at", "tomorrow", cwd=tmp_path)
     assert r.returncode == 2 and "expected YYYY-MM-DD HH:MM" in r.stderr
+    # a date the calendar computations cannot reach is refused, not a traceback
+    for at in ("9999-12-31 23:59", "0001-01-01 00:00"):
+        r = cli("oncall", "--rules", "rules.yaml", "--at", at, cwd=tmp_path)
+        assert (r.returncode, r.stderr.splitlines()[-1]) == (
+            2, f"Error: Invalid value for --at: '{at}': expected YYYY-MM-DD HH:MM from 1970 to "
+               "2999 (in BRIDGE_TZ, Asia/Shanghai)"), r.stderr
 
 
 def test_cli_oncall_invalid_rules_exit_1_with_every_problem(tmp_path: Path) -> None:
