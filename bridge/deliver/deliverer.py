@@ -168,7 +168,9 @@ class Deliverer:
     hand. One transaction for a claim's results would have to wait for its last send, and a
     crash before it would send every SMS of the claim again after its lease. What is already
     one step stays one: a storm SMS marks all it folded, the rest of a claim goes back in one
-    release.
+    release. The mark of a sent SMS also reads the episode state of the claim's next one
+    (:meth:`Store.mark_sent_and_check`): that is its check before its send, read after the
+    mark, in one round trip instead of two (bench/TARGETS.md, "Time to page").
 
     Watched (docs/operations.md, "Watched delivery"): after each finished pass of
     :meth:`run_forever`, and after each SMS marked within a long pass, ``on_pass()`` is called
