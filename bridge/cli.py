@@ -55,15 +55,24 @@ def _rules_or_exit(path: str, tz: str) -> RuleSet:
         sys.exit(1)
 
 
+#: The years ``--at`` accepts: the shifts, steps and mutes it computes reach centuries
+#: ahead (``--next`` up to 1000 shifts of up to 366 days), and must stay within year 9999.
+AT_YEARS = (1970, 2999)
+
+
 def _at_or_exit(text: str | None, settings: Settings) -> datetime:
-    """``--at``: ``YYYY-MM-DD HH:MM`` in ``BRIDGE_TZ`` (default now), as an aware time."""
+    """``--at``: ``YYYY-MM-DD HH:MM`` in ``BRIDGE_TZ`` (default now) with a year within
+    :data:`AT_YEARS`, as an aware time; click's usage error (exit 2) otherwise."""
     if text is None:
         return datetime.now(UTC)
     try:
         local = parse_local_time(text)
+        if not AT_YEARS[0] <= local.year <= AT_YEARS[1]:
+            raise ValueError(text)
     except ValueError:
-        raise click.BadParameter(f"{text!r}: expected YYYY-MM-DD HH:MM (in BRIDGE_TZ, "
-                                 f"{settings.tz})", param_hint="--at") from None
+        raise click.BadParameter(f"{text!r}: expected YYYY-MM-DD HH:MM from {AT_YEARS[0]} to "
+                                 f"{AT_YEARS[1]} (in BRIDGE_TZ, {settings.tz})",
+                                 param_hint="--at") from None
     return local.replace(tzinfo=settings.zone)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from fakejuhe import FakeJuhe
 from bridge.config import Settings
 from bridge.decide.types import Notification, Policy
 from bridge.deliver.deliverer import Deliverer, DeliveryPolicy, delivery_problems
+from bridge.providers.base import SendResult
 from bridge.providers.juhe import JuheClient
 from bridge.rules.load import load_rules
 from bridge.rules.ruleset import RuleSet
@@ -497,6 +499,44 @@ def test_a_resolved_sms_goes_once_its_firing_went_out(
         ("111", "B"), ("222", "B")]
     assert sorted((i.status, i.state) for i in store.recent()) == [
         ("firing", "sent"), ("resolved", "sent")]
+    store.close()
+
+
+class AckWhileSending:
+    """The real Juhe client, and a person who acknowledges an episode while one SMS is being
+    sent (between that send's episode check and its mark)."""
+
+    def __init__(self, client: JuheClient, store: Store, during: str, acks: str) -> None:
+        self.client, self.store, self.during, self.acks = client, store, during, acks
+
+    def send(self, mobile: str, tpl_id: int, variables: Mapping[str, str]) -> SendResult:
+        if variables.get("name") == self.during:
+            [e] = [e for e in self.store.episodes() if e.fingerprint == f"fp-{self.acks}"]
+            self.store.acknowledge(e.id, "zhang", "api", time.time())
+        return self.client.send(mobile, tpl_id, variables)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+@pytest.mark.parametrize("acks", ["B", "C"])
+def test_an_acknowledgement_between_two_sends_of_a_claim_stops_the_next(
+        tmp_path: Path, fake_juhe: FakeJuhe, request: pytest.FixtureRequest, kind: str,
+        acks: str) -> None:
+    """A backlog of one mobile with no pacing goes out one by one in one claim, the episode
+    of each SMS checked before its send (read with the mark of the SMS before it:
+    Store.mark_sent_and_check). C's episode acknowledged while B is being sent: C ends
+    suppressed, D goes out; B's own episode acknowledged then: B is already on its way, the
+    rest goes out (docs/oncall.md, "Acknowledging")."""
+    rules = paced_rules(tmp_path, CATCH_ALL)
+    store = _store(kind, tmp_path, request)
+    store.record([note_for(M1, n) for n in "ABCD"], Policy(), time.time())
+    with JuheClient(KEY, fake_juhe.url, timeout=2) as client:
+        d = Deliverer(store, AckWhileSending(client, store, "B", acks), lambda: rules)
+        assert d.run_once() == 1
+    sent = [n for n in "ABCD" if n != acks or acks == "B"]
+    assert [m["vars"]["name"] for m in fake_juhe.messages] == sent
+    assert {i.alertname: (i.state, i.reason) for i in store.recent()} == {
+        n: ("suppressed", "acknowledged") if n == acks and acks != "B" else ("sent", "")
+        for n in "ABCD"}
     store.close()
 
 

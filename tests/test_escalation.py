@@ -82,7 +82,13 @@ def test_step_action_table(ep: Episode, st: Step, now: float, expected: tuple[st
     ("li\u202eetirw", "the name contains a bidirectional control character (U+202E)"),
     ("\u2066li\u2069", "the name contains a bidirectional control character (U+2066)"),
     ("li\u200f", "the name contains a bidirectional control character (U+200F)"),
-], ids=["plain", "cjk", "64", "65", "nul", "newline", "line-sep", "rlo", "lri", "rlm"])
+    ("\u200b", "the name has no visible character"),
+    (" \u200b\u3000\u0301 ", "the name has no visible character"),
+    ("", None),  # empty: the caller's default (the page) or its own error (the API)
+    ("  ", None),
+    ("li\u200b", None),
+], ids=["plain", "cjk", "64", "65", "nul", "newline", "line-sep", "rlo", "lri", "rlm",
+        "zero-width-space", "only-invisible", "empty", "spaces", "visible-with-zws"])
 def test_name_problem_table(by: str, problem: str | None) -> None:
     assert name_problem(by) == problem
 

@@ -189,6 +189,7 @@ schedules:
   sre: {members: [zhang], shift: 1w, start: 2026-01-05}
   empty: {members: [], shift: 1d, start: 2026-01-05}
   odd: {members: [zhang, [li, ghost]], shift: 36h, start: 2026-01-05}
+  long: {members: [zhang], shift: 999999999w, start: 2026-01-05}
   times: {members: [zhang], shift: 1d, handover: "25:00", start: "2026-13-01"}
   over:
     members: [li]
@@ -211,6 +212,7 @@ routes:
         "schedules.empty.members: needs at least 1 member (a person's name, or a list of "
         "names sharing the shift), has none",
         "schedules.odd.shift: shift must be a whole number of days, like 1d, 2d, 1w: '36h'",
+        "schedules.long.shift: shift must be at most 366d (a year), got '999999999w'",
         "schedules.times.handover: handover must be a time \"HH:MM\" from 00:00 to 23:59, got "
         "'25:00'",
         "schedules.times.start: start must be a date YYYY-MM-DD, e.g. 2026-01-05: '2026-13-01'",
@@ -347,6 +349,12 @@ def test_cli_oncall_at_a_time(tmp_path: Path) -> None:
     assert r.returncode == 1 and "unknown schedule 'nope'; the rules have sre, db" in r.stderr
     r = cli("oncall", "--rules", "rules.yaml", "--at", "tomorrow", cwd=tmp_path)
     assert r.returncode == 2 and "expected YYYY-MM-DD HH:MM" in r.stderr
+    # a date the calendar computations cannot reach is refused, not a traceback
+    for at in ("9999-12-31 23:59", "0001-01-01 00:00"):
+        r = cli("oncall", "--rules", "rules.yaml", "--at", at, cwd=tmp_path)
+        assert (r.returncode, r.stderr.splitlines()[-1]) == (
+            2, f"Error: Invalid value for --at: '{at}': expected YYYY-MM-DD HH:MM from 1970 to "
+               "2999 (in BRIDGE_TZ, Asia/Shanghai)"), r.stderr
 
 
 def test_cli_oncall_invalid_rules_exit_1_with_every_problem(tmp_path: Path) -> None:

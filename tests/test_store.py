@@ -1402,6 +1402,31 @@ def test_episode_states_of_keys(store: Store) -> None:
     assert store.episode_states([]) == {}
 
 
+def test_mark_sent_and_check_marks_then_reads_the_next_states(store: Store) -> None:
+    """Between two sends of a claim the deliverer stores the first one's mark and checks the
+    next one's episode in one step: the mark is mark_sent's (fenced, Paged entry sent, the
+    escalation clock started), the states are episode_states' read after it."""
+    [a, b] = store.record([paging(fp="fa"), paging(fp="fb")], NO_LIMITS, T0)
+    [cl] = store.claim(T0, 30, 10)
+    store.acknowledge(b.episode_id or "", "li", "link", T0 + 1)
+    assert store.mark_sent_and_check(
+        [str(a.id)], "juhe:sid-1", 2, T0 + 2, token=cl.token, pace_until=None,
+        check=[("fb", EP), ("fa", EP), ("none", EP)]) == (
+        1, {("fb", EP): "acknowledged", ("fa", EP): "firing"})
+    sent = by_id(store, str(a.id))
+    assert (sent.state, sent.sid, sent.fee, sent.attempts, sent.updated_at) == (
+        "sent", "juhe:sid-1", 2, 1, T0 + 2)
+    episode = store.episodes_by_key([("fa", EP)])[("fa", EP)]
+    assert [(p.mobile, p.sent_at) for p in episode.paged] == [(M1, T0 + 2)]
+    assert [s.due_at for s in episode.steps] == [T0 + 4, T0 + 7]
+    assert store.claim(T0 + 3, 30, 10) == []  # the mobile stays held: no pace_until given
+    # a lapsed lease changes nothing, and the states are read all the same
+    assert store.mark_sent_and_check([str(b.id)], "juhe:sid-2", 1, T0 + 3, token="stale",
+                                     pace_until=T0 + 3, check=[("fa", EP)]) == (
+        0, {("fa", EP): "firing"})
+    assert by_id(store, str(b.id)).state == "queued"
+
+
 # -- issue 25: the alert's source and silence on the episode, background jobs ----------------
 def test_an_episode_keeps_its_source_and_silence_id(store: Store) -> None:
     from dataclasses import replace as with_

@@ -172,7 +172,9 @@ class Deliverer:
     hand. One transaction for a claim's results would have to wait for its last send, and a
     crash before it would send every SMS of the claim again after its lease. What is already
     one step stays one: a storm SMS marks all it folded, the rest of a claim goes back in one
-    release.
+    release. The mark of a sent SMS also reads the episode state of the claim's next one
+    (:meth:`Store.mark_sent_and_check`): that is its check before its send, read after the
+    mark, in one round trip instead of two (bench/TARGETS.md, "Time to page").
 
     Watched (docs/operations.md, "Watched delivery"): after each finished pass of
     :meth:`run_forever`, and after each SMS marked within a long pass, ``on_pass()`` is called
@@ -399,6 +401,9 @@ class Deliverer:
         # when stopping) the rest is given back, so no other deliverer claims what is still
         # being sent
         deadline = claim.lease_until - self.policy.lease / 2
+        # the episode states of the item at hand, read with the mark of the one before it
+        # (Store.mark_sent_and_check: a round trip less per SMS); None: not read yet
+        states: dict[tuple[str, str], str] | None = None
         for n, item in enumerate(items):
             if self._interrupted:  # see _fenced and _settle: send no more of it
                 # give back what this claim still holds (the release is fenced by the claim's
@@ -413,26 +418,35 @@ class Deliverer:
                 at = self.clock()
                 self._release(claim, items[n:], at, pace_until=at + gap)
                 return
-            if n and not self._unstopped(claim, [item], last=n == len(items) - 1):
+            if n and not self._unstopped(claim, [item], last=n == len(items) - 1,
+                                         states=states):
+                states = None
                 continue
-            self._send(claim, [item], item.tpl_id, item.variables, "", rules,
-                       last=n == len(items) - 1, template=item.template)
+            after = items[n + 1] if n + 1 < len(items) else None
+            check = ([(after.fingerprint, after.episode)]
+                     if after is not None and after.status == "firing" else None)
+            states = self._send(claim, [item], item.tpl_id, item.variables, "", rules,
+                                last=after is None, template=item.template, check=check)
 
-    def _unstopped(self, claim: Claim, items: list[Item], last: bool) -> list[Item]:
+    def _unstopped(self, claim: Claim, items: list[Item], last: bool,
+                   states: dict[tuple[str, str], str] | None = None) -> list[Item]:
         """``items`` without those that must not go out now, each marked fenced by the claim's
         token: first the firing SMS whose episode is acknowledged or resolved by now end
         ``suppressed`` (reason ``acknowledged`` / ``resolved``), then the resolved SMS whose
         firing SMS never went out end ``suppressed`` (reason ``not paged``), and those whose
         firing SMS is still to be decided are given back until it is (:meth:`_unpaged`).
         When none is left and ``last``, the last mark ends the mobile's hold without a gap
-        (nothing went out). Raises :class:`StoreUnavailable`."""
+        (nothing went out). ``states``: the episode states of the firing SMS of ``items``,
+        when the caller read them since the last send (with its mark); else they are read
+        here. Raises :class:`StoreUnavailable`."""
         firing = {(i.fingerprint, i.episode) for i in items if i.status == "firing"}
         resolved = {(i.fingerprint, i.episode) for i in items if i.status == "resolved"}
         if not firing and not resolved:
             return items
         # states only for the firing SMS (one cheap read before each send); whole episodes,
         # with who was paged, only for the resolved ones
-        states = self.store.episode_states(sorted(firing)) if firing else {}
+        if states is None:
+            states = self.store.episode_states(sorted(firing)) if firing else {}
         episodes = self.store.episodes_by_key(sorted(resolved)) if resolved else {}
         stopped: dict[str, list[Item]] = {}
         for i in items:
@@ -599,7 +613,14 @@ class Deliverer:
         return "juhe", None
 
     def _send(self, claim: Claim, items: list[Item], tpl_id: int, variables: dict[str, str],
-              note: str, rules: RuleSet, last: bool, template: str | None = None) -> None:
+              note: str, rules: RuleSet, last: bool, template: str | None = None,
+              check: list[tuple[str, str]] | None = None
+              ) -> dict[tuple[str, str], str] | None:
+        """Send ``items`` as one SMS and store the outcome. With ``check`` (the episode keys
+        of the claim's next SMS) a sent mark also reads their states
+        (:meth:`Store.mark_sent_and_check`), returned for the check before that send;
+        ``None`` when they were not read (not asked, the send failed, or the mark was not
+        confirmed)."""
         ids = [i.id for i in items]
         masked = rules.who(items[0].mobile)  # "zhang 138****8000"
         provider, fallback = self._provider(items, rules, template)
@@ -612,7 +633,7 @@ class Deliverer:
         except JuheError as exc:
             metrics.JUHE_SECONDS.observe(max(self.clock() - started, 0.0))
             self._failed(claim, items, exc, rules)
-            return
+            return None
         now = self.clock()
         metrics.JUHE_SECONDS.observe(max(now - started, 0.0))
         metrics.JUHE_REQUESTS.labels(result.outcome, "0").inc()
@@ -624,12 +645,25 @@ class Deliverer:
                  tpl_id, result.sid, result.fee, provider, ",".join(ids[:5]),
                  "…" if len(ids) > 5 else "", note)
         # the gap starts at the send; before the last SMS of the claim the mobile stays held
-        self._fenced(claim, ids, "sent", lambda: self.store.mark_sent(
-            ids, stored_sid(provider, result.sid), result.fee, now,
-            reason="dry-run" if dry else note or _notice_reason(items), token=claim.token,
-            pace_until=now + rules.limits.min_gap if last else None))
+        sid, reason = stored_sid(provider, result.sid), "dry-run" if dry else (
+            note or _notice_reason(items))
+        pace_until = now + rules.limits.min_gap if last else None
+        read: list[dict[tuple[str, str], str]] = []
+
+        def mark() -> int:
+            if not check:
+                return self.store.mark_sent(ids, sid, result.fee, now, reason,
+                                            token=claim.token, pace_until=pace_until)
+            changed, states = self.store.mark_sent_and_check(
+                ids, sid, result.fee, now, reason, token=claim.token, pace_until=pace_until,
+                check=check)
+            read.append(states)
+            return changed
+
+        self._fenced(claim, ids, "sent", mark)
         self._config_ok(provider)
         metrics.DELIVERIES.labels("sent").inc(len(ids))
+        return read[-1] if read else None
 
     def _config_ok(self, provider: str) -> None:
         """A send through ``provider`` succeeded: its configuration note is cleared (Juhe's at

@@ -97,7 +97,14 @@ def parse_local_time(value: Any) -> datetime:
     return datetime.combine(day, hm.replace(second=int(m.group(3) or 0)))
 
 
+#: The longest ``shift``, in days (docs/oncall.md, Schedules): longer ones would put the next
+#: shifts that the API, the page and the command line list past the last representable date.
+MAX_SHIFT_DAYS = 366
+
+
 def _shift_days(value: Any) -> int:
+    """``shift`` as a whole number of days, 1 to :data:`MAX_SHIFT_DAYS`; ValueError saying what
+    is expected otherwise (docs/oncall.md, Schedules)."""
     if isinstance(value, int) and not isinstance(value, bool):
         raise ValueError(f"shift must be a whole number of days with its unit, like 1d, 2d, "
                          f"1w: {value!r} (a bare number would be seconds)")
@@ -105,6 +112,8 @@ def _shift_days(value: Any) -> int:
     days = seconds / _DAY
     if seconds <= 0 or days != int(days):
         raise ValueError(f"shift must be a whole number of days, like 1d, 2d, 1w: {value!r}")
+    if days > MAX_SHIFT_DAYS:
+        raise ValueError(f"shift must be at most {MAX_SHIFT_DAYS}d (a year), got {value!r}")
     return int(days)
 
 

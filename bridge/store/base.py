@@ -412,6 +412,20 @@ class Store(abc.ABC):
         other item of the same address that :func:`folds_into_call` at ``now`` ends
         ``suppressed`` with reason :data:`FOLDED` (counted in the result)."""
 
+    def mark_sent_and_check(self, ids: Sequence[str], sid: str, fee: int, now: float,
+                            reason: str = "", *, token: str, pace_until: float | None,
+                            check: Sequence[tuple[str, str]]
+                            ) -> tuple[int, dict[tuple[str, str], str]]:
+        """:meth:`mark_sent` (without ``fold``), then :meth:`episode_states` of the ``check``
+        keys, read after the mark; returns (items changed, states). What the deliverer does
+        between two sends of one claim: it stores the mark of the SMS it sent and checks the
+        episode of the next one before sending it (docs/oncall.md, "Acknowledging"). A
+        store does both in one step where it can (Redis: one script, SQLite: the mark's
+        transaction), a round trip less per SMS; this default makes two calls."""
+        changed = self.mark_sent(ids, sid, fee, now, reason, token=token,
+                                 pace_until=pace_until)
+        return changed, (self.episode_states(check) if check else {})
+
     @abc.abstractmethod
     def mark_retry(self, ids: Sequence[str], due_at: float, reason: str, now: float, *,
                    token: str, pace_until: float | None, start_clock: bool = False) -> int:

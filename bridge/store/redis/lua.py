@@ -40,7 +40,8 @@ local PENDING = {queued = true, retrying = true, held = true}
 """
 
 # Reads an episode record (JSON at {prefix}ep:{id}) with empty lists restored (cjson turns
-# an empty list into an empty object). Pasted in front of every script that reads episodes.
+# an empty list into an empty object), or only its state by its (fingerprint, episode) key.
+# Pasted in front of every script that reads episodes.
 _EPISODE_LUA = """
 local function load_episode(P, eid)
   local raw = redis.call('GET', P .. 'ep:' .. eid)
@@ -55,6 +56,13 @@ local function load_episode(P, eid)
     e.steps = {}
   end
   return e
+end
+
+-- The state of the episode of a "fingerprint|episode" key ('' when it has none).
+local function episode_state(P, key)
+  local eid = redis.call('GET', P .. 'epkey:' .. key)
+  local raw = eid and redis.call('GET', P .. 'ep:' .. eid)
+  return raw and cjson.decode(raw).state or ''
 end
 """
 
@@ -607,9 +615,13 @@ MARK_LUA = _LUA_HELPERS + _EPISODE_LUA + """
 -- ARGV[11] '1': a call went out ('sent'): the other calls waiting for its number end
 --          'suppressed', reason 'folded' (folds_into_call in bridge/store/base.py; counted in
 --          the result; docs/providers.md, Calls); else ''
--- ARGV[12..] item ids; unknown ids are skipped
--- Returns the number of items changed.
+-- ARGV[12] n: how many item ids follow
+-- ARGV[13..12+n] item ids; unknown ids are skipped
+-- ARGV[13+n..] "fingerprint|episode" keys whose episode state is read after the mark (the
+--          deliverer's check before its next send; Store.mark_sent_and_check)
+-- Returns {number of items changed, one state per key ('' when the key has no episode)}.
 local P = ARGV[1]
+local last_id = 12 + tonumber(ARGV[12])
 local op = ARGV[2]
 local touched = {}
 local changed = 0
@@ -682,10 +694,10 @@ local function went_out(m, fp, ep, sent)
     redis.call('SET', P .. 'ep:' .. eid, cjson.encode(e))
   end
 end
-for i = 12, #ARGV do
+for i = 13, last_id do
   marked[ARGV[i]] = true
 end
-for i = 12, #ARGV do
+for i = 13, last_id do
   local id = ARGV[i]
   local key = P .. 'item:' .. id
   local row = redis.call('HMGET', key, 'state', 'mobile', 'lease_token', 'first_attempt_at',
@@ -743,7 +755,11 @@ for m in pairs(touched) do
   end
   refresh(P, KEYS[1], KEYS[2], m)
 end
-return changed
+local out = {changed}
+for i = last_id + 1, #ARGV do
+  out[#out + 1] = episode_state(P, ARGV[i])
+end
+return out
 """
 
 PENDING_LUA = """
@@ -1145,7 +1161,7 @@ redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(h))
 return 1
 """
 
-EPISODE_STATES_LUA = """
+EPISODE_STATES_LUA = _EPISODE_LUA + """
 -- episode_states: the state of the episode of each (fingerprint, episode) key, in one step.
 -- KEYS[1]  {prefix}episodes  (routes the script; not read)
 -- ARGV[1]  prefix
@@ -1154,15 +1170,7 @@ EPISODE_STATES_LUA = """
 local P = ARGV[1]
 local out = {}
 for i = 2, #ARGV do
-  local state = ''
-  local eid = redis.call('GET', P .. 'epkey:' .. ARGV[i])
-  if eid then
-    local raw = redis.call('GET', P .. 'ep:' .. eid)
-    if raw then
-      state = cjson.decode(raw).state or ''
-    end
-  end
-  out[#out + 1] = state
+  out[#out + 1] = episode_state(P, ARGV[i])
 end
 return out
 """

@@ -541,38 +541,52 @@ class RedisStore(Store):
 
     def _mark(self, op: str, ids: Sequence[str], token: str, pace_until: float | None,
               now: float | None, due_at: float | None, reason: str = "", sid: str = "",
-              fee: int = 0, start_clock: bool = False, fold: bool = False) -> int:
+              fee: int = 0, start_clock: bool = False, fold: bool = False,
+              check: Sequence[tuple[str, str]] = ()) -> tuple[int, dict[tuple[str, str], str]]:
+        """One run of MARK_LUA: (items changed, the episode states of ``check`` after it)."""
         if not ids or not token:  # an unleased item carries no token: nothing may mark it
-            return 0
+            return 0, (self.episode_states(check) if check else {})
         keys = [self._k("due"), self._k("pace"), self._k("done"), self._k("dedup")]
-        return int(self._run(self._lua_mark, keys, [
+        wanted = list(dict.fromkeys(check))
+        row = self._run(self._lua_mark, keys, [
             self.prefix, op, "" if now is None else time_arg(now),
             "" if due_at is None else time_arg(due_at),
             reason, sid, str(int(fee)), token, "" if pace_until is None else time_arg(pace_until),
-            "1" if start_clock else "", "1" if fold else "",
-            *[str(i) for i in ids]], confirm=op != "release"))
+            "1" if start_clock else "", "1" if fold else "", len(ids),
+            *[str(i) for i in ids], *(f"{fp}|{ep}" for fp, ep in wanted)],
+            confirm=op != "release")
+        return int(row[0]), {k: str(s) for k, s in zip(wanted, row[1:], strict=True) if s}
 
     def mark_sent(self, ids: Sequence[str], sid: str, fee: int, now: float, reason: str = "",
                   *, token: str, pace_until: float | None, fold: bool = False) -> int:
         return self._mark("sent", ids, token, pace_until, now, None, reason, sid, fee,
-                          fold=fold)
+                          fold=fold)[0]
+
+    def mark_sent_and_check(self, ids: Sequence[str], sid: str, fee: int, now: float,
+                            reason: str = "", *, token: str, pace_until: float | None,
+                            check: Sequence[tuple[str, str]]
+                            ) -> tuple[int, dict[tuple[str, str], str]]:
+        """See :meth:`Store.mark_sent_and_check`: one script call (MARK_LUA reads the states
+        after the mark)."""
+        return self._mark("sent", ids, token, pace_until, now, None, reason, sid, fee,
+                          check=check)
 
     def mark_retry(self, ids: Sequence[str], due_at: float, reason: str, now: float, *,
                    token: str, pace_until: float | None, start_clock: bool = False) -> int:
         return self._mark("retrying", ids, token, pace_until, now, due_at, reason,
-                          start_clock=start_clock)
+                          start_clock=start_clock)[0]
 
     def mark_failed(self, ids: Sequence[str], reason: str, now: float, *, token: str,
                     pace_until: float | None) -> int:
-        return self._mark("failed", ids, token, pace_until, now, None, reason)
+        return self._mark("failed", ids, token, pace_until, now, None, reason)[0]
 
     def mark_suppressed(self, ids: Sequence[str], reason: str, now: float, *, token: str,
                         pace_until: float | None) -> int:
-        return self._mark("suppressed", ids, token, pace_until, now, None, reason)
+        return self._mark("suppressed", ids, token, pace_until, now, None, reason)[0]
 
     def release(self, ids: Sequence[str], due_at: float, *, token: str,
                 pace_until: float | None = None) -> int:
-        return self._mark("release", ids, token, pace_until, None, due_at)
+        return self._mark("release", ids, token, pace_until, None, due_at)[0]
 
     def untimed_starts(self, fingerprints: Sequence[str]) -> dict[str, str]:
         wanted = list(dict.fromkeys(fingerprints))
