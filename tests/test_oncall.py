@@ -205,6 +205,15 @@ schedules:
     shift: 2w
     start: 2026-01-05
     overrides: [{start: "2026-12-24 10:00", end: "2026-12-26 10:00", people: [wang]}]
+  dst:
+    members: [li]
+    shift: 1d
+    start: 2026-01-05
+    time_zone: America/New_York
+    overrides:
+      # the US spring-forward day: 02:10 does not exist, and is read as 03:10
+      - {start: "2026-03-08 02:10", end: "2026-03-08 03:10", people: [li]}
+      - {start: "2026-03-08 01:10", end: "2026-03-08 03:10", people: [li]}
 routes:
   - {receiver: [ok, sre, nosuch], template: t}
 """)
@@ -221,6 +230,9 @@ routes:
         "schedules.over.overrides[0]: end 2026-12-24 10:00 is not after start 2026-12-26 10:00",
         "schedules.over.overrides[1]: end 2026-12-24 10:00 is not after start 2026-12-24 10:00",
         "schedules.over.overrides[2].end: not a local time 'YYYY-MM-DD HH:MM': 'Christmas'",
+        "schedules.dst.overrides[0]: start 2026-03-08 02:10 and end 2026-03-08 03:10 are the "
+        "same instant in America/New_York (a local time the clocks skip is read as the time "
+        "after the jump): the override would cover no time",
         "receivers.dba[1]: unknown person 'nobody' (not in people:, not a mobile number)",
         "schedules.sre: 'sre' is also a receiver: schedules and receivers share one namespace",
         "schedules.ok.overrides[0].people[0]: unknown person 'wang' (not in people:)",
