@@ -419,9 +419,10 @@ class Store(abc.ABC):
         """:meth:`mark_sent` (without ``fold``), then :meth:`episode_states` of the ``check``
         keys, read after the mark; returns (items changed, states). What the deliverer does
         between two sends of one claim: it stores the mark of the SMS it sent and checks the
-        episode of the next one before sending it (docs/oncall.md, "Acknowledging"). A
-        store does both in one step where it can (Redis: one script, SQLite: the mark's
-        transaction), a round trip less per SMS; this default makes two calls."""
+        episode of the next one before sending it (docs/oncall.md, "Acknowledging"). Redis
+        does both in one script, a round trip less per SMS; this default (SQLite) makes the
+        two calls, whose reads cost no round trip there (bench/TARGETS.md: no measured gain
+        from one transaction)."""
         changed = self.mark_sent(ids, sid, fee, now, reason, token=token,
                                  pace_until=pace_until)
         return changed, (self.episode_states(check) if check else {})

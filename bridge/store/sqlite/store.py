@@ -154,9 +154,6 @@ LOCK_POLL = 0.0005
 #: Bytes the WAL file is cut back to after a checkpoint.
 WAL_SIZE_LIMIT = 16 * 1024 * 1024
 _PENDING_SQL = "('queued', 'retrying', 'held')"
-#: What a sent mark sets (its arguments: sid, fee, reason, now, now).
-_SENT_SETS = ("state='sent', sid=?, fee=?, reason=?, updated_at=?, attempts=attempts+1,"
-              " first_attempt_at=coalesce(first_attempt_at, ?)")
 _COLUMNS = ("id, mobile, fingerprint, status, episode, route, alertname, tpl_id, variables, state,"
             " reason, created_at, updated_at, due_at, attempts, first_attempt_at, sid, fee,"
             " template")
@@ -484,46 +481,37 @@ class SqliteStore(Store):
                 args: Sequence[Any], forget: bool = False,
                 went_out: float | None = None, sent: bool = False,
                 fold_at: float | None = None) -> int:
-        """One mark in a transaction of its own (:meth:`_apply`)."""
+        """One mark: ``sets`` on the items of ``ids`` still leased under ``token``; ends their
+        lease; books ``pace_until``; with ``forget`` deletes their dedup records; with
+        ``went_out`` (the SMS were sent or ended failed then, or met a configuration error)
+        starts escalation clocks (:meth:`_start_steps`), and with ``sent`` too notes the firing
+        SMS sent in their mobiles' Paged entries (:meth:`_note_sent`); with ``fold_at`` (a call
+        went out then) folds the calls waiting for the same number (:meth:`_fold`)."""
         if not ids or not token:  # an unleased item carries no token: nothing may mark it
             return 0
         with self._tx() as db:
-            return self._apply(db, ids, token, pace_until, sets, args, forget, went_out, sent,
-                               fold_at)
-
-    def _apply(self, db: sqlite3.Connection, ids: Sequence[str], token: str,
-               pace_until: float | None, sets: str, args: Sequence[Any], forget: bool = False,
-               went_out: float | None = None, sent: bool = False,
-               fold_at: float | None = None) -> int:
-        """One mark in ``db``'s transaction: ``sets`` on the items of ``ids`` still leased
-        under ``token``; ends their lease; books ``pace_until``; with ``forget`` deletes their
-        dedup records; with ``went_out`` (the SMS were sent or ended failed then, or met a
-        configuration error) starts escalation clocks (:meth:`_start_steps`), and with
-        ``sent`` too notes the firing SMS sent in their mobiles' Paged entries
-        (:meth:`_note_sent`); with ``fold_at`` (a call went out then) folds the calls waiting
-        for the same number (:meth:`_fold`). Returns how many items it changed."""
-        where = f"id IN ({marks(len(ids))}) AND lease_token=?"
-        fenced = (*[int(i) for i in ids], token)
-        rows = db.execute(f"SELECT mobile, fingerprint, status, episode FROM items"
-                          f" WHERE {where}", fenced).fetchall()
-        if not rows:
-            return 0
-        db.execute(f"UPDATE items SET {sets}, lease_until=0, lease_token='' WHERE {where}",
-                   (*args, *fenced))
-        if pace_until is not None:
-            for mobile in {r[0] for r in rows}:
-                db.execute("INSERT OR REPLACE INTO pacing VALUES (?,?)",
-                           (mobile, pace_until))
-        if forget:
-            db.executemany("DELETE FROM dedup WHERE key=?",
-                           [(dedup_key(*tuple(r)),) for r in rows])
-        if went_out is not None:
-            self._start_steps(db, rows, went_out)
-            if sent:
-                self._note_sent(db, rows, went_out)
-        if fold_at is not None:
-            return len(rows) + self._fold(db, ids, rows, token, fold_at)
-        return len(rows)
+            where = f"id IN ({marks(len(ids))}) AND lease_token=?"
+            fenced = (*[int(i) for i in ids], token)
+            rows = db.execute(f"SELECT mobile, fingerprint, status, episode FROM items"
+                              f" WHERE {where}", fenced).fetchall()
+            if not rows:
+                return 0
+            db.execute(f"UPDATE items SET {sets}, lease_until=0, lease_token='' WHERE {where}",
+                       (*args, *fenced))
+            if pace_until is not None:
+                for mobile in {r[0] for r in rows}:
+                    db.execute("INSERT OR REPLACE INTO pacing VALUES (?,?)",
+                               (mobile, pace_until))
+            if forget:
+                db.executemany("DELETE FROM dedup WHERE key=?",
+                               [(dedup_key(*tuple(r)),) for r in rows])
+            if went_out is not None:
+                self._start_steps(db, rows, went_out)
+                if sent:
+                    self._note_sent(db, rows, went_out)
+            if fold_at is not None:
+                return len(rows) + self._fold(db, ids, rows, token, fold_at)
+            return len(rows)
 
     @staticmethod
     def _fold(db: sqlite3.Connection, ids: Sequence[str], rows: Sequence[sqlite3.Row],
@@ -572,22 +560,11 @@ class SqliteStore(Store):
 
     def mark_sent(self, ids: Sequence[str], sid: str, fee: int, now: float, reason: str = "",
                   *, token: str, pace_until: float | None, fold: bool = False) -> int:
-        return self._update(ids, token, pace_until, _SENT_SETS,
+        return self._update(ids, token, pace_until,
+                            "state='sent', sid=?, fee=?, reason=?, updated_at=?,"
+                            " attempts=attempts+1, first_attempt_at=coalesce(first_attempt_at, ?)",
                             (sid, fee, reason, now, now), went_out=now, sent=True,
                             fold_at=now if fold else None)
-
-    def mark_sent_and_check(self, ids: Sequence[str], sid: str, fee: int, now: float,
-                            reason: str = "", *, token: str, pace_until: float | None,
-                            check: Sequence[tuple[str, str]]
-                            ) -> tuple[int, dict[tuple[str, str], str]]:
-        """See :meth:`Store.mark_sent_and_check`: the states are read in the mark's
-        transaction, after it (no read of a second connection)."""
-        if not ids or not token:
-            return 0, (self.episode_states(check) if check else {})
-        with self._tx() as db:
-            changed = self._apply(db, ids, token, pace_until, _SENT_SETS,
-                                  (sid, fee, reason, now, now), went_out=now, sent=True)
-            return changed, self._states(db, check)
 
     def mark_retry(self, ids: Sequence[str], due_at: float, reason: str, now: float, *,
                    token: str, pace_until: float | None, start_clock: bool = False) -> int:
@@ -727,21 +704,11 @@ class SqliteStore(Store):
     def episode_states(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
         """See :meth:`Store.episode_states`: one indexed read per chunk of fingerprints, no
         paged entries or steps (the deliverer asks before each send)."""
-        try:
-            return self._states(self._conn(), keys)
-        except sqlite3.Error as exc:
-            self._drop()
-            raise StoreUnavailable(f"sqlite {self.path}: {exc}") from None
-
-    @staticmethod
-    def _states(db: sqlite3.Connection,
-                keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
-        """:meth:`episode_states` through ``db``."""
         wanted = set(keys)
         out: dict[tuple[str, str], str] = {}
         for part in chunks(sorted({fp for fp, _ in wanted})):
-            for fp, ep, state in db.execute("SELECT fingerprint, episode, state FROM"
-                                            " alert_episodes WHERE fingerprint IN"
+            for fp, ep, state in self._read("SELECT fingerprint, episode, state FROM"
+                                            f" alert_episodes WHERE fingerprint IN"
                                             f" ({marks(len(part))})", part):
                 if (fp, ep) in wanted:
                     out[(str(fp), str(ep))] = str(state)
