@@ -470,7 +470,7 @@ def _compile(m: _Merged, renderer: Renderer, tz: str) -> tuple[_Compiled, list[s
     for name, spec in m.schedules.items():
         out.schedules[name] = spec.compile(name, tz)
         problems.extend(f"{m.pre('schedules', name)}schedules.{name}.{p}"
-                        for p in spec.instant_problems(tz))
+                        for p in spec.instant_problems(out.schedules[name]))
     for name, entries in m.receivers.items():
         mobiles = [e if valid_mobile(e) else m.people.get(e, "") for e in entries]
         out.receivers[name] = list(dict.fromkeys(x for x in mobiles if x))

@@ -259,20 +259,16 @@ class ScheduleSpec(BaseModel):
             out.extend((f"overrides[{i}].people[{j}]", who) for j, who in enumerate(o.people))
         return out
 
-    def instant_problems(self, default_zone: str) -> list[str]:
-        """The overrides that cover no time once read as instants in the schedule's zone
-        (``time_zone``, else ``default_zone``): a start in a daylight-saving gap (a local time
-        the clocks skip) is read as the time after the jump (:func:`_instant`), so on a
-        spring-forward day ``02:10``-``03:10`` is empty. Each as ``"overrides[i]: ..."``."""
-        zone = parse_location(self.time_zone or default_zone)
-        out = []
-        for i, o in enumerate(self.overrides):
-            if _instant(o.end, zone) <= _instant(o.start, zone):
-                out.append(f"overrides[{i}]: start {o.start:%Y-%m-%d %H:%M} and end "
-                           f"{o.end:%Y-%m-%d %H:%M} are the same instant in {zone.key} (a "
-                           "local time the clocks skip is read as the time after the jump): "
-                           "the override would cover no time")
-        return out
+    def instant_problems(self, compiled: Schedule) -> list[str]:
+        """The overrides that cover no time once read as instants (``compiled``, this
+        schedule's :meth:`compile`): a start in a daylight-saving gap (a local time the clocks
+        skip) is read as the time after the jump (:func:`_instant`), so on a spring-forward
+        day ``02:10``-``03:10`` is empty. Each as ``"overrides[i]: ..."``."""
+        return [f"overrides[{i}]: start {o.start:%Y-%m-%d %H:%M} and end {o.end:%Y-%m-%d %H:%M}"
+                f" are the same instant in {compiled.zone.key} (a local time the clocks skip is"
+                " read as the time after the jump): the override would cover no time"
+                for i, (o, c) in enumerate(zip(self.overrides, compiled.overrides, strict=True))
+                if c.end <= c.start]
 
     def compile(self, name: str, default_zone: str) -> Schedule:
         """The schedule with its zone resolved (``time_zone``, else ``default_zone``) and the
