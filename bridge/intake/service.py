@@ -247,7 +247,6 @@ class Bridge:
             log.error("episode %s: acknowledged, but its alertmanager silence could not be "
                       "queued: %s", episode.id, exc)
 
-
     def resolved_in_alertmanager(self, episode: Episode, now: float) -> None:
         """Take the resolve of ``episode``'s alert that its Alertmanager silence held back, as
         the webhook would have brought it (docs/oncall.md, "Silences in Alertmanager"): the
